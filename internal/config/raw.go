@@ -1,0 +1,107 @@
+package config
+
+// Raw structs mirror the YAML file. Pointers mark optional values so that
+// defaults apply only where a key is absent; strings hold durations and
+// addresses so parse errors can name the field.
+
+type rawConfig struct {
+	Log       *rawLog       `yaml:"log"`
+	Timeouts  *rawTimeouts  `yaml:"timeouts"`
+	MaxConn   *int          `yaml:"maxconn"`
+	Frontends []rawFrontend `yaml:"frontends"`
+	Backends  []rawBackend  `yaml:"backends"`
+	Cluster   *rawCluster   `yaml:"cluster"`
+	VIPs      []rawVIP      `yaml:"vips"`
+	Admin     *rawAdmin     `yaml:"admin"`
+}
+
+type rawLog struct {
+	Format      string `yaml:"format"`
+	Level       string `yaml:"level"`
+	Connections *bool  `yaml:"connections"`
+}
+
+type rawTimeouts struct {
+	Connect    string `yaml:"connect"`
+	ClientIdle string `yaml:"client_idle"`
+	ServerIdle string `yaml:"server_idle"`
+	Drain      string `yaml:"drain"`
+}
+
+type rawFrontend struct {
+	Name    string `yaml:"name"`
+	Bind    string `yaml:"bind"`
+	Backend string `yaml:"backend"`
+	MaxConn *int   `yaml:"maxconn"`
+}
+
+type rawBackend struct {
+	Name        string      `yaml:"name"`
+	Balance     string      `yaml:"balance"`
+	Retries     *int        `yaml:"retries"`
+	CloseOnDown *bool       `yaml:"close_on_down"`
+	Health      *rawHealth  `yaml:"health"`
+	Servers     []rawServer `yaml:"servers"`
+}
+
+type rawServer struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight"`
+	Backup  bool   `yaml:"backup"`
+}
+
+type rawHealth struct {
+	Type         string   `yaml:"type"`
+	Path         string   `yaml:"path"`
+	ExpectStatus []int    `yaml:"expect_status"`
+	Interval     string   `yaml:"interval"`
+	Timeout      string   `yaml:"timeout"`
+	Fall         *int     `yaml:"fall"`
+	Rise         *int     `yaml:"rise"`
+	Jitter       *float64 `yaml:"jitter"`
+	TLS          *rawTLS  `yaml:"tls"`
+}
+
+type rawTLS struct {
+	ServerName string `yaml:"server_name"`
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	Verify     bool   `yaml:"verify"`
+}
+
+type rawCluster struct {
+	Nodes          []rawNode `yaml:"nodes"`
+	Port           *int      `yaml:"port"`
+	KeyFile        string    `yaml:"key_file"`
+	InsecureGossip bool      `yaml:"insecure_gossip"`
+	Profile        string    `yaml:"profile"`
+	Policy         string    `yaml:"policy"`
+	PreemptDelay   string    `yaml:"preempt_delay"`
+	Quorum         bool      `yaml:"quorum"`
+	Witness        string    `yaml:"witness"`
+	JoinTimeout    string    `yaml:"join_timeout"`
+	Eligibility    string    `yaml:"eligibility"`
+}
+
+type rawNode struct {
+	Name      string `yaml:"name"`
+	Address   string `yaml:"address"`
+	Priority  *int   `yaml:"priority"`
+	Interface string `yaml:"interface"`
+}
+
+type rawVIP struct {
+	Address      string `yaml:"address"`
+	Interface    string `yaml:"interface"`
+	GARPCount    *int   `yaml:"garp_count"`
+	GARPInterval string `yaml:"garp_interval"`
+	GARPRefresh  string `yaml:"garp_refresh"`
+	Lifetime     string `yaml:"lifetime"`
+}
+
+type rawAdmin struct {
+	Socket string `yaml:"socket"`
+	Group  string `yaml:"group"`
+}

@@ -1,0 +1,177 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Balance names a server-selection algorithm.
+type Balance string
+
+// Balance algorithms.
+const (
+	RoundRobin Balance = "roundrobin"
+	LeastConn  Balance = "leastconn"
+	Source     Balance = "source"
+)
+
+// CheckType names a health-check kind.
+type CheckType string
+
+// Health-check kinds.
+const (
+	CheckTCP   CheckType = "tcp"
+	CheckTLS   CheckType = "tls"
+	CheckHTTP  CheckType = "http"
+	CheckHTTPS CheckType = "https"
+)
+
+// Policy says what happens when a better node than the VIP holder appears.
+type Policy string
+
+// Election policies.
+const (
+	Preempt Policy = "preempt"
+	Sticky  Policy = "sticky"
+)
+
+// Config is a validated halb configuration. Zero values never reach users:
+// Load fills every default.
+type Config struct {
+	Log       Log
+	Timeouts  Timeouts
+	MaxConn   int // global limit on concurrent client connections
+	Frontends []Frontend
+	Backends  []Backend
+	Cluster   *Cluster // nil: a single proxy host without VIP management
+	VIPs      []VIP
+	Admin     Admin
+
+	// Fingerprint is a short hash of the file's bytes, gossiped so that
+	// operators can see when nodes run different configs.
+	Fingerprint string
+}
+
+// Log selects log format and verbosity.
+type Log struct {
+	Format      string // "text" or "json"
+	Level       string // "debug", "info", "warn", "error"
+	Connections bool   // one line per finished connection
+}
+
+// Timeouts apply to every frontend and backend.
+type Timeouts struct {
+	Connect    time.Duration // dial to a server, per attempt
+	ClientIdle time.Duration // no bytes from the client for this long closes the session
+	ServerIdle time.Duration // no bytes from the server for this long closes the session
+	Drain      time.Duration // how long open connections may finish on stop
+}
+
+// Frontend is one listener.
+type Frontend struct {
+	Name    string
+	Bind    netip.AddrPort
+	Backend string
+	MaxConn int // 0: only the global limit applies
+}
+
+// Backend is a pool of servers with one balance algorithm and health check.
+type Backend struct {
+	Name        string
+	Balance     Balance
+	Retries     int  // further servers tried after a failed connect
+	CloseOnDown bool // close open sessions of a server when checks mark it down
+	Health      HealthCheck
+	Servers     []Server
+}
+
+// Server is one backend endpoint.
+type Server struct {
+	Name    string
+	Address netip.AddrPort
+	Weight  int
+	Backup  bool // used only when no non-backup server is up
+}
+
+// HealthCheck says how servers of a backend are probed.
+type HealthCheck struct {
+	Type         CheckType
+	Path         string // http/https only
+	ExpectStatus []int  // http/https only
+	Interval     time.Duration
+	Timeout      time.Duration
+	Fall         int     // consecutive failures that mark a server down
+	Rise         int     // consecutive successes that mark a server up
+	Jitter       float64 // fraction of the interval added at random, spreading probes
+	TLS          TLSOptions
+}
+
+// TLSOptions configure tls and https checks.
+type TLSOptions struct {
+	ServerName string
+	CAFile     string
+	CertFile   string
+	KeyFile    string
+	Verify     bool
+}
+
+// Cluster configures gossip membership and the election.
+type Cluster struct {
+	Nodes          []Node
+	Port           int
+	KeyFile        string
+	InsecureGossip bool
+	Profile        string // failure-detection profile: "lan" or "fast"
+	Policy         Policy
+	PreemptDelay   time.Duration
+	Quorum         bool
+	Witness        netip.Addr // invalid: no witness
+	JoinTimeout    time.Duration
+	// Eligibility is "all_frontends" (default) or "any_frontend": which
+	// frontends need a healthy server for a node to hold a VIP.
+	Eligibility string
+}
+
+// Node is one LB host of the cluster.
+type Node struct {
+	Name      string
+	Address   netip.Addr // gossip bind and advertise address
+	Priority  int
+	Interface string // overrides VIP.Interface on this node
+}
+
+// VIP is a virtual address held by one node at a time.
+type VIP struct {
+	Address      netip.Prefix
+	Interface    string
+	GARPCount    int
+	GARPInterval time.Duration
+	GARPRefresh  time.Duration // 0: no periodic refresh
+	Lifetime     time.Duration // valid lifetime of the address; the holder refreshes it
+}
+
+// Admin configures the local admin API.
+type Admin struct {
+	Socket string
+	Group  string
+}
+
+// Node returns the cluster node called name.
+func (c *Cluster) Node(name string) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// Backend returns the backend called name.
+func (c *Config) Backend(name string) (Backend, bool) {
+	for _, b := range c.Backends {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Backend{}, false
+}

@@ -1,0 +1,73 @@
+package health
+
+import "time"
+
+// Result is the outcome of one probe of one server.
+type Result struct {
+	OK      bool
+	Reason  string // why it failed, or a short success note ("200 OK", "handshake ok")
+	Latency time.Duration
+	At      time.Time
+}
+
+// Target receives probe results; backend servers implement it.
+// ReportCheck must not block: the runner calls it on its own goroutine.
+type Target interface {
+	ReportCheck(Result)
+}
+
+// Tracker applies rise and fall to a sequence of results. Until the first
+// result the state is unknown; the first result decides at once, so a fresh
+// daemon serves within one interval instead of waiting for rise probes.
+// Tracker is not safe for concurrent use; its owner locks.
+type Tracker struct {
+	rise, fall int
+	known      bool
+	up         bool
+	succ, fail int
+}
+
+// NewTracker returns a tracker needing rise successes to go up and fall
+// failures to go down. Values below 1 are treated as 1.
+func NewTracker(rise, fall int) Tracker {
+	return Tracker{rise: max(rise, 1), fall: max(fall, 1)}
+}
+
+// Up reports the current state; false while unknown.
+func (t *Tracker) Up() bool { return t.up }
+
+// Known reports whether any result has been observed.
+func (t *Tracker) Known() bool { return t.known }
+
+// Observe records one probe outcome and reports whether the state changed
+// (the first observation always counts as a change).
+func (t *Tracker) Observe(ok bool) (changed bool) {
+	if !t.known {
+		t.known, t.up = true, ok
+		t.succ, t.fail = 0, 0
+		return true
+	}
+	if ok {
+		t.succ, t.fail = t.succ+1, 0
+		if !t.up && t.succ >= t.rise {
+			t.up, t.succ = true, 0
+			return true
+		}
+		return false
+	}
+	t.fail, t.succ = t.fail+1, 0
+	if t.up && t.fail >= t.fall {
+		t.up, t.fail = false, 0
+		return true
+	}
+	return false
+}
+
+// ForceDown marks the server down at once, as after a refused connect
+// (passive health). It then needs rise successes to come back.
+func (t *Tracker) ForceDown() (changed bool) {
+	changed = !t.known || t.up
+	t.known, t.up = true, false
+	t.succ, t.fail = 0, 0
+	return changed
+}
