@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"halb/internal/config"
+	"halb/internal/daemon"
+)
+
+func newRunCmd() *cobra.Command {
+	var path, node, logLevel, socket string
+	cmd := &cobra.Command{
+		Use:   "run --config FILE [--node NAME]",
+		Short: "Run the load balancer daemon in the foreground",
+		Long: `Run starts halb: a listener per frontend, health checks for every server and,
+with a cluster section, gossip with the other LB nodes and the VIP for the node
+the election picks.
+
+The node's identity is its entry under cluster.nodes, chosen by --node
+(default: the host name). Logs go to standard error.
+
+SIGINT or SIGTERM stop halb gracefully: it hands each VIP it holds to another
+eligible node (make-before-break), leaves the cluster, stops accepting, lets
+open connections finish for up to timeouts.drain, and exits 0.`,
+		Example: `  halb run --config /etc/halb/halb.yaml --node lb1
+  halb run --config deploy/examples/loopback.yaml --log-level debug`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return fmt.Errorf("%s:\n%w", path, err)
+			}
+			if logLevel != "" {
+				cfg.Log.Level = logLevel
+			}
+			if socket != "" {
+				cfg.Admin.Socket = socket
+			}
+			if node == "" {
+				if node, err = os.Hostname(); err != nil {
+					return fmt.Errorf("find node name: %w (pass --node)", err)
+				}
+			}
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			d, err := daemon.New(cfg, daemon.Options{
+				ConfigPath: path,
+				NodeName:   node,
+				Version:    buildVersion(),
+				Log:        log,
+			})
+			if err != nil {
+				return err
+			}
+			return d.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file")
+	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: host name)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
+	cmd.Flags().StringVar(&socket, "socket", "", "override admin.socket")
+	return cmd
+}
+
+func newLogger(w io.Writer, l config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+

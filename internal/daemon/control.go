@@ -1,0 +1,208 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"time"
+
+	"halb/internal/cluster"
+	"halb/internal/election"
+)
+
+// reconcileEvery bounds how stale a decision can get when no event fires,
+// e.g. for a node becoming stable after preempt_delay.
+const reconcileEvery = 200 * time.Millisecond
+
+// controller is the election loop's memory between rounds.
+type controller struct {
+	eligibleSince time.Time
+	lastState     cluster.State
+	stateSet      bool
+	lastMembers   []string
+	holder        map[string]string // VIP -> owner computed in the last round
+}
+
+// poke asks the control loop for a new round; it never blocks.
+func (d *Daemon) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// control runs the election: gossip this node's state, compute each VIP's
+// owner from every alive member's state, and claim or release. It waits for
+// the first join (bounded) before claiming, so a node that starts before
+// its peers does not take the VIP only to drop it when they appear.
+func (d *Daemon) control(ctx context.Context) error {
+	forward := func(ch <-chan struct{}) {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ch:
+				d.poke()
+			}
+		}
+	}
+	var fwd []<-chan struct{}
+	fwd = append(fwd, d.cluster.Changed())
+	for _, p := range d.pools {
+		fwd = append(fwd, p.Changed())
+	}
+	for _, a := range d.announcers {
+		fwd = append(fwd, a.a.Changed())
+	}
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		finished := make(chan struct{}, len(fwd))
+		for _, ch := range fwd {
+			go func() { forward(ch); finished <- struct{}{} }()
+		}
+		for range fwd {
+			<-finished
+		}
+	}()
+
+	tick := time.NewTicker(reconcileEvery)
+	defer tick.Stop()
+	c := &controller{holder: map[string]string{}}
+	ready := d.cluster.Ready()
+	for {
+		select {
+		case <-ready:
+			ready = nil // a nil channel never fires again
+			d.log.Info("cluster ready: joined peers or join timeout passed", "members", len(d.cluster.Members()))
+		default:
+		}
+		d.reconcile(c, ready == nil, time.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		case <-tick.C:
+		case <-ready:
+		}
+	}
+}
+
+// localState computes what this node gossips about itself.
+func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
+	fronts := make(map[string]bool, len(d.cfg.Frontends))
+	healthy := 0
+	for _, f := range d.cfg.Frontends {
+		ok := d.pools[f.Backend].Healthy()
+		fronts[f.Name] = ok
+		if ok {
+			healthy++
+		}
+	}
+	eligible := healthy == len(d.cfg.Frontends)
+	if d.cfg.Cluster.Eligibility == "any_frontend" {
+		eligible = healthy > 0
+	}
+	d.mu.Lock()
+	leaving, maint := d.leaving, d.maintained
+	d.mu.Unlock()
+	if leaving || maint {
+		eligible = false
+	}
+	if !eligible {
+		c.eligibleSince = time.Time{}
+	} else if c.eligibleSince.IsZero() {
+		c.eligibleSince = now
+	}
+	stable := eligible && now.Sub(c.eligibleSince) >= d.cfg.Cluster.PreemptDelay
+	var holds []string
+	for _, a := range d.announcers {
+		if a.a.Held() {
+			holds = append(holds, a.cfg.Address.Addr().String())
+		}
+	}
+	return cluster.State{
+		Priority:    d.self.Priority,
+		Eligible:    eligible,
+		Stable:      stable,
+		Maintenance: maint || leaving,
+		Frontends:   fronts,
+		Holds:       holds,
+		Holder:      maps.Clone(c.holder),
+		Fingerprint: d.cfg.Fingerprint,
+		Version:     d.opts.Version,
+	}
+}
+
+// reconcile runs one round of the election and acts on its result.
+func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
+	st := d.localState(c, now)
+	if !c.stateSet || !reflect.DeepEqual(st, c.lastState) {
+		d.cluster.SetLocal(st)
+		c.lastState, c.stateSet = st, true
+	}
+	if !ready {
+		return
+	}
+	members := d.cluster.Members()
+	names := make([]string, 0, len(members))
+	for _, m := range members {
+		names = append(names, m.Name)
+	}
+	membersChanged := !slices.Equal(names, c.lastMembers)
+	if membersChanged && c.lastMembers != nil {
+		d.log.Info("membership changed", "members", names)
+	}
+	c.lastMembers = names
+
+	quorum := 0
+	if d.cfg.Cluster.Quorum {
+		quorum = len(d.cfg.Cluster.Nodes)
+	}
+	opts := election.Options{Policy: d.cfg.Cluster.Policy, Quorum: quorum}
+	for _, a := range d.announcers {
+		addr := a.cfg.Address.Addr().String()
+		states := map[string]cluster.State{}
+		var em []election.Member
+		for _, m := range members {
+			if !m.Alive {
+				continue
+			}
+			s := m.State
+			if m.Local {
+				s = st
+			}
+			states[m.Name] = s
+			em = append(em, election.Member{
+				Name:     m.Name,
+				Priority: s.Priority,
+				// A peer whose state did not decode cannot prove its health.
+				Eligible: s.Eligible && m.StateErr == "",
+				Stable:   s.Stable && m.StateErr == "",
+				Holds:    slices.Contains(s.Holds, addr),
+			})
+		}
+		owner := election.Owner(em, opts)
+		if prev := c.holder[addr]; prev != owner {
+			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)
+		}
+		c.holder[addr] = owner
+		switch {
+		case owner == d.self.Name:
+			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", d.self.Priority, opts.Policy))
+		case !a.a.Held():
+			a.a.SetOwner(false, "not elected")
+		case owner == "":
+			a.a.SetOwner(false, "no quorum: a minority must not hold the VIP")
+		case slices.Contains(states[owner].Holds, addr):
+			// Make before break: release only once the new owner holds it.
+			a.a.SetOwner(false, "handed over to "+owner)
+		}
+		if membersChanged && a.a.Held() {
+			a.a.Reannounce("membership changed")
+		}
+	}
+}

@@ -1,0 +1,261 @@
+package daemon
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"halb/internal/cluster"
+	"halb/internal/config"
+	"halb/internal/health"
+	"halb/internal/pool"
+	"halb/internal/proxy"
+	"halb/internal/vip"
+)
+
+// Options are what the daemon needs beyond the config file.
+type Options struct {
+	ConfigPath string
+	NodeName   string
+	Version    string
+	Log        *slog.Logger
+	// Link and GARP reach the OS; nil means the real netlink and ARP
+	// implementations. Tests pass fakes.
+	Link vip.Link
+	GARP vip.GARPSender
+	// Clock drives health-check scheduling; nil means the real clock.
+	Clock health.Clock
+}
+
+// Daemon is one running halb node.
+type Daemon struct {
+	cfg     *config.Config
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+
+	pools     map[string]*pool.Pool
+	frontends []*proxy.Frontend
+	limiter   *proxy.Limiter
+
+	self       config.Node // zero without a cluster
+	cluster    *cluster.Cluster
+	announcers []*announcer
+
+	wake chan struct{} // coalesced requests for an election round
+
+	mu         sync.Mutex
+	leaving    bool // shutting down: ineligible so peers take the VIPs
+	maintained bool // operator maintenance: ineligible
+}
+
+// announcer pairs a VIP's config with the component holding it.
+type announcer struct {
+	cfg config.VIP
+	a   *vip.Announcer
+}
+
+// New builds a daemon from a validated config. It does no I/O beyond
+// reading the gossip key.
+func New(cfg *config.Config, opts Options) (*Daemon, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = health.RealClock()
+	}
+	d := &Daemon{
+		cfg:     cfg,
+		opts:    opts,
+		log:     opts.Log,
+		pools:   map[string]*pool.Pool{},
+		limiter: proxy.NewLimiter(cfg.MaxConn),
+		wake:    make(chan struct{}, 1),
+	}
+	for _, b := range cfg.Backends {
+		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))
+	}
+	for _, f := range cfg.Frontends {
+		d.frontends = append(d.frontends, proxy.NewFrontend(f, d.pools[f.Backend], proxy.Options{
+			Timeouts: cfg.Timeouts,
+			ConnLog:  cfg.Log.Connections,
+			Limit:    d.limiter,
+		}, opts.Log.With("component", "proxy", "frontend", f.Name)))
+	}
+	if cfg.Cluster == nil {
+		return d, nil
+	}
+	self, ok := cfg.Cluster.Node(opts.NodeName)
+	if !ok {
+		names := make([]string, len(cfg.Cluster.Nodes))
+		for i, n := range cfg.Cluster.Nodes {
+			names[i] = n.Name
+		}
+		return nil, fmt.Errorf("node %q is not in cluster.nodes (%s): pass --node NAME", opts.NodeName, strings.Join(names, ", "))
+	}
+	d.self = self
+	var key []byte
+	if !cfg.Cluster.InsecureGossip {
+		var err error
+		if key, err = readKey(cfg.Cluster.KeyFile); err != nil {
+			return nil, err
+		}
+	}
+	var peers []netip.AddrPort
+	for _, n := range cfg.Cluster.Nodes {
+		if n.Name != self.Name {
+			peers = append(peers, netip.AddrPortFrom(n.Address, uint16(cfg.Cluster.Port)))
+		}
+	}
+	cl, err := cluster.New(cluster.Config{
+		NodeName:    self.Name,
+		BindAddr:    self.Address,
+		Port:        cfg.Cluster.Port,
+		Peers:       peers,
+		Key:         key,
+		Insecure:    cfg.Cluster.InsecureGossip,
+		Profile:     cfg.Cluster.Profile,
+		JoinTimeout: cfg.Cluster.JoinTimeout,
+	}, opts.Log.With("component", "cluster"))
+	if err != nil {
+		return nil, err
+	}
+	d.cluster = cl
+	link, garp := opts.Link, opts.GARP
+	if link == nil {
+		link = vip.NewNetlink()
+	}
+	if garp == nil {
+		garp = vip.NewGARP()
+	}
+	for _, v := range cfg.VIPs {
+		ifname := v.Interface
+		if self.Interface != "" {
+			ifname = self.Interface
+		}
+		d.announcers = append(d.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp,
+			opts.Log.With("component", "vip", "vip", v.Address.Addr().String(), "iface", ifname))})
+	}
+	return d, nil
+}
+
+// readKey loads a base64 gossip key written by `halb keygen`.
+func readKey(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read gossip key (cluster.key_file): %w; create one with `halb keygen --out %s`", err, path)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("gossip key %s is not base64: %w", path, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("gossip key %s has %d bytes: want 16, 24 or 32 (AES-128/192/256)", path, len(key))
+}
+
+// Run serves until ctx is cancelled, then stops in the order that loses
+// nothing: hand the VIPs over, leave the cluster, stop accepting, drain.
+func (d *Daemon) Run(ctx context.Context) error {
+	d.started = time.Now()
+	base := context.WithoutCancel(ctx)
+
+	proxyCtx, stopProxy := context.WithCancel(base)
+	defer stopProxy()
+	pg, pctx := errgroup.WithContext(proxyCtx)
+	for _, p := range d.pools {
+		for _, s := range p.Servers() {
+			checker, err := health.NewChecker(p.Config().Health)
+			if err != nil {
+				return fmt.Errorf("backend %s: %w", p.Name(), err)
+			}
+			r := health.NewRunner(checker, s.Config().Address, p.Config().Health, s, d.opts.Clock,
+				d.log.With("component", "health", "backend", p.Name(), "server", s.Config().Name))
+			pg.Go(func() error { return r.Run(pctx) })
+		}
+	}
+	for _, f := range d.frontends {
+		pg.Go(func() error { return f.Run(pctx) })
+	}
+
+	clusterCtx, stopCluster := context.WithCancel(base)
+	defer stopCluster()
+	cg, cctx := errgroup.WithContext(clusterCtx)
+	if d.cluster != nil {
+		cg.Go(func() error { return d.cluster.Run(cctx) })
+		for _, a := range d.announcers {
+			cg.Go(func() error { return a.a.Run(cctx) })
+		}
+		cg.Go(func() error { return d.control(cctx) })
+	}
+	d.log.Info("halb started", "node", d.self.Name, "version", d.opts.Version,
+		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", d.cfg.Fingerprint)
+
+	select {
+	case <-ctx.Done():
+		d.log.Info("stopping: handing over VIPs, then draining connections")
+	case <-pctx.Done():
+	case <-cctx.Done():
+	}
+	if ctx.Err() != nil && d.cluster != nil {
+		d.handover(cctx)
+	}
+	stopCluster()
+	errC := cg.Wait()
+	stopProxy()
+	errP := pg.Wait()
+	if err := errors.Join(errC, errP); err != nil {
+		return err
+	}
+	d.log.Info("halb stopped")
+	return nil
+}
+
+// handover makes this node ineligible and waits, bounded, until the VIPs it
+// holds have been taken by a peer, so that removing them loses no connection.
+func (d *Daemon) handover(ctx context.Context) {
+	d.mu.Lock()
+	d.leaving = true
+	d.mu.Unlock()
+	d.poke()
+	if len(d.cluster.Members()) < 2 {
+		return // nobody to hand over to
+	}
+	deadline := time.NewTimer(handoverTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		held := 0
+		for _, a := range d.announcers {
+			if a.a.Held() {
+				held++
+			}
+		}
+		if held == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			d.log.Warn("no peer took the VIPs in time; releasing them anyway", "timeout", handoverTimeout)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// handoverTimeout bounds a graceful stop's wait for a peer to take over.
+const handoverTimeout = 3 * time.Second

@@ -1,0 +1,2 @@
+// Package daemon wires halb's parts together — checks, pools, listeners, gossip, election and VIPs — and runs them under one context.
+package daemon
