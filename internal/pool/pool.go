@@ -1,0 +1,231 @@
+package pool
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"log/slog"
+	"math"
+	"net/netip"
+	"sync"
+
+	"halb/internal/config"
+)
+
+// Pool is one backend: its servers and the balancing state shared by every
+// frontend that sends connections to it. It is safe for concurrent use.
+type Pool struct {
+	cfg     config.Backend
+	log     *slog.Logger
+	servers []*Server
+
+	// mu guards the balancing state (smooth round-robin weights in each
+	// Server, the leastconn cursor). It is held only for one scan of the
+	// server list, which is short.
+	mu     sync.Mutex
+	lcNext int
+
+	changed chan struct{}
+}
+
+// New builds a pool for cfg. It does no I/O. Every server starts in the
+// unknown state, which counts as not up: the health runner probes at start
+// and the first result decides at once, so a fresh daemon does not send
+// clients to servers nobody has checked.
+func New(cfg config.Backend, log *slog.Logger) *Pool {
+	p := &Pool{
+		cfg:     cfg,
+		log:     log.With("backend", cfg.Name),
+		changed: make(chan struct{}, 1),
+	}
+	p.servers = make([]*Server, len(cfg.Servers))
+	for i, sc := range cfg.Servers {
+		p.servers[i] = newServer(p, sc)
+	}
+	return p
+}
+
+// Name returns the backend's name.
+func (p *Pool) Name() string { return p.cfg.Name }
+
+// Config returns the backend configuration the pool was built from.
+func (p *Pool) Config() config.Backend { return p.cfg }
+
+// Servers returns the pool's servers in configuration order. The slice is
+// shared; callers must not modify it.
+func (p *Pool) Servers() []*Server { return p.servers }
+
+// Server returns the server called name.
+func (p *Pool) Server(name string) (*Server, bool) {
+	for _, s := range p.servers {
+		if s.name == name {
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// Healthy reports whether any server can take a new connection.
+func (p *Pool) Healthy() bool {
+	for _, s := range p.servers {
+		if s.usable() {
+			return true
+		}
+	}
+	return false
+}
+
+// Changed returns a channel that receives a value after any server's
+// up/down or admin state changed. Notifications coalesce: one value may
+// stand for several changes, so a receiver should re-read the state it
+// cares about (for example Healthy) rather than count signals.
+func (p *Pool) Changed() <-chan struct{} { return p.changed }
+
+// notify signals Changed without ever blocking the caller (health runner
+// goroutines and the proxy's dial path call it).
+func (p *Pool) notify() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Pick chooses a server for a new connection from client, skipping the
+// servers in tried (those that already failed for this connection). Only
+// servers that are up and administratively enabled qualify; backup
+// servers are used only when no non-backup server qualifies. It returns
+// nil when no server qualifies. Pick does not allocate.
+func (p *Pool) Pick(client netip.Addr, tried []*Server) *Server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if s := p.pickAmong(client, tried, false); s != nil {
+		return s
+	}
+	return p.pickAmong(client, tried, true)
+}
+
+// candidate reports whether s may be picked in the backup or non-backup round.
+func candidate(s *Server, tried []*Server, backup bool) bool {
+	if s.backup != backup || !s.usable() {
+		return false
+	}
+	for _, t := range tried {
+		if t == s {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *Pool) pickAmong(client netip.Addr, tried []*Server, backup bool) *Server {
+	switch p.cfg.Balance {
+	case config.LeastConn:
+		return p.pickLeastConn(tried, backup)
+	case config.Source:
+		return p.pickSource(client, tried, backup)
+	default:
+		return p.pickRoundRobin(tried, backup)
+	}
+}
+
+// pickRoundRobin is smooth weighted round robin: every candidate gains its
+// weight, the one with the highest running total wins and pays back the
+// sum of weights. Over any window the picks are spread evenly in
+// proportion to weight, without the bursts of plain weighted rotation.
+func (p *Pool) pickRoundRobin(tried []*Server, backup bool) *Server {
+	var best *Server
+	total := 0
+	for _, s := range p.servers {
+		if !candidate(s, tried, backup) {
+			continue
+		}
+		s.rrCurrent += s.weight
+		total += s.weight
+		if best == nil || s.rrCurrent > best.rrCurrent {
+			best = s
+		}
+	}
+	if best != nil {
+		best.rrCurrent -= total
+	}
+	return best
+}
+
+// pickLeastConn picks the candidate with the fewest active connections per
+// unit of weight. The scan starts after the previous winner, so ties are
+// broken in rotation rather than always favouring the first server.
+func (p *Pool) pickLeastConn(tried []*Server, backup bool) *Server {
+	n := len(p.servers)
+	var best *Server
+	bestIdx := 0
+	var bestActive int64
+	for i := range n {
+		idx := (p.lcNext + i) % n
+		s := p.servers[idx]
+		if !candidate(s, tried, backup) {
+			continue
+		}
+		a := s.active.Load()
+		// a/s.weight < bestActive/best.weight, without division.
+		if best == nil || a*int64(best.weight) < bestActive*int64(s.weight) {
+			best, bestIdx, bestActive = s, idx, a
+		}
+	}
+	if best != nil {
+		p.lcNext = (bestIdx + 1) % n
+	}
+	return best
+}
+
+// pickSource is weighted rendezvous (highest random weight) hashing of the
+// client address: each candidate scores the client independently and the
+// best score wins. When a server leaves, only its own clients move; the
+// rest keep their server. Scores depend on server names and addresses,
+// not list positions, so every halb node maps a client the same way.
+func (p *Pool) pickSource(client netip.Addr, tried []*Server, backup bool) *Server {
+	ch := addrHash(client)
+	var best *Server
+	bestScore := math.Inf(-1)
+	for _, s := range p.servers {
+		if !candidate(s, tried, backup) {
+			continue
+		}
+		h := mix64(ch ^ s.seed)
+		// u is uniform in (0,1); w/-ln(u) makes a server's chance of
+		// winning proportional to its weight.
+		u := (float64(h>>11) + 0.5) / (1 << 53)
+		score := float64(s.weight) / -math.Log(u)
+		if score > bestScore {
+			best, bestScore = s, score
+		}
+	}
+	return best
+}
+
+// addrHash hashes an address so that an IPv4 client and its IPv4-mapped
+// IPv6 form hash alike.
+func addrHash(a netip.Addr) uint64 {
+	b := a.Unmap().As16()
+	hi := binary.BigEndian.Uint64(b[:8])
+	lo := binary.BigEndian.Uint64(b[8:])
+	return mix64(hi ^ mix64(lo^0x9e3779b97f4a7c15))
+}
+
+// serverSeed derives a server's stable hash identity from its name and address.
+func serverSeed(sc config.Server) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(sc.Name))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(sc.Address.String()))
+	return mix64(h.Sum64())
+}
+
+// mix64 is the splitmix64 finaliser: it spreads every input bit over the
+// whole output so nearby addresses get unrelated scores.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}

@@ -1,0 +1,293 @@
+package pool
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"halb/internal/config"
+	"halb/internal/health"
+)
+
+// AdminState is an operator's setting for a server, independent of health.
+type AdminState int32
+
+// Admin states. Disabled and Drain both stop new connections and leave
+// open ones alone; they differ in intent, which stats show: Drain is "let
+// my sessions finish, I am going away", Disabled is "out of service".
+const (
+	Enabled AdminState = iota
+	Disabled
+	Drain
+)
+
+// String returns the state's name as used in the admin API.
+func (a AdminState) String() string {
+	switch a {
+	case Enabled:
+		return "enabled"
+	case Disabled:
+		return "disabled"
+	case Drain:
+		return "drain"
+	default:
+		return fmt.Sprintf("AdminState(%d)", int32(a))
+	}
+}
+
+// MarshalText encodes the state by name.
+func (a AdminState) MarshalText() ([]byte, error) { return []byte(a.String()), nil }
+
+// UnmarshalText decodes a state name.
+func (a *AdminState) UnmarshalText(b []byte) error {
+	s, err := ParseAdminState(string(b))
+	if err != nil {
+		return err
+	}
+	*a = s
+	return nil
+}
+
+// ParseAdminState returns the state called name.
+func ParseAdminState(name string) (AdminState, error) {
+	switch name {
+	case "enabled":
+		return Enabled, nil
+	case "disabled":
+		return Disabled, nil
+	case "drain":
+		return Drain, nil
+	}
+	return Enabled, fmt.Errorf("parse admin state %q: want enabled, disabled or drain", name)
+}
+
+// Server is one backend endpoint with its health, admin state and counters.
+// It implements health.Target. All methods are safe for concurrent use.
+type Server struct {
+	pool   *Pool
+	name   string
+	addr   netip.AddrPort
+	weight int
+	backup bool
+	seed   uint64
+
+	// rrCurrent is the smooth round-robin running weight, guarded by pool.mu.
+	rrCurrent int
+
+	up    atomic.Bool // read on the Pick hot path without a lock
+	admin atomic.Int32
+
+	mu      sync.Mutex // guards the fields below
+	tracker health.Tracker
+	since   time.Time
+	last    health.Result
+	conns   map[uint64]io.Closer
+	nextID  uint64
+
+	active          atomic.Int64
+	total           atomic.Int64
+	bytesIn         atomic.Int64
+	bytesOut        atomic.Int64
+	connectFailures atomic.Int64
+	retries         atomic.Int64
+}
+
+func newServer(p *Pool, sc config.Server) *Server {
+	return &Server{
+		pool:    p,
+		name:    sc.Name,
+		addr:    sc.Address,
+		weight:  max(sc.Weight, 1),
+		backup:  sc.Backup,
+		seed:    serverSeed(sc),
+		tracker: health.NewTracker(p.cfg.Health.Rise, p.cfg.Health.Fall),
+		conns:   make(map[uint64]io.Closer),
+	}
+}
+
+// Name returns the server's configured name.
+func (s *Server) Name() string { return s.name }
+
+// Address returns the server's address.
+func (s *Server) Address() netip.AddrPort { return s.addr }
+
+// Backup reports whether the server is a backup.
+func (s *Server) Backup() bool { return s.backup }
+
+// Up reports whether health says the server is up. A server whose state is
+// still unknown (no check result yet) is not up.
+func (s *Server) Up() bool { return s.up.Load() }
+
+// Admin returns the server's admin state.
+func (s *Server) Admin() AdminState { return AdminState(s.admin.Load()) }
+
+// usable reports whether the server may take a new connection.
+func (s *Server) usable() bool {
+	return s.up.Load() && AdminState(s.admin.Load()) == Enabled
+}
+
+// SetAdmin changes the admin state. Open connections are never closed by
+// it; Disabled and Drain only stop new ones.
+func (s *Server) SetAdmin(state AdminState) {
+	old := AdminState(s.admin.Swap(int32(state)))
+	if old == state {
+		return
+	}
+	s.pool.log.Info("server admin state changed", "server", s.name, "from", old.String(), "to", state.String())
+	s.pool.notify()
+}
+
+// ReportCheck records one health-check result, applying the backend's
+// rise and fall. It implements health.Target and never blocks for long:
+// closing sessions on a down transition only closes sockets.
+func (s *Server) ReportCheck(r health.Result) {
+	s.mu.Lock()
+	s.last = r
+	changed := s.tracker.Observe(r.OK)
+	up := s.tracker.Up()
+	var doomed []io.Closer
+	if changed {
+		s.up.Store(up)
+		s.since = r.At
+		if s.since.IsZero() {
+			s.since = time.Now()
+		}
+		if !up && s.pool.cfg.CloseOnDown {
+			doomed = s.takeConnsLocked()
+		}
+	}
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	s.logTransition(up, r.Reason, len(doomed))
+	for _, c := range doomed {
+		_ = c.Close()
+	}
+	s.pool.notify()
+}
+
+// MarkDown takes the server down at once after a failed connect (passive
+// health). It needs rise successful checks to come back. Open sessions are
+// left alone: a refused new connection says little about existing ones.
+func (s *Server) MarkDown(reason string) {
+	s.mu.Lock()
+	changed := s.tracker.ForceDown()
+	if changed {
+		s.up.Store(false)
+		s.since = time.Now()
+	}
+	s.mu.Unlock()
+	if !changed {
+		return
+	}
+	s.logTransition(false, reason, 0)
+	s.pool.notify()
+}
+
+func (s *Server) logTransition(up bool, reason string, closed int) {
+	if up {
+		s.pool.log.Info("server up", "server", s.name, "reason", reason)
+		return
+	}
+	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", closed)
+}
+
+// takeConnsLocked empties the set of tracked connections and returns them.
+func (s *Server) takeConnsLocked() []io.Closer {
+	if len(s.conns) == 0 {
+		return nil
+	}
+	out := make([]io.Closer, 0, len(s.conns))
+	for id, c := range s.conns {
+		out = append(out, c)
+		delete(s.conns, id)
+	}
+	return out
+}
+
+// Track registers an open connection to this server: it counts towards
+// leastconn and is closed if checks take the server down while the
+// backend has CloseOnDown. release unregisters it; calling it more than
+// once is harmless.
+func (s *Server) Track(c io.Closer) (release func()) {
+	s.active.Add(1)
+	s.total.Add(1)
+	s.mu.Lock()
+	s.nextID++
+	id := s.nextID
+	s.conns[id] = c
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.active.Add(-1)
+			s.mu.Lock()
+			delete(s.conns, id)
+			s.mu.Unlock()
+		})
+	}
+}
+
+// AddBytes adds to the byte counters: in flows from client to server, out
+// from server to client.
+func (s *Server) AddBytes(in, out int64) {
+	if in != 0 {
+		s.bytesIn.Add(in)
+	}
+	if out != 0 {
+		s.bytesOut.Add(out)
+	}
+}
+
+// AddConnectFailure counts a failed connect to this server.
+func (s *Server) AddConnectFailure() { s.connectFailures.Add(1) }
+
+// AddRetry counts a connection this server took after another server of
+// the backend failed to connect.
+func (s *Server) AddRetry() { s.retries.Add(1) }
+
+// ServerStats is a snapshot of one server's state and counters.
+type ServerStats struct {
+	Name            string
+	Address         netip.AddrPort
+	Backup          bool
+	Weight          int
+	Up              bool
+	Known           bool // false until the first check result or MarkDown
+	Admin           AdminState
+	Since           time.Time // when Up last changed; zero while unknown
+	LastCheck       health.Result
+	Active          int64
+	Total           int64
+	BytesIn         int64
+	BytesOut        int64
+	ConnectFailures int64
+	Retries         int64
+}
+
+// Stats returns a snapshot of the server's state and counters.
+func (s *Server) Stats() ServerStats {
+	s.mu.Lock()
+	st := ServerStats{
+		Known:     s.tracker.Known(),
+		Since:     s.since,
+		LastCheck: s.last,
+	}
+	s.mu.Unlock()
+	st.Name, st.Address, st.Backup, st.Weight = s.name, s.addr, s.backup, s.weight
+	st.Up = s.up.Load()
+	st.Admin = s.Admin()
+	st.Active = s.active.Load()
+	st.Total = s.total.Load()
+	st.BytesIn = s.bytesIn.Load()
+	st.BytesOut = s.bytesOut.Load()
+	st.ConnectFailures = s.connectFailures.Load()
+	st.Retries = s.retries.Load()
+	return st
+}
+
+var _ health.Target = (*Server)(nil)
