@@ -1,0 +1,120 @@
+package probe
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"halb/internal/fakecp"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func startCP(t *testing.T, ip string) (*fakecp.Client, netip.AddrPort, netip.AddrPort) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "cp.sock")
+	a := netip.MustParseAddrPort(ip + ":0")
+	s := fakecp.New(fakecp.Options{Name: "cp7", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock}, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	select {
+	case <-s.Ready():
+	case err := <-errc:
+		t.Fatalf("fakecp: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("fakecp not ready")
+	}
+	h, l := s.Addrs()
+	return fakecp.NewClient(sock), h[0], l[0]
+}
+
+func TestHealthyTargetNamesResponder(t *testing.T) {
+	_, api, talos := startCP(t, "127.0.0.31")
+	for _, tc := range []struct {
+		mode   string
+		target netip.AddrPort
+		named  bool
+	}{{ModeHTTPS, api, true}, {ModeTLS, talos, true}, {ModeTCP, api, false}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode})
+			if r.Attempts < 5 || r.Failures != 0 || r.Successes != r.Attempts {
+				t.Fatalf("report %v: want >= 5 attempts and no failures", r)
+			}
+			if tc.named && r.Responders["cp7"] != r.Successes {
+				t.Errorf("responders %v, want cp7 for all %d successes", r.Responders, r.Successes)
+			}
+			if r.LongestGap > 200*time.Millisecond {
+				t.Errorf("longest gap %s on a healthy target", r.LongestGap)
+			}
+		})
+	}
+}
+
+func TestDeadTargetGapIsWholeRun(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.32:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := netip.MustParseAddrPort(ln.Addr().String())
+	_ = ln.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	r := Run(ctx, Options{Target: target})
+	if r.Successes != 0 || r.Failures == 0 || r.Errors["refused"] != r.Failures {
+		t.Fatalf("report %v: want only refused failures", r)
+	}
+	if r.LongestGap < 190*time.Millisecond || r.FirstFailure.IsZero() || r.LastFailure.Before(r.FirstFailure) {
+		t.Errorf("report %v: want a gap spanning the run and failure times", r)
+	}
+}
+
+func TestOutageIsMeasured(t *testing.T) {
+	cp, api, _ := startCP(t, "127.0.0.33")
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	done := make(chan Report, 1)
+	go func() { done <- Run(ctx, Options{Target: api, Mode: ModeHTTPS}) }()
+
+	// The outage is the stimulus under test, so its length is set by the clock.
+	time.Sleep(300 * time.Millisecond)
+	if err := cp.FailHealth(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if err := cp.FailHealth(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.LongestGap < 350*time.Millisecond || r.LongestGap > 800*time.Millisecond {
+		t.Errorf("longest gap %s, want about 400ms: %v", r.LongestGap, r)
+	}
+	if r.Errors["status 500"] == 0 || r.Successes == 0 {
+		t.Errorf("report %v: want 500s during the outage and successes around it", r)
+	}
+	if r.GapStart.Before(r.Start) || r.FirstFailure.Before(r.GapStart) {
+		t.Errorf("gap start %s, first failure %s: the gap should begin at the last success before the first failure", r.GapStart, r.FirstFailure)
+	}
+}
+
+func TestBlackholeCostsTimeoutPerAttempt(t *testing.T) {
+	cp, api, _ := startCP(t, "127.0.0.34")
+	if err := cp.SetState(context.Background(), fakecp.Blackhole); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 350*time.Millisecond)
+	defer cancel()
+	r := Run(ctx, Options{Target: api, Mode: ModeTLS, Timeout: 100 * time.Millisecond})
+	if r.Successes != 0 || r.Errors["timeout"] < 2 || r.Attempts > 4 {
+		t.Fatalf("report %v: want 2-4 attempts that all time out (attempts do not overlap)", r)
+	}
+}
