@@ -1,0 +1,387 @@
+package health
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"halb/internal/config"
+)
+
+const (
+	// maxBody bounds how much of a response body a check reads; the status
+	// decides, the body only needs draining a little.
+	maxBody = 4 << 10
+	// closeWait bounds how long a TLS check waits for the server's side of
+	// the close after sending close_notify.
+	closeWait = 250 * time.Millisecond
+	// maxCloseReads bounds the records read while waiting for that close.
+	maxCloseReads = 16
+)
+
+// Checker probes one server once. Check must return soon after ctx ends;
+// the runner bounds every probe with the configured timeout.
+type Checker interface {
+	Check(ctx context.Context, addr netip.AddrPort) Result
+}
+
+// CheckerFunc adapts a function to Checker.
+type CheckerFunc func(ctx context.Context, addr netip.AddrPort) Result
+
+// Check calls f.
+func (f CheckerFunc) Check(ctx context.Context, addr netip.AddrPort) Result { return f(ctx, addr) }
+
+// NewChecker returns the checker for hc.Type. It reads the TLS files named in
+// hc.TLS (tls and https only), so a bad path fails at start, not per probe.
+func NewChecker(hc config.HealthCheck) (Checker, error) {
+	switch hc.Type {
+	case config.CheckTCP:
+		return tcpChecker{}, nil
+	case config.CheckTLS:
+		cfg, err := loadTLS(hc.TLS)
+		if err != nil {
+			return nil, err
+		}
+		return &tlsChecker{cfg: cfg}, nil
+	case config.CheckHTTP, config.CheckHTTPS:
+		return newHTTPChecker(hc)
+	default:
+		return nil, fmt.Errorf("unknown health check type %q", hc.Type)
+	}
+}
+
+// loadTLS builds the client TLS config of tls and https checks.
+func loadTLS(o config.TLSOptions) (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: o.ServerName,
+		// Backends commonly serve certificates for names the LB does not
+		// use; a check proves the TLS stack answers unless asked to verify.
+		InsecureSkipVerify: !o.Verify, //nolint:gosec // verification is opt-in by config
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("load health check CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("load health check CA file %s: no PEM certificate found", o.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, errors.New("load health check client certificate: cert file and key file must be set together")
+	}
+	if o.CertFile != "" {
+		certPEM, err := os.ReadFile(o.CertFile)
+		if err != nil {
+			return nil, fmt.Errorf("load health check client certificate: %w", err)
+		}
+		keyPEM, err := os.ReadFile(o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load health check client key: %w", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("load health check client certificate %s with key %s: %w", o.CertFile, o.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// configFor returns cfg ready for addr: a verifying check without a
+// configured server name verifies the certificate against the IP.
+func configFor(cfg *tls.Config, addr netip.AddrPort) *tls.Config {
+	if cfg.InsecureSkipVerify || cfg.ServerName != "" {
+		return cfg
+	}
+	c := cfg.Clone()
+	c.ServerName = addr.Addr().WithZone("").Unmap().String()
+	return c
+}
+
+// probe times one check and turns its outcome into a Result.
+type probe struct {
+	start  time.Time
+	budget time.Duration // the ctx deadline as seen at start; 0 if none
+}
+
+func begin(ctx context.Context) probe {
+	p := probe{start: time.Now()}
+	if dl, ok := ctx.Deadline(); ok {
+		// Rounded so that "timeout after 1s" reads as configured even though
+		// the deadline was set a few microseconds before the check started.
+		p.budget = max(dl.Sub(p.start).Round(time.Millisecond), 0)
+	}
+	return p
+}
+
+func (p probe) ok(reason string) Result {
+	return Result{OK: true, Reason: reason, Latency: time.Since(p.start), At: p.start}
+}
+
+func (p probe) failed(reason string) Result {
+	return Result{OK: false, Reason: reason, Latency: time.Since(p.start), At: p.start}
+}
+
+func (p probe) fail(err error) Result {
+	elapsed := time.Since(p.start)
+	budget := p.budget
+	if budget == 0 {
+		budget = elapsed.Round(time.Millisecond)
+	}
+	return Result{OK: false, Reason: describe(err, budget), Latency: elapsed, At: p.start}
+}
+
+// handshakeError marks a failure of the TLS handshake, after the TCP
+// connect succeeded.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
+// describe turns a probe error into a short reason for operators: the
+// address is logged elsewhere, so only what went wrong is kept.
+func describe(err error, timeout time.Duration) string {
+	if hs, ok := errors.AsType[*handshakeError](err); ok {
+		return "tls handshake: " + describe(hs.err, timeout)
+	}
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &te) && te.Timeout():
+		return "timeout after " + timeout.String()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset by peer"
+	case errors.Is(err, syscall.EHOSTUNREACH):
+		return "no route to host"
+	case errors.Is(err, syscall.ENETUNREACH):
+		return "network unreachable"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed by server"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Err != nil {
+		if oe.Op == "remote error" {
+			// The server rejected us with a TLS alert, possibly after our
+			// side of the handshake had completed (TLS 1.3 client certs).
+			return "tls handshake: " + oe.Error()
+		}
+		return oe.Err.Error()
+	}
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// tcpChecker connects and closes.
+type tcpChecker struct{}
+
+func (tcpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
+	p := begin(ctx)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return p.fail(err)
+	}
+	res := p.ok("connected")
+	_ = conn.Close()
+	return res
+}
+
+// tlsChecker completes a TLS handshake and closes with close_notify.
+type tlsChecker struct{ cfg *tls.Config }
+
+func (c *tlsChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
+	p := begin(ctx)
+	conn, err := dialTLS(ctx, addr, configFor(c.cfg, addr))
+	if err != nil {
+		return p.fail(err)
+	}
+	res := p.ok("handshake ok (" + tls.VersionName(conn.ConnectionState().Version) + ")")
+	if err := closeTLS(ctx, conn); err != nil {
+		return p.fail(err)
+	}
+	return res
+}
+
+// dialTLS connects to addr and completes a client handshake within ctx.
+func dialTLS(ctx context.Context, addr netip.AddrPort, cfg *tls.Config) (*tls.Conn, error) {
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	conn := tls.Client(raw, cfg)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, &handshakeError{err: err}
+	}
+	return conn, nil
+}
+
+// closeTLS ends a checked connection the way a polite client does:
+// close_notify, then FIN, then a short wait for the server's own close.
+// Reading until then consumes data such as TLS 1.3 session tickets, whose
+// presence unread would turn our close into a reset, and it reveals a
+// server that rejects us after our side of the handshake completed (a TLS
+// 1.3 server checks the client certificate only then). Only such a
+// rejection is returned; a server that stays silent is fine.
+func closeTLS(ctx context.Context, conn *tls.Conn) error {
+	defer func() { _ = conn.Close() }()
+	// A failed write is not conclusive: the server's alert may be waiting.
+	_ = conn.CloseWrite()
+	if tc, ok := conn.NetConn().(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	}
+	deadline := time.Now().Add(closeWait)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	_ = conn.SetReadDeadline(deadline)
+	buf := make([]byte, 1024)
+	for range maxCloseReads {
+		_, err := conn.Read(buf)
+		if err == nil {
+			continue
+		}
+		if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+			return err
+		}
+		return nil
+	}
+	return nil
+}
+
+// httpChecker sends GET path and judges the status code.
+type httpChecker struct {
+	scheme string
+	path   *url.URL // path and query only
+	host   string   // Host header and URL host; "" means the address
+	want   []int    // accepted codes; empty means 200-399
+	tls    *tls.Config
+}
+
+func newHTTPChecker(hc config.HealthCheck) (*httpChecker, error) {
+	path := hc.Path
+	if path == "" {
+		path = "/"
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	u, err := url.Parse(path)
+	if err != nil {
+		return nil, fmt.Errorf("parse health check path %q: %w", hc.Path, err)
+	}
+	if u.Scheme != "" || u.Host != "" {
+		return nil, fmt.Errorf("parse health check path %q: want a path, not a URL", hc.Path)
+	}
+	c := &httpChecker{scheme: "http", path: u, want: slices.Clone(hc.ExpectStatus)}
+	if hc.Type == config.CheckHTTPS {
+		c.scheme = "https"
+		c.host = hc.TLS.ServerName
+		if c.tls, err = loadTLS(hc.TLS); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (c *httpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
+	p := begin(ctx)
+	u := *c.path
+	u.Scheme = c.scheme
+	u.Host = c.host
+	if u.Host == "" {
+		u.Host = addr.String()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return p.failed("build request: " + err.Error())
+	}
+	req.Header.Set("User-Agent", "halb-health-check")
+	// A fresh transport without keep-alives: every probe is a new
+	// connection, as a client after a failover would make. Dials ignore the
+	// URL host, which may be a server name that does not resolve.
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", addr.String())
+		},
+		MaxResponseHeaderBytes: 64 << 10,
+	}
+	if c.tls != nil {
+		cfg := configFor(c.tls, addr)
+		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialTLS(ctx, addr, cfg)
+		}
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{
+		Transport: tr,
+		// A redirect is an answer; following it would probe another server.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return p.fail(err)
+	}
+	latency := time.Since(p.start)
+	_, _ = io.CopyN(io.Discard, resp.Body, maxBody)
+	_ = resp.Body.Close()
+	res := Result{OK: c.accepts(resp.StatusCode), Latency: latency, At: p.start}
+	if res.OK {
+		res.Reason = resp.Status
+		if res.Reason == "" {
+			res.Reason = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+		}
+	} else {
+		res.Reason = fmt.Sprintf("status %d, want %s", resp.StatusCode, c.wantText())
+	}
+	return res
+}
+
+func (c *httpChecker) accepts(code int) bool {
+	if len(c.want) == 0 {
+		return code >= 200 && code < 400
+	}
+	return slices.Contains(c.want, code)
+}
+
+func (c *httpChecker) wantText() string {
+	if len(c.want) == 0 {
+		return "200-399"
+	}
+	s := make([]string, len(c.want))
+	for i, w := range c.want {
+		s[i] = strconv.Itoa(w)
+	}
+	if len(s) == 1 {
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}

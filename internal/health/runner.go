@@ -1,0 +1,131 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"time"
+
+	"halb/internal/config"
+)
+
+// defaultInterval applies when a runner is built without an interval; the
+// config package fills real values, this only keeps the loop from spinning.
+const defaultInterval = 2 * time.Second
+
+// Runner probes one server on a schedule and reports every result to its
+// target.
+type Runner struct {
+	checker  Checker
+	addr     netip.AddrPort
+	interval time.Duration
+	timeout  time.Duration
+	jitter   float64
+	target   Target
+	clock    Clock
+	log      *slog.Logger
+	rng      *rand.Rand
+}
+
+// NewRunner returns a runner probing addr with c, every hc.Interval plus a
+// random share of hc.Jitter*hc.Interval, each probe bounded by hc.Timeout.
+// A nil clock means the wall clock; a nil log discards. log should already
+// carry the backend; the runner adds the server address.
+func NewRunner(c Checker, addr netip.AddrPort, hc config.HealthCheck, target Target, clock Clock, log *slog.Logger) *Runner {
+	if clock == nil {
+		clock = RealClock{}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	interval := hc.Interval
+	if interval <= 0 {
+		interval = defaultInterval
+	}
+	timeout := hc.Timeout
+	if timeout <= 0 {
+		timeout = interval
+	}
+	jitter := hc.Jitter
+	if !(jitter > 0) { // also catches NaN
+		jitter = 0
+	}
+	return &Runner{
+		checker:  c,
+		addr:     addr,
+		interval: interval,
+		timeout:  timeout,
+		jitter:   jitter,
+		target:   target,
+		clock:    clock,
+		log:      log,
+		// Seeded per runner so that runners of many servers, and the same
+		// server on several LB hosts, spread their probes independently.
+		rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+	}
+}
+
+// WithRand replaces the jitter source, for reproducible schedules in tests.
+// Call it before Run.
+func (r *Runner) WithRand(rng *rand.Rand) *Runner {
+	r.rng = rng
+	return r
+}
+
+// Run probes at once, so that the first result decides the server's state
+// within one probe of start, then after every interval plus jitter,
+// counted from the end of the previous probe so probes never overlap. It
+// returns nil when ctx is cancelled; a probe cut short by that is not
+// reported.
+func (r *Runner) Run(ctx context.Context) error {
+	for {
+		r.probe(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := r.clock.NewTimer(r.wait())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+	}
+}
+
+// wait returns the pause before the next probe.
+func (r *Runner) wait() time.Duration {
+	d := r.interval
+	if span := int64(r.jitter * float64(r.interval)); span > 0 {
+		d += time.Duration(r.rng.Int64N(span))
+	}
+	return d
+}
+
+func (r *Runner) probe(ctx context.Context) {
+	at := r.clock.Now()
+	pctx, cancel := context.WithTimeout(ctx, r.timeout)
+	res := r.checker.Check(pctx, r.addr)
+	expired := errors.Is(pctx.Err(), context.DeadlineExceeded)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	// At comes from the runner's clock so that results line up with the
+	// schedule (and with a fake clock in tests).
+	res.At = at
+	if !res.OK {
+		switch {
+		case expired && !strings.Contains(res.Reason, "timeout"):
+			// The checker gave up because of our deadline; say so plainly.
+			res.Reason = "timeout after " + r.timeout.String()
+		case res.Reason == "":
+			res.Reason = "check failed"
+		}
+		r.log.Debug("health check failed", "server", r.addr.String(), "reason", res.Reason, "latency", res.Latency)
+	}
+	r.target.ReportCheck(res)
+}
