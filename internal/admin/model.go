@@ -1,0 +1,137 @@
+package admin
+
+import "time"
+
+// Snapshot is everything `halb status` shows about one node, as that node
+// sees it. Field names are part of the admin API (v1) and stay stable.
+type Snapshot struct {
+	Node      NodeInfo   `json:"node"`
+	Members   []Member   `json:"members"`
+	VIPs      []VIP      `json:"vips"`
+	Frontends []Frontend `json:"frontends"`
+	Backends  []Backend  `json:"backends"`
+	// Time is when the snapshot was taken; durations such as "since" are
+	// shown relative to it, so a rendering never depends on the reader's clock.
+	Time time.Time `json:"time"`
+}
+
+// NodeInfo describes the node that answers.
+type NodeInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Uptime is in seconds.
+	Uptime      float64   `json:"uptime_seconds"`
+	StartedAt   time.Time `json:"started_at"`
+	Fingerprint string    `json:"fingerprint"`
+	Maintenance bool      `json:"maintenance"`
+	Roles       []VIPRole `json:"roles"`
+}
+
+// VIP roles of this node.
+const (
+	RoleHolder    = "holder"
+	RoleStandby   = "standby"
+	RoleReleasing = "releasing"
+)
+
+// VIPRole is this node's part in one VIP, and why.
+type VIPRole struct {
+	VIP  string `json:"vip"`
+	Role string `json:"role"` // RoleHolder, RoleStandby or RoleReleasing
+	Why  string `json:"why"`
+}
+
+// Member is one cluster member as this node sees it, with the state the
+// member gossips about itself.
+type Member struct {
+	Name        string          `json:"name"`
+	Address     string          `json:"address"`
+	Alive       bool            `json:"alive"`
+	Local       bool            `json:"local"` // the node that answers
+	Priority    int             `json:"priority"`
+	Eligible    bool            `json:"eligible"`
+	Maintenance bool            `json:"maintenance"`
+	Frontends   map[string]bool `json:"frontends"` // frontend name -> has a healthy server there
+	Holds       []string        `json:"holds"`     // VIP addresses the member says it has added
+	// HolderView is the member's own election result, VIP address -> owner
+	// name ("" for none), as gossiped. Members that disagree here point at
+	// a partition or different configs.
+	HolderView  map[string]string `json:"holder_view"`
+	Fingerprint string            `json:"fingerprint"`
+	Version     string            `json:"version"`
+	LastHeard   time.Time         `json:"last_heard"`
+	StateErr    string            `json:"state_error,omitempty"` // why the member's gossiped state could not be read
+}
+
+// VIP is one virtual address and this node's view of it.
+type VIP struct {
+	// Address is the bare IP, e.g. "192.168.66.160"; it is the key used in
+	// Member.Holds and Member.HolderView.
+	Address     string    `json:"address"`
+	Interface   string    `json:"interface"`
+	Holder      string    `json:"holder"` // owner per this node's election; "" for none
+	HeldHere    bool      `json:"held_here"`
+	Since       time.Time `json:"since"` // when Holder last changed
+	LastGARP    time.Time `json:"last_garp"`
+	GARPsSent   uint64    `json:"garps_sent"`
+	Transitions uint64    `json:"transitions"`
+	LastError   string    `json:"last_error,omitempty"`
+}
+
+// Frontend is one listener and its connection counters.
+type Frontend struct {
+	Name     string `json:"name"`
+	Bind     string `json:"bind"`
+	Backend  string `json:"backend"`
+	Current  int64  `json:"current"`
+	Total    int64  `json:"total"`
+	Rejected int64  `json:"rejected"`
+	// Rate is new connections per second over the last ~10s; 0 if unknown.
+	Rate     float64 `json:"rate"`
+	BytesIn  int64   `json:"bytes_in"`
+	BytesOut int64   `json:"bytes_out"`
+	MaxConn  int     `json:"maxconn"`
+}
+
+// Backend is a server pool.
+type Backend struct {
+	Name    string          `json:"name"`
+	Balance string          `json:"balance"`
+	Servers []BackendServer `json:"servers"`
+	Healthy bool            `json:"healthy"` // at least one server can take connections
+}
+
+// BackendServer states.
+const (
+	StateUp       = "up"
+	StateDown     = "down"
+	StateDrain    = "drain"
+	StateDisabled = "disabled"
+	StateUnknown  = "unknown"
+)
+
+// BackendServer is one backend endpoint with its health and counters.
+type BackendServer struct {
+	Name            string    `json:"name"`
+	Address         string    `json:"address"`
+	State           string    `json:"state"` // StateUp, StateDown, StateDrain, StateDisabled or StateUnknown
+	Since           time.Time `json:"since"`
+	LastCheck       string    `json:"last_check"` // outcome of the last health check, e.g. "HTTP 200" or "connect: connection refused"
+	LastCheckOK     bool      `json:"last_check_ok"`
+	CheckLatencyMS  float64   `json:"check_latency_ms"`
+	Current         int64     `json:"current"`
+	Total           int64     `json:"total"`
+	BytesIn         int64     `json:"bytes_in"`
+	BytesOut        int64     `json:"bytes_out"`
+	Retries         int64     `json:"retries"`
+	ConnectFailures int64     `json:"connect_failures"`
+	Backup          bool      `json:"backup"`
+	Weight          int       `json:"weight"`
+}
+
+// Admin actions on a server, for Controller.SetServerAdmin.
+const (
+	ActionEnable  = "enable"
+	ActionDisable = "disable"
+	ActionDrain   = "drain"
+)

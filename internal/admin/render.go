@@ -1,0 +1,541 @@
+package admin
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Exit codes of `halb status`, as Verdict and the CLI use them.
+const (
+	CodeOK          = 0 // one agreed holder per VIP, every frontend has a healthy server
+	CodeUnreachable = 1 // halb could not be reached, or the command was misused
+	CodeDegraded    = 2 // halb answered and reported a problem
+)
+
+// ANSI colours, used only when Render is asked to.
+const (
+	red    = "\x1b[31m"
+	green  = "\x1b[32m"
+	yellow = "\x1b[33m"
+	bold   = "\x1b[1m"
+	reset  = "\x1b[0m"
+)
+
+// Render writes a compact human view of s: header, VIPs, members,
+// frontends and backends. Times are shown relative to s.Time. With color,
+// states and disagreements are coloured with ANSI escapes.
+func Render(w io.Writer, s Snapshot, color bool) {
+	var b bytes.Buffer
+	r := renderer{buf: &b, s: s, color: color}
+	r.header()
+	r.vips()
+	r.members()
+	r.frontends()
+	r.backends()
+	_, _ = w.Write(b.Bytes())
+}
+
+type renderer struct {
+	buf   *bytes.Buffer
+	s     Snapshot
+	color bool
+}
+
+func (r *renderer) paint(c, text string) string {
+	if !r.color || c == "" {
+		return text
+	}
+	return c + text + reset
+}
+
+func (r *renderer) header() {
+	n := r.s.Node
+	parts := []string{"node " + r.paint(bold, orDash(n.Name))}
+	if n.Version != "" {
+		parts = append(parts, "version "+n.Version)
+	}
+	parts = append(parts, "up "+duration(time.Duration(n.Uptime*float64(time.Second))))
+	parts = append(parts, "config "+orDash(n.Fingerprint))
+	if n.Maintenance {
+		parts = append(parts, r.paint(yellow, "MAINTENANCE"))
+	}
+	fmt.Fprintln(r.buf, strings.Join(parts, "  "))
+}
+
+func (r *renderer) vips() {
+	if len(r.s.VIPs) == 0 {
+		return
+	}
+	roles := map[string]VIPRole{}
+	for _, ro := range r.s.Node.Roles {
+		roles[bareIP(ro.VIP)] = ro
+	}
+	t := &table{}
+	t.header("VIP", "IFACE", "HOLDER", "SINCE", "LAST GARP", "GARPS", "MOVES", "THIS NODE")
+	for _, v := range r.s.VIPs {
+		holder := cell{text: orNone(v.Holder)}
+		if v.Holder == "" {
+			holder.color = red
+		} else if v.HeldHere {
+			holder.text += " (here)"
+			holder.color = green
+		}
+		role := "-"
+		if ro, ok := roles[bareIP(v.Address)]; ok {
+			role = ro.Role
+			if ro.Why != "" {
+				role += ": " + ro.Why
+			}
+		}
+		t.row(plain(v.Address), plain(orDash(v.Interface)), holder, plain(r.ago(v.Since)),
+			plain(r.ago(v.LastGARP)), plain(fmt.Sprint(v.GARPsSent)), plain(fmt.Sprint(v.Transitions)), plain(role))
+		if v.LastError != "" {
+			t.note(cell{text: "  last error: " + v.LastError, color: red})
+		}
+	}
+	r.section(t)
+}
+
+func (r *renderer) members() {
+	if len(r.s.Members) == 0 {
+		return
+	}
+	ref := referenceViews(r.s)
+	single := len(r.s.VIPs) == 1
+	t := &table{}
+	t.header("MEMBER", "ADDRESS", "ALIVE", "PRIO", "ELIGIBLE", "HOLDS", "VIEW", "CONFIG", "VERSION", "NOTES")
+	for _, m := range r.s.Members {
+		name := m.Name
+		if m.Local {
+			name += " *"
+		}
+		alive := cell{text: "yes", color: green}
+		if !m.Alive {
+			alive = cell{text: "no", color: red}
+		}
+		eligible := cell{text: "yes"}
+		if !m.Eligible {
+			eligible = cell{text: "no", color: yellow}
+		}
+		var notes []string
+		disagrees := false
+		var views []string
+		for _, v := range r.s.VIPs {
+			view, ok := memberView(m, v)
+			text := orNone(view)
+			if !ok {
+				text = "?"
+			}
+			if !single {
+				text = v.Address + "=" + text
+			}
+			views = append(views, text)
+			if m.Alive && ok && view != ref[v.Address] {
+				disagrees = true
+			}
+		}
+		if disagrees {
+			notes = append(notes, "DISAGREES")
+		}
+		cfgDiffers := m.Fingerprint != "" && r.s.Node.Fingerprint != "" && m.Fingerprint != r.s.Node.Fingerprint
+		if cfgDiffers {
+			notes = append(notes, "CONFIG DIFFERS")
+		}
+		if m.Maintenance {
+			notes = append(notes, "maintenance")
+		}
+		if m.StateErr != "" {
+			notes = append(notes, "state: "+m.StateErr)
+		}
+		note := cell{text: strings.Join(notes, ", ")}
+		if disagrees || cfgDiffers || m.StateErr != "" {
+			note.color = red
+		} else if m.Maintenance {
+			note.color = yellow
+		}
+		view := cell{text: strings.Join(views, ",")}
+		if disagrees {
+			view.color = red
+		}
+		cfg := cell{text: orDash(m.Fingerprint)}
+		if cfgDiffers {
+			cfg.color = red
+		}
+		t.row(plain(name), plain(orDash(m.Address)), alive, plain(fmt.Sprint(m.Priority)), eligible,
+			plain(orDash(strings.Join(m.Holds, ","))), view, cfg, plain(orDash(m.Version)), note)
+	}
+	r.section(t)
+}
+
+func (r *renderer) frontends() {
+	if len(r.s.Frontends) == 0 {
+		return
+	}
+	t := &table{}
+	t.header("FRONTEND", "BIND", "BACKEND", "CONNS", "TOTAL", "RATE", "REJECTED", "IN", "OUT")
+	for _, f := range r.s.Frontends {
+		conns := fmt.Sprint(f.Current)
+		if f.MaxConn > 0 {
+			conns += fmt.Sprintf("/%d", f.MaxConn)
+		}
+		rej := cell{text: fmt.Sprint(f.Rejected)}
+		if f.Rejected > 0 {
+			rej.color = yellow
+		}
+		t.row(plain(f.Name), plain(f.Bind), plain(f.Backend), plain(conns), plain(fmt.Sprint(f.Total)),
+			plain(fmt.Sprintf("%.1f/s", f.Rate)), rej, plain(bytesIEC(f.BytesIn)), plain(bytesIEC(f.BytesOut)))
+	}
+	r.section(t)
+}
+
+func (r *renderer) backends() {
+	for _, b := range r.s.Backends {
+		up := 0
+		for _, sv := range b.Servers {
+			if sv.State == StateUp {
+				up++
+			}
+		}
+		summary := cell{text: fmt.Sprintf("%d/%d up", up, len(b.Servers))}
+		if !backendHealthy(b) {
+			summary = cell{text: summary.text + ", NO HEALTHY SERVER", color: red}
+		}
+		fmt.Fprintf(r.buf, "\n%s %s (%s): %s\n", r.paint(bold, "BACKEND"), b.Name, orDash(b.Balance), r.paint(summary.color, summary.text))
+		if len(b.Servers) == 0 {
+			continue
+		}
+		t := &table{indent: "  "}
+		t.header("SERVER", "ADDRESS", "STATE", "SINCE", "LAST CHECK", "LATENCY", "CONNS", "TOTAL", "IN", "OUT", "FAILS")
+		for _, sv := range b.Servers {
+			name := sv.Name
+			if sv.Backup {
+				name += " (backup)"
+			}
+			check := cell{text: orDash(sv.LastCheck)}
+			if sv.LastCheck != "" && !sv.LastCheckOK {
+				check.color = red
+			}
+			lat := "-"
+			if sv.CheckLatencyMS > 0 {
+				lat = fmt.Sprintf("%.1fms", sv.CheckLatencyMS)
+			}
+			t.row(plain(name), plain(sv.Address), cell{text: orDash(sv.State), color: stateColor(sv.State)},
+				plain(r.ago(sv.Since)), check, plain(lat), plain(fmt.Sprint(sv.Current)), plain(fmt.Sprint(sv.Total)),
+				plain(bytesIEC(sv.BytesIn)), plain(bytesIEC(sv.BytesOut)), plain(fmt.Sprint(sv.ConnectFailures)))
+		}
+		t.write(r.buf, r.color)
+	}
+}
+
+func (r *renderer) section(t *table) {
+	fmt.Fprintln(r.buf)
+	t.write(r.buf, r.color)
+}
+
+// ago shows t relative to the snapshot's time, or as a clock time when
+// the snapshot has none.
+func (r *renderer) ago(t time.Time) string {
+	switch {
+	case t.IsZero():
+		return "-"
+	case r.s.Time.IsZero():
+		return t.Format("15:04:05")
+	}
+	d := r.s.Time.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return duration(d) + " ago"
+}
+
+func stateColor(state string) string {
+	switch state {
+	case StateUp:
+		return green
+	case StateDown:
+		return red
+	}
+	return yellow
+}
+
+// Verdict judges s: CodeOK when every VIP has exactly one holder that all
+// alive members agree on and every frontend's backend has a healthy server,
+// else CodeDegraded with one line per problem.
+func Verdict(s Snapshot) (code int, problems []string) {
+	for _, v := range s.VIPs {
+		problems = append(problems, vipProblems(s, v)...)
+	}
+	for _, f := range s.Frontends {
+		b, ok := findBackend(s, f.Backend)
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("frontend %s: backend %s is not in the status", f.Name, f.Backend))
+		case !backendHealthy(b):
+			var states []string
+			for _, sv := range b.Servers {
+				states = append(states, sv.Name+" "+orDash(sv.State))
+			}
+			detail := "no servers"
+			if len(states) > 0 {
+				detail = strings.Join(states, ", ")
+			}
+			problems = append(problems, fmt.Sprintf("frontend %s: backend %s has no healthy server (%s)", f.Name, b.Name, detail))
+		}
+	}
+	if len(problems) > 0 {
+		return CodeDegraded, problems
+	}
+	return CodeOK, nil
+}
+
+func vipProblems(s Snapshot, v VIP) []string {
+	var problems []string
+	var says []string
+	views := map[string]bool{}
+	var holders []string
+	for _, m := range s.Members {
+		if !m.Alive {
+			continue
+		}
+		if view, ok := memberView(m, v); ok {
+			views[view] = true
+			says = append(says, m.Name+" says "+orNone(view))
+		} else {
+			says = append(says, m.Name+" has no view")
+			views["\x00unknown"] = true
+		}
+		for _, h := range m.Holds {
+			if bareIP(h) == bareIP(v.Address) {
+				holders = append(holders, m.Name)
+				break
+			}
+		}
+	}
+	if !hasLocal(s) {
+		views[v.Holder] = true
+		says = append(says, orDash(s.Node.Name)+" says "+orNone(v.Holder))
+	}
+	agreed := ""
+	if len(views) > 1 {
+		problems = append(problems, fmt.Sprintf("VIP %s: members disagree on the holder: %s", v.Address, strings.Join(says, ", ")))
+	} else {
+		for view := range views {
+			agreed = view
+		}
+	}
+	switch {
+	case len(holders) == 0 && len(views) <= 1 && agreed == "":
+		problems = append(problems, fmt.Sprintf("VIP %s: no member holds it: no member is eligible", v.Address))
+	case len(holders) == 0 && len(views) <= 1:
+		problems = append(problems, fmt.Sprintf("VIP %s: no member holds it (elected: %s)", v.Address, agreed))
+	case len(holders) == 0:
+		problems = append(problems, fmt.Sprintf("VIP %s: no member holds it", v.Address))
+	case len(holders) > 1:
+		problems = append(problems, fmt.Sprintf("VIP %s: held by %d members at once: %s", v.Address, len(holders), strings.Join(holders, ", ")))
+	case len(views) <= 1 && agreed != holders[0]:
+		problems = append(problems, fmt.Sprintf("VIP %s: %s holds it but the members elected %s", v.Address, holders[0], orNone(agreed)))
+	}
+	return problems
+}
+
+// memberView is m's view of v's holder; this node's own view is its
+// election result. ok is false when the member gossips no view of v.
+func memberView(m Member, v VIP) (view string, ok bool) {
+	if m.Local {
+		return v.Holder, true
+	}
+	for k, owner := range m.HolderView {
+		if bareIP(k) == bareIP(v.Address) {
+			return owner, true
+		}
+	}
+	return "", false
+}
+
+func hasLocal(s Snapshot) bool {
+	for _, m := range s.Members {
+		if m.Local {
+			return true
+		}
+	}
+	return false
+}
+
+// referenceViews picks, per VIP, the view a member is compared with: the
+// strict majority of alive members' views, or this node's when there is
+// no majority.
+func referenceViews(s Snapshot) map[string]string {
+	ref := map[string]string{}
+	for _, v := range s.VIPs {
+		count := map[string]int{}
+		alive := 0
+		for _, m := range s.Members {
+			if !m.Alive {
+				continue
+			}
+			if view, ok := memberView(m, v); ok {
+				count[view]++
+				alive++
+			}
+		}
+		ref[v.Address] = v.Holder
+		views := make([]string, 0, len(count))
+		for view := range count {
+			views = append(views, view)
+		}
+		sort.Strings(views)
+		for _, view := range views {
+			if 2*count[view] > alive {
+				ref[v.Address] = view
+			}
+		}
+	}
+	return ref
+}
+
+func findBackend(s Snapshot, name string) (Backend, bool) {
+	for _, b := range s.Backends {
+		if b.Name == name {
+			return b, true
+		}
+	}
+	return Backend{}, false
+}
+
+// backendHealthy trusts the daemon's flag but also any server it reports
+// up, so a Source that leaves Healthy unset is not called broken.
+func backendHealthy(b Backend) bool {
+	if b.Healthy {
+		return true
+	}
+	for _, sv := range b.Servers {
+		if sv.State == StateUp {
+			return true
+		}
+	}
+	return false
+}
+
+// bareIP drops a prefix length, so "192.168.66.160/24" and
+// "192.168.66.160" name the same VIP.
+func bareIP(a string) string {
+	if i := strings.IndexByte(a, '/'); i >= 0 {
+		return a[:i]
+	}
+	return a
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+// duration is a short human duration: 45s, 3m12s, 2h5m, 3d4h.
+func duration(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func bytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	v := float64(n)
+	for _, suffix := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= unit
+		if v < unit || suffix == "TiB" {
+			return fmt.Sprintf("%.1f%s", v, suffix)
+		}
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// cell is table text with an optional colour; widths count the text only,
+// so escapes never break alignment.
+type cell struct {
+	text  string
+	color string
+}
+
+func plain(s string) cell { return cell{text: s} }
+
+type table struct {
+	indent string
+	rows   [][]cell
+	notes  map[int]cell // a full-width line after row i
+}
+
+func (t *table) header(names ...string) {
+	row := make([]cell, len(names))
+	for i, n := range names {
+		row[i] = cell{text: n, color: bold}
+	}
+	t.rows = append(t.rows, row)
+}
+
+func (t *table) row(cells ...cell) { t.rows = append(t.rows, cells) }
+
+func (t *table) note(c cell) {
+	if t.notes == nil {
+		t.notes = map[int]cell{}
+	}
+	t.notes[len(t.rows)-1] = c
+}
+
+func (t *table) write(w *bytes.Buffer, color bool) {
+	var widths []int
+	for _, row := range t.rows {
+		for i, c := range row {
+			if i >= len(widths) {
+				widths = append(widths, 0)
+			}
+			widths[i] = max(widths[i], utf8.RuneCountInString(c.text))
+		}
+	}
+	paint := func(c cell) string {
+		if !color || c.color == "" {
+			return c.text
+		}
+		return c.color + c.text + reset
+	}
+	for ri, row := range t.rows {
+		// Trailing empty cells would only add trailing spaces.
+		for len(row) > 0 && row[len(row)-1].text == "" {
+			row = row[:len(row)-1]
+		}
+		w.WriteString(t.indent)
+		for i, c := range row {
+			w.WriteString(paint(c))
+			if i < len(row)-1 {
+				w.WriteString(strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c.text)+2))
+			}
+		}
+		w.WriteByte('\n')
+		if n, ok := t.notes[ri]; ok {
+			w.WriteString(t.indent + paint(n) + "\n")
+		}
+	}
+}
