@@ -1,0 +1,519 @@
+package vip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+
+	"halb/internal/config"
+)
+
+// Status is a snapshot of an Announcer for the admin API and metrics.
+type Status struct {
+	VIP         netip.Prefix
+	Interface   string
+	Owner       bool      // the election wants this node to hold the VIP
+	Held        bool      // the address is on the interface by our hand
+	Since       time.Time // when Held last changed; zero if it never did
+	LastGARP    time.Time // zero if none was sent
+	GARPsSent   uint64    // successful announcements (each a request and a reply for IPv4)
+	Transitions uint64    // times Held changed
+	LastError   string    // latest error, "" if none since the last success
+}
+
+// Timing defaults. Refreshes come four times per lifetime so that one or
+// two lost refreshes never let the address expire under a live holder.
+const (
+	minBackoff     = 100 * time.Millisecond
+	maxBackoff     = 5 * time.Second
+	foreverRecheck = 5 * time.Second // presence check when the lifetime is infinite
+	periodic       = "periodic refresh"
+)
+
+// Announcer holds or releases one VIP on one interface as told by
+// SetOwner. Run does all of its I/O on Run's own goroutine, so a caller
+// that pins that goroutine to a network namespace gets the whole
+// Announcer there.
+type Announcer struct {
+	vip    netip.Prefix
+	cfg    config.VIP
+	ifname string
+	label  string
+	link   Link
+	garp   GARPSender
+	log    *slog.Logger
+
+	backoffMin, backoffMax time.Duration
+	refreshEvery           time.Duration
+
+	kick    chan struct{} // cap 1: something for Run to look at
+	changed chan struct{} // cap 1: Held changed
+
+	mu         sync.Mutex
+	want       bool
+	wantReason string
+	wantGen    uint64 // bumped on each change of want
+	reannounce string // pending Reannounce reason; "" if none
+	steps      uint64 // loop iterations, for tests to know a request was seen
+	st         Status
+}
+
+// NewAnnouncer returns an Announcer for cfg.Address on ifname (which
+// overrides cfg.Interface, as a cluster node may). It does no I/O.
+func NewAnnouncer(cfg config.VIP, ifname string, link Link, garp GARPSender, log *slog.Logger) *Announcer {
+	if ifname == "" {
+		ifname = cfg.Interface
+	}
+	vip := cfg.Address
+	refresh := cfg.Lifetime / 4
+	if refresh <= 0 {
+		refresh = foreverRecheck
+	}
+	return &Announcer{
+		vip:          vip,
+		cfg:          cfg,
+		ifname:       ifname,
+		label:        Label(ifname),
+		link:         link,
+		garp:         garp,
+		log:          log.With("component", "vip", "vip", vip.String(), "iface", ifname),
+		backoffMin:   minBackoff,
+		backoffMax:   maxBackoff,
+		refreshEvery: refresh,
+		kick:         make(chan struct{}, 1),
+		changed:      make(chan struct{}, 1),
+		st:           Status{VIP: vip, Interface: ifname},
+	}
+}
+
+// SetOwner says whether this node should hold the VIP. It does not block;
+// Run acts on the latest call.
+func (a *Announcer) SetOwner(own bool, reason string) {
+	a.mu.Lock()
+	if a.want != own {
+		a.want, a.wantReason = own, reason
+		a.wantGen++
+		a.st.Owner = own
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+// Reannounce asks for a burst of gratuitous ARPs if the VIP is held, e.g.
+// after membership changed or a partition healed. It does not block and
+// does nothing while the VIP is not held.
+func (a *Announcer) Reannounce(reason string) {
+	a.mu.Lock()
+	a.reannounce = reason
+	a.mu.Unlock()
+	a.poke()
+}
+
+// Held reports whether the address is on the interface by our hand now.
+func (a *Announcer) Held() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st.Held
+}
+
+// Changed receives a value after Held changes; changes that nobody read
+// yet are coalesced into one.
+func (a *Announcer) Changed() <-chan struct{} { return a.changed }
+
+// Status returns a snapshot of the Announcer.
+func (a *Announcer) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.st
+}
+
+func (a *Announcer) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// loop is the state only Run's goroutine touches.
+type loop struct {
+	checked     bool      // the start-up check for stale addresses is done
+	gen         uint64    // wantGen last acted on
+	retryAt     time.Time // no add, delete or check before this, after a failure
+	backoff     time.Duration
+	burstLeft   int
+	burstWhy    string
+	nextGARP    time.Time
+	nextRefresh time.Time
+	nextPeriod  time.Time // next periodic GARP (cfg.GARPRefresh)
+	foreign     bool      // warned about a VIP someone else configured
+}
+
+// errFatal marks errors that retrying cannot fix.
+type errFatal struct{ error }
+
+func (e errFatal) Unwrap() error { return e.error }
+
+// Run manages the address until ctx is cancelled, then withdraws it if
+// held and returns nil. It returns an error only when it cannot work at
+// all, such as missing CAP_NET_ADMIN; it withdraws the address then too.
+func (a *Announcer) Run(ctx context.Context) error {
+	l := &loop{backoff: a.backoffMin}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.withdraw("shutting down")
+			return nil
+		default:
+		}
+		next, err := a.step(l, time.Now())
+		a.mu.Lock()
+		a.steps++
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Error("vip announcer stopped", "err", err)
+			a.withdraw("stopping on error")
+			return err
+		}
+		if next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(time.Until(next))
+		}
+		select {
+		case <-ctx.Done():
+			a.withdraw("shutting down")
+			return nil
+		case <-a.kick:
+		case <-timer.C:
+		}
+	}
+}
+
+// step does whatever is due at now and returns when it next has work.
+func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
+	a.mu.Lock()
+	want, reason, gen := a.want, a.wantReason, a.wantGen
+	reann := a.reannounce
+	a.reannounce = ""
+	held := a.st.Held
+	a.mu.Unlock()
+
+	if gen != l.gen {
+		// A new decision deserves a prompt attempt, not the old backoff.
+		l.gen, l.retryAt, l.backoff = gen, time.Time{}, a.backoffMin
+	}
+	if !want || !held {
+		// Reannounce means nothing without the address; the claim that
+		// may follow announces anyway.
+		reann = ""
+		l.burstLeft = 0
+	}
+	if now.Before(l.retryAt) && (!l.checked || want != held) {
+		return l.retryAt, nil
+	}
+
+	if !l.checked {
+		if err := a.checkStale(want); err != nil {
+			return a.failed(l, now, err)
+		}
+		l.checked = true
+	}
+
+	switch {
+	case want && !held:
+		foreign, err := a.claim(reason)
+		if err != nil {
+			return a.failed(l, now, err)
+		}
+		if foreign {
+			if !l.foreign {
+				a.log.Warn("VIP is configured on the interface by someone else; not taking it over",
+					"reason", reason)
+				l.foreign = true
+			}
+			a.setError(fmt.Errorf("%s on %s is configured by someone else", a.vip.Addr(), a.ifname))
+			l.retryAt = now.Add(a.backoffMax)
+			return l.retryAt, nil
+		}
+		l.foreign = false
+		a.succeeded(l)
+		a.startBurst(l, now, a.cfg.GARPCount, "claimed: "+reason)
+		l.nextRefresh = now.Add(a.refreshEvery)
+		if a.cfg.GARPRefresh > 0 {
+			l.nextPeriod = now.Add(a.cfg.GARPRefresh)
+		}
+	case !want && held:
+		if err := a.release(reason); err != nil {
+			return a.failed(l, now, err)
+		}
+		a.succeeded(l)
+		return time.Time{}, nil
+	case !want:
+		return time.Time{}, nil
+	}
+
+	// Holding.
+	if reann != "" {
+		a.startBurst(l, now, a.cfg.GARPCount, "reannounce: "+reann)
+	}
+	if !now.Before(l.nextRefresh) {
+		l.nextRefresh = now.Add(a.refreshEvery)
+		missing, err := a.refresh()
+		if err != nil {
+			if fatal := (errFatal{}); errors.As(err, &fatal) {
+				return time.Time{}, err
+			}
+			a.setError(err)
+			a.log.Warn("refresh VIP failed", "err", err)
+		} else if missing {
+			a.startBurst(l, now, a.cfg.GARPCount, "re-added after it vanished")
+		}
+	}
+	if a.cfg.GARPRefresh > 0 && !now.Before(l.nextPeriod) {
+		l.nextPeriod = now.Add(a.cfg.GARPRefresh)
+		if l.burstLeft == 0 {
+			a.startBurst(l, now, 1, periodic)
+		}
+	}
+	if l.burstLeft > 0 && !now.Before(l.nextGARP) {
+		if err := a.announce(l); err != nil {
+			return time.Time{}, err
+		}
+		l.nextGARP = now.Add(a.cfg.GARPInterval)
+	}
+
+	next := l.nextRefresh
+	if a.cfg.GARPRefresh > 0 && l.nextPeriod.Before(next) {
+		next = l.nextPeriod
+	}
+	if l.burstLeft > 0 && l.nextGARP.Before(next) {
+		next = l.nextGARP
+	}
+	return next, nil
+}
+
+func (a *Announcer) startBurst(l *loop, now time.Time, n int, why string) {
+	if n < 1 {
+		n = 1
+	}
+	level := slog.LevelInfo
+	if why == periodic {
+		// Periodic refreshes are routine; Info would drown the log.
+		level = slog.LevelDebug
+	}
+	a.log.Log(context.Background(), level, "announcing VIP", "count", n, "interval", a.cfg.GARPInterval, "reason", why)
+	if n > l.burstLeft {
+		l.burstLeft = n
+	}
+	l.burstWhy = why
+	l.nextGARP = now
+}
+
+// announce sends one announcement of the current burst, unless ownership
+// was revoked since the burst started.
+func (a *Announcer) announce(l *loop) error {
+	a.mu.Lock()
+	still := a.want
+	a.mu.Unlock()
+	if !still {
+		l.burstLeft = 0
+		return nil
+	}
+	l.burstLeft--
+	if err := a.garp.Announce(a.ifname, a.vip.Addr()); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return fmt.Errorf("announce %s on %s: needs CAP_NET_RAW: %w", a.vip.Addr(), a.ifname, err)
+		}
+		err = fmt.Errorf("announce %s on %s: %w", a.vip.Addr(), a.ifname, err)
+		a.setError(err)
+		a.log.Warn("gratuitous ARP failed", "err", err)
+		return nil
+	}
+	a.mu.Lock()
+	a.st.GARPsSent++
+	a.st.LastGARP = time.Now()
+	a.mu.Unlock()
+	a.log.Debug("sent gratuitous ARP", "left", l.burstLeft, "reason", l.burstWhy)
+	return nil
+}
+
+// ours reports whether x is the VIP's address as added by halb. IPv6
+// addresses carry no label, so there a finite lifetime marks ours: an
+// address configured by hand or by a network manager has none.
+func (a *Announcer) ours(x Addr) bool {
+	if x.Prefix.Addr() != a.vip.Addr() {
+		return false
+	}
+	if a.vip.Addr().Is6() {
+		return x.Label == a.label || (x.Label == "" && x.ValidLifetime > 0)
+	}
+	return x.Label == a.label
+}
+
+// checkStale removes a VIP that a previous, crashed halb left behind. An
+// address with the VIP's IP but not our label is left alone.
+func (a *Announcer) checkStale(want bool) error {
+	addrs, err := a.link.AddrList(a.ifname)
+	if err != nil {
+		return a.classify("list addresses of "+a.ifname, err)
+	}
+	for _, x := range addrs {
+		if x.Prefix.Addr() != a.vip.Addr() {
+			continue
+		}
+		if !a.ours(x) {
+			a.log.Warn("VIP is configured on the interface by someone else; leaving it alone",
+				"address", x.Prefix.String(), "label", x.Label)
+			continue
+		}
+		if want {
+			// We own it already; the claim refreshes it.
+			a.log.Info("adopting VIP left from an earlier run", "address", x.Prefix.String())
+			continue
+		}
+		if err := a.link.AddrDel(a.ifname, x); err != nil {
+			return a.classify(fmt.Sprintf("remove stale %s from %s", x.Prefix, a.ifname), err)
+		}
+		a.log.Info("removed stale VIP", "address", x.Prefix.String(), "reason", "left from an earlier run")
+	}
+	return nil
+}
+
+// claim adds the VIP; foreign reports that someone else configured its IP
+// on the interface, in which case claim changes nothing.
+func (a *Announcer) claim(reason string) (foreign bool, err error) {
+	addrs, err := a.link.AddrList(a.ifname)
+	if err != nil {
+		return false, a.classify("list addresses of "+a.ifname, err)
+	}
+	for _, x := range addrs {
+		if x.Prefix.Addr() == a.vip.Addr() && !a.ours(x) {
+			return true, nil
+		}
+	}
+	if err := a.link.AddrReplace(a.ifname, a.addr()); err != nil {
+		return false, a.classify(fmt.Sprintf("add %s to %s", a.vip, a.ifname), err)
+	}
+	a.setHeld(true)
+	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
+	return false, nil
+}
+
+func (a *Announcer) release(reason string) error {
+	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
+		return a.classify(fmt.Sprintf("remove %s from %s", a.vip, a.ifname), err)
+	}
+	a.setHeld(false)
+	a.log.Info("removed VIP", "reason", reason)
+	return nil
+}
+
+// refresh renews the lifetime of the held VIP and re-adds it if it
+// vanished, e.g. because deleting the primary address took this
+// secondary along.
+func (a *Announcer) refresh() (missing bool, err error) {
+	addrs, err := a.link.AddrList(a.ifname)
+	if err != nil {
+		return false, a.classify("list addresses of "+a.ifname, err)
+	}
+	missing = true
+	for _, x := range addrs {
+		if x.Prefix == a.vip && a.ours(x) {
+			missing = false
+		}
+	}
+	if err := a.link.AddrReplace(a.ifname, a.addr()); err != nil {
+		return missing, a.classify(fmt.Sprintf("refresh %s on %s", a.vip, a.ifname), err)
+	}
+	if missing {
+		a.log.Warn("VIP had vanished from the interface; re-added it")
+	}
+	a.clearError()
+	return missing, nil
+}
+
+// withdraw removes a held VIP on the way out of Run.
+func (a *Announcer) withdraw(reason string) {
+	if !a.Held() {
+		return
+	}
+	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
+		a.log.Error("withdraw VIP failed; it expires by itself", "err", err, "lifetime", a.cfg.Lifetime)
+		a.setError(err)
+	} else {
+		a.log.Info("removed VIP", "reason", reason)
+	}
+	a.setHeld(false)
+}
+
+func (a *Announcer) addr() Addr {
+	return Addr{Prefix: a.vip, Label: a.label, ValidLifetime: a.cfg.Lifetime}
+}
+
+// classify wraps err with what was being done and marks permission
+// errors fatal: no retry gives a process CAP_NET_ADMIN.
+func (a *Announcer) classify(doing string, err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return errFatal{fmt.Errorf("%s: needs CAP_NET_ADMIN: %w", doing, err)}
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// failed records err and schedules a retry with backoff, or passes a
+// fatal err up.
+func (a *Announcer) failed(l *loop, now time.Time, err error) (time.Time, error) {
+	if fatal := (errFatal{}); errors.As(err, &fatal) {
+		return time.Time{}, err
+	}
+	a.setError(err)
+	a.log.Warn("VIP operation failed; will retry", "err", err, "retry_in", l.backoff)
+	l.retryAt = now.Add(l.backoff)
+	l.backoff = min(2*l.backoff, a.backoffMax)
+	return l.retryAt, nil
+}
+
+func (a *Announcer) succeeded(l *loop) {
+	l.retryAt, l.backoff = time.Time{}, a.backoffMin
+	a.clearError()
+}
+
+func (a *Announcer) setHeld(held bool) {
+	a.mu.Lock()
+	if a.st.Held == held {
+		a.mu.Unlock()
+		return
+	}
+	a.st.Held = held
+	a.st.Since = time.Now()
+	a.st.Transitions++
+	a.mu.Unlock()
+	select {
+	case a.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Announcer) setError(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.st.LastError = err.Error()
+}
+
+func (a *Announcer) clearError() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.st.LastError = ""
+}
+
+func (a *Announcer) stepCount() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.steps
+}
