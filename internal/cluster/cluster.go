@@ -1,0 +1,515 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Timing of the loops around memberlist.
+const (
+	rejoinInterval = time.Second // memberlist never re-merges a healed partition by itself
+	updateTimeout  = time.Second // wait for a state broadcast to leave this node
+	leaveTimeout   = time.Second // wait for the leave broadcast on shutdown
+	gossipLabel    = "halb"      // keeps other memberlist users on the same port (e.g. MetalLB on 7946) apart
+	maxNameLen     = 128         // a node name travels in every gossip message
+)
+
+// Config says how this node gossips.
+type Config struct {
+	NodeName      string
+	BindAddr      netip.Addr
+	Port          int              // 0: the kernel picks one (tests)
+	AdvertiseAddr netip.Addr       // zero: BindAddr
+	Peers         []netip.AddrPort // the other configured nodes
+	Key           []byte           // 16, 24 or 32 byte AES key; nil only when Insecure
+	Insecure      bool
+	Profile       string // "lan" (default) or "fast"
+	// JoinTimeout is how long Ready waits for a first peer; 0 does not wait.
+	JoinTimeout time.Duration
+}
+
+// Member is one node of the cluster as this node sees it.
+type Member struct {
+	Name  string
+	Addr  netip.AddrPort
+	Alive bool // memberlist does not expose suspicion: listed members are alive
+	Local bool
+	State State
+	// StateErr is why the node's gossiped state did not decode, if it did not.
+	StateErr  string
+	LastHeard time.Time // last join, update or answered probe
+}
+
+// Cluster is this node's membership in the gossip cluster.
+type Cluster struct {
+	cfg Config
+	log *slog.Logger
+
+	ready     chan struct{}
+	readyOnce sync.Once
+	changed   chan struct{}
+	update    chan struct{}
+	started   atomic.Bool
+	silence   atomic.Int64 // unix nanoseconds until which gossip is dropped
+	port      atomic.Int32 // the bound gossip port, known once Run listens
+
+	mu    sync.Mutex
+	local State
+	meta  []byte
+	peers map[string]*peer
+}
+
+type peer struct {
+	addr      netip.AddrPort
+	state     State
+	stateErr  string
+	lastHeard time.Time
+}
+
+// New validates cfg; it does no I/O.
+func New(cfg Config, log *slog.Logger) (*Cluster, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if cfg.NodeName == "" {
+		errs = append(errs, errors.New("node name is empty"))
+	} else if len(cfg.NodeName) > maxNameLen {
+		errs = append(errs, fmt.Errorf("node name %q is longer than %d bytes", cfg.NodeName, maxNameLen))
+	}
+	if !cfg.BindAddr.IsValid() {
+		errs = append(errs, errors.New("bind address is not set"))
+	}
+	if cfg.Port < 0 || cfg.Port > 65535 {
+		errs = append(errs, fmt.Errorf("port %d: want 0-65535", cfg.Port))
+	}
+	if !cfg.AdvertiseAddr.IsValid() {
+		cfg.AdvertiseAddr = cfg.BindAddr
+	}
+	for _, p := range cfg.Peers {
+		if !p.IsValid() || p.Port() == 0 {
+			errs = append(errs, fmt.Errorf("peer %q is not ADDRESS:PORT", p))
+		}
+	}
+	switch {
+	case cfg.Insecure && cfg.Key != nil:
+		errs = append(errs, errors.New("a gossip key was given but gossip is insecure"))
+	case !cfg.Insecure && !slices.Contains([]int{16, 24, 32}, len(cfg.Key)):
+		errs = append(errs, fmt.Errorf("gossip key is %d bytes: want 16, 24 or 32", len(cfg.Key)))
+	}
+	switch cfg.Profile {
+	case "":
+		cfg.Profile = "lan"
+	case "lan", "fast":
+	default:
+		errs = append(errs, fmt.Errorf("profile %q: want lan or fast", cfg.Profile))
+	}
+	if cfg.JoinTimeout < 0 {
+		errs = append(errs, fmt.Errorf("join timeout %s is negative", cfg.JoinTimeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("cluster config: %w", err)
+	}
+	cfg.Peers = slices.Clone(cfg.Peers)
+	cfg.Key = slices.Clone(cfg.Key)
+	c := &Cluster{
+		cfg:     cfg,
+		log:     log,
+		ready:   make(chan struct{}),
+		changed: make(chan struct{}, 1),
+		update:  make(chan struct{}, 1),
+		peers:   map[string]*peer{},
+	}
+	c.meta, _ = EncodeState(State{}) // an empty state always fits
+	return c, nil
+}
+
+// memberlistConfig builds memberlist's configuration for the chosen profile.
+func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = c.cfg.NodeName
+	mc.BindAddr = c.cfg.BindAddr.String()
+	mc.BindPort = port
+	mc.AdvertiseAddr = c.cfg.AdvertiseAddr.String()
+	mc.AdvertisePort = port
+	mc.Label = gossipLabel
+
+	mc.ProbeInterval = 200 * time.Millisecond
+	mc.ProbeTimeout = 100 * time.Millisecond
+	if c.cfg.Profile == "fast" {
+		mc.ProbeInterval = 100 * time.Millisecond
+		mc.ProbeTimeout = 50 * time.Millisecond
+	}
+	mc.SuspicionMult = 3
+	mc.SuspicionMaxTimeoutMult = 2
+	mc.GossipInterval = 50 * time.Millisecond
+	mc.GossipNodes = 3
+	mc.PushPullInterval = 10 * time.Second
+	mc.RetransmitMult = 3
+	mc.IndirectChecks = 1
+	mc.TCPTimeout = time.Second
+	mc.DeadNodeReclaimTime = 10 * time.Second
+	mc.AwarenessMaxMultiplier = 2
+
+	mc.GossipVerifyIncoming = !c.cfg.Insecure
+	mc.GossipVerifyOutgoing = !c.cfg.Insecure
+
+	d := &delegate{c: c}
+	mc.Delegate = d
+	mc.Events = d
+	mc.Ping = d
+	mc.Conflict = d
+	mc.Logger = newStdLogger(c.log)
+	return mc
+}
+
+// Run joins the cluster and keeps this node in it until ctx is cancelled,
+// then leaves. It returns nil on cancellation.
+func (c *Cluster) Run(ctx context.Context) error {
+	if !c.started.CompareAndSwap(false, true) {
+		return errors.New("cluster: Run called twice")
+	}
+	bind := netip.AddrPortFrom(c.cfg.BindAddr, uint16(c.cfg.Port))
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{c.cfg.BindAddr.String()},
+		BindPort:  c.cfg.Port,
+		Logger:    newStdLogger(c.log),
+	})
+	if err != nil {
+		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
+	}
+	tr := newSilenceTransport(nt, &c.silence)
+	port := nt.GetAutoBindPort()
+	c.port.Store(int32(port))
+	mc := c.memberlistConfig(port)
+	mc.Transport = tr
+	if !c.cfg.Insecure {
+		if mc.Keyring, err = memberlist.NewKeyring(nil, c.cfg.Key); err != nil {
+			_ = tr.Shutdown()
+			return fmt.Errorf("load gossip key: %w", err)
+		}
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		_ = tr.Shutdown()
+		return fmt.Errorf("start gossip on %s: %w", bind, err)
+	}
+	c.log.Info("gossip started", "addr", c.localAddr(),
+		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.cfg.Peers))
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.joinLoop(ctx, ml) }()
+	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
+
+	var joinTimeout <-chan time.Time
+	if len(c.cfg.Peers) == 0 || c.cfg.JoinTimeout == 0 {
+		c.markReady()
+	} else {
+		t := time.NewTimer(c.cfg.JoinTimeout)
+		defer t.Stop()
+		joinTimeout = t.C
+	}
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-joinTimeout:
+			joinTimeout = nil
+			select {
+			case <-c.ready:
+			default:
+				c.log.Info("no peer answered within the join timeout: running alone until one does",
+					"join_timeout", c.cfg.JoinTimeout)
+				c.markReady()
+			}
+		}
+	}
+	wg.Wait()
+	if err := ml.Leave(leaveTimeout); err != nil {
+		c.log.Debug("leave broadcast not confirmed", "err", err)
+	}
+	if err := ml.Shutdown(); err != nil {
+		c.log.Warn("stop gossip", "err", err)
+	}
+	c.mu.Lock()
+	clear(c.peers)
+	c.mu.Unlock()
+	c.notify()
+	c.log.Info("gossip stopped")
+	return nil
+}
+
+// joinLoop joins the configured peers that are not members, at once and then
+// every rejoinInterval: a node that restarted, or the other half of a healed
+// partition, is only found again this way.
+func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
+	failing := map[netip.AddrPort]string{} // peer -> last logged error
+	self := c.localAddr()
+	tick := time.NewTicker(rejoinInterval)
+	defer tick.Stop()
+	for {
+		present := map[netip.AddrPort]bool{}
+		for _, n := range ml.Members() {
+			present[nodeAddr(n)] = true
+		}
+		for _, p := range c.cfg.Peers {
+			if ctx.Err() != nil {
+				return
+			}
+			if present[p] || p == self {
+				delete(failing, p)
+				continue
+			}
+			if _, err := ml.Join([]string{p.String()}); err != nil {
+				msg := err.Error()
+				if failing[p] != msg {
+					c.log.Warn("join peer failed; retrying every second", "peer", p, "err", err)
+				} else {
+					c.log.Debug("join peer failed", "peer", p, "err", err)
+				}
+				failing[p] = msg
+				continue
+			}
+			delete(failing, p)
+			c.log.Info("joined peer", "peer", p)
+			c.markReady()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// updateLoop re-advertises the local state after SetLocal; UpdateNode waits
+// for the broadcast, so it runs here rather than in the caller.
+func (c *Cluster) updateLoop(ctx context.Context, ml *memberlist.Memberlist) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.update:
+			if err := ml.UpdateNode(updateTimeout); err != nil {
+				c.log.Debug("state broadcast not confirmed", "err", err)
+			}
+		}
+	}
+}
+
+func (c *Cluster) markReady() {
+	c.readyOnce.Do(func() { close(c.ready) })
+}
+
+// notify signals Changed without ever blocking: memberlist calls the
+// delegates with its locks held.
+func (c *Cluster) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is closed after the first successful join to (or by) a peer, or once
+// JoinTimeout passed without one: a lone node is a valid cluster of one.
+// Callers wait on it before claiming a VIP, so that a node starting before its
+// peers does not grab a VIP only to drop it a moment later.
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+// Changed delivers a coalesced signal after members joined, left or changed
+// state; read Members after it fires.
+func (c *Cluster) Changed() <-chan struct{} { return c.changed }
+
+// SetLocal sets the state this node gossips. Peers see it within about one
+// gossip interval. It does not block and is safe to call before Run and after
+// it returned. A state too large for memberlist's metadata drops, in order,
+// the Holder view, the Frontends detail and the version strings.
+func (c *Cluster) SetLocal(s State) {
+	s = cloneState(s)
+	meta, err := EncodeState(s)
+	for _, shrink := range []func(*State){
+		func(s *State) { s.Holder = nil },
+		func(s *State) { s.Frontends = nil },
+		func(s *State) { s.Fingerprint, s.Version = "", "" },
+	} {
+		if err == nil {
+			break
+		}
+		shrink(&s)
+		meta, err = EncodeState(s)
+	}
+	if err != nil {
+		c.log.Error("local state does not fit in gossip metadata: keeping the previous one", "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.local = s
+	same := bytes.Equal(meta, c.meta)
+	c.meta = meta
+	c.mu.Unlock()
+	if same {
+		return
+	}
+	select {
+	case c.update <- struct{}{}:
+	default:
+	}
+}
+
+// Silence makes this node drop all incoming and outgoing gossip for d, as if
+// it had crashed, so peers declare it dead; afterwards it rejoins. It is for
+// failover drills.
+func (c *Cluster) Silence(d time.Duration) {
+	c.silence.Store(time.Now().Add(d).UnixNano())
+	c.log.Warn("gossip silenced for a drill", "duration", d)
+}
+
+// Members returns the alive members, this node included, sorted by name.
+func (c *Cluster) Members() []Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Member, 0, len(c.peers)+1)
+	out = append(out, Member{
+		Name:      c.cfg.NodeName,
+		Addr:      c.localAddr(),
+		Alive:     true,
+		Local:     true,
+		State:     cloneState(c.local),
+		LastHeard: time.Now(),
+	})
+	for name, p := range c.peers {
+		out = append(out, Member{
+			Name:      name,
+			Addr:      p.addr,
+			Alive:     true,
+			State:     cloneState(p.state),
+			StateErr:  p.stateErr,
+			LastHeard: p.lastHeard,
+		})
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// localAddr is the advertised gossip address; its port is Config.Port until
+// Run has bound the real one.
+func (c *Cluster) localAddr() netip.AddrPort {
+	port := c.cfg.Port
+	if p := c.port.Load(); p != 0 {
+		port = int(p)
+	}
+	return netip.AddrPortFrom(c.cfg.AdvertiseAddr, uint16(port))
+}
+
+func cloneState(s State) State {
+	s.Frontends = maps.Clone(s.Frontends)
+	s.Holds = slices.Clone(s.Holds)
+	s.Holder = maps.Clone(s.Holder)
+	return s
+}
+
+func nodeAddr(n *memberlist.Node) netip.AddrPort {
+	a, _ := netip.AddrFromSlice(n.Addr)
+	return netip.AddrPortFrom(a.Unmap(), n.Port)
+}
+
+// delegate receives memberlist's callbacks. memberlist calls them with its
+// own locks held, so they only touch the Cluster's fields and never block.
+type delegate struct {
+	c *Cluster
+}
+
+var (
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.PingDelegate     = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
+)
+
+// NodeMeta returns the encoded local state; SetLocal keeps it within limit.
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.c.mu.Lock()
+	defer d.c.mu.Unlock()
+	if len(d.c.meta) > limit {
+		return nil // memberlist panics on oversize metadata
+	}
+	return slices.Clone(d.c.meta)
+}
+
+func (d *delegate) NotifyMsg([]byte)                  {}
+func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
+func (d *delegate) LocalState(bool) []byte            { return nil }
+func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}
+
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	if n.Name == d.c.cfg.NodeName {
+		return
+	}
+	d.c.log.Info("peer joined", "peer", n.Name, "addr", nodeAddr(n))
+	d.c.setPeer(n)
+	// Being joined by a peer counts as having found the cluster.
+	d.c.markReady()
+}
+
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	if n.Name == d.c.cfg.NodeName {
+		return
+	}
+	d.c.setPeer(n)
+}
+
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	if n.Name == d.c.cfg.NodeName {
+		return
+	}
+	d.c.log.Info("peer left or failed", "peer", n.Name, "addr", nodeAddr(n))
+	d.c.mu.Lock()
+	delete(d.c.peers, n.Name)
+	d.c.mu.Unlock()
+	d.c.notify()
+}
+
+func (d *delegate) AckPayload() []byte { return nil }
+
+func (d *delegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, _ []byte) {
+	d.c.mu.Lock()
+	if p, ok := d.c.peers[n.Name]; ok {
+		p.lastHeard = time.Now()
+	}
+	d.c.mu.Unlock()
+}
+
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	d.c.log.Warn("two nodes claim the same name: node names must be unique",
+		"peer", existing.Name, "addr", nodeAddr(existing), "other_addr", nodeAddr(other))
+}
+
+// setPeer records a joined or updated peer and its decoded state.
+func (c *Cluster) setPeer(n *memberlist.Node) {
+	st, err := DecodeState(n.Meta)
+	var stateErr string
+	if err != nil {
+		stateErr = err.Error()
+	}
+	c.mu.Lock()
+	old, known := c.peers[n.Name]
+	c.peers[n.Name] = &peer{addr: nodeAddr(n), state: st, stateErr: stateErr, lastHeard: time.Now()}
+	c.mu.Unlock()
+	if err != nil && (!known || old.stateErr != stateErr) {
+		c.log.Warn("peer state unreadable: treating it as ineligible", "peer", n.Name, "err", err)
+	}
+	c.notify()
+}

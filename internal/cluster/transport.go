@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// errSilenced is returned for dials while the node plays dead.
+var errSilenced = errors.New("gossip silenced by drill")
+
+// silenceTransport wraps memberlist's transport so a drill can make this node
+// drop every gossip packet and stream, in and out, as if it had crashed,
+// while the process keeps running.
+type silenceTransport struct {
+	inner    *memberlist.NetTransport
+	until    *atomic.Int64 // unix nanoseconds; silent while now is before it
+	packetCh chan *memberlist.Packet
+	streamCh chan net.Conn
+	stopping chan struct{} // closed first on Shutdown: drop instead of forwarding
+	done     chan struct{} // closed once the inner transport is down
+	wg       sync.WaitGroup
+	once     sync.Once
+}
+
+func newSilenceTransport(inner *memberlist.NetTransport, until *atomic.Int64) *silenceTransport {
+	t := &silenceTransport{
+		inner:    inner,
+		until:    until,
+		packetCh: make(chan *memberlist.Packet),
+		streamCh: make(chan net.Conn),
+		stopping: make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	t.wg.Add(2)
+	go t.forwardPackets()
+	go t.forwardStreams()
+	return t
+}
+
+func (t *silenceTransport) silenced() bool {
+	return time.Now().UnixNano() < t.until.Load()
+}
+
+// forwardPackets keeps draining the inner transport until its Shutdown has
+// returned, because the inner listeners block on their unbuffered channels
+// and Shutdown waits for them.
+func (t *silenceTransport) forwardPackets() {
+	defer t.wg.Done()
+	for {
+		select {
+		case p := <-t.inner.PacketCh():
+			if t.silenced() {
+				continue
+			}
+			select {
+			case t.packetCh <- p:
+			case <-t.stopping:
+			}
+		case <-t.done:
+			return
+		}
+	}
+}
+
+func (t *silenceTransport) forwardStreams() {
+	defer t.wg.Done()
+	for {
+		select {
+		case c := <-t.inner.StreamCh():
+			if t.silenced() {
+				_ = c.Close()
+				continue
+			}
+			select {
+			case t.streamCh <- c:
+			case <-t.stopping:
+				_ = c.Close()
+			}
+		case <-t.done:
+			return
+		}
+	}
+}
+
+func (t *silenceTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return t.inner.FinalAdvertiseAddr(ip, port)
+}
+
+// WriteTo reports success while silenced: a lost UDP packet looks the same.
+func (t *silenceTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.silenced() {
+		return time.Now(), nil
+	}
+	return t.inner.WriteTo(b, addr)
+}
+
+func (t *silenceTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+func (t *silenceTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.silenced() {
+		return nil, errSilenced
+	}
+	return t.inner.DialTimeout(addr, timeout)
+}
+
+func (t *silenceTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+// Shutdown stops the inner transport while the forwarders still drain it
+// (dropping what arrives, as memberlist may no longer read), then the
+// forwarders. It is safe to call more than once.
+func (t *silenceTransport) Shutdown() error {
+	var err error
+	t.once.Do(func() {
+		close(t.stopping)
+		err = t.inner.Shutdown()
+		close(t.done)
+		t.wg.Wait()
+	})
+	return err
+}
