@@ -1,0 +1,291 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"halb/internal/config"
+)
+
+// wait bounds every wait on the runner goroutine.
+const wait = 5 * time.Second
+
+// results is a Target recording what it is told.
+type results chan Result
+
+func (r results) ReportCheck(res Result) { r <- res }
+
+func (r results) next(t *testing.T) Result {
+	t.Helper()
+	select {
+	case res := <-r:
+		return res
+	case <-time.After(wait):
+		t.Fatal("no result reported")
+		return Result{}
+	}
+}
+
+func (r results) none(t *testing.T) {
+	t.Helper()
+	select {
+	case res := <-r:
+		t.Fatalf("unexpected result %+v", res)
+	default:
+	}
+}
+
+// countingChecker succeeds and counts its calls.
+type countingChecker struct{ n atomic.Int64 }
+
+func (c *countingChecker) Check(context.Context, netip.AddrPort) Result {
+	c.n.Add(1)
+	return Result{OK: true, Reason: "fake ok"}
+}
+
+// testAddrText is where fake checkers pretend to probe; nothing is dialled.
+const testAddrText = "127.0.0.9:6443"
+
+// startRunner runs r until the test ends and checks Run returned nil.
+func startRunner(t *testing.T, r *Runner) context.CancelFunc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("Run returned %v, want nil", err)
+			}
+		case <-time.After(wait):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return cancel
+}
+
+func blockUntil(t *testing.T, c *FakeClock, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), wait)
+	defer cancel()
+	if err := c.BlockUntil(ctx, n); err != nil {
+		t.Fatalf("runner never waited on a timer: %v", err)
+	}
+}
+
+func TestRunnerProbesAtOnceThenEveryInterval(t *testing.T) {
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := NewFakeClock(start)
+	chk := &countingChecker{}
+	got := make(results, 10)
+	hc := config.HealthCheck{Interval: 2 * time.Second, Timeout: time.Second}
+	startRunner(t, NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+
+	// The first probe needs no clock advance.
+	first := got.next(t)
+	if !first.OK || first.Reason != "fake ok" || !first.At.Equal(start) {
+		t.Fatalf("first result %+v, want ok at %v", first, start)
+	}
+	for i := range 3 {
+		blockUntil(t, clock, 1)
+		clock.Advance(hc.Interval - time.Nanosecond)
+		got.none(t)
+		if n := chk.n.Load(); n != int64(i+1) {
+			t.Fatalf("probes before interval elapsed: %d, want %d", n, i+1)
+		}
+		clock.Advance(time.Nanosecond)
+		res := got.next(t)
+		want := start.Add(time.Duration(i+1) * hc.Interval)
+		if !res.At.Equal(want) {
+			t.Fatalf("probe %d at %v, want %v", i+2, res.At, want)
+		}
+	}
+}
+
+func TestRunnerJitterStaysInBounds(t *testing.T) {
+	const probes = 200
+	hc := config.HealthCheck{Interval: 10 * time.Second, Timeout: time.Second, Jitter: 0.5}
+	for _, seeded := range []bool{true, false} {
+		name := "default source"
+		if seeded {
+			name = "injected source"
+		}
+		t.Run(name, func(t *testing.T) {
+			clock := NewFakeClock(time.Unix(0, 0))
+			got := make(results, 1)
+			r := NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil)
+			if seeded {
+				r.WithRand(rand.New(rand.NewPCG(1, 2)))
+			}
+			startRunner(t, r)
+			got.next(t)
+			lo, hi := time.Duration(1<<62), time.Duration(0)
+			for range probes {
+				blockUntil(t, clock, 1)
+				next, _ := clock.NextDeadline()
+				d := next.Sub(clock.Now())
+				if d < hc.Interval || d >= hc.Interval+hc.Interval/2 {
+					t.Fatalf("wait %v outside [%v, %v)", d, hc.Interval, hc.Interval+hc.Interval/2)
+				}
+				lo, hi = min(lo, d), max(hi, d)
+				clock.Advance(d)
+				got.next(t)
+			}
+			// Uniform over 5s: 200 draws spread far more than 2s unless the
+			// jitter is not applied at all.
+			if hi-lo < 2*time.Second {
+				t.Fatalf("waits spread only %v..%v; jitter not applied", lo, hi)
+			}
+		})
+	}
+}
+
+func TestRunnerNoJitterIsExact(t *testing.T) {
+	clock := NewFakeClock(time.Unix(0, 0))
+	got := make(results, 1)
+	hc := config.HealthCheck{Interval: 3 * time.Second, Timeout: time.Second}
+	startRunner(t, NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	got.next(t)
+	for range 20 {
+		blockUntil(t, clock, 1)
+		next, _ := clock.NextDeadline()
+		if d := next.Sub(clock.Now()); d != hc.Interval {
+			t.Fatalf("wait %v, want exactly %v", d, hc.Interval)
+		}
+		clock.Advance(hc.Interval)
+		got.next(t)
+	}
+}
+
+func TestRunnerTimeoutFailsProbe(t *testing.T) {
+	clock := NewFakeClock(time.Unix(0, 0))
+	got := make(results, 1)
+	hc := config.HealthCheck{Interval: time.Second, Timeout: 50 * time.Millisecond}
+	deadlines := make(chan time.Duration, 1)
+	blocking := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+		dl, ok := ctx.Deadline()
+		if !ok {
+			deadlines <- -1
+		} else {
+			deadlines <- time.Until(dl)
+		}
+		<-ctx.Done()
+		return Result{OK: false, Reason: ctx.Err().Error()}
+	})
+	var logs lockedBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	startRunner(t, NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
+
+	if d := <-deadlines; d <= 0 || d > hc.Timeout {
+		t.Fatalf("probe deadline %v from start, want within (0, %v]", d, hc.Timeout)
+	}
+	res := got.next(t)
+	if res.OK || res.Reason != "timeout after 50ms" {
+		t.Fatalf("result %+v, want failure with reason %q", res, "timeout after 50ms")
+	}
+	// The failure is logged at debug with the server address.
+	blockUntil(t, clock, 1)
+	line := logs.String()
+	if !strings.Contains(line, "server="+testAddrText) || !strings.Contains(line, "timeout after 50ms") {
+		t.Fatalf("debug log %q lacks server address or reason", line)
+	}
+}
+
+func TestRunnerKeepsCheckerTimeoutReason(t *testing.T) {
+	clock := NewFakeClock(time.Unix(0, 0))
+	got := make(results, 1)
+	hc := config.HealthCheck{Interval: time.Second, Timeout: 20 * time.Millisecond}
+	chk := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+		<-ctx.Done()
+		return Result{Reason: "tls handshake: timeout after 20ms"}
+	})
+	startRunner(t, NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	if res := got.next(t); res.Reason != "tls handshake: timeout after 20ms" {
+		t.Fatalf("reason %q, want the checker's own timeout reason", res.Reason)
+	}
+}
+
+func TestRunnerStopsOnCancel(t *testing.T) {
+	t.Run("while waiting", func(t *testing.T) {
+		clock := NewFakeClock(time.Unix(0, 0))
+		got := make(results, 1)
+		hc := config.HealthCheck{Interval: time.Second, Timeout: time.Second}
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() {
+			errc <- NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx)
+		}()
+		got.next(t)
+		blockUntil(t, clock, 1)
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("Run returned %v, want nil", err)
+			}
+		case <-time.After(wait):
+			t.Fatal("Run did not return after cancel")
+		}
+		if n := clock.Waiters(); n != 0 {
+			t.Fatalf("%d timers left pending after Run returned", n)
+		}
+	})
+	t.Run("during a probe", func(t *testing.T) {
+		clock := NewFakeClock(time.Unix(0, 0))
+		got := make(results, 1)
+		hc := config.HealthCheck{Interval: time.Second, Timeout: time.Hour}
+		entered := make(chan struct{})
+		chk := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+			close(entered)
+			<-ctx.Done()
+			return Result{Reason: "cancelled"}
+		})
+		ctx, cancel := context.WithCancel(t.Context())
+		errc := make(chan error, 1)
+		go func() { errc <- NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx) }()
+		select {
+		case <-entered:
+		case <-time.After(wait):
+			t.Fatal("probe never started")
+		}
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("Run returned %v, want nil", err)
+			}
+		case <-time.After(wait):
+			t.Fatal("Run did not return after cancel")
+		}
+		// A probe cut short by shutdown says nothing about the server.
+		got.none(t)
+	})
+}
+
+// lockedBuffer is a log sink safe for the runner goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
