@@ -1,0 +1,225 @@
+package haproxy
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// The out* structs mirror halb's config file; their yaml tags match
+// internal/config's raw structs, so config.Parse reads what they write.
+// Unexported fields carry comments and are not marshalled.
+
+type outConfig struct {
+	Timeouts  *outTimeouts  `yaml:"timeouts,omitempty"`
+	MaxConn   *int          `yaml:"maxconn,omitempty"`
+	Frontends []outFrontend `yaml:"frontends"`
+	Backends  []outBackend  `yaml:"backends"`
+	Cluster   *outCluster   `yaml:"cluster,omitempty"`
+	VIPs      []outVIP      `yaml:"vips,omitempty"`
+
+	noCluster bool
+}
+
+type outTimeouts struct {
+	Connect    string `yaml:"connect,omitempty"`
+	ClientIdle string `yaml:"client_idle,omitempty"`
+	ServerIdle string `yaml:"server_idle,omitempty"`
+}
+
+type outFrontend struct {
+	Name    string `yaml:"name"`
+	Bind    string `yaml:"bind"`
+	Backend string `yaml:"backend"`
+	MaxConn *int   `yaml:"maxconn,omitempty"`
+
+	line int
+}
+
+type outBackend struct {
+	Name    string      `yaml:"name"`
+	Balance string      `yaml:"balance,omitempty"`
+	Retries *int        `yaml:"retries,omitempty"`
+	Health  *outHealth  `yaml:"health,omitempty"`
+	Servers []outServer `yaml:"servers"`
+
+	line     int
+	typeNote string
+}
+
+type outServer struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Weight  *int   `yaml:"weight,omitempty"`
+	Backup  bool   `yaml:"backup,omitempty"`
+}
+
+type outHealth struct {
+	Type         string  `yaml:"type"`
+	Path         string  `yaml:"path,omitempty"`
+	ExpectStatus []int   `yaml:"expect_status,omitempty,flow"`
+	Interval     string  `yaml:"interval,omitempty"`
+	Timeout      string  `yaml:"timeout,omitempty"`
+	Fall         *int    `yaml:"fall,omitempty"`
+	Rise         *int    `yaml:"rise,omitempty"`
+	TLS          *outTLS `yaml:"tls,omitempty"`
+}
+
+type outTLS struct {
+	ServerName string `yaml:"server_name,omitempty"`
+	CAFile     string `yaml:"ca_file,omitempty"`
+	Verify     bool   `yaml:"verify,omitempty"`
+}
+
+type outCluster struct {
+	KeyFile string    `yaml:"key_file"`
+	Nodes   []outNode `yaml:"nodes"`
+}
+
+type outNode struct {
+	Name     string `yaml:"name"`
+	Address  string `yaml:"address"`
+	Priority *int   `yaml:"priority,omitempty"`
+}
+
+type outVIP struct {
+	Address   string `yaml:"address"`
+	Interface string `yaml:"interface"`
+}
+
+// render writes the config as commented YAML in the shape of
+// deploy/examples.
+func (imp *importer) render(out *outConfig) ([]byte, error) {
+	var root yaml.Node
+	if err := root.Encode(out); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	src := imp.opts.Source
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		key, val := root.Content[i], root.Content[i+1]
+		switch key.Value {
+		case "frontends":
+			for j, item := range val.Content {
+				if j < len(out.Frontends) {
+					nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, out.Frontends[j].line)
+				}
+			}
+		case "backends":
+			for j, item := range val.Content {
+				if j >= len(out.Backends) {
+					continue
+				}
+				b := out.Backends[j]
+				nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, b.line)
+				if b.typeNote != "" {
+					if t := mapValue(mapValue(item, "health"), "type"); t != nil {
+						t.LineComment = b.typeNote
+					}
+				}
+			}
+		case "cluster":
+			key.HeadComment = "Gossip between the LB hosts. Each host runs: halb run --config FILE --node NAME"
+		}
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&root); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, fmt.Errorf("encode config: %w", err)
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "# halb config imported from %s by `halb import haproxy`.\n", commentSafe(src))
+	b.WriteString("# Read the warnings printed with it: HAProxy settings without a halb\n")
+	b.WriteString("# equivalent were left out. Then:\n")
+	if out.Cluster != nil {
+		b.WriteString("#   halb keygen --out /etc/halb/gossip.key   # once, then copy to every LB host\n")
+	}
+	b.WriteString("#   halb check --config /etc/halb/halb.yaml\n\n")
+	b.WriteString(spaceTopLevel(buf.String()))
+	if out.noCluster {
+		b.WriteString("\n# No cluster and no vips: this host proxies but does not hold a VIP.\n")
+		b.WriteString("# Import again with --node NAME=ADDRESS for every LB host to add them.\n")
+	}
+	for _, s := range imp.stats {
+		b.WriteString(statsComment(src, s))
+	}
+	return []byte(b.String()), nil
+}
+
+// nameValue returns the value node of a mapping's "name" key.
+func nameValue(m *yaml.Node) *yaml.Node {
+	if v := mapValue(m, "name"); v != nil {
+		return v
+	}
+	return &yaml.Node{}
+}
+
+func mapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// spaceTopLevel puts a blank line before each top-level key after the
+// first, as a person would write the file.
+func spaceTopLevel(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	var b strings.Builder
+	for i, l := range lines {
+		top := l != "" && l[0] != ' ' && l[0] != '-'
+		prevComment := i > 0 && strings.HasPrefix(lines[i-1], "#")
+		if i > 0 && top && !prevComment {
+			b.WriteByte('\n')
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// commentSafe keeps a file name from breaking out of a YAML comment.
+func commentSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\n' || r == '\r' {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// statsComment notes an HAProxy stats page the config cannot express
+// yet, leaving the password out.
+func statsComment(src string, s statsNote) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n# Not imported: the HAProxy stats page (listen %s, %s:%d).\n", commentSafe(s.name), commentSafe(src), s.line)
+	b.WriteString("# halb's stats page is not configurable in this file yet. What HAProxy had:\n")
+	b.WriteString("# stats:\n")
+	for _, bind := range s.binds {
+		fmt.Fprintf(&b, "#   bind: %s\n", bind)
+	}
+	if s.uri != "" {
+		fmt.Fprintf(&b, "#   uri: %s\n", commentSafe(s.uri))
+	}
+	if s.refresh != "" {
+		fmt.Fprintf(&b, "#   refresh: %s\n", commentSafe(s.refresh))
+	}
+	if s.user != "" {
+		fmt.Fprintf(&b, "#   user: %s   # password NOT carried over: set a new one\n", commentSafe(s.user))
+	}
+	if len(s.allow) > 0 {
+		fmt.Fprintf(&b, "#   allow: [%s]\n", commentSafe(strings.Join(s.allow, ", ")))
+	}
+	return b.String()
+}

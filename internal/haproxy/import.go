@@ -1,0 +1,611 @@
+package haproxy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"halb/internal/config"
+)
+
+// Options steer what Import adds beyond what haproxy.cfg says.
+type Options struct {
+	// Source names the input in the output's header comment, e.g. its path.
+	Source string
+	// VIPInterface is the interface that carries the VIP; "" means eth0.
+	VIPInterface string
+	// Nodes are the LB hosts. Without them the output has no cluster and
+	// no VIP: halb would proxy but not manage the address.
+	Nodes []Node
+}
+
+// Result is an imported config.
+type Result struct {
+	YAML     []byte    // a halb config that config.Parse accepts
+	Warnings []Warning // in line order; those without a line last
+}
+
+// Import translates an HAProxy configuration into a halb config. TCP-mode
+// frontends and backends, health checks, timeouts and maxconn carry over;
+// everything else is reported as a warning. The error is an Errors value
+// when the input cannot be read or yields no usable config.
+func Import(data []byte, opts Options) (*Result, error) {
+	if opts.Source == "" {
+		opts.Source = "haproxy.cfg"
+	}
+	if opts.VIPInterface == "" {
+		opts.VIPInterface = "eth0"
+	}
+	secs, errs := parseSections(data)
+	imp := &importer{opts: opts, errs: errs, skipped: map[string]string{}}
+	for _, s := range secs {
+		imp.section(s)
+	}
+	var out outConfig
+	if len(imp.errs) == 0 {
+		out = imp.build()
+	}
+	if len(imp.errs) > 0 {
+		slices.SortStableFunc(imp.errs, func(a, b *LineError) int { return cmp.Compare(a.Line, b.Line) })
+		return nil, imp.errs
+	}
+	y, err := imp.render(&out)
+	if err != nil {
+		return nil, Errors{{Err: err}}
+	}
+	if _, err := config.Parse(y); err != nil {
+		es := Errors{{Err: fmt.Errorf("the imported config does not validate: %w", err)}}
+		return nil, es
+	}
+	slices.SortStableFunc(imp.warns, func(a, b Warning) int {
+		// Warnings without a line are about the whole file: print them last.
+		la, lb := a.Line, b.Line
+		if la == 0 {
+			la = int(^uint(0) >> 1)
+		}
+		if lb == 0 {
+			lb = int(^uint(0) >> 1)
+		}
+		return cmp.Compare(la, lb)
+	})
+	return &Result{YAML: y, Warnings: imp.warns}, nil
+}
+
+// statsNote is a stats page kept as a comment in the output.
+type statsNote struct {
+	line    int
+	name    string
+	binds   []string
+	uri     string
+	refresh string
+	user    string
+	allow   []string
+}
+
+type importer struct {
+	opts  Options
+	warns []Warning
+	errs  Errors
+
+	globalMaxconn *int
+	defaults      *proxy
+	proxies       []*proxy          // carried frontend, backend and listen sections, in file order
+	skipped       map[string]string // backend name → why it was not imported
+	stats         []statsNote
+}
+
+func (imp *importer) warn(line int, directive, format string, args ...any) {
+	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...)})
+}
+
+func (imp *importer) fail(line int, format string, args ...any) {
+	imp.errs = append(imp.errs, &LineError{Line: line, Err: fmt.Errorf(format, args...)})
+}
+
+func (imp *importer) section(s section) {
+	switch s.kind {
+	case "global":
+		for _, d := range s.dirs {
+			imp.global(d)
+		}
+	case "defaults":
+		// Each defaults section replaces the previous one entirely.
+		p := inherit(nil, "defaults", s.name, s.line)
+		imp.run(p, s)
+		imp.warns = append(imp.warns, p.warns...)
+		imp.defaults = p
+	case "frontend", "backend", "listen":
+		p := inherit(imp.defaults, s.kind, s.name, s.line)
+		imp.run(p, s)
+		imp.finish(p)
+	default:
+		imp.warn(s.line, strings.TrimSpace(s.kind+" "+s.name), "section not carried over: halb has no equivalent")
+	}
+}
+
+func (imp *importer) run(p *proxy, s section) {
+	for _, d := range s.dirs {
+		if err := p.directive(d); err != nil {
+			imp.fail(d.line, "%v", err)
+		}
+	}
+}
+
+// globalWhy explains global directives that halb does not need.
+var globalWhy = map[string]string{
+	"log":           whyLog,
+	"chroot":        "halb does not chroot itself; confine it with the systemd unit's sandboxing",
+	"user":          "halb runs as the user its systemd unit names (it needs CAP_NET_ADMIN and CAP_NET_RAW for the VIP)",
+	"group":         "halb runs as the group its systemd unit names",
+	"uid":           "halb runs as the user its systemd unit names",
+	"gid":           "halb runs as the group its systemd unit names",
+	"daemon":        "halb runs in the foreground under systemd",
+	"master-worker": "halb runs in the foreground under systemd",
+	"pidfile":       "systemd tracks halb's process",
+	"stats":         whyAdmin,
+	"ca-base":       whyTLS,
+	"crt-base":      whyTLS,
+	"nbthread":      "halb uses every CPU (Go's scheduler)",
+	"nbproc":        "halb uses every CPU (Go's scheduler)",
+	"cpu-map":       "halb uses every CPU (Go's scheduler)",
+}
+
+func (imp *importer) global(d directive) {
+	kw := d.args[0]
+	if kw == "maxconn" {
+		n, err := parseCount(argAt(d.args, 1))
+		if err != nil {
+			imp.fail(d.line, "maxconn: %v", err)
+			return
+		}
+		imp.globalMaxconn = &n
+		return
+	}
+	why, ok := globalWhy[kw]
+	switch {
+	case ok:
+	case strings.HasPrefix(kw, "ssl-default-"), strings.HasPrefix(kw, "ssl-"):
+		why = whyTLS
+	default:
+		why = whyNone
+	}
+	imp.warn(d.line, directiveText(d.args), "%s", why)
+}
+
+func argAt(a []string, i int) string {
+	if i < len(a) {
+		return a[i]
+	}
+	return ""
+}
+
+// finish decides what becomes of a frontend, backend or listen section.
+func (imp *importer) finish(p *proxy) {
+	head := p.kind + " " + p.name
+	switch {
+	case p.disabled:
+		imp.warn(p.line, head, "disabled in HAProxy; not imported")
+		imp.skipped[p.name] = "it is disabled"
+		return
+	case p.mode == "http" && p.stats != nil:
+		imp.statsPage(p)
+		imp.skipped[p.name] = "it is a stats page"
+		return
+	case p.mode != "tcp":
+		from := ""
+		if p.modeLine < p.line {
+			from = ", inherited from defaults"
+		}
+		imp.warn(p.line, head, "mode %s (line %d%s): halb proxies TCP only; section not imported", p.mode, p.modeLine, from)
+		imp.skipped[p.name] = "it is in mode " + p.mode
+		return
+	}
+	if p.stats != nil {
+		imp.warn(p.line, head, "stats directives only work in mode http; ignored")
+	}
+	imp.warns = append(imp.warns, p.warns...)
+	imp.proxies = append(imp.proxies, p)
+}
+
+func (imp *importer) statsPage(p *proxy) {
+	n := statsNote{line: p.line, name: p.name, uri: p.stats.uri, refresh: p.stats.refresh, user: p.stats.user, allow: p.allow}
+	for _, b := range p.binds {
+		n.binds = append(n.binds, b.addr.String())
+	}
+	imp.stats = append(imp.stats, n)
+	imp.warn(p.line, p.kind+" "+p.name, "stats page not imported: halb's stats page is not configured in this file yet; the output ends with a commented-out note of its bind, user and allow-list")
+	if p.stats.authLine > 0 {
+		imp.warn(p.stats.authLine, "stats auth "+p.stats.user+":<password not shown>", "the plaintext password was NOT carried over; choose a new one for halb's stats page")
+	}
+}
+
+// build assembles the halb config from the carried sections.
+func (imp *importer) build() outConfig {
+	var out outConfig
+	carried := map[string]bool{}
+	var bprox []*proxy
+	for _, p := range imp.proxies {
+		if !p.isBackend() || (p.kind == "listen" && len(p.servers) == 0) {
+			continue
+		}
+		if b, ok := imp.backend(p); ok {
+			out.Backends = append(out.Backends, b)
+			carried[p.name] = true
+			bprox = append(bprox, p)
+		}
+	}
+	used := map[string]bool{}
+	var fprox []*proxy
+	vipSeen := map[netip.Addr]bool{}
+	var vips []netip.Addr
+	for _, p := range imp.proxies {
+		if !p.isFrontend() {
+			continue
+		}
+		head := p.kind + " " + p.name
+		target, line := p.defaultBackend, p.defaultBackendLine
+		if p.kind == "listen" && len(p.servers) > 0 {
+			target, line = p.name, p.line
+		}
+		if target == "" {
+			imp.warn(p.line, head, "no default_backend: not imported")
+			continue
+		}
+		if !carried[target] {
+			if why, ok := imp.skipped[target]; ok {
+				imp.warn(line, "default_backend "+target, "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
+			} else if !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }) {
+				imp.fail(line, "default_backend %s: no backend with that name", target)
+			} else {
+				imp.warn(line, "default_backend "+target, "backend %s was not imported, so frontend %s is not either", target, p.name)
+			}
+			continue
+		}
+		if len(p.binds) == 0 {
+			imp.warn(p.line, head, "no bind line: not imported")
+			continue
+		}
+		used[target] = true
+		fprox = append(fprox, p)
+		for i, b := range p.binds {
+			name := p.name
+			if i > 0 {
+				name = fmt.Sprintf("%s_%d", p.name, i+1)
+				imp.warn(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s", name)
+			}
+			out.Frontends = append(out.Frontends, outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line})
+			a := b.addr.Addr()
+			switch {
+			case a.IsUnspecified():
+				imp.warn(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
+			case a.IsLoopback():
+			case !vipSeen[a]:
+				vipSeen[a] = true
+				vips = append(vips, a)
+			}
+		}
+	}
+	for _, p := range bprox {
+		if !used[p.name] {
+			imp.warn(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
+		}
+	}
+	if len(out.Frontends) == 0 {
+		imp.fail(0, "nothing to import: no frontend in mode tcp with a bind line and a default_backend in mode tcp")
+		return out
+	}
+	out.Timeouts = imp.timeouts(fprox, bprox)
+	out.MaxConn = imp.globalMaxconn
+	imp.cluster(&out, vips)
+	return out
+}
+
+// balance maps HAProxy's algorithm to one halb has.
+func (imp *importer) balance(p *proxy) string {
+	d := "balance " + p.balance
+	switch p.balance {
+	case "", "roundrobin":
+		return "roundrobin"
+	case "leastconn", "source":
+		return p.balance
+	case "static-rr":
+		imp.warn(p.balanceLine, d, "backend %s: imported as roundrobin, which honours weights the same way", p.name)
+	default:
+		imp.warn(p.balanceLine, d, "backend %s: halb balances with roundrobin, leastconn or source; using roundrobin", p.name)
+	}
+	return "roundrobin"
+}
+
+// HAProxy's health-check defaults when a server line just says "check".
+const (
+	haproxyInter = 2 * time.Second
+	haproxyFall  = 3
+	haproxyRise  = 2
+)
+
+// talosPort is the Talos API (gRPC), which has no /healthz.
+const talosPort = 50000
+
+func (imp *importer) backend(p *proxy) (outBackend, bool) {
+	head := p.kind + " " + p.name
+	b := outBackend{Name: p.name, Balance: imp.balance(p), Retries: p.retries, line: p.line}
+	var (
+		first      *serverParams
+		firstName  string
+		unchecked  []server
+		sslTraffic bool
+		tlsCheck   bool
+		allTalos   = true
+	)
+	for _, s := range p.servers {
+		sp := p.defSrv.merge(s.params)
+		if isSet(sp.disabled) {
+			imp.warn(s.line, "server "+s.name+" … disabled", "disabled in HAProxy; not imported")
+			continue
+		}
+		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup)}
+		if sp.weight != nil {
+			w := *sp.weight
+			switch {
+			case w == 0:
+				imp.warn(s.line, "server "+s.name+" … weight 0", "halb has no weight 0 (no new connections): imported with weight 1; drain the server with halb's admin commands instead")
+			case w > 256:
+				imp.warn(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "halb's weights go up to 256: imported as 256")
+				w = 256
+				o.Weight = &w
+			default:
+				o.Weight = &w
+			}
+		}
+		sslTraffic = sslTraffic || isSet(sp.ssl)
+		tlsCheck = tlsCheck || isSet(sp.ssl) || isSet(sp.checkSSL)
+		allTalos = allTalos && s.addr.Port() == talosPort
+		if isSet(sp.check) {
+			if first == nil {
+				first, firstName = &sp, s.name
+			} else if !sameCheck(*first, sp) {
+				imp.warn(s.line, "server "+s.name, "inter/fall/rise differ from server %s; halb has one health check per backend and uses %s's", firstName, firstName)
+			}
+		} else {
+			unchecked = append(unchecked, s)
+		}
+		b.Servers = append(b.Servers, o)
+	}
+	if len(b.Servers) == 0 {
+		imp.warn(p.line, head, "no enabled servers: not imported")
+		imp.skipped[p.name] = "it has no enabled servers"
+		return b, false
+	}
+	switch {
+	case first == nil:
+		imp.warn(p.line, head, "no server has `check`: HAProxy never probed them; halb probes every server (see health)")
+	default:
+		for _, s := range unchecked {
+			imp.warn(s.line, "server "+s.name, "no `check`: HAProxy never probed it; halb probes every server of the backend")
+		}
+	}
+	if sslTraffic {
+		imp.warn(p.line, head, "servers use `ssl`: halb does not encrypt traffic to servers, it forwards the client's bytes; only the health check uses TLS")
+	}
+	params := p.defSrv
+	if first != nil {
+		params = *first
+	}
+	b.Health = imp.health(p, params, tlsCheck, allTalos, &b)
+	return b, true
+}
+
+func sameCheck(a, b serverParams) bool {
+	return derefOr(a.inter, haproxyInter) == derefOr(b.inter, haproxyInter) &&
+		derefOr(a.fall, haproxyFall) == derefOr(b.fall, haproxyFall) &&
+		derefOr(a.rise, haproxyRise) == derefOr(b.rise, haproxyRise)
+}
+
+func derefOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+// health maps HAProxy's check options onto one halb health check.
+func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, b *outBackend) *outHealth {
+	h := &outHealth{}
+	hc := p.httpchk
+	httpLine := 0
+	if hc != nil {
+		httpLine = hc.line
+	}
+	method, path := "", ""
+	paired := hc != nil && p.sslHelloLine > 0 && p.otherCheckLine < max(httpLine, p.sslHelloLine)
+	if hc != nil {
+		method, path = hc.method, hc.path
+		if p.sendMethod != "" {
+			method = p.sendMethod
+		}
+		if p.sendPath != "" {
+			path = p.sendPath
+		}
+	}
+	switch {
+	case p.otherCheckLine > max(httpLine, p.sslHelloLine):
+		h.Type = "tcp"
+		if tlsCheck {
+			h.Type = "tls"
+		}
+	case paired:
+		ran := "option ssl-hello-chk, an SSL hello"
+		if hc.line > p.sslHelloLine {
+			ran = "option httpchk, an HTTP request"
+		}
+		pair := fmt.Sprintf("together with option ssl-hello-chk (line %d): the two are alternatives and HAProxy runs only the last one given (%s)", p.sslHelloLine, ran)
+		d := directiveText([]string{"option", "httpchk", method, path})
+		if hc.method == "OPTIONS" && len(hc.path) == 1 {
+			d = "option httpchk"
+		}
+		if allTalos {
+			h.Type = "tls"
+			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, path)
+			imp.warn(hc.line, d, "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, path)
+		} else {
+			h.Type = "https"
+			h.Path = path
+			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
+			imp.warn(hc.line, d, "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET %s (set health.type: tls for a handshake only)", p.name, pair, path)
+		}
+	case hc != nil:
+		h.Type = "http"
+		if tlsCheck {
+			h.Type = "https"
+		}
+		h.Path = path
+	case p.sslHelloLine > 0 || tlsCheck:
+		h.Type = "tls"
+	default:
+		h.Type = "tcp"
+	}
+	web := h.Type == "http" || h.Type == "https"
+	if web {
+		if method != "GET" && method != "" {
+			imp.warn(httpLine, "option httpchk "+method, "backend %s: halb checks with GET, not %s", p.name, method)
+		}
+		if !strings.HasPrefix(h.Path, "/") {
+			imp.warn(httpLine, "option httpchk", "backend %s: path %q does not start with /; using /", p.name, h.Path)
+			h.Path = "/"
+		}
+		h.ExpectStatus = p.expect
+	} else if len(p.expect) > 0 && !paired {
+		imp.warn(p.expectLine, "http-check expect", "backend %s: a %s check has no HTTP status; dropped", p.name, h.Type)
+	}
+
+	inter := derefOr(sp.inter, haproxyInter)
+	if inter < 10*time.Millisecond {
+		imp.warn(p.line, "inter "+formatDuration(inter), "backend %s: halb probes at most every 10ms", p.name)
+		inter = 10 * time.Millisecond
+	}
+	h.Interval = formatDuration(inter)
+	fall, rise := derefOr(sp.fall, haproxyFall), derefOr(sp.rise, haproxyRise)
+	if fall < 1 {
+		imp.warn(p.line, "fall 0", "backend %s: at least 1; using %d", p.name, haproxyFall)
+		fall = haproxyFall
+	}
+	if rise < 1 {
+		imp.warn(p.line, "rise 0", "backend %s: at least 1; using %d", p.name, haproxyRise)
+		rise = haproxyRise
+	}
+	h.Fall, h.Rise = &fall, &rise
+	if t, ok := p.timeouts["check"]; ok && t.d > 0 {
+		h.Timeout = formatDuration(max(min(t.d, inter), time.Millisecond))
+	} else if inter < config.DefaultCheckTimeout {
+		// halb's default probe timeout would outlast the interval.
+		h.Timeout = h.Interval
+	}
+	if h.Type == "tls" || h.Type == "https" {
+		if sp.caFile != "" || sp.verify == "required" || sp.sni != "" {
+			h.TLS = &outTLS{CAFile: sp.caFile, Verify: sp.verify == "required", ServerName: sp.sni}
+		}
+	}
+	return h
+}
+
+// timeouts merges the sections' timeouts into halb's global ones.
+func (imp *importer) timeouts(fprox, bprox []*proxy) *outTimeouts {
+	t := &outTimeouts{}
+	connect, connOK := imp.pick("connect", bprox)
+	client, clientOK := imp.pick("client", fprox)
+	srv, srvOK := imp.pick("server", bprox)
+	tunnel, tunnelOK := imp.pick("tunnel", append(slices.Clone(fprox), bprox...))
+	if connOK {
+		t.Connect = formatDuration(max(connect.d, time.Millisecond))
+	}
+	idle := func(name, halbName string, v timeoutVal) string {
+		d := v.d
+		if d < time.Second {
+			imp.warn(v.line, "timeout "+name, "halb's idle timeouts are at least 1s; using 1s")
+			d = time.Second
+		}
+		if d < 5*time.Minute {
+			imp.warn(v.line, "timeout "+name+" "+formatDuration(d), "carried over as timeouts.%s: kubectl watches and talosctl streams idle for longer are cut, as in HAProxy (halb's default is %s)", halbName, formatDuration(config.DefaultIdleTimeout))
+		}
+		return formatDuration(d)
+	}
+	switch {
+	case tunnelOK:
+		// HAProxy uses the tunnel timeout instead of client and server
+		// once a TCP connection is established.
+		v := idle("tunnel", "client_idle and timeouts.server_idle", tunnel)
+		t.ClientIdle, t.ServerIdle = v, v
+	default:
+		if clientOK {
+			t.ClientIdle = idle("client", "client_idle", client)
+		}
+		if srvOK {
+			t.ServerIdle = idle("server", "server_idle", srv)
+		}
+	}
+	if *t == (outTimeouts{}) {
+		return nil
+	}
+	return t
+}
+
+// pick returns the one value of a timeout across sections, or the longest
+// with a warning when they differ (halb's timeouts are global).
+func (imp *importer) pick(name string, ps []*proxy) (timeoutVal, bool) {
+	var vals []timeoutVal
+	for _, p := range ps {
+		if v, ok := p.timeouts[name]; ok {
+			vals = append(vals, v)
+		}
+	}
+	if len(vals) == 0 {
+		return timeoutVal{}, false
+	}
+	best := vals[0]
+	differ := false
+	for _, v := range vals[1:] {
+		if v.d != best.d {
+			differ = true
+		}
+		if v.d > best.d {
+			best = v
+		}
+	}
+	if differ {
+		imp.warn(best.line, "timeout "+name, "sections set different values; halb's timeouts are global, so the longest, %s, is used", formatDuration(best.d))
+	}
+	return best, true
+}
+
+// cluster adds the cluster and VIP sections when LB nodes were given.
+func (imp *importer) cluster(out *outConfig, vips []netip.Addr) {
+	if len(imp.opts.Nodes) == 0 {
+		addr := "the VIP"
+		if len(vips) > 0 {
+			addr = vips[0].String()
+		}
+		imp.warn(0, "", "no --node given: the output has no cluster and no vips section, so halb will proxy on %s but not move the address between LB hosts; run the import again with your LB hosts, e.g. --node lb1=192.168.66.151 --node lb2=192.168.66.152", addr)
+		out.noCluster = true
+		return
+	}
+	c := &outCluster{KeyFile: "/etc/halb/gossip.key"}
+	for _, n := range imp.opts.Nodes {
+		c.Nodes = append(c.Nodes, outNode{Name: n.Name, Address: n.Address.String(), Priority: n.Priority})
+	}
+	out.Cluster = c
+	if len(vips) == 0 {
+		imp.warn(0, "", "no frontend binds a specific address, so no VIP was derived; add a vips section by hand")
+		return
+	}
+	for _, a := range vips {
+		bits := 24
+		if a.Is6() {
+			bits = 64
+		}
+		out.VIPs = append(out.VIPs, outVIP{Address: netip.PrefixFrom(a, bits).String(), Interface: imp.opts.VIPInterface})
+		imp.warn(0, "", "VIP %s: prefix length /%d assumed; set it to the LB hosts' subnet", a, bits)
+	}
+}

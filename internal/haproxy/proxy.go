@@ -1,0 +1,394 @@
+package haproxy
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Warning is something in the input that the output does not do the same
+// way, or does not do at all.
+type Warning struct {
+	Line      int    // 0 when not tied to one line
+	Directive string // as written, with secrets masked
+	Message   string
+}
+
+// Format prints the warning as FILE:LINE: DIRECTIVE: MESSAGE.
+func (w Warning) Format(file string) string {
+	loc := file
+	if w.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", file, w.Line)
+	}
+	if w.Directive == "" {
+		return fmt.Sprintf("%s: warning: %s", loc, w.Message)
+	}
+	return fmt.Sprintf("%s: warning: %s: %s", loc, w.Directive, w.Message)
+}
+
+type timeoutVal struct {
+	d    time.Duration
+	line int
+}
+
+type httpchk struct {
+	line   int
+	method string
+	path   string
+}
+
+type bindAddr struct {
+	line int
+	addr netip.AddrPort
+}
+
+// statsPage is what a `stats enable` section says, minus the password.
+type statsPage struct {
+	uri      string
+	refresh  string
+	user     string
+	authLine int
+}
+
+// proxy is a defaults, frontend, backend or listen section after reading
+// its directives, with the values it inherited from defaults.
+type proxy struct {
+	kind, name string
+	line       int
+
+	mode     string
+	modeLine int
+	disabled bool
+
+	binds              []bindAddr
+	defaultBackend     string
+	defaultBackendLine int
+	maxconn            *int
+
+	balance     string
+	balanceLine int
+	retries     *int
+	defSrv      serverParams
+	servers     []server
+
+	httpchk        *httpchk
+	sslHelloLine   int
+	otherCheckLine int // option tcp-check or a protocol check halb lacks
+	expect         []int
+	expectLine     int
+	sendMethod     string
+	sendPath       string
+
+	timeouts map[string]timeoutVal
+
+	acls      map[string][]string // name → source networks, for `acl NAME src …`
+	allow     []string
+	allowLine int
+	stats     *statsPage
+
+	warns []Warning
+}
+
+// inherit starts a section with the settings of the defaults section
+// above it (nil: none). Directives that only make sense once per section
+// (binds, servers, ACLs) start empty.
+func inherit(d *proxy, kind, name string, line int) *proxy {
+	p := &proxy{kind: kind, name: name, line: line, mode: "tcp", timeouts: map[string]timeoutVal{}, acls: map[string][]string{}}
+	if d == nil {
+		return p
+	}
+	p.mode, p.modeLine = d.mode, d.modeLine
+	p.defaultBackend, p.defaultBackendLine = d.defaultBackend, d.defaultBackendLine
+	p.maxconn = d.maxconn
+	p.balance, p.balanceLine = d.balance, d.balanceLine
+	p.retries = d.retries
+	p.defSrv = d.defSrv
+	p.httpchk = d.httpchk
+	p.sslHelloLine = d.sslHelloLine
+	p.otherCheckLine = d.otherCheckLine
+	p.expect, p.expectLine = d.expect, d.expectLine
+	p.sendMethod, p.sendPath = d.sendMethod, d.sendPath
+	p.timeouts = maps.Clone(d.timeouts)
+	return p
+}
+
+func (p *proxy) warn(d directive, format string, args ...any) {
+	p.warns = append(p.warns, Warning{Line: d.line, Directive: directiveText(d.args), Message: fmt.Sprintf(format, args...)})
+}
+
+func (p *proxy) isFrontend() bool { return p.kind == "frontend" || p.kind == "listen" }
+func (p *proxy) isBackend() bool  { return p.kind == "backend" || p.kind == "listen" }
+
+// Explanations shared by several directives.
+const (
+	whyLog      = "halb logs with log/slog to stderr (journald under systemd), one line per finished connection (log.connections)"
+	whyHTTPOnly = "halb proxies TCP only and never writes HTTP responses"
+	whyNone     = "not carried over: halb has no equivalent"
+	whyTLS      = "halb does not terminate TLS: it passes the bytes through, so the API servers' own TLS settings apply"
+	whyAdmin    = "halb's admin API is a unix socket (admin.socket, default /run/halb/admin.sock); use `halb status`"
+)
+
+// directive handles one line of a defaults, frontend, backend or listen
+// section. It returns an error only for input that is wrong, not merely
+// unsupported.
+func (p *proxy) directive(d directive) error {
+	a := d.args
+	arg := func(i int) string {
+		if i < len(a) {
+			return a[i]
+		}
+		return ""
+	}
+	switch a[0] {
+	case "mode":
+		p.mode, p.modeLine = arg(1), d.line
+	case "bind":
+		return p.bind(d)
+	case "default_backend":
+		if arg(1) == "" {
+			return fmt.Errorf("default_backend needs a backend name")
+		}
+		p.defaultBackend, p.defaultBackendLine = arg(1), d.line
+	case "use_backend":
+		p.warn(d, "not carried over: halb sends every connection of a frontend to its one backend (default_backend)")
+	case "maxconn":
+		n, err := parseCount(arg(1))
+		if err != nil {
+			return fmt.Errorf("maxconn: %w", err)
+		}
+		p.maxconn = &n
+	case "balance":
+		p.balance, p.balanceLine = arg(1), d.line
+		if len(a) > 2 {
+			p.warn(d, "balance arguments after %q are not carried over", arg(1))
+		}
+	case "retries":
+		n, err := parseCount(arg(1))
+		if err != nil {
+			return fmt.Errorf("retries: %w", err)
+		}
+		p.retries = &n
+	case "server":
+		if !p.isBackend() {
+			p.warn(d, "servers belong in a backend or listen section; ignored")
+			return nil
+		}
+		s, drop, err := parseServer(d)
+		if err != nil {
+			return err
+		}
+		for _, x := range drop {
+			p.warns = append(p.warns, Warning{Line: d.line, Directive: "server " + s.name + " " + x.option, Message: x.why})
+		}
+		p.servers = append(p.servers, s)
+	case "default-server":
+		params, drop, err := parseServerParams(a[1:])
+		if err != nil {
+			return fmt.Errorf("default-server: %w", err)
+		}
+		for _, x := range drop {
+			p.warns = append(p.warns, Warning{Line: d.line, Directive: "default-server " + x.option, Message: x.why})
+		}
+		p.defSrv = p.defSrv.merge(params)
+	case "option":
+		p.option(d)
+	case "http-check":
+		return p.httpCheck(d)
+	case "timeout":
+		switch arg(1) {
+		case "connect", "client", "server", "check", "tunnel":
+			t, err := parseTime(arg(2))
+			if err != nil {
+				return fmt.Errorf("timeout %s: %w", arg(1), err)
+			}
+			p.timeouts[arg(1)] = timeoutVal{d: t, line: d.line}
+		case "http-request", "http-keep-alive", "tarpit":
+			p.warn(d, whyHTTPOnly)
+		default:
+			p.warn(d, whyNone)
+		}
+	case "acl":
+		if arg(2) == "src" && len(a) > 3 {
+			p.acls[arg(1)] = append(p.acls[arg(1)], a[3:]...)
+		} else {
+			p.warn(d, "not carried over: halb has no ACLs")
+		}
+	case "http-request":
+		if !p.sourceRule(d, "deny", "allow") {
+			p.warn(d, whyHTTPOnly)
+		}
+	case "tcp-request":
+		if len(a) > 2 && (arg(1) == "connection" || arg(1) == "content") && p.sourceRule(directive{line: d.line, args: a[1:]}, "reject", "accept") {
+			// Only the stats page keeps its allow-list (as a note); for a
+			// TCP frontend the filter would silently vanish, so say so.
+			p.warn(d, "NOT carried over: halb has no source filter, so every address that reaches the frontend is accepted; restrict access with a firewall (nftables) instead")
+			return nil
+		}
+		p.warn(d, whyNone)
+	case "stats":
+		p.statsDirective(d)
+	case "log":
+		p.warn(d, whyLog)
+	case "errorfile", "errorfiles", "errorloc", "errorloc302", "errorloc303":
+		p.warn(d, "error pages are not carried over: %s", whyHTTPOnly)
+	case "disabled":
+		p.disabled = true
+	default:
+		p.warn(d, whyNone)
+	}
+	return nil
+}
+
+// bind records each address of a bind line; halb binds one address per
+// frontend.
+func (p *proxy) bind(d directive) error {
+	if !p.isFrontend() {
+		p.warn(d, "bind belongs in a frontend or listen section; ignored")
+		return nil
+	}
+	if len(d.args) < 2 {
+		return fmt.Errorf("bind needs an address (bind 192.168.66.160:6443)")
+	}
+	for _, s := range strings.Split(d.args[1], ",") {
+		ap, err := parseHostPort(s)
+		if err != nil {
+			return fmt.Errorf("bind %s: %w", s, err)
+		}
+		p.binds = append(p.binds, bindAddr{line: d.line, addr: ap})
+	}
+	if len(d.args) > 2 {
+		why := "bind options are not carried over"
+		for _, opt := range d.args[2:] {
+			switch opt {
+			case "ssl", "crt", "crt-list":
+				why = whyTLS
+			case "accept-proxy":
+				why = "halb does not read the PROXY protocol from clients"
+			}
+		}
+		p.warn(d, "%s", why)
+	}
+	return nil
+}
+
+// option handles "option NAME …".
+func (p *proxy) option(d directive) {
+	a := d.args
+	if len(a) < 2 {
+		p.warn(d, whyNone)
+		return
+	}
+	switch a[1] {
+	case "httpchk":
+		h := &httpchk{line: d.line, method: "OPTIONS", path: "/"}
+		switch len(a) {
+		case 2:
+		case 3:
+			h.path = a[2]
+		default:
+			h.method, h.path = a[2], a[3]
+			if len(a) > 5 {
+				p.warn(d, "words after the HTTP version are not carried over")
+			}
+		}
+		p.httpchk = h
+		p.sendMethod, p.sendPath = "", ""
+	case "ssl-hello-chk":
+		p.sslHelloLine = d.line
+	case "tcp-check":
+		p.otherCheckLine = d.line
+	case "mysql-check", "pgsql-check", "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check":
+		p.otherCheckLine = d.line
+		p.warn(d, "halb has no %s: it checks these servers with a TCP connect", a[1])
+	case "httplog", "tcplog", "dontlognull", "logasap", "log-health-checks", "log-separate-errors", "httpslog":
+		p.warn(d, "%s", whyLog)
+	case "redispatch":
+		// halb always tries another server after a failed connect.
+	case "forwardfor", "http-server-close", "http-keep-alive", "httpclose", "http-buffer-request":
+		p.warn(d, whyHTTPOnly)
+	default:
+		p.warn(d, whyNone)
+	}
+}
+
+// httpCheck handles "http-check expect status N" and "http-check send".
+func (p *proxy) httpCheck(d directive) error {
+	a := d.args
+	if len(a) >= 4 && a[1] == "expect" && a[2] == "status" {
+		var codes []int
+		for _, c := range strings.Split(a[3], ",") {
+			n, err := parseCount(c)
+			if err != nil || n < 100 || n > 599 {
+				return fmt.Errorf("http-check expect status %s: want an HTTP status such as 200", a[3])
+			}
+			codes = append(codes, n)
+		}
+		p.expect, p.expectLine = codes, d.line
+		return nil
+	}
+	if len(a) >= 2 && a[1] == "send" {
+		for i := 2; i+1 < len(a); i += 2 {
+			switch a[i] {
+			case "meth":
+				p.sendMethod = a[i+1]
+			case "uri":
+				p.sendPath = a[i+1]
+			default:
+				p.warn(d, "http-check send %s is not carried over: halb sends a plain GET", a[i])
+			}
+		}
+		return nil
+	}
+	if len(a) >= 2 && a[1] == "expect" {
+		p.warn(d, "halb only expects status codes (http-check expect status N); the check keeps its default, status 200")
+		return nil
+	}
+	p.warn(d, whyNone)
+	return nil
+}
+
+// sourceRule recognises "VERB if !ACL" (deny others) and "VERB2 if ACL"
+// (allow these) where ACL matches source networks, and records them as an
+// allow-list.
+func (p *proxy) sourceRule(d directive, deny, allow string) bool {
+	a := d.args
+	if len(a) != 4 || a[2] != "if" {
+		return false
+	}
+	name, negated := strings.CutPrefix(a[3], "!")
+	nets, ok := p.acls[name]
+	if !ok || (a[1] == deny) != negated || (a[1] != deny && a[1] != allow) {
+		return false
+	}
+	p.allow = append(p.allow, nets...)
+	p.allowLine = d.line
+	return true
+}
+
+func (p *proxy) statsDirective(d directive) {
+	if p.stats == nil {
+		p.stats = &statsPage{}
+	}
+	a := d.args
+	if len(a) < 2 {
+		return
+	}
+	switch a[1] {
+	case "uri":
+		if len(a) > 2 {
+			p.stats.uri = a[2]
+		}
+	case "refresh":
+		if len(a) > 2 {
+			p.stats.refresh = a[2]
+		}
+	case "auth":
+		if len(a) > 2 {
+			user, _, _ := strings.Cut(a[2], ":")
+			p.stats.user = user
+			p.stats.authLine = d.line
+		}
+	}
+}

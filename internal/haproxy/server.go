@@ -1,0 +1,238 @@
+package haproxy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// serverParams are the options of a server or default-server line that
+// halb can use. Pointers mark values that were set, so a server line
+// overrides default-server only where it says something.
+type serverParams struct {
+	check    *bool
+	checkSSL *bool
+	ssl      *bool
+	backup   *bool
+	disabled *bool
+	inter    *time.Duration
+	fall     *int
+	rise     *int
+	weight   *int
+	caFile   string
+	verify   string
+	sni      string
+}
+
+// merge returns p with every value set in over replacing p's.
+func (p serverParams) merge(over serverParams) serverParams {
+	pick := func(a, b *bool) *bool {
+		if b != nil {
+			return b
+		}
+		return a
+	}
+	p.check = pick(p.check, over.check)
+	p.checkSSL = pick(p.checkSSL, over.checkSSL)
+	p.ssl = pick(p.ssl, over.ssl)
+	p.backup = pick(p.backup, over.backup)
+	p.disabled = pick(p.disabled, over.disabled)
+	if over.inter != nil {
+		p.inter = over.inter
+	}
+	if over.fall != nil {
+		p.fall = over.fall
+	}
+	if over.rise != nil {
+		p.rise = over.rise
+	}
+	if over.weight != nil {
+		p.weight = over.weight
+	}
+	if over.caFile != "" {
+		p.caFile = over.caFile
+	}
+	if over.verify != "" {
+		p.verify = over.verify
+	}
+	if over.sni != "" {
+		p.sni = over.sni
+	}
+	return p
+}
+
+func isSet(b *bool) bool { return b != nil && *b }
+
+// server is one server line.
+type server struct {
+	line   int
+	name   string
+	addr   netip.AddrPort
+	params serverParams // as written on the line, before default-server
+}
+
+// dropped is a server option that halb does not carry over.
+type dropped struct {
+	option string
+	why    string
+}
+
+// serverArgOptions take one argument; others are flags. Knowing them keeps
+// an argument from being mistaken for an option.
+var serverArgOptions = map[string]bool{
+	"addr": true, "agent-addr": true, "agent-inter": true, "agent-port": true, "agent-send": true,
+	"alpn": true, "ca-file": true, "check-alpn": true, "check-proto": true, "check-sni": true,
+	"ciphers": true, "ciphersuites": true, "client-sigalgs": true, "cookie": true, "crl-file": true,
+	"crt": true, "curves": true, "downinter": true, "error-limit": true, "fall": true,
+	"fastinter": true, "guid": true, "hash-key": true, "id": true, "init-addr": true, "inter": true,
+	"log-proto": true, "max-reuse": true, "maxconn": true, "maxqueue": true, "minconn": true,
+	"namespace": true, "npn": true, "observe": true, "on-error": true, "on-marked-down": true,
+	"on-marked-up": true, "pool-conn-name": true, "pool-low-conn": true, "pool-max-conn": true,
+	"pool-purge-delay": true, "port": true, "proto": true, "redir": true, "resolve-net": true,
+	"resolve-opts": true, "resolve-prefer": true, "resolvers": true, "rise": true, "shard": true,
+	"sigalgs": true, "slowstart": true, "sni": true, "source": true, "ssl-max-ver": true,
+	"ssl-min-ver": true, "tcp-ut": true, "track": true, "usesrc": true, "verify": true,
+	"verifyhost": true, "weight": true, "ws": true, "set-proxy-v2-tlv-fmt": true,
+}
+
+// droppedWhy explains the server options whose loss matters most.
+var droppedWhy = map[string]string{
+	"send-proxy":    "halb does not send the PROXY protocol: servers that require it will reject connections",
+	"send-proxy-v2": "halb does not send the PROXY protocol: servers that require it will reject connections",
+	"port":          "halb checks the server's own address and port",
+	"addr":          "halb checks the server's own address and port",
+	"maxconn":       "halb has no per-server connection limit; use frontend or global maxconn",
+	"slowstart":     "halb sends a recovered server its full share at once",
+	"track":         "halb checks every server itself",
+	"agent-check":   "halb has no agent checks",
+	"resolvers":     "halb does not resolve host names",
+	"fastinter":     "halb probes at one interval whatever the server's state",
+	"downinter":     "halb probes at one interval whatever the server's state",
+	"crt":           "client certificates are only used by health checks: set health.tls.cert_file/key_file",
+}
+
+// parseServerParams reads the options after "server NAME ADDR" or
+// "default-server".
+func parseServerParams(args []string) (serverParams, []dropped, error) {
+	var (
+		p    serverParams
+		drop []dropped
+		yes  = true
+		no   = false
+	)
+	for i := 0; i < len(args); i++ {
+		opt := args[i]
+		val := ""
+		if serverArgOptions[opt] {
+			if i+1 >= len(args) {
+				return p, drop, fmt.Errorf("server option %q needs a value", opt)
+			}
+			i++
+			val = args[i]
+		}
+		switch opt {
+		case "check":
+			p.check = &yes
+		case "no-check":
+			p.check = &no
+		case "check-ssl":
+			p.checkSSL = &yes
+		case "no-check-ssl":
+			p.checkSSL = &no
+		case "ssl":
+			p.ssl = &yes
+		case "no-ssl":
+			p.ssl = &no
+		case "backup":
+			p.backup = &yes
+		case "no-backup":
+			p.backup = &no
+		case "disabled":
+			p.disabled = &yes
+		case "enabled":
+			p.disabled = &no
+		case "inter":
+			d, err := parseTime(val)
+			if err != nil {
+				return p, drop, fmt.Errorf("inter: %w", err)
+			}
+			if d <= 0 {
+				return p, drop, fmt.Errorf("inter %s: must be more than 0", val)
+			}
+			p.inter = &d
+		case "fall", "rise", "weight":
+			n, err := parseCount(val)
+			if err != nil {
+				return p, drop, fmt.Errorf("%s: %w", opt, err)
+			}
+			switch opt {
+			case "fall":
+				p.fall = &n
+			case "rise":
+				p.rise = &n
+			default:
+				p.weight = &n
+			}
+		case "ca-file":
+			p.caFile = val
+		case "verify":
+			p.verify = val
+		case "sni", "check-sni":
+			p.sni = val
+		default:
+			text := opt
+			if val != "" {
+				text += " " + val
+			}
+			why, ok := droppedWhy[opt]
+			if !ok {
+				why = "halb has no equivalent"
+			}
+			drop = append(drop, dropped{option: text, why: why})
+		}
+	}
+	return p, drop, nil
+}
+
+// parseServer reads "server NAME ADDR [options]".
+func parseServer(d directive) (server, []dropped, error) {
+	if len(d.args) < 3 {
+		return server{}, nil, fmt.Errorf("server needs a name and an address (server NAME IP:PORT [check])")
+	}
+	s := server{line: d.line, name: d.args[1]}
+	addr, err := parseHostPort(d.args[2])
+	switch {
+	case errors.Is(err, errNoPort):
+		return s, nil, fmt.Errorf("server %s: address %q has no port; halb needs IP:PORT", s.name, d.args[2])
+	case err != nil:
+		return s, nil, fmt.Errorf("server %s: %w", s.name, err)
+	case addr.Addr().IsUnspecified():
+		return s, nil, fmt.Errorf("server %s: %q is not a server address", s.name, d.args[2])
+	}
+	s.addr = addr
+	params, drop, err := parseServerParams(d.args[3:])
+	if err != nil {
+		return s, drop, fmt.Errorf("server %s: %w", s.name, err)
+	}
+	s.params = params
+	return s, drop, nil
+}
+
+// directiveText prints a directive for a warning, masking secrets so that
+// a password never reaches a terminal or a log.
+func directiveText(args []string) string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i := range out {
+		switch {
+		case i >= 1 && out[i-1] == "stats" && out[i] == "auth" && i+1 < len(out):
+			user, _, _ := strings.Cut(out[i+1], ":")
+			out[i+1] = user + ":<password not shown>"
+		case i >= 1 && (out[i-1] == "password" || out[i-1] == "insecure-password"):
+			out[i] = "<not shown>"
+		}
+	}
+	return strings.Join(out, " ")
+}
