@@ -33,7 +33,9 @@ func Dial(socket string) *Client {
 			return c, nil
 		},
 		DisableCompression: true,
-		MaxIdleConns:       1,
+		// One connection per request: the CLI makes few, and no idle
+		// connection outlives a command.
+		DisableKeepAlives: true,
 	}
 	return &Client{socket: socket, hc: &http.Client{Transport: tr}}
 }

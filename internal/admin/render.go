@@ -107,6 +107,19 @@ func (r *renderer) members() {
 	}
 	ref := referenceViews(r.s)
 	single := len(r.s.VIPs) == 1
+	// multi marks VIPs that more than one alive member holds.
+	held := map[string]int{}
+	for _, m := range r.s.Members {
+		for _, h := range m.Holds {
+			if m.Alive {
+				held[bareIP(h)]++
+			}
+		}
+	}
+	multi := map[string]bool{}
+	for a, n := range held {
+		multi[a] = n > 1
+	}
 	t := &table{}
 	t.header("MEMBER", "ADDRESS", "ALIVE", "PRIO", "ELIGIBLE", "HOLDS", "VIEW", "CONFIG", "VERSION", "NOTES")
 	for _, m := range r.s.Members {
@@ -117,10 +130,22 @@ func (r *renderer) members() {
 		alive := cell{text: "yes", color: green}
 		if !m.Alive {
 			alive = cell{text: "no", color: red}
+			if !m.LastHeard.IsZero() {
+				alive.text += ", heard " + r.ago(m.LastHeard)
+			}
 		}
 		eligible := cell{text: "yes"}
 		if !m.Eligible {
 			eligible = cell{text: "no", color: yellow}
+			if bad := unhealthyFrontends(m); bad != "" {
+				eligible.text += " (" + bad + ")"
+			}
+		}
+		holds := cell{text: orDash(strings.Join(m.Holds, ","))}
+		for _, h := range m.Holds {
+			if m.Alive && multi[bareIP(h)] {
+				holds.color = red
+			}
 		}
 		var notes []string
 		disagrees := false
@@ -167,7 +192,7 @@ func (r *renderer) members() {
 			cfg.color = red
 		}
 		t.row(plain(name), plain(orDash(m.Address)), alive, plain(fmt.Sprint(m.Priority)), eligible,
-			plain(orDash(strings.Join(m.Holds, ","))), view, cfg, plain(orDash(m.Version)), note)
+			holds, view, cfg, plain(orDash(m.Version)), note)
 	}
 	r.section(t)
 }
@@ -355,6 +380,19 @@ func memberView(m Member, v VIP) (view string, ok bool) {
 		}
 	}
 	return "", false
+}
+
+// unhealthyFrontends names, sorted, the frontends m reports without a
+// healthy server: why it is not eligible.
+func unhealthyFrontends(m Member) string {
+	var bad []string
+	for f, ok := range m.Frontends {
+		if !ok {
+			bad = append(bad, f)
+		}
+	}
+	sort.Strings(bad)
+	return strings.Join(bad, ",")
 }
 
 func hasLocal(s Snapshot) bool {

@@ -275,7 +275,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		_ = hs.Close()
 	}
-	<-errc
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Warn("admin API stopped", "err", err)
+	}
 	return nil
 }
 
