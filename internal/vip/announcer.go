@@ -59,7 +59,7 @@ type Announcer struct {
 	wantReason string
 	wantGen    uint64 // bumped on each change of want
 	reannounce string // pending Reannounce reason; "" if none
-	steps      uint64 // loop iterations, for tests to know a request was seen
+	waiters    []chan struct{} // closed after the next full step; see barrier
 	st         Status
 }
 
@@ -172,10 +172,14 @@ func (a *Announcer) Run(ctx context.Context) error {
 			return nil
 		default:
 		}
-		next, err := a.step(l, time.Now())
 		a.mu.Lock()
-		a.steps++
+		waiters := a.waiters
+		a.waiters = nil
 		a.mu.Unlock()
+		next, err := a.step(l, time.Now())
+		for _, w := range waiters {
+			close(w)
+		}
 		if err != nil {
 			a.log.Error("vip announcer stopped", "err", err)
 			a.withdraw("stopping on error")
@@ -401,6 +405,7 @@ func (a *Announcer) claim(reason string) (foreign bool, err error) {
 	if err := a.link.AddrReplace(a.ifname, a.addr()); err != nil {
 		return false, a.classify(fmt.Sprintf("add %s to %s", a.vip, a.ifname), err)
 	}
+	a.clearError()
 	a.setHeld(true)
 	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
 	return false, nil
@@ -410,6 +415,7 @@ func (a *Announcer) release(reason string) error {
 	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
 		return a.classify(fmt.Sprintf("remove %s from %s", a.vip, a.ifname), err)
 	}
+	a.clearError()
 	a.setHeld(false)
 	a.log.Info("removed VIP", "reason", reason)
 	return nil
@@ -512,8 +518,14 @@ func (a *Announcer) clearError() {
 	a.st.LastError = ""
 }
 
-func (a *Announcer) stepCount() uint64 {
+// barrier returns a channel closed once Run has finished a step that saw
+// every request made before the call. Tests use it to know a request was
+// acted on, or ignored, without sleeping.
+func (a *Announcer) barrier() <-chan struct{} {
+	w := make(chan struct{})
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.steps
+	a.waiters = append(a.waiters, w)
+	a.mu.Unlock()
+	a.poke()
+	return w
 }

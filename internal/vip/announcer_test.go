@@ -1,0 +1,461 @@
+package vip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"go.uber.org/goleak"
+
+	"halb/internal/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const waitFor = 5 * time.Second
+
+var prefixes = cmpopts.EquateComparable(netip.Prefix{})
+
+var testVIP = netip.MustParsePrefix("192.168.66.160/24")
+
+func testConfig() config.VIP {
+	return config.VIP{
+		Address:      testVIP,
+		Interface:    "eth0",
+		GARPCount:    3,
+		GARPInterval: time.Millisecond,
+		Lifetime:     2 * time.Second,
+	}
+}
+
+// syncBuffer is a log sink safe for the Run goroutine and the test.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type harness struct {
+	t      *testing.T
+	a      *Announcer
+	link   *FakeLink
+	garp   *FakeGARP
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// newHarness builds an Announcer on fakes; prepare may plant addresses
+// or tune the Announcer before start runs it.
+func newHarness(t *testing.T, cfg config.VIP) *harness {
+	t.Helper()
+	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &syncBuffer{}}
+	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h.a = NewAnnouncer(cfg, "", h.link, h.garp, log)
+	h.a.backoffMin, h.a.backoffMax = time.Millisecond, 4*time.Millisecond
+	return h
+}
+
+func (h *harness) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	h.done = make(chan error, 1)
+	go func() { h.done <- h.a.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(waitFor):
+			h.t.Error("Run did not return after cancel")
+		}
+		if h.t.Failed() {
+			h.t.Logf("logs:\n%s", h.logs)
+		}
+	})
+}
+
+// stop cancels Run and returns its result.
+func (h *harness) stop() error {
+	h.t.Helper()
+	h.cancel()
+	return h.wait()
+}
+
+func (h *harness) wait() error {
+	h.t.Helper()
+	select {
+	case err := <-h.done:
+		h.done <- err // for Cleanup
+		return err
+	case <-time.After(waitFor):
+		h.t.Fatal("Run did not return")
+		return nil
+	}
+}
+
+func (h *harness) awaitHeld(want bool) {
+	h.t.Helper()
+	deadline := time.After(waitFor)
+	for h.a.Held() != want {
+		select {
+		case <-h.a.Changed():
+		case <-deadline:
+			h.t.Fatalf("Held() stayed %v", !want)
+		}
+	}
+}
+
+func (h *harness) sync() {
+	h.t.Helper()
+	select {
+	case <-h.a.barrier():
+	case <-time.After(waitFor):
+		h.t.Fatal("Run did not complete a step")
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond) // polling a fake; no event to await
+	}
+}
+
+func TestClaimAddsLabelledAddressAndAnnouncesThenReleaseRemoves(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+
+	h.a.SetOwner(true, "elected")
+	h.awaitHeld(true)
+	want := Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: 2 * time.Second}
+	var replaced []Addr
+	for _, c := range h.link.Calls() {
+		if c.Op == OpReplace {
+			replaced = append(replaced, c.Addr)
+		}
+	}
+	if diff := cmp.Diff([]Addr{want}, replaced, prefixes); diff != "" {
+		t.Errorf("AddrReplace calls (-want +got):\n%s", diff)
+	}
+	addrs := h.link.Addrs("eth0")
+	if len(addrs) != 1 || addrs[0].Prefix != testVIP || addrs[0].Label != "eth0:halb" ||
+		addrs[0].ValidLifetime <= 0 || addrs[0].ValidLifetime > 2*time.Second {
+		t.Errorf("interface addresses = %+v, want the VIP labelled eth0:halb with a finite lifetime", addrs)
+	}
+
+	eventually(t, "3 announcements", func() bool { return h.garp.Count() >= 3 })
+	for _, an := range h.garp.Announcements() {
+		if an.Ifname != "eth0" || an.IP != testVIP.Addr() {
+			t.Errorf("announced %s on %s, want %s on eth0", an.IP, an.Ifname, testVIP.Addr())
+		}
+	}
+	eventually(t, "status to count the burst", func() bool { return h.a.Status().GARPsSent == 3 })
+	st := h.a.Status()
+	if !st.Held || !st.Owner || st.Transitions != 1 || st.Since.IsZero() || st.LastGARP.IsZero() ||
+		st.LastError != "" || st.VIP != testVIP || st.Interface != "eth0" {
+		t.Errorf("status after claim = %+v", st)
+	}
+	logs := h.logs.String()
+	if !strings.Contains(logs, `msg="added VIP" component=vip vip=192.168.66.160/24 iface=eth0 reason=elected`) {
+		t.Errorf("no add log line with component, vip, iface and reason:\n%s", logs)
+	}
+
+	h.a.SetOwner(false, "handed over to lb2")
+	h.awaitHeld(false)
+	if h.link.Has("eth0", testVIP) {
+		t.Error("VIP still on the interface after release")
+	}
+	if !strings.Contains(h.logs.String(), `msg="removed VIP" component=vip vip=192.168.66.160/24 iface=eth0 reason="handed over to lb2"`) {
+		t.Errorf("no remove log line with reason:\n%s", h.logs)
+	}
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := h.garp.Count(); n != 3 {
+		t.Errorf("sent %d announcements, want GARPCount=3", n)
+	}
+	if st := h.a.Status(); st.Held || st.Transitions != 2 {
+		t.Errorf("status after release = %+v", st)
+	}
+}
+
+func TestStartRemovesOnlyOurStaleAddress(t *testing.T) {
+	other := netip.MustParsePrefix("192.168.66.151/24")
+	h := newHarness(t, testConfig())
+	h.link.Set("eth0",
+		Addr{Prefix: other, Label: "eth0"},
+		Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour},
+	)
+	h.start()
+
+	eventually(t, "the stale VIP to go", func() bool { return !h.link.Has("eth0", testVIP) })
+	h.sync()
+	if !h.link.Has("eth0", other) {
+		t.Error("the host's own address was removed")
+	}
+	if !strings.Contains(h.logs.String(), "removed stale VIP") {
+		t.Errorf("no log line about the stale VIP:\n%s", h.logs)
+	}
+	if h.a.Held() || h.garp.Count() != 0 {
+		t.Errorf("held=%v after %d announcements, want nothing held or announced", h.a.Held(), h.garp.Count())
+	}
+}
+
+func TestForeignAddressLeftAlone(t *testing.T) {
+	for _, label := range []string{"eth0", ""} {
+		t.Run(fmt.Sprintf("label=%q", label), func(t *testing.T) {
+			h := newHarness(t, testConfig())
+			foreign := Addr{Prefix: testVIP, Label: label}
+			h.link.Set("eth0", foreign)
+			h.start()
+			h.a.SetOwner(true, "elected")
+
+			eventually(t, "an error about the foreign VIP", func() bool {
+				return strings.Contains(h.a.Status().LastError, "someone else")
+			})
+			h.sync()
+			if n := h.link.Count(OpReplace) + h.link.Count(OpDel); n != 0 {
+				t.Errorf("%d add/remove calls on a VIP someone else configured", n)
+			}
+			if h.a.Held() || h.garp.Count() != 0 {
+				t.Errorf("held=%v, announcements=%d; want neither", h.a.Held(), h.garp.Count())
+			}
+			if err := h.stop(); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]Addr{foreign}, h.link.Addrs("eth0"), prefixes); diff != "" {
+				t.Errorf("addresses after shutdown (-want +got):\n%s", diff)
+			}
+			if !strings.Contains(h.logs.String(), "configured on the interface by someone else") {
+				t.Errorf("no warning about the foreign VIP:\n%s", h.logs)
+			}
+		})
+	}
+}
+
+func TestIPv6StaleDetectionByLifetime(t *testing.T) {
+	cfg := testConfig()
+	cfg.Address = netip.MustParsePrefix("fd00:66::160/64")
+	h := newHarness(t, cfg)
+	// Linux keeps no labels on IPv6: a finite lifetime marks halb's own.
+	h.link.Set("eth0", Addr{Prefix: cfg.Address, ValidLifetime: time.Hour})
+	h.start()
+	eventually(t, "the stale IPv6 VIP to go", func() bool { return !h.link.Has("eth0", cfg.Address) })
+
+	h2 := newHarness(t, cfg)
+	h2.link.Set("eth0", Addr{Prefix: cfg.Address}) // permanent: configured by hand
+	h2.start()
+	h2.sync()
+	if !h2.link.Has("eth0", cfg.Address) || h2.link.Count(OpDel) != 0 {
+		t.Error("a permanent IPv6 address was removed")
+	}
+}
+
+func TestRefreshKeepsAddressAliveAndReAddsLostOne(t *testing.T) {
+	cfg := testConfig()
+	cfg.Lifetime = 200 * time.Millisecond // refreshed every 50ms
+	h := newHarness(t, cfg)
+	h.start()
+	h.a.SetOwner(true, "elected")
+	h.awaitHeld(true)
+
+	// The fake expires addresses by the clock, so surviving several
+	// lifetimes proves the refreshes renew it.
+	eventually(t, "refreshes over two lifetimes", func() bool { return h.link.Count(OpReplace) >= 9 })
+	if !h.link.Has("eth0", testVIP) {
+		t.Fatal("VIP expired while held")
+	}
+
+	eventually(t, "the burst", func() bool { return h.garp.Count() >= 3 })
+	h.link.Drop("eth0", testVIP) // e.g. the primary address was deleted
+	eventually(t, "the VIP to be re-added", func() bool { return h.link.Has("eth0", testVIP) })
+	eventually(t, "a new burst after re-adding", func() bool { return h.garp.Count() >= 6 })
+	if !strings.Contains(h.logs.String(), "VIP had vanished from the interface; re-added it") {
+		t.Errorf("no log line about the vanished VIP:\n%s", h.logs)
+	}
+	if !h.a.Held() {
+		t.Error("Held() false while the VIP is on the interface")
+	}
+}
+
+func TestOwnershipRevokedMidBurstStopsBurst(t *testing.T) {
+	cfg := testConfig()
+	cfg.GARPCount = 10
+	cfg.GARPInterval = 0
+	h := newHarness(t, cfg)
+	// Runs on Run's goroutine between two sends of the burst.
+	h.garp.SetHook(func(n int) {
+		if n == 2 {
+			h.a.SetOwner(false, "lost election")
+		}
+	})
+	h.start()
+	h.a.SetOwner(true, "elected")
+	eventually(t, "the VIP to be released", func() bool {
+		return h.garp.Count() >= 2 && !h.a.Held() && h.link.Count(OpDel) == 1
+	})
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.garp.Count(); n != 2 {
+		t.Errorf("sent %d announcements, want 2: the burst must stop once ownership is revoked", n)
+	}
+}
+
+func TestCancelWithdrawsVIP(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.start()
+	h.a.SetOwner(true, "elected")
+	h.awaitHeld(true)
+	if err := h.stop(); err != nil {
+		t.Fatalf("Run returned %v on cancel, want nil", err)
+	}
+	if h.link.Has("eth0", testVIP) {
+		t.Error("VIP still on the interface after shutdown")
+	}
+	if h.a.Held() {
+		t.Error("Held() true after shutdown")
+	}
+}
+
+func TestPermissionErrorIsFatal(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.link.SetErr(OpReplace, fmt.Errorf("netlink: %w", syscall.EPERM))
+	h.start()
+	h.a.SetOwner(true, "elected")
+	err := h.wait()
+	if err == nil {
+		t.Fatal("Run returned nil, want a fatal error")
+	}
+	if !strings.Contains(err.Error(), "add 192.168.66.160/24 to eth0: needs CAP_NET_ADMIN") {
+		t.Errorf("error %q does not say what needs CAP_NET_ADMIN", err)
+	}
+	if !errors.Is(err, os.ErrPermission) {
+		t.Errorf("error %v does not match os.ErrPermission", err)
+	}
+}
+
+func TestGARPPermissionErrorIsFatalAndWithdraws(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.garp.SetErr(syscall.EPERM)
+	h.start()
+	h.a.SetOwner(true, "elected")
+	err := h.wait()
+	if err == nil || !strings.Contains(err.Error(), "needs CAP_NET_RAW") {
+		t.Fatalf("Run = %v, want an error naming CAP_NET_RAW", err)
+	}
+	if h.link.Has("eth0", testVIP) {
+		t.Error("VIP left on the interface after a fatal error")
+	}
+}
+
+func TestTransientErrorsAreRetried(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.link.SetErr(OpReplace, syscall.EBUSY)
+	h.start()
+	h.a.SetOwner(true, "elected")
+	eventually(t, "retries", func() bool { return h.link.Count(OpReplace) >= 3 })
+	if st := h.a.Status(); st.Held || !strings.Contains(st.LastError, "add 192.168.66.160/24 to eth0") {
+		t.Errorf("status while failing = %+v", st)
+	}
+	h.link.SetErr(OpReplace, nil)
+	h.awaitHeld(true)
+	if st := h.a.Status(); st.LastError != "" {
+		t.Errorf("LastError = %q after success, want empty", st.LastError)
+	}
+}
+
+func TestGARPErrorIsNotFatal(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.garp.SetErr(errors.New("network is down"))
+	h.start()
+	h.a.SetOwner(true, "elected")
+	eventually(t, "the error to be recorded", func() bool {
+		return strings.Contains(h.a.Status().LastError, "network is down")
+	})
+	if !h.a.Held() {
+		t.Error("VIP given up after a failed announcement")
+	}
+}
+
+func TestReannounceOnlyWhileHolding(t *testing.T) {
+	cfg := testConfig()
+	cfg.GARPCount = 2
+	h := newHarness(t, cfg)
+	h.start()
+
+	h.a.Reannounce("partition healed")
+	h.sync()
+	if n := h.garp.Count(); n != 0 {
+		t.Fatalf("%d announcements without holding the VIP", n)
+	}
+
+	h.a.SetOwner(true, "elected")
+	eventually(t, "the claim burst", func() bool { return h.garp.Count() == 2 })
+	h.a.Reannounce("membership changed")
+	eventually(t, "the reannounce burst", func() bool { return h.garp.Count() == 4 })
+	if !strings.Contains(h.logs.String(), "reannounce: membership changed") {
+		t.Errorf("no log line for the reannounce burst:\n%s", h.logs)
+	}
+
+	h.a.SetOwner(false, "lost election")
+	h.awaitHeld(false)
+	h.a.Reannounce("membership changed")
+	h.sync()
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.garp.Count(); n != 4 {
+		t.Errorf("%d announcements, want 4: none after release", n)
+	}
+}
+
+func TestPeriodicGARPWhileHolding(t *testing.T) {
+	cfg := testConfig()
+	cfg.GARPCount = 1
+	cfg.GARPRefresh = 5 * time.Millisecond
+	h := newHarness(t, cfg)
+	h.start()
+	h.a.SetOwner(true, "elected")
+	eventually(t, "periodic announcements", func() bool { return h.garp.Count() >= 4 })
+}
+
+func TestSetOwnerBeforeRunAdoptsOwnStaleAddress(t *testing.T) {
+	h := newHarness(t, testConfig())
+	h.link.Set("eth0", Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour})
+	h.a.SetOwner(true, "elected")
+	h.start()
+	h.awaitHeld(true)
+	if h.link.Count(OpDel) != 0 {
+		t.Error("removed the VIP it was about to hold")
+	}
+	if !h.link.Has("eth0", testVIP) {
+		t.Error("VIP missing")
+	}
+}
