@@ -186,8 +186,13 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	startRunner(t, NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
 
-	if d := <-deadlines; d <= 0 || d > hc.Timeout {
-		t.Fatalf("probe deadline %v from start, want within (0, %v]", d, hc.Timeout)
+	select {
+	case d := <-deadlines:
+		if d <= 0 || d > hc.Timeout {
+			t.Fatalf("probe deadline %v from start, want within (0, %v]", d, hc.Timeout)
+		}
+	case <-time.After(wait):
+		t.Fatal("probe never started")
 	}
 	res := got.next(t)
 	if res.OK || res.Reason != "timeout after 50ms" {
