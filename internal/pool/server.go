@@ -68,6 +68,7 @@ func ParseAdminState(name string) (AdminState, error) {
 // It implements health.Target. All methods are safe for concurrent use.
 type Server struct {
 	pool   *Pool
+	cfg    config.Server
 	name   string
 	addr   netip.AddrPort
 	weight int
@@ -98,6 +99,7 @@ type Server struct {
 func newServer(p *Pool, sc config.Server) *Server {
 	return &Server{
 		pool:    p,
+		cfg:     sc,
 		name:    sc.Name,
 		addr:    sc.Address,
 		weight:  max(sc.Weight, 1),
@@ -110,6 +112,9 @@ func newServer(p *Pool, sc config.Server) *Server {
 
 // Name returns the server's configured name.
 func (s *Server) Name() string { return s.name }
+
+// Config returns the server's configuration.
+func (s *Server) Config() config.Server { return s.cfg }
 
 // Address returns the server's address.
 func (s *Server) Address() netip.AddrPort { return s.addr }

@@ -1,0 +1,286 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"halb/internal/config"
+	"halb/internal/pool"
+)
+
+// Dialer opens connections to servers; *net.Dialer implements it. It is a
+// seam for tests that need a connect to hang.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Options are the settings shared by all frontends of a daemon.
+type Options struct {
+	Timeouts config.Timeouts
+	ConnLog  bool     // log finished connections at Info instead of Debug
+	Limit    *Limiter // global maxconn; nil: none
+	Dialer   Dialer   // nil: a plain net.Dialer
+}
+
+// Accept back-off bounds: on errors such as EMFILE the loop sleeps instead
+// of spinning on a listener it cannot drain.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
+// Frontend is one TCP listener forwarding to one backend pool.
+type Frontend struct {
+	cfg    config.Frontend
+	pool   *pool.Pool
+	opts   Options
+	dialer Dialer
+	log    *slog.Logger
+	bufs   sync.Pool
+
+	ready chan struct{}
+	addr  atomic.Pointer[net.TCPAddr]
+
+	// force is cancelled when the drain grace is over: it aborts dials
+	// still in progress.
+	force       context.Context
+	forceCancel context.CancelFunc
+
+	mu       sync.Mutex
+	sessions map[*session]struct{}
+	wg       sync.WaitGroup
+
+	current, total, rejected atomic.Int64
+	bytesIn, bytesOut        atomic.Int64
+}
+
+// NewFrontend builds a frontend for cfg sending connections to p. It does
+// no I/O; Run listens. log is used as given: the connection log line relies
+// on it carrying the frontend key, as the daemon's does.
+func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logger) *Frontend {
+	f := &Frontend{
+		cfg:      cfg,
+		pool:     p,
+		opts:     opts,
+		dialer:   opts.Dialer,
+		log:      log,
+		ready:    make(chan struct{}),
+		sessions: make(map[*session]struct{}),
+	}
+	if f.dialer == nil {
+		f.dialer = &net.Dialer{}
+	}
+	f.bufs.New = func() any {
+		b := make([]byte, copyBufSize)
+		return &b
+	}
+	f.force, f.forceCancel = context.WithCancel(context.Background())
+	return f
+}
+
+// Name returns the frontend's name.
+func (f *Frontend) Name() string { return f.cfg.Name }
+
+// Ready is closed once the frontend listens.
+func (f *Frontend) Ready() <-chan struct{} { return f.ready }
+
+// Addr returns the listening address, or nil before Ready.
+func (f *Frontend) Addr() net.Addr {
+	if a := f.addr.Load(); a != nil {
+		return a
+	}
+	return nil
+}
+
+// FrontendStats is a snapshot of a frontend's counters.
+type FrontendStats struct {
+	Name     string
+	Current  int64 // open sessions
+	Total    int64 // sessions admitted since start
+	Rejected int64 // connections refused by maxconn
+	BytesIn  int64 // client to server
+	BytesOut int64 // server to client
+}
+
+// Stats returns a snapshot of the frontend's counters.
+func (f *Frontend) Stats() FrontendStats {
+	return FrontendStats{
+		Name:     f.cfg.Name,
+		Current:  f.current.Load(),
+		Total:    f.total.Load(),
+		Rejected: f.rejected.Load(),
+		BytesIn:  f.bytesIn.Load(),
+		BytesOut: f.bytesOut.Load(),
+	}
+}
+
+// Run listens on the frontend's bind address and serves until ctx is
+// cancelled. Then it stops accepting, lets open sessions finish for up to
+// Timeouts.Drain, closes the rest and returns nil. Run may be called once.
+func (f *Frontend) Run(ctx context.Context) error {
+	defer f.forceCancel()
+	network := "tcp4"
+	if f.cfg.Bind.Addr().Is6() && !f.cfg.Bind.Addr().Is4In6() {
+		network = "tcp6"
+	}
+	lc := net.ListenConfig{Control: freebind}
+	ln, err := lc.Listen(ctx, network, f.cfg.Bind.String())
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", f.cfg.Bind, err)
+	}
+	if a, ok := ln.Addr().(*net.TCPAddr); ok {
+		f.addr.Store(a)
+	}
+	close(f.ready)
+	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
+	return f.serve(ctx, ln)
+}
+
+// serve runs the accept loop on ln, then drains.
+func (f *Frontend) serve(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	err := f.acceptLoop(ctx, ln)
+	_ = ln.Close()
+	f.drain()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (f *Frontend) acceptLoop(ctx context.Context, ln net.Listener) error {
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept on %s: %w", f.cfg.Bind, err)
+			}
+			// EMFILE, ENFILE, ENOBUFS and the like pass once
+			// connections close; anything else is logged and retried
+			// too, at the slowest pace, rather than taking the
+			// frontend down.
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			if !temporary(err) {
+				backoff = acceptBackoffMax
+			}
+			f.log.Warn("accept failed, backing off", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			continue
+		}
+		backoff = 0
+		f.admit(c)
+	}
+}
+
+// temporary reports accept errors that clear up by themselves.
+func temporary(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// admit applies maxconn and starts a session for c.
+//
+// When the frontend's or the global limit is reached the connection is
+// accepted and reset at once (SO_LINGER 0) rather than left in the listen
+// backlog: a client then fails fast and retries, possibly via another
+// node, instead of hanging in a queue that will not move. The rejection
+// is counted and logged.
+func (f *Frontend) admit(c net.Conn) {
+	if !acquireSlot(&f.current, int64(f.cfg.MaxConn)) {
+		f.reject(c)
+		return
+	}
+	if !f.opts.Limit.acquire() {
+		f.current.Add(-1)
+		f.reject(c)
+		return
+	}
+	f.total.Add(1)
+	s := newSession(f, c)
+	f.mu.Lock()
+	f.sessions[s] = struct{}{}
+	f.mu.Unlock()
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		defer f.opts.Limit.release()
+		defer f.current.Add(-1)
+		s.serve()
+		f.mu.Lock()
+		delete(f.sessions, s)
+		f.mu.Unlock()
+	}()
+}
+
+func (f *Frontend) reject(c net.Conn) {
+	f.rejected.Add(1)
+	resetClose(c)
+	f.logConn(connRecord{client: c.RemoteAddr(), end: "maxconn"})
+}
+
+// resetClose closes c with a TCP reset so the peer learns at once.
+func resetClose(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// drain waits for open sessions up to the drain grace, then closes what is
+// left and waits for those sessions to notice.
+func (f *Frontend) drain() {
+	done := make(chan struct{})
+	go func() {
+		f.wg.Wait()
+		close(done)
+	}()
+	if n := f.current.Load(); n > 0 {
+		f.log.Info("draining", "open", n, "grace", f.opts.Timeouts.Drain)
+	}
+	if grace := f.opts.Timeouts.Drain; grace > 0 {
+		t := time.NewTimer(grace)
+		select {
+		case <-done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	f.forceCancel()
+	f.mu.Lock()
+	left := make([]*session, 0, len(f.sessions))
+	for s := range f.sessions {
+		left = append(left, s)
+	}
+	f.mu.Unlock()
+	if len(left) > 0 {
+		f.log.Info("drain grace over, closing open sessions", "open", len(left))
+	}
+	for _, s := range left {
+		s.closeWith("drained")
+	}
+	<-done
+}

@@ -1,0 +1,288 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+
+	"halb/internal/pool"
+)
+
+// session is one client connection and, once connected, its server
+// connection.
+type session struct {
+	f      *Frontend
+	client net.Conn
+	start  time.Time
+
+	mu      sync.Mutex
+	server  net.Conn
+	closed  bool
+	reason  string // how the session ended; first decisive event wins
+	halfEOF bool   // reason is only an EOF, which a later timeout or close overrides
+}
+
+func newSession(f *Frontend, c net.Conn) *session {
+	return &session{f: f, client: c, start: time.Now()}
+}
+
+// connRecord is what the connection log line says.
+type connRecord struct {
+	client   net.Addr
+	server   *pool.Server
+	connect  time.Duration
+	duration time.Duration
+	in, out  int64
+	end      string
+}
+
+// Close ends the session because its server went down; pool.Server calls
+// it for close-on-down.
+func (s *session) Close() error {
+	s.closeWith("server down")
+	return nil
+}
+
+// closeWith records why the session ends (unless reason is empty) and
+// closes both sockets, which unblocks both copy directions.
+func (s *session) closeWith(reason string) {
+	s.mu.Lock()
+	s.setReasonLocked(reason, false)
+	s.closed = true
+	server := s.server
+	s.mu.Unlock()
+	_ = s.client.Close()
+	if server != nil {
+		_ = server.Close()
+	}
+}
+
+// halfClosed records a direction ending in EOF, unless something already
+// explains the end.
+func (s *session) halfClosed(reason string) {
+	s.mu.Lock()
+	s.setReasonLocked(reason, true)
+	s.mu.Unlock()
+}
+
+func (s *session) setReasonLocked(reason string, eof bool) {
+	if reason == "" {
+		return
+	}
+	if s.reason == "" || (s.halfEOF && !eof) {
+		s.reason, s.halfEOF = reason, eof
+	}
+}
+
+// attach records the server connection; false if the session was closed
+// meanwhile (drain), and then the caller must close conn.
+func (s *session) attach(conn net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.server = conn
+	return true
+}
+
+func (s *session) endReason() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+// serve runs the session to its end and logs it.
+func (s *session) serve() {
+	rec := connRecord{client: s.client.RemoteAddr()}
+	server, srv, connectTime, failure := s.connect()
+	rec.server, rec.connect = srv, connectTime
+	if server == nil {
+		resetClose(s.client)
+		rec.end = failure
+		rec.duration = time.Since(s.start)
+		s.f.logConn(rec)
+		return
+	}
+	release := srv.Track(s)
+	rec.in, rec.out = s.relay(server, srv)
+	release()
+	rec.end = s.endReason()
+	rec.duration = time.Since(s.start)
+	s.f.logConn(rec)
+}
+
+// connect picks a server and dials it. A refused or timed-out connect
+// marks that server down (passive health) and the next server is tried,
+// up to the backend's retries and at most once per server, so a dead
+// server costs the client one connect attempt, not a failed session.
+func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
+	f := s.f
+	client := clientAddr(s.client)
+	attempts := min(f.pool.Config().Retries+1, len(f.pool.Servers()))
+	var tried []*pool.Server
+	var last *pool.Server
+	for i := range attempts {
+		srv := f.pool.Pick(client, tried)
+		if srv == nil {
+			if i == 0 {
+				return nil, nil, 0, "no healthy server"
+			}
+			break
+		}
+		last = srv
+		t0 := time.Now()
+		ctx, cancel := context.WithTimeout(f.force, f.opts.Timeouts.Connect)
+		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
+		cancel()
+		took := time.Since(t0)
+		if err == nil {
+			if i > 0 {
+				srv.AddRetry()
+			}
+			if !s.attach(conn) {
+				_ = conn.Close()
+				return nil, srv, took, s.endReason()
+			}
+			return conn, srv, took, ""
+		}
+		if f.force.Err() != nil {
+			return nil, srv, took, "drained"
+		}
+		reason := dialFailure(err, f.opts.Timeouts.Connect)
+		srv.AddConnectFailure()
+		srv.MarkDown(reason)
+		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)
+		tried = append(tried, srv)
+	}
+	return nil, last, 0, "connect failed"
+}
+
+// dialFailure names a connect error briefly for logs and server state.
+func dialFailure(err error, timeout time.Duration) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connect: connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return fmt.Sprintf("connect: timeout after %s", timeout)
+	default:
+		return fmt.Sprintf("connect: %v", err)
+	}
+}
+
+func clientAddr(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+// relay copies both ways until both directions are done, then closes both
+// sockets. It returns the bytes moved from client and from server.
+func (s *session) relay(server net.Conn, srv *pool.Server) (in, out int64) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out = s.copyServerToClient(server, srv)
+	}()
+	in = s.copyClientToServer(server, srv)
+	<-done
+	s.closeWith("")
+	return in, out
+}
+
+// copyClientToServer is the upstream direction of a session.
+func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
+	var n int64
+	p := pump{dst: server, src: s.client, idle: s.f.opts.Timeouts.ClientIdle, bufs: &s.f.bufs,
+		add: func(b int64) {
+			n += b
+			s.f.bytesIn.Add(b)
+			srv.AddBytes(b, 0)
+		}}
+	end, err := p.run()
+	s.finish(end, err, server, "client", "server")
+	return n
+}
+
+// copyServerToClient is the downstream direction of a session.
+func (s *session) copyServerToClient(server net.Conn, srv *pool.Server) int64 {
+	var n int64
+	p := pump{dst: s.client, src: server, idle: s.f.opts.Timeouts.ServerIdle, bufs: &s.f.bufs,
+		add: func(b int64) {
+			n += b
+			s.f.bytesOut.Add(b)
+			srv.AddBytes(0, b)
+		}}
+	end, err := p.run()
+	s.finish(end, err, s.client, "server", "client")
+	return n
+}
+
+// finish handles the end of one direction: EOF is passed on as a
+// half-close so the other direction keeps flowing; a timeout or error
+// ends the whole session.
+func (s *session) finish(end copyEnd, err error, dst net.Conn, from, to string) {
+	switch end {
+	case endEOF:
+		s.halfClosed(from + " closed")
+		if err := closeWrite(dst); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.closeWith(fmt.Sprintf("half-close %s: %v", to, err))
+		}
+	case endIdle:
+		s.closeWith(from + " idle timeout")
+	default:
+		s.closeWith(copyFailure(err, from, to))
+	}
+}
+
+// copyFailure names a copy error by the direction and the kernel's word
+// for it ("client to server: connection reset by peer"). Errors on a
+// socket the session already closed are consequences; the reason recorded
+// first stays.
+func copyFailure(err error, from, to string) string {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, net.ErrClosed):
+		return "closed"
+	case errors.As(err, &errno):
+		return fmt.Sprintf("%s to %s: %v", from, to, errno)
+	default:
+		return fmt.Sprintf("%s to %s: %v", from, to, err)
+	}
+}
+
+func (f *Frontend) logConn(r connRecord) {
+	level := slog.LevelDebug
+	if f.opts.ConnLog {
+		level = slog.LevelInfo
+	}
+	ctx := context.Background()
+	if !f.log.Enabled(ctx, level) {
+		return
+	}
+	client, server := "", ""
+	if r.client != nil {
+		client = r.client.String()
+	}
+	if r.server != nil {
+		server = r.server.Name()
+	}
+	f.log.LogAttrs(ctx, level, "connection",
+		slog.String("client", client),
+		slog.String("backend", f.pool.Name()),
+		slog.String("server", server),
+		slog.Float64("connect_ms", float64(r.connect.Microseconds())/1000),
+		slog.Duration("duration", r.duration),
+		slog.Int64("bytes_in", r.in),
+		slog.Int64("bytes_out", r.out),
+		slog.String("end", r.end),
+	)
+}
