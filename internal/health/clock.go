@@ -23,14 +23,13 @@ type Timer interface {
 	Stop() bool
 }
 
-// RealClock is the wall clock. The zero value is ready to use.
-type RealClock struct{}
+// RealClock returns the wall clock.
+func RealClock() Clock { return realClock{} }
 
-// Now returns time.Now().
-func (RealClock) Now() time.Time { return time.Now() }
+type realClock struct{}
 
-// NewTimer returns a timer backed by time.NewTimer.
-func (RealClock) NewTimer(d time.Duration) Timer { return realTimer{t: time.NewTimer(d)} }
+func (realClock) Now() time.Time                 { return time.Now() }
+func (realClock) NewTimer(d time.Duration) Timer { return realTimer{t: time.NewTimer(d)} }
 
 type realTimer struct{ t *time.Timer }
 

@@ -83,3 +83,20 @@ func TestFakeClockBlockUntil(t *testing.T) {
 		t.Fatal("BlockUntil(2) returned with only one timer pending")
 	}
 }
+
+func TestRealClockTimerFires(t *testing.T) {
+	c := RealClock()
+	before := c.Now()
+	tm := c.NewTimer(time.Millisecond)
+	select {
+	case at := <-tm.C():
+		if at.Before(before) {
+			t.Fatalf("fired at %v, before it was made at %v", at, before)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("real timer never fired")
+	}
+	if tm.Stop() {
+		t.Fatal("Stop of a fired timer reported pending")
+	}
+}

@@ -36,7 +36,7 @@ type Runner struct {
 // carry the backend; the runner adds the server address.
 func NewRunner(c Checker, addr netip.AddrPort, hc config.HealthCheck, target Target, clock Clock, log *slog.Logger) *Runner {
 	if clock == nil {
-		clock = RealClock{}
+		clock = RealClock()
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
