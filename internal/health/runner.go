@@ -33,7 +33,7 @@ type Runner struct {
 // NewRunner returns a runner probing addr with c, every hc.Interval plus a
 // random share of hc.Jitter*hc.Interval, each probe bounded by hc.Timeout.
 // A nil clock means the wall clock; a nil log discards. log should already
-// carry the backend; the runner adds the server address.
+// carry the backend and server name; the runner adds the server address.
 func NewRunner(c Checker, addr netip.AddrPort, hc config.HealthCheck, target Target, clock Clock, log *slog.Logger) *Runner {
 	if clock == nil {
 		clock = RealClock()
@@ -125,7 +125,7 @@ func (r *Runner) probe(ctx context.Context) {
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
-		r.log.Debug("health check failed", "server", r.addr.String(), "reason", res.Reason, "latency", res.Latency)
+		r.log.Debug("health check failed", "address", r.addr.String(), "reason", res.Reason, "latency", res.Latency)
 	}
 	r.target.ReportCheck(res)
 }

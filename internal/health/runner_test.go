@@ -201,7 +201,7 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 	// The failure is logged at debug with the server address.
 	blockUntil(t, clock, 1)
 	line := logs.String()
-	if !strings.Contains(line, "server="+testAddrText) || !strings.Contains(line, "timeout after 50ms") {
+	if !strings.Contains(line, "address="+testAddrText) || !strings.Contains(line, "timeout after 50ms") {
 		t.Fatalf("debug log %q lacks server address or reason", line)
 	}
 }
