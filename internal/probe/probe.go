@@ -41,6 +41,9 @@ type Options struct {
 	Interval time.Duration // time between the starts of two attempts
 	Timeout  time.Duration // bound on one whole attempt (connect, handshake, request)
 	Path     string        // https only
+	// Started, if set, is called once when the first attempt has finished,
+	// so a caller can start the event it wants measured.
+	Started func()
 }
 
 // Report summarises a probe run. Times are wall-clock; durations are
@@ -124,6 +127,9 @@ func Run(ctx context.Context, opts Options) Report {
 			}
 			gap(now)
 			lastOK = now
+		}
+		if r.Attempts == 1 && opts.Started != nil {
+			opts.Started()
 		}
 		select {
 		case <-ctx.Done():
