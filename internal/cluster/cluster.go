@@ -274,6 +274,7 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 				continue
 			}
 			if _, err := ml.Join([]string{p.String()}); err != nil {
+				err = flatten(err)
 				msg := err.Error()
 				if failing[p] != msg {
 					c.log.Warn("join peer failed; retrying every second", "peer", p, "err", err)
@@ -309,6 +310,33 @@ func (c *Cluster) updateLoop(ctx context.Context, ml *memberlist.Memberlist) {
 		}
 	}
 }
+
+// flatten turns memberlist's multi-line multierror into a one-line error,
+// keeping the inner errors for errors.Is.
+func flatten(err error) error {
+	var multi interface{ WrappedErrors() []error }
+	if !errors.As(err, &multi) {
+		return err
+	}
+	inner := multi.WrappedErrors()
+	if len(inner) == 1 {
+		return inner[0]
+	}
+	return oneLine{errs: inner}
+}
+
+// oneLine joins errors with "; " instead of errors.Join's newlines.
+type oneLine struct{ errs []error }
+
+func (e oneLine) Error() string {
+	msgs := make([]string, len(e.errs))
+	for i, err := range e.errs {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e.errs }
 
 func (c *Cluster) markReady() {
 	c.readyOnce.Do(func() { close(c.ready) })

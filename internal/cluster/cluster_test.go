@@ -1,0 +1,356 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+var (
+	testKey  = []byte("0123456789abcdef0123456789abcdef")
+	otherKey = []byte("fedcba9876543210fedcba9876543210")
+)
+
+// recorder is a slog handler that keeps records so tests can assert on logs.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
+func (r *recorder) WithGroup(string) slog.Handler            { return r }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.records = append(r.records, rec.Clone())
+	return nil
+}
+
+// count returns how many records at level or above contain every one of
+// parts in their message or attributes.
+func (r *recorder) count(level slog.Level, parts ...string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, rec := range r.records {
+		text := rec.Message
+		rec.Attrs(func(a slog.Attr) bool {
+			text += " " + a.String()
+			return true
+		})
+		match := rec.Level >= level
+		for _, p := range parts {
+			match = match && strings.Contains(text, p)
+		}
+		if match {
+			n++
+		}
+	}
+	return n
+}
+
+// freePort finds a port free for both TCP and UDP on addr, so a node can be
+// given a fixed address before its peers start (and keep it across restarts).
+func freePort(t *testing.T, addr string) netip.AddrPort {
+	t.Helper()
+	for range 20 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		if err != nil {
+			t.Fatalf("listen on %s: %v", addr, err)
+		}
+		ap := netip.MustParseAddrPort(ln.Addr().String())
+		pc, err := net.ListenPacket("udp", ap.String())
+		_ = ln.Close()
+		if err != nil {
+			continue
+		}
+		_ = pc.Close()
+		return ap
+	}
+	t.Fatalf("no port free for both tcp and udp on %s", addr)
+	return netip.AddrPort{}
+}
+
+type node struct {
+	c      *Cluster
+	rec    *recorder
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a node until stop or the end of the test.
+func start(t *testing.T, cfg Config) *node {
+	t.Helper()
+	rec := &recorder{}
+	c, err := New(cfg, slog.New(rec))
+	if err != nil {
+		t.Fatalf("new %s: %v", cfg.NodeName, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &node{c: c, rec: rec, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- c.Run(ctx) }()
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+// stop cancels the node and waits for Run to return; it is idempotent.
+func (n *node) stop(t *testing.T) {
+	t.Helper()
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("run %s: %v", n.c.cfg.NodeName, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("run %s did not return within 5s of cancel", n.c.cfg.NodeName)
+	}
+}
+
+func names(ms []Member) []string {
+	out := make([]string, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+func member(c *Cluster, name string) (Member, bool) {
+	for _, m := range c.Members() {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// waitFor waits until cond holds, re-checking on every Changed signal and at
+// least every 20ms, and returns how long it took.
+func waitFor(t *testing.T, c *Cluster, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	begin := time.Now()
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-c.Changed():
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("%s: not within %s (members of %s: %v)", what, within, c.cfg.NodeName, names(c.Members()))
+		}
+	}
+	return time.Since(begin)
+}
+
+func waitReady(t *testing.T, n *node, within time.Duration) {
+	t.Helper()
+	select {
+	case <-n.c.Ready():
+	case <-time.After(within):
+		t.Fatalf("%s not ready within %s", n.c.cfg.NodeName, within)
+	}
+}
+
+func nodeConfig(name string, self netip.AddrPort, peers ...netip.AddrPort) Config {
+	return Config{
+		NodeName:    name,
+		BindAddr:    self.Addr(),
+		Port:        int(self.Port()),
+		Peers:       peers,
+		Key:         testKey,
+		JoinTimeout: 3 * time.Second,
+	}
+}
+
+// pair starts two nodes that list each other and waits until each sees both.
+func pair(t *testing.T, ipA, ipB string) (a, b *node, addrA, addrB netip.AddrPort) {
+	t.Helper()
+	addrA, addrB = freePort(t, ipA), freePort(t, ipB)
+	a = start(t, nodeConfig("lb1", addrA, addrB))
+	b = start(t, nodeConfig("lb2", addrB, addrA))
+	for _, n := range []*node{a, b} {
+		waitReady(t, n, 5*time.Second)
+		waitFor(t, n.c, 5*time.Second, "both members seen", func() bool { return len(n.c.Members()) == 2 })
+	}
+	return a, b, addrA, addrB
+}
+
+func TestStatePropagatesAndStoppedNodeLeaves(t *testing.T) {
+	a, b, addrA, _ := pair(t, "127.0.0.11", "127.0.0.12")
+
+	want := seedState()
+	a.c.SetLocal(want)
+	took := waitFor(t, b.c, 2*time.Second, "lb2 sees lb1's state", func() bool {
+		m, ok := member(b.c, "lb1")
+		return ok && cmp.Equal(want, m.State, cmpopts.EquateEmpty())
+	})
+	t.Logf("state propagated in %s", took)
+
+	m, _ := member(b.c, "lb1")
+	if diff := cmp.Diff(Member{Name: "lb1", Addr: addrA, Alive: true, State: want}, m,
+		cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.AddrPort{}), cmpopts.IgnoreFields(Member{}, "LastHeard")); diff != "" {
+		t.Fatalf("lb1 as seen by lb2 (-want +got):\n%s", diff)
+	}
+	if time.Since(m.LastHeard) > 2*time.Second {
+		t.Fatalf("lb1 last heard %s ago", time.Since(m.LastHeard))
+	}
+	local := b.c.Members()
+	if got := names(local); !cmp.Equal(got, []string{"lb1", "lb2"}) {
+		t.Fatalf("members = %v, want sorted [lb1 lb2]", got)
+	}
+	if !local[1].Local || local[0].Local {
+		t.Fatalf("local flags wrong: %+v", local)
+	}
+
+	// A second change reaches the peer too (metadata updates, not just join).
+	want.Holds, want.Eligible = nil, false
+	a.c.SetLocal(want)
+	waitFor(t, b.c, 2*time.Second, "lb2 sees lb1's second state", func() bool {
+		m, ok := member(b.c, "lb1")
+		return ok && cmp.Equal(want, m.State, cmpopts.EquateEmpty())
+	})
+
+	a.stop(t)
+	took = waitFor(t, b.c, 2*time.Second, "stopped lb1 leaves lb2's members", func() bool {
+		_, ok := member(b.c, "lb1")
+		return !ok
+	})
+	t.Logf("stopped node gone after %s", took)
+}
+
+func TestWrongKeyDoesNotJoin(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.13"), freePort(t, "127.0.0.14")
+	a := start(t, nodeConfig("lb1", addrA))
+	cfgB := nodeConfig("lb2", addrB, addrA)
+	cfgB.Key = otherKey
+	cfgB.JoinTimeout = 300 * time.Millisecond
+	b := start(t, cfgB)
+
+	// Wait for a few attempts of the rejoin loop: the first logs at Warn, the
+	// repeats at Debug.
+	waitFor(t, b.c, 5*time.Second, "join failures logged", func() bool {
+		return b.rec.count(slog.LevelDebug, "join peer failed") >= 3
+	})
+	if got := b.rec.count(slog.LevelWarn, "join peer failed", "peer="+addrA.String(), "no installed keys could decrypt"); got != 1 {
+		t.Fatalf("want exactly one Warn naming the peer and the key mismatch for a peer that keeps failing the same way, got %d", got)
+	}
+	waitReady(t, b, time.Second) // alone after the join timeout
+	for _, n := range []*node{a, b} {
+		if got := names(n.c.Members()); len(got) != 1 {
+			t.Fatalf("%s members = %v, want only itself", n.c.cfg.NodeName, got)
+		}
+	}
+}
+
+func TestInsecureNodeDoesNotJoinEncrypted(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.15"), freePort(t, "127.0.0.16")
+	a := start(t, nodeConfig("lb1", addrA))
+	cfgB := nodeConfig("lb2", addrB, addrA)
+	cfgB.Key, cfgB.Insecure = nil, true
+	b := start(t, cfgB)
+	waitFor(t, b.c, 5*time.Second, "join failures logged", func() bool {
+		return b.rec.count(slog.LevelDebug, "join peer failed") >= 2
+	})
+	for _, n := range []*node{a, b} {
+		if got := names(n.c.Members()); len(got) != 1 {
+			t.Fatalf("%s members = %v, want only itself", n.c.cfg.NodeName, got)
+		}
+	}
+}
+
+func TestReady(t *testing.T) {
+	t.Run("alone after join timeout", func(t *testing.T) {
+		self, missing := freePort(t, "127.0.0.17"), freePort(t, "127.0.0.18")
+		cfg := nodeConfig("lb1", self, missing)
+		cfg.JoinTimeout = 500 * time.Millisecond
+		begin := time.Now()
+		n := start(t, cfg)
+		waitReady(t, n, 3*time.Second)
+		if took := time.Since(begin); took < cfg.JoinTimeout {
+			t.Fatalf("ready after %s, before the join timeout %s", took, cfg.JoinTimeout)
+		}
+		if n.rec.count(slog.LevelInfo, "no peer answered within the join timeout") != 1 {
+			t.Fatal("join timeout not logged")
+		}
+	})
+	t.Run("no peers: at once", func(t *testing.T) {
+		cfg := nodeConfig("lb1", freePort(t, "127.0.0.17"))
+		cfg.JoinTimeout = time.Minute
+		waitReady(t, start(t, cfg), 2*time.Second)
+	})
+	t.Run("on join, before the timeout", func(t *testing.T) {
+		addrA, addrB := freePort(t, "127.0.0.17"), freePort(t, "127.0.0.18")
+		a := start(t, nodeConfig("lb1", addrA))
+		cfgB := nodeConfig("lb2", addrB, addrA)
+		cfgB.JoinTimeout = time.Minute
+		b := start(t, cfgB)
+		waitReady(t, b, 5*time.Second)
+		waitFor(t, a.c, 2*time.Second, "lb1 sees lb2", func() bool { return len(a.c.Members()) == 2 })
+	})
+}
+
+// A node that comes back (restart, or the other half of a healed partition)
+// is joined again by its peers' rejoin loop: the restarted node here lists no
+// peers, so only lb2's loop can bring them together.
+func TestRestartedPeerIsRejoined(t *testing.T) {
+	a, b, addrA, _ := pair(t, "127.0.0.19", "127.0.0.20")
+	a.stop(t)
+	waitFor(t, b.c, 3*time.Second, "lb1 gone", func() bool { return len(b.c.Members()) == 1 })
+
+	a2 := start(t, nodeConfig("lb1", addrA)) // same name and address, no peers
+	took := waitFor(t, b.c, 5*time.Second, "lb1 rejoined by lb2", func() bool {
+		_, ok := member(b.c, "lb1")
+		return ok
+	})
+	t.Logf("rejoined after %s", took)
+	waitFor(t, a2.c, 2*time.Second, "restarted lb1 sees lb2", func() bool {
+		_, ok := member(a2.c, "lb2")
+		return ok
+	})
+}
+
+func TestSilenceLooksLikeACrash(t *testing.T) {
+	a, b, _, _ := pair(t, "127.0.0.21", "127.0.0.22")
+	a.c.SetLocal(State{Priority: 200, Holds: []string{"192.168.66.160"}})
+	waitFor(t, b.c, 2*time.Second, "state seen", func() bool {
+		m, ok := member(b.c, "lb1")
+		return ok && m.State.Priority == 200
+	})
+
+	const silence = 2500 * time.Millisecond
+	a.c.Silence(silence)
+	took := waitFor(t, b.c, 3*time.Second, "silenced lb1 declared dead", func() bool {
+		_, ok := member(b.c, "lb1")
+		return !ok
+	})
+	t.Logf("silenced node declared dead after %s", took)
+	waitFor(t, a.c, 3*time.Second, "silenced lb1 loses lb2", func() bool {
+		_, ok := member(a.c, "lb2")
+		return !ok
+	})
+
+	took = waitFor(t, b.c, silence+5*time.Second, "lb1 back after the silence", func() bool {
+		m, ok := member(b.c, "lb1")
+		return ok && m.State.Priority == 200
+	})
+	t.Logf("back %s after being declared dead", took)
+	waitFor(t, a.c, 3*time.Second, "lb1 sees lb2 again", func() bool {
+		_, ok := member(a.c, "lb2")
+		return ok
+	})
+}
