@@ -57,8 +57,8 @@ type Announcer struct {
 	mu         sync.Mutex
 	want       bool
 	wantReason string
-	wantGen    uint64 // bumped on each change of want
-	reannounce string // pending Reannounce reason; "" if none
+	wantGen    uint64          // bumped on each change of want
+	reannounce string          // pending Reannounce reason; "" if none
 	waiters    []chan struct{} // closed after the next full step; see barrier
 	st         Status
 }
@@ -344,7 +344,11 @@ func (a *Announcer) announce(l *loop) error {
 	a.st.GARPsSent++
 	a.st.LastGARP = time.Now()
 	a.mu.Unlock()
-	a.log.Debug("sent gratuitous ARP", "left", l.burstLeft, "reason", l.burstWhy)
+	what := "sent gratuitous ARP"
+	if a.vip.Addr().Is6() {
+		what = "sent unsolicited neighbour advertisement"
+	}
+	a.log.Debug(what, "left", l.burstLeft, "reason", l.burstWhy)
 	return nil
 }
 
@@ -405,9 +409,9 @@ func (a *Announcer) claim(reason string) (foreign bool, err error) {
 	if err := a.link.AddrReplace(a.ifname, a.addr()); err != nil {
 		return false, a.classify(fmt.Sprintf("add %s to %s", a.vip, a.ifname), err)
 	}
+	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
 	a.clearError()
 	a.setHeld(true)
-	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
 	return false, nil
 }
 
@@ -415,9 +419,9 @@ func (a *Announcer) release(reason string) error {
 	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
 		return a.classify(fmt.Sprintf("remove %s from %s", a.vip, a.ifname), err)
 	}
+	a.log.Info("removed VIP", "reason", reason)
 	a.clearError()
 	a.setHeld(false)
-	a.log.Info("removed VIP", "reason", reason)
 	return nil
 }
 

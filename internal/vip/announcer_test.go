@@ -86,7 +86,10 @@ func (h *harness) start() {
 	h.t.Cleanup(func() {
 		cancel()
 		select {
-		case <-h.done:
+		case err := <-h.done:
+			if err != nil {
+				h.t.Logf("Run: %v", err)
+			}
 		case <-time.After(waitFor):
 			h.t.Error("Run did not return after cancel")
 		}

@@ -58,6 +58,7 @@ func TestNAFrameGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	vip := []byte{0xfd, 0x00, 0x00, 0x66, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x60}
+	allNodes := []byte{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01}
 	want := concat(
 		[]byte{0x33, 0x33, 0x00, 0x00, 0x00, 0x01}, // dst: all-nodes multicast MAC
 		[]byte{0x02, 0x42, 0xc0, 0xa8, 0x42, 0x97}, // src: our MAC
@@ -66,7 +67,7 @@ func TestNAFrameGolden(t *testing.T) {
 		[]byte{0x00, 0x20},                         // payload length 32
 		[]byte{58, 255},                            // next header ICMPv6, hop limit 255
 		vip,                                        // source: the VIP
-		[]byte{0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01}, // ff02::1
+		allNodes,                                   // destination: ff02::1
 		[]byte{136, 0},                             // neighbour advertisement, code 0
 		[]byte{0x53, 0x90},                         // checksum (computed independently)
 		[]byte{0x20, 0, 0, 0},                      // flags: override only
