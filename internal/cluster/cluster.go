@@ -256,36 +256,46 @@ func (c *Cluster) Run(ctx context.Context) error {
 // every rejoinInterval: a node that restarted, or the other half of a healed
 // partition, is only found again this way.
 func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
-	failing := map[netip.AddrPort]string{} // peer -> last logged error
+	// last is each peer's last outcome ("joined" or the error text), so a
+	// peer that stays down is reported once, not every second.
+	last := map[netip.AddrPort]string{}
+	const joined = "joined"
 	self := c.localAddr()
 	tick := time.NewTicker(rejoinInterval)
 	defer tick.Stop()
 	for {
+		// The peers recorded from events, not ml.Members(): memberlist hands
+		// out pointers into its live node table, racing with its updates.
 		present := map[netip.AddrPort]bool{}
-		for _, n := range ml.Members() {
-			present[nodeAddr(n)] = true
+		c.mu.Lock()
+		for _, p := range c.peers {
+			present[p.addr] = true
 		}
+		c.mu.Unlock()
 		for _, p := range c.cfg.Peers {
 			if ctx.Err() != nil {
 				return
 			}
 			if present[p] || p == self {
-				delete(failing, p)
+				last[p] = joined
 				continue
 			}
 			if _, err := ml.Join([]string{p.String()}); err != nil {
 				err = flatten(err)
-				msg := err.Error()
-				if failing[p] != msg {
+				if msg := err.Error(); last[p] != msg {
 					c.log.Warn("join peer failed; retrying every second", "peer", p, "err", err)
+					last[p] = msg
 				} else {
 					c.log.Debug("join peer failed", "peer", p, "err", err)
 				}
-				failing[p] = msg
 				continue
 			}
-			delete(failing, p)
-			c.log.Info("joined peer", "peer", p)
+			if last[p] != joined {
+				c.log.Info("joined peer", "peer", p)
+				last[p] = joined
+			} else {
+				c.log.Debug("joined peer again", "peer", p)
+			}
 			c.markReady()
 		}
 		select {
