@@ -293,7 +293,7 @@ func (imp *importer) build() outConfig {
 			imp.warn(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
 		}
 	}
-	if len(out.Frontends) == 0 {
+	if len(out.Frontends) == 0 && len(imp.errs) == 0 {
 		imp.fail(0, "nothing to import: no frontend in mode tcp with a bind line and a default_backend in mode tcp")
 		return out
 	}
@@ -379,10 +379,9 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		imp.skipped[p.name] = "it has no enabled servers"
 		return b, false
 	}
-	switch {
-	case first == nil:
+	if first == nil {
 		imp.warn(p.line, head, "no server has `check`: HAProxy never probed them; halb probes every server (see health)")
-	default:
+	} else {
 		for _, s := range unchecked {
 			imp.warn(s.line, "server "+s.name, "no `check`: HAProxy never probed it; halb probes every server of the backend")
 		}
@@ -536,6 +535,7 @@ func (imp *importer) timeouts(fprox, bprox []*proxy) *outTimeouts {
 	case tunnelOK:
 		// HAProxy uses the tunnel timeout instead of client and server
 		// once a TCP connection is established.
+		imp.warn(tunnel.line, "timeout tunnel "+formatDuration(tunnel.d), "used for both timeouts.client_idle and timeouts.server_idle: halb has no separate tunnel timeout")
 		v := idle("tunnel", "client_idle and timeouts.server_idle", tunnel)
 		t.ClientIdle, t.ServerIdle = v, v
 	default:

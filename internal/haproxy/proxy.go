@@ -199,6 +199,9 @@ func (p *proxy) directive(d directive) error {
 	case "timeout":
 		switch arg(1) {
 		case "connect", "client", "server", "check", "tunnel":
+			if len(a) != 3 {
+				return fmt.Errorf("timeout %s takes one value (e.g. 5s)", arg(1))
+			}
 			t, err := parseTime(arg(2))
 			if err != nil {
 				return fmt.Errorf("timeout %s: %w", arg(1), err)

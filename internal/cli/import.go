@@ -1,0 +1,127 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"halb/internal/haproxy"
+)
+
+func newImportCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "import",
+		Short: "Translate an HAProxy config into a halb config",
+		Long: `Import reads another load balancer's config and writes the halb config that
+does the same, as far as halb can, with a warning for everything left out.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newImportHAProxyCmd())
+	return cmd
+}
+
+func newImportHAProxyCmd() *cobra.Command {
+	var (
+		iface string
+		out   string
+		force bool
+		nodes []string
+	)
+	cmd := &cobra.Command{
+		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [-o OUT]",
+		Short: "Translate haproxy.cfg (TCP mode) into a halb config",
+		Long: `Import haproxy reads an haproxy.cfg and writes a halb config: frontends and
+backends in mode tcp, servers, health checks, timeouts and maxconn. Every
+directive that is not carried over gets a warning on standard error naming
+its line. Sections in mode http are skipped; a stats page is kept as a
+commented-out note, without its password.
+
+The VIP is the address the frontends bind. With --node for each LB host the
+output also has a cluster section (gossip key /etc/halb/gossip.key) and the
+VIP on --vip-interface; without --node it has neither, and halb would proxy
+without moving the address.
+
+Exit status: 0 when a config was written (warnings or not), 1 when the input
+cannot be read or yields no usable config; the errors name their lines.`,
+		Example: `  halb import haproxy /etc/haproxy/haproxy.cfg \
+      --node lb1=192.168.66.151:200 --node lb2=192.168.66.152:100 \
+      -o /etc/halb/halb.yaml
+  halb check --config /etc/halb/halb.yaml`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := args[0]
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("read haproxy config: %w", err)
+			}
+			opts := haproxy.Options{Source: path, VIPInterface: iface}
+			for _, s := range nodes {
+				n, err := haproxy.ParseNode(s)
+				if err != nil {
+					return err
+				}
+				opts.Nodes = append(opts.Nodes, n)
+			}
+			stderr := cmd.ErrOrStderr()
+			res, err := haproxy.Import(data, opts)
+			if err != nil {
+				var es haproxy.Errors
+				if !errors.As(err, &es) {
+					return err
+				}
+				for _, e := range es {
+					if e.Line > 0 {
+						_, _ = fmt.Fprintf(stderr, "%s:%d: %v\n", path, e.Line, e.Err)
+					} else {
+						_, _ = fmt.Fprintf(stderr, "%s: %v\n", path, e.Err)
+					}
+				}
+				_, _ = fmt.Fprintf(stderr, "%s: not imported: %d error(s)\n", path, len(es))
+				return exitError{code: 1}
+			}
+			for _, w := range res.Warnings {
+				_, _ = fmt.Fprintln(stderr, w.Format(path))
+			}
+			if out == "" || out == "-" {
+				_, err := cmd.OutOrStdout().Write(res.YAML)
+				return err
+			}
+			if err := writeImportOutput(out, res.YAML, force); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stderr, "wrote %s with %d warning(s); next: halb check --config %s\n", out, len(res.Warnings), out)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts")
+	cmd.Flags().StringArrayVar(&nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
+	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write (default: standard output)")
+	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing output file")
+	return cmd
+}
+
+// writeImportOutput writes data to path, refusing to replace a file unless force
+// is set, so that a running config is not overwritten by accident.
+func writeImportOutput(path string, data []byte, force bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("%s exists: use --force to replace it", path)
+	}
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}

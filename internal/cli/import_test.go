@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"halb/internal/config"
+)
+
+const seedCfg = "../../testdata/seed-haproxy.cfg"
+
+func runImport(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := newImportCmd()
+	var out, errOut bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	cmd.SetArgs(args)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestImportHAProxySeedToStdout(t *testing.T) {
+	stdout, stderr, err := runImport(t, "haproxy", seedCfg, "--node", "lb1=192.168.66.151:200", "--node", "lb2=192.168.66.152:100", "--vip-interface", "ens18")
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr)
+	}
+	cfg, err := config.Parse([]byte(stdout))
+	if err != nil {
+		t.Fatalf("output does not validate: %v\n%s", err, stdout)
+	}
+	if len(cfg.Backends) != 2 || len(cfg.Cluster.Nodes) != 2 || len(cfg.VIPs) != 1 || cfg.VIPs[0].Interface != "ens18" {
+		t.Errorf("unexpected config: %d backends, cluster %+v, vips %+v", len(cfg.Backends), cfg.Cluster, cfg.VIPs)
+	}
+	for _, want := range []string{seedCfg + ":4: warning: chroot", seedCfg + ":43: warning: stats auth admin:<password not shown>"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if strings.Contains(stdout+stderr, "your-secure-password") {
+		t.Fatal("the stats password leaked")
+	}
+}
+
+func TestImportHAProxyToFile(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "halb.yaml")
+	stdout, stderr, err := runImport(t, "haproxy", seedCfg, "-o", out)
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout should stay empty with -o, got %q", stdout)
+	}
+	if _, err := config.Load(out); err != nil {
+		t.Fatalf("written file does not validate: %v", err)
+	}
+	if !strings.Contains(stderr, "no --node given") || !strings.Contains(stderr, "wrote "+out) {
+		t.Errorf("stderr:\n%s", stderr)
+	}
+	// A second run must not replace the file without --force.
+	if _, _, err := runImport(t, "haproxy", seedCfg, "-o", out); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("overwrite without --force: err = %v", err)
+	}
+	if _, _, err := runImport(t, "haproxy", seedCfg, "-o", out, "--force"); err != nil {
+		t.Errorf("overwrite with --force: %v", err)
+	}
+}
+
+func TestImportHAProxyErrors(t *testing.T) {
+	bad := filepath.Join(t.TempDir(), "bad.cfg")
+	if err := os.WriteFile(bad, []byte("backend be\n  server s1 cp1.lan:6443 check\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := runImport(t, "haproxy", bad)
+	var ee exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("err = %v, want exit status 1", err)
+	}
+	if stdout != "" || !strings.Contains(stderr, bad+":2: server s1:") {
+		t.Errorf("stdout %q, stderr:\n%s", stdout, stderr)
+	}
+	if _, _, err := runImport(t, "haproxy", seedCfg, "--node", "lb1"); err == nil {
+		t.Error("a malformed --node was accepted")
+	}
+	if _, _, err := runImport(t, "haproxy", filepath.Join(t.TempDir(), "missing.cfg")); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
