@@ -406,3 +406,24 @@ func expectRejected(t *testing.T, addr string, d time.Duration) {
 	defer func() { _ = c.Close() }()
 	(&conn{Conn: c, r: bufio.NewReader(c)}).expectClosed(t, d)
 }
+
+type contextT = context.Context
+
+func errConnReset() error { return syscall.ECONNRESET }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+func netipAddrPortB(b *testing.B, s string) netip.AddrPort {
+	b.Helper()
+	a, err := netip.ParseAddrPort(s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}

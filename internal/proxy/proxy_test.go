@@ -175,6 +175,13 @@ func TestBackendKilledMidwayCostsNoClient(t *testing.T) {
 	if fe.Stats().Total != 1000 {
 		t.Fatalf("total %d, want 1000", fe.Stats().Total)
 	}
+	// One log line per connection, none of them a failure. (The session
+	// open on s2 when it was killed may see the server's close first.)
+	for _, r := range fe.log.waitConns(t, 1000) {
+		if r["end"] != "client closed" && r["end"] != "server closed" {
+			t.Fatalf("connection ended with %q: %v", r["end"], r)
+		}
+	}
 }
 
 // blackholeDialer makes connects to one address hang until their timeout,
