@@ -53,6 +53,10 @@ Start with an example config:
 		newRunCmd(),
 		newCheckCmd(),
 		newKeygenCmd(),
+		newStatusCmd(),
+		newServerCmd(),
+		newNodeCmd(),
+		newImportCmd(),
 		newVersionCmd(),
 	)
 	root.InitDefaultCompletionCmd()

@@ -190,6 +190,9 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)
 		}
 		c.holder[addr] = owner
+		d.mu.Lock()
+		d.holderView = maps.Clone(c.holder)
+		d.mu.Unlock()
 		switch {
 		case owner == d.self.Name:
 			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", d.self.Priority, opts.Policy))

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"halb/internal/admin"
 	"halb/internal/cluster"
 	"halb/internal/config"
 	"halb/internal/health"
@@ -54,7 +55,8 @@ type Daemon struct {
 	wake chan struct{} // coalesced requests for an election round
 
 	mu         sync.Mutex
-	leaving    bool // shutting down: ineligible so peers take the VIPs
+	leaving    bool              // shutting down: ineligible so peers take the VIPs
+	holderView map[string]string // VIP -> owner from the last election round
 	maintained bool // operator maintenance: ineligible
 }
 
@@ -192,6 +194,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	clusterCtx, stopCluster := context.WithCancel(base)
 	defer stopCluster()
 	cg, cctx := errgroup.WithContext(clusterCtx)
+	srv := admin.NewServer(d.cfg.Admin.Socket, d.cfg.Admin.Group, d, d, d.log)
+	cg.Go(func() error { return srv.Run(cctx) })
 	if d.cluster != nil {
 		cg.Go(func() error { return d.cluster.Run(cctx) })
 		for _, a := range d.announcers {

@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"halb/internal/admin"
+	"halb/internal/cluster"
+	"halb/internal/pool"
+)
+
+// Snapshot implements admin.Source: everything `halb status` shows.
+func (d *Daemon) Snapshot() admin.Snapshot {
+	now := time.Now()
+	d.mu.Lock()
+	maint := d.maintained
+	holder := d.holderView
+	d.mu.Unlock()
+	s := admin.Snapshot{
+		Time: now,
+		Node: admin.NodeInfo{
+			Name:        d.self.Name,
+			Version:     d.opts.Version,
+			Uptime:      now.Sub(d.started).Seconds(),
+			StartedAt:   d.started,
+			Fingerprint: d.cfg.Fingerprint,
+			Maintenance: maint,
+		},
+	}
+	if s.Node.Name == "" {
+		s.Node.Name = d.opts.NodeName
+	}
+	for _, a := range d.announcers {
+		st := a.a.Status()
+		addr := a.cfg.Address.Addr().String()
+		owner := holder[addr]
+		role := admin.VIPRole{VIP: addr, Role: admin.RoleStandby, Why: "elected holder is " + owner}
+		switch {
+		case st.Held && owner == d.self.Name:
+			role = admin.VIPRole{VIP: addr, Role: admin.RoleHolder, Why: "elected: best eligible node"}
+		case st.Held:
+			role = admin.VIPRole{VIP: addr, Role: admin.RoleReleasing, Why: "waiting for " + owner + " to take it (make before break)"}
+		case owner == "":
+			role.Why = "no holder elected yet"
+		}
+		s.Node.Roles = append(s.Node.Roles, role)
+		s.VIPs = append(s.VIPs, admin.VIP{
+			Address:     addr,
+			Interface:   st.Interface,
+			Holder:      owner,
+			HeldHere:    st.Held,
+			Since:       st.Since,
+			LastGARP:    st.LastGARP,
+			GARPsSent:   st.GARPsSent,
+			Transitions: st.Transitions,
+			LastError:   st.LastError,
+		})
+	}
+	if d.cluster != nil {
+		for _, m := range d.cluster.Members() {
+			s.Members = append(s.Members, member(m))
+		}
+	}
+	for i, f := range d.frontends {
+		fs := f.Stats()
+		fc := d.cfg.Frontends[i]
+		s.Frontends = append(s.Frontends, admin.Frontend{
+			Name: fc.Name, Bind: fc.Bind.String(), Backend: fc.Backend,
+			Current: fs.Current, Total: fs.Total, Rejected: fs.Rejected,
+			BytesIn: fs.BytesIn, BytesOut: fs.BytesOut, MaxConn: fc.MaxConn,
+		})
+	}
+	for _, b := range d.cfg.Backends {
+		p := d.pools[b.Name]
+		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy()}
+		for _, srv := range p.Servers() {
+			ab.Servers = append(ab.Servers, backendServer(srv.Stats()))
+		}
+		s.Backends = append(s.Backends, ab)
+	}
+	return s
+}
+
+func member(m cluster.Member) admin.Member {
+	return admin.Member{
+		Name:        m.Name,
+		Address:     m.Addr.String(),
+		Alive:       m.Alive,
+		Local:       m.Local,
+		Priority:    m.State.Priority,
+		Eligible:    m.State.Eligible,
+		Maintenance: m.State.Maintenance,
+		Frontends:   m.State.Frontends,
+		Holds:       m.State.Holds,
+		HolderView:  m.State.Holder,
+		Fingerprint: m.State.Fingerprint,
+		Version:     m.State.Version,
+		LastHeard:   m.LastHeard,
+		StateErr:    m.StateErr,
+	}
+}
+
+func backendServer(st pool.ServerStats) admin.BackendServer {
+	state := admin.StateUnknown
+	switch {
+	case st.Admin == pool.Disabled:
+		state = admin.StateDisabled
+	case st.Admin == pool.Drain:
+		state = admin.StateDrain
+	case !st.Known:
+	case st.Up:
+		state = admin.StateUp
+	default:
+		state = admin.StateDown
+	}
+	return admin.BackendServer{
+		Name: st.Name, Address: st.Address.String(), State: state, Since: st.Since,
+		LastCheck: st.LastCheck.Reason, LastCheckOK: st.LastCheck.OK,
+		CheckLatencyMS: float64(st.LastCheck.Latency.Microseconds()) / 1000,
+		Current:        st.Active, Total: st.Total, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+		Retries: st.Retries, ConnectFailures: st.ConnectFailures, Backup: st.Backup, Weight: st.Weight,
+	}
+}
+
+// SetMaintenance implements admin.Controller: a node in maintenance is not
+// eligible, so the election hands its VIPs to a peer, make before break.
+// The state lives in memory only: a restart leaves maintenance.
+func (d *Daemon) SetMaintenance(on bool) error {
+	if d.cluster == nil {
+		return fmt.Errorf("this node has no cluster section: nothing to hand over: %w", admin.ErrInvalid)
+	}
+	d.mu.Lock()
+	d.maintained = on
+	d.mu.Unlock()
+	d.log.Info("maintenance mode changed by operator", "on", on)
+	d.poke()
+	return nil
+}
+
+// SetServerAdmin implements admin.Controller.
+func (d *Daemon) SetServerAdmin(backend, server, state string) error {
+	p, ok := d.pools[backend]
+	if !ok {
+		return fmt.Errorf("no backend %q: %w", backend, admin.ErrNotFound)
+	}
+	srv, ok := p.Server(server)
+	if !ok {
+		names := make([]string, 0, len(p.Servers()))
+		for _, s := range p.Servers() {
+			names = append(names, s.Name())
+		}
+		slices.Sort(names)
+		return fmt.Errorf("backend %q has no server %q (it has %v): %w", backend, server, names, admin.ErrNotFound)
+	}
+	var st pool.AdminState
+	switch state {
+	case admin.ActionEnable:
+		st = pool.Enabled
+	case admin.ActionDisable:
+		st = pool.Disabled
+	case admin.ActionDrain:
+		st = pool.Drain
+	default:
+		return fmt.Errorf("state %q: want enable, disable or drain: %w", state, admin.ErrInvalid)
+	}
+	srv.SetAdmin(st)
+	d.log.Info("server state changed by operator", "backend", backend, "server", server, "state", st.String())
+	return nil
+}
