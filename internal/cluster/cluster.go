@@ -146,22 +146,28 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 	mc.AdvertisePort = port
 	mc.Label = gossipLabel
 
+	// Failure detection: a dead peer is suspected after a missed probe and
+	// declared dead after the suspicion timeout, about 1 s in total on "lan"
+	// (0.5 s on "fast"), without false suspicion on a loaded LAN host.
 	mc.ProbeInterval = 200 * time.Millisecond
 	mc.ProbeTimeout = 100 * time.Millisecond
 	if c.cfg.Profile == "fast" {
 		mc.ProbeInterval = 100 * time.Millisecond
 		mc.ProbeTimeout = 50 * time.Millisecond
 	}
+	// A suspect is declared dead after 3 probe intervals (scaled by log10 of
+	// the cluster size); from three nodes up the timeout starts at twice that
+	// and shrinks as other nodes confirm the suspicion.
 	mc.SuspicionMult = 3
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 50 * time.Millisecond
-	mc.GossipNodes = 3
+	mc.GossipNodes = 3 // every peer of a 2-3 node cluster hears each gossip round
 	mc.PushPullInterval = 10 * time.Second
 	mc.RetransmitMult = 3
-	mc.IndirectChecks = 1
-	mc.TCPTimeout = time.Second
-	mc.DeadNodeReclaimTime = 10 * time.Second
-	mc.AwarenessMaxMultiplier = 2
+	mc.IndirectChecks = 1                     // with two nodes there is no third to probe through
+	mc.TCPTimeout = time.Second               // bounds joins and the TCP fallback probe
+	mc.DeadNodeReclaimTime = 10 * time.Second // a node back with a new address is accepted
+	mc.AwarenessMaxMultiplier = 2             // a loaded node stretches its own timeouts less
 
 	mc.GossipVerifyIncoming = !c.cfg.Insecure
 	mc.GossipVerifyOutgoing = !c.cfg.Insecure
@@ -176,7 +182,7 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 }
 
 // Run joins the cluster and keeps this node in it until ctx is cancelled,
-// then leaves. It returns nil on cancellation.
+// then leaves. It returns nil on cancellation, and may be called once.
 func (c *Cluster) Run(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return errors.New("cluster: Run called twice")

@@ -354,3 +354,18 @@ func TestSilenceLooksLikeACrash(t *testing.T) {
 		return ok
 	})
 }
+
+func TestDuplicateNameIsLogged(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.23"), freePort(t, "127.0.0.24")
+	a := start(t, nodeConfig("lb1", addrA))
+	b := start(t, nodeConfig("lb1", addrB, addrA))
+	waitFor(t, a.c, 5*time.Second, "name conflict logged", func() bool {
+		return a.rec.count(slog.LevelWarn, "two nodes claim the same name", "peer=lb1") > 0
+	})
+	// Neither node lists the impostor as a second member.
+	for _, n := range []*node{a, b} {
+		if got := names(n.c.Members()); !cmp.Equal(got, []string{"lb1"}) {
+			t.Fatalf("members = %v, want [lb1]", got)
+		}
+	}
+}
