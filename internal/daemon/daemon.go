@@ -144,8 +144,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		if self.Interface != "" {
 			ifname = self.Interface
 		}
-		d.announcers = append(d.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp,
-			opts.Log.With("component", "vip", "vip", v.Address.Addr().String(), "iface", ifname))})
+		d.announcers = append(d.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp, opts.Log)})
 	}
 	return d, nil
 }
