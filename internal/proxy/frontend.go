@@ -133,6 +133,9 @@ func (f *Frontend) Run(ctx context.Context) error {
 	lc := net.ListenConfig{Control: freebind}
 	ln, err := lc.Listen(ctx, network, f.cfg.Bind.String())
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("listen on %s: %w", f.cfg.Bind, err)
 	}
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {

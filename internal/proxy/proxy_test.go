@@ -108,9 +108,7 @@ func TestSourceSticksPerClient(t *testing.T) {
 	for i := range 12 {
 		ip := fmt.Sprintf("127.0.1.%d", i+1)
 		for range 5 {
-			c := dial(t, fe.addr)
-			_ = c.Close()
-			c = dialFrom(t, fe.addr, ip)
+			c := dialFrom(t, fe.addr, ip)
 			name := c.greeting(t)
 			_ = c.Close()
 			if prev, ok := first[ip]; ok && prev != name {
@@ -580,5 +578,29 @@ func TestConcurrentSessions(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+func TestDrainAbortsConnectInProgress(t *testing.T) {
+	hole := config.Server{Name: "hole", Address: netipAddrPort(t, "127.0.0.99:9"), Weight: 1}
+	p := newPool(config.RoundRobin, hole)
+	d := &blackholeDialer{hole: "127.0.0.99:9"}
+	tm := testTimeouts()
+	tm.Connect = time.Minute
+	tm.Drain = 100 * time.Millisecond
+	fe := startFrontend(t, p, Options{Timeouts: tm, Dialer: d})
+	c := dial(t, fe.addr)
+	deadline := time.Now().Add(5 * time.Second)
+	for d.dials.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no connect attempt within 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	fe.stop(t)
+	c.expectClosed(t, time.Second)
+	fe.log.waitEnd(t, "drained")
+	if !p.Servers()[0].Up() {
+		t.Fatal("an aborted connect on shutdown marked the server down")
 	}
 }

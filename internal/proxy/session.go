@@ -128,17 +128,14 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 	attempts := min(f.pool.Config().Retries+1, len(f.pool.Servers()))
 	var tried []*pool.Server
 	var last *pool.Server
-	for i := range attempts {
+	for i := range max(attempts, 1) {
 		srv := f.pool.Pick(client, tried)
 		if srv == nil {
-			if i == 0 {
-				return nil, nil, 0, "no healthy server"
-			}
 			break
 		}
 		last = srv
 		t0 := time.Now()
-		ctx, cancel := context.WithTimeout(f.force, f.opts.Timeouts.Connect)
+		ctx, cancel := dialContext(f.force, f.opts.Timeouts.Connect)
 		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
 		cancel()
 		took := time.Since(t0)
@@ -161,7 +158,19 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)
 		tried = append(tried, srv)
 	}
+	if last == nil {
+		return nil, nil, 0, "no healthy server"
+	}
 	return nil, last, 0, "connect failed"
+}
+
+// dialContext bounds one connect attempt; timeout <= 0 leaves it to the
+// kernel's own SYN retries.
+func dialContext(parent context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, timeout)
 }
 
 // dialFailure names a connect error briefly for logs and server state.
