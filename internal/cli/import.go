@@ -24,10 +24,11 @@ does the same, as far as halb can, with a warning for everything left out.`,
 
 func newImportHAProxyCmd() *cobra.Command {
 	var (
-		iface string
-		out   string
-		force bool
-		nodes []string
+		iface  string
+		kaPath string
+		out    string
+		force  bool
+		nodes  []string
 	)
 	cmd := &cobra.Command{
 		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [-o OUT]",
@@ -41,13 +42,18 @@ commented-out note, without its password.
 The VIP is the address the frontends bind. With --node for each LB host the
 output also has a cluster section (gossip key /etc/halb/gossip.key) and the
 VIP on --vip-interface; without --node it has neither, and halb would proxy
-without moving the address.
+without moving the address. With --keepalived, the vrrp_instance of that
+keepalived.conf gives the VIP's prefix length and interface, nopreempt
+(policy sticky), preempt_delay, and the priority of the node whose address
+is its unicast_src_ip.
 
 Exit status: 0 when a config was written (warnings or not), 1 when the input
 cannot be read or yields no usable config; the errors name their lines.`,
 		Example: `  halb import haproxy /etc/haproxy/haproxy.cfg \
       --node lb1=192.168.66.151:200 --node lb2=192.168.66.152:100 \
       -o /etc/halb/halb.yaml
+  halb import haproxy haproxy.cfg --keepalived /etc/keepalived/keepalived.conf \
+      --node lb1=192.168.66.151 --node lb2=192.168.66.152
   halb check --config /etc/halb/halb.yaml`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,7 +62,22 @@ cannot be read or yields no usable config; the errors name their lines.`,
 			if err != nil {
 				return fmt.Errorf("read haproxy config: %w", err)
 			}
-			opts := haproxy.Options{Source: path, VIPInterface: iface}
+			opts := haproxy.Options{Source: path, VIPInterface: iface, KeepalivedSource: kaPath}
+			if !cmd.Flags().Changed("vip-interface") {
+				// Let keepalived's interface win over the default.
+				opts.VIPInterface = ""
+			}
+			if kaPath != "" {
+				kdata, err := os.ReadFile(kaPath)
+				if err != nil {
+					return fmt.Errorf("read keepalived config: %w", err)
+				}
+				k, err := haproxy.ParseKeepalived(kdata)
+				if err != nil {
+					return printImportErrors(cmd, kaPath, err)
+				}
+				opts.Keepalived = k
+			}
 			for _, s := range nodes {
 				n, err := haproxy.ParseNode(s)
 				if err != nil {
@@ -67,19 +88,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 			stderr := cmd.ErrOrStderr()
 			res, err := haproxy.Import(data, opts)
 			if err != nil {
-				var es haproxy.Errors
-				if !errors.As(err, &es) {
-					return err
-				}
-				for _, e := range es {
-					if e.Line > 0 {
-						_, _ = fmt.Fprintf(stderr, "%s:%d: %v\n", path, e.Line, e.Err)
-					} else {
-						_, _ = fmt.Fprintf(stderr, "%s: %v\n", path, e.Err)
-					}
-				}
-				_, _ = fmt.Fprintf(stderr, "%s: not imported: %d error(s)\n", path, len(es))
-				return exitError{code: 1}
+				return printImportErrors(cmd, path, err)
 			}
 			for _, w := range res.Warnings {
 				_, _ = fmt.Fprintln(stderr, w.Format(path))
@@ -95,11 +104,31 @@ cannot be read or yields no usable config; the errors name their lines.`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts")
+	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts (without the flag: keepalived's, else eth0)")
+	cmd.Flags().StringVar(&kaPath, "keepalived", "", "keepalived.conf to take the VIP's prefix and interface, nopreempt/preempt_delay and priority from")
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write (default: standard output)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing output file")
 	return cmd
+}
+
+// printImportErrors prints each error of an import as FILE:LINE: MESSAGE
+// and returns exit status 1.
+func printImportErrors(cmd *cobra.Command, path string, err error) error {
+	var es haproxy.Errors
+	if !errors.As(err, &es) {
+		return err
+	}
+	stderr := cmd.ErrOrStderr()
+	for _, e := range es {
+		if e.Line > 0 {
+			_, _ = fmt.Fprintf(stderr, "%s:%d: %v\n", path, e.Line, e.Err)
+		} else {
+			_, _ = fmt.Fprintf(stderr, "%s: %v\n", path, e.Err)
+		}
+	}
+	_, _ = fmt.Fprintf(stderr, "%s: not imported: %d error(s)\n", path, len(es))
+	return exitError{code: 1}
 }
 
 // writeImportOutput writes data to path, refusing to replace a file unless force

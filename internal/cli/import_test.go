@@ -91,3 +91,38 @@ func TestImportHAProxyErrors(t *testing.T) {
 		t.Error("a missing file was accepted")
 	}
 }
+
+func TestImportHAProxyWithKeepalived(t *testing.T) {
+	ka := filepath.Join(t.TempDir(), "keepalived.conf")
+	conf := "vrrp_instance VI_1 {\n  interface ens18\n  priority 150\n  nopreempt\n  unicast_src_ip 192.168.66.151\n  authentication {\n    auth_pass hunter22\n  }\n  virtual_ipaddress {\n    192.168.66.160/25\n  }\n}\n"
+	if err := os.WriteFile(ka, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"haproxy", seedCfg, "--keepalived", ka, "--node", "lb1=192.168.66.151", "--node", "lb2=192.168.66.152"}
+	stdout, stderr, err := runImport(t, args...)
+	if err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr)
+	}
+	cfg, err := config.Parse([]byte(stdout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.VIPs[0]; got.Address.String() != "192.168.66.160/25" || got.Interface != "ens18" {
+		t.Errorf("vip = %s on %s, want keepalived's 192.168.66.160/25 on ens18", got.Address, got.Interface)
+	}
+	if cfg.Cluster.Policy != config.Sticky || cfg.Cluster.Nodes[0].Priority != 150 {
+		t.Errorf("policy %s, lb1 priority %d; want sticky, 150", cfg.Cluster.Policy, cfg.Cluster.Nodes[0].Priority)
+	}
+	if !strings.Contains(stderr, ka+":6: warning: authentication") || strings.Contains(stdout+stderr, "hunter22") {
+		t.Errorf("keepalived warnings wrong or leak the password:\n%s", stderr)
+	}
+
+	// An explicit --vip-interface beats keepalived's.
+	stdout, _, err = runImport(t, append(args, "--vip-interface", "bond0")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err = config.Parse([]byte(stdout)); err != nil || cfg.VIPs[0].Interface != "bond0" {
+		t.Errorf("vip interface with --vip-interface bond0: %v, %+v", err, cfg)
+	}
+}

@@ -74,8 +74,10 @@ type outTLS struct {
 }
 
 type outCluster struct {
-	KeyFile string    `yaml:"key_file"`
-	Nodes   []outNode `yaml:"nodes"`
+	KeyFile      string    `yaml:"key_file"`
+	Policy       string    `yaml:"policy,omitempty"`
+	PreemptDelay string    `yaml:"preempt_delay,omitempty"`
+	Nodes        []outNode `yaml:"nodes"`
 }
 
 type outNode struct {

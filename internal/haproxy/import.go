@@ -20,6 +20,11 @@ type Options struct {
 	// Nodes are the LB hosts. Without them the output has no cluster and
 	// no VIP: halb would proxy but not manage the address.
 	Nodes []Node
+	// Keepalived, if set, supplies the VIPs' prefix lengths and
+	// interfaces, the election policy and this host's priority.
+	Keepalived *Keepalived
+	// KeepalivedSource names the keepalived file in warnings.
+	KeepalivedSource string
 }
 
 // Result is an imported config.
@@ -36,11 +41,17 @@ func Import(data []byte, opts Options) (*Result, error) {
 	if opts.Source == "" {
 		opts.Source = "haproxy.cfg"
 	}
-	if opts.VIPInterface == "" {
-		opts.VIPInterface = "eth0"
+	if opts.KeepalivedSource == "" {
+		opts.KeepalivedSource = "keepalived.conf"
 	}
 	secs, errs := parseSections(data)
 	imp := &importer{opts: opts, errs: errs, skipped: map[string]string{}}
+	if opts.Keepalived != nil {
+		for _, w := range opts.Keepalived.Warnings {
+			w.File = opts.KeepalivedSource
+			imp.warns = append(imp.warns, w)
+		}
+	}
 	for _, s := range secs {
 		imp.section(s)
 	}
@@ -60,16 +71,21 @@ func Import(data []byte, opts Options) (*Result, error) {
 		es := Errors{{Err: fmt.Errorf("the imported config does not validate: %w", err)}}
 		return nil, es
 	}
+	// The HAProxy file's warnings first, then keepalived's, each in line
+	// order; warnings about the whole file come last.
+	key := func(w Warning) (int, int) {
+		if w.Line == 0 {
+			return 2, 0
+		}
+		if w.File != "" {
+			return 1, w.Line
+		}
+		return 0, w.Line
+	}
 	slices.SortStableFunc(imp.warns, func(a, b Warning) int {
-		// Warnings without a line are about the whole file: print them last.
-		la, lb := a.Line, b.Line
-		if la == 0 {
-			la = int(^uint(0) >> 1)
-		}
-		if lb == 0 {
-			lb = int(^uint(0) >> 1)
-		}
-		return cmp.Compare(la, lb)
+		fa, la := key(a)
+		fb, lb := key(b)
+		return cmp.Or(cmp.Compare(fa, fb), cmp.Compare(la, lb))
 	})
 	return &Result{YAML: y, Warnings: imp.warns}, nil
 }
@@ -592,20 +608,70 @@ func (imp *importer) cluster(out *outConfig, vips []netip.Addr) {
 		return
 	}
 	c := &outCluster{KeyFile: "/etc/halb/gossip.key"}
+	k := imp.opts.Keepalived
 	for _, n := range imp.opts.Nodes {
-		c.Nodes = append(c.Nodes, outNode{Name: n.Name, Address: n.Address.String(), Priority: n.Priority})
+		prio := n.Priority
+		if k != nil && prio == nil && k.Priority != nil && k.SrcIP.IsValid() && k.SrcIP == n.Address {
+			prio = k.Priority
+		}
+		c.Nodes = append(c.Nodes, outNode{Name: n.Name, Address: n.Address.String(), Priority: prio})
 	}
 	out.Cluster = c
-	if len(vips) == 0 {
-		imp.warn(0, "", "no frontend binds a specific address, so no VIP was derived; add a vips section by hand")
-		return
+	iface := func(fromKeepalived string) string {
+		switch {
+		case imp.opts.VIPInterface != "":
+			return imp.opts.VIPInterface
+		case fromKeepalived != "":
+			return fromKeepalived
+		}
+		return "eth0"
 	}
+	seen := map[netip.Addr]bool{}
 	for _, a := range vips {
+		seen[a] = true
+		if kv, ok := k.vip(a); ok {
+			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: iface(kv.Interface)})
+			continue
+		}
 		bits := 24
 		if a.Is6() {
 			bits = 64
 		}
-		out.VIPs = append(out.VIPs, outVIP{Address: netip.PrefixFrom(a, bits).String(), Interface: imp.opts.VIPInterface})
+		out.VIPs = append(out.VIPs, outVIP{Address: netip.PrefixFrom(a, bits).String(), Interface: iface("")})
 		imp.warn(0, "", "VIP %s: prefix length /%d assumed; set it to the LB hosts' subnet", a, bits)
 	}
+	if k == nil {
+		if len(vips) == 0 {
+			imp.warn(0, "", "no frontend binds a specific address, so no VIP was derived; add a vips section by hand")
+		}
+		return
+	}
+	for _, kv := range k.VIPs {
+		if !seen[kv.Prefix.Addr()] {
+			seen[kv.Prefix.Addr()] = true
+			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: iface(kv.Interface)})
+		}
+	}
+	if k.NoPreempt {
+		c.Policy = "sticky"
+	}
+	if k.PreemptDelay != nil {
+		c.PreemptDelay = formatDuration(*k.PreemptDelay)
+	}
+	if k.Priority != nil && !(k.SrcIP.IsValid() && slices.ContainsFunc(imp.opts.Nodes, func(n Node) bool { return n.Address == k.SrcIP })) {
+		imp.warns = append(imp.warns, Warning{File: imp.opts.KeepalivedSource, Message: fmt.Sprintf("priority %d belongs to the host this keepalived.conf came from; give each node its priority with --node NAME=ADDRESS:PRIORITY", *k.Priority)})
+	}
+}
+
+// vip returns the keepalived VIP with address a.
+func (k *Keepalived) vip(a netip.Addr) (KeepalivedVIP, bool) {
+	if k == nil {
+		return KeepalivedVIP{}, false
+	}
+	for _, v := range k.VIPs {
+		if v.Prefix.Addr() == a {
+			return v, true
+		}
+	}
+	return KeepalivedVIP{}, false
 }

@@ -11,6 +11,7 @@ import (
 // Warning is something in the input that the output does not do the same
 // way, or does not do at all.
 type Warning struct {
+	File      string // "": the file given to Format
 	Line      int    // 0 when not tied to one line
 	Directive string // as written, with secrets masked
 	Message   string
@@ -18,6 +19,9 @@ type Warning struct {
 
 // Format prints the warning as FILE:LINE: DIRECTIVE: MESSAGE.
 func (w Warning) Format(file string) string {
+	if w.File != "" {
+		file = w.File
+	}
 	loc := file
 	if w.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", file, w.Line)

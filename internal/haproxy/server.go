@@ -230,7 +230,7 @@ func directiveText(args []string) string {
 		case i >= 1 && out[i-1] == "stats" && out[i] == "auth" && i+1 < len(out):
 			user, _, _ := strings.Cut(out[i+1], ":")
 			out[i+1] = user + ":<password not shown>"
-		case i >= 1 && (out[i-1] == "password" || out[i-1] == "insecure-password"):
+		case i >= 1 && (out[i-1] == "password" || out[i-1] == "insecure-password" || out[i-1] == "auth_pass"):
 			out[i] = "<not shown>"
 		}
 	}

@@ -1,0 +1,211 @@
+package haproxy
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Keepalived is what a keepalived.conf says about the VIP and the election.
+type Keepalived struct {
+	VIPs         []KeepalivedVIP
+	Priority     *int           // this host's VRRP priority
+	SrcIP        netip.Addr     // unicast_src_ip: this host, if set
+	NoPreempt    bool           // nopreempt: the holder keeps the VIP → policy sticky
+	PreemptDelay *time.Duration // preempt_delay
+	Warnings     []Warning
+}
+
+// KeepalivedVIP is one virtual_ipaddress entry.
+type KeepalivedVIP struct {
+	Line      int
+	Prefix    netip.Prefix
+	Interface string
+}
+
+// kaBlock is a keepalived keyword with its arguments and, for "{ … }"
+// blocks, the lines inside.
+type kaBlock struct {
+	line     int
+	args     []string
+	children []*kaBlock
+}
+
+// ParseKeepalived reads the vrrp_instance sections of a keepalived.conf.
+// Only one VRRP instance is supported: halb elects one holder for all its
+// VIPs.
+func ParseKeepalived(data []byte) (*Keepalived, error) {
+	root, errs := parseKeepalivedBlocks(string(data))
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	k := &Keepalived{}
+	warn := func(b *kaBlock, format string, args ...any) {
+		k.Warnings = append(k.Warnings, Warning{Line: b.line, Directive: directiveText(b.args), Message: fmt.Sprintf(format, args...)})
+	}
+	instances := 0
+	for _, b := range root {
+		switch b.args[0] {
+		case "vrrp_instance":
+			instances++
+			if instances > 1 {
+				warn(b, "halb elects one holder for all VIPs; only the first vrrp_instance is imported")
+				continue
+			}
+			if err := k.instance(b, warn); err != nil {
+				return nil, err
+			}
+		case "virtual_server", "virtual_server_group":
+			warn(b, "LVS virtual servers are not carried over: halb's frontends proxy instead")
+		case "vrrp_script", "vrrp_sync_group":
+			warn(b, "not carried over: a node is eligible for the VIP while its backends are healthy (cluster.eligibility)")
+		default:
+			warn(b, "%s", whyNone)
+		}
+	}
+	if instances == 0 {
+		return nil, Errors{{Err: fmt.Errorf("no vrrp_instance found")}}
+	}
+	return k, nil
+}
+
+func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)) error {
+	iface := ""
+	for _, b := range inst.children {
+		if b.args[0] == "interface" && len(b.args) > 1 {
+			iface = b.args[1]
+		}
+	}
+	for _, b := range inst.children {
+		arg := argAt(b.args, 1)
+		switch b.args[0] {
+		case "interface", "state":
+		case "priority":
+			n, err := strconv.Atoi(arg)
+			if err != nil || n < 1 || n > 255 {
+				return Errors{{Line: b.line, Err: fmt.Errorf("priority %q: want 1-255", arg)}}
+			}
+			k.Priority = &n
+		case "nopreempt":
+			k.NoPreempt = true
+		case "preempt_delay":
+			secs, err := strconv.ParseFloat(arg, 64)
+			if err != nil || secs < 0 || secs > 3600 {
+				return Errors{{Line: b.line, Err: fmt.Errorf("preempt_delay %q: want seconds", arg)}}
+			}
+			d := time.Duration(secs * float64(time.Second))
+			k.PreemptDelay = &d
+		case "unicast_src_ip":
+			a, err := netip.ParseAddr(arg)
+			if err != nil {
+				return Errors{{Line: b.line, Err: fmt.Errorf("unicast_src_ip %q is not an IP address", arg)}}
+			}
+			k.SrcIP = a
+		case "virtual_ipaddress", "virtual_ipaddress_excluded":
+			for _, v := range b.children {
+				vip, err := parseKeepalivedVIP(v, iface)
+				if err != nil {
+					return Errors{{Line: v.line, Err: err}}
+				}
+				k.VIPs = append(k.VIPs, vip)
+			}
+		case "advert_int":
+			warn(b, "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
+		case "virtual_router_id":
+			warn(b, "halb needs no router id: nodes find each other through cluster.nodes")
+		case "authentication":
+			warn(b, "not carried over (and not shown): halb encrypts gossip with cluster.key_file")
+		case "unicast_peer":
+			warn(b, "peers are the --node hosts: halb gossips between cluster.nodes")
+		case "track_script", "track_interface", "track_process", "track_file":
+			warn(b, "not carried over: a node is eligible for the VIP while its backends are healthy")
+		case "garp_master_delay", "garp_master_repeat", "garp_master_refresh":
+			warn(b, "see vips[].garp_count, garp_interval and garp_refresh")
+		default:
+			warn(b, "%s", whyNone)
+		}
+	}
+	return nil
+}
+
+// parseKeepalivedVIP reads "ADDRESS[/LEN] [dev IFACE] [label …]".
+func parseKeepalivedVIP(b *kaBlock, iface string) (KeepalivedVIP, error) {
+	s := b.args[0]
+	v := KeepalivedVIP{Line: b.line, Interface: iface}
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return v, fmt.Errorf("virtual_ipaddress %q is not an address", s)
+		}
+		s = fmt.Sprintf("%s/%d", a, a.BitLen())
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return v, fmt.Errorf("virtual_ipaddress %q is not ADDRESS/LENGTH", b.args[0])
+	}
+	v.Prefix = p
+	for i := 1; i+1 < len(b.args); i++ {
+		if b.args[i] == "dev" {
+			v.Interface = b.args[i+1]
+		}
+	}
+	return v, nil
+}
+
+// parseKeepalivedBlocks builds the keyword tree; "#" and "!" start
+// comments and braces may share a line with words.
+func parseKeepalivedBlocks(text string) ([]*kaBlock, Errors) {
+	var (
+		root  []*kaBlock
+		stack []*kaBlock // open blocks
+		last  *kaBlock   // the most recent keyword at the current depth
+		errs  Errors
+	)
+	add := func(b *kaBlock) {
+		if len(stack) == 0 {
+			root = append(root, b)
+		} else {
+			top := stack[len(stack)-1]
+			top.children = append(top.children, b)
+		}
+		last = b
+	}
+	for i, line := range strings.Split(text, "\n") {
+		n := i + 1
+		if j := strings.IndexAny(line, "#!"); j >= 0 {
+			line = line[:j]
+		}
+		line = strings.ReplaceAll(strings.ReplaceAll(line, "{", " { "), "}", " } ")
+		var cur *kaBlock
+		for _, w := range strings.Fields(line) {
+			switch w {
+			case "{":
+				if last == nil {
+					errs = append(errs, &LineError{Line: n, Err: fmt.Errorf("{ without a keyword")})
+					return nil, errs
+				}
+				stack = append(stack, last)
+				last, cur = nil, nil
+			case "}":
+				if len(stack) == 0 {
+					errs = append(errs, &LineError{Line: n, Err: fmt.Errorf("} without a matching {")})
+					return nil, errs
+				}
+				stack = stack[:len(stack)-1]
+				last, cur = nil, nil
+			default:
+				if cur == nil {
+					cur = &kaBlock{line: n}
+					add(cur)
+				}
+				cur.args = append(cur.args, w)
+			}
+		}
+	}
+	if len(stack) > 0 {
+		errs = append(errs, &LineError{Line: stack[len(stack)-1].line, Err: fmt.Errorf("%s { is never closed", stack[len(stack)-1].args[0])})
+	}
+	return root, errs
+}
