@@ -1,2 +1,2 @@
-// Package haproxy translates an HAProxy configuration in TCP mode into a halb config file, warning about everything it cannot carry over.
+// Package haproxy translates an HAProxy configuration in TCP mode, optionally with a keepalived VRRP instance, into a halb config file and warns about everything it cannot carry over.
 package haproxy
