@@ -79,4 +79,3 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-

@@ -16,14 +16,15 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	d.mu.Lock()
 	maint := d.maintained
 	holder := d.holderView
+	started := d.started
 	d.mu.Unlock()
 	s := admin.Snapshot{
 		Time: now,
 		Node: admin.NodeInfo{
 			Name:        d.self.Name,
 			Version:     d.opts.Version,
-			Uptime:      now.Sub(d.started).Seconds(),
-			StartedAt:   d.started,
+			Uptime:      now.Sub(started).Seconds(),
+			StartedAt:   started,
 			Fingerprint: d.cfg.Fingerprint,
 			Maintenance: maint,
 		},

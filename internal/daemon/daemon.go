@@ -169,7 +169,9 @@ func readKey(path string) ([]byte, error) {
 // Run serves until ctx is cancelled, then stops in the order that loses
 // nothing: hand the VIPs over, leave the cluster, stop accepting, drain.
 func (d *Daemon) Run(ctx context.Context) error {
+	d.mu.Lock()
 	d.started = time.Now()
+	d.mu.Unlock()
 	base := context.WithoutCancel(ctx)
 
 	proxyCtx, stopProxy := context.WithCancel(base)

@@ -1,0 +1,317 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"halb/internal/config"
+	"halb/internal/vip"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var vipPrefix = netip.MustParsePrefix("10.99.0.160/24")
+
+// node is one in-process daemon with its own fake interface.
+type node struct {
+	name string
+	link *vip.FakeLink
+	d    *Daemon
+	stop context.CancelFunc
+	done chan error
+}
+
+// backend starts a TCP server on 127.0.0.1 that accepts and closes, good
+// enough for tcp health checks.
+func backend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// freePort finds a port free for TCP and UDP on all the given addresses.
+func freePort(t *testing.T, addrs ...string) int {
+	t.Helper()
+	for range 50 {
+		port := 20000 + rand.IntN(30000)
+		ok := true
+		var closers []func() error
+		for _, a := range addrs {
+			l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", a, port))
+			if err != nil {
+				ok = false
+				break
+			}
+			closers = append(closers, l.Close)
+			u, err := net.ListenPacket("udp", fmt.Sprintf("%s:%d", a, port))
+			if err != nil {
+				ok = false
+				break
+			}
+			closers = append(closers, u.Close)
+		}
+		for _, c := range closers {
+			_ = c()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+// pair builds the config for two nodes a (priority 200) and b (100).
+func pairConfig(t *testing.T, policy string) *config.Config {
+	t.Helper()
+	srv := backend(t)
+	gossip := freePort(t, "127.0.0.61", "127.0.0.62")
+	doc := fmt.Sprintf(`
+log: {connections: false}
+frontends:
+  - {name: api, bind: "127.0.0.1:1", backend: cp}
+backends:
+  - name: cp
+    health: {type: tcp, interval: 100ms, timeout: 50ms, fall: 1, rise: 1}
+    servers: [{name: cp1, address: "%s"}]
+cluster:
+  insecure_gossip: true
+  port: %d
+  policy: %s
+  preempt_delay: 300ms
+  join_timeout: 2s
+  nodes:
+    - {name: a, address: 127.0.0.61, priority: 200}
+    - {name: b, address: 127.0.0.62, priority: 100}
+vips:
+  - {address: %s, interface: eth0, garp_interval: 10ms}
+`, srv, gossip, policy, vipPrefix)
+	cfg, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startNode(t *testing.T, cfg *config.Config, name string) *node {
+	t.Helper()
+	c := *cfg
+	// Both nodes live in one process, so each needs its own listener.
+	c.Frontends = append([]config.Frontend(nil), cfg.Frontends...)
+	c.Frontends[0].Bind = netip.AddrPortFrom(c.Frontends[0].Bind.Addr(), uint16(freePort(t, "127.0.0.1")))
+	dir, err := os.MkdirTemp("", "hd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	c.Admin.Socket = filepath.Join(dir, name+".sock")
+	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(testWriter{t, name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stop = cancel
+	go func() { n.done <- n.d.Run(ctx) }()
+	t.Cleanup(func() { n.shutdown(t) })
+	return n
+}
+
+func (n *node) shutdown(t *testing.T) {
+	t.Helper()
+	if n.stop == nil {
+		return
+	}
+	n.stop()
+	n.stop = nil
+	select {
+	case err := <-n.done:
+		if err != nil {
+			t.Errorf("node %s: Run: %v", n.name, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("node %s did not stop", n.name)
+	}
+}
+
+func (n *node) holds() bool { return n.link.Has("eth0", vipPrefix) }
+
+type testWriter struct {
+	t    *testing.T
+	name string
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Logf("[%s] %s", w.name, strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// neverBoth records whether both nodes ever held the VIP at once and
+// whether neither did, sampling the fake links until stop is closed.
+func watchGap(a, b *node, stop <-chan struct{}) <-chan time.Duration {
+	out := make(chan time.Duration, 1)
+	go func() {
+		var longest time.Duration
+		var gapStart time.Time
+		for {
+			held := a.holds() || b.holds()
+			now := time.Now()
+			switch {
+			case !held && gapStart.IsZero():
+				gapStart = now
+			case held && !gapStart.IsZero():
+				longest = max(longest, now.Sub(gapStart))
+				gapStart = time.Time{}
+			}
+			select {
+			case <-stop:
+				out <- longest
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+func TestPairElectsHigherPriority(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	// b must stay standby: check over a few election rounds.
+	deadline := time.Now().Add(5 * reconcileEvery)
+	for time.Now().Before(deadline) {
+		if b.holds() {
+			t.Fatal("b holds the VIP while a, with higher priority, holds it too")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	snap := b.d.Snapshot()
+	if len(snap.VIPs) != 1 || snap.VIPs[0].Holder != "a" || snap.VIPs[0].HeldHere {
+		t.Errorf("b's view of the VIP = %+v, want holder a, not held here", snap.VIPs)
+	}
+	if len(snap.Members) != 2 {
+		t.Errorf("b sees %d members, want 2", len(snap.Members))
+	}
+}
+
+func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	stop := make(chan struct{})
+	gap := watchGap(a, b, stop)
+	if err := a.d.SetMaintenance(true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	close(stop)
+	if g := <-gap; g > 0 {
+		t.Errorf("the VIP was on neither node for %s during a planned handover", g)
+	}
+	// Leaving maintenance gives it back after preempt_delay, again without a gap.
+	stop = make(chan struct{})
+	gap = watchGap(a, b, stop)
+	if err := a.d.SetMaintenance(false); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	close(stop)
+	if g := <-gap; g > 0 {
+		t.Errorf("the VIP was on neither node for %s during preemption", g)
+	}
+}
+
+func TestStickyKeepsHolder(t *testing.T) {
+	cfg := pairConfig(t, "sticky")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	a := startNode(t, cfg, "a")
+	waitFor(t, "a to see b", 5*time.Second, func() bool { return len(a.d.Snapshot().Members) == 2 })
+	deadline := time.Now().Add(cfg.Cluster.PreemptDelay + 5*reconcileEvery)
+	for time.Now().Before(deadline) {
+		if a.holds() {
+			t.Fatal("a took the VIP from a healthy holder under the sticky policy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !b.holds() {
+		t.Fatal("b lost the VIP")
+	}
+}
+
+func TestGracefulStopHandsOver(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	waitFor(t, "b to see a", 5*time.Second, func() bool { return len(b.d.Snapshot().Members) == 2 })
+	stop := make(chan struct{})
+	gap := watchGap(a, b, stop)
+	a.shutdown(t)
+	waitFor(t, "b to hold the VIP", 5*time.Second, b.holds)
+	close(stop)
+	if g := <-gap; g > 0 {
+		t.Errorf("the VIP was on neither node for %s during a graceful stop", g)
+	}
+	if a.holds() {
+		t.Error("a still holds the VIP after stopping")
+	}
+}
+
+func TestUnknownNodeIsRefused(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	_, err := New(cfg, Options{NodeName: "c", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	if err == nil || !strings.Contains(err.Error(), `node "c" is not in cluster.nodes (a, b)`) {
+		t.Fatalf("New with unknown node: %v", err)
+	}
+}
+
+func TestMissingKeyIsExplained(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.InsecureGossip = false
+	cfg.Cluster.KeyFile = filepath.Join(t.TempDir(), "missing.key")
+	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	if err == nil || !strings.Contains(err.Error(), "halb keygen") {
+		t.Fatalf("New without key file: %v", err)
+	}
+}
