@@ -376,13 +376,16 @@ func waitMember(ctx context.Context, l *lab.Lab, node, member string, alive bool
 	for time.Now().Before(deadline) {
 		s, err := l.Status(ctx, node)
 		if err == nil {
+			// A member that is gone from the list is not alive.
+			seen := false
 			for _, m := range s.Members {
 				if m.Name == member {
-					last = fmt.Sprintf("alive=%v", m.Alive)
-					if m.Alive == alive {
-						return nil
-					}
+					seen = m.Alive
 				}
+			}
+			last = fmt.Sprintf("alive=%v", seen)
+			if seen == alive {
+				return nil
 			}
 		} else {
 			last = err.Error()

@@ -96,6 +96,15 @@ func newLab(t *testing.T, opts lab.Options, needHalb bool) (*lab.Lab, context.Co
 		opts.HalbBin = env.halb
 	}
 	opts.WorkDir = t.TempDir()
+	if os.Getenv("HALB_LAB_KEEP") == "1" {
+		// Keep configs and logs for a post-mortem; the namespaces still go.
+		d, err := os.MkdirTemp("", "halb-"+t.Name()+"-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.WorkDir = d
+		t.Cleanup(func() { t.Logf("lab workdir kept: %s", d) })
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	l := lab.New(opts, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})))
 	t.Cleanup(func() {
