@@ -1,0 +1,3 @@
+// Package sdnotify tells systemd about the daemon's state (ready, stopping,
+// status, watchdog pings) over the NOTIFY_SOCKET datagram protocol.
+package sdnotify
