@@ -24,7 +24,12 @@ func startCP(t *testing.T, ip string) (*fakecp.Client, netip.AddrPort, netip.Add
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-errc })
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("fakecp: %v", err)
+		}
+	})
 	select {
 	case <-s.Ready():
 	case err := <-errc:
