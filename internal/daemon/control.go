@@ -56,6 +56,9 @@ func (d *Daemon) control(ctx context.Context) error {
 	for _, a := range d.announcers {
 		fwd = append(fwd, a.a.Changed())
 	}
+	if d.witness != nil {
+		fwd = append(fwd, d.witness.Changed())
+	}
 	done := make(chan struct{})
 	defer func() { <-done }()
 	go func() {
@@ -110,6 +113,11 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 	leaving, maint := d.leaving, d.maintained
 	d.mu.Unlock()
 	if leaving || maint {
+		eligible = false
+	}
+	// A node that cannot reach the witness is probably the one cut off:
+	// it must not hold the VIP while its peer may.
+	if d.witness != nil && !d.witness.Reachable() {
 		eligible = false
 	}
 	if !eligible {

@@ -21,6 +21,7 @@ import (
 	"halb/internal/pool"
 	"halb/internal/proxy"
 	"halb/internal/vip"
+	"halb/internal/witness"
 )
 
 // Options are what the daemon needs beyond the config file.
@@ -33,6 +34,8 @@ type Options struct {
 	// implementations. Tests pass fakes.
 	Link vip.Link
 	GARP vip.GARPSender
+	// Witness probes cluster.witness; nil means ICMP echo.
+	Witness witness.Prober
 	// Clock drives health-check scheduling; nil means the real clock.
 	Clock health.Clock
 }
@@ -51,6 +54,7 @@ type Daemon struct {
 	self       config.Node // zero without a cluster
 	cluster    *cluster.Cluster
 	announcers []*announcer
+	witness    *witness.Witness // nil without cluster.witness
 
 	wake chan struct{} // coalesced requests for an election round
 
@@ -132,6 +136,13 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.cluster = cl
+	if cfg.Cluster.Witness.IsValid() {
+		p := opts.Witness
+		if p == nil {
+			p = witness.NewICMP()
+		}
+		d.witness = witness.New(cfg.Cluster.Witness, p, witness.Options{}, opts.Log)
+	}
 	link, garp := opts.Link, opts.GARP
 	if link == nil {
 		link = vip.NewNetlink()
@@ -199,6 +210,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cg.Go(func() error { return srv.Run(cctx) })
 	if d.cluster != nil {
 		cg.Go(func() error { return d.cluster.Run(cctx) })
+		if d.witness != nil {
+			cg.Go(func() error { return d.witness.Run(cctx) })
+		}
 		for _, a := range d.announcers {
 			cg.Go(func() error { return a.a.Run(cctx) })
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/vip"
+	"halb/internal/witness"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -119,6 +121,11 @@ vips:
 
 func startNode(t *testing.T, cfg *config.Config, name string) *node {
 	t.Helper()
+	return startNodeWith(t, cfg, name, nil)
+}
+
+func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prober) *node {
+	t.Helper()
 	c := *cfg
 	// Both nodes live in one process, so each needs its own listener.
 	c.Frontends = append([]config.Frontend(nil), cfg.Frontends...)
@@ -131,7 +138,7 @@ func startNode(t *testing.T, cfg *config.Config, name string) *node {
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
 	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(testWriter{t, name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP()})
+	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP(), Witness: w})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,5 +320,34 @@ func TestMissingKeyIsExplained(t *testing.T) {
 	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
 	if err == nil || !strings.Contains(err.Error(), "halb keygen") {
 		t.Fatalf("New without key file: %v", err)
+	}
+}
+
+// witnessProber answers for the witness while reachable is set.
+type witnessProber struct{ reachable atomic.Bool }
+
+func (w *witnessProber) Probe(ctx context.Context, _ netip.Addr) error {
+	if w.reachable.Load() {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func TestWitnessUnreachableMakesIneligible(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.Witness = netip.MustParseAddr("127.0.0.1")
+	wa, wb := &witnessProber{}, &witnessProber{}
+	wa.reachable.Store(true)
+	wb.reachable.Store(true)
+	a := startNodeWith(t, cfg, "a", wa)
+	b := startNodeWith(t, cfg, "b", wb)
+	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	// a loses sight of the witness: it is probably the one cut off, so b
+	// takes over although a has the higher priority.
+	wa.reachable.Store(false)
+	waitFor(t, "b to take the VIP from a that lost the witness", 10*time.Second, func() bool { return b.holds() && !a.holds() })
+	if snap := a.d.Snapshot(); snap.Members[0].Eligible {
+		t.Errorf("a still gossips itself eligible without its witness: %+v", snap.Members[0])
 	}
 }
