@@ -333,6 +333,9 @@ func TestControlPlanesUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("outage %s: VIP on lb2 %s after lb1 lost the control planes; probe %v", r.LongestGap.Round(time.Millisecond), took.Round(time.Millisecond), r)
+	if r.LongestGap >= failoverBound {
+		t.Errorf("outage %s, want < %s", r.LongestGap, failoverBound)
+	}
 }
 
 // (f) a partition between the LBs may leave both holding; within 5 s of
