@@ -9,7 +9,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean
+.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb
 
 all: build
 
@@ -52,6 +52,14 @@ lab-down:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/config/
+
+## deb: bin/halb_<version>_<arch>.deb (nfpm, fetched by `go run`); VERSION=1.2.3 to pick the version
+NFPM_V  ?= v2.45.2
+VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+deb:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -o $(BIN)/halb ./cmd/halb
+	VERSION='$(VERSION)' GOARCH=$$($(GO) env GOARCH) \
+		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/
 
 clean:
 	rm -rf $(BIN)

@@ -1,0 +1,122 @@
+#!/bin/bash
+# Build the halb .deb, install it on this machine, check what an operator
+# relies on, then purge it and remove what the test added. Needs root and
+# dpkg; refuses to run where halb is already installed or configured, so it
+# never touches a real installation. Never starts the daemon: the packaged
+# config names the seed's addresses, which must not be used outside a lab.
+#
+#   sudo bash deploy/test-deb.sh [path/to/halb_*.deb]   # default: make deb
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
+
+[ "$(id -u)" = 0 ] || fail "run as root (installs a package)"
+command -v dpkg >/dev/null || fail "dpkg not found: Debian-based systems only"
+if dpkg-query -W -f='${Status}' halb 2>/dev/null | grep -q 'installed\|config-files'; then
+	fail "package halb is already on this machine; not touching it"
+fi
+[ ! -e /etc/halb ] || fail "/etc/halb exists; not touching it"
+had_user=no
+getent passwd halb >/dev/null && had_user=yes
+had_group=no
+getent group halb >/dev/null && had_group=yes
+
+deb=${1:-}
+if [ -z "$deb" ]; then
+	rm -f bin/halb_*.deb
+	make deb >/dev/null
+	deb=$(ls bin/halb_*.deb)
+fi
+[ -f "$deb" ] || fail "no package at $deb"
+
+cleanup() {
+	if dpkg-query -W halb >/dev/null 2>&1; then
+		dpkg --purge halb >/dev/null 2>&1 || echo "cleanup: dpkg --purge halb failed" >&2
+	fi
+	rm -rf /etc/halb
+	if [ "$had_user" = no ] && getent passwd halb >/dev/null; then
+		userdel halb || echo "cleanup: userdel halb failed" >&2
+	fi
+	if [ "$had_group" = no ] && getent group halb >/dev/null; then
+		groupdel halb || echo "cleanup: groupdel halb failed" >&2
+	fi
+}
+trap cleanup EXIT
+
+# mode_owner PATH → "750 root:halb"
+mode_owner() { stat -c '%a %U:%G' "$1"; }
+
+# --- install ---------------------------------------------------------------
+out=$(dpkg -i "$deb" 2>&1) || { echo "$out" >&2; fail "dpkg -i $deb"; }
+grep -q 'halb keygen --out /etc/halb/gossip.key' <<<"$out" || { echo "$out" >&2; fail "postinstall did not print the key hint"; }
+ok "dpkg -i $(basename "$deb")"
+
+id halb >/dev/null || fail "user halb missing"
+[ "$(id -gn halb)" = halb ] || fail "user halb's primary group is $(id -gn halb), want halb"
+ok "system user $(id halb)"
+
+[ -x /usr/bin/halb ] || fail "/usr/bin/halb not executable"
+[ -f /lib/systemd/system/halb.service ] || fail "unit not installed"
+[ -f /usr/share/doc/halb/examples/talos.yaml ] || fail "examples not installed"
+[ -f /usr/share/doc/halb/examples/node.conf.example ] || fail "node drop-in example not installed"
+got=$(mode_owner /etc/halb); [ "$got" = "750 root:halb" ] || fail "/etc/halb is $got, want 750 root:halb"
+got=$(mode_owner /etc/halb/halb.yaml); [ "$got" = "640 root:halb" ] || fail "/etc/halb/halb.yaml is $got, want 640 root:halb"
+cmp -s /etc/halb/halb.yaml deploy/examples/talos.yaml || fail "/etc/halb/halb.yaml is not the seed example"
+ok "files and permissions"
+
+# The service must not be enabled or started: no key, seed addresses.
+if [ -d /etc/systemd/system/multi-user.target.wants ] && [ -e /etc/systemd/system/multi-user.target.wants/halb.service ]; then
+	fail "halb.service was enabled by the package"
+fi
+ok "service not enabled"
+
+# halb check, as root and as the service user (who must be able to read the
+# config); a missing gossip key is a warning, not an error.
+out=$(halb check --config /etc/halb/halb.yaml 2>&1) || { echo "$out" >&2; fail "halb check (root)"; }
+grep -q 'warning: cluster.key_file' <<<"$out" || { echo "$out" >&2; fail "halb check did not warn about the missing key"; }
+out=$(setpriv --reuid=halb --regid=halb --init-groups halb check --config /etc/halb/halb.yaml 2>&1) ||
+	{ echo "$out" >&2; fail "halb check as user halb"; }
+ok "halb check passes (as root and as halb)"
+
+if command -v systemd-analyze >/dev/null; then
+	out=$(systemd-analyze verify /lib/systemd/system/halb.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify"; }
+	[ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify printed warnings"; }
+	ok "systemd-analyze verify"
+else
+	echo "skip: systemd-analyze not installed"
+fi
+
+# --- reinstall keeps the operator's config ------------------------------------
+echo "# edited by the operator" >>/etc/halb/halb.yaml
+out=$(dpkg -i "$deb" 2>&1) || { echo "$out" >&2; fail "dpkg -i (reinstall)"; }
+grep -q 'edited by the operator' /etc/halb/halb.yaml || fail "reinstall replaced the edited /etc/halb/halb.yaml"
+got=$(mode_owner /etc/halb/halb.yaml); [ "$got" = "640 root:halb" ] || fail "after reinstall /etc/halb/halb.yaml is $got"
+ok "reinstall keeps the edited config"
+
+# --- remove, then purge ---------------------------------------------------------
+dpkg -r halb >/dev/null || fail "dpkg -r halb"
+[ ! -e /usr/bin/halb ] || fail "/usr/bin/halb left after remove"
+[ ! -e /lib/systemd/system/halb.service ] || fail "unit left after remove"
+[ -f /etc/halb/halb.yaml ] || fail "remove deleted the config (only purge may)"
+ok "dpkg -r keeps the config"
+
+# A key the operator created is theirs: purge must succeed and leave it.
+echo "not-a-real-key" >/etc/halb/gossip.key
+dpkg --purge halb >/dev/null || fail "dpkg --purge halb with a leftover gossip.key"
+[ ! -e /etc/halb/halb.yaml ] || fail "purge left /etc/halb/halb.yaml"
+[ -f /etc/halb/gossip.key ] || fail "purge deleted the operator's gossip.key"
+rm -f /etc/halb/gossip.key
+rmdir /etc/halb
+ok "dpkg --purge removes the config, keeps operator files"
+
+# Without leftovers, purge removes /etc/halb itself.
+dpkg -i "$deb" >/dev/null 2>&1 || fail "dpkg -i (second install)"
+dpkg --purge halb >/dev/null || fail "dpkg --purge halb"
+[ ! -e /etc/halb ] || fail "purge left /etc/halb"
+dpkg-query -W halb >/dev/null 2>&1 && fail "halb still known to dpkg after purge"
+ok "dpkg --purge leaves no /etc/halb"
+
+echo "PASS: $(basename "$deb")"
