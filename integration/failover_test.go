@@ -250,7 +250,7 @@ func TestPreemptHandback(t *testing.T) {
 		t.Errorf("lb1 took the VIP back after %s, before preempt_delay %s", took, delay)
 	}
 	if r.Failures != 0 {
-		t.Errorf("%d client connections failed during the handback, want 0: %v", r.Failures, r)
+		t.Errorf("%d client connections failed during the handback, want 0: %v%s", r.Failures, r, failures(r))
 	}
 }
 
@@ -296,7 +296,7 @@ func TestStickyNoHandback(t *testing.T) {
 		t.Fatal(err)
 	}
 	if r.Failures != 0 {
-		t.Errorf("%d client connections failed while lb1 returned: %v", r.Failures, r)
+		t.Errorf("%d client connections failed while lb1 returned: %v%s", r.Failures, r, failures(r))
 	}
 }
 

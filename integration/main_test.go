@@ -221,3 +221,15 @@ func fmtDurations(ds []time.Duration) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// failures lists a report's failed attempts, one per line. A failure after
+// the TCP connect ("tls handshake: ... reset", "read response: ...") is a
+// connection that was open when the client's ARP entry switched holders:
+// the new holder's kernel knows nothing of it and resets it.
+func failures(r probe.Report) string {
+	var b strings.Builder
+	for _, f := range r.Failed {
+		fmt.Fprintf(&b, "\n  %s %s", f.At.Format("15:04:05.000"), f.Error)
+	}
+	return b.String()
+}

@@ -44,6 +44,7 @@ The integration tests use it; so can you:
 		newProbeCmd(),
 		newUpCmd(log),
 		newDownCmd(),
+		newDemoCmd(),
 	)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {

@@ -62,6 +62,18 @@ type Report struct {
 	LastFailure  time.Time      `json:"last_failure"`
 	Responders   map[string]int `json:"responders"` // successes per responder name (tls, https)
 	Errors       map[string]int `json:"errors"`     // failures per short reason
+	// Failed lists the first MaxFailureLog failures in full, saying at which
+	// stage each broke (connect, tls handshake, read response, ...).
+	Failed []Failure `json:"failed,omitempty"`
+}
+
+// MaxFailureLog bounds Report.Failed.
+const MaxFailureLog = 20
+
+// Failure is one failed attempt.
+type Failure struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
 }
 
 // String gives a one-line summary for logs.
@@ -120,6 +132,9 @@ func Run(ctx context.Context, opts Options) Report {
 				r.FirstFailure = now
 			}
 			r.LastFailure = now
+			if len(r.Failed) < MaxFailureLog {
+				r.Failed = append(r.Failed, Failure{At: now, Error: err.Error()})
+			}
 		} else {
 			r.Successes++
 			if responder != "" {
