@@ -12,6 +12,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/daemon"
+	"halb/internal/sdnotify"
 )
 
 func newRunCmd() *cobra.Command {
@@ -56,6 +57,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				NodeName:   node,
 				Version:    buildVersion(),
 				Log:        log,
+				Notify:     sdnotify.New(),
 			})
 			if err != nil {
 				return err

@@ -19,6 +19,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/health"
 	"halb/internal/pool"
+	"halb/internal/sdnotify"
 	"halb/internal/proxy"
 	"halb/internal/vip"
 	"halb/internal/witness"
@@ -36,6 +37,9 @@ type Options struct {
 	GARP vip.GARPSender
 	// Witness probes cluster.witness; nil means ICMP echo.
 	Witness witness.Prober
+	// Notify tells systemd about readiness and feeds its watchdog; nil
+	// (or a Notifier without NOTIFY_SOCKET) does nothing.
+	Notify *sdnotify.Notifier
 	// Clock drives health-check scheduling; nil means the real clock.
 	Clock health.Clock
 }
@@ -220,12 +224,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.log.Info("halb started", "node", d.self.Name, "version", d.opts.Version,
 		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", d.cfg.Fingerprint)
+	cg.Go(func() error { return d.opts.Notify.RunWatchdog(cctx, d.alive) })
+	go d.notifyReady(ctx, pctx, cctx)
 
 	select {
 	case <-ctx.Done():
 		d.log.Info("stopping: handing over VIPs, then draining connections")
 	case <-pctx.Done():
 	case <-cctx.Done():
+	}
+	if err := d.opts.Notify.Stopping(); err != nil {
+		d.log.Warn("notify systemd", "err", err)
 	}
 	if ctx.Err() != nil && d.cluster != nil {
 		d.handover(cctx)
@@ -274,6 +283,33 @@ func (d *Daemon) handover(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// notifyReady tells systemd halb is serving once every listener is up.
+func (d *Daemon) notifyReady(ctxs ...context.Context) {
+	for _, f := range d.frontends {
+		select {
+		case <-f.Ready():
+		case <-ctxs[0].Done():
+			return
+		case <-ctxs[1].Done():
+			return
+		case <-ctxs[2].Done():
+			return
+		}
+	}
+	if err := d.opts.Notify.Ready(); err != nil {
+		d.log.Warn("notify systemd", "err", err)
+	}
+	_ = d.opts.Notify.Status(fmt.Sprintf("serving %d frontend(s)", len(d.frontends)))
+}
+
+// alive feeds the systemd watchdog: taking the daemon's lock proves the
+// control state is not deadlocked.
+func (d *Daemon) alive() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return true
 }
 
 // handoverTimeout bounds a graceful stop's wait for a peer to take over.
