@@ -50,6 +50,7 @@ type Member struct {
 	// StateErr is why the node's gossiped state did not decode, if it did not.
 	StateErr  string
 	LastHeard time.Time // last join, update or answered probe
+	Since     time.Time // when it joined, as seen here; zero for the local node
 }
 
 // Cluster is this node's membership in the gossip cluster.
@@ -69,9 +70,13 @@ type Cluster struct {
 	local State
 	meta  []byte
 	peers map[string]*peer
+	// incompatible holds configured peers that answered a join but could
+	// not gossip with us (wrong key, other label): proof they are alive.
+	incompatible map[netip.AddrPort]string
 }
 
 type peer struct {
+	since     time.Time // when it joined, as seen here
 	addr      netip.AddrPort
 	state     State
 	stateErr  string
@@ -288,6 +293,7 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 			}
 			if _, err := ml.Join([]string{p.String()}); err != nil {
 				err = flatten(err)
+				c.setIncompatible(p, err)
 				if msg := err.Error(); last[p] != msg {
 					c.log.Warn("join peer failed; retrying every second", "peer", p, "err", err)
 					last[p] = msg
@@ -296,6 +302,7 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 				}
 				continue
 			}
+			c.setIncompatible(p, nil)
 			if last[p] != joined {
 				c.log.Info("joined peer", "peer", p)
 				last[p] = joined
@@ -310,6 +317,49 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 		case <-tick.C:
 		}
 	}
+}
+
+// absent lists the join errors that mean nobody answers at a peer's
+// address; any other failure means a process answered but could not gossip
+// with us. memberlist formats its errors with %v, so they are matched as text.
+var absent = []string{"connection refused", "i/o timeout", "no route to host", "network is unreachable", "host is down", "deadline exceeded"}
+
+// setIncompatible records whether peer p answered a join without being able
+// to gossip (err != nil and not an absence); nil clears it.
+func (c *Cluster) setIncompatible(p netip.AddrPort, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+		for _, a := range absent {
+			if strings.Contains(msg, a) {
+				msg = ""
+				break
+			}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if msg == "" {
+		delete(c.incompatible, p)
+		return
+	}
+	if c.incompatible == nil {
+		c.incompatible = map[netip.AddrPort]string{}
+	}
+	if _, known := c.incompatible[p]; !known {
+		c.log.Error("peer answers but cannot gossip with this node: is the gossip key the same on every node?", "peer", p, "err", msg)
+	}
+	c.incompatible[p] = msg
+}
+
+// Incompatible returns the configured peers that answered the last join
+// attempt but could not gossip with this node, with the error. A node that
+// is alone but has such peers must not act as a cluster of one: the others
+// are alive and may hold the VIP.
+func (c *Cluster) Incompatible() map[netip.AddrPort]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.incompatible)
 }
 
 // updateLoop re-advertises the local state after SetLocal; UpdateNode waits
@@ -442,6 +492,7 @@ func (c *Cluster) Members() []Member {
 			State:     cloneState(p.state),
 			StateErr:  p.stateErr,
 			LastHeard: p.lastHeard,
+			Since:     p.since,
 		})
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
@@ -548,9 +599,14 @@ func (c *Cluster) setPeer(n *memberlist.Node) {
 	if err != nil {
 		stateErr = err.Error()
 	}
+	now := time.Now()
 	c.mu.Lock()
 	old, known := c.peers[n.Name]
-	c.peers[n.Name] = &peer{addr: nodeAddr(n), state: st, stateErr: stateErr, lastHeard: time.Now()}
+	since := now
+	if known {
+		since = old.since
+	}
+	c.peers[n.Name] = &peer{since: since, addr: nodeAddr(n), state: st, stateErr: stateErr, lastHeard: now}
 	c.mu.Unlock()
 	if err != nil && (!known || old.stateErr != stateErr) {
 		c.log.Warn("peer state unreadable: treating it as ineligible", "peer", n.Name, "err", err)

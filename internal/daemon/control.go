@@ -16,6 +16,29 @@ import (
 // e.g. for a node becoming stable after preempt_delay.
 const reconcileEvery = 200 * time.Millisecond
 
+// settleTimeout bounds how long a peer without a readable state, or this
+// node without health results, holds back claims.
+const settleTimeout = 5 * time.Second
+
+// healthSettled reports whether every server has a first check result, or
+// the wait for them is over (a check that hangs must not block the VIP).
+func (d *Daemon) healthSettled(now time.Time) bool {
+	d.mu.Lock()
+	started := d.started
+	d.mu.Unlock()
+	if now.Sub(started) >= settleTimeout {
+		return true
+	}
+	for _, p := range d.pools {
+		for _, s := range p.Servers() {
+			if !s.Stats().Known {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // controller is the election loop's memory between rounds.
 type controller struct {
 	eligibleSince time.Time
@@ -148,6 +171,11 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 // reconcile runs one round of the election and acts on its result.
 func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	st := d.localState(c, now)
+	if !d.healthSettled(now) {
+		// Publishing "ineligible" before the first checks have answered
+		// would let a peer elect itself on a state that is about to change.
+		return
+	}
 	if !c.stateSet || !reflect.DeepEqual(st, c.lastState) {
 		d.cluster.SetLocal(st)
 		c.lastState, c.stateSet = st, true
@@ -171,6 +199,17 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		quorum = len(d.cfg.Cluster.Nodes)
 	}
 	opts := election.Options{Policy: d.cfg.Cluster.Policy, Quorum: quorum}
+	// A peer that joined a moment ago may not have published its state
+	// yet; claiming before it has would be deciding on half the facts.
+	unsettled := ""
+	for _, m := range members {
+		if !m.Local && m.StateErr != "" && now.Sub(m.Since) < settleTimeout {
+			unsettled = m.Name
+		}
+	}
+	// Alone, while configured peers answer but cannot gossip with us (a
+	// wrong key), we are not a cluster of one: they may hold the VIP.
+	blocked := len(members) == 1 && len(d.cluster.Incompatible()) > 0
 	for _, a := range d.announcers {
 		addr := a.cfg.Address.Addr().String()
 		states := map[string]cluster.State{}
@@ -194,6 +233,15 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			})
 		}
 		owner := election.Owner(em, opts)
+		// Alone and without the witness, this node is the one cut off: the
+		// "nobody eligible, holder keeps it" rule must not make it a second
+		// holder beside a peer that still reaches the witness.
+		if d.witness != nil && !d.witness.Reachable() && len(em) == 1 && len(d.cfg.Cluster.Nodes) > 1 {
+			owner = ""
+		}
+		if blocked {
+			owner = ""
+		}
 		if prev := c.holder[addr]; prev != owner {
 			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)
 		}
@@ -202,12 +250,14 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		d.holderView = maps.Clone(c.holder)
 		d.mu.Unlock()
 		switch {
+		case owner == d.self.Name && unsettled != "" && !a.a.Held():
+			d.log.Debug("not claiming yet: a peer's state is not known", "vip", addr, "peer", unsettled)
 		case owner == d.self.Name:
 			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", d.self.Priority, opts.Policy))
 		case !a.a.Held():
 			a.a.SetOwner(false, "not elected")
 		case owner == "":
-			a.a.SetOwner(false, "no quorum: a minority must not hold the VIP")
+			a.a.SetOwner(false, "no quorum, cut off from peers and witness, or peers with another gossip key: must not hold the VIP")
 		case slices.Contains(states[owner].Holds, addr):
 			// Make before break: release only once the new owner holds it.
 			a.a.SetOwner(false, "handed over to "+owner)

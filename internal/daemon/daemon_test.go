@@ -351,3 +351,22 @@ func TestWitnessUnreachableMakesIneligible(t *testing.T) {
 		t.Errorf("a still gossips itself eligible without its witness: %+v", snap.Members[0])
 	}
 }
+
+func TestCutOffNodeWithoutWitnessHoldsNothing(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.Witness = netip.MustParseAddr("127.0.0.1")
+	cfg.Cluster.JoinTimeout = 200 * time.Millisecond
+	w := &witnessProber{}
+	a := startNodeWith(t, cfg, "a", w)
+	// Alone and unable to reach the witness, a must stay empty-handed for
+	// several rounds after its join timeout.
+	deadline := time.Now().Add(cfg.Cluster.JoinTimeout + 2*time.Second)
+	for time.Now().Before(deadline) {
+		if a.holds() {
+			t.Fatal("a node cut off from its peer and its witness took the VIP")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w.reachable.Store(true)
+	waitFor(t, "a to take the VIP once the witness answers", 5*time.Second, a.holds)
+}
