@@ -203,7 +203,7 @@ func TestStatePropagatesAndStoppedNodeLeaves(t *testing.T) {
 
 	m, _ := member(b.c, "lb1")
 	if diff := cmp.Diff(Member{Name: "lb1", Addr: addrA, Alive: true, State: want}, m,
-		cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.AddrPort{}), cmpopts.IgnoreFields(Member{}, "LastHeard")); diff != "" {
+		cmpopts.EquateEmpty(), cmpopts.EquateComparable(netip.AddrPort{}), cmpopts.IgnoreFields(Member{}, "LastHeard", "Since")); diff != "" {
 		t.Fatalf("lb1 as seen by lb2 (-want +got):\n%s", diff)
 	}
 	if time.Since(m.LastHeard) > 2*time.Second {
@@ -254,6 +254,22 @@ func TestWrongKeyDoesNotJoin(t *testing.T) {
 		if got := names(n.c.Members()); len(got) != 1 {
 			t.Fatalf("%s members = %v, want only itself", n.c.cfg.NodeName, got)
 		}
+	}
+	// lb1 answered, so lb2 must know it is not alone, only cut off by its key.
+	if inc := b.c.Incompatible(); len(inc) != 1 || !strings.Contains(inc[addrA], "decrypt") {
+		t.Fatalf("Incompatible() = %v, want lb1's address with the decrypt error", inc)
+	}
+}
+
+func TestAbsentPeerIsNotIncompatible(t *testing.T) {
+	self, missing := freePort(t, "127.0.0.19"), freePort(t, "127.0.0.20")
+	cfg := nodeConfig("lb1", self, missing)
+	n := start(t, cfg)
+	waitFor(t, n.c, 5*time.Second, "join failures logged", func() bool {
+		return n.rec.count(slog.LevelWarn, "join peer failed") >= 1
+	})
+	if inc := n.c.Incompatible(); len(inc) != 0 {
+		t.Fatalf("Incompatible() = %v for a peer nobody answers at", inc)
 	}
 }
 
