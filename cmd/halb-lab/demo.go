@@ -225,7 +225,10 @@ func (d *demo) run(ctx context.Context) error {
 // during probes the VIP while act runs, keeps probing for settle plus half a
 // second afterwards, and hands the report to check.
 func (d *demo) during(ctx context.Context, settle time.Duration, act func() error, check func(probe.Report)) error {
-	pr, err := d.l.StartProbe(ctx, demoAPI, probe.ModeHTTPS, 2*time.Minute)
+	// New TCP connections every 10 ms: what "no failed connection" means
+	// for a moving L2 VIP (a TLS handshake in flight when the client's ARP
+	// entry flips is reset by the new holder, with any VRRP setup too).
+	pr, err := d.l.StartProbe(ctx, demoAPI, probe.ModeTCP, 2*time.Minute)
 	if err != nil {
 		return err
 	}

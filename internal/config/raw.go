@@ -13,6 +13,21 @@ type rawConfig struct {
 	Cluster   *rawCluster   `yaml:"cluster"`
 	VIPs      []rawVIP      `yaml:"vips"`
 	Admin     *rawAdmin     `yaml:"admin"`
+	Stats     *rawStats     `yaml:"stats"`
+}
+
+type rawStats struct {
+	Bind         string        `yaml:"bind"`
+	Users        []rawStatUser `yaml:"users"`
+	PasswordFile string        `yaml:"password_file"`
+	Allow        []string      `yaml:"allow"`
+	Refresh      string        `yaml:"refresh"`
+	MetricsBind  string        `yaml:"metrics_bind"`
+}
+
+type rawStatUser struct {
+	Name         string `yaml:"name"`
+	PasswordHash string `yaml:"password_hash"`
 }
 
 type rawLog struct {

@@ -46,6 +46,7 @@ type Config struct {
 	Cluster   *Cluster // nil: a single proxy host without VIP management
 	VIPs      []VIP
 	Admin     Admin
+	Stats     *Stats // nil: no stats page
 
 	// Fingerprint is a short hash of the file's bytes, gossiped so that
 	// operators can see when nodes run different configs.
@@ -148,6 +149,29 @@ type VIP struct {
 	GARPInterval time.Duration
 	GARPRefresh  time.Duration // 0: no periodic refresh
 	Lifetime     time.Duration // valid lifetime of the address; the holder refreshes it
+}
+
+// Stats configures the HTTP stats dashboard and Prometheus metrics.
+type Stats struct {
+	Bind netip.AddrPort
+	// Users may log in with HTTP basic auth; PasswordHash is a bcrypt hash.
+	Users []StatUser
+	// PasswordFile holds more users, one "name:bcrypt-hash" per line.
+	PasswordFile string
+	// Allow lists the source networks that may connect; empty means any.
+	Allow []netip.Prefix
+	// Refresh is the dashboard's auto-refresh period.
+	Refresh time.Duration
+	// MetricsBind serves /metrics on a separate listener without auth
+	// (e.g. 127.0.0.1:9601 for a local Prometheus agent); invalid: /metrics
+	// is served on Bind under the same rules as the dashboard.
+	MetricsBind netip.AddrPort
+}
+
+// StatUser is one stats-page login.
+type StatUser struct {
+	Name         string
+	PasswordHash string
 }
 
 // Admin configures the local admin API.

@@ -134,7 +134,53 @@ func (v *validator) config(raw *rawConfig) *Config {
 		cfg.Cluster = v.cluster(raw.Cluster)
 	}
 	cfg.VIPs = v.vips(raw.VIPs, cfg.Cluster)
+	if raw.Stats != nil {
+		cfg.Stats = v.stats(raw.Stats)
+	}
 	return cfg
+}
+
+// DefaultStatsRefresh is the dashboard's default auto-refresh period.
+const DefaultStatsRefresh = 5 * time.Second
+
+func (v *validator) stats(r *rawStats) *Stats {
+	st := &Stats{
+		PasswordFile: r.PasswordFile,
+		Refresh:      v.duration("stats.refresh", r.Refresh, DefaultStatsRefresh, time.Second),
+	}
+	if ap, err := netip.ParseAddrPort(r.Bind); err != nil {
+		v.fail("stats.bind", "%q is not ADDRESS:PORT (e.g. 192.168.66.160:9600)", r.Bind)
+	} else {
+		st.Bind = ap
+	}
+	if r.MetricsBind != "" {
+		if ap, err := netip.ParseAddrPort(r.MetricsBind); err != nil {
+			v.fail("stats.metrics_bind", "%q is not ADDRESS:PORT (e.g. 127.0.0.1:9601)", r.MetricsBind)
+		} else {
+			st.MetricsBind = ap
+		}
+	}
+	if len(r.Users) == 0 && r.PasswordFile == "" {
+		v.fail("stats.users", "the stats page needs users (name and bcrypt password_hash; make one with `halb passwd`) or a password_file")
+	}
+	for i, u := range r.Users {
+		p := fmt.Sprintf("stats.users[%d]", i)
+		v.name(p+".name", u.Name, "user")
+		if !strings.HasPrefix(u.PasswordHash, "$2") {
+			// Never echo the value: it may be a plaintext password.
+			v.fail(p+".password_hash", "not a bcrypt hash (starts with $2a$, $2b$ or $2y$); plaintext passwords are refused — make a hash with `halb passwd`")
+		}
+		st.Users = append(st.Users, StatUser{Name: u.Name, PasswordHash: u.PasswordHash})
+	}
+	for i, a := range r.Allow {
+		pfx, err := parsePrefix(a)
+		if err != nil {
+			v.fail(fmt.Sprintf("stats.allow[%d]", i), "%q is not a network (e.g. 172.16.25.0/24)", a)
+			continue
+		}
+		st.Allow = append(st.Allow, pfx.Masked())
+	}
+	return st
 }
 
 func (v *validator) log(raw *rawLog) Log {
