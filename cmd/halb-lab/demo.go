@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -48,6 +49,12 @@ Exit status: 0 when every step behaved as halb promises, 1 otherwise.`,
 			if halbBin == "" {
 				return errors.New("no halb binary: pass --halb PATH")
 			}
+			if os.Geteuid() != 0 {
+				return errors.New("the demo builds network namespaces and needs root: sudo make demo")
+			}
+			if _, err := exec.LookPath("ip"); err != nil {
+				return errors.New("the demo needs the ip command: apt-get install -y iproute2")
+			}
 			dir, err := os.MkdirTemp("", "halb-demo-")
 			if err != nil {
 				return fmt.Errorf("make demo workdir: %w", err)
@@ -58,7 +65,7 @@ Exit status: 0 when every step behaved as halb promises, 1 otherwise.`,
 				LabBin: self, HalbBin: halbBin, WorkDir: dir, StartHalb: true,
 				Policy: "preempt", PreemptDelay: 3 * time.Second,
 			}, quiet)
-			d := &demo{l: l, out: cmd.OutOrStdout()}
+			d := &demo{l: l, out: cmd.OutOrStdout(), halb: halbBin}
 			runErr := d.run(cmd.Context())
 			if err := l.Close(); err != nil {
 				runErr = errors.Join(runErr, fmt.Errorf("tear down: %w", err))
@@ -85,6 +92,7 @@ Exit status: 0 when every step behaved as halb promises, 1 otherwise.`,
 }
 
 type demo struct {
+	halb   string
 	l      *lab.Lab
 	out    io.Writer
 	step   int
@@ -127,6 +135,22 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.expect(holder == "lb1", "%s holds the VIP (lb1 has the higher priority)", holder)
+
+	d.title("halb status, asked on lb2: who holds the VIP, do the members agree, how are the backends")
+	// Gossip carries lb1's claim to lb2 within tens of milliseconds; ask
+	// until lb2 agrees, bounded, and show the last answer either way.
+	var out []byte
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		out, err = exec.CommandContext(ctx, d.halb, "status", "--socket", l.AdminSocket("lb2")).CombinedOutput()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		d.say("   %s", line)
+	}
+	d.expect(err == nil, "halb status exits 0: one agreed holder, every frontend has a healthy server")
 
 	d.title("the client uses the VIP: Kubernetes API on 6443, Talos API on 50000")
 	r, err := l.Probe(ctx, demoAPI, probe.ModeHTTPS, 2*time.Second)
