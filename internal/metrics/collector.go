@@ -1,0 +1,186 @@
+package metrics
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"halb/internal/admin"
+)
+
+// snapshotCollector turns one admin.Snapshot per scrape into const
+// metrics, so the daemon keeps a single source of truth for its counters.
+type snapshotCollector struct {
+	src admin.Source
+
+	feConns, feConnsTotal, feRejected, feBytesIn, feBytesOut *prometheus.Desc
+
+	srvUp, srvState, srvConns, srvConnsTotal, srvBytesIn, srvBytesOut *prometheus.Desc
+	srvConnectFailures, srvRetries, srvCheckLatency                   *prometheus.Desc
+	backendHealthy                                                    *prometheus.Desc
+
+	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
+
+	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
+}
+
+func newSnapshotCollector(src admin.Source) *snapshotCollector {
+	fe := []string{"frontend"}
+	srv := []string{"backend", "server"}
+	vip := []string{"vip"}
+	d := prometheus.NewDesc
+	return &snapshotCollector{
+		src: src,
+
+		feConns:      d("halb_frontend_connections", "Client connections open on the frontend now.", fe, nil),
+		feConnsTotal: d("halb_frontend_connections_total", "Client connections accepted by the frontend.", fe, nil),
+		feRejected:   d("halb_frontend_rejected_total", "Client connections the frontend refused (maxconn reached or no healthy server).", fe, nil),
+		feBytesIn:    d("halb_frontend_bytes_in_total", "Bytes received from clients of the frontend.", fe, nil),
+		feBytesOut:   d("halb_frontend_bytes_out_total", "Bytes sent to clients of the frontend.", fe, nil),
+
+		srvUp:              d("halb_server_up", "Whether the server is up (1) or not (0) by its health checks and admin state.", srv, nil),
+		srvState:           d("halb_server_state", "The server's state: 1 for the current one of up, down, drain, disabled, unknown.", append(srv, "state"), nil),
+		srvConns:           d("halb_server_connections", "Connections open to the server now.", srv, nil),
+		srvConnsTotal:      d("halb_server_connections_total", "Connections made to the server.", srv, nil),
+		srvBytesIn:         d("halb_server_bytes_in_total", "Bytes sent from clients to the server.", srv, nil),
+		srvBytesOut:        d("halb_server_bytes_out_total", "Bytes sent from the server to clients.", srv, nil),
+		srvConnectFailures: d("halb_server_connect_failures_total", "Connects to the server that were refused or timed out.", srv, nil),
+		srvRetries:         d("halb_server_retries_total", "Connections retried on another server after this one failed to connect.", srv, nil),
+		srvCheckLatency:    d("halb_server_check_latency_seconds", "How long the server's last health check took.", srv, nil),
+		backendHealthy:     d("halb_backend_healthy", "Whether the backend has at least one server that can take connections.", []string{"backend"}, nil),
+
+		vipHeld:        d("halb_vip_held", "Whether this node holds the VIP (1) or not (0).", vip, nil),
+		vipTransitions: d("halb_vip_transitions_total", "Times the VIP's holder changed as this node saw it.", vip, nil),
+		vipGARPs:       d("halb_vip_garp_sent_total", "Gratuitous ARP (or unsolicited NA) packets this node sent for the VIP.", vip, nil),
+		electionAgreed: d("halb_election_agreed", "Whether every alive member elects the same holder for the VIP (1) or not (0).", vip, nil),
+
+		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
+		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
+		maintenance:    d("halb_node_maintenance", "Whether this node is in maintenance mode.", nil, nil),
+		buildInfo:      d("halb_build_info", "Always 1; the version label names the running build.", []string{"version"}, nil),
+	}
+}
+
+func (c *snapshotCollector) descs() []*prometheus.Desc {
+	return []*prometheus.Desc{
+		c.feConns, c.feConnsTotal, c.feRejected, c.feBytesIn, c.feBytesOut,
+		c.srvUp, c.srvState, c.srvConns, c.srvConnsTotal, c.srvBytesIn, c.srvBytesOut,
+		c.srvConnectFailures, c.srvRetries, c.srvCheckLatency, c.backendHealthy,
+		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
+		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs() {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Snapshot()
+	emit := func(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		m, err := prometheus.NewConstMetric(desc, t, v, labels...)
+		if err != nil {
+			m = prometheus.NewInvalidMetric(desc, err)
+		}
+		ch <- m
+	}
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		emit(desc, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
+		emit(desc, prometheus.CounterValue, v, labels...)
+	}
+
+	for _, f := range s.Frontends {
+		gauge(c.feConns, float64(f.Current), f.Name)
+		counter(c.feConnsTotal, float64(f.Total), f.Name)
+		counter(c.feRejected, float64(f.Rejected), f.Name)
+		counter(c.feBytesIn, float64(f.BytesIn), f.Name)
+		counter(c.feBytesOut, float64(f.BytesOut), f.Name)
+	}
+	for _, b := range s.Backends {
+		healthy := b.Healthy
+		for _, sv := range b.Servers {
+			up := sv.State == admin.StateUp
+			healthy = healthy || up
+			gauge(c.srvUp, boolValue(up), b.Name, sv.Name)
+			for _, st := range []string{admin.StateUp, admin.StateDown, admin.StateDrain, admin.StateDisabled, admin.StateUnknown} {
+				gauge(c.srvState, boolValue(sv.State == st), b.Name, sv.Name, st)
+			}
+			gauge(c.srvConns, float64(sv.Current), b.Name, sv.Name)
+			counter(c.srvConnsTotal, float64(sv.Total), b.Name, sv.Name)
+			counter(c.srvBytesIn, float64(sv.BytesIn), b.Name, sv.Name)
+			counter(c.srvBytesOut, float64(sv.BytesOut), b.Name, sv.Name)
+			counter(c.srvConnectFailures, float64(sv.ConnectFailures), b.Name, sv.Name)
+			counter(c.srvRetries, float64(sv.Retries), b.Name, sv.Name)
+			// Before the first check there is no latency; 0 would read as "instant".
+			if sv.LastCheck != "" {
+				gauge(c.srvCheckLatency, sv.CheckLatencyMS/1000, b.Name, sv.Name)
+			}
+		}
+		gauge(c.backendHealthy, boolValue(healthy), b.Name)
+	}
+	for _, v := range s.VIPs {
+		addr := bareIP(v.Address)
+		gauge(c.vipHeld, boolValue(v.HeldHere), addr)
+		counter(c.vipTransitions, float64(v.Transitions), addr)
+		counter(c.vipGARPs, float64(v.GARPsSent), addr)
+		gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
+	}
+	alive := 0
+	for _, m := range s.Members {
+		if m.Alive {
+			alive++
+		}
+		gauge(c.memberEligible, boolValue(m.Eligible), m.Name)
+	}
+	gauge(c.membersAlive, float64(alive))
+	gauge(c.maintenance, boolValue(s.Node.Maintenance))
+	gauge(c.buildInfo, 1, s.Node.Version)
+}
+
+// agreed reports whether every alive member of s gossips a view of v's
+// holder equal to this node's election result (v.Holder), as `halb status`
+// judges it. A member with no view counts as disagreeing: it cannot vouch
+// for the holder.
+func agreed(s admin.Snapshot, v admin.VIP) bool {
+	for _, m := range s.Members {
+		if !m.Alive || m.Local { // this node's own view is v.Holder
+			continue
+		}
+		view, ok := viewOf(m, v.Address)
+		if !ok || view != v.Holder {
+			return false
+		}
+	}
+	return true
+}
+
+func viewOf(m admin.Member, vip string) (string, bool) {
+	for k, owner := range m.HolderView {
+		if bareIP(k) == bareIP(vip) {
+			return owner, true
+		}
+	}
+	return "", false
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// bareIP drops a prefix length, so a VIP has one label value however the
+// snapshot spells it.
+func bareIP(a string) string {
+	if i := strings.IndexByte(a, '/'); i >= 0 {
+		return a[:i]
+	}
+	return a
+}
