@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"halb/internal/admin"
@@ -59,9 +61,26 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		})
 	}
 	if d.cluster != nil {
+		present := map[string]bool{}
 		for _, m := range d.cluster.Members() {
 			s.Members = append(s.Members, member(m))
+			present[m.Name] = true
 		}
+		// Configured nodes this node cannot see are shown, not hidden: a
+		// member cut off by a partition must stand out in `halb status`.
+		d.mu.Lock()
+		for _, n := range d.cfg.Cluster.Nodes {
+			if !present[n.Name] {
+				s.Members = append(s.Members, admin.Member{
+					Name:      n.Name,
+					Address:   netip.AddrPortFrom(n.Address, uint16(d.cfg.Cluster.Port)).String(),
+					Priority:  n.Priority,
+					LastHeard: d.lastSeen[n.Name],
+				})
+			}
+		}
+		d.mu.Unlock()
+		slices.SortFunc(s.Members, func(a, b admin.Member) int { return strings.Compare(a.Name, b.Name) })
 	}
 	for i, f := range d.frontends {
 		fs := f.Stats()

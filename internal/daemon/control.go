@@ -185,9 +185,12 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	}
 	members := d.cluster.Members()
 	names := make([]string, 0, len(members))
+	d.mu.Lock()
 	for _, m := range members {
 		names = append(names, m.Name)
+		d.lastSeen[m.Name] = now
 	}
+	d.mu.Unlock()
 	membersChanged := !slices.Equal(names, c.lastMembers)
 	if membersChanged && c.lastMembers != nil {
 		d.log.Info("membership changed", "members", names)

@@ -19,8 +19,8 @@ import (
 	"halb/internal/config"
 	"halb/internal/health"
 	"halb/internal/pool"
-	"halb/internal/sdnotify"
 	"halb/internal/proxy"
+	"halb/internal/sdnotify"
 	"halb/internal/vip"
 	"halb/internal/witness"
 )
@@ -63,9 +63,10 @@ type Daemon struct {
 	wake chan struct{} // coalesced requests for an election round
 
 	mu         sync.Mutex
-	leaving    bool              // shutting down: ineligible so peers take the VIPs
-	holderView map[string]string // VIP -> owner from the last election round
-	maintained bool // operator maintenance: ineligible
+	leaving    bool                 // shutting down: ineligible so peers take the VIPs
+	holderView map[string]string    // VIP -> owner from the last election round
+	lastSeen   map[string]time.Time // member -> last time it was alive here
+	maintained bool                 // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.
@@ -84,12 +85,13 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		opts.Clock = health.RealClock()
 	}
 	d := &Daemon{
-		cfg:     cfg,
-		opts:    opts,
-		log:     opts.Log,
-		pools:   map[string]*pool.Pool{},
-		limiter: proxy.NewLimiter(cfg.MaxConn),
-		wake:    make(chan struct{}, 1),
+		cfg:      cfg,
+		opts:     opts,
+		log:      opts.Log,
+		pools:    map[string]*pool.Pool{},
+		limiter:  proxy.NewLimiter(cfg.MaxConn),
+		wake:     make(chan struct{}, 1),
+		lastSeen: map[string]time.Time{},
 	}
 	for _, b := range cfg.Backends {
 		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))

@@ -370,3 +370,18 @@ func TestCutOffNodeWithoutWitnessHoldsNothing(t *testing.T) {
 	w.reachable.Store(true)
 	waitFor(t, "a to take the VIP once the witness answers", 5*time.Second, a.holds)
 }
+
+func TestSnapshotShowsAbsentNode(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
+	a := startNode(t, cfg, "a")
+	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
+	snap := a.d.Snapshot()
+	var names []string
+	for _, m := range snap.Members {
+		names = append(names, fmt.Sprintf("%s:%v", m.Name, m.Alive))
+	}
+	if got, want := strings.Join(names, " "), "a:true b:false"; got != want {
+		t.Errorf("members = %s, want %s (the configured node b shown as not alive)", got, want)
+	}
+}
