@@ -170,7 +170,7 @@ func (v *validator) stats(r *rawStats) *Stats {
 			// Never echo the value: it may be a plaintext password.
 			v.fail(p+".password_hash", "not a bcrypt hash (starts with $2a$, $2b$ or $2y$); plaintext passwords are refused — make a hash with `halb passwd`")
 		}
-		st.Users = append(st.Users, StatUser{Name: u.Name, PasswordHash: u.PasswordHash})
+		st.Users = append(st.Users, StatUser(u))
 	}
 	for i, a := range r.Allow {
 		pfx, err := parsePrefix(a)
