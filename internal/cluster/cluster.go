@@ -70,6 +70,8 @@ type Cluster struct {
 	local State
 	meta  []byte
 	peers map[string]*peer
+	msgs  chan []byte                           // user messages from peers, dropped when full
+	ml    atomic.Pointer[memberlist.Memberlist] // set while Run runs
 	// incompatible holds configured peers that answered a join but could
 	// not gossip with us (wrong key, other label): proof they are alive.
 	incompatible map[netip.AddrPort]string
@@ -135,6 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		ready:   make(chan struct{}),
 		changed: make(chan struct{}, 1),
 		update:  make(chan struct{}, 1),
+		msgs:    make(chan []byte, msgQueue),
 		peers:   map[string]*peer{},
 	}
 	c.meta, _ = EncodeState(State{}) // an empty state always fits
@@ -217,6 +220,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		_ = tr.Shutdown()
 		return fmt.Errorf("start gossip on %s: %w", bind, err)
 	}
+	c.ml.Store(ml)
+	defer c.ml.Store(nil)
 	c.log.Info("gossip started", "addr", c.localAddr(),
 		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.cfg.Peers))
 
@@ -463,6 +468,37 @@ func (c *Cluster) SetLocal(s State) {
 	}
 }
 
+// msgQueue bounds the peer messages waiting for the daemon.
+const msgQueue = 16
+
+// Send delivers msg to the member called node over gossip's reliable (TCP)
+// channel; it fails when the node is not a member or gossip is not running.
+func (c *Cluster) Send(node string, msg []byte) error {
+	ml := c.ml.Load()
+	if ml == nil {
+		return errors.New("gossip is not running")
+	}
+	// From our own table, not ml.Members(): that one races with memberlist.
+	c.mu.Lock()
+	p, ok := c.peers[node]
+	var addr netip.AddrPort
+	if ok {
+		addr = p.addr
+	}
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("send to %s: not a member", node)
+	}
+	n := &memberlist.Node{Name: node, Addr: addr.Addr().AsSlice(), Port: addr.Port()}
+	if err := ml.SendReliable(n, msg); err != nil {
+		return fmt.Errorf("send to %s: %w", node, err)
+	}
+	return nil
+}
+
+// Messages delivers what peers sent with Send, in arrival order.
+func (c *Cluster) Messages() <-chan []byte { return c.msgs }
+
 // Silence makes this node drop all incoming and outgoing gossip for d, as if
 // it had crashed, so peers declare it dead; afterwards it rejoins. It is for
 // failover drills.
@@ -544,7 +580,16 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	return slices.Clone(d.c.meta)
 }
 
-func (d *delegate) NotifyMsg([]byte)                  {}
+// NotifyMsg queues a peer's message; memberlist reuses the buffer, so it
+// is copied, and a full queue drops the message rather than block gossip.
+func (d *delegate) NotifyMsg(b []byte) {
+	select {
+	case d.c.msgs <- slices.Clone(b):
+	default:
+		d.c.log.Warn("dropped a message from a peer: queue full")
+	}
+}
+
 func (d *delegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
 func (d *delegate) LocalState(bool) []byte            { return nil }
 func (d *delegate) MergeRemoteState(_ []byte, _ bool) {}

@@ -385,3 +385,24 @@ func TestDuplicateNameIsLogged(t *testing.T) {
 		}
 	}
 }
+
+func TestSendReachesPeer(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.21"), freePort(t, "127.0.0.22")
+	a := start(t, nodeConfig("lb1", addrA, addrB))
+	b := start(t, nodeConfig("lb2", addrB, addrA))
+	waitFor(t, a.c, 5*time.Second, "lb1 sees lb2", func() bool { return len(a.c.Members()) == 2 })
+	if err := a.c.Send("lb2", []byte(`{"op":"yield"}`)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-b.c.Messages():
+		if string(m) != `{"op":"yield"}` {
+			t.Errorf("lb2 got %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("lb2 never got the message")
+	}
+	if err := a.c.Send("lb9", nil); err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Errorf("send to a stranger: %v", err)
+	}
+}

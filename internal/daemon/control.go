@@ -170,12 +170,14 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 
 // reconcile runs one round of the election and acts on its result.
 func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
-	st := d.localState(c, now)
+	// Settled first, state second: a check result landing between the two
+	// must not publish an eligibility computed before it.
 	if !d.healthSettled(now) {
 		// Publishing "ineligible" before the first checks have answered
 		// would let a peer elect itself on a state that is about to change.
 		return
 	}
+	st := d.localState(c, now)
 	if !c.stateSet || !reflect.DeepEqual(st, c.lastState) {
 		d.cluster.SetLocal(st)
 		c.lastState, c.stateSet = st, true
