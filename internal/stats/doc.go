@@ -1,0 +1,2 @@
+// Package stats serves the password-protected HTML dashboard, /status.json and /metrics over HTTP.
+package stats

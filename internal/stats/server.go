@@ -1,0 +1,405 @@
+package stats
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"halb/internal/admin"
+	"halb/internal/config"
+)
+
+//go:embed assets
+var assetFS embed.FS
+
+// shutdownGrace bounds how long Run waits for requests in flight once its
+// context ends.
+const shutdownGrace = 5 * time.Second
+
+// maxUserLog bounds a user name in a log line: it is client input.
+const maxUserLog = 64
+
+// Server is the stats HTTP server: the dashboard, /status.json and
+// /metrics behind a source allow-list and basic auth, plus an optional
+// listener serving /metrics alone.
+type Server struct {
+	cfg     config.Stats
+	src     admin.Source
+	metrics http.Handler
+	log     *slog.Logger
+
+	users   []user
+	decoy   []byte
+	limit   *limiter
+	tmpl    *template.Template
+	style   template.CSS
+	script  template.JS
+	csp     string
+	handler http.Handler
+
+	mu          sync.Mutex
+	addr        netip.AddrPort
+	metricsAddr netip.AddrPort
+	ready       chan struct{}
+	readyOnce   sync.Once
+}
+
+// New builds a stats server for cfg reading state from src; metrics (may
+// be nil) serves /metrics. It reads cfg.PasswordFile, but neither listens
+// nor starts goroutines.
+func New(cfg config.Stats, src admin.Source, metrics http.Handler, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = config.DefaultStatsRefresh
+	}
+	users, err := loadUsers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, src: src, metrics: metrics, log: log.With("component", "stats"),
+		users: users, decoy: decoyHash(users), limit: newLimiter(time.Now),
+		ready: make(chan struct{}),
+	}
+	if err := s.loadAssets(); err != nil {
+		return nil, err
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+func (s *Server) loadAssets() error {
+	style, err := assetFS.ReadFile("assets/style.css")
+	if err != nil {
+		return fmt.Errorf("load dashboard style: %w", err)
+	}
+	script, err := assetFS.ReadFile("assets/app.js")
+	if err != nil {
+		return fmt.Errorf("load dashboard script: %w", err)
+	}
+	tmpl, err := template.New("").ParseFS(assetFS, "assets/dashboard.html")
+	if err != nil {
+		return fmt.Errorf("parse dashboard template: %w", err)
+	}
+	s.tmpl, s.style, s.script = tmpl, template.CSS(style), template.JS(script)
+	// The page inlines its only style and script; the policy admits those
+	// two by hash and nothing else, so no injected markup can load or run
+	// anything, and the page can never reach beyond this server.
+	s.csp = "default-src 'none'; script-src '" + cspHash(script) + "'; style-src '" + cspHash(style) +
+		"'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	return nil
+}
+
+func cspHash(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256-" + base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// Handler is the main listener's handler, access rules included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Ready is closed once Run listens; Addr and MetricsAddr then say where.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is where the dashboard listens, once Ready is closed.
+func (s *Server) Addr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// MetricsAddr is where the separate /metrics listener listens once Ready
+// is closed; invalid when there is none.
+func (s *Server) MetricsAddr() netip.AddrPort {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.metricsAddr
+}
+
+// Run listens on cfg.Bind (and cfg.MetricsBind when set) and serves until
+// ctx ends, then lets requests in flight finish for a few seconds and
+// returns nil. The sockets use IP_FREEBIND, so Bind may be a VIP that this
+// node does not hold (yet).
+func (s *Server) Run(ctx context.Context) error {
+	lc := net.ListenConfig{Control: freebind}
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Bind.String())
+	if err != nil {
+		return fmt.Errorf("listen for stats on %s: %w", s.cfg.Bind, err)
+	}
+	servers := []*http.Server{s.httpServer(s.handler)}
+	listeners := []net.Listener{ln}
+	if s.cfg.MetricsBind.IsValid() {
+		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsBind.String())
+		if err != nil {
+			_ = ln.Close() // not served yet: nothing to lose
+			return fmt.Errorf("listen for metrics on %s: %w", s.cfg.MetricsBind, err)
+		}
+		servers = append(servers, s.httpServer(s.metricsOnly()))
+		listeners = append(listeners, mln)
+	}
+	s.mu.Lock()
+	s.addr = addrPort(listeners[0].Addr())
+	if len(listeners) > 1 {
+		s.metricsAddr = addrPort(listeners[1].Addr())
+	}
+	s.mu.Unlock()
+	s.readyOnce.Do(func() { close(s.ready) })
+	s.log.Info("stats listening", "addr", s.Addr().String(), "metrics_addr", s.MetricsAddr().String())
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		g.Go(func() error {
+			err := srv.Serve(listeners[i])
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("serve stats on %s: %w", listeners[i].Addr(), err)
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		for _, srv := range servers {
+			if err := srv.Shutdown(sctx); err != nil {
+				// Slow clients past the grace period are cut off.
+				_ = srv.Close()
+			}
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// freebind lets a socket bind an address this host does not have yet: the
+// stats page usually listens on the VIP, which only the holder has.
+func freebind(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "tcp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			if !errors.Is(serr, unix.ENOPROTOOPT) {
+				return
+			}
+			// Before Linux 4.15 IP_FREEBIND is the only switch, and it
+			// covers IPv6 sockets too.
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+	})
+	if err != nil {
+		return fmt.Errorf("set freebind: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("set freebind: %w", serr)
+	}
+	return nil
+}
+
+// routes is the main listener: every path behind the access rules.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", s.dashboard)
+	mux.HandleFunc("GET /panel", s.panel)
+	mux.HandleFunc("GET /status.json", s.statusJSON)
+	if s.metrics != nil && !s.cfg.MetricsBind.IsValid() {
+		mux.Handle("GET /metrics", s.metrics)
+	}
+	return s.guard(headers(mux))
+}
+
+// metricsOnly is the separate metrics listener: /metrics and nothing else,
+// without auth; its bind address is what limits who can reach it.
+func (s *Server) metricsOnly() http.Handler {
+	mux := http.NewServeMux()
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
+	return headers(mux)
+}
+
+// headers adds what every response carries: no caching of live state,
+// no sniffing, no framing, no referrers.
+func headers(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// guard applies the access rules in order: the source allow-list (by the
+// connection's address; headers can be forged), the failed-login limit,
+// then basic auth.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ap, err := netip.ParseAddrPort(r.RemoteAddr)
+		if err != nil {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		client := ap.Addr().Unmap()
+		if !s.allowed(client) {
+			http.Error(w, "forbidden: this address may not see the stats page", http.StatusForbidden)
+			return
+		}
+		if ok, wait := s.limit.allow(client); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+			http.Error(w, "too many failed logins; try again later", http.StatusTooManyRequests)
+			return
+		}
+		name, password, hasAuth := r.BasicAuth()
+		if !hasAuth {
+			challenge(w)
+			return
+		}
+		if !authenticate(s.users, s.decoy, name, password) {
+			limited := s.limit.fail(client)
+			if len(name) > maxUserLog {
+				name = name[:maxUserLog]
+			}
+			s.log.Warn("stats login failed", "client", client.String(), "user", name, "limited", limited)
+			challenge(w)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func challenge(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Basic realm="halb", charset="UTF-8"`)
+	http.Error(w, "authentication required", http.StatusUnauthorized)
+}
+
+func (s *Server) allowed(a netip.Addr) bool {
+	if len(s.cfg.Allow) == 0 {
+		return true
+	}
+	for _, p := range s.cfg.Allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// snapshot fills what a Source may leave out, so the JSON has arrays
+// rather than nulls and pages have a time to measure "ago" from.
+func (s *Server) snapshot() admin.Snapshot {
+	snap := s.src.Snapshot()
+	if snap.Time.IsZero() {
+		snap.Time = time.Now()
+	}
+	if snap.Members == nil {
+		snap.Members = []admin.Member{}
+	}
+	if snap.VIPs == nil {
+		snap.VIPs = []admin.VIP{}
+	}
+	if snap.Frontends == nil {
+		snap.Frontends = []admin.Frontend{}
+	}
+	if snap.Backends == nil {
+		snap.Backends = []admin.Backend{}
+	}
+	if snap.Node.Roles == nil {
+		snap.Node.Roles = []admin.VIPRole{}
+	}
+	return snap
+}
+
+// statusDoc is /status.json: the snapshot with the verdict of `halb status`.
+type statusDoc struct {
+	admin.Snapshot
+	Verdict  int      `json:"verdict"`
+	Problems []string `json:"problems"`
+}
+
+func (s *Server) statusJSON(w http.ResponseWriter, _ *http.Request) {
+	snap := s.snapshot()
+	code, problems := admin.Verdict(snap)
+	if problems == nil {
+		problems = []string{}
+	}
+	body, err := json.MarshalIndent(statusDoc{Snapshot: snap, Verdict: code, Problems: problems}, "", "  ")
+	if err != nil {
+		s.log.Error("encode status", "err", err)
+		http.Error(w, "encode status failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(body, '\n')) // a client gone away is not our error
+}
+
+// dashboardData is the template's input.
+type dashboardData struct {
+	Panel       page
+	Style       template.CSS
+	Script      template.JS
+	MetricsHere bool // /metrics is served on this listener
+}
+
+func (s *Server) dashboard(w http.ResponseWriter, _ *http.Request) {
+	s.render(w, "page", dashboardData{
+		Panel: newPage(s.snapshot(), s.cfg.Refresh), Style: s.style, Script: s.script,
+		MetricsHere: s.metrics != nil && !s.cfg.MetricsBind.IsValid(),
+	})
+}
+
+// panel is the page's live part alone, which the script fetches and swaps
+// in, so the page is rendered by one template with or without script.
+func (s *Server) panel(w http.ResponseWriter, _ *http.Request) {
+	s.render(w, "panel", newPage(s.snapshot(), s.cfg.Refresh))
+}
+
+func (s *Server) render(w http.ResponseWriter, name string, data any) {
+	var buf bytes.Buffer
+	if err := s.tmpl.ExecuteTemplate(&buf, name, data); err != nil {
+		s.log.Error("render dashboard", "err", err)
+		http.Error(w, "render dashboard failed", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Content-Security-Policy", s.csp)
+	_, _ = w.Write(buf.Bytes()) // a client gone away is not our error
+}

@@ -1,0 +1,320 @@
+package stats
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"halb/internal/admin"
+)
+
+// page is what the dashboard template shows: the snapshot digested into
+// cells with their colours, so the template only lays them out.
+type page struct {
+	Node        admin.NodeInfo
+	Uptime      string
+	Updated     string
+	OK          bool
+	Problems    []string
+	VIPs        []vipView
+	Members     []memberView
+	ViewHeaders []string // one column per VIP in the members table
+	Frontends   []frontendView
+	Backends    []backendView
+	Refresh     int // seconds
+}
+
+type vipView struct {
+	Address, Interface, Holder string
+	HeldHere, Agreed           bool
+	Problems                   []string
+	Since, LastGARP            string
+	GARPs, Moves               uint64
+	Role, LastError            string
+}
+
+type memberView struct {
+	Name, Address           string
+	Local, Alive            bool
+	Heard                   string
+	Priority                int
+	Eligible                bool
+	Unhealthy               string // frontends without a healthy server
+	Holds                   string
+	Views                   []cellView
+	Disagrees, ConfigDiffer bool
+	Maintenance             bool
+	Fingerprint, Version    string
+	StateErr                string
+}
+
+// cellView is text with a class: ok, bad, warn or "".
+type cellView struct {
+	Text, Class string
+}
+
+type frontendView struct {
+	Name, Bind, Backend string
+	Conns               string
+	Total, Rejected     int64
+	Rate                string
+	In, Out             string
+	Problems            []string
+}
+
+type backendView struct {
+	Name, Balance string
+	Up, Count     int
+	Healthy       bool
+	Servers       []serverView
+}
+
+type serverView struct {
+	Name, Address string
+	Backup        bool
+	State         string
+	StateClass    string
+	Since         string
+	Check         string
+	CheckOK       bool
+	Latency       string
+	Current       int64
+	Total         int64
+	In, Out       string
+	Fails         int64
+	Retries       int64
+}
+
+// newPage digests s; refresh is the auto-refresh period.
+func newPage(s admin.Snapshot, refresh time.Duration) page {
+	code, problems := admin.Verdict(s)
+	p := page{
+		Node:     s.Node,
+		Uptime:   duration(time.Duration(s.Node.Uptime * float64(time.Second))),
+		Updated:  s.Time.Format("15:04:05"),
+		OK:       code == admin.CodeOK,
+		Problems: problems,
+		Refresh:  max(1, int(refresh.Round(time.Second)/time.Second)),
+	}
+	ago := func(t time.Time) string { return ago(s.Time, t) }
+
+	roles := map[string]admin.VIPRole{}
+	for _, r := range s.Node.Roles {
+		roles[bareIP(r.VIP)] = r
+	}
+	for _, v := range s.VIPs {
+		vp := problemsAbout(problems, "VIP "+v.Address+":")
+		vv := vipView{
+			Address: v.Address, Interface: v.Interface, Holder: v.Holder, HeldHere: v.HeldHere,
+			Agreed: len(vp) == 0, Problems: vp, Since: ago(v.Since), LastGARP: ago(v.LastGARP),
+			GARPs: v.GARPsSent, Moves: v.Transitions, LastError: v.LastError,
+		}
+		if r, ok := roles[bareIP(v.Address)]; ok {
+			vv.Role = r.Role
+			if r.Why != "" {
+				vv.Role += ": " + r.Why
+			}
+		}
+		p.VIPs = append(p.VIPs, vv)
+		p.ViewHeaders = append(p.ViewHeaders, bareIP(v.Address))
+	}
+
+	ref := referenceViews(s)
+	for _, m := range s.Members {
+		mv := memberView{
+			Name: m.Name, Address: m.Address, Local: m.Local, Alive: m.Alive, Priority: m.Priority,
+			Eligible: m.Eligible, Holds: strings.Join(m.Holds, ", "), Maintenance: m.Maintenance,
+			Fingerprint: m.Fingerprint, Version: m.Version, StateErr: m.StateErr,
+			ConfigDiffer: m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint,
+		}
+		if !m.Alive && !m.LastHeard.IsZero() {
+			mv.Heard = ago(m.LastHeard)
+		}
+		if !m.Eligible {
+			mv.Unhealthy = unhealthyFrontends(m)
+		}
+		for _, v := range s.VIPs {
+			view, ok := viewOf(m, v)
+			c := cellView{Text: orNone(view)}
+			switch {
+			case !ok:
+				c = cellView{Text: "no view", Class: "warn"}
+			case m.Alive && view != ref[v.Address]:
+				c.Class = "bad"
+				mv.Disagrees = true
+			}
+			mv.Views = append(mv.Views, c)
+		}
+		p.Members = append(p.Members, mv)
+	}
+
+	for _, f := range s.Frontends {
+		conns := fmt.Sprint(f.Current)
+		if f.MaxConn > 0 {
+			conns += fmt.Sprintf(" / %d", f.MaxConn)
+		}
+		p.Frontends = append(p.Frontends, frontendView{
+			Name: f.Name, Bind: f.Bind, Backend: f.Backend, Conns: conns, Total: f.Total,
+			Rejected: f.Rejected, Rate: fmt.Sprintf("%.1f/s", f.Rate), In: bytesIEC(f.BytesIn), Out: bytesIEC(f.BytesOut),
+			Problems: problemsAbout(problems, "frontend "+f.Name+":"),
+		})
+	}
+
+	for _, b := range s.Backends {
+		bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy}
+		for _, sv := range b.Servers {
+			if sv.State == admin.StateUp {
+				bv.Up++
+				bv.Healthy = true
+			}
+			lat := "–"
+			if sv.CheckLatencyMS > 0 {
+				lat = fmt.Sprintf("%.1f ms", sv.CheckLatencyMS)
+			}
+			bv.Servers = append(bv.Servers, serverView{
+				Name: sv.Name, Address: sv.Address, Backup: sv.Backup,
+				State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(sv.Since),
+				Check: orDash(sv.LastCheck), CheckOK: sv.LastCheck == "" || sv.LastCheckOK, Latency: lat,
+				Current: sv.Current, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
+				Fails: sv.ConnectFailures, Retries: sv.Retries,
+			})
+		}
+		p.Backends = append(p.Backends, bv)
+	}
+	return p
+}
+
+// stateClass colours a server state: green up, red down, amber for the
+// rest (drain, disabled, unknown, or a state this page does not know).
+func stateClass(state string) string {
+	switch state {
+	case admin.StateUp:
+		return "ok"
+	case admin.StateDown:
+		return "bad"
+	}
+	return "warn"
+}
+
+// problemsAbout picks the verdict lines about one VIP or frontend, which
+// admin.Verdict starts with "VIP <address>:" or "frontend <name>:".
+func problemsAbout(problems []string, prefix string) []string {
+	var out []string
+	for _, p := range problems {
+		if strings.HasPrefix(p, prefix) {
+			out = append(out, strings.TrimSpace(strings.TrimPrefix(p, prefix)))
+		}
+	}
+	return out
+}
+
+// viewOf is m's view of v's holder, as `halb status` reads it: this
+// node's own view is its election result.
+func viewOf(m admin.Member, v admin.VIP) (string, bool) {
+	if m.Local {
+		return v.Holder, true
+	}
+	for k, owner := range m.HolderView {
+		if bareIP(k) == bareIP(v.Address) {
+			return owner, true
+		}
+	}
+	return "", false
+}
+
+// referenceViews is, per VIP, the view a member is flagged against: the
+// strict majority of alive members' views, else this node's election.
+func referenceViews(s admin.Snapshot) map[string]string {
+	ref := map[string]string{}
+	for _, v := range s.VIPs {
+		ref[v.Address] = v.Holder
+		count := map[string]int{}
+		n := 0
+		for _, m := range s.Members {
+			if view, ok := viewOf(m, v); ok && m.Alive {
+				count[view]++
+				n++
+			}
+		}
+		for view, c := range count {
+			if 2*c > n {
+				ref[v.Address] = view
+			}
+		}
+	}
+	return ref
+}
+
+func unhealthyFrontends(m admin.Member) string {
+	var bad []string
+	for f, ok := range m.Frontends {
+		if !ok {
+			bad = append(bad, f)
+		}
+	}
+	sort.Strings(bad)
+	return strings.Join(bad, ", ")
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "–"
+	}
+	d := now.Sub(t)
+	if d < 0 {
+		d = 0
+	}
+	return duration(d) + " ago"
+}
+
+// duration is a short human duration: 45s, 3m12s, 2h5m, 3d4h.
+func duration(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+func bytesIEC(n int64) string {
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	v := float64(n)
+	unit := ""
+	for _, u := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		v /= 1024
+		unit = u
+		if v < 1024 {
+			break
+		}
+	}
+	return fmt.Sprintf("%.1f %s", v, unit)
+}
+
+func bareIP(a string) string {
+	if i := strings.IndexByte(a, '/'); i >= 0 {
+		return a[:i]
+	}
+	return a
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
