@@ -113,6 +113,8 @@ func (d *Daemon) control(ctx context.Context) error {
 		case <-d.wake:
 		case <-tick.C:
 		case <-ready:
+		case b := <-d.cluster.Messages():
+			d.handleMessage(b)
 		}
 	}
 }
@@ -135,7 +137,8 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 	d.mu.Lock()
 	leaving, maint := d.leaving, d.maintained
 	d.mu.Unlock()
-	if leaving || maint {
+	yield, boost, silenced := d.drillFlags(now)
+	if leaving || maint || yield || silenced {
 		eligible = false
 	}
 	// A node that cannot reach the witness is probably the one cut off:
@@ -149,6 +152,12 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 		c.eligibleSince = now
 	}
 	stable := eligible && now.Sub(c.eligibleSince) >= d.cfg.Cluster.PreemptDelay
+	priority := d.self.Priority
+	if boost && eligible {
+		// A drill's target outranks everyone at once: it must not wait
+		// for preempt_delay, which guards against flapping, not drills.
+		priority, stable = boostPriority+d.self.Priority, true
+	}
 	var holds []string
 	for _, a := range d.announcers {
 		if a.a.Held() {
@@ -156,7 +165,7 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 		}
 	}
 	return cluster.State{
-		Priority:    d.self.Priority,
+		Priority:    priority,
 		Eligible:    eligible,
 		Stable:      stable,
 		Maintenance: maint || leaving,
@@ -246,6 +255,9 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		}
 		if blocked {
 			owner = ""
+		}
+		if _, _, silenced := d.drillFlags(now); silenced {
+			owner = "" // a crashed node claims nothing
 		}
 		if prev := c.holder[addr]; prev != owner {
 			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)

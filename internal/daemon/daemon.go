@@ -66,7 +66,8 @@ type Daemon struct {
 	leaving    bool                 // shutting down: ineligible so peers take the VIPs
 	holderView map[string]string    // VIP -> owner from the last election round
 	lastSeen   map[string]time.Time // member -> last time it was alive here
-	maintained bool                 // operator maintenance: ineligible
+	drill      drillState
+	maintained bool // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/vip"
 	"halb/internal/witness"
@@ -397,4 +398,61 @@ func alive(n *node) int {
 		}
 	}
 	return c
+}
+
+func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.Snapshot().VIPs[0].Holder == "a" })
+	stop := make(chan struct{})
+	gap := watchGap(a, b, stop)
+	// Asked on the standby: the request travels to the holder over gossip.
+	start, err := b.d.StartDrill(admin.DrillRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if start.From != "a" || start.To != "b" || start.Hard {
+		t.Errorf("drill = %+v, want a -> b, planned", start)
+	}
+	if _, err := b.d.StartDrill(admin.DrillRequest{}); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Errorf("second drill: %v, want refused as already running", err)
+	}
+	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	close(stop)
+	if g := <-gap; g > 0 {
+		t.Errorf("the VIP was on neither node for %s during a planned drill", g)
+	}
+	if err := b.d.EndDrill(); err != nil {
+		t.Fatal(err)
+	}
+	// With preempt, a takes it back once stable again, again without a gap.
+	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+}
+
+func TestHardDrillSilencesHolder(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.Snapshot().VIPs[0].Holder == "a" })
+	if _, err := b.d.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b to hold after a went silent", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	waitFor(t, "b to see a gone", 5*time.Second, func() bool { return alive(b) == 1 })
+	// The silence is bounded: a comes back, and under preempt takes over.
+	waitFor(t, "a back and holding", 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() })
+}
+
+func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
+	a := startNode(t, cfg, "a")
+	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	_, err := a.d.StartDrill(admin.DrillRequest{})
+	if err == nil || !strings.Contains(err.Error(), "no node other than the holder a is eligible") {
+		t.Fatalf("drill with no peer: %v", err)
+	}
 }
