@@ -1,6 +1,7 @@
 # halb — see README.md. Every target works on a fresh clone; the ones that
 # build network namespaces (demo, lab-up, integration tests) need root.
 
+SHELL       := /bin/bash
 GO          ?= go
 BIN         ?= bin
 GOLANGCI    ?= $(shell $(GO) env GOPATH)/bin/golangci-lint

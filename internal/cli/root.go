@@ -57,6 +57,7 @@ Start with an example config:
 		newServerCmd(),
 		newNodeCmd(),
 		newImportCmd(),
+		newDrillCmd(),
 		newVersionCmd(),
 	)
 	root.InitDefaultCompletionCmd()

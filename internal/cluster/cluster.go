@@ -324,20 +324,21 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	}
 }
 
-// absent lists the join errors that mean nobody answers at a peer's
-// address; any other failure means a process answered but could not gossip
-// with us. memberlist formats its errors with %v, so they are matched as text.
-var absent = []string{"connection refused", "i/o timeout", "no route to host", "network is unreachable", "host is down", "deadline exceeded"}
+// incompatibleErrs are the join errors that mean a peer answered but speaks
+// with another key or label. Anything else (refused, timeout, reset by a
+// silent or dying node) counts as absence: blocking a lone node's claim on
+// a mere reset would keep the VIP from a cluster whose peer just crashed.
+// memberlist formats its errors with %v, so they are matched as text.
+var incompatibleErrs = []string{"decrypt", "encrypt", "keyring", "label"}
 
-// setIncompatible records whether peer p answered a join without being able
-// to gossip (err != nil and not an absence); nil clears it.
+// setIncompatible records whether peer p answered a join with a key or
+// label mismatch; any other outcome clears it.
 func (c *Cluster) setIncompatible(p netip.AddrPort, err error) {
 	msg := ""
 	if err != nil {
-		msg = err.Error()
-		for _, a := range absent {
-			if strings.Contains(msg, a) {
-				msg = ""
+		for _, k := range incompatibleErrs {
+			if strings.Contains(strings.ToLower(err.Error()), k) {
+				msg = err.Error()
 				break
 			}
 		}

@@ -97,6 +97,9 @@ func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
 	case !slices.Contains(candidates, to):
 		return admin.DrillStart{}, fmt.Errorf("%s is not an eligible member (eligible: %s): %w", to, strings.Join(candidates, ", "), admin.ErrInvalid)
 	}
+	if req.Hard && to != best {
+		return admin.DrillStart{}, fmt.Errorf("a hard drill lets the election pick the successor, as a crash would (%s), so --to %s cannot be honoured: %w", best, to, admin.ErrInvalid)
+	}
 	hold := req.Hold
 	switch {
 	case hold <= 0 && req.Hard:
@@ -107,9 +110,12 @@ func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
 		return admin.DrillStart{}, fmt.Errorf("hold %s is longer than %s: %w", hold, maxDrillHold, admin.ErrInvalid)
 	}
 	// Boost the target first, so that when the holder steps away the
-	// election already points at the target.
-	if err := d.sendDrill(to, drillMsg{Op: opBoost, For: hold}); err != nil {
-		return admin.DrillStart{}, err
+	// election already points at the target. A hard drill boosts nobody:
+	// a boost would preempt the holder at once and hide the detection.
+	if !req.Hard {
+		if err := d.sendDrill(to, drillMsg{Op: opBoost, For: hold}); err != nil {
+			return admin.DrillStart{}, err
+		}
 	}
 	op := opYield
 	if req.Hard {
