@@ -41,7 +41,7 @@ type DrillReport struct {
 	To       string         `json:"to"`
 	Hard     bool           `json:"hard"`
 	Timeline []DrillEvent   `json:"timeline"`
-	Outage   time.Duration  `json:"outage_ns"`  // longest gap between successes, any frontend
+	Outage   time.Duration  `json:"outage_ns"` // longest gap between successes, any frontend
 	Detected time.Duration  `json:"detected_ns,omitempty"`
 	Failed   int            `json:"failed_probes"`
 	Probes   []probe.Report `json:"probes"`
