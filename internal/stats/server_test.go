@@ -421,14 +421,14 @@ func TestDashboardShowsState(t *testing.T) {
 	for _, want := range []string{
 		`<title>halb · lb1</title>`, "version 0.9.0",
 		`data-verdict="ok"`,
-		`<div class="vip ok" data-vip="192.168.66.160">`,
+		`<div class="vip agreed" data-vip="192.168.66.160">`,
 		`data-holder="lb1">lb1</span> <span class="pill ok">here</span>`,
 		"✔ all members agree",
 		`<tr data-server="talos-lon-cp03" data-state="down">`,
 		`<span class="state bad">down</span>`,
 		`<span class="state ok">up</span>`,
 		`<span class="state warn">drain</span>`,
-		`<td class="bad">connect: connection refused</td>`,
+		`<td class="wrap bad">connect: connection refused</td>`,
 		"1.8 ms", "14 / 2000", "96.3 MiB", "3.2/s",
 	} {
 		if !strings.Contains(body, want) {
@@ -439,14 +439,17 @@ func TestDashboardShowsState(t *testing.T) {
 	// lb2 elects itself: the VIP turns red and says why, lb2's row is flagged.
 	bad := healthyPair(now)
 	bad.Members[1].HolderView = map[string]string{"192.168.66.160": "lb2"}
+	bad.Members[1].Holds = []string{"192.168.66.160"}
 	src.set(bad)
 	body = request(h, "127.0.0.1:1", "/panel", "admin", "s3cret").Body.String()
 	for _, want := range []string{
 		`data-verdict="degraded"`,
-		`<div class="vip bad" data-vip="192.168.66.160">`,
+		`<div class="vip disagreed" data-vip="192.168.66.160">`,
 		"✘ members disagree on the holder: lb1 says lb1, lb2 says lb2",
 		`<tr data-member="lb2" class="flag">`,
 		`<span class="pill bad">disagrees</span>`,
+		"held by 2 members at once: lb1, lb2",
+		`<td class="mono bad">192.168.66.160</td>`, // both holders' rows
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("disagreeing dashboard lacks %q", want)

@@ -42,6 +42,7 @@ type memberView struct {
 	Eligible                bool
 	Unhealthy               string // frontends without a healthy server
 	Holds                   string
+	HoldsShared             bool // another alive member holds one of the same VIPs
 	Views                   []cellView
 	Disagrees, ConfigDiffer bool
 	Maintenance             bool
@@ -121,12 +122,23 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 	}
 
 	ref := referenceViews(s)
+	holders := map[string]int{} // VIP -> alive members that hold it
+	for _, m := range s.Members {
+		for _, h := range m.Holds {
+			if m.Alive {
+				holders[bareIP(h)]++
+			}
+		}
+	}
 	for _, m := range s.Members {
 		mv := memberView{
 			Name: m.Name, Address: m.Address, Local: m.Local, Alive: m.Alive, Priority: m.Priority,
 			Eligible: m.Eligible, Holds: strings.Join(m.Holds, ", "), Maintenance: m.Maintenance,
 			Fingerprint: m.Fingerprint, Version: m.Version, StateErr: m.StateErr,
 			ConfigDiffer: m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint,
+		}
+		for _, h := range m.Holds {
+			mv.HoldsShared = mv.HoldsShared || (m.Alive && holders[bareIP(h)] > 1)
 		}
 		if !m.Alive && !m.LastHeard.IsZero() {
 			mv.Heard = ago(m.LastHeard)
