@@ -85,6 +85,9 @@ func fileWarnings(cfg *config.Config) []string {
 	if cfg.Cluster != nil {
 		check("cluster.key_file", cfg.Cluster.KeyFile)
 	}
+	if cfg.Stats != nil {
+		check("stats.password_file", cfg.Stats.PasswordFile)
+	}
 	for i, b := range cfg.Backends {
 		p := fmt.Sprintf("backends[%d].health.tls", i)
 		check(p+".ca_file", b.Health.TLS.CAFile)

@@ -18,9 +18,11 @@ import (
 	"halb/internal/cluster"
 	"halb/internal/config"
 	"halb/internal/health"
+	"halb/internal/metrics"
 	"halb/internal/pool"
 	"halb/internal/proxy"
 	"halb/internal/sdnotify"
+	"halb/internal/stats"
 	"halb/internal/vip"
 	"halb/internal/witness"
 )
@@ -59,6 +61,7 @@ type Daemon struct {
 	cluster    *cluster.Cluster
 	announcers []*announcer
 	witness    *witness.Witness // nil without cluster.witness
+	metrics    *metrics.Metrics
 
 	wake chan struct{} // coalesced requests for an election round
 
@@ -97,6 +100,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	for _, b := range cfg.Backends {
 		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))
 	}
+	d.metrics = metrics.New(d)
 	for _, f := range cfg.Frontends {
 		d.frontends = append(d.frontends, proxy.NewFrontend(f, d.pools[f.Backend], proxy.Options{
 			Timeouts: cfg.Timeouts,
@@ -201,7 +205,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("backend %s: %w", p.Name(), err)
 			}
-			r := health.NewRunner(checker, s.Config().Address, p.Config().Health, s, d.opts.Clock,
+			target := observed{Target: s, m: d.metrics, backend: p.Name(), server: s.Config().Name}
+			r := health.NewRunner(checker, s.Config().Address, p.Config().Health, target, d.opts.Clock,
 				d.log.With("component", "health", "backend", p.Name(), "server", s.Config().Name))
 			pg.Go(func() error { return r.Run(pctx) })
 		}
@@ -215,6 +220,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cg, cctx := errgroup.WithContext(clusterCtx)
 	srv := admin.NewServer(d.cfg.Admin.Socket, d.cfg.Admin.Group, d, d, d.log)
 	cg.Go(func() error { return srv.Run(cctx) })
+	if d.cfg.Stats != nil {
+		st, err := stats.New(*d.cfg.Stats, d, d.metrics.Handler(), d.log.With("component", "stats"))
+		if err != nil {
+			stopProxy()
+			_ = pg.Wait()
+			return fmt.Errorf("stats page: %w", err)
+		}
+		// Served by the proxy group: the dashboard stays up while draining.
+		pg.Go(func() error { return st.Run(pctx) })
+	}
 	if d.cluster != nil {
 		cg.Go(func() error { return d.cluster.Run(cctx) })
 		if d.witness != nil {
@@ -313,6 +328,19 @@ func (d *Daemon) alive() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return true
+}
+
+// observed feeds each health-check result to the metrics on its way to
+// the server's state machine.
+type observed struct {
+	health.Target
+	m               *metrics.Metrics
+	backend, server string
+}
+
+func (o observed) ReportCheck(r health.Result) {
+	o.m.ObserveCheck(o.backend, o.server, r.Latency, r.OK)
+	o.Target.ReportCheck(r)
 }
 
 // handoverTimeout bounds a graceful stop's wait for a peer to take over.
