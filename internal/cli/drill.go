@@ -206,7 +206,7 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 
 	var added, released, detected bool
 	deadline := time.Now().Add(o.timeout)
-	for !(added && released) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for (!added || !released) && time.Now().Before(deadline) && ctx.Err() == nil {
 		s, err := status(ctx, c)
 		if err == nil {
 			for _, m := range s.Members {
