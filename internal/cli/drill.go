@@ -167,6 +167,21 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 		return DrillReport{}, fmt.Errorf("no frontend listens on VIP %q: nothing to probe", vip)
 	}
 
+	if req.To != "" {
+		// Moving back: the old holder rejoins the election a gossip round
+		// after the first drill ended. Wait for it, bounded.
+		for deadline := time.Now().Add(o.timeout); !eligible(snap, req.To) && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+				return DrillReport{}, ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			if s, err := status(ctx, c); err == nil {
+				snap = s
+			}
+		}
+	}
+
 	pctx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	reports := make([]probe.Report, len(targets))
@@ -262,6 +277,16 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 		rep.Verdict = fmt.Sprintf("PASS: outage %s within %s, %d failed probe(s)", rep.Outage.Round(time.Millisecond), o.maxOutage, rep.Failed)
 	}
 	return rep, nil
+}
+
+// eligible reports whether node is an alive, eligible member in s.
+func eligible(s admin.Snapshot, node string) bool {
+	for _, m := range s.Members {
+		if m.Name == node {
+			return m.Alive && m.Eligible
+		}
+	}
+	return false
 }
 
 func status(ctx context.Context, c *admin.Client) (admin.Snapshot, error) {
