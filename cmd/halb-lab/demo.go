@@ -166,6 +166,17 @@ func (d *demo) run(ctx context.Context) error {
 	d.report(r)
 	d.expect(r.Failures == 0 && len(r.Responders) == 3, "no failed connection, all three control planes answer")
 
+	d.title("a planned failover drill, run on lb2: lb1 -> lb2 and back, measured")
+	out, err = exec.CommandContext(ctx, "ip", "netns", "exec", l.NS("lb2"), d.halb, "drill", "--back",
+		"--socket", l.AdminSocket("lb2")).CombinedOutput()
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		d.say("   %s", line)
+	}
+	d.expect(err == nil, "halb drill passes: make-before-break both ways, no failed probe")
+	if _, err := l.WaitHolder(ctx, 5*time.Second, lab.Only("lb1")); err != nil {
+		return err
+	}
+
 	d.title("cp2's API server dies (connections refused)")
 	err = d.during(ctx, 3*time.Second, func() error {
 		return l.CP(2).SetState(ctx, fakecp.Stopped)
