@@ -278,7 +278,9 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		}
-		client := ap.Addr().Unmap()
+		// A zoned link-local address matches no prefix; the zone says
+		// nothing about who the client is.
+		client := ap.Addr().Unmap().WithZone("")
 		if !s.allowed(client) {
 			http.Error(w, "forbidden: this address may not see the stats page", http.StatusForbidden)
 			return

@@ -58,7 +58,7 @@ func newServer(t *testing.T, cfg config.Stats, src admin.Source) *Server {
 
 func TestAllowList(t *testing.T) {
 	cfg := statsConfig(t)
-	cfg.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	cfg.Allow = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("fe80::/10")}
 	h := newServer(t, cfg, nil).Handler()
 	tests := []struct {
 		client string
@@ -70,6 +70,7 @@ func TestAllowList(t *testing.T) {
 		{"[::ffff:10.1.2.3]:40000", http.StatusOK}, // IPv4 on a dual-stack socket
 		{"[fd00::7]:40000", http.StatusOK},
 		{"[2001:db8::7]:40000", http.StatusForbidden},
+		{"[fe80::7%eth0]:40000", http.StatusOK}, // link-local, with its zone
 	}
 	for _, tt := range tests {
 		// Right credentials do not get an outsider in: the allow-list comes first.
