@@ -142,6 +142,12 @@ func (s *Server) MetricsAddr() netip.AddrPort {
 func (s *Server) Run(ctx context.Context) error {
 	lc := net.ListenConfig{Control: freebind}
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Bind.String())
+	if ctx.Err() != nil {
+		if ln != nil {
+			_ = ln.Close() // stopping before serving
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("listen for stats on %s: %w", s.cfg.Bind, err)
 	}

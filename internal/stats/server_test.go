@@ -694,3 +694,13 @@ func TestFreebind(t *testing.T) {
 		}
 	}
 }
+
+func TestRunCancelledBeforeStart(t *testing.T) {
+	cfg := statsConfig(t)
+	cfg.Bind = netip.MustParseAddrPort("127.0.0.25:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := newServer(t, cfg, nil).Run(ctx); err != nil {
+		t.Fatalf("Run with an ended context: %v, want nil", err)
+	}
+}
