@@ -138,7 +138,11 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
 	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
-	log := slog.New(slog.NewTextHandler(testWriter{t, name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	tw := &testWriter{t: t, name: name}
+	// Registered before the node's own cleanup, so it runs after it: a
+	// straggling gossip goroutine must not log into a finished test.
+	t.Cleanup(func() { tw.done.Store(true) })
+	log := slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP(), Witness: w})
 	if err != nil {
 		t.Fatal(err)
@@ -172,10 +176,13 @@ func (n *node) holds() bool { return n.link.Has("eth0", vipPrefix) }
 type testWriter struct {
 	t    *testing.T
 	name string
+	done atomic.Bool
 }
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("[%s] %s", w.name, strings.TrimSpace(string(p)))
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Logf("[%s] %s", w.name, strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
