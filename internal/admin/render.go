@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -59,7 +58,7 @@ func (r *renderer) header() {
 	if n.Version != "" {
 		parts = append(parts, "version "+n.Version)
 	}
-	parts = append(parts, "up "+duration(time.Duration(n.Uptime*float64(time.Second))))
+	parts = append(parts, "up "+Duration(time.Duration(n.Uptime*float64(time.Second))))
 	parts = append(parts, "config "+orDash(n.Fingerprint))
 	if n.Maintenance {
 		parts = append(parts, r.paint(yellow, "MAINTENANCE"))
@@ -73,7 +72,7 @@ func (r *renderer) vips() {
 	}
 	roles := map[string]VIPRole{}
 	for _, ro := range r.s.Node.Roles {
-		roles[bareIP(ro.VIP)] = ro
+		roles[BareIP(ro.VIP)] = ro
 	}
 	t := &table{}
 	t.header("VIP", "IFACE", "HOLDER", "SINCE", "LAST GARP", "GARPS", "MOVES", "THIS NODE")
@@ -86,7 +85,7 @@ func (r *renderer) vips() {
 			holder.color = green
 		}
 		role := "-"
-		if ro, ok := roles[bareIP(v.Address)]; ok {
+		if ro, ok := roles[BareIP(v.Address)]; ok {
 			role = ro.Role
 			if ro.Why != "" {
 				role += ": " + ro.Why
@@ -105,14 +104,14 @@ func (r *renderer) members() {
 	if len(r.s.Members) == 0 {
 		return
 	}
-	ref := referenceViews(r.s)
+	ref := ReferenceViews(r.s)
 	single := len(r.s.VIPs) == 1
 	// multi marks VIPs that more than one alive member holds.
 	held := map[string]int{}
 	for _, m := range r.s.Members {
 		for _, h := range m.Holds {
 			if m.Alive {
-				held[bareIP(h)]++
+				held[BareIP(h)]++
 			}
 		}
 	}
@@ -137,13 +136,13 @@ func (r *renderer) members() {
 		eligible := cell{text: "yes"}
 		if !m.Eligible {
 			eligible = cell{text: "no", color: yellow}
-			if bad := unhealthyFrontends(m); bad != "" {
+			if bad := strings.Join(UnhealthyFrontends(m), ","); bad != "" {
 				eligible.text += " (" + bad + ")"
 			}
 		}
 		holds := cell{text: orDash(strings.Join(m.Holds, ","))}
 		for _, h := range m.Holds {
-			if m.Alive && multi[bareIP(h)] {
+			if m.Alive && multi[BareIP(h)] {
 				holds.color = red
 			}
 		}
@@ -151,7 +150,7 @@ func (r *renderer) members() {
 		disagrees := false
 		var views []string
 		for _, v := range r.s.VIPs {
-			view, ok := memberView(m, v)
+			view, ok := MemberView(m, v)
 			text := orNone(view)
 			if !ok {
 				text = "?"
@@ -275,7 +274,7 @@ func (r *renderer) ago(t time.Time) string {
 	if d < 0 {
 		d = 0
 	}
-	return duration(d) + " ago"
+	return Duration(d) + " ago"
 }
 
 func stateColor(state string) string {
@@ -327,7 +326,7 @@ func vipProblems(s Snapshot, v VIP) []string {
 		if !m.Alive {
 			continue
 		}
-		if view, ok := memberView(m, v); ok {
+		if view, ok := MemberView(m, v); ok {
 			views[view] = true
 			says = append(says, m.Name+" says "+orNone(view))
 		} else {
@@ -335,7 +334,7 @@ func vipProblems(s Snapshot, v VIP) []string {
 			views["\x00unknown"] = true
 		}
 		for _, h := range m.Holds {
-			if bareIP(h) == bareIP(v.Address) {
+			if BareIP(h) == BareIP(v.Address) {
 				holders = append(holders, m.Name)
 				break
 			}
@@ -368,33 +367,6 @@ func vipProblems(s Snapshot, v VIP) []string {
 	return problems
 }
 
-// memberView is m's view of v's holder; this node's own view is its
-// election result. ok is false when the member gossips no view of v.
-func memberView(m Member, v VIP) (view string, ok bool) {
-	if m.Local {
-		return v.Holder, true
-	}
-	for k, owner := range m.HolderView {
-		if bareIP(k) == bareIP(v.Address) {
-			return owner, true
-		}
-	}
-	return "", false
-}
-
-// unhealthyFrontends names, sorted, the frontends m reports without a
-// healthy server: why it is not eligible.
-func unhealthyFrontends(m Member) string {
-	var bad []string
-	for f, ok := range m.Frontends {
-		if !ok {
-			bad = append(bad, f)
-		}
-	}
-	sort.Strings(bad)
-	return strings.Join(bad, ",")
-}
-
 func hasLocal(s Snapshot) bool {
 	for _, m := range s.Members {
 		if m.Local {
@@ -402,38 +374,6 @@ func hasLocal(s Snapshot) bool {
 		}
 	}
 	return false
-}
-
-// referenceViews picks, per VIP, the view a member is compared with: the
-// strict majority of alive members' views, or this node's when there is
-// no majority.
-func referenceViews(s Snapshot) map[string]string {
-	ref := map[string]string{}
-	for _, v := range s.VIPs {
-		count := map[string]int{}
-		alive := 0
-		for _, m := range s.Members {
-			if !m.Alive {
-				continue
-			}
-			if view, ok := memberView(m, v); ok {
-				count[view]++
-				alive++
-			}
-		}
-		ref[v.Address] = v.Holder
-		views := make([]string, 0, len(count))
-		for view := range count {
-			views = append(views, view)
-		}
-		sort.Strings(views)
-		for _, view := range views {
-			if 2*count[view] > alive {
-				ref[v.Address] = view
-			}
-		}
-	}
-	return ref
 }
 
 func findBackend(s Snapshot, name string) (Backend, bool) {
@@ -459,15 +399,6 @@ func backendHealthy(b Backend) bool {
 	return false
 }
 
-// bareIP drops a prefix length, so "192.168.66.160/24" and
-// "192.168.66.160" name the same VIP.
-func bareIP(a string) string {
-	if i := strings.IndexByte(a, '/'); i >= 0 {
-		return a[:i]
-	}
-	return a
-}
-
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -480,20 +411,6 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
-}
-
-// duration is a short human duration: 45s, 3m12s, 2h5m, 3d4h.
-func duration(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
 }
 
 func bytesIEC(n int64) string {

@@ -129,7 +129,7 @@ func TestDuration(t *testing.T) {
 		secs float64
 		want string
 	}{{0, "0s"}, {59.4, "59s"}, {61, "1m1s"}, {7384, "2h3m"}, {3*86400 + 4*3600 + 5, "3d4h"}} {
-		if got := duration(secondsDur(tc.secs)); got != tc.want {
+		if got := Duration(secondsDur(tc.secs)); got != tc.want {
 			t.Errorf("duration(%vs) = %q, want %q", tc.secs, got, tc.want)
 		}
 	}

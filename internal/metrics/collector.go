@@ -1,8 +1,6 @@
 package metrics
 
 import (
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"halb/internal/admin"
@@ -125,7 +123,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.backendHealthy, boolValue(healthy), b.Name)
 	}
 	for _, v := range s.VIPs {
-		addr := bareIP(v.Address)
+		addr := admin.BareIP(v.Address)
 		gauge(c.vipHeld, boolValue(v.HeldHere), addr)
 		counter(c.vipTransitions, float64(v.Transitions), addr)
 		counter(c.vipGARPs, float64(v.GARPsSent), addr)
@@ -149,24 +147,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 // for the holder.
 func agreed(s admin.Snapshot, v admin.VIP) bool {
 	for _, m := range s.Members {
-		if !m.Alive || m.Local { // this node's own view is v.Holder
+		if !m.Alive {
 			continue
 		}
-		view, ok := viewOf(m, v.Address)
-		if !ok || view != v.Holder {
+		if view, ok := admin.MemberView(m, v); !ok || view != v.Holder {
 			return false
 		}
 	}
 	return true
-}
-
-func viewOf(m admin.Member, vip string) (string, bool) {
-	for k, owner := range m.HolderView {
-		if bareIP(k) == bareIP(vip) {
-			return owner, true
-		}
-	}
-	return "", false
 }
 
 func boolValue(b bool) float64 {
@@ -174,13 +162,4 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
-}
-
-// bareIP drops a prefix length, so a VIP has one label value however the
-// snapshot spells it.
-func bareIP(a string) string {
-	if i := strings.IndexByte(a, '/'); i >= 0 {
-		return a[:i]
-	}
-	return a
 }

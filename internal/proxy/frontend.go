@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/internal/freebind"
 	"halb/internal/pool"
 )
 
@@ -130,7 +131,7 @@ func (f *Frontend) Run(ctx context.Context) error {
 	if f.cfg.Bind.Addr().Is6() && !f.cfg.Bind.Addr().Is4In6() {
 		network = "tcp6"
 	}
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: freebind.Control}
 	ln, err := lc.Listen(ctx, network, f.cfg.Bind.String())
 	if err != nil {
 		if ctx.Err() != nil {

@@ -16,14 +16,13 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"halb/internal/admin"
 	"halb/internal/config"
+	"halb/internal/freebind"
 )
 
 //go:embed assets
@@ -140,7 +139,7 @@ func (s *Server) MetricsAddr() netip.AddrPort {
 // returns nil. The sockets use IP_FREEBIND, so Bind may be a VIP that this
 // node does not hold (yet).
 func (s *Server) Run(ctx context.Context) error {
-	lc := net.ListenConfig{Control: freebind}
+	lc := net.ListenConfig{Control: freebind.Control}
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Bind.String())
 	if ctx.Err() != nil {
 		if ln != nil {
@@ -213,30 +212,6 @@ func addrPort(a net.Addr) netip.AddrPort {
 		return t.AddrPort()
 	}
 	return netip.AddrPort{}
-}
-
-// freebind lets a socket bind an address this host does not have yet: the
-// stats page usually listens on the VIP, which only the holder has.
-func freebind(network, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if network == "tcp6" {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
-			if !errors.Is(serr, unix.ENOPROTOOPT) {
-				return
-			}
-			// Before Linux 4.15 IP_FREEBIND is the only switch, and it
-			// covers IPv6 sockets too.
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-	})
-	if err != nil {
-		return fmt.Errorf("set freebind: %w", err)
-	}
-	if serr != nil {
-		return fmt.Errorf("set freebind: %w", serr)
-	}
-	return nil
 }
 
 // routes is the main listener: every path behind the access rules.

@@ -26,6 +26,7 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/config"
+	"halb/internal/freebind"
 	"halb/internal/metrics"
 )
 
@@ -661,7 +662,7 @@ func TestFreebind(t *testing.T) {
 		if network == "tcp6" {
 			addr = "[::1]:0"
 		}
-		lc := net.ListenConfig{Control: freebind}
+		lc := net.ListenConfig{Control: freebind.Control}
 		ln, err := lc.Listen(context.Background(), network, addr)
 		if err != nil {
 			if network == "tcp6" {

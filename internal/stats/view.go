@@ -2,7 +2,6 @@ package stats
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
@@ -92,7 +91,7 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 	code, problems := admin.Verdict(s)
 	p := page{
 		Node:     s.Node,
-		Uptime:   duration(time.Duration(s.Node.Uptime * float64(time.Second))),
+		Uptime:   admin.Duration(time.Duration(s.Node.Uptime * float64(time.Second))),
 		Updated:  s.Time.Format("15:04:05"),
 		OK:       code == admin.CodeOK,
 		Problems: problems,
@@ -102,7 +101,7 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 
 	roles := map[string]admin.VIPRole{}
 	for _, r := range s.Node.Roles {
-		roles[bareIP(r.VIP)] = r
+		roles[admin.BareIP(r.VIP)] = r
 	}
 	for _, v := range s.VIPs {
 		vp := problemsAbout(problems, "VIP "+v.Address+":")
@@ -111,22 +110,22 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 			Agreed: len(vp) == 0, Problems: vp, Since: ago(v.Since), LastGARP: ago(v.LastGARP),
 			GARPs: v.GARPsSent, Moves: v.Transitions, LastError: v.LastError,
 		}
-		if r, ok := roles[bareIP(v.Address)]; ok {
+		if r, ok := roles[admin.BareIP(v.Address)]; ok {
 			vv.Role = r.Role
 			if r.Why != "" {
 				vv.Role += ": " + r.Why
 			}
 		}
 		p.VIPs = append(p.VIPs, vv)
-		p.ViewHeaders = append(p.ViewHeaders, bareIP(v.Address))
+		p.ViewHeaders = append(p.ViewHeaders, admin.BareIP(v.Address))
 	}
 
-	ref := referenceViews(s)
+	ref := admin.ReferenceViews(s)
 	holders := map[string]int{} // VIP -> alive members that hold it
 	for _, m := range s.Members {
 		for _, h := range m.Holds {
 			if m.Alive {
-				holders[bareIP(h)]++
+				holders[admin.BareIP(h)]++
 			}
 		}
 	}
@@ -138,16 +137,16 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 			ConfigDiffer: m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint,
 		}
 		for _, h := range m.Holds {
-			mv.HoldsShared = mv.HoldsShared || (m.Alive && holders[bareIP(h)] > 1)
+			mv.HoldsShared = mv.HoldsShared || (m.Alive && holders[admin.BareIP(h)] > 1)
 		}
 		if !m.Alive && !m.LastHeard.IsZero() {
 			mv.Heard = ago(m.LastHeard)
 		}
 		if !m.Eligible {
-			mv.Unhealthy = unhealthyFrontends(m)
+			mv.Unhealthy = strings.Join(admin.UnhealthyFrontends(m), ", ")
 		}
 		for _, v := range s.VIPs {
-			view, ok := viewOf(m, v)
+			view, ok := admin.MemberView(m, v)
 			c := cellView{Text: orNone(view)}
 			switch {
 			case !ok:
@@ -221,54 +220,6 @@ func problemsAbout(problems []string, prefix string) []string {
 	return out
 }
 
-// viewOf is m's view of v's holder, as `halb status` reads it: this
-// node's own view is its election result.
-func viewOf(m admin.Member, v admin.VIP) (string, bool) {
-	if m.Local {
-		return v.Holder, true
-	}
-	for k, owner := range m.HolderView {
-		if bareIP(k) == bareIP(v.Address) {
-			return owner, true
-		}
-	}
-	return "", false
-}
-
-// referenceViews is, per VIP, the view a member is flagged against: the
-// strict majority of alive members' views, else this node's election.
-func referenceViews(s admin.Snapshot) map[string]string {
-	ref := map[string]string{}
-	for _, v := range s.VIPs {
-		ref[v.Address] = v.Holder
-		count := map[string]int{}
-		n := 0
-		for _, m := range s.Members {
-			if view, ok := viewOf(m, v); ok && m.Alive {
-				count[view]++
-				n++
-			}
-		}
-		for view, c := range count {
-			if 2*c > n {
-				ref[v.Address] = view
-			}
-		}
-	}
-	return ref
-}
-
-func unhealthyFrontends(m admin.Member) string {
-	var bad []string
-	for f, ok := range m.Frontends {
-		if !ok {
-			bad = append(bad, f)
-		}
-	}
-	sort.Strings(bad)
-	return strings.Join(bad, ", ")
-}
-
 func ago(now, t time.Time) string {
 	if t.IsZero() {
 		return "–"
@@ -277,21 +228,7 @@ func ago(now, t time.Time) string {
 	if d < 0 {
 		d = 0
 	}
-	return duration(d) + " ago"
-}
-
-// duration is a short human duration: 45s, 3m12s, 2h5m, 3d4h.
-func duration(d time.Duration) string {
-	d = d.Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%ds", int(d.Minutes()), int(d.Seconds())%60)
-	case d < 24*time.Hour:
-		return fmt.Sprintf("%dh%dm", int(d.Hours()), int(d.Minutes())%60)
-	}
-	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+	return admin.Duration(d) + " ago"
 }
 
 func bytesIEC(n int64) string {
@@ -308,13 +245,6 @@ func bytesIEC(n int64) string {
 		}
 	}
 	return fmt.Sprintf("%.1f %s", v, unit)
-}
-
-func bareIP(a string) string {
-	if i := strings.IndexByte(a, '/'); i >= 0 {
-		return a[:i]
-	}
-	return a
 }
 
 func orDash(s string) string {

@@ -1,4 +1,4 @@
-package proxy
+package freebind
 
 import (
 	"errors"
@@ -8,11 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// freebind lets the listening socket bind an address this host does not
-// (yet) have, so a frontend can listen on the VIP before the election hands
-// it over, with no net.ipv4.ip_nonlocal_bind sysctl. It is a
-// net.ListenConfig Control function.
-func freebind(network, _ string, c syscall.RawConn) error {
+// Control sets IP_FREEBIND (IPV6_FREEBIND for tcp6) on a socket, so it can
+// bind the VIP before this node holds it, with no ip_nonlocal_bind sysctl.
+// It is a net.ListenConfig Control function.
+func Control(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
 		if network == "tcp6" {
