@@ -41,6 +41,7 @@ func (d *Daemon) healthSettled(now time.Time) bool {
 
 // controller is the election loop's memory between rounds.
 type controller struct {
+	settled       bool // every server has had a first check, or the wait ended
 	eligibleSince time.Time
 	lastState     cluster.State
 	stateSet      bool
@@ -181,7 +182,10 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	// Settled first, state second: a check result landing between the two
 	// must not publish an eligibility computed before it.
-	if !d.healthSettled(now) {
+	if !c.settled {
+		c.settled = d.healthSettled(now)
+	}
+	if !c.settled {
 		// Publishing "ineligible" before the first checks have answered
 		// would let a peer elect itself on a state that is about to change.
 		return
@@ -221,51 +225,43 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			unsettled = m.Name
 		}
 	}
-	// Alone, while configured peers answer but cannot gossip with us (a
-	// wrong key), we are not a cluster of one: they may hold the VIP.
-	blocked := len(members) == 1 && len(d.cluster.Incompatible()) > 0
+	standDown := d.standDown(len(members), now)
+
+	// Every member's gossiped state, this node's fresh one included; only
+	// Holds differs per VIP.
+	states := make(map[string]cluster.State, len(members))
+	base := make([]election.Member, 0, len(members))
+	for _, m := range members {
+		if !m.Alive {
+			continue
+		}
+		s := m.State
+		if m.Local {
+			s = st
+		}
+		states[m.Name] = s
+		base = append(base, election.Member{
+			Name:     m.Name,
+			Priority: s.Priority,
+			// A peer whose state did not decode cannot prove its health.
+			Eligible: s.Eligible && m.StateErr == "",
+			Stable:   s.Stable && m.StateErr == "",
+		})
+	}
 	for _, a := range d.announcers {
 		addr := a.cfg.Address.Addr().String()
-		states := map[string]cluster.State{}
-		var em []election.Member
-		for _, m := range members {
-			if !m.Alive {
-				continue
-			}
-			s := m.State
-			if m.Local {
-				s = st
-			}
-			states[m.Name] = s
-			em = append(em, election.Member{
-				Name:     m.Name,
-				Priority: s.Priority,
-				// A peer whose state did not decode cannot prove its health.
-				Eligible: s.Eligible && m.StateErr == "",
-				Stable:   s.Stable && m.StateErr == "",
-				Holds:    slices.Contains(s.Holds, addr),
-			})
+		em := slices.Clone(base)
+		for i := range em {
+			em[i].Holds = slices.Contains(states[em[i].Name].Holds, addr)
 		}
 		owner := election.Owner(em, opts)
-		// Alone and without the witness, this node is the one cut off: the
-		// "nobody eligible, holder keeps it" rule must not make it a second
-		// holder beside a peer that still reaches the witness.
-		if d.witness != nil && !d.witness.Reachable() && len(em) == 1 && len(d.cfg.Cluster.Nodes) > 1 {
+		if standDown != "" {
 			owner = ""
-		}
-		if blocked {
-			owner = ""
-		}
-		if _, _, silenced := d.drillFlags(now); silenced {
-			owner = "" // a crashed node claims nothing
 		}
 		if prev := c.holder[addr]; prev != owner {
 			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)
 		}
 		c.holder[addr] = owner
-		d.mu.Lock()
-		d.holderView = maps.Clone(c.holder)
-		d.mu.Unlock()
 		switch {
 		case owner == d.self.Name && unsettled != "" && !a.a.Held():
 			d.log.Debug("not claiming yet: a peer's state is not known", "vip", addr, "peer", unsettled)
@@ -273,8 +269,10 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", d.self.Priority, opts.Policy))
 		case !a.a.Held():
 			a.a.SetOwner(false, "not elected")
+		case standDown != "":
+			a.a.SetOwner(false, standDown)
 		case owner == "":
-			a.a.SetOwner(false, "no quorum, cut off from peers and witness, or peers with another gossip key: must not hold the VIP")
+			a.a.SetOwner(false, "no quorum: a minority must not hold the VIP")
 		case slices.Contains(states[owner].Holds, addr):
 			// Make before break: release only once the new owner holds it.
 			a.a.SetOwner(false, "handed over to "+owner)
@@ -283,4 +281,27 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			a.a.Reannounce("membership changed")
 		}
 	}
+	d.mu.Lock()
+	d.holderView = maps.Clone(c.holder)
+	d.mu.Unlock()
+}
+
+// standDown says why this node must hold no VIP whatever the election
+// says, or "". These are facts only this node knows about itself; they
+// override rule 2 ("nobody eligible: the holder keeps it"), which would
+// otherwise make a cut-off node a second holder.
+func (d *Daemon) standDown(members int, now time.Time) string {
+	if _, _, silenced := d.drillFlags(now); silenced {
+		return "hard drill: silent as if crashed"
+	}
+	if members > 1 {
+		return ""
+	}
+	if len(d.cluster.Incompatible()) > 0 {
+		return "alone while configured peers answer with another gossip key: they may hold the VIP"
+	}
+	if d.witness != nil && !d.witness.Reachable() && len(d.cfg.Cluster.Nodes) > 1 {
+		return "alone and the witness is unreachable: this node is the one cut off"
+	}
+	return ""
 }

@@ -243,7 +243,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("halb started", "node", d.self.Name, "version", d.opts.Version,
 		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", d.cfg.Fingerprint)
 	cg.Go(func() error { return d.opts.Notify.RunWatchdog(cctx, d.alive) })
-	go d.notifyReady(ctx, pctx, cctx)
+	pg.Go(func() error { d.notifyReady(pctx); return nil })
 
 	select {
 	case <-ctx.Done():
@@ -304,15 +304,11 @@ func (d *Daemon) handover(ctx context.Context) {
 }
 
 // notifyReady tells systemd halb is serving once every listener is up.
-func (d *Daemon) notifyReady(ctxs ...context.Context) {
+func (d *Daemon) notifyReady(ctx context.Context) {
 	for _, f := range d.frontends {
 		select {
 		case <-f.Ready():
-		case <-ctxs[0].Done():
-			return
-		case <-ctxs[1].Done():
-			return
-		case <-ctxs[2].Done():
+		case <-ctx.Done():
 			return
 		}
 	}

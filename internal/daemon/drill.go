@@ -53,7 +53,7 @@ func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
 	if req.VIP != "" {
 		a = nil
 		for _, x := range d.announcers {
-			if x.cfg.Address.Addr().String() == strings.TrimSuffix(req.VIP, "/"+fmt.Sprint(x.cfg.Address.Bits())) {
+			if x.cfg.Address.Addr().String() == admin.BareIP(req.VIP) {
 				a = x
 			}
 		}
@@ -207,10 +207,8 @@ func (d *Daemon) applyDrill(m drillMsg) {
 	d.mu.Unlock()
 	d.log.Info("drill request", "op", m.Op, "for", m.For)
 	if m.Op == opSilence {
-		// As if crashed: drop the VIPs without a handover and stop talking.
-		for _, a := range d.announcers {
-			a.a.SetOwner(false, "hard drill: silent as if crashed")
-		}
+		// As if crashed: stop talking; the next round (poked below) drops
+		// the VIPs without a handover, see standDown.
 		d.cluster.Silence(m.For)
 	}
 	d.poke()
