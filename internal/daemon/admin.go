@@ -88,6 +88,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		s.Frontends = append(s.Frontends, admin.Frontend{
 			Name: fc.Name, Bind: fc.Bind.String(), Backend: fc.Backend,
 			Current: fs.Current, Total: fs.Total, Rejected: fs.Rejected,
+			Rate:    d.rate(fc.Name, fs.Total, now, started),
 			BytesIn: fs.BytesIn, BytesOut: fs.BytesOut, MaxConn: fc.MaxConn,
 		})
 	}
@@ -187,4 +188,36 @@ func (d *Daemon) SetServerAdmin(backend, server, state string) error {
 	srv.SetAdmin(st)
 	d.log.Info("server state changed by operator", "backend", backend, "server", server, "state", st.String())
 	return nil
+}
+
+// rateSample is a frontend's connection total when last looked at.
+type rateSample struct {
+	at    time.Time
+	total int64
+	rate  float64
+}
+
+// minRateWindow keeps two quick looks from dividing by almost nothing.
+const minRateWindow = time.Second
+
+// rate is a frontend's new connections per second between the previous
+// look (at least minRateWindow ago) and now; the first look averages
+// since start. Sampling on demand costs nothing while nobody looks.
+func (d *Daemon) rate(name string, total int64, now, started time.Time) float64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev, ok := d.rates[name]
+	if !ok {
+		prev = rateSample{at: started}
+	}
+	dt := now.Sub(prev.at)
+	if ok && dt < minRateWindow {
+		return prev.rate
+	}
+	r := 0.0
+	if dt > 0 {
+		r = float64(total-prev.total) / dt.Seconds()
+	}
+	d.rates[name] = rateSample{at: now, total: total, rate: r}
+	return r
 }

@@ -70,7 +70,8 @@ type Daemon struct {
 	holderView map[string]string    // VIP -> owner from the last election round
 	lastSeen   map[string]time.Time // member -> last time it was alive here
 	drill      drillState
-	maintained bool // operator maintenance: ineligible
+	rates      map[string]rateSample // frontend -> last look, for the rate
+	maintained bool                  // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.
@@ -96,6 +97,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		limiter:  proxy.NewLimiter(cfg.MaxConn),
 		wake:     make(chan struct{}, 1),
 		lastSeen: map[string]time.Time{},
+		rates:    map[string]rateSample{},
 	}
 	for _, b := range cfg.Backends {
 		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))

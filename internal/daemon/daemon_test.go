@@ -463,3 +463,17 @@ func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
 		t.Fatalf("drill with no peer: %v", err)
 	}
 }
+
+func TestFrontendRate(t *testing.T) {
+	d := &Daemon{rates: map[string]rateSample{}}
+	t0 := time.Unix(1000, 0)
+	if got := d.rate("api", 20, t0.Add(10*time.Second), t0); got != 2 {
+		t.Errorf("first look: %v/s, want the average since start, 2", got)
+	}
+	if got := d.rate("api", 30, t0.Add(10500*time.Millisecond), t0); got != 2 {
+		t.Errorf("a look 0.5 s later: %v/s, want the previous rate kept, 2", got)
+	}
+	if got := d.rate("api", 40, t0.Add(12*time.Second), t0); got != 10 {
+		t.Errorf("2 s later, 20 more: %v/s, want 10", got)
+	}
+}
