@@ -71,3 +71,9 @@ func (t *Tracker) ForceDown() (changed bool) {
 	t.succ, t.fail = 0, 0
 	return changed
 }
+
+// SetLimits changes rise and fall, as after a config reload, keeping the
+// current state and counts.
+func (t *Tracker) SetLimits(rise, fall int) {
+	t.rise, t.fall = max(rise, 1), max(fall, 1)
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"halb/internal/config"
 )
@@ -14,15 +15,18 @@ import (
 // Pool is one backend: its servers and the balancing state shared by every
 // frontend that sends connections to it. It is safe for concurrent use.
 type Pool struct {
-	cfg     config.Backend
-	log     *slog.Logger
-	servers []*Server
+	name        string
+	log         *slog.Logger
+	closeOnDown atomic.Bool
 
-	// mu guards the balancing state (smooth round-robin weights in each
-	// Server, the leastconn cursor). It is held only for one scan of the
-	// server list, which is short.
-	mu     sync.Mutex
-	lcNext int
+	// mu guards the config, the server list (replaced, never changed in
+	// place, by Update) and the balancing state (smooth round-robin
+	// weights, each server's weight and backup flag, the leastconn
+	// cursor). It is held only for one scan of the server list.
+	mu      sync.Mutex
+	cfg     config.Backend
+	servers []*Server
+	lcNext  int
 
 	changed chan struct{}
 }
@@ -33,10 +37,12 @@ type Pool struct {
 // clients to servers nobody has checked.
 func New(cfg config.Backend, log *slog.Logger) *Pool {
 	p := &Pool{
+		name:    cfg.Name,
 		cfg:     cfg,
 		log:     log.With("backend", cfg.Name),
 		changed: make(chan struct{}, 1),
 	}
+	p.closeOnDown.Store(cfg.CloseOnDown)
 	p.servers = make([]*Server, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
 		p.servers[i] = newServer(p, sc)
@@ -44,19 +50,64 @@ func New(cfg config.Backend, log *slog.Logger) *Pool {
 	return p
 }
 
-// Name returns the backend's name.
-func (p *Pool) Name() string { return p.cfg.Name }
+// Update applies a reloaded config of the same backend. Servers that keep
+// their name and address stay, with their health state, counters and open
+// connections; their weight, backup flag and rise/fall follow the new
+// config. Servers that are new start unknown, like at start. The servers
+// that are gone are returned: the caller decides when their open
+// connections end. Update never touches a connection.
+func (p *Pool) Update(cfg config.Backend) (added, removed []*Server) {
+	p.mu.Lock()
+	old := make(map[string]*Server, len(p.servers))
+	for _, s := range p.servers {
+		old[s.name] = s
+	}
+	next := make([]*Server, 0, len(cfg.Servers))
+	for _, sc := range cfg.Servers {
+		if s, ok := old[sc.Name]; ok && s.addr == sc.Address {
+			delete(old, sc.Name)
+			s.weight, s.backup = max(sc.Weight, 1), sc.Backup
+			s.reconfigure(sc, cfg.Health)
+			next = append(next, s)
+			continue
+		}
+		s := newServerFor(p, sc, cfg.Health)
+		added = append(added, s)
+		next = append(next, s)
+	}
+	for _, s := range p.servers {
+		if _, gone := old[s.name]; gone {
+			removed = append(removed, s)
+		}
+	}
+	p.cfg, p.servers = cfg, next
+	p.closeOnDown.Store(cfg.CloseOnDown)
+	p.mu.Unlock()
+	p.notify()
+	return added, removed
+}
 
-// Config returns the backend configuration the pool was built from.
-func (p *Pool) Config() config.Backend { return p.cfg }
+// Name returns the backend's name.
+func (p *Pool) Name() string { return p.name }
+
+// Config returns the backend configuration in force.
+func (p *Pool) Config() config.Backend {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}
 
 // Servers returns the pool's servers in configuration order. The slice is
 // shared; callers must not modify it.
-func (p *Pool) Servers() []*Server { return p.servers }
+func (p *Pool) Servers() []*Server {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.servers
+}
 
 // Server returns the server called name.
 func (p *Pool) Server(name string) (*Server, bool) {
-	for _, s := range p.servers {
+	for _, s := range p.Servers() {
 		if s.name == name {
 			return s, true
 		}
@@ -66,7 +117,7 @@ func (p *Pool) Server(name string) (*Server, bool) {
 
 // Healthy reports whether any server can take a new connection.
 func (p *Pool) Healthy() bool {
-	for _, s := range p.servers {
+	for _, s := range p.Servers() {
 		if s.usable() {
 			return true
 		}

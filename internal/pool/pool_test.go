@@ -505,3 +505,46 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestUpdateKeepsRemainingServers(t *testing.T) {
+	p := New(backend(config.RoundRobin, 1, 1, 1), discard())
+	allUp(p)
+	s0, s1 := p.Servers()[0], p.Servers()[1]
+	closed := &atomic.Int32{}
+	s1.Track(closeCounter{closed})
+
+	next := backend(config.RoundRobin, 3, 1) // s0 weight 3, s1 kept, s2 gone
+	next.Servers = append(next.Servers, config.Server{Name: "s9", Address: netip.MustParseAddrPort("127.0.0.99:6443"), Weight: 1})
+	added, removed := p.Update(next)
+	if len(added) != 1 || added[0].Name() != "s9" || len(removed) != 1 || removed[0].Name() != "s2" {
+		t.Fatalf("added %v, removed %v; want s9 added, s2 removed", names(added), names(removed))
+	}
+	if p.Servers()[0] != s0 || p.Servers()[1] != s1 || !s0.Up() || !s1.Up() {
+		t.Fatal("kept servers were replaced or lost their health")
+	}
+	if closed.Load() != 0 || s1.Stats().Active != 1 {
+		t.Fatal("an update touched an open connection of a kept server")
+	}
+	if added[0].Up() {
+		t.Fatal("a new server is up before any check")
+	}
+	// The new weights apply: s0 gets 3 of every 4 picks among s0 and s1.
+	c := counts(p, 400, func(int) *Server { return p.Pick(netip.Addr{}, nil) })
+	if c["s0"] != 300 || c["s1"] != 100 {
+		t.Errorf("picks after reweighting = %v, want s0:300 s1:100", c)
+	}
+	if n := removed[0].CloseConnections(); n != 0 {
+		t.Errorf("closed %d connections of a server with none", n)
+	}
+	if got := s1.CloseConnections(); got != 1 || closed.Load() != 1 {
+		t.Errorf("CloseConnections closed %d (counter %d), want 1", got, closed.Load())
+	}
+}
+
+func names(ss []*Server) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.Name())
+	}
+	return out
+}

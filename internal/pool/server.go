@@ -97,6 +97,10 @@ type Server struct {
 }
 
 func newServer(p *Pool, sc config.Server) *Server {
+	return newServerFor(p, sc, p.cfg.Health)
+}
+
+func newServerFor(p *Pool, sc config.Server, hc config.HealthCheck) *Server {
 	return &Server{
 		pool:    p,
 		cfg:     sc,
@@ -105,7 +109,7 @@ func newServer(p *Pool, sc config.Server) *Server {
 		weight:  max(sc.Weight, 1),
 		backup:  sc.Backup,
 		seed:    serverSeed(sc),
-		tracker: health.NewTracker(p.cfg.Health.Rise, p.cfg.Health.Fall),
+		tracker: health.NewTracker(hc.Rise, hc.Fall),
 		conns:   make(map[uint64]io.Closer),
 	}
 }
@@ -114,13 +118,42 @@ func newServer(p *Pool, sc config.Server) *Server {
 func (s *Server) Name() string { return s.name }
 
 // Config returns the server's configuration.
-func (s *Server) Config() config.Server { return s.cfg }
+func (s *Server) Config() config.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// reconfigure takes a reloaded config for the same name and address,
+// keeping the current health state.
+func (s *Server) reconfigure(sc config.Server, hc config.HealthCheck) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = sc
+	s.tracker.SetLimits(hc.Rise, hc.Fall)
+}
+
+// CloseConnections closes every open connection to the server, e.g. when
+// a reload removed it and its grace period ran out; it returns how many.
+func (s *Server) CloseConnections() int {
+	s.mu.Lock()
+	conns := s.takeConnsLocked()
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return len(conns)
+}
 
 // Address returns the server's address.
 func (s *Server) Address() netip.AddrPort { return s.addr }
 
 // Backup reports whether the server is a backup.
-func (s *Server) Backup() bool { return s.backup }
+func (s *Server) Backup() bool {
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	return s.backup
+}
 
 // Up reports whether health says the server is up. A server whose state is
 // still unknown (no check result yet) is not up.
@@ -160,7 +193,7 @@ func (s *Server) ReportCheck(r health.Result) {
 		if s.since.IsZero() {
 			s.since = time.Now()
 		}
-		if !up && s.pool.cfg.CloseOnDown {
+		if !up && s.pool.closeOnDown.Load() {
 			doomed = s.takeConnsLocked()
 		}
 	}
@@ -283,7 +316,10 @@ func (s *Server) Stats() ServerStats {
 		LastCheck: s.last,
 	}
 	s.mu.Unlock()
-	st.Name, st.Address, st.Backup, st.Weight = s.name, s.addr, s.backup, s.weight
+	st.Name, st.Address = s.name, s.addr
+	s.pool.mu.Lock()
+	st.Backup, st.Weight = s.backup, s.weight
+	s.pool.mu.Unlock()
 	st.Up = s.up.Load()
 	st.Admin = s.Admin()
 	st.Active = s.active.Load()
