@@ -105,6 +105,14 @@ func (p *Pool) Servers() []*Server {
 	return p.servers
 }
 
+// Attempts is how many servers one connection may try: the first plus
+// the configured retries, at most once per server.
+func (p *Pool) Attempts() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return max(min(p.cfg.Retries+1, len(p.servers)), 1)
+}
+
 // Server returns the server called name.
 func (p *Pool) Server(name string) (*Server, bool) {
 	for _, s := range p.Servers() {

@@ -39,12 +39,15 @@ const (
 
 // Frontend is one TCP listener forwarding to one backend pool.
 type Frontend struct {
-	cfg    config.Frontend
-	pool   *pool.Pool
-	opts   Options
-	dialer Dialer
-	log    *slog.Logger
-	bufs   sync.Pool
+	cfg  config.Frontend
+	pool *pool.Pool
+	opts Options
+	// timeouts start as opts.Timeouts; a reload swaps them for the
+	// sessions that start afterwards.
+	timeouts atomic.Pointer[config.Timeouts]
+	dialer   Dialer
+	log      *slog.Logger
+	bufs     sync.Pool
 
 	ready chan struct{}
 	addr  atomic.Pointer[net.TCPAddr]
@@ -78,6 +81,8 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 	if f.dialer == nil {
 		f.dialer = &net.Dialer{}
 	}
+	to := opts.Timeouts
+	f.timeouts.Store(&to)
 	f.bufs.New = func() any {
 		b := make([]byte, copyBufSize)
 		return &b
@@ -85,6 +90,13 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 	f.force, f.forceCancel = context.WithCancel(context.Background())
 	return f
 }
+
+// Timeouts returns the timeouts new sessions get.
+func (f *Frontend) Timeouts() config.Timeouts { return *f.timeouts.Load() }
+
+// SetTimeouts changes the timeouts of sessions that start from now on, and
+// the drain grace; open sessions keep the ones they started with.
+func (f *Frontend) SetTimeouts(t config.Timeouts) { f.timeouts.Store(&t) }
 
 // Name returns the frontend's name.
 func (f *Frontend) Name() string { return f.cfg.Name }
@@ -262,9 +274,9 @@ func (f *Frontend) drain() {
 		close(done)
 	}()
 	if n := f.current.Load(); n > 0 {
-		f.log.Info("draining", "open", n, "grace", f.opts.Timeouts.Drain)
+		f.log.Info("draining", "open", n, "grace", f.Timeouts().Drain)
 	}
-	if grace := f.opts.Timeouts.Drain; grace > 0 {
+	if grace := f.Timeouts().Drain; grace > 0 {
 		t := time.NewTimer(grace)
 		select {
 		case <-done:

@@ -125,17 +125,18 @@ func (s *session) serve() {
 func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 	f := s.f
 	client := clientAddr(s.client)
-	attempts := min(f.pool.Config().Retries+1, len(f.pool.Servers()))
+	attempts := f.pool.Attempts()
+	to := f.Timeouts()
 	var tried []*pool.Server
 	var last *pool.Server
-	for i := range max(attempts, 1) {
+	for i := range attempts {
 		srv := f.pool.Pick(client, tried)
 		if srv == nil {
 			break
 		}
 		last = srv
 		t0 := time.Now()
-		ctx, cancel := dialContext(f.force, f.opts.Timeouts.Connect)
+		ctx, cancel := dialContext(f.force, to.Connect)
 		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
 		cancel()
 		took := time.Since(t0)
@@ -152,7 +153,7 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		if f.force.Err() != nil {
 			return nil, srv, took, "drained"
 		}
-		reason := dialFailure(err, f.opts.Timeouts.Connect)
+		reason := dialFailure(err, to.Connect)
 		srv.AddConnectFailure()
 		srv.MarkDown(reason)
 		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)
@@ -210,7 +211,7 @@ func (s *session) relay(server net.Conn, srv *pool.Server) (in, out int64) {
 // copyClientToServer is the upstream direction of a session.
 func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
 	var n int64
-	p := pump{dst: server, src: s.client, idle: s.f.opts.Timeouts.ClientIdle, bufs: &s.f.bufs,
+	p := pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle, bufs: &s.f.bufs,
 		add: func(b int64) {
 			n += b
 			s.f.bytesIn.Add(b)
@@ -224,7 +225,7 @@ func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
 // copyServerToClient is the downstream direction of a session.
 func (s *session) copyServerToClient(server net.Conn, srv *pool.Server) int64 {
 	var n int64
-	p := pump{dst: s.client, src: server, idle: s.f.opts.Timeouts.ServerIdle, bufs: &s.f.bufs,
+	p := pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle, bufs: &s.f.bufs,
 		add: func(b int64) {
 			n += b
 			s.f.bytesOut.Add(b)
