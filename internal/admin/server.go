@@ -84,6 +84,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/maintenance", s.maintenance)
 	mux.HandleFunc("POST /v1/servers/{backend}/{server}", s.serverAdmin)
+	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
 	mux.HandleFunc("/", notFound)

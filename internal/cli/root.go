@@ -58,6 +58,7 @@ Start with an example config:
 		newNodeCmd(),
 		newImportCmd(),
 		newDrillCmd(),
+		newReloadCmd(),
 		newPasswdCmd(),
 		newVersionCmd(),
 	)

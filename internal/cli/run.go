@@ -27,6 +27,9 @@ the election picks.
 The node's identity is its entry under cluster.nodes, chosen by --node
 (default: the host name). Logs go to standard error.
 
+SIGHUP (or halb reload) re-reads the config and applies what changed; an
+invalid file changes nothing.
+
 SIGINT or SIGTERM stop halb gracefully: it hands each VIP it holds to another
 eligible node (make-before-break), leaves the cluster, stops accepting, lets
 open connections finish for up to timeouts.drain, and exits 0.`,
@@ -62,6 +65,21 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			if err != nil {
 				return err
 			}
+			// SIGHUP re-reads the config; a bad file is logged and
+			// changes nothing.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						_ = d.Reload() // the daemon logs the outcome
+					}
+				}
+			}()
 			return d.Run(ctx)
 		},
 	}

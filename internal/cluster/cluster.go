@@ -223,7 +223,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.ml.Store(ml)
 	defer c.ml.Store(nil)
 	c.log.Info("gossip started", "addr", c.localAddr(),
-		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.cfg.Peers))
+		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.configuredPeers()))
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -231,7 +231,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
 
 	var joinTimeout <-chan time.Time
-	if len(c.cfg.Peers) == 0 || c.cfg.JoinTimeout == 0 {
+	if len(c.configuredPeers()) == 0 || c.cfg.JoinTimeout == 0 {
 		c.markReady()
 	} else {
 		t := time.NewTimer(c.cfg.JoinTimeout)
@@ -288,7 +288,7 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 			present[p.addr] = true
 		}
 		c.mu.Unlock()
-		for _, p := range c.cfg.Peers {
+		for _, p := range c.configuredPeers() {
 			if ctx.Err() != nil {
 				return
 			}
@@ -432,6 +432,21 @@ func (c *Cluster) Ready() <-chan struct{} { return c.ready }
 // Changed delivers a coalesced signal after members joined, left or changed
 // state; read Members after it fires.
 func (c *Cluster) Changed() <-chan struct{} { return c.changed }
+
+// SetPeers replaces the configured peers, as after a reload: the join
+// loop tries the new ones within a second; members that are no longer
+// configured stay until they leave.
+func (c *Cluster) SetPeers(peers []netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg.Peers = slices.Clone(peers)
+}
+
+func (c *Cluster) configuredPeers() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.Peers
+}
 
 // SetLocal sets the state this node gossips. Peers see it within about one
 // gossip interval. It does not block and is safe to call before Run and after

@@ -19,15 +19,16 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	maint := d.maintained
 	holder := d.holderView
 	started := d.started
+	cfg := d.cfg
 	d.mu.Unlock()
 	s := admin.Snapshot{
 		Time: now,
 		Node: admin.NodeInfo{
-			Name:        d.self.Name,
+			Name:        d.name,
 			Version:     d.opts.Version,
 			Uptime:      now.Sub(started).Seconds(),
 			StartedAt:   started,
-			Fingerprint: d.cfg.Fingerprint,
+			Fingerprint: cfg.Fingerprint,
 			Maintenance: maint,
 		},
 	}
@@ -40,7 +41,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		owner := holder[addr]
 		role := admin.VIPRole{VIP: addr, Role: admin.RoleStandby, Why: "elected holder is " + owner}
 		switch {
-		case st.Held && owner == d.self.Name:
+		case st.Held && owner == d.name:
 			role = admin.VIPRole{VIP: addr, Role: admin.RoleHolder, Why: "elected: best eligible node"}
 		case st.Held:
 			role = admin.VIPRole{VIP: addr, Role: admin.RoleReleasing, Why: "waiting for " + owner + " to take it (make before break)"}
@@ -69,11 +70,11 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		// Configured nodes this node cannot see are shown, not hidden: a
 		// member cut off by a partition must stand out in `halb status`.
 		d.mu.Lock()
-		for _, n := range d.cfg.Cluster.Nodes {
+		for _, n := range cfg.Cluster.Nodes {
 			if !present[n.Name] {
 				s.Members = append(s.Members, admin.Member{
 					Name:      n.Name,
-					Address:   netip.AddrPortFrom(n.Address, uint16(d.cfg.Cluster.Port)).String(),
+					Address:   netip.AddrPortFrom(n.Address, uint16(cfg.Cluster.Port)).String(),
 					Priority:  n.Priority,
 					LastHeard: d.lastSeen[n.Name],
 				})
@@ -84,7 +85,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	}
 	for i, f := range d.frontends {
 		fs := f.Stats()
-		fc := d.cfg.Frontends[i]
+		fc := cfg.Frontends[i]
 		s.Frontends = append(s.Frontends, admin.Frontend{
 			Name: fc.Name, Bind: fc.Bind.String(), Backend: fc.Backend,
 			Current: fs.Current, Total: fs.Total, Rejected: fs.Rejected,
@@ -92,7 +93,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 			BytesIn: fs.BytesIn, BytesOut: fs.BytesOut, MaxConn: fc.MaxConn,
 		})
 	}
-	for _, b := range d.cfg.Backends {
+	for _, b := range cfg.Backends {
 		p := d.pools[b.Name]
 		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy()}
 		for _, srv := range p.Servers() {

@@ -122,17 +122,18 @@ func (d *Daemon) control(ctx context.Context) error {
 
 // localState computes what this node gossips about itself.
 func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
-	fronts := make(map[string]bool, len(d.cfg.Frontends))
+	cfg, self := d.current()
+	fronts := make(map[string]bool, len(cfg.Frontends))
 	healthy := 0
-	for _, f := range d.cfg.Frontends {
+	for _, f := range cfg.Frontends {
 		ok := d.pools[f.Backend].Healthy()
 		fronts[f.Name] = ok
 		if ok {
 			healthy++
 		}
 	}
-	eligible := healthy == len(d.cfg.Frontends)
-	if d.cfg.Cluster.Eligibility == "any_frontend" {
+	eligible := healthy == len(cfg.Frontends)
+	if cfg.Cluster.Eligibility == "any_frontend" {
 		eligible = healthy > 0
 	}
 	d.mu.Lock()
@@ -152,12 +153,12 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 	} else if c.eligibleSince.IsZero() {
 		c.eligibleSince = now
 	}
-	stable := eligible && now.Sub(c.eligibleSince) >= d.cfg.Cluster.PreemptDelay
-	priority := d.self.Priority
+	stable := eligible && now.Sub(c.eligibleSince) >= cfg.Cluster.PreemptDelay
+	priority := self.Priority
 	if boost && eligible {
 		// A drill's target outranks everyone at once: it must not wait
 		// for preempt_delay, which guards against flapping, not drills.
-		priority, stable = boostPriority+d.self.Priority, true
+		priority, stable = boostPriority+self.Priority, true
 	}
 	var holds []string
 	for _, a := range d.announcers {
@@ -173,13 +174,14 @@ func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 		Frontends:   fronts,
 		Holds:       holds,
 		Holder:      maps.Clone(c.holder),
-		Fingerprint: d.cfg.Fingerprint,
+		Fingerprint: cfg.Fingerprint,
 		Version:     d.opts.Version,
 	}
 }
 
 // reconcile runs one round of the election and acts on its result.
 func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
+	cfg, self := d.current()
 	// Settled first, state second: a check result landing between the two
 	// must not publish an eligibility computed before it.
 	if !c.settled {
@@ -213,10 +215,10 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	c.lastMembers = names
 
 	quorum := 0
-	if d.cfg.Cluster.Quorum {
-		quorum = len(d.cfg.Cluster.Nodes)
+	if cfg.Cluster.Quorum {
+		quorum = len(cfg.Cluster.Nodes)
 	}
-	opts := election.Options{Policy: d.cfg.Cluster.Policy, Quorum: quorum}
+	opts := election.Options{Policy: cfg.Cluster.Policy, Quorum: quorum}
 	// A peer that joined a moment ago may not have published its state
 	// yet; claiming before it has would be deciding on half the facts.
 	unsettled := ""
@@ -263,10 +265,10 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		}
 		c.holder[addr] = owner
 		switch {
-		case owner == d.self.Name && unsettled != "" && !a.a.Held():
+		case owner == d.name && unsettled != "" && !a.a.Held():
 			d.log.Debug("not claiming yet: a peer's state is not known", "vip", addr, "peer", unsettled)
-		case owner == d.self.Name:
-			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", d.self.Priority, opts.Policy))
+		case owner == d.name:
+			a.a.SetOwner(true, fmt.Sprintf("elected (priority %d, policy %s)", self.Priority, opts.Policy))
 		case !a.a.Held():
 			a.a.SetOwner(false, "not elected")
 		case standDown != "":
@@ -291,6 +293,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 // override rule 2 ("nobody eligible: the holder keeps it"), which would
 // otherwise make a cut-off node a second holder.
 func (d *Daemon) standDown(members int, now time.Time) string {
+	cfg, _ := d.current()
 	if _, _, silenced := d.drillFlags(now); silenced {
 		return "hard drill: silent as if crashed"
 	}
@@ -300,7 +303,7 @@ func (d *Daemon) standDown(members int, now time.Time) string {
 	if len(d.cluster.Incompatible()) > 0 {
 		return "alone while configured peers answer with another gossip key: they may hold the VIP"
 	}
-	if d.witness != nil && !d.witness.Reachable() && len(d.cfg.Cluster.Nodes) > 1 {
+	if d.witness != nil && !d.witness.Reachable() && len(cfg.Cluster.Nodes) > 1 {
 		return "alone and the witness is unreachable: this node is the one cut off"
 	}
 	return ""

@@ -57,7 +57,8 @@ type Daemon struct {
 	frontends []*proxy.Frontend
 	limiter   *proxy.Limiter
 
-	self       config.Node // zero without a cluster
+	name       string      // this node's name; fixed for the process
+	self       config.Node // zero without a cluster; guarded by mu (reload)
 	cluster    *cluster.Cluster
 	announcers []*announcer
 	witness    *witness.Witness // nil without cluster.witness
@@ -71,7 +72,14 @@ type Daemon struct {
 	lastSeen   map[string]time.Time // member -> last time it was alive here
 	drill      drillState
 	rates      map[string]rateSample // frontend -> last look, for the rate
-	maintained bool                  // operator maintenance: ineligible
+
+	// Health checks run one goroutine per server under checkCtx; a reload
+	// stops and starts them one by one.
+	checkCtx   context.Context
+	checkers   map[*pool.Server]context.CancelFunc
+	checks     sync.WaitGroup
+	reloadMu   sync.Mutex // one reload at a time
+	maintained bool       // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.
@@ -98,6 +106,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		wake:     make(chan struct{}, 1),
 		lastSeen: map[string]time.Time{},
 		rates:    map[string]rateSample{},
+		checkers: map[*pool.Server]context.CancelFunc{},
 	}
 	for _, b := range cfg.Backends {
 		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))
@@ -121,7 +130,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 		return nil, fmt.Errorf("node %q is not in cluster.nodes (%s): pass --node NAME", opts.NodeName, strings.Join(names, ", "))
 	}
-	d.self = self
+	d.self, d.name = self, self.Name
 	var key []byte
 	if !cfg.Cluster.InsecureGossip {
 		var err error
@@ -195,22 +204,23 @@ func readKey(path string) ([]byte, error) {
 func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.started = time.Now()
+	cfg := d.cfg
 	d.mu.Unlock()
 	base := context.WithoutCancel(ctx)
 
 	proxyCtx, stopProxy := context.WithCancel(base)
 	defer stopProxy()
 	pg, pctx := errgroup.WithContext(proxyCtx)
+	d.mu.Lock()
+	d.checkCtx = pctx
+	d.mu.Unlock()
 	for _, p := range d.pools {
 		for _, s := range p.Servers() {
-			checker, err := health.NewChecker(p.Config().Health)
-			if err != nil {
-				return fmt.Errorf("backend %s: %w", p.Name(), err)
+			if err := d.startCheck(p, s); err != nil {
+				stopProxy()
+				d.checks.Wait()
+				return err
 			}
-			target := observed{Target: s, m: d.metrics, backend: p.Name(), server: s.Config().Name}
-			r := health.NewRunner(checker, s.Config().Address, p.Config().Health, target, d.opts.Clock,
-				d.log.With("component", "health", "backend", p.Name(), "server", s.Config().Name))
-			pg.Go(func() error { return r.Run(pctx) })
 		}
 	}
 	for _, f := range d.frontends {
@@ -220,10 +230,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	clusterCtx, stopCluster := context.WithCancel(base)
 	defer stopCluster()
 	cg, cctx := errgroup.WithContext(clusterCtx)
-	srv := admin.NewServer(d.cfg.Admin.Socket, d.cfg.Admin.Group, d, d, d.log)
+	srv := admin.NewServer(cfg.Admin.Socket, cfg.Admin.Group, d, d, d.log)
 	cg.Go(func() error { return srv.Run(cctx) })
-	if d.cfg.Stats != nil {
-		st, err := stats.New(*d.cfg.Stats, d, d.metrics.Handler(), d.log.With("component", "stats"))
+	if cfg.Stats != nil {
+		st, err := stats.New(*cfg.Stats, d, d.metrics.Handler(), d.log.With("component", "stats"))
 		if err != nil {
 			stopProxy()
 			_ = pg.Wait()
@@ -242,8 +252,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		cg.Go(func() error { return d.control(cctx) })
 	}
-	d.log.Info("halb started", "node", d.self.Name, "version", d.opts.Version,
-		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", d.cfg.Fingerprint)
+	d.log.Info("halb started", "node", d.name, "version", d.opts.Version,
+		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", cfg.Fingerprint)
 	cg.Go(func() error { return d.opts.Notify.RunWatchdog(cctx, d.alive) })
 	pg.Go(func() error { d.notifyReady(pctx); return nil })
 
@@ -263,6 +273,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	errC := cg.Wait()
 	stopProxy()
 	errP := pg.Wait()
+	d.checks.Wait()
 	if err := errors.Join(errC, errP); err != nil {
 		return err
 	}
@@ -303,6 +314,14 @@ func (d *Daemon) handover(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// current returns the config in force and this node's entry in it; a
+// reload replaces both.
+func (d *Daemon) current() (*config.Config, config.Node) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cfg, d.self
 }
 
 // notifyReady tells systemd halb is serving once every listener is up.

@@ -158,7 +158,7 @@ func (d *Daemon) EndDrill() error {
 
 // sendDrill delivers m to node, or applies it here when node is this one.
 func (d *Daemon) sendDrill(node string, m drillMsg) error {
-	if node == d.self.Name {
+	if node == d.name {
 		d.applyDrill(m)
 		return nil
 	}

@@ -1,0 +1,139 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"halb/internal/config"
+)
+
+// echoServer accepts connections and echoes them, on 127.0.0.1.
+func echoServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func proxyConfig(front int, drain string, servers ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "log: {connections: false}\ntimeouts: {drain: %s}\n", drain)
+	fmt.Fprintf(&b, "frontends:\n  - {name: api, bind: \"127.0.0.1:%d\", backend: cp}\n", front)
+	b.WriteString("backends:\n  - name: cp\n    health: {type: tcp, interval: 100ms, timeout: 50ms, fall: 1, rise: 1}\n    servers:\n")
+	for _, s := range servers {
+		name, addr, _ := strings.Cut(s, "=")
+		fmt.Fprintf(&b, "      - {name: %s, address: \"%s\"}\n", name, addr)
+	}
+	return b.String()
+}
+
+func TestReload(t *testing.T) {
+	dir, err := os.MkdirTemp("", "hr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	path := filepath.Join(dir, "halb.yaml")
+	front := freePort(t, "127.0.0.1")
+	s0, s1 := echoServer(t), echoServer(t)
+	write := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+"}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(proxyConfig(front, "300ms", "s0="+s0))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := &testWriter{t: t, name: "d"}
+	t.Cleanup(func() { tw.done.Store(true) })
+	d, err := New(cfg, Options{ConfigPath: path, Log: slog.New(slog.NewTextHandler(tw, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	servers := func() string {
+		var out []string
+		for _, b := range d.Snapshot().Backends {
+			for _, s := range b.Servers {
+				out = append(out, s.Name+"="+s.State)
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	waitFor(t, "s0 up", 5*time.Second, func() bool { return servers() == "s0=up" })
+
+	// An open session through s0, which the next reload removes.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", front))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	echo := func() error {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(c, make([]byte, 1))
+		return err
+	}
+	if err := echo(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A bad file changes nothing and says why.
+	write("frontends: nope\n")
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "frontends") {
+		t.Fatalf("bad reload: %v", err)
+	}
+	// A restart-only change is refused, naming it.
+	write(proxyConfig(front+1, "300ms", "s0="+s0))
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "frontends (add, remove, rebind) changed: that needs a restart") {
+		t.Fatalf("rebind reload: %v", err)
+	}
+	if servers() != "s0=up" || echo() != nil {
+		t.Fatal("a refused reload changed something")
+	}
+
+	// Replace s0 with s1: s1 is checked and serves new connections, the
+	// open session through s0 keeps working until the drain grace.
+	write(proxyConfig(front, "2s", "s1="+s1))
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "s1 up", 5*time.Second, func() bool { return servers() == "s1=up" })
+	if err := echo(); err != nil {
+		t.Fatalf("the open session through the removed server broke at once: %v", err)
+	}
+	waitFor(t, "the removed server's session closed after the grace", 5*time.Second, func() bool { return echo() != nil })
+}
