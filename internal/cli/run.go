@@ -41,12 +41,15 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", path, err)
 			}
-			if logLevel != "" {
-				cfg.Log.Level = logLevel
+			override := func(c *config.Config) {
+				if logLevel != "" {
+					c.Log.Level = logLevel
+				}
+				if socket != "" {
+					c.Admin.Socket = socket
+				}
 			}
-			if socket != "" {
-				cfg.Admin.Socket = socket
-			}
+			override(cfg)
 			if node == "" {
 				if node, err = os.Hostname(); err != nil {
 					return fmt.Errorf("find node name: %w (pass --node)", err)
@@ -57,6 +60,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			defer stop()
 			d, err := daemon.New(cfg, daemon.Options{
 				ConfigPath: path,
+				Override:   override,
 				NodeName:   node,
 				Version:    buildVersion(),
 				Log:        log,

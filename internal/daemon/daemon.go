@@ -39,6 +39,9 @@ type Options struct {
 	GARP vip.GARPSender
 	// Witness probes cluster.witness; nil means ICMP echo.
 	Witness witness.Prober
+	// Override applies command-line overrides to a config, also to the
+	// ones a reload reads, so that reloading does not undo them.
+	Override func(*config.Config)
 	// Notify tells systemd about readiness and feeds its watchdog; nil
 	// (or a Notifier without NOTIFY_SOCKET) does nothing.
 	Notify *sdnotify.Notifier

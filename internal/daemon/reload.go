@@ -66,6 +66,9 @@ func (d *Daemon) Reload() error {
 		d.log.Error("reload refused: config invalid; still running the previous one", "err", err)
 		return fmt.Errorf("%s:\n%w", d.opts.ConfigPath, err)
 	}
+	if d.opts.Override != nil {
+		d.opts.Override(next)
+	}
 	old, _ := d.current()
 	if err := restartOnly(old, next, d.name); err != nil {
 		d.log.Error("reload refused; still running the previous config", "err", err)
