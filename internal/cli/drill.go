@@ -184,6 +184,15 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 
 	pctx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
+	// lastOK is the latest success of any probe, to place "first success
+	// after the new holder took the VIP" on the timeline.
+	var okMu sync.Mutex
+	var lastOK time.Time
+	succeeded := func(at time.Time) {
+		okMu.Lock()
+		lastOK = at
+		okMu.Unlock()
+	}
 	reports := make([]probe.Report, len(targets))
 	var wg sync.WaitGroup
 	started := make(chan struct{}, len(targets))
@@ -192,7 +201,7 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 		go func() {
 			defer wg.Done()
 			reports[i] = probe.Run(pctx, probe.Options{Target: t, Mode: o.mode, Interval: o.interval,
-				Timeout: 500 * time.Millisecond, Started: func() { started <- struct{}{} }})
+				Timeout: 500 * time.Millisecond, Started: func() { started <- struct{}{} }, Succeeded: succeeded})
 		}()
 	}
 	for range targets {
@@ -219,16 +228,26 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 	event := func(what string) { rep.Timeline = append(rep.Timeline, DrillEvent{What: what, After: time.Since(t0)}) }
 	event("requested: " + start.From + " -> " + start.To)
 
-	var added, released, detected bool
+	var added, released, detected, served bool
+	var addedAt time.Time
 	deadline := time.Now().Add(o.timeout)
-	for (!added || !released) && time.Now().Before(deadline) && ctx.Err() == nil {
+	for (!added || !released || !served) && time.Now().Before(deadline) && ctx.Err() == nil {
+		if added && !served {
+			okMu.Lock()
+			at := lastOK
+			okMu.Unlock()
+			if at.After(addedAt) {
+				served = true
+				rep.Timeline = append(rep.Timeline, DrillEvent{What: "first successful probe since " + start.To + " took the VIP", After: at.Sub(t0)})
+			}
+		}
 		s, err := status(ctx, c)
 		if err == nil {
 			for _, m := range s.Members {
 				holds := slices.Contains(m.Holds, start.VIP)
 				switch {
 				case m.Name == start.To && m.Alive && holds && !added:
-					added = true
+					added, addedAt = true, time.Now()
 					event(start.To + " holds the VIP and has announced it (gratuitous ARP)")
 				case m.Name == start.From && !m.Alive && start.Hard && !detected:
 					detected = true
@@ -245,7 +264,7 @@ func runDrill(ctx context.Context, c *admin.Client, o drillOptions, req admin.Dr
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	moved := added && released
+	moved := added && released && served
 	if moved {
 		select {
 		case <-ctx.Done():

@@ -44,6 +44,10 @@ type Options struct {
 	// Started, if set, is called once when the first attempt has finished,
 	// so a caller can start the event it wants measured.
 	Started func()
+	// Succeeded, if set, is called after each successful attempt with its
+	// end time, so a caller can place successes on its own timeline. It
+	// runs on the probe's goroutine and must not block.
+	Succeeded func(at time.Time)
 }
 
 // Report summarises a probe run. Times are wall-clock; durations are
@@ -142,6 +146,9 @@ func Run(ctx context.Context, opts Options) Report {
 			}
 			gap(now)
 			lastOK = now
+			if opts.Succeeded != nil {
+				opts.Succeeded(now)
+			}
 		}
 		if r.Attempts == 1 && opts.Started != nil {
 			opts.Started()
