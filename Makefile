@@ -24,6 +24,9 @@ test: unit integration
 unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	# The stats dashboard in headless Chromium (Debian's chromium); it skips
+	# without a browser unless HALB_REQUIRE_BROWSER=1, as in CI.
+	$(GO) test -count=1 -tags browser -run Browser ./internal/stats/
 
 integration: build
 	HALB_BIN=$(abspath $(BIN)/halb) HALB_LAB_BIN=$(abspath $(BIN)/halb-lab) \
