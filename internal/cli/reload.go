@@ -16,16 +16,18 @@ func newReloadCmd() *cobra.Command {
 		Use:   "reload [--socket PATH]",
 		Short: "Make the running halb re-read its config file",
 		Long: `Reload asks the running halb to re-read its config file, like SIGHUP, and
-says whether it worked. What changed is applied without a restart: servers
-added or removed (a removed server's open connections may finish for
-timeouts.drain), weights, backup flags, health-check settings, timeouts for
-new connections, priorities, policy, quorum and gossip peers. Established
-connections to servers that remain are untouched, and the VIP moves only if
-the election result changes.
+says whether it worked. What changed is applied without a restart:
+frontends and backends added, removed or changed (a removed or changed
+frontend stops accepting and its sessions drain), servers added or removed (a
+removed server's open connections may finish for timeouts.drain), weights,
+backup flags, health-check settings, timeouts for new connections, maxconn,
+priorities, policy, quorum and gossip peers. Established connections through
+unchanged frontends to servers that remain are untouched, and the VIP moves
+only if the election result changes.
 
-An invalid file, or one that changes what needs a restart (frontends, the set
-of backends, VIPs, gossip port or key, admin, stats, log), is refused with
-every reason; halb then keeps running as before. Exit status 0 when applied,
+An invalid file, or one that changes what needs a restart (VIPs, gossip port,
+key, profile or witness, this node's address, admin, stats, log), is refused
+with every reason; halb then keeps running as before. Exit status 0 when applied,
 1 when refused or halb cannot be reached.`,
 		Example: `  vi /etc/halb/halb.yaml && halb check -c /etc/halb/halb.yaml && halb reload
   systemctl reload halb`,

@@ -20,6 +20,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	holder := d.holderView
 	started := d.started
 	cfg := d.cfg
+	pools, fronts := d.pools, d.frontends
 	d.mu.Unlock()
 	s := admin.Snapshot{
 		Time: now,
@@ -83,9 +84,9 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		d.mu.Unlock()
 		slices.SortFunc(s.Members, func(a, b admin.Member) int { return strings.Compare(a.Name, b.Name) })
 	}
-	for i, f := range d.frontends {
-		fs := f.Stats()
-		fc := cfg.Frontends[i]
+	for _, f := range fronts {
+		fs := f.f.Stats()
+		fc := f.cfg
 		s.Frontends = append(s.Frontends, admin.Frontend{
 			Name: fc.Name, Bind: fc.Bind.String(), Backend: fc.Backend,
 			Current: fs.Current, Total: fs.Total, Rejected: fs.Rejected,
@@ -94,7 +95,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		})
 	}
 	for _, b := range cfg.Backends {
-		p := d.pools[b.Name]
+		p := pools[b.Name]
 		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy()}
 		for _, srv := range p.Servers() {
 			ab.Servers = append(ab.Servers, backendServer(srv.Stats()))
@@ -162,7 +163,8 @@ func (d *Daemon) SetMaintenance(on bool) error {
 
 // SetServerAdmin implements admin.Controller.
 func (d *Daemon) SetServerAdmin(backend, server, state string) error {
-	p, ok := d.pools[backend]
+	pools, _ := d.parts()
+	p, ok := pools[backend]
 	if !ok {
 		return fmt.Errorf("no backend %q: %w", backend, admin.ErrNotFound)
 	}

@@ -29,7 +29,8 @@ func (d *Daemon) healthSettled(now time.Time) bool {
 	if now.Sub(started) >= settleTimeout {
 		return true
 	}
-	for _, p := range d.pools {
+	pools, _ := d.parts()
+	for _, p := range pools {
 		for _, s := range p.Servers() {
 			if !s.Stats().Known {
 				return false
@@ -74,7 +75,9 @@ func (d *Daemon) control(ctx context.Context) error {
 	}
 	var fwd []<-chan struct{}
 	fwd = append(fwd, d.cluster.Changed())
-	for _, p := range d.pools {
+	// Pools a reload adds are not forwarded; the periodic round covers them.
+	pools, _ := d.parts()
+	for _, p := range pools {
 		fwd = append(fwd, p.Changed())
 	}
 	for _, a := range d.announcers {
@@ -122,11 +125,14 @@ func (d *Daemon) control(ctx context.Context) error {
 
 // localState computes what this node gossips about itself.
 func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
-	cfg, self := d.current()
+	// One read: a reload swaps config and pools together.
+	d.mu.Lock()
+	cfg, self, pools := d.cfg, d.self, d.pools
+	d.mu.Unlock()
 	fronts := make(map[string]bool, len(cfg.Frontends))
 	healthy := 0
 	for _, f := range cfg.Frontends {
-		ok := d.pools[f.Backend].Healthy()
+		ok := pools[f.Backend].Healthy()
 		fronts[f.Name] = ok
 		if ok {
 			healthy++

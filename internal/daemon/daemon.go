@@ -56,8 +56,10 @@ type Daemon struct {
 	log     *slog.Logger
 	started time.Time
 
+	// pools and frontends are replaced whole by a reload (copy on write),
+	// guarded by mu; read them with parts.
 	pools     map[string]*pool.Pool
-	frontends []*proxy.Frontend
+	frontends []*frontend
 	limiter   *proxy.Limiter
 
 	name       string      // this node's name; fixed for the process
@@ -116,11 +118,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	d.metrics = metrics.New(d)
 	for _, f := range cfg.Frontends {
-		d.frontends = append(d.frontends, proxy.NewFrontend(f, d.pools[f.Backend], proxy.Options{
-			Timeouts: cfg.Timeouts,
-			ConnLog:  cfg.Log.Connections,
-			Limit:    d.limiter,
-		}, opts.Log.With("component", "proxy", "frontend", f.Name)))
+		d.frontends = append(d.frontends, d.newFrontend(cfg, f, d.pools))
 	}
 	if cfg.Cluster == nil {
 		return d, nil
@@ -227,7 +225,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	for _, f := range d.frontends {
-		pg.Go(func() error { return f.Run(pctx) })
+		fctx, stop := context.WithCancel(pctx)
+		d.mu.Lock()
+		f.stop = stop
+		d.mu.Unlock()
+		pg.Go(func() error { return f.f.Run(fctx) })
 	}
 
 	clusterCtx, stopCluster := context.WithCancel(base)
@@ -319,6 +321,29 @@ func (d *Daemon) handover(ctx context.Context) {
 	}
 }
 
+// frontend is a running listener and the config it was built from.
+type frontend struct {
+	cfg  config.Frontend
+	f    *proxy.Frontend
+	stop context.CancelFunc // set once it runs; stops accepting and drains
+}
+
+func (d *Daemon) newFrontend(cfg *config.Config, fc config.Frontend, pools map[string]*pool.Pool) *frontend {
+	return &frontend{cfg: fc, f: proxy.NewFrontend(fc, pools[fc.Backend], proxy.Options{
+		Timeouts: cfg.Timeouts,
+		ConnLog:  cfg.Log.Connections,
+		Limit:    d.limiter,
+	}, d.log.With("component", "proxy", "frontend", fc.Name))}
+}
+
+// parts returns the pools and frontends in force; a reload replaces both
+// collections, never changes them in place.
+func (d *Daemon) parts() (map[string]*pool.Pool, []*frontend) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pools, d.frontends
+}
+
 // current returns the config in force and this node's entry in it; a
 // reload replaces both.
 func (d *Daemon) current() (*config.Config, config.Node) {
@@ -329,9 +354,10 @@ func (d *Daemon) current() (*config.Config, config.Node) {
 
 // notifyReady tells systemd halb is serving once every listener is up.
 func (d *Daemon) notifyReady(ctx context.Context) {
-	for _, f := range d.frontends {
+	_, fronts := d.parts()
+	for _, f := range fronts {
 		select {
-		case <-f.Ready():
+		case <-f.f.Ready():
 		case <-ctx.Done():
 			return
 		}
@@ -339,7 +365,7 @@ func (d *Daemon) notifyReady(ctx context.Context) {
 	if err := d.opts.Notify.Ready(); err != nil {
 		d.log.Warn("notify systemd", "err", err)
 	}
-	_ = d.opts.Notify.Status(fmt.Sprintf("serving %d frontend(s)", len(d.frontends)))
+	_ = d.opts.Notify.Status(fmt.Sprintf("serving %d frontend(s)", len(fronts)))
 }
 
 // alive feeds the systemd watchdog: taking the daemon's lock proves the

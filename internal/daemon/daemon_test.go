@@ -60,7 +60,9 @@ func backend(t *testing.T) string {
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
 	for range 50 {
-		port := 20000 + rand.IntN(30000)
+		// Below the ephemeral range (32768+), where outgoing connections of
+		// tests running in parallel would take ports between check and use.
+		port := 10000 + rand.IntN(22000)
 		ok := true
 		var closers []func() error
 		for _, a := range addrs {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,9 +52,10 @@ func (d *Daemon) stopCheck(s *pool.Server) {
 	}
 }
 
-// Reload re-reads the config file and applies what changed: servers (added,
-// removed, weights, backup flags), health-check settings, timeouts for new
-// sessions, priorities, policy, quorum and the gossip peers. An invalid file,
+// Reload re-reads the config file and applies what changed: frontends and
+// backends (added, removed, changed), servers (added, removed, weights,
+// backup flags), health-check settings, timeouts for new sessions,
+// maxconn, priorities, policy, quorum and the gossip peers. An invalid file,
 // or one that changes what only a restart can change, is refused with every
 // reason, and nothing that runs changes. Established connections to servers
 // that remain are untouched; those of a removed server may finish for
@@ -70,6 +72,12 @@ func (d *Daemon) Reload() error {
 		d.opts.Override(next)
 	}
 	old, _ := d.current()
+	d.mu.Lock()
+	running := d.checkCtx != nil
+	d.mu.Unlock()
+	if !running {
+		return errors.New("reload refused: halb is still starting")
+	}
 	if err := restartOnly(old, next, d.name); err != nil {
 		d.log.Error("reload refused; still running the previous config", "err", err)
 		return err
@@ -85,13 +93,22 @@ func (d *Daemon) Reload() error {
 	if next.Cluster != nil {
 		self, _ = next.Cluster.Node(d.name)
 	}
-	d.mu.Lock()
-	d.cfg, d.self = next, self
-	d.mu.Unlock()
-
+	oldPools, oldFronts := d.parts()
 	var changes []string
+
+	// Backends: update the ones that stay, build new ones, retire the gone.
+	pools := make(map[string]*pool.Pool, len(next.Backends))
+	var startChecks []*pool.Pool
 	for _, b := range next.Backends {
-		p := d.pools[b.Name]
+		p, ok := oldPools[b.Name]
+		if !ok {
+			p = pool.New(b, d.log.With("component", "pool"))
+			pools[b.Name] = p
+			startChecks = append(startChecks, p)
+			changes = append(changes, "backend "+b.Name+" added")
+			continue
+		}
+		pools[b.Name] = p
 		before := p.Config()
 		if reflect.DeepEqual(before, b) {
 			continue
@@ -99,11 +116,7 @@ func (d *Daemon) Reload() error {
 		added, removed := p.Update(b)
 		healthChanged := !reflect.DeepEqual(before.Health, b.Health)
 		for _, s := range p.Servers() {
-			isNew := false
-			for _, a := range added {
-				isNew = isNew || a == s
-			}
-			if isNew || healthChanged {
+			if healthChanged || slices.Contains(added, s) {
 				// Validated above; a failure here would be a file changed
 				// in between, and the server keeps its previous check.
 				if err := d.startCheck(p, s); err != nil {
@@ -117,20 +130,110 @@ func (d *Daemon) Reload() error {
 		}
 		changes = append(changes, fmt.Sprintf("backend %s: +%d -%d servers", b.Name, len(added), len(removed)))
 	}
-	if old.Timeouts != next.Timeouts {
-		for _, f := range d.frontends {
-			f.SetTimeouts(next.Timeouts)
+	for name, p := range oldPools {
+		if _, ok := pools[name]; !ok {
+			for _, s := range p.Servers() {
+				d.stopCheck(s)
+				d.retire(name, s, next.Timeouts.Drain)
+			}
+			changes = append(changes, "backend "+name+" removed")
 		}
-		changes = append(changes, "timeouts")
 	}
+	for _, p := range startChecks {
+		for _, s := range p.Servers() {
+			if err := d.startCheck(p, s); err != nil {
+				d.log.Error("start health check", "backend", p.Name(), "server", s.Name(), "err", err)
+			}
+		}
+	}
+
+	// Frontends: keep the unchanged ones (their sessions are untouched),
+	// replace changed ones, start new ones, drain removed ones.
+	keep := make(map[string]*frontend, len(oldFronts))
+	for _, f := range oldFronts {
+		keep[f.cfg.Name] = f
+	}
+	var fronts, started []*frontend
+	for _, fc := range next.Frontends {
+		if f, ok := keep[fc.Name]; ok && f.cfg == fc {
+			delete(keep, fc.Name)
+			fronts = append(fronts, f)
+			continue
+		}
+		if f, ok := keep[fc.Name]; ok {
+			// Changed: stop accepting first, so a new listener can take
+			// the same address; its sessions drain.
+			delete(keep, fc.Name)
+			f.stop()
+			select {
+			case <-f.f.Closed():
+			case <-time.After(5 * time.Second):
+			}
+			changes = append(changes, "frontend "+fc.Name+" replaced")
+		} else {
+			changes = append(changes, "frontend "+fc.Name+" added")
+		}
+		nf := d.newFrontend(next, fc, pools)
+		fronts = append(fronts, nf)
+		started = append(started, nf)
+	}
+	for name, f := range keep {
+		f.stop()
+		changes = append(changes, "frontend "+name+" removed (draining)")
+	}
+	for _, f := range fronts {
+		f.f.SetTimeouts(next.Timeouts)
+	}
+	d.limiter.SetMax(next.MaxConn)
+
+	d.mu.Lock()
+	d.cfg, d.self = next, self
+	d.pools, d.frontends = pools, fronts
+	ctx := d.checkCtx
+	d.mu.Unlock()
+
+	// New listeners: report the ones that cannot listen.
+	var errs []error
+	for _, f := range started {
+		fctx, stop := context.WithCancel(ctx)
+		d.mu.Lock()
+		f.stop = stop
+		d.mu.Unlock()
+		runErr := make(chan error, 1)
+		d.checks.Add(1)
+		go func() {
+			defer d.checks.Done()
+			err := f.f.Run(fctx)
+			if err != nil {
+				d.log.Error("frontend stopped", "frontend", f.cfg.Name, "err", err)
+			}
+			runErr <- err
+		}()
+		select {
+		case <-f.f.Ready():
+		case err := <-runErr:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("frontend %s: %w", f.cfg.Name, err))
+			}
+		case <-time.After(5 * time.Second):
+			errs = append(errs, fmt.Errorf("frontend %s: not listening after 5s", f.cfg.Name))
+		}
+	}
+
 	if next.Cluster != nil {
 		if !reflect.DeepEqual(old.Cluster, next.Cluster) {
 			changes = append(changes, "cluster")
 		}
 		d.cluster.SetPeers(peersOf(next.Cluster, d.name))
 	}
+	if old.Timeouts != next.Timeouts {
+		changes = append(changes, "timeouts")
+	}
 	d.poke()
 	d.log.Info("config reloaded", "fingerprint", next.Fingerprint, "changes", strings.Join(changes, "; "))
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config applied, but: %w", err)
+	}
 	return nil
 }
 
@@ -171,22 +274,6 @@ func peersOf(c *config.Cluster, self string) []netip.AddrPort {
 func restartOnly(old, next *config.Config, self string) error {
 	var errs []error
 	need := func(what string) { errs = append(errs, fmt.Errorf("%s changed: that needs a restart", what)) }
-	if !reflect.DeepEqual(old.Frontends, next.Frontends) {
-		need("frontends (add, remove, rebind)")
-	}
-	if len(old.Backends) != len(next.Backends) {
-		need("the set of backends")
-	} else {
-		for i := range old.Backends {
-			if old.Backends[i].Name != next.Backends[i].Name {
-				need("the set of backends")
-				break
-			}
-		}
-	}
-	if old.MaxConn != next.MaxConn {
-		need("maxconn")
-	}
 	if !reflect.DeepEqual(old.VIPs, next.VIPs) {
 		need("vips")
 	}

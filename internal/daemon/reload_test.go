@@ -117,9 +117,9 @@ func TestReload(t *testing.T) {
 		t.Fatalf("bad reload: %v", err)
 	}
 	// A restart-only change is refused, naming it.
-	write(proxyConfig(front+1, "300ms", "s0="+s0))
-	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "frontends (add, remove, rebind) changed: that needs a restart") {
-		t.Fatalf("rebind reload: %v", err)
+	write(strings.Replace(proxyConfig(front, "300ms", "s0="+s0), "connections: false", "connections: false, format: json", 1))
+	if err := d.Reload(); err == nil || !strings.Contains(err.Error(), "log changed: that needs a restart") {
+		t.Fatalf("log format reload: %v", err)
 	}
 	if servers() != "s0=up" || echo() != nil {
 		t.Fatal("a refused reload changed something")
@@ -136,4 +136,76 @@ func TestReload(t *testing.T) {
 		t.Fatalf("the open session through the removed server broke at once: %v", err)
 	}
 	waitFor(t, "the removed server's session closed after the grace", 5*time.Second, func() bool { return echo() != nil })
+}
+
+func TestReloadFrontends(t *testing.T) {
+	dir, err := os.MkdirTemp("", "hr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	path := filepath.Join(dir, "halb.yaml")
+	a, b := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	s0 := echoServer(t)
+	write := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+"}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(proxyConfig(a, "1s", "s0="+s0))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := &testWriter{t: t, name: "d"}
+	t.Cleanup(func() { tw.done.Store(true) })
+	d, err := New(cfg, Options{ConfigPath: path, Log: slog.New(slog.NewTextHandler(tw, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	works := func(port int) bool {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err != nil {
+			return false
+		}
+		defer func() { _ = c.Close() }()
+		_ = c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("x")); err != nil {
+			return false
+		}
+		_, err = io.ReadFull(c, make([]byte, 1))
+		return err == nil
+	}
+	waitFor(t, "the frontend on the first port to serve", 5*time.Second, func() bool { return works(a) })
+
+	// Rebind the frontend to another port and add a second frontend on the
+	// first port with a new backend: both apply without a restart.
+	doc := proxyConfig(b, "1s", "s0="+s0)
+	doc = strings.Replace(doc, "backends:\n", fmt.Sprintf("  - {name: api2, bind: \"127.0.0.1:%d\", backend: cp2}\nbackends:\n", a), 1)
+	doc += fmt.Sprintf("  - name: cp2\n    health: {type: tcp, interval: 100ms, timeout: 50ms}\n    servers: [{name: t0, address: \"%s\"}]\n", s0)
+	write(doc)
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return works(a) && works(b) })
+	snap := d.Snapshot()
+	if len(snap.Frontends) != 2 || len(snap.Backends) != 2 {
+		t.Errorf("after reload: %d frontends, %d backends; want 2 and 2", len(snap.Frontends), len(snap.Backends))
+	}
+	// Back to one frontend: the second one stops listening.
+	write(proxyConfig(b, "1s", "s0="+s0))
+	if err := d.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the removed frontend to stop listening", 5*time.Second, func() bool { return !works(a) && works(b) })
 }

@@ -49,8 +49,9 @@ type Frontend struct {
 	log      *slog.Logger
 	bufs     sync.Pool
 
-	ready chan struct{}
-	addr  atomic.Pointer[net.TCPAddr]
+	ready  chan struct{}
+	closed chan struct{} // the listener is closed: its address is free again
+	addr   atomic.Pointer[net.TCPAddr]
 
 	// force is cancelled when the drain grace is over: it aborts dials
 	// still in progress.
@@ -76,6 +77,7 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 		dialer:   opts.Dialer,
 		log:      log,
 		ready:    make(chan struct{}),
+		closed:   make(chan struct{}),
 		sessions: make(map[*session]struct{}),
 	}
 	if f.dialer == nil {
@@ -139,6 +141,8 @@ func (f *Frontend) Stats() FrontendStats {
 // Timeouts.Drain, closes the rest and returns nil. Run may be called once.
 func (f *Frontend) Run(ctx context.Context) error {
 	defer f.forceCancel()
+	closeOnce := sync.OnceFunc(func() { close(f.closed) })
+	defer closeOnce()
 	network := "tcp4"
 	if f.cfg.Bind.Addr().Is6() && !f.cfg.Bind.Addr().Is4In6() {
 		network = "tcp6"
@@ -156,15 +160,20 @@ func (f *Frontend) Run(ctx context.Context) error {
 	}
 	close(f.ready)
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
-	return f.serve(ctx, ln)
+	return f.serve(ctx, ln, closeOnce)
 }
 
+// Closed is closed once the listener is closed (or never opened), before
+// the drain: a replacement can bind the same address then.
+func (f *Frontend) Closed() <-chan struct{} { return f.closed }
+
 // serve runs the accept loop on ln, then drains.
-func (f *Frontend) serve(ctx context.Context, ln net.Listener) error {
+func (f *Frontend) serve(ctx context.Context, ln net.Listener, closed func()) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	err := f.acceptLoop(ctx, ln)
 	_ = ln.Close()
+	closed()
 	f.drain()
 	if ctx.Err() != nil {
 		return nil

@@ -6,15 +6,21 @@ import "sync/atomic"
 // shares it (the global maxconn). A nil Limiter, or one built with n <= 0,
 // admits everything but still counts.
 type Limiter struct {
-	max int64
+	max atomic.Int64
 	cur atomic.Int64
 }
 
 // NewLimiter returns a limiter admitting at most n concurrent connections;
 // n <= 0 means unlimited.
 func NewLimiter(n int) *Limiter {
-	return &Limiter{max: int64(n)}
+	l := &Limiter{}
+	l.max.Store(int64(n))
+	return l
 }
+
+// SetMax changes the limit for connections admitted from now on (a
+// reload); connections above a lowered limit are not closed.
+func (l *Limiter) SetMax(n int) { l.max.Store(int64(n)) }
 
 // Current returns the number of connections holding a slot.
 func (l *Limiter) Current() int64 {
@@ -26,10 +32,10 @@ func (l *Limiter) Current() int64 {
 
 // Max returns the limit; 0 means unlimited.
 func (l *Limiter) Max() int64 {
-	if l == nil || l.max <= 0 {
+	if l == nil || l.max.Load() <= 0 {
 		return 0
 	}
-	return l.max
+	return l.max.Load()
 }
 
 // acquire takes a slot, reporting false when the limit is reached.
@@ -37,7 +43,7 @@ func (l *Limiter) acquire() bool {
 	if l == nil {
 		return true
 	}
-	return acquireSlot(&l.cur, l.max)
+	return acquireSlot(&l.cur, l.max.Load())
 }
 
 // release gives back a slot taken by acquire.
