@@ -104,7 +104,7 @@ func TestErrorsNamePathAndLine(t *testing.T) {
 			[]string{"frontends[0].backend (line 5)", "backends[0].servers[0].address (line 10)"}},
 		{"cluster without key", minimal + "cluster:\n  nodes:\n    - {name: lb1, address: 127.0.0.1}\n", []string{"cluster.key_file", "halb keygen"}},
 		{"vip without cluster", minimal + "vips:\n  - address: 10.0.0.1/24\n    interface: eth0\n", []string{"vips (line 11): a VIP needs a cluster"}},
-		{"type error", minimal + "maxconn: lots\n", []string{"line 11", "wrong value type"}},
+		{"type error", minimal + "maxconn: lots\n", []string{"maxconn (line 11): wrong value type: cannot unmarshal !!str `lots` into int"}},
 		{"empty", "", []string{"config is empty"}},
 		{"duplicate key", minimal + "maxconn: 1\nmaxconn: 2\n", []string{"maxconn (line 12): key appears twice"}},
 		{"quorum pair", minimal + "cluster:\n  insecure_gossip: true\n  quorum: true\n  nodes:\n    - {name: a, address: 127.0.0.1}\n    - {name: b, address: 127.0.0.2}\n", []string{"cluster.quorum (line 13): needs at least 3 nodes"}},

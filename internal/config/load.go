@@ -75,7 +75,7 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&raw); err != nil {
-		return nil, Errors{{Err: typeError(err)}}
+		return nil, w.typeErrors(err)
 	}
 	v := validator{lines: w.lines}
 	cfg := v.config(&raw)
@@ -87,14 +87,30 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// typeError rewrites yaml's "cannot unmarshal !!str `x` into int" into
-// something an operator can act on while keeping the line numbers yaml gives.
-func typeError(err error) error {
+// typeErrors turns yaml's "line 12: cannot unmarshal !!str `lots` into
+// int" into errors that name the field, found by its line, like the rest.
+func (w *walker) typeErrors(err error) Errors {
 	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		return fmt.Errorf("wrong value type: %s", strings.Join(te.Errors, "; "))
+	if !errors.As(err, &te) {
+		return Errors{{Err: err}}
 	}
-	return err
+	byLine := map[int]string{}
+	for p, l := range w.lines {
+		// The longest path on a line is the field itself, not its parent item.
+		if len(p) > len(byLine[l]) {
+			byLine[l] = p
+		}
+	}
+	var es Errors
+	for _, msg := range te.Errors {
+		var line int
+		rest := msg
+		if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+			_, rest, _ = strings.Cut(msg, ": ")
+		}
+		es = append(es, &FieldError{Path: byLine[line], Line: line, Err: fmt.Errorf("wrong value type: %s", rest)})
+	}
+	return sortErrors(es)
 }
 
 // walker checks the document's keys against the raw structs, so unknown or
