@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"halb/internal/config"
 	"halb/internal/daemon"
@@ -56,6 +57,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			raiseFileLimit(cfg.MaxConn, log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			d, err := daemon.New(cfg, daemon.Options{
@@ -103,3 +105,31 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
+
+// raiseFileLimit lifts the soft open-file limit to the hard one, as a
+// proxy needs two descriptors per connection, and warns with the numbers
+// when maxconn cannot fit.
+func raiseFileLimit(maxconn int, log *slog.Logger) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("read the open-file limit", "err", err)
+		return
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			log.Warn("raise the open-file limit", "err", err)
+		}
+		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
+	}
+	// Two sockets per proxied connection, plus listeners, checks, gossip.
+	need := uint64(2*maxconn) + fileReserve
+	if maxconn > 0 && need > lim.Cur {
+		log.Warn("maxconn does not fit the open-file limit: connections beyond it fail to be accepted or dialled",
+			"maxconn", maxconn, "fds_needed", need, "fd_limit", lim.Cur,
+			"fix", "raise LimitNOFILE (systemd) or ulimit -n, or lower maxconn")
+	}
+}
+
+// fileReserve is what halb needs besides proxied connections.
+const fileReserve = 256
