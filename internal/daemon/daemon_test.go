@@ -35,27 +35,6 @@ type node struct {
 	done chan error
 }
 
-// backend starts a TCP server on 127.0.0.1 that accepts and closes, good
-// enough for tcp health checks.
-func backend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // freePort finds a port free for TCP and UDP on all the given addresses.
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
@@ -93,7 +72,7 @@ func freePort(t *testing.T, addrs ...string) int {
 // pair builds the config for two nodes a (priority 200) and b (100).
 func pairConfig(t *testing.T, policy string) *config.Config {
 	t.Helper()
-	srv := backend(t)
+	srv := echoServer(t)
 	gossip := freePort(t, "127.0.0.61", "127.0.0.62")
 	doc := fmt.Sprintf(`
 log: {connections: false}

@@ -47,22 +47,23 @@ func proxyConfig(front int, drain string, servers ...string) string {
 	return b.String()
 }
 
-func TestReload(t *testing.T) {
+// runFromFile writes doc as a config file, starts a daemon on it and
+// returns it with a function that rewrites the file for a reload.
+func runFromFile(t *testing.T, doc string) (*Daemon, func(string)) {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "hr")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	path := filepath.Join(dir, "halb.yaml")
-	front := freePort(t, "127.0.0.1")
-	s0, s1 := echoServer(t), echoServer(t)
 	write := func(doc string) {
 		t.Helper()
 		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+"}\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write(proxyConfig(front, "300ms", "s0="+s0))
+	write(doc)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +83,13 @@ func TestReload(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	return d, write
+}
+
+func TestReload(t *testing.T) {
+	front := freePort(t, "127.0.0.1")
+	s0, s1 := echoServer(t), echoServer(t)
+	d, write := runFromFile(t, proxyConfig(front, "300ms", "s0="+s0))
 	servers := func() string {
 		var out []string
 		for _, b := range d.Snapshot().Backends {
@@ -139,40 +147,9 @@ func TestReload(t *testing.T) {
 }
 
 func TestReloadFrontends(t *testing.T) {
-	dir, err := os.MkdirTemp("", "hr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	path := filepath.Join(dir, "halb.yaml")
 	a, b := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	s0 := echoServer(t)
-	write := func(doc string) {
-		t.Helper()
-		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+"}\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(proxyConfig(a, "1s", "s0="+s0))
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := &testWriter{t: t, name: "d"}
-	t.Cleanup(func() { tw.done.Store(true) })
-	d, err := New(cfg, Options{ConfigPath: path, Log: slog.New(slog.NewTextHandler(tw, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	d, write := runFromFile(t, proxyConfig(a, "1s", "s0="+s0))
 	works := func(port int) bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 		if err != nil {
