@@ -5,6 +5,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"syscall"
@@ -127,27 +128,43 @@ func TestKillHolder(t *testing.T) {
 	failover(t, ctx, l, holder, func(n string) error { return l.StopHalb(n, syscall.SIGKILL) })
 }
 
-// (b) ten kill -9 rounds in a row, restarting the killed node each time.
-// Sticky policy keeps the VIP where it went, so rounds alternate.
+// (b) ten hard kills in a row per cluster profile, restarting the killed
+// node each time: the holder is frozen (SIGSTOP), then killed (SIGKILL), at
+// a random moment within a heartbeat period so the rounds do not all land
+// at the same phase. Sticky policy keeps the VIP where it went, so rounds
+// alternate. Only correctness is asserted (failover() checks exactly one
+// new holder that the client reaches); the outages are logged for the
+// record, and timing targets are judged by `make bench`.
 func TestKillHolderRepeated(t *testing.T) {
 	const rounds = 10
-	l, ctx := newLab(t, lab.Options{StartHalb: true, Policy: "sticky"}, true)
-	var outages []time.Duration
-	for i := range rounds {
-		holder, err := l.WaitStable(ctx, stableBound, l.LBNames()...)
-		if err != nil {
-			t.Fatalf("round %d: %v", i+1, err)
-		}
-		_, out := failover(t, ctx, l, holder, func(n string) error { return l.StopHalb(n, syscall.SIGKILL) })
-		outages = append(outages, out)
-		if t.Failed() {
-			break
-		}
-		if err := l.StartHalb(ctx, holder); err != nil {
-			t.Fatalf("round %d: restart %s: %v", i+1, holder, err)
-		}
+	for _, profile := range []string{"lan", "fast"} {
+		t.Run(profile, func(t *testing.T) {
+			l, ctx := newLab(t, lab.Options{StartHalb: true, Policy: "sticky", Profile: profile}, true)
+			var outages []time.Duration
+			for i := range rounds {
+				holder, err := l.WaitStable(ctx, stableBound, l.LBNames()...)
+				if err != nil {
+					t.Fatalf("round %d: %v", i+1, err)
+				}
+				_, out := failover(t, ctx, l, holder, func(n string) error {
+					// A heartbeat period is at most 100 ms in every profile.
+					time.Sleep(rand.N(100 * time.Millisecond))
+					if err := l.StopHalb(n, syscall.SIGSTOP); err != nil {
+						return err
+					}
+					return l.StopHalb(n, syscall.SIGKILL)
+				})
+				outages = append(outages, out)
+				if t.Failed() {
+					break
+				}
+				if err := l.StartHalb(ctx, holder); err != nil {
+					t.Fatalf("round %d: restart %s: %v", i+1, holder, err)
+				}
+			}
+			t.Logf("profile %s: outages over %d rounds: median %s, all: %s", profile, len(outages), median(outages).Round(time.Millisecond), fmtDurations(outages))
+		})
 	}
-	t.Logf("outages over %d rounds: median %s, all: %s", len(outages), median(outages).Round(time.Millisecond), fmtDurations(outages))
 }
 
 // (c) the holder's link goes down.
