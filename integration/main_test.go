@@ -98,7 +98,7 @@ func newLab(t *testing.T, opts lab.Options, needHalb bool) (*lab.Lab, context.Co
 	opts.WorkDir = t.TempDir()
 	if os.Getenv("HALB_LAB_KEEP") == "1" {
 		// Keep configs and logs for a post-mortem; the namespaces still go.
-		d, err := os.MkdirTemp("", "halb-"+t.Name()+"-")
+		d, err := os.MkdirTemp("", "halb-"+strings.ReplaceAll(t.Name(), "/", "_")+"-")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,7 +44,10 @@ type Config struct {
 type Member struct {
 	Name  string
 	Addr  netip.AddrPort
-	Alive bool // memberlist does not expose suspicion: listed members are alive
+	// Alive is false for a listed member whose heartbeats stopped and
+	// that did not answer a direct probe (see heartbeat.go); memberlist
+	// removes it from the list later, or its next beat makes it alive.
+	Alive bool
 	Local bool
 	State State
 	// StateErr is why the node's gossiped state did not decode, if it did not.
@@ -65,6 +68,8 @@ type Cluster struct {
 	started   atomic.Bool
 	silence   atomic.Int64 // unix nanoseconds until which gossip is dropped
 	port      atomic.Int32 // the bound gossip port, known once Run listens
+
+	hb *heartbeat // fast failure detection, ahead of memberlist's
 
 	mu    sync.Mutex
 	local State
@@ -139,6 +144,7 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		update:  make(chan struct{}, 1),
 		msgs:    make(chan []byte, msgQueue),
 		peers:   map[string]*peer{},
+		hb:      newHeartbeat(cfg.Profile),
 	}
 	c.meta, _ = EncodeState(State{}) // an empty state always fits
 	return c, nil
@@ -226,9 +232,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.configuredPeers()))
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); c.joinLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
+	go func() { defer wg.Done(); c.heartbeatLoop(ctx, ml) }()
 
 	var joinTimeout <-chan time.Time
 	if len(c.configuredPeers()) == 0 || c.cfg.JoinTimeout == 0 {
@@ -523,7 +530,8 @@ func (c *Cluster) Silence(d time.Duration) {
 	c.log.Warn("gossip silenced for a drill", "duration", d)
 }
 
-// Members returns the alive members, this node included, sorted by name.
+// Members returns the members memberlist lists, this node included, sorted
+// by name; see Member.Alive for those the heartbeats gave up on.
 func (c *Cluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -540,7 +548,7 @@ func (c *Cluster) Members() []Member {
 		out = append(out, Member{
 			Name:      name,
 			Addr:      p.addr,
-			Alive:     true,
+			Alive:     !c.hb.isDown(name),
 			State:     cloneState(p.state),
 			StateErr:  p.stateErr,
 			LastHeard: p.lastHeard,
@@ -599,6 +607,9 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // NotifyMsg queues a peer's message; memberlist reuses the buffer, so it
 // is copied, and a full queue drops the message rather than block gossip.
 func (d *delegate) NotifyMsg(b []byte) {
+	if d.c.receiveBeat(b) {
+		return
+	}
 	select {
 	case d.c.msgs <- slices.Clone(b):
 	default:
@@ -635,6 +646,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.c.mu.Lock()
 	delete(d.c.peers, n.Name)
 	d.c.mu.Unlock()
+	d.c.hb.forget(n.Name)
 	d.c.notify()
 }
 

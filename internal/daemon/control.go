@@ -48,6 +48,7 @@ type controller struct {
 	stateSet      bool
 	lastMembers   []string
 	holder        map[string]string // VIP -> owner computed in the last round
+	contested     map[string]bool   // VIP -> another member claimed it in the last round
 }
 
 // poke asks the control loop for a new round; it never blocks.
@@ -101,7 +102,7 @@ func (d *Daemon) control(ctx context.Context) error {
 
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
-	c := &controller{holder: map[string]string{}}
+	c := &controller{holder: map[string]string{}, contested: map[string]bool{}}
 	ready := d.cluster.Ready()
 	for {
 		select {
@@ -207,9 +208,14 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		return
 	}
 	members := d.cluster.Members()
+	// Members whose heartbeats stopped are still listed until memberlist
+	// removes them, but are gone for the election.
 	names := make([]string, 0, len(members))
 	d.mu.Lock()
 	for _, m := range members {
+		if !m.Alive {
+			continue
+		}
 		names = append(names, m.Name)
 		d.lastSeen[m.Name] = now
 	}
@@ -233,7 +239,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			unsettled = m.Name
 		}
 	}
-	standDown := d.standDown(len(members), now)
+	standDown := d.standDown(len(names), now)
 
 	// Every member's gossiped state, this node's fresh one included; only
 	// Holds differs per VIP.
@@ -288,6 +294,19 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		if membersChanged && a.a.Held() {
 			a.a.Reannounce("membership changed")
 		}
+		// Another holder that lets go may have been the last to announce
+		// (it took over from this node while this one was frozen or cut
+		// off): point the neighbours back here.
+		contested := false
+		for name, s := range states {
+			if name != d.name && slices.Contains(s.Holds, addr) {
+				contested = true
+			}
+		}
+		if c.contested[addr] && !contested && owner == d.name && a.a.Held() {
+			a.a.Reannounce("another holder released the VIP")
+		}
+		c.contested[addr] = contested
 	}
 	d.mu.Lock()
 	d.holderView = maps.Clone(c.holder)

@@ -293,7 +293,13 @@ func (d *Daemon) handover(ctx context.Context) {
 	d.leaving = true
 	d.mu.Unlock()
 	d.poke()
-	if len(d.cluster.Members()) < 2 {
+	alive := 0
+	for _, m := range d.cluster.Members() {
+		if m.Alive {
+			alive++
+		}
+	}
+	if alive < 2 {
 		return // nobody to hand over to
 	}
 	deadline := time.NewTimer(handoverTimeout)

@@ -1,0 +1,306 @@
+package cluster
+
+import (
+	"io"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// sim drives a detector the way heartbeatLoop does, on a fake clock with
+// one-millisecond steps: checks every interval/4, probes that finish after
+// probeTimeout with the answer answer gives.
+type sim struct {
+	d            *detector
+	start, now   time.Time
+	probeTimeout time.Duration
+	answer       func(started time.Time) bool
+	pending      map[string]time.Time // peer -> probe start
+	downSince    time.Time            // zero while the peer is up
+	seq          uint64
+	boot         uint64
+}
+
+func newSim(t beatTiming, answer func(time.Time) bool) *sim {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	return &sim{
+		d: newDetector(t), start: start, now: start,
+		probeTimeout: t.interval, answer: answer,
+		pending: map[string]time.Time{}, boot: 1,
+	}
+}
+
+// at is the fake time offset from the start.
+func (s *sim) at(off time.Duration) time.Time { return s.start.Add(off) }
+
+// run advances the clock to until, delivering a beat of "lb1" at each
+// time in beats that falls in the span, and returns the times at which
+// lb1 went down and came back.
+func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time.Duration) {
+	tick := s.d.timing.interval / 4
+	i := 0
+	for !s.now.After(s.at(until)) {
+		off := s.now.Sub(s.start)
+		for i < len(beats) && beats[i] <= off {
+			s.seq++
+			if s.d.beat("lb1", s.boot, s.seq, s.now) {
+				ups = append(ups, off)
+			}
+			i++
+		}
+		for name, started := range s.pending {
+			if !s.now.Before(started.Add(s.probeTimeout)) {
+				s.d.probed(name, started, s.answer(started), s.now)
+				delete(s.pending, name)
+			}
+		}
+		if off%tick == 0 {
+			for _, name := range s.d.probes(s.now) {
+				s.pending[name] = s.now
+			}
+			for range s.d.check(s.now) {
+				downs = append(downs, off)
+			}
+		}
+		s.now = s.now.Add(time.Millisecond)
+	}
+	return downs, ups
+}
+
+// every returns beats at from, from+step, ... up to and including to.
+func every(from, to, step time.Duration) []time.Duration {
+	var out []time.Duration
+	for t := from; t <= to; t += step {
+		out = append(out, t)
+	}
+	return out
+}
+
+func never(time.Time) bool  { return false }
+func always(time.Time) bool { return true }
+
+func TestDetectorDownAfterMissedBeatsAndFailedProbe(t *testing.T) {
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			s := newSim(tm, never)
+			last := 10 * tm.interval
+			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
+			if len(downs) != 1 {
+				t.Fatalf("went down at %v, want once", downs)
+			}
+			deadline := time.Duration(tm.misses) * tm.interval
+			if got := downs[0] - last; got < deadline || got > deadline+tm.interval/4 {
+				t.Fatalf("down %s after the last beat, want %s to %s (misses × interval, plus one check period)",
+					got, deadline, deadline+tm.interval/4)
+			}
+		})
+	}
+}
+
+func TestDetectorAnsweredProbeKeepsPeerUp(t *testing.T) {
+	// Beats lost (a firewall dropping them, say) while memberlist answers:
+	// memberlist's own detector decides, not the heartbeat.
+	tm := beatTimings["lan"]
+	s := newSim(tm, always)
+	if downs, _ := s.run(5*time.Second, every(0, time.Second, tm.interval)); len(downs) != 0 {
+		t.Fatalf("went down at %v while answering every probe", downs)
+	}
+}
+
+func TestDetectorToleratesJitter(t *testing.T) {
+	// Beats late by up to just under misses-1 intervals, probes never
+	// answered: no gap reaches the deadline, so the peer never goes down.
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(6, 1))
+			var beats []time.Duration
+			maxGap := time.Duration(tm.misses)*tm.interval - 2*time.Millisecond
+			for at := time.Duration(0); at < 60*time.Second; {
+				beats = append(beats, at)
+				at += tm.interval/2 + time.Duration(r.Int64N(int64(maxGap-tm.interval/2)))
+			}
+			s := newSim(tm, never)
+			if downs, _ := s.run(beats[len(beats)-1], beats); len(downs) != 0 {
+				t.Fatalf("went down at %v with every gap below %s", downs, maxGap)
+			}
+		})
+	}
+}
+
+func TestDetectorPausedHolderComesBackAtItsFirstBeat(t *testing.T) {
+	// The holder freezes for 2 s (SIGSTOP, a VM pause), then resumes with
+	// its next sequence numbers. The backup takes over while it is down;
+	// both hold the VIP only from the resume until the backup hears the
+	// first beat, and the election then keeps one.
+	tm := beatTimings["lan"]
+	s := newSim(tm, never)
+	pauseAt, resumeAt := time.Second, 3*time.Second
+	beats := append(every(0, pauseAt, tm.interval), every(resumeAt, resumeAt+time.Second, tm.interval)...)
+	downs, ups := s.run(resumeAt+time.Second, beats)
+	if len(downs) != 1 || downs[0] > pauseAt+time.Duration(tm.misses+1)*tm.interval {
+		t.Fatalf("downs %v: want one soon after the pause at %s", downs, pauseAt)
+	}
+	if len(ups) != 1 || ups[0] != resumeAt {
+		t.Fatalf("ups %v: want one at the first beat after the resume (%s)", ups, resumeAt)
+	}
+	if s.d.isDown("lb1") {
+		t.Fatal("lb1 still down after its beats resumed")
+	}
+}
+
+func TestDetectorRestartedPeerIsAccepted(t *testing.T) {
+	tm := beatTimings["lan"]
+	s := newSim(tm, never)
+	downs, _ := s.run(time.Second, every(0, 200*time.Millisecond, tm.interval))
+	if len(downs) != 1 {
+		t.Fatalf("downs %v, want 1", downs)
+	}
+	// A new process starts its sequence over under a new boot id.
+	if !s.d.beat("lb1", 2, 1, s.now) || s.d.isDown("lb1") {
+		t.Fatal("a beat from the restarted process did not bring lb1 back")
+	}
+}
+
+func TestDetectorIgnoresReplayedBeats(t *testing.T) {
+	tm := beatTimings["lan"]
+	s := newSim(tm, never)
+	s.run(500*time.Millisecond, every(0, 500*time.Millisecond, tm.interval))
+	last := s.seq
+	// Replays of beats already seen, e.g. captured and sent again, must not
+	// keep a dead peer alive.
+	for at := 550 * time.Millisecond; at < 2*time.Second; at += 50 * time.Millisecond {
+		s.now = s.at(at)
+		if s.d.beat("lb1", s.boot, last-uint64(at/time.Second), s.now) {
+			t.Fatal("a replayed beat brought lb1 back")
+		}
+	}
+	s.now = s.at(501 * time.Millisecond)
+	downs, _ := s.run(2*time.Second, nil)
+	if len(downs) != 1 {
+		t.Fatalf("downs %v: want lb1 down despite the replayed beats", downs)
+	}
+}
+
+func TestDetectorStaleProbeResultIgnored(t *testing.T) {
+	tm := beatTimings["lan"]
+	d := newDetector(tm)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d.beat("lb1", 1, 1, t0)
+	probeAt := t0.Add(d.overdue())
+	if got := d.probes(probeAt); len(got) != 1 {
+		t.Fatalf("probes %v, want lb1", got)
+	}
+	// A late beat arrives while the probe is out; the probe then fails.
+	d.beat("lb1", 1, 2, probeAt.Add(10*time.Millisecond))
+	d.probed("lb1", probeAt, false, probeAt.Add(tm.interval))
+	if down := d.check(t0.Add(d.deadline())); len(down) != 0 {
+		t.Fatalf("down %v on a probe that a newer beat made stale", down)
+	}
+}
+
+func TestBeatCodec(t *testing.T) {
+	b := encodeBeat("lb1", 42, 7)
+	name, boot, seq, err := decodeBeat(b)
+	if err != nil || name != "lb1" || boot != 42 || seq != 7 {
+		t.Fatalf("decode = %q %d %d %v", name, boot, seq, err)
+	}
+	for _, bad := range [][]byte{
+		[]byte(`{"op":"yield"}`),
+		b[:len(b)-1],
+		append(append([]byte{}, b...), 0),
+		encodeBeat("", 1, 1),
+	} {
+		if _, _, _, err := decodeBeat(bad); err == nil {
+			t.Errorf("decode %q: no error", bad)
+		}
+	}
+	if isBeat([]byte(`{"op":"yield"}`)) {
+		t.Error("a drill message looks like a heartbeat")
+	}
+}
+
+// beater is a bare memberlist node that sends heartbeats in a node's name,
+// encrypted with key.
+func beater(t *testing.T, ip string, key []byte) *memberlist.Memberlist {
+	t.Helper()
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = "beater-" + ip
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = ip, 0, 0
+	mc.Label = gossipLabel
+	mc.Logger = log.New(io.Discard, "", 0)
+	kr, err := memberlist.NewKeyring(nil, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc.Keyring = kr
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ml.Shutdown() })
+	return ml
+}
+
+func TestBeatWithWrongKeyIgnored(t *testing.T) {
+	addrA := freePort(t, "127.0.0.31")
+	a := start(t, nodeConfig("lb1", addrA))
+	waitReady(t, a, 5*time.Second)
+	to := memberlist.Address{Addr: addrA.String(), Name: "lb1"}
+	recorded := func(name string) bool {
+		a.c.hb.mu.Lock()
+		defer a.c.hb.mu.Unlock()
+		_, ok := a.c.hb.det.peers[name]
+		return ok
+	}
+
+	wrong := beater(t, "127.0.0.32", otherKey)
+	for seq := range uint64(5) {
+		if err := wrong.SendToAddress(to, encodeBeat("lb7", 1, seq+1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A beat with the right key, sent after the wrong ones to the same
+	// socket, shows that those were read and dropped.
+	right := beater(t, "127.0.0.33", testKey)
+	seq := uint64(0)
+	waitFor(t, a.c, 5*time.Second, "beat with the right key recorded", func() bool {
+		seq++
+		if err := right.SendToAddress(to, encodeBeat("lb8", 1, seq)); err != nil {
+			t.Fatal(err)
+		}
+		return recorded("lb8")
+	})
+	if recorded("lb7") {
+		t.Fatal("a heartbeat encrypted with another key was accepted")
+	}
+	if a.rec.count(slog.LevelDebug, "decrypt") == 0 {
+		t.Error("the dropped beats left no trace in the log")
+	}
+}
+
+func TestSilencedPeerMarkedDownThenBack(t *testing.T) {
+	a, b, _, _ := pair(t, "127.0.0.34", "127.0.0.35")
+	waitFor(t, a.c, 2*time.Second, "lb2 beats", func() bool {
+		a.c.hb.mu.Lock()
+		defer a.c.hb.mu.Unlock()
+		_, ok := a.c.hb.det.peers["lb2"]
+		return ok
+	})
+	// Shorter than memberlist's own detection, longer than the heartbeat's.
+	b.c.Silence(600 * time.Millisecond)
+	waitFor(t, a.c, 2*time.Second, "lb2 listed but not alive", func() bool {
+		m, ok := member(a.c, "lb2")
+		return ok && !m.Alive
+	})
+	waitFor(t, a.c, 3*time.Second, "lb2 alive again", func() bool {
+		m, ok := member(a.c, "lb2")
+		return ok && m.Alive
+	})
+	if a.rec.count(slog.LevelWarn, "missed its heartbeats", "peer=lb2") != 1 {
+		t.Error("the down verdict was not logged once")
+	}
+}
