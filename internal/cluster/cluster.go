@@ -44,10 +44,7 @@ type Config struct {
 type Member struct {
 	Name  string
 	Addr  netip.AddrPort
-	// Alive is false for a listed member whose heartbeats stopped and
-	// that did not answer a direct probe (see heartbeat.go); memberlist
-	// removes it from the list later, or its next beat makes it alive.
-	Alive bool
+	Alive bool // false once its heartbeats stopped and a direct probe failed (heartbeat.go)
 	Local bool
 	State State
 	// StateErr is why the node's gossiped state did not decode, if it did not.
