@@ -77,6 +77,7 @@ the workdir.`,
 	f.IntVar(&opts.CPs, "cps", 3, "fake control planes")
 	f.BoolVar(&opts.Insecure, "insecure", false, "gossip without encryption")
 	f.StringVar(&opts.Policy, "policy", "", "cluster.policy: preempt or sticky")
+	f.StringVar(&opts.Profile, "profile", "", "cluster.profile: lan or fast")
 	f.DurationVar(&opts.PreemptDelay, "preempt-delay", 0, "cluster.preempt_delay")
 	f.BoolVar(&opts.Quorum, "quorum", false, "cluster.quorum (3 or more LBs)")
 	f.StringSliceVar(&opts.HalbArgs, "halb-arg", nil, "extra argument to `halb run` (repeatable)")

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -18,27 +19,56 @@ import (
 // timeout and a suspicion timeout (about 1 s on "lan") to declare a node
 // dead. Every node therefore also sends each peer a small heartbeat over
 // memberlist's packet channel (so it is encrypted with the gossip keyring,
-// labelled, and silenced by a hard drill like all gossip). A peer whose
-// beats stop is probed directly once; it counts as down when it has missed
-// beatMisses beats AND that probe went unanswered. One lost or late beat,
-// or many lost beats from a node whose memberlist still answers, never
-// makes a peer down. memberlist's own detector stays the authority for
-// removing a member; this one only marks a listed member not alive sooner,
-// and its first beat after a pause marks it alive again.
+// labelled, and silenced by a hard drill like all gossip). When a peer's
+// beat is half an interval overdue, this node opens a TCP connection to the
+// peer's gossip port, once per interval while the silence lasts, and reads
+// the answer of the peer's kernel:
+//
+//   - refused: the host is up but nothing listens on the gossip port any
+//     more: the process died (kill -9, crash, OOM kill). The peer is down
+//     at once.
+//   - no answer within an interval: the host or its link is gone (or drops
+//     everything). The peer is down once it has missed beatMisses beats.
+//   - connected: the process exists but does not beat: it is stalled (CPU
+//     starvation, SIGSTOP, a long pause). It is not down: a stall is not a
+//     death, and memberlist's slower detector decides if it lasts.
+//
+// A stall therefore never moves the VIP early, however long it is. The
+// first beat after a silence makes the peer alive again. memberlist stays
+// the authority for removing a member; this detector only marks a listed
+// member not alive sooner.
 
 // beatTiming is a profile's heartbeat timing.
 type beatTiming struct {
-	interval time.Duration // between two beats to each peer
-	misses   int           // beats missed before a peer can be down
+	interval time.Duration // between two beats to each peer; also the probe timeout
+	misses   int           // beats an unreachable peer misses before it is down
 }
 
-// beatTimings per cluster profile. The confirming probe starts when a beat
-// is half an interval overdue and waits memberlist's ProbeTimeout, so it
-// has failed by the time the misses are up: (1.5 + 1) × interval < 3 ×
-// interval on both profiles.
+// beatTimings per cluster profile.
 var beatTimings = map[string]beatTiming{
-	"lan":  {interval: 100 * time.Millisecond, misses: 3},
+	"lan":  {interval: 100 * time.Millisecond, misses: 4},
 	"fast": {interval: 50 * time.Millisecond, misses: 3},
+}
+
+// probeOutcome is what a peer's kernel said to a TCP connection attempt.
+type probeOutcome int
+
+const (
+	probeConnected   probeOutcome = iota + 1 // the process holds its socket: alive, maybe stalled
+	probeRefused                             // the host answers, the process is gone
+	probeUnreachable                         // no answer: host or link down
+)
+
+func (o probeOutcome) String() string {
+	switch o {
+	case probeConnected:
+		return "connected"
+	case probeRefused:
+		return "refused"
+	case probeUnreachable:
+		return "unreachable"
+	}
+	return "none"
 }
 
 // beatMagic starts every heartbeat. Other user messages (drill requests)
@@ -88,7 +118,7 @@ func decodeBeat(b []byte) (node string, boot, seq uint64, err error) {
 	return node, boot, seq, nil
 }
 
-// detector decides from heartbeats and confirming probes which peers are
+// detector decides from heartbeats and probe outcomes which peers are
 // down. It reads no clock: callers pass the time, so tests drive it with a
 // fake one. It is not safe for concurrent use.
 type detector struct {
@@ -98,9 +128,10 @@ type detector struct {
 
 type beatPeer struct {
 	boot, seq uint64
-	last      time.Time // latest beat, or answer to a probe
-	probing   time.Time // start of the pending probe; zero if none
-	confirmed bool      // a probe started after last went unanswered
+	last      time.Time    // latest beat
+	probing   time.Time    // start of the pending probe; zero if none
+	probed    time.Time    // start of the latest finished probe
+	outcome   probeOutcome // of that probe, if it started after last; else 0
 	down      bool
 }
 
@@ -123,25 +154,29 @@ func (d *detector) beat(name string, boot, seq uint64, now time.Time) (back bool
 		return false
 	}
 	p.boot, p.seq = boot, seq
-	p.last, p.probing, p.confirmed = now, time.Time{}, false
+	p.last, p.probing, p.outcome = now, time.Time{}, 0
 	back, p.down = p.down, false
 	return back
 }
 
-// overdue is when a missing beat is worth a probe.
+// overdue is how long a peer may be silent before it is probed.
 func (d *detector) overdue() time.Duration { return d.timing.interval * 3 / 2 }
 
-// deadline is how long a peer may stay silent before it can be down.
+// deadline is how long an unreachable peer may be silent before it is down.
 func (d *detector) deadline() time.Duration {
 	return d.timing.interval * time.Duration(d.timing.misses)
 }
 
-// probes returns the peers whose beat is overdue and that are not being
-// probed yet, and marks them as probed from now.
+// probes returns the peers to probe now: silent for longer than overdue,
+// not down, no probe pending, the last one an interval ago or more. It
+// marks them as probed from now.
 func (d *detector) probes(now time.Time) []string {
 	var out []string
 	for name, p := range d.peers {
-		if p.down || p.confirmed || !p.probing.IsZero() || now.Sub(p.last) < d.overdue() {
+		if p.down || !p.probing.IsZero() || now.Sub(p.last) < d.overdue() {
+			continue
+		}
+		if p.probed.After(p.last) && now.Sub(p.probed) < d.timing.interval {
 			continue
 		}
 		p.probing = now
@@ -150,30 +185,38 @@ func (d *detector) probes(now time.Time) []string {
 	return out
 }
 
-// probed records the outcome of the probe of name started at started. An
-// answer proves the peer alive as much as a beat does; a probe that went
-// unanswered confirms the missing beats.
-func (d *detector) probed(name string, started time.Time, answered bool, now time.Time) {
+// probed records the outcome of the probe of name started at started. A
+// probe that found no answer but took far longer than its timeout says
+// more about this node (starved of CPU, its own timer late) than about the
+// peer, and is discarded.
+func (d *detector) probed(name string, started time.Time, o probeOutcome, now time.Time) {
 	p, ok := d.peers[name]
 	if !ok || !p.probing.Equal(started) {
-		return // a beat (or a newer probe) came since
+		return // a beat came since
 	}
 	p.probing = time.Time{}
-	if answered {
-		p.last = now
+	if o == probeUnreachable && now.Sub(started) > 2*d.timing.interval {
 		return
 	}
-	p.confirmed = true
+	p.probed, p.outcome = started, o
 }
 
-// check marks down every peer silent for the deadline whose probe went
-// unanswered, and returns the names that went down now.
-func (d *detector) check(now time.Time) []string {
-	var out []string
+// check marks peers down and returns the names that went down now, each
+// with the outcome that decided it: refused as soon as a probe says so,
+// unreachable once the peer has been silent for the deadline.
+func (d *detector) check(now time.Time) map[string]probeOutcome {
+	var out map[string]probeOutcome
 	for name, p := range d.peers {
-		if !p.down && p.confirmed && now.Sub(p.last) >= d.deadline() {
+		silent := now.Sub(p.last)
+		if p.down || silent < d.overdue() {
+			continue
+		}
+		if p.outcome == probeRefused || (p.outcome == probeUnreachable && silent >= d.deadline()) {
 			p.down = true
-			out = append(out, name)
+			if out == nil {
+				out = map[string]probeOutcome{}
+			}
+			out[name] = p.outcome
 		}
 	}
 	return out
@@ -204,6 +247,10 @@ type heartbeat struct {
 	timing beatTiming
 	boot   uint64 // tells this process's beats from an earlier run's
 
+	// probe asks a peer's kernel whether its gossip port is open; tests
+	// replace it.
+	probe func(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout time.Duration) probeOutcome
+
 	mu  sync.Mutex
 	seq uint64
 	det *detector
@@ -211,7 +258,7 @@ type heartbeat struct {
 
 func newHeartbeat(profile string) *heartbeat {
 	t := beatTimings[profile]
-	return &heartbeat{timing: t, boot: rand.Uint64(), det: newDetector(t)}
+	return &heartbeat{timing: t, boot: rand.Uint64(), det: newDetector(t), probe: tcpProbe}
 }
 
 // isDown reports whether the detector has marked name down.
@@ -252,13 +299,13 @@ func (c *Cluster) receiveBeat(b []byte) bool {
 }
 
 // heartbeatLoop sends this node's beats every interval and checks the
-// peers' four times per interval, probing those whose beats are overdue.
+// peers' eight times per interval, probing those whose beats are overdue.
 func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	var probes sync.WaitGroup
 	defer probes.Wait()
 	send := time.NewTicker(c.hb.timing.interval)
 	defer send.Stop()
-	check := time.NewTicker(c.hb.timing.interval / 4)
+	check := time.NewTicker(c.hb.timing.interval / 8)
 	defer check.Stop()
 	for {
 		select {
@@ -267,7 +314,7 @@ func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist) 
 		case <-send.C:
 			c.sendBeats(ml)
 		case <-check.C:
-			c.checkBeats(ml, &probes)
+			c.checkBeats(ctx, &probes)
 		}
 	}
 }
@@ -296,9 +343,8 @@ func (c *Cluster) sendBeats(ml *memberlist.Memberlist) {
 	}
 }
 
-// checkBeats starts a direct probe of each peer whose beat is overdue and
-// marks down those the detector gives up on.
-func (c *Cluster) checkBeats(ml *memberlist.Memberlist, probes *sync.WaitGroup) {
+// checkBeats probes each peer whose beat is overdue and judges them all.
+func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 	now := time.Now()
 	c.hb.mu.Lock()
 	due := c.hb.det.probes(now)
@@ -308,36 +354,65 @@ func (c *Cluster) checkBeats(ml *memberlist.Memberlist, probes *sync.WaitGroup) 
 		for _, name := range due {
 			addr, member := addrs[name]
 			if !member {
-				c.probed(name, now, false)
+				c.probed(name, now, probeUnreachable)
 				continue
 			}
 			probes.Add(1)
 			go func() {
 				defer probes.Done()
-				// Ping waits at most memberlist's ProbeTimeout.
-				_, err := ml.Ping(name, net.UDPAddrFromAddrPort(addr))
-				c.probed(name, now, err == nil)
+				c.probed(name, now, c.hb.probe(ctx, c.cfg.BindAddr, addr, c.hb.timing.interval))
+				// A refusal decides at once; do not wait for the next tick.
+				c.judge(time.Now())
 			}()
 		}
 	}
+	c.judge(now)
+}
+
+// judge marks down the peers the detector gives up on at now.
+func (c *Cluster) judge(now time.Time) {
 	c.hb.mu.Lock()
 	down := c.hb.det.check(now)
-	silent := make([]time.Duration, len(down))
-	for i, name := range down {
-		silent[i] = c.hb.det.silentFor(name, now)
+	silent := make(map[string]time.Duration, len(down))
+	for name := range down {
+		silent[name] = c.hb.det.silentFor(name, now)
 	}
 	c.hb.mu.Unlock()
-	for i, name := range down {
-		c.log.Warn("peer missed its heartbeats and did not answer a direct probe: treating it as down",
-			"peer", name, "silent", silent[i].Round(time.Millisecond), "misses", c.hb.timing.misses)
+	for name, o := range down {
+		why := "its gossip port refuses connections: the process is gone"
+		if o == probeUnreachable {
+			why = "its host does not answer"
+		}
+		c.log.Warn("peer stopped beating and "+why+": treating it as down",
+			"peer", name, "silent", silent[name].Round(time.Millisecond))
 	}
 	if len(down) > 0 {
 		c.notify()
 	}
 }
 
-func (c *Cluster) probed(name string, started time.Time, answered bool) {
+func (c *Cluster) probed(name string, started time.Time, o probeOutcome) {
 	c.hb.mu.Lock()
 	defer c.hb.mu.Unlock()
-	c.hb.det.probed(name, started, answered, time.Now())
+	c.hb.det.probed(name, started, o, time.Now())
+}
+
+// tcpProbe opens a TCP connection from this node's gossip address to the
+// peer's gossip port and classifies the answer of the peer's kernel. On
+// success it sends memberlist's label header before closing, so the peer's
+// memberlist reads a clean end of stream instead of logging an error.
+func tcpProbe(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout time.Duration) probeOutcome {
+	d := net.Dialer{Timeout: timeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}
+	conn, err := d.DialContext(ctx, "tcp", to.String())
+	switch {
+	case err == nil:
+		_ = conn.SetDeadline(time.Now().Add(timeout))
+		_ = memberlist.AddLabelHeaderToStream(conn, gossipLabel)
+		_ = conn.Close()
+		return probeConnected
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return probeRefused
+	default:
+		return probeUnreachable
+	}
 }

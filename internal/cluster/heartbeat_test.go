@@ -1,36 +1,44 @@
 package cluster
 
 import (
+	"context"
 	"io"
 	"log"
 	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// sim drives a detector the way heartbeatLoop does, on a fake clock with
-// one-millisecond steps: checks every interval/4, probes that finish after
-// probeTimeout with the answer answer gives.
+// step is the resolution of the fake clock; it divides interval/8 of both
+// profiles.
+const step = 250 * time.Microsecond
+
+// sim drives a detector the way heartbeatLoop does, on a fake clock: checks
+// every interval/8 and after each probe, probes that finish after
+// rtt with the outcome answer gives (or after the interval, for
+// probeUnreachable).
 type sim struct {
-	d            *detector
-	start, now   time.Time
-	probeTimeout time.Duration
-	answer       func(started time.Time) bool
-	pending      map[string]time.Time // peer -> probe start
-	downSince    time.Time            // zero while the peer is up
-	seq          uint64
-	boot         uint64
+	d          *detector
+	start, now time.Time
+	rtt        time.Duration
+	answer     func(started time.Time) probeOutcome
+	pending    map[string]time.Time // peer -> probe start
+	seq        uint64
+	boot       uint64
+	outcomes   []probeOutcome // of the downs, in order
 }
 
-func newSim(t beatTiming, answer func(time.Time) bool) *sim {
+func newSim(t beatTiming, answer func(time.Time) probeOutcome) *sim {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &sim{
-		d: newDetector(t), start: start, now: start,
-		probeTimeout: t.interval, answer: answer,
-		pending: map[string]time.Time{}, boot: 1,
+		d: newDetector(t), start: start, now: start, rtt: time.Millisecond,
+		answer: answer, pending: map[string]time.Time{}, boot: 1,
 	}
 }
 
@@ -41,7 +49,7 @@ func (s *sim) at(off time.Duration) time.Time { return s.start.Add(off) }
 // time in beats that falls in the span, and returns the times at which
 // lb1 went down and came back.
 func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time.Duration) {
-	tick := s.d.timing.interval / 4
+	tick := s.d.timing.interval / 8
 	i := 0
 	for !s.now.After(s.at(until)) {
 		off := s.now.Sub(s.start)
@@ -53,22 +61,33 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 			i++
 		}
 		for name, started := range s.pending {
-			if !s.now.Before(started.Add(s.probeTimeout)) {
-				s.d.probed(name, started, s.answer(started), s.now)
+			o := s.answer(started)
+			took := s.rtt
+			if o == probeUnreachable {
+				took = s.d.timing.interval
+			}
+			if !s.now.Before(started.Add(took)) {
+				s.d.probed(name, started, o, s.now)
 				delete(s.pending, name)
+				s.check(off, &downs)
 			}
 		}
 		if off%tick == 0 {
 			for _, name := range s.d.probes(s.now) {
 				s.pending[name] = s.now
 			}
-			for range s.d.check(s.now) {
-				downs = append(downs, off)
-			}
+			s.check(off, &downs)
 		}
-		s.now = s.now.Add(time.Millisecond)
+		s.now = s.now.Add(step)
 	}
 	return downs, ups
+}
+
+func (s *sim) check(off time.Duration, downs *[]time.Duration) {
+	for _, o := range s.d.check(s.now) {
+		*downs = append(*downs, off)
+		s.outcomes = append(s.outcomes, o)
+	}
 }
 
 // every returns beats at from, from+step, ... up to and including to.
@@ -80,40 +99,78 @@ func every(from, to, step time.Duration) []time.Duration {
 	return out
 }
 
-func never(time.Time) bool  { return false }
-func always(time.Time) bool { return true }
+func answering(o probeOutcome) func(time.Time) probeOutcome {
+	return func(time.Time) probeOutcome { return o }
+}
 
-func TestDetectorDownAfterMissedBeatsAndFailedProbe(t *testing.T) {
+func TestDetectorKilledPeerDownWhenPortRefuses(t *testing.T) {
 	for profile, tm := range beatTimings {
 		t.Run(profile, func(t *testing.T) {
-			s := newSim(tm, never)
+			s := newSim(tm, answering(probeRefused))
 			last := 10 * tm.interval
 			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
-			if len(downs) != 1 {
-				t.Fatalf("went down at %v, want once", downs)
+			if len(downs) != 1 || s.outcomes[0] != probeRefused {
+				t.Fatalf("went down at %v (%v), want once, refused", downs, s.outcomes)
 			}
-			deadline := time.Duration(tm.misses) * tm.interval
-			if got := downs[0] - last; got < deadline || got > deadline+tm.interval/4 {
-				t.Fatalf("down %s after the last beat, want %s to %s (misses × interval, plus one check period)",
-					got, deadline, deadline+tm.interval/4)
+			// Half an interval overdue, then at most one check period until
+			// the probe starts, then its round trip.
+			lo, hi := s.d.overdue()+s.rtt, s.d.overdue()+tm.interval/8+s.rtt
+			if got := downs[0] - last; got < lo || got > hi {
+				t.Fatalf("down %s after the last beat, want %s to %s", got, lo, hi)
 			}
 		})
 	}
 }
 
-func TestDetectorAnsweredProbeKeepsPeerUp(t *testing.T) {
-	// Beats lost (a firewall dropping them, say) while memberlist answers:
-	// memberlist's own detector decides, not the heartbeat.
+func TestDetectorUnreachablePeerDownAfterMisses(t *testing.T) {
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			s := newSim(tm, answering(probeUnreachable))
+			last := 10 * tm.interval
+			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
+			if len(downs) != 1 || s.outcomes[0] != probeUnreachable {
+				t.Fatalf("went down at %v (%v), want once, unreachable", downs, s.outcomes)
+			}
+			deadline := time.Duration(tm.misses) * tm.interval
+			if got := downs[0] - last; got < deadline || got > deadline+tm.interval/8 {
+				t.Fatalf("down %s after the last beat, want %s to %s (misses × interval, plus one check period)",
+					got, deadline, deadline+tm.interval/8)
+			}
+		})
+	}
+}
+
+func TestDetectorStalledPeerStaysUp(t *testing.T) {
+	// The peer's process is starved or stopped: its kernel still accepts
+	// connections. However long the stall, memberlist decides, not the
+	// heartbeat.
 	tm := beatTimings["lan"]
-	s := newSim(tm, always)
-	if downs, _ := s.run(5*time.Second, every(0, time.Second, tm.interval)); len(downs) != 0 {
-		t.Fatalf("went down at %v while answering every probe", downs)
+	s := newSim(tm, answering(probeConnected))
+	if downs, _ := s.run(10*time.Second, every(0, time.Second, tm.interval)); len(downs) != 0 {
+		t.Fatalf("went down at %v while its port accepted connections", downs)
+	}
+}
+
+func TestDetectorFrozenThenKilled(t *testing.T) {
+	// Frozen at 1 s (SIGSTOP), killed at 1.5 s (SIGKILL): down at the
+	// first probe after the kill, not during the freeze.
+	tm := beatTimings["lan"]
+	killed := 1500 * time.Millisecond
+	s := newSim(tm, func(started time.Time) probeOutcome {
+		if started.Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) < killed {
+			return probeConnected
+		}
+		return probeRefused
+	})
+	downs, _ := s.run(3*time.Second, every(0, time.Second, tm.interval))
+	if len(downs) != 1 || downs[0] < killed || downs[0] > killed+tm.interval+tm.interval/8+s.rtt {
+		t.Fatalf("downs %v, want one within an interval of the kill at %s", downs, killed)
 	}
 }
 
 func TestDetectorToleratesJitter(t *testing.T) {
-	// Beats late by up to just under misses-1 intervals, probes never
-	// answered: no gap reaches the deadline, so the peer never goes down.
+	// Beats late by up to just under the deadline, the peer's host never
+	// answering probes: no gap reaches the deadline, so it never goes down.
 	for profile, tm := range beatTimings {
 		t.Run(profile, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(6, 1))
@@ -123,7 +180,7 @@ func TestDetectorToleratesJitter(t *testing.T) {
 				beats = append(beats, at)
 				at += tm.interval/2 + time.Duration(r.Int64N(int64(maxGap-tm.interval/2)))
 			}
-			s := newSim(tm, never)
+			s := newSim(tm, answering(probeUnreachable))
 			if downs, _ := s.run(beats[len(beats)-1], beats); len(downs) != 0 {
 				t.Fatalf("went down at %v with every gap below %s", downs, maxGap)
 			}
@@ -131,13 +188,14 @@ func TestDetectorToleratesJitter(t *testing.T) {
 	}
 }
 
-func TestDetectorPausedHolderComesBackAtItsFirstBeat(t *testing.T) {
-	// The holder freezes for 2 s (SIGSTOP, a VM pause), then resumes with
-	// its next sequence numbers. The backup takes over while it is down;
-	// both hold the VIP only from the resume until the backup hears the
-	// first beat, and the election then keeps one.
+func TestDetectorPausedHostComesBackAtItsFirstBeat(t *testing.T) {
+	// The holder's whole host freezes for 2 s (a VM pause: not even its
+	// kernel answers), then resumes with its next sequence numbers. The
+	// backup takes over while it is down; both hold the VIP only from the
+	// resume until the backup hears the first beat, and the election then
+	// keeps one.
 	tm := beatTimings["lan"]
-	s := newSim(tm, never)
+	s := newSim(tm, answering(probeUnreachable))
 	pauseAt, resumeAt := time.Second, 3*time.Second
 	beats := append(every(0, pauseAt, tm.interval), every(resumeAt, resumeAt+time.Second, tm.interval)...)
 	downs, ups := s.run(resumeAt+time.Second, beats)
@@ -154,7 +212,7 @@ func TestDetectorPausedHolderComesBackAtItsFirstBeat(t *testing.T) {
 
 func TestDetectorRestartedPeerIsAccepted(t *testing.T) {
 	tm := beatTimings["lan"]
-	s := newSim(tm, never)
+	s := newSim(tm, answering(probeRefused))
 	downs, _ := s.run(time.Second, every(0, 200*time.Millisecond, tm.interval))
 	if len(downs) != 1 {
 		t.Fatalf("downs %v, want 1", downs)
@@ -167,7 +225,7 @@ func TestDetectorRestartedPeerIsAccepted(t *testing.T) {
 
 func TestDetectorIgnoresReplayedBeats(t *testing.T) {
 	tm := beatTimings["lan"]
-	s := newSim(tm, never)
+	s := newSim(tm, answering(probeRefused))
 	s.run(500*time.Millisecond, every(0, 500*time.Millisecond, tm.interval))
 	last := s.seq
 	// Replays of beats already seen, e.g. captured and sent again, must not
@@ -185,7 +243,7 @@ func TestDetectorIgnoresReplayedBeats(t *testing.T) {
 	}
 }
 
-func TestDetectorStaleProbeResultIgnored(t *testing.T) {
+func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 	tm := beatTimings["lan"]
 	d := newDetector(tm)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -196,9 +254,22 @@ func TestDetectorStaleProbeResultIgnored(t *testing.T) {
 	}
 	// A late beat arrives while the probe is out; the probe then fails.
 	d.beat("lb1", 1, 2, probeAt.Add(10*time.Millisecond))
-	d.probed("lb1", probeAt, false, probeAt.Add(tm.interval))
-	if down := d.check(t0.Add(d.deadline())); len(down) != 0 {
+	d.probed("lb1", probeAt, probeRefused, probeAt.Add(20*time.Millisecond))
+	if down := d.check(probeAt.Add(d.deadline())); len(down) != 0 {
 		t.Fatalf("down %v on a probe that a newer beat made stale", down)
+	}
+
+	// This node was starved: its probe "timed out" long after its
+	// deadline. That says nothing about the peer.
+	last := probeAt.Add(10 * time.Millisecond)
+	probeAt = last.Add(d.overdue())
+	if got := d.probes(probeAt); len(got) != 1 {
+		t.Fatalf("probes %v, want lb1", got)
+	}
+	late := probeAt.Add(5 * tm.interval)
+	d.probed("lb1", probeAt, probeUnreachable, late)
+	if down := d.check(late); len(down) != 0 {
+		t.Fatalf("down %v on a probe that finished %s after it started", down, late.Sub(probeAt))
 	}
 }
 
@@ -282,25 +353,80 @@ func TestBeatWithWrongKeyIgnored(t *testing.T) {
 	}
 }
 
-func TestSilencedPeerMarkedDownThenBack(t *testing.T) {
-	a, b, _, _ := pair(t, "127.0.0.34", "127.0.0.35")
-	waitFor(t, a.c, 2*time.Second, "lb2 beats", func() bool {
-		a.c.hb.mu.Lock()
-		defer a.c.hb.mu.Unlock()
-		_, ok := a.c.hb.det.peers["lb2"]
+func TestRefusedPeerMarkedDownThenBack(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.34"), freePort(t, "127.0.0.35")
+	cfgA := nodeConfig("lb1", addrA, addrB)
+	c, err := New(cfgA, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// lb2's port refuses while the test says so, as after a kill -9; the
+	// real probe is covered by the lab's kill tests.
+	var refuse atomic.Bool
+	c.hb.probe = func(context.Context, netip.Addr, netip.AddrPort, time.Duration) probeOutcome {
+		if refuse.Load() {
+			return probeRefused
+		}
+		return probeConnected
+	}
+	rec := &recorder{}
+	c.log = slog.New(rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	b := start(t, nodeConfig("lb2", addrB, addrA))
+	waitFor(t, c, 5*time.Second, "lb1 hears lb2 beat", func() bool {
+		c.hb.mu.Lock()
+		defer c.hb.mu.Unlock()
+		_, ok := c.hb.det.peers["lb2"]
 		return ok
 	})
-	// Shorter than memberlist's own detection, longer than the heartbeat's.
-	b.c.Silence(600 * time.Millisecond)
-	waitFor(t, a.c, 2*time.Second, "lb2 listed but not alive", func() bool {
-		m, ok := member(a.c, "lb2")
+
+	// Silenced: no beats, but the port "accepts": lb2 is stalled, not dead.
+	b.c.Silence(400 * time.Millisecond)
+	waitFor(t, c, 2*time.Second, "lb1 probes silent lb2", func() bool {
+		c.hb.mu.Lock()
+		defer c.hb.mu.Unlock()
+		return c.hb.det.peers["lb2"].outcome == probeConnected
+	})
+	if m, ok := member(c, "lb2"); !ok || !m.Alive {
+		t.Fatalf("stalled lb2: listed %v, alive %v; want alive", ok, m.Alive)
+	}
+	waitFor(t, c, 2*time.Second, "lb2 beats again", func() bool {
+		c.hb.mu.Lock()
+		defer c.hb.mu.Unlock()
+		return c.hb.det.peers["lb2"].outcome == 0
+	})
+
+	refuse.Store(true)
+	b.c.Silence(400 * time.Millisecond)
+	waitFor(t, c, 2*time.Second, "lb2 listed but not alive", func() bool {
+		m, ok := member(c, "lb2")
 		return ok && !m.Alive
 	})
-	waitFor(t, a.c, 3*time.Second, "lb2 alive again", func() bool {
-		m, ok := member(a.c, "lb2")
+	waitFor(t, c, 3*time.Second, "lb2 alive again", func() bool {
+		m, ok := member(c, "lb2")
 		return ok && m.Alive
 	})
-	if a.rec.count(slog.LevelWarn, "missed its heartbeats", "peer=lb2") != 1 {
+	if rec.count(slog.LevelWarn, "refuses connections", "peer=lb2") != 1 {
 		t.Error("the down verdict was not logged once")
+	}
+}
+
+func TestTCPProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.36:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := netip.MustParseAddrPort(ln.Addr().String())
+	from := netip.MustParseAddr("127.0.0.37")
+	ctx := context.Background()
+	if o := tcpProbe(ctx, from, open, time.Second); o != probeConnected {
+		t.Errorf("open port: %v, want connected", o)
+	}
+	_ = ln.Close()
+	if o := tcpProbe(ctx, from, open, time.Second); o != probeRefused {
+		t.Errorf("closed port: %v, want refused", o)
 	}
 }
