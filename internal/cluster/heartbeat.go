@@ -27,8 +27,11 @@ import (
 //   - refused: the host is up but nothing listens on the gossip port any
 //     more: the process died (kill -9, crash, OOM kill). The peer is down
 //     at once.
-//   - no answer within an interval: the host or its link is gone (or drops
-//     everything). The peer is down once it has missed beatMisses beats.
+//   - no answer within an interval, twice in a row: the host or its link is
+//     gone (or drops everything). The peer is down once it has missed
+//     beatMisses beats. One lost SYN is not enough, and a probe that came
+//     back late is discarded: that is this node starved of CPU, not the
+//     peer gone.
 //   - connected: the process exists but does not beat: it is stalled (CPU
 //     starvation, SIGSTOP, a long pause). It is not down: a stall is not a
 //     death, and memberlist's slower detector decides if it lasts.
@@ -132,6 +135,7 @@ type beatPeer struct {
 	probing   time.Time    // start of the pending probe; zero if none
 	probed    time.Time    // start of the latest finished probe
 	outcome   probeOutcome // of that probe, if it started after last; else 0
+	lost      int          // unreachable outcomes in a row since last
 	down      bool
 }
 
@@ -154,7 +158,7 @@ func (d *detector) beat(name string, boot, seq uint64, now time.Time) (back bool
 		return false
 	}
 	p.boot, p.seq = boot, seq
-	p.last, p.probing, p.outcome = now, time.Time{}, 0
+	p.last, p.probing, p.outcome, p.lost = now, time.Time{}, 0, 0
 	back, p.down = p.down, false
 	return back
 }
@@ -185,25 +189,32 @@ func (d *detector) probes(now time.Time) []string {
 	return out
 }
 
-// probed records the outcome of the probe of name started at started. A
-// probe that found no answer but took far longer than its timeout says
-// more about this node (starved of CPU, its own timer late) than about the
-// peer, and is discarded.
+// probed records the outcome of the probe of name started at started,
+// whose timeout is one interval. A probe that found no answer but came
+// back late says more about this node (starved of CPU: the connection may
+// have been accepted while nobody looked) than about the peer, and is
+// discarded.
 func (d *detector) probed(name string, started time.Time, o probeOutcome, now time.Time) {
 	p, ok := d.peers[name]
 	if !ok || !p.probing.Equal(started) {
 		return // a beat came since
 	}
 	p.probing = time.Time{}
-	if o == probeUnreachable && now.Sub(started) > 2*d.timing.interval {
+	if o == probeUnreachable && now.Sub(started) > d.timing.interval+d.timing.interval/4 {
 		return
 	}
 	p.probed, p.outcome = started, o
+	if o == probeUnreachable {
+		p.lost++
+	} else {
+		p.lost = 0
+	}
 }
 
 // check marks peers down and returns the names that went down now, each
 // with the outcome that decided it: refused as soon as a probe says so,
-// unreachable once the peer has been silent for the deadline.
+// unreachable (twice in a row) once the peer has been silent for the
+// deadline.
 func (d *detector) check(now time.Time) map[string]probeOutcome {
 	var out map[string]probeOutcome
 	for name, p := range d.peers {
@@ -211,7 +222,7 @@ func (d *detector) check(now time.Time) map[string]probeOutcome {
 		if p.down || silent < d.overdue() {
 			continue
 		}
-		if p.outcome == probeRefused || (p.outcome == probeUnreachable && silent >= d.deadline()) {
+		if p.outcome == probeRefused || (p.lost >= 2 && silent >= d.deadline()) {
 			p.down = true
 			if out == nil {
 				out = map[string]probeOutcome{}
@@ -406,7 +417,7 @@ func tcpProbe(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout t
 	conn, err := d.DialContext(ctx, "tcp", to.String())
 	switch {
 	case err == nil:
-		_ = conn.SetDeadline(time.Now().Add(timeout))
+		// A few bytes into a fresh socket's empty buffer never block.
 		_ = memberlist.AddLabelHeaderToStream(conn, gossipLabel)
 		_ = conn.Close()
 		return probeConnected

@@ -28,7 +28,7 @@ type sim struct {
 	start, now time.Time
 	rtt        time.Duration
 	answer     func(started time.Time) probeOutcome
-	pending    map[string]time.Time // peer -> probe start
+	pending    map[string]pendingProbe
 	seq        uint64
 	boot       uint64
 	outcomes   []probeOutcome // of the downs, in order
@@ -38,8 +38,13 @@ func newSim(t beatTiming, answer func(time.Time) probeOutcome) *sim {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &sim{
 		d: newDetector(t), start: start, now: start, rtt: time.Millisecond,
-		answer: answer, pending: map[string]time.Time{}, boot: 1,
+		answer: answer, pending: map[string]pendingProbe{}, boot: 1,
 	}
+}
+
+type pendingProbe struct {
+	started time.Time
+	outcome probeOutcome
 }
 
 // at is the fake time offset from the start.
@@ -60,21 +65,20 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 			}
 			i++
 		}
-		for name, started := range s.pending {
-			o := s.answer(started)
+		for name, pp := range s.pending {
 			took := s.rtt
-			if o == probeUnreachable {
+			if pp.outcome == probeUnreachable {
 				took = s.d.timing.interval
 			}
-			if !s.now.Before(started.Add(took)) {
-				s.d.probed(name, started, o, s.now)
+			if !s.now.Before(pp.started.Add(took)) {
+				s.d.probed(name, pp.started, pp.outcome, s.now)
 				delete(s.pending, name)
 				s.check(off, &downs)
 			}
 		}
 		if off%tick == 0 {
 			for _, name := range s.d.probes(s.now) {
-				s.pending[name] = s.now
+				s.pending[name] = pendingProbe{started: s.now, outcome: s.answer(s.now)}
 			}
 			s.check(off, &downs)
 		}
@@ -131,10 +135,11 @@ func TestDetectorUnreachablePeerDownAfterMisses(t *testing.T) {
 			if len(downs) != 1 || s.outcomes[0] != probeUnreachable {
 				t.Fatalf("went down at %v (%v), want once, unreachable", downs, s.outcomes)
 			}
-			deadline := time.Duration(tm.misses) * tm.interval
-			if got := downs[0] - last; got < deadline || got > deadline+tm.interval/8 {
-				t.Fatalf("down %s after the last beat, want %s to %s (misses × interval, plus one check period)",
-					got, deadline, deadline+tm.interval/8)
+			// The deadline (misses × interval), or the second probe's
+			// timeout if that comes later, plus up to one check period.
+			want := max(time.Duration(tm.misses)*tm.interval, s.d.overdue()+2*tm.interval)
+			if got := downs[0] - last; got < want || got > want+tm.interval/8 {
+				t.Fatalf("down %s after the last beat, want %s to %s", got, want, want+tm.interval/8)
 			}
 		})
 	}
@@ -148,6 +153,22 @@ func TestDetectorStalledPeerStaysUp(t *testing.T) {
 	s := newSim(tm, answering(probeConnected))
 	if downs, _ := s.run(10*time.Second, every(0, time.Second, tm.interval)); len(downs) != 0 {
 		t.Fatalf("went down at %v while its port accepted connections", downs)
+	}
+}
+
+func TestDetectorOneLostProbeIsNotEnough(t *testing.T) {
+	// Every other SYN is lost: the host is there, so the peer stays up.
+	tm := beatTimings["lan"]
+	n := 0
+	s := newSim(tm, func(time.Time) probeOutcome {
+		n++
+		if n%2 == 1 {
+			return probeUnreachable
+		}
+		return probeConnected
+	})
+	if downs, _ := s.run(5*time.Second, every(0, time.Second, tm.interval)); len(downs) != 0 {
+		t.Fatalf("went down at %v with every other probe answered", downs)
 	}
 }
 
@@ -266,10 +287,16 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 	if got := d.probes(probeAt); len(got) != 1 {
 		t.Fatalf("probes %v, want lb1", got)
 	}
-	late := probeAt.Add(5 * tm.interval)
-	d.probed("lb1", probeAt, probeUnreachable, late)
-	if down := d.check(late); len(down) != 0 {
-		t.Fatalf("down %v on a probe that finished %s after it started", down, late.Sub(probeAt))
+	for range 2 {
+		late := probeAt.Add(3 * tm.interval)
+		d.probed("lb1", probeAt, probeUnreachable, late)
+		if down := d.check(late); len(down) != 0 {
+			t.Fatalf("down %v on probes that each came back %s after they started", down, late.Sub(probeAt))
+		}
+		if got := d.probes(late); len(got) != 1 {
+			t.Fatalf("probes %v, want lb1 again at once", got)
+		}
+		probeAt = late
 	}
 }
 
