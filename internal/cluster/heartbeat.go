@@ -27,11 +27,11 @@ import (
 //   - refused: the host is up but nothing listens on the gossip port any
 //     more: the process died (kill -9, crash, OOM kill). The peer is down
 //     at once.
-//   - no answer within an interval, twice in a row: the host or its link is
-//     gone (or drops everything). The peer is down once it has missed
-//     beatMisses beats. One lost SYN is not enough, and a probe that came
-//     back late is discarded: that is this node starved of CPU, not the
-//     peer gone.
+//   - no answer within an interval, several times in a row: the host or its
+//     link is gone (or drops everything). The peer is down once it has also
+//     missed the profile's beats. One lost SYN is not enough, and a probe
+//     that came back late is discarded: that is this node starved of CPU,
+//     not the peer gone.
 //   - connected: the process exists but does not beat: it is stalled (CPU
 //     starvation, SIGSTOP, a long pause). It is not down: a stall is not a
 //     death, and memberlist's slower detector decides if it lasts.
@@ -45,12 +45,15 @@ import (
 type beatTiming struct {
 	interval time.Duration // between two beats to each peer; also the probe timeout
 	misses   int           // beats an unreachable peer misses before it is down
+	lost     int           // unanswered probes in a row an unreachable peer needs
 }
 
-// beatTimings per cluster profile.
+// beatTimings per cluster profile. On "lan" an unreachable peer is down
+// after 500 ms (probes at 150, 250 and 350 ms have timed out by 450 ms);
+// on "fast" after 175 ms (the second probe's timeout).
 var beatTimings = map[string]beatTiming{
-	"lan":  {interval: 100 * time.Millisecond, misses: 4},
-	"fast": {interval: 50 * time.Millisecond, misses: 3},
+	"lan":  {interval: 100 * time.Millisecond, misses: 5, lost: 3},
+	"fast": {interval: 50 * time.Millisecond, misses: 3, lost: 2},
 }
 
 // probeOutcome is what a peer's kernel said to a TCP connection attempt.
@@ -213,7 +216,7 @@ func (d *detector) probed(name string, started time.Time, o probeOutcome, now ti
 
 // check marks peers down and returns the names that went down now, each
 // with the outcome that decided it: refused as soon as a probe says so,
-// unreachable (twice in a row) once the peer has been silent for the
+// unreachable (lost times in a row) once the peer has been silent for the
 // deadline.
 func (d *detector) check(now time.Time) map[string]probeOutcome {
 	var out map[string]probeOutcome
@@ -222,7 +225,7 @@ func (d *detector) check(now time.Time) map[string]probeOutcome {
 		if p.down || silent < d.overdue() {
 			continue
 		}
-		if p.outcome == probeRefused || (p.lost >= 2 && silent >= d.deadline()) {
+		if p.outcome == probeRefused || (p.lost >= d.timing.lost && silent >= d.deadline()) {
 			p.down = true
 			if out == nil {
 				out = map[string]probeOutcome{}

@@ -135,9 +135,9 @@ func TestDetectorUnreachablePeerDownAfterMisses(t *testing.T) {
 			if len(downs) != 1 || s.outcomes[0] != probeUnreachable {
 				t.Fatalf("went down at %v (%v), want once, unreachable", downs, s.outcomes)
 			}
-			// The deadline (misses × interval), or the second probe's
+			// The deadline (misses × interval), or the last needed probe's
 			// timeout if that comes later, plus up to one check period.
-			want := max(time.Duration(tm.misses)*tm.interval, s.d.overdue()+2*tm.interval)
+			want := max(time.Duration(tm.misses)*tm.interval, s.d.overdue()+time.Duration(tm.lost)*tm.interval)
 			if got := downs[0] - last; got < want || got > want+tm.interval/8 {
 				t.Fatalf("down %s after the last beat, want %s to %s", got, want, want+tm.interval/8)
 			}
@@ -287,7 +287,7 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 	if got := d.probes(probeAt); len(got) != 1 {
 		t.Fatalf("probes %v, want lb1", got)
 	}
-	for range 2 {
+	for range tm.lost {
 		late := probeAt.Add(3 * tm.interval)
 		d.probed("lb1", probeAt, probeUnreachable, late)
 		if down := d.check(late); len(down) != 0 {
