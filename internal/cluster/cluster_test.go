@@ -95,6 +95,13 @@ func start(t *testing.T, cfg Config) *node {
 	if err != nil {
 		t.Fatalf("new %s: %v", cfg.NodeName, err)
 	}
+	return run(t, c, rec)
+}
+
+// run runs c, built with a logger writing to rec, until stop or the end of
+// the test.
+func run(t *testing.T, c *Cluster, rec *recorder) *node {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{c: c, rec: rec, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- c.Run(ctx) }()

@@ -107,41 +107,41 @@ func answering(o probeOutcome) func(time.Time) probeOutcome {
 	return func(time.Time) probeOutcome { return o }
 }
 
-func TestDetectorKilledPeerDownWhenPortRefuses(t *testing.T) {
-	for profile, tm := range beatTimings {
-		t.Run(profile, func(t *testing.T) {
-			s := newSim(tm, answering(probeRefused))
-			last := 10 * tm.interval
-			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
-			if len(downs) != 1 || s.outcomes[0] != probeRefused {
-				t.Fatalf("went down at %v (%v), want once, refused", downs, s.outcomes)
-			}
-			// Half an interval overdue, then at most one check period until
-			// the probe starts, then its round trip.
-			lo, hi := s.d.overdue()+s.rtt, s.d.overdue()+tm.interval/8+s.rtt
-			if got := downs[0] - last; got < lo || got > hi {
-				t.Fatalf("down %s after the last beat, want %s to %s", got, lo, hi)
-			}
-		})
-	}
-}
-
-func TestDetectorUnreachablePeerDownAfterMisses(t *testing.T) {
-	for profile, tm := range beatTimings {
-		t.Run(profile, func(t *testing.T) {
-			s := newSim(tm, answering(probeUnreachable))
-			last := 10 * tm.interval
-			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
-			if len(downs) != 1 || s.outcomes[0] != probeUnreachable {
-				t.Fatalf("went down at %v (%v), want once, unreachable", downs, s.outcomes)
-			}
-			// The deadline (misses × interval), or the last needed probe's
-			// timeout if that comes later, plus up to one check period.
-			want := max(time.Duration(tm.misses)*tm.interval, s.d.overdue()+time.Duration(tm.lost)*tm.interval)
-			if got := downs[0] - last; got < want || got > want+tm.interval/8 {
-				t.Fatalf("down %s after the last beat, want %s to %s", got, want, want+tm.interval/8)
-			}
-		})
+func TestDetectorDeadPeerDown(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		o    probeOutcome
+		// window is when the peer may go down, after its last beat.
+		window func(d *detector) (lo, hi time.Duration)
+	}{
+		{"killed: port refuses", probeRefused, func(d *detector) (time.Duration, time.Duration) {
+			// Half an interval overdue, then at most one check period
+			// until the probe starts, then its round trip.
+			return d.overdue() + time.Millisecond, d.overdue() + d.timing.interval/8 + time.Millisecond
+		}},
+		{"host gone: no answer", probeUnreachable, func(d *detector) (time.Duration, time.Duration) {
+			// The deadline (misses × interval), or the last needed
+			// probe's timeout if that comes later, plus up to one check
+			// period.
+			tm := d.timing
+			want := max(time.Duration(tm.misses)*tm.interval, d.overdue()+time.Duration(tm.lost)*tm.interval)
+			return want, want + tm.interval/8
+		}},
+	} {
+		for profile, tm := range beatTimings {
+			t.Run(tt.name+"/"+profile, func(t *testing.T) {
+				s := newSim(tm, answering(tt.o))
+				last := 10 * tm.interval
+				downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
+				if len(downs) != 1 || s.outcomes[0] != tt.o {
+					t.Fatalf("went down at %v (%v), want once, %v", downs, s.outcomes, tt.o)
+				}
+				lo, hi := tt.window(s.d)
+				if got := downs[0] - last; got < lo || got > hi {
+					t.Fatalf("down %s after the last beat, want %s to %s", got, lo, hi)
+				}
+			})
+		}
 	}
 }
 
@@ -382,8 +382,8 @@ func TestBeatWithWrongKeyIgnored(t *testing.T) {
 
 func TestRefusedPeerMarkedDownThenBack(t *testing.T) {
 	addrA, addrB := freePort(t, "127.0.0.34"), freePort(t, "127.0.0.35")
-	cfgA := nodeConfig("lb1", addrA, addrB)
-	c, err := New(cfgA, nil)
+	rec := &recorder{}
+	c, err := New(nodeConfig("lb1", addrA, addrB), slog.New(rec))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,12 +397,7 @@ func TestRefusedPeerMarkedDownThenBack(t *testing.T) {
 		}
 		return probeConnected
 	}
-	rec := &recorder{}
-	c.log = slog.New(rec)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	run(t, c, rec)
 	b := start(t, nodeConfig("lb2", addrB, addrA))
 	waitFor(t, c, 5*time.Second, "lb1 hears lb2 beat", func() bool {
 		c.hb.mu.Lock()
