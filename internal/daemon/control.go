@@ -16,6 +16,10 @@ import (
 // e.g. for a node becoming stable after preempt_delay.
 const reconcileEvery = 200 * time.Millisecond
 
+// neighLocktime is a bit more than Linux's default neigh locktime (1 s):
+// ARP answers within it of the last update are ignored.
+const neighLocktime = 1100 * time.Millisecond
+
 // settleTimeout bounds how long a peer without a readable state, or this
 // node without health results, holds back claims.
 const settleTimeout = 5 * time.Second
@@ -49,6 +53,8 @@ type controller struct {
 	lastMembers   []string
 	holder        map[string]string // VIP -> owner computed in the last round
 	contested     map[string]bool   // VIP -> another member claimed it in the last round
+	lastListed    []string          // members listed in the last round, alive or not
+	lateAnnounced map[string]bool   // VIP -> announced again once the locktime passed
 }
 
 // poke asks the control loop for a new round; it never blocks.
@@ -102,7 +108,7 @@ func (d *Daemon) control(ctx context.Context) error {
 
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
-	c := &controller{holder: map[string]string{}, contested: map[string]bool{}}
+	c := &controller{holder: map[string]string{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
 	ready := d.cluster.Ready()
 	for {
 		select {
@@ -211,8 +217,10 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	// Members whose heartbeats stopped are still listed until memberlist
 	// removes them, but are gone for the election.
 	names := make([]string, 0, len(members))
+	listed := make([]string, 0, len(members)) // alive or not, for re-announcing
 	d.mu.Lock()
 	for _, m := range members {
+		listed = append(listed, m.Name)
 		if !m.Alive {
 			continue
 		}
@@ -224,7 +232,10 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	if membersChanged && c.lastMembers != nil {
 		d.log.Info("membership changed", "members", names)
 	}
-	c.lastMembers = names
+	// memberlist removing a member the heartbeat already gave up on
+	// changes no election, but is worth a new announcement, as before.
+	reannounce := membersChanged || (c.lastListed != nil && !slices.Equal(listed, c.lastListed))
+	c.lastMembers, c.lastListed = names, listed
 
 	quorum := 0
 	if cfg.Cluster.Quorum {
@@ -291,8 +302,19 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			// Make before break: release only once the new owner holds it.
 			a.a.SetOwner(false, "handed over to "+owner)
 		}
-		if membersChanged && a.a.Held() {
+		if reannounce && a.a.Held() {
 			a.a.Reannounce("membership changed")
+		}
+		// A neighbour that confirmed the old holder's MAC less than its
+		// ARP locktime ago (1 s on Linux) ignores the claim's burst; a
+		// dead holder's kernel keeps answering for the VIP until the
+		// address expires. One more announcement after the locktime
+		// reaches those neighbours.
+		if st := a.a.Status(); st.Held && !c.lateAnnounced[addr] && now.Sub(st.Since) >= neighLocktime {
+			a.a.Reannounce("neighbours' ARP locktime passed since the claim")
+			c.lateAnnounced[addr] = true
+		} else if !st.Held {
+			c.lateAnnounced[addr] = false
 		}
 		// Another holder that lets go may have been the last to announce
 		// (it took over from this node while this one was frozen or cut
