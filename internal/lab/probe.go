@@ -86,6 +86,13 @@ func (l *Lab) StartProbe(ctx context.Context, target netip.AddrPort, mode string
 	case <-started:
 		return &ProbeRun{name: name, p: p, out: out, deadline: time.Now().Add(max)}, nil
 	case <-p.done:
+		// A short probe may have started and finished before this select
+		// ran; both channels are closed then.
+		select {
+		case <-started:
+			return &ProbeRun{name: name, p: p, out: out, deadline: time.Now().Add(max)}, nil
+		default:
+		}
 		return nil, fmt.Errorf("probe exited before its first attempt: %v: %s", p.err, l.LogTail(name, 5))
 	case <-time.After(10 * time.Second):
 	case <-ctx.Done():
