@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb
+.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb chaos
 
 all: build
 
@@ -53,6 +53,14 @@ lab-up: build
 
 lab-down:
 	$(BIN)/halb-lab down --workdir /tmp/halb-lab
+
+## chaos: random faults in the namespace lab under client traffic, invariants checked after each (root;
+## not part of `make test`). CHAOS_FAULTS (default 1000), CHAOS_SEED, CHAOS_DURATION; report in bin/chaos/
+chaos: build
+	@command -v tc >/dev/null || apt-get install -y iproute2
+	@command -v nft >/dev/null || apt-get install -y nftables
+	mkdir -p $(BIN)/chaos
+	$(BIN)/halb-lab chaos --halb $(abspath $(BIN)/halb) --out $(BIN)/chaos/$$(date -u +%Y%m%dT%H%M%SZ).json
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/config/
