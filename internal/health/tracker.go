@@ -63,6 +63,11 @@ func (t *Tracker) Observe(ok bool) (changed bool) {
 	return false
 }
 
+// ConfirmedDown reports whether the server is down and the last fall
+// results in a row failed: the checks themselves say it is down, also
+// when ForceDown took it down before they did.
+func (t *Tracker) ConfirmedDown() bool { return t.known && !t.up && t.fail >= t.fall }
+
 // ForceDown marks the server down at once, as after a refused connect
 // (passive health). It then needs rise successes to come back.
 func (t *Tracker) ForceDown() (changed bool) {

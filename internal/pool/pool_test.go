@@ -548,3 +548,33 @@ func names(ss []*Server) []string {
 	}
 	return out
 }
+
+// Found by `halb-lab chaos` (a control plane's host going silent): a failed
+// connect marks the server down first (passive health, sessions kept), so
+// the checks that then fail find it down already and never made a
+// transition, and sessions pinned to the dead server hung until the idle
+// timeout. Checks confirming the server down must close them.
+func TestCloseOnDownAfterMarkDown(t *testing.T) {
+	cfg := backend(config.RoundRobin, 1)
+	cfg.CloseOnDown = true
+	p := New(cfg, discard())
+	s := p.Servers()[0]
+	s.ReportCheck(ok)
+	var closed atomic.Int32
+	for range 4 {
+		s.Track(closeCounter{&closed})
+	}
+	s.MarkDown("connect: timeout after 500ms")
+	if got := closed.Load(); got != 0 {
+		t.Fatalf("a failed connect closed %d sessions; it must leave them to the checks", got)
+	}
+	s.ReportCheck(bad)
+	s.ReportCheck(bad)
+	if got := closed.Load(); got != 0 {
+		t.Fatalf("closed %d sessions after 2 failed checks, fall is 3", got)
+	}
+	s.ReportCheck(bad)
+	if got := closed.Load(); got != 4 {
+		t.Fatalf("closed %d sessions once fall checks failed after a passive mark-down, want 4", got)
+	}
+}
