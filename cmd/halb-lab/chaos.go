@@ -194,7 +194,7 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 	}
 	llCtx, llStop := context.WithCancel(ctx)
 	defer llStop()
-	r.longLived(llCtx, 3)
+	r.longLived(llCtx, 6)
 
 	deadline := r.start.Add(o.maxDuration)
 	for _, st := range steps {
@@ -374,6 +374,7 @@ func (r *chaosRun) step(ctx context.Context, st chaos.Step) (chaos.Record, error
 	r.event("probes: %s / %s", r1.String(), r2.String())
 	rec.Observed.ClientMAC = r.neighbour(ctx, holder)
 	rec.Observed.Nodes = r.observe(ctx)
+	rec.Observed.LongLived = r.traffic(rec.Start)
 	if cpOnly(st) {
 		rec.Observed.Waits = r.waits(rec.Start, faultsEnd)
 	}
@@ -495,7 +496,16 @@ func (r *chaosRun) inject(ctx context.Context, f chaos.Fault) error {
 		r.event("netem on %s by %s", f.Targets[0], how)
 		sleep(ctx, f.Hold)
 		err = errors.Join(err, l.ClearNetem(ctx, f.Targets[0]))
-	case chaos.CPDie, chaos.CPSlow:
+	case chaos.CPDie:
+		if f.Via == "host" {
+			if err = l.LinkDown(ctx, f.Targets[0]); err == nil {
+				sleep(ctx, f.Hold)
+				err = l.LinkUp(ctx, f.Targets[0])
+			}
+			break
+		}
+		fallthrough
+	case chaos.CPSlow:
 		c := l.CP(cpIndex(f.Targets[0]))
 		st := fakecp.Stopped
 		if f.Kind == chaos.CPSlow {
@@ -868,6 +878,24 @@ func (r *chaosRun) longLived(ctx context.Context, n int) {
 			}
 		}()
 	}
+}
+
+// traffic sums up the long-lived connections' requests since from.
+func (r *chaosRun) traffic(from time.Time) chaos.Traffic {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var t chaos.Traffic
+	for _, q := range r.requests {
+		if q.start.Before(from) {
+			continue
+		}
+		t.Requests++
+		if q.err != "" {
+			t.Failed++
+		}
+		t.Longest = max(t.Longest, q.took)
+	}
+	return t
 }
 
 // waits lists requests on long-lived connections that started in [from, to]

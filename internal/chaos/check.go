@@ -60,6 +60,13 @@ type Wait struct {
 	What string        `json:"what"`
 }
 
+// Traffic sums up the requests sent on long-lived connections in a step.
+type Traffic struct {
+	Requests int           `json:"requests"`
+	Failed   int           `json:"failed"`
+	Longest  time.Duration `json:"longest_ns"`
+}
+
 // Observation is everything checked after one step.
 type Observation struct {
 	Settled   bool          `json:"settled"`
@@ -68,6 +75,7 @@ type Observation struct {
 	ClientMAC string        `json:"client_mac"` // the client's neighbour entry for the VIP
 	Reach     []Reach       `json:"reach"`
 	Waits     []Wait        `json:"waits,omitempty"` // waits on control planes that were down at the time
+	LongLived Traffic       `json:"long_lived"`      // requests on the long-lived connections during the step
 	Settle    time.Duration `json:"settle_ns"`
 }
 

@@ -28,7 +28,7 @@ func TestPercentile(t *testing.T) {
 
 func TestSummarizeAndWrite(t *testing.T) {
 	kill := Fault{Kind: KillRestart, Targets: []string{"lb1"}, Hold: time.Second}
-	cp := Fault{Kind: CPDie, Targets: []string{"cp1"}, Hold: time.Second}
+	cp := Fault{Kind: CPDie, Targets: []string{"cp1"}, Hold: time.Second, Via: "host"}
 	recs := []Record{
 		{Step: Step{N: 1, Faults: []Fault{kill}}, Outage: 900 * time.Millisecond},
 		{Step: Step{N: 2, Faults: []Fault{kill, cp}}, Outage: 1500 * time.Millisecond,
@@ -48,7 +48,7 @@ func TestSummarizeAndWrite(t *testing.T) {
 	if err := rep.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"seed 5", "kill-restart", "violations: 1 reach=1", "step 2 (kill-restart [lb1] hold 1s + cp-die [cp1] hold 1s): reach", "replay: halb-lab chaos --seed 5"} {
+	for _, want := range []string{"seed 5", "kill-restart", "violations: 1 reach=1", "step 2 (kill-restart [lb1] hold 1s + cp-die [cp1] hold 1s via host): reach", "replay: halb-lab chaos --seed 5"} {
 		if !strings.Contains(txt.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, txt.String())
 		}

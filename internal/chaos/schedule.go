@@ -19,7 +19,7 @@ const (
 	PartitionLBs  Kind = "partition-lbs"    // two LB nodes cannot reach each other for Hold
 	PartitionCPs  Kind = "partition-lb-cps" // one LB cannot reach some control planes for Hold
 	Netem         Kind = "netem"            // loss and delay on an LB's link for Hold
-	CPDie         Kind = "cp-die"           // a control plane refuses connections for Hold
+	CPDie         Kind = "cp-die"           // a control plane's process dies (Via "process") or its host goes silent ("host") for Hold
 	CPFlap        Kind = "cp-flap"          // a control plane dies and returns Cycles times
 	CPSlow        Kind = "cp-slow"          // a control plane accepts but never answers for Hold
 	Drill         Kind = "drill"            // a planned `halb drill` from a standby, during another fault
@@ -41,7 +41,9 @@ type Fault struct {
 	LossPct int           `json:"loss_pct,omitempty"`
 	Delay   time.Duration `json:"delay_ns,omitempty"`
 	Cycles  int           `json:"cycles,omitempty"` // cp-flap
-	// Via is how a reload is asked for: "cli" (`halb reload`) or "sighup".
+	// Via is how a reload is asked for, "cli" (`halb reload`) or "sighup",
+	// and how a control plane dies: "process" (connections refused) or
+	// "host" (its link goes down: no answer at all, open sessions hang).
 	Via string `json:"via,omitempty"`
 }
 
@@ -55,7 +57,7 @@ func (f Fault) String() string {
 		s += fmt.Sprintf(" loss %d%% delay %s", f.LossPct, f.Delay)
 	case CPFlap:
 		s += fmt.Sprintf(" x%d", f.Cycles)
-	case ReloadValid, ReloadInvalid:
+	case ReloadValid, ReloadInvalid, CPDie:
 		s += " via " + f.Via
 	}
 	return s
@@ -192,6 +194,7 @@ func draw(r *rand.Rand, k Kind, detect time.Duration, topo Topology) Fault {
 	case CPDie:
 		f.Targets = []string{pick(r, topo.CPs)}
 		f.Hold = between(r, time.Second, 4*time.Second)
+		f.Via = []string{"process", "host"}[r.IntN(2)]
 	case CPFlap:
 		f.Targets = []string{pick(r, topo.CPs)}
 		f.Hold = between(r, 300*time.Millisecond, 800*time.Millisecond)
