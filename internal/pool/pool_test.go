@@ -350,19 +350,25 @@ type closeCounter struct{ n *atomic.Int32 }
 
 func (c closeCounter) Close() error { c.n.Add(1); return nil }
 
+// withSessions returns an up server with n tracked sessions, which count
+// their closes in closed.
+func withSessions(closeOnDown bool, n int) (s *Server, closed *atomic.Int32) {
+	cfg := backend(config.RoundRobin, 1)
+	cfg.CloseOnDown = closeOnDown
+	s = New(cfg, discard()).Servers()[0]
+	s.ReportCheck(ok)
+	closed = new(atomic.Int32)
+	for range n {
+		s.Track(closeCounter{closed})
+	}
+	return s, closed
+}
+
 func TestCloseOnDown(t *testing.T) {
 	for _, closeOnDown := range []bool{true, false} {
 		t.Run(fmt.Sprint(closeOnDown), func(t *testing.T) {
-			cfg := backend(config.RoundRobin, 1)
-			cfg.CloseOnDown = closeOnDown
-			p := New(cfg, discard())
-			s := p.Servers()[0]
-			s.ReportCheck(ok)
-			var closed atomic.Int32
-			for range 5 {
-				s.Track(closeCounter{&closed})
-			}
-			released := s.Track(closeCounter{&closed})
+			s, closed := withSessions(closeOnDown, 5)
+			released := s.Track(closeCounter{closed})
 			released()
 			for range 3 {
 				s.ReportCheck(bad)
@@ -555,15 +561,7 @@ func names(ss []*Server) []string {
 // transition, and sessions pinned to the dead server hung until the idle
 // timeout. Checks confirming the server down must close them.
 func TestCloseOnDownAfterMarkDown(t *testing.T) {
-	cfg := backend(config.RoundRobin, 1)
-	cfg.CloseOnDown = true
-	p := New(cfg, discard())
-	s := p.Servers()[0]
-	s.ReportCheck(ok)
-	var closed atomic.Int32
-	for range 4 {
-		s.Track(closeCounter{&closed})
-	}
+	s, closed := withSessions(true, 4)
 	s.MarkDown("connect: timeout after 500ms")
 	if got := closed.Load(); got != 0 {
 		t.Fatalf("a failed connect closed %d sessions; it must leave them to the checks", got)
