@@ -66,6 +66,7 @@ type Daemon struct {
 	self       config.Node // zero without a cluster; guarded by mu (reload)
 	cluster    *cluster.Cluster
 	announcers []*announcer
+	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
 	witness    *witness.Witness // nil without cluster.witness
 	metrics    *metrics.Metrics
 
@@ -172,6 +173,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	if garp == nil {
 		garp = vip.NewGARP()
+		d.watchARP = true // the real link, so the real ARP traffic to watch
 	}
 	for _, v := range cfg.VIPs {
 		ifname := v.Interface
@@ -254,6 +256,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		for _, a := range d.announcers {
 			cg.Go(func() error { return a.a.Run(cctx) })
+			if d.watchARP {
+				cg.Go(func() error {
+					// Best effort: without it a peer's stray claim is
+					// corrected by the periodic refresh instead.
+					st := a.a.Status()
+					if err := vip.WatchARP(cctx, st.Interface, st.VIP.Addr(), a.a.Foreign); err != nil {
+						d.log.Warn("not watching for other hosts announcing the VIP", "err", err)
+					}
+					return nil
+				})
+			}
 		}
 		cg.Go(func() error { return d.control(cctx) })
 	}
