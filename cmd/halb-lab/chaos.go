@@ -207,6 +207,11 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 			break
 		}
 		rec, err := r.step(ctx, st)
+		if ctx.Err() != nil {
+			// What was seen while shutting down says nothing about halb.
+			rep.Stopped = "interrupted"
+			break
+		}
 		rep.Steps = append(rep.Steps, rec)
 		rep.Injected += len(rec.Step.Faults)
 		status := "ok"
@@ -566,8 +571,11 @@ func (r *chaosRun) drill(ctx context.Context) error {
 		r.event("drill: no standby answers; skipped")
 		return nil
 	}
-	out, code, _ := r.l.Exec(ctx, from, r.o.halbAbs(), "drill", "--socket", r.l.AdminSocket(from), "--max-outage", "5s")
+	out, code, _ := r.l.Exec(ctx, from, r.o.halbAbs(), "drill", "--socket", r.l.AdminSocket(from), "--max-outage", "5s", "--hold", "3s")
 	r.event("drill from %s: exit %d: %s", from, code, lastLines(string(out), 3))
+	// The old holder yields for the drill's hold; the step ends after it,
+	// so that the VIP does not move back while the invariants are checked.
+	sleep(ctx, 3*time.Second)
 	if code < 0 {
 		return fmt.Errorf("drill from %s did not run: %s", from, out)
 	}
@@ -712,16 +720,20 @@ func (r *chaosRun) tryOnce(ctx context.Context, ap netip.AddrPort) error {
 	return nil
 }
 
-// settle waits until every node agrees on one eligible holder and that
-// holder alone has the VIP on its interface.
+// settle waits until the nodes have converged (chaos.Settled) and returns
+// the holder, or the last reason they had not when the bound ran out.
 func (r *chaosRun) settle(ctx context.Context) (string, error) {
-	start := time.Now()
-	holder, err := r.l.WaitStable(ctx, r.o.settle, r.topo.LBs...)
-	if err != nil {
-		return "", err
+	deadline := time.Now().Add(r.o.settle)
+	for {
+		holder, why := chaos.Settled(r.views(ctx))
+		if why == "" {
+			return holder, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", fmt.Errorf("not settled after %s: %s", r.o.settle, why)
+		}
+		sleep(ctx, 100*time.Millisecond)
 	}
-	_, err = r.l.WaitHolder(ctx, max(time.Second, r.o.settle-time.Since(start)), lab.Only(holder))
-	return holder, err
 }
 
 // neighbour reads the client's neighbour entry for the VIP, giving it up to
@@ -745,6 +757,22 @@ func (r *chaosRun) neighbour(ctx context.Context, holder string) string {
 
 // observe reads every node's kernel addresses, admin view and resources.
 func (r *chaosRun) observe(ctx context.Context) []chaos.Node {
+	nodes := r.views(ctx)
+	for i, n := range nodes {
+		if n.StatusErr != "" {
+			continue
+		}
+		var err error
+		nodes[i].Goroutines, nodes[i].RSS, err = r.metrics(ctx, n.Name)
+		if err != nil {
+			r.event("metrics of %s: %v", n.Name, err)
+		}
+	}
+	return nodes
+}
+
+// views reads every node's kernel addresses and admin view.
+func (r *chaosRun) views(ctx context.Context) []chaos.Node {
 	holders, err := r.l.Holder(ctx)
 	if err != nil {
 		r.event("read holders: %v", err)
@@ -773,10 +801,6 @@ func (r *chaosRun) observe(ctx context.Context) []chaos.Node {
 			if m.Alive {
 				n.Peers[m.Name] = m.HolderView[vip]
 			}
-		}
-		n.Goroutines, n.RSS, err = r.metrics(ctx, name)
-		if err != nil {
-			r.event("metrics of %s: %v", name, err)
 		}
 		nodes = append(nodes, n)
 	}

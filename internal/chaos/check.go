@@ -210,3 +210,40 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(ks)
 	return ks
 }
+
+// Settled says whether nodes have converged after a step: every node
+// answers and hears every other alive, all of them and all of their peers'
+// gossiped views name one holder, and that holder alone has the VIP on its
+// interface. It returns the holder, or why not.
+func Settled(nodes []Node) (holder, why string) {
+	for _, n := range nodes {
+		if n.StatusErr != "" {
+			return "", n.Name + ": " + n.StatusErr
+		}
+	}
+	holder = agreed(nodes)
+	if holder == "" {
+		return "", "no node elects a holder"
+	}
+	for _, n := range nodes {
+		if n.View != holder {
+			return "", fmt.Sprintf("%s elects %q, others %q", n.Name, n.View, holder)
+		}
+		for _, m := range nodes {
+			if m.Name == n.Name {
+				continue
+			}
+			v, alive := n.Peers[m.Name]
+			if !alive {
+				return "", fmt.Sprintf("%s does not see %s alive", n.Name, m.Name)
+			}
+			if v != holder {
+				return "", fmt.Sprintf("%s hears %s gossip holder %q", n.Name, m.Name, v)
+			}
+		}
+		if n.HasVIP != (n.Name == holder) {
+			return "", fmt.Sprintf("%s has the VIP: %v, holder %s", n.Name, n.HasVIP, holder)
+		}
+	}
+	return holder, ""
+}

@@ -86,3 +86,31 @@ func TestCheckViolations(t *testing.T) {
 		})
 	}
 }
+
+func TestSettled(t *testing.T) {
+	if h, why := Settled(healthy().Nodes); h != "lb1" || why != "" {
+		t.Fatalf("a healthy cluster: holder %q, why %q", h, why)
+	}
+	tests := []struct {
+		name string
+		edit func([]Node)
+		why  string
+	}{
+		{"admin API down", func(n []Node) { n[1].StatusErr = "refused" }, "lb2: refused"},
+		{"nobody elected", func(n []Node) { n[0].View, n[1].View = "", "" }, "no node elects"},
+		{"views differ", func(n []Node) { n[1].View = "lb2" }, "elects"},
+		{"peer not alive", func(n []Node) { delete(n[0].Peers, "lb2") }, "lb1 does not see lb2 alive"},
+		{"stale gossip", func(n []Node) { n[1].Peers["lb1"] = "" }, "lb2 hears lb1 gossip holder \"\""},
+		{"kernel lags", func(n []Node) { n[0].HasVIP = false }, "lb1 has the VIP: false"},
+		{"leftover", func(n []Node) { n[1].HasVIP = true }, "lb2 has the VIP: true"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nodes := healthy().Nodes
+			tt.edit(nodes)
+			if h, why := Settled(nodes); h != "" || !strings.Contains(why, tt.why) {
+				t.Fatalf("holder %q, why %q; want none because %q", h, why, tt.why)
+			}
+		})
+	}
+}
