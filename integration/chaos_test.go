@@ -25,7 +25,7 @@ func TestChaosShort(t *testing.T) {
 	if env.halbErr != nil {
 		t.Fatalf("no halb binary: %v", env.halbErr)
 	}
-	const faults, seed = 24, "8"
+	const faults, seed = 24, "18"
 	out := filepath.Join(t.TempDir(), "chaos.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

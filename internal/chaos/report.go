@@ -20,7 +20,9 @@ type Event struct {
 type Record struct {
 	Step       Step          `json:"step"`
 	Start      time.Time     `json:"start"`
-	Outage     time.Duration `json:"outage_ns"` // the client's longest gap without a new connection, on any port
+	Outage     time.Duration `json:"outage_ns"`  // the client's longest gap without a new connection, on any port
+	Load       float64       `json:"load1"`      // the host's 1-minute load average when the step began
+	Overloaded bool          `json:"overloaded"` // Load was over OverloadFactor per CPU: timing bounds mean little
 	Timeline   []Event       `json:"timeline"`
 	Observed   Observation   `json:"observed"`
 	Violations []Violation   `json:"violations,omitempty"`
@@ -53,6 +55,11 @@ type KindStats struct {
 	Max        time.Duration `json:"outage_max_ns"`
 }
 
+// OverloadFactor is the 1-minute load average per CPU above which a step
+// counts as overloaded: the host then runs halb's timers late, and timing
+// invariants break for reasons of the host, not of halb.
+const OverloadFactor = 4
+
 // Summary totals a run.
 type Summary struct {
 	Faults      int                `json:"faults"`
@@ -60,6 +67,10 @@ type Summary struct {
 	ByKind      map[Kind]KindStats `json:"by_kind"`
 	ByInvariant map[string]int     `json:"by_invariant"`
 	Violations  int                `json:"violations"`
+	// Overloaded counts the steps taken under overload and the violations
+	// seen in them (included in Violations).
+	OverloadedSteps      int `json:"overloaded_steps"`
+	OverloadedViolations int `json:"overloaded_violations"`
 }
 
 // Summarize totals records; a step's outage counts for every kind in it.
@@ -71,6 +82,10 @@ func Summarize(recs []Record) Summary {
 			s.ByInvariant[v.Invariant]++
 		}
 		s.Violations += len(r.Violations)
+		if r.Overloaded {
+			s.OverloadedSteps++
+			s.OverloadedViolations += len(r.Violations)
+		}
 		for _, f := range r.Step.Faults {
 			s.Faults++
 			k := s.ByKind[f.Kind]
@@ -127,9 +142,17 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, " %s=%d", inv, r.Summary.ByInvariant[inv])
 	}
 	b.WriteString("\n")
+	if r.Summary.OverloadedSteps > 0 {
+		fmt.Fprintf(&b, "overloaded host: %d steps began with a load average over %d per CPU; %d violations came in them (marked *)\n",
+			r.Summary.OverloadedSteps, OverloadFactor, r.Summary.OverloadedViolations)
+	}
 	for _, rec := range r.Steps {
+		mark := ""
+		if rec.Overloaded {
+			mark = fmt.Sprintf("* load %.0f ", rec.Load)
+		}
 		for _, v := range rec.Violations {
-			fmt.Fprintf(&b, "  step %d (%s): %s\n", rec.Step.N, describe(rec.Step), v)
+			fmt.Fprintf(&b, "  %sstep %d (%s): %s\n", mark, rec.Step.N, describe(rec.Step), v)
 		}
 	}
 	fmt.Fprintf(&b, "replay: %s\n", r.Replay)

@@ -34,9 +34,12 @@ func TestSummarizeAndWrite(t *testing.T) {
 		{Step: Step{N: 2, Faults: []Fault{kill, cp}}, Outage: 1500 * time.Millisecond,
 			Violations: []Violation{{Invariant: InvReach, Detail: "VIP:6443 not reached"}}},
 		{Step: Step{N: 3, Faults: []Fault{cp}}, Outage: 100 * time.Millisecond},
+		{Step: Step{N: 4, Faults: []Fault{cp}}, Outage: 9 * time.Second, Load: 40, Overloaded: true,
+			Violations: []Violation{{Invariant: InvReach, Detail: "VIP:50000 not reached"}}},
 	}
 	s := Summarize(recs)
-	if s.Faults != 4 || s.Steps != 3 || s.Violations != 1 || s.ByInvariant[InvReach] != 1 {
+	if s.Faults != 5 || s.Steps != 4 || s.Violations != 2 || s.ByInvariant[InvReach] != 2 ||
+		s.OverloadedSteps != 1 || s.OverloadedViolations != 1 {
 		t.Fatalf("summary %+v", s)
 	}
 	k := s.ByKind[KillRestart]
@@ -48,7 +51,7 @@ func TestSummarizeAndWrite(t *testing.T) {
 	if err := rep.WriteText(&txt); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"seed 5", "kill-restart", "violations: 1 reach=1", "step 2 (kill-restart [lb1] hold 1s + cp-die [cp1] hold 1s via host): reach", "replay: halb-lab chaos --seed 5"} {
+	for _, want := range []string{"seed 5", "kill-restart", "violations: 2 reach=2", "1 steps began with a load average over 4 per CPU; 1 violations", "* load 40 step 4", "step 2 (kill-restart [lb1] hold 1s + cp-die [cp1] hold 1s via host): reach", "replay: halb-lab chaos --seed 5"} {
 		if !strings.Contains(txt.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, txt.String())
 		}
@@ -61,7 +64,7 @@ func TestSummarizeAndWrite(t *testing.T) {
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Seed != 5 || len(back.Steps) != 3 || back.Steps[1].Violations[0].Invariant != InvReach {
+	if back.Seed != 5 || len(back.Steps) != 4 || back.Steps[1].Violations[0].Invariant != InvReach {
 		t.Fatalf("JSON round trip lost data: %+v", back)
 	}
 }
