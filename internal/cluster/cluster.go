@@ -368,17 +368,44 @@ func (c *Cluster) Incompatible() map[netip.AddrPort]string {
 	return maps.Clone(c.incompatible)
 }
 
+// advertiser is what updateLoop needs of memberlist.
+type advertiser interface {
+	UpdateNode(timeout time.Duration) error
+	LocalNode() *memberlist.Node
+}
+
+// readvertiseEvery is how often updateLoop checks that memberlist
+// advertises the state last set.
+const readvertiseEvery = time.Second
+
 // updateLoop re-advertises the local state after SetLocal; UpdateNode waits
-// for the broadcast, so it runs here rather than in the caller.
-func (c *Cluster) updateLoop(ctx context.Context, ml *memberlist.Memberlist) {
+// for the broadcast, so it runs here rather than in the caller. memberlist
+// can keep an older state than the last UpdateNode: a refutation racing
+// with it re-broadcasts the state it had at a higher incarnation, and the
+// update is then dropped as older, so peers would see a stale state until
+// the next change. The loop therefore also checks, every
+// readvertiseEvery, that what memberlist advertises is the state set.
+func (c *Cluster) updateLoop(ctx context.Context, ml advertiser) {
+	check := time.NewTicker(readvertiseEvery)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.update:
-			if err := ml.UpdateNode(updateTimeout); err != nil {
-				c.log.Debug("state broadcast not confirmed", "err", err)
+		case <-check.C:
+			c.mu.Lock()
+			want := c.meta
+			c.mu.Unlock()
+			// Only this goroutine updates the local node, so its
+			// metadata can be read here without memberlist's lock.
+			if bytes.Equal(ml.LocalNode().Meta, want) {
+				continue
 			}
+			c.log.Info("re-advertising the local state: gossip kept an older one")
+		}
+		if err := ml.UpdateNode(updateTimeout); err != nil {
+			c.log.Debug("state broadcast not confirmed", "err", err)
 		}
 	}
 }
