@@ -389,7 +389,7 @@ func (r *chaosRun) step(ctx context.Context, st chaos.Step) (chaos.Record, error
 	rec.Observed.Nodes = r.observe(ctx)
 	rec.Observed.LongLived = r.traffic(rec.Start)
 	if cpOnly(st) {
-		rec.Observed.Waits = r.waits(rec.Start, faultsEnd)
+		rec.Observed.Waits = r.waits(rec.Start, faultsEnd, downCPs(st))
 	}
 	for _, n := range rec.Observed.Nodes {
 		if b, ok := r.base[n.Name]; (!ok || b.PID != n.PID) && n.PID != 0 && n.Goroutines > 0 {
@@ -960,14 +960,32 @@ func (r *chaosRun) traffic(from time.Time) chaos.Traffic {
 	return t
 }
 
-// waits lists requests on long-lived connections that started in [from, to]
-// and took longer than the health-check bound.
-func (r *chaosRun) waits(from, to time.Time) []chaos.Wait {
+// downCPs lists the control planes a CP-side step took down for someone.
+func downCPs(st chaos.Step) []string {
+	var cps []string
+	for _, f := range st.Faults {
+		for _, t := range f.Targets {
+			if strings.HasPrefix(t, "cp") {
+				cps = append(cps, t)
+			}
+		}
+	}
+	return cps
+}
+
+// waits lists requests on long-lived connections that started in [from, to],
+// took longer than the health-check bound, and were answered by one of the
+// control planes in down or by none. A slow answer from a healthy one says
+// the host is slow, not that halb kept a session on a dead server.
+func (r *chaosRun) waits(from, to time.Time, down []string) []chaos.Wait {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ws []chaos.Wait
 	for _, q := range r.requests {
 		if q.start.Before(from) || q.start.After(to) || q.took <= r.o.bounds.HealthCheck {
+			continue
+		}
+		if q.cp != "" && !slices.Contains(down, q.cp) {
 			continue
 		}
 		what := "answered"
