@@ -87,6 +87,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
+	s.keyRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }
