@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -84,21 +82,8 @@ func TestPeerCredHelper(t *testing.T) {
 	if sock == "" {
 		t.Skip("helper process for TestAdminSocketRefusesOtherUsers")
 	}
-	c := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}, Timeout: 5 * time.Second}
-	resp, err := c.Post("http://halb/v1/maintenance", "application/json", strings.NewReader(`{"on": true}`))
-	if err != nil {
-		fmt.Printf("ERROR %v\n", err)
-		return
-	}
-	b, _ := io.ReadAll(resp.Body)
-	_ = resp.Body.Close()
-	fmt.Printf("STATUS %d %s\n", resp.StatusCode, strings.Join(strings.Fields(string(b)), " "))
+	code, body := raw(t, sock, http.MethodPost, "/v1/maintenance", `{"on": true}`)
+	fmt.Printf("STATUS %d %s\n", code, strings.Join(strings.Fields(string(body)), " "))
 }
 
 // TestAdminSocketRefusesOtherUsers runs a client as uid 65534 against the
@@ -165,34 +150,12 @@ func TestAdminSocketRefusesOtherUsers(t *testing.T) {
 	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *logBuffer) {
 		t.Helper()
 		sock := filepath.Join(dir, name+".sock")
-		ctl := &fakeController{}
 		logs := &logBuffer{}
-		srv := NewServer(sock, group, &fakeSource{}, ctl, slog.New(slog.NewTextHandler(logs, nil)))
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
-		t.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		})
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			c, err := net.Dial("unix", sock)
-			if err == nil {
-				_ = c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("admin socket never answered: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond) // Run has no ready signal
-		}
+		r := startLogging(t, sock, group, Snapshot{}, slog.New(slog.NewTextHandler(logs, nil)))
 		if err := os.Chmod(sock, 0o666); err != nil {
 			t.Fatal(err)
 		}
-		return sock, ctl, logs
+		return sock, r.ctl, logs
 	}
 
 	t.Run("outside the group", func(t *testing.T) {
