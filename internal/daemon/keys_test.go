@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -26,9 +27,11 @@ var (
 	newKey = bytes.Repeat([]byte{'n'}, 32)
 )
 
-// keyNode runs one encrypted-gossip node from a config file in dir and
-// returns its admin client and a stop function.
-func keyNode(t *testing.T, dir string, keyringLine string) (*Daemon, *admin.Client, func()) {
+// keyNode runs one encrypted-gossip node from a config file in dir, with
+// keyringLine in its cluster section and more at the top level, and
+// returns it with its admin client and a stop function. It logs to the
+// test, and to also if set.
+func keyNode(t *testing.T, dir, keyringLine, more string, also io.Writer) (*Daemon, *admin.Client, func()) {
 	t.Helper()
 	gossip := freePort(t, "127.0.0.63")
 	doc := fmt.Sprintf(`
@@ -46,7 +49,8 @@ cluster:
   nodes:
     - {name: a, address: 127.0.0.63}
 admin: {socket: %s}
-`, freePort(t, "127.0.0.1"), filepath.Join(dir, "gossip.key"), keyringLine, gossip, filepath.Join(dir, "a.sock"))
+%s
+`, freePort(t, "127.0.0.1"), filepath.Join(dir, "gossip.key"), keyringLine, gossip, filepath.Join(dir, "a.sock"), more)
 	path := filepath.Join(dir, "halb.yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -57,7 +61,11 @@ admin: {socket: %s}
 	}
 	tw := &testWriter{t: t, name: "a"}
 	t.Cleanup(func() { tw.done.Store(true) })
-	d, err := New(cfg, Options{ConfigPath: path, NodeName: "a", Log: slog.New(slog.NewTextHandler(tw, nil)),
+	var w io.Writer = tw
+	if also != nil {
+		w = io.MultiWriter(tw, also)
+	}
+	d, err := New(cfg, Options{ConfigPath: path, NodeName: "a", Log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +119,7 @@ func TestKeyRotationThroughTheAdminAPIIsKeptAcrossRestartAndReload(t *testing.T)
 		t.Fatal(err)
 	}
 	ringFile := filepath.Join(dir, "gossip.keyring")
-	d, c, stop := keyNode(t, dir, "keyring_file: "+ringFile)
+	d, c, stop := keyNode(t, dir, "keyring_file: "+ringFile, "", nil)
 	ctx := context.Background()
 	oldID, newID := keyring.ID(oldKey), keyring.ID(newKey)
 
@@ -192,7 +200,7 @@ func TestKeyRotationThroughTheAdminAPIIsKeptAcrossRestartAndReload(t *testing.T)
 	stop()
 
 	// A restart loads the keyring file, not the old key_file.
-	_, c, _ = keyNode(t, dir, "keyring_file: "+ringFile)
+	_, c, _ = keyNode(t, dir, "keyring_file: "+ringFile, "", nil)
 	kr, err = c.Keys(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +215,7 @@ func TestKeyChangeWithoutKeyringFileIsRefused(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "gossip.key"), []byte(keyring.Encode(oldKey)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, c, _ := keyNode(t, dir, "")
+	_, c, _ := keyNode(t, dir, "", "", nil)
 	_, err := c.ChangeKey(context.Background(), "install", admin.KeyRequest{Key: keyring.Encode(newKey)})
 	if apiStatus(err) != http.StatusConflict || !strings.Contains(err.Error(), "cluster.keyring_file is not set") {
 		t.Fatalf("install without keyring_file: %v, want 409 naming cluster.keyring_file", err)
