@@ -152,14 +152,15 @@ func (c *Cluster) memberlistLogger() *log.Logger {
 
 func (r *refusalLog) Write(p []byte) (int, error) {
 	line := string(bytes.TrimRight(p, "\r\n"))
-	if !keyRefusal.MatchString(line) {
+	m := fromAddr.FindStringSubmatch(line)
+	// Only what arrived from someone: this node's own failed joins are
+	// logged by joinLoop, naming the peer.
+	if m == nil || !keyRefusal.MatchString(line) {
 		return r.next.Write(p)
 	}
 	var from netip.Addr
-	if m := fromAddr.FindStringSubmatch(line); m != nil {
-		if ap, err := netip.ParseAddrPort(m[1]); err == nil {
-			from = ap.Addr().Unmap()
-		}
+	if ap, err := netip.ParseAddrPort(m[1]); err == nil {
+		from = ap.Addr().Unmap()
 	}
 	reason := strings.TrimSpace(fromAddr.ReplaceAllString(line, ""))
 	if i := strings.Index(reason, "memberlist: "); i >= 0 {
@@ -179,7 +180,7 @@ func (r *refusalLog) Write(p []byte) (int, error) {
 	if loud {
 		level = slog.LevelWarn
 	}
-	peer := "unknown"
+	peer := m[1]
 	if from.IsValid() {
 		peer = from.String()
 	}

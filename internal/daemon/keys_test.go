@@ -247,3 +247,37 @@ func TestBrokenKeyringFileStopsStart(t *testing.T) {
 		t.Fatalf("the error echoes the file's text: %v", err)
 	}
 }
+
+// withKey returns a copy of cfg whose gossip is encrypted with key.
+func withKey(t *testing.T, cfg *config.Config, key []byte) *config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "gossip.key")
+	if err := os.WriteFile(path, []byte(keyring.Encode(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := *cfg
+	cl := *cfg.Cluster
+	cl.InsecureGossip, cl.KeyFile = false, path
+	c.Cluster = &cl
+	return &c
+}
+
+// A node started with a stale key, even the preferred one, takes no VIP,
+// and the holder it cannot talk to keeps the VIP rather than leave the
+// cluster without one.
+func TestStaleKeyNodeTakesNothingAndHolderKeeps(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	b := startNode(t, withKey(t, cfg, newKey), "b")
+	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	a := startNode(t, withKey(t, cfg, oldKey), "a")
+	waitFor(t, "both to see the other answer with another key", 5*time.Second, func() bool {
+		return len(a.d.cluster.Incompatible()) == 1 && len(b.d.cluster.Incompatible()) == 1
+	})
+	deadline := time.Now().Add(5 * reconcileEvery)
+	for time.Now().Before(deadline) {
+		if a.holds() || !b.holds() {
+			t.Fatalf("a (stale key) holds %v, b (holder) holds %v: want only b", a.holds(), b.holds())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
