@@ -83,7 +83,8 @@ type Daemon struct {
 	checks     sync.WaitGroup
 	reloadMu   sync.Mutex // one reload at a time
 	keysMu     sync.Mutex // one gossip key change at a time
-	maintained bool       // operator maintenance: ineligible
+	replay     replayGuard
+	maintained bool // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.
