@@ -100,13 +100,18 @@ func (s *Server) keysChange(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	// Who asked, for the audit trail: the kernel's word, not the client's.
+	by := -1
+	if p, ok := r.Context().Value(peerKey{}).(peer); ok && p.err == nil {
+		by = p.uid
+	}
 	kr, err := change(m, ref)
 	if err != nil {
-		s.log.Warn("gossip key change refused", "op", op, "err", err)
+		s.log.Warn("gossip key change refused", "op", op, "uid", by, "err", err)
 		writeError(w, keyStatus(err), err.Error())
 		return
 	}
-	s.log.Info("gossip keys changed by operator", "op", op, "primary", primaryID(kr), "keys", len(kr.Keys))
+	s.log.Info("gossip keys changed by operator", "op", op, "uid", by, "primary", primaryID(kr), "keys", len(kr.Keys))
 	writeJSON(w, http.StatusOK, kr)
 }
 

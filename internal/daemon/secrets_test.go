@@ -179,6 +179,10 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	if len(text) < 1000 {
 		t.Fatalf("suspiciously little log output (%d bytes): is the logger wired?", len(text))
 	}
+	// Key changes are audited with the uid the kernel reported.
+	if audit := fmt.Sprintf("op=install uid=%d ", os.Getuid()); !strings.Contains(text, audit) {
+		t.Errorf("no audit line with %q for the key install", audit)
+	}
 	for name, s := range secrets {
 		if strings.Contains(text, s) {
 			t.Errorf("the log contains the %s", name)
