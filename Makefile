@@ -79,6 +79,14 @@ fuzz-run:
 		else echo "$$out"; echo "FAIL $$name ($$pkg)"; fail=1; fi; \
 	done; exit $$fail
 
+## soak-conns: SOAK_CONNS (6000) proxied connections through bin/halb on 127.0.0.x for
+## SOAK_DURATION (10m); fails if RSS, open files or goroutines grow after warm-up
+SOAK_DURATION ?= 10m
+SOAK_CONNS    ?= 6000
+soak-conns: build
+	HALB_BIN=$(abspath $(BIN)/halb) SOAK_DURATION=$(SOAK_DURATION) SOAK_CONNS=$(SOAK_CONNS) SOAK_OUT=$(abspath $(BIN)/soak-conns.json) \
+		$(GO) test -tags soak -count=1 -timeout 3h -run TestSoakConns -v ./internal/soak/
+
 ## deb: bin/halb_<version>_<arch>.deb (nfpm, fetched by `go run`); VERSION=1.2.3 to pick the version
 NFPM_V  ?= v2.45.2
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
