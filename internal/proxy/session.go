@@ -154,6 +154,12 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 			return nil, srv, took, "drained"
 		}
 		reason := dialFailure(err, to.Connect)
+		if localExhaustion(err) {
+			// Not the server's fault, and every server would fail alike.
+			pause := f.pressure.note(time.Now())
+			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", f.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
+			return nil, srv, took, reason
+		}
 		srv.AddConnectFailure()
 		srv.MarkDown(reason)
 		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)

@@ -27,10 +27,10 @@ import (
 
 // Loopback addresses of the soak: halb's listeners and the echo backends.
 const (
-	frontIP = "127.0.0.20"
-	sampleEvery = 5 * time.Second
-	pingPerTick = 300 // connections asked for an echo each sample
-	churnPerTick = 50 // connections closed and opened again each sample
+	frontIP      = "127.0.0.20"
+	sampleEvery  = 5 * time.Second
+	pingPerTick  = 300 // connections asked for an echo each sample
+	churnPerTick = 50  // connections closed and opened again each sample
 )
 
 var backendIPs = []string{"127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24"}
