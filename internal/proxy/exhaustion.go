@@ -2,25 +2,10 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
-
-// localExhaustion reports dial errors that say this host ran out of
-// something — open files, socket buffers, ephemeral ports — rather than
-// that the server failed. Marking the server down for them would turn a
-// moment of fd pressure into an outage of every backend.
-func localExhaustion(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
-}
 
 // pressure pauses a frontend's accepts after a session could not dial for
 // lack of local resources. The accept that took the last descriptor

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"halb/internal/health"
 	"halb/internal/pool"
 )
 
@@ -154,7 +155,7 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 			return nil, srv, took, "drained"
 		}
 		reason := dialFailure(err, to.Connect)
-		if localExhaustion(err) {
+		if health.LocalExhaustion(err) {
 			// Not the server's fault, and every server would fail alike.
 			pause := f.pressure.note(time.Now())
 			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", f.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
