@@ -290,7 +290,7 @@ func fdExhaustion(t *testing.T, slack int) {
 	t.Cleanup(func() {
 		if !stopped {
 			_ = cmd.Process.Kill()
-			<-exited
+			_ = <-exited
 		}
 	})
 	next := func(prefix string) string {
