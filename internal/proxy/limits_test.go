@@ -290,7 +290,9 @@ func fdExhaustion(t *testing.T, slack int) {
 	t.Cleanup(func() {
 		if !stopped {
 			_ = cmd.Process.Kill()
-			_ = <-exited
+			if err := <-exited; err != nil {
+				t.Logf("child stopped by kill: %v", err)
+			}
 		}
 	})
 	next := func(prefix string) string {

@@ -353,7 +353,7 @@ func startHalb(t *testing.T, bin, cfg, logPath string) int {
 			}
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			_ = <-done // killed: the exit status says nothing
+			t.Logf("halb killed: %v", <-done)
 			t.Errorf("halb did not stop within 15s of SIGTERM")
 		}
 		_ = logf.Close()
