@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz fuzz-short soak-conns clean deb
+.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb
 
 all: build
 
