@@ -8,6 +8,10 @@ type Result struct {
 	Reason  string // why it failed, or a short success note ("200 OK", "handshake ok")
 	Latency time.Duration
 	At      time.Time
+	// Inconclusive means the probe could not run for lack of local
+	// resources (see LocalExhaustion): the runner drops the result, so a
+	// host short of descriptors does not mark healthy servers down.
+	Inconclusive bool
 }
 
 // Target receives probe results; backend servers implement it.
