@@ -83,7 +83,9 @@ stdout and <results>/<date>-failover.md.`,
   halb-bench-failover run --systems halb-fast --scenarios kill,planned
   halb-bench-failover run --scenarios soak --soak-idle 10m --soak-stress 10m`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runBench(cmd.Context(), cmd.OutOrStdout(), stderr, f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd.Context(), cmd.OutOrStdout(), stderr, f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.halb, "halb", "", "halb binary (default: next to this program)")
