@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb
+.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb bench-failover bench-soak
 
 all: build
 
@@ -64,6 +64,26 @@ deb:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -o $(BIN)/halb ./cmd/halb
 	VERSION='$(VERSION)' GOARCH=$$($(GO) env GOARCH) \
 		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/
+
+## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,
+## then the false-failover soak (root; about 45 min, BENCH_QUICK=1 about 10 min). Results:
+## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
+## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback soak),
+## BENCH_SYSTEMS=halb-fast (halb-lan halb-fast keepalived-default keepalived-tuned).
+BENCH_QUICK     ?=
+BENCH_SCENARIOS ?=
+BENCH_SYSTEMS   ?=
+bench-failover: build
+	apt-get install -y haproxy keepalived stress-ng >/dev/null
+	$(GO) build -o $(BIN)/halb-bench-failover ./cmd/halb-bench-failover
+	$(BIN)/halb-bench-failover run --results bench/results \
+		$(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
+		$(if $(BENCH_SCENARIOS),--scenarios $(BENCH_SCENARIOS)) \
+		$(if $(BENCH_SYSTEMS),--systems $(BENCH_SYSTEMS))
+
+## bench-soak: only the false-failover soak (10 min idle + 10 min under stress; BENCH_QUICK=1: 1 + 1)
+bench-soak:
+	$(MAKE) bench-failover BENCH_SCENARIOS=soak
 
 clean:
 	rm -rf $(BIN)

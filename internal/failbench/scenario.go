@@ -61,7 +61,6 @@ type runner struct {
 	sys    system
 	window time.Duration
 	rnd    *rand.Rand
-	logf   func(format string, args ...any)
 }
 
 const (

@@ -215,8 +215,11 @@ func runPhase(ctx context.Context, o SoakOptions, labs []*soakLab, d time.Durati
 	if err := stress.Start(); err != nil {
 		return fmt.Errorf("start stress-ng (apt-get install stress-ng): %w", err)
 	}
-	stressDone := make(chan error, 1)
-	go func() { stressDone <- stress.Wait() }()
+	stressDone := make(chan struct{})
+	go func() {
+		_ = stress.Wait() // killed on purpose below: its exit status says nothing
+		close(stressDone)
+	}()
 	defer func() {
 		_ = syscall.Kill(-stress.Process.Pid, syscall.SIGKILL)
 		<-stressDone

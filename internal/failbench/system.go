@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -194,6 +193,3 @@ func (k keepalivedSystem) ready(ctx context.Context, d time.Duration, holder str
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
-// sysWorkdir is where a system's lab keeps its files within a run's workdir.
-func sysWorkdir(runDir, name string) string { return filepath.Join(runDir, name) }
