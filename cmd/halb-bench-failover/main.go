@@ -99,7 +99,7 @@ stdout and <results>/<date>-failover.md.`,
 	fl.BoolVar(&f.quick, "quick", false, "3 repetitions and a 1+1 minute soak")
 	fl.DurationVar(&f.idle, "soak-idle", 0, "soak phase with no traffic (default 10m, 1m with --quick)")
 	fl.DurationVar(&f.stress, "soak-stress", 0, "soak phase under stress and load (default 10m, 1m with --quick)")
-	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast}, "halb systems soaked side by side")
+	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast}, "systems soaked side by side (keepalived-* too, as a reference)")
 	fl.IntVar(&f.cpus, "soak-cpus", 2, "stress-ng --cpu workers during the stress phase")
 	fl.IntVar(&f.loadProbes, "soak-load", 2, "connection probes through each VIP during the stress phase")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log the labs' steps")
@@ -184,19 +184,19 @@ func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
 // needs lists the programs the chosen parts run.
 func needs(f runFlags, failover, soak bool) []string {
 	out := []string{"ip"}
+	var systems []string
 	if failover {
-		for _, s := range f.systems {
-			if strings.HasPrefix(s, "keepalived") {
-				out = append(out, "keepalived", "haproxy")
-				break
-			}
-		}
-		if len(f.systems) == 0 {
-			out = append(out, "keepalived", "haproxy")
+		systems = f.systems
+		if len(systems) == 0 {
+			systems = failbench.AllSystems()
 		}
 	}
 	if soak {
+		systems = append(systems, f.soakOn...)
 		out = append(out, "stress-ng")
+	}
+	if slices.ContainsFunc(systems, func(s string) bool { return strings.HasPrefix(s, "keepalived") }) {
+		out = append(out, "keepalived", "haproxy")
 	}
 	return out
 }
