@@ -151,7 +151,7 @@ func (f *FailoverResult) WriteTable(w io.Writer) {
 	f.rows(func(sc, sys string, r *ScenarioResult) {
 		note := ""
 		if len(r.Errors) > 0 {
-			note = fmt.Sprintf("  (%d repetition(s) failed)", len(r.Errors))
+			note = fmt.Sprintf("  (%d attempt(s) not measured)", len(r.Errors))
 		}
 		_, _ = fmt.Fprintf(w, "%-9s %-19s %4d  %-31s %-21s %.0f%s\n", sc, sys, r.Reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), r.TakeoverMS.Median, note)
 	})
@@ -168,7 +168,7 @@ func (f *FailoverResult) Markdown() string {
 			reps += " (quick)"
 		}
 		if len(r.Errors) > 0 {
-			reps += fmt.Sprintf(" + %d failed", len(r.Errors))
+			reps += fmt.Sprintf(" + %d not measured", len(r.Errors))
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f |\n", titles[sc], sys, reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), r.TakeoverMS.Median)
 	})
