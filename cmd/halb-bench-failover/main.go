@@ -73,6 +73,7 @@ outage of each scenario:
   backends  the holder can no longer reach any control plane
   planned   planned handover: halb drill / keepalived stopped with SIGTERM
   failback  the preferred node returns after a crash and takes the VIP back
+  baseline  nothing fails: the probe's noise floor on this machine
   soak      false failovers: halb idle, then under CPU stress and load
 
 Systems: halb-lan, halb-fast (halb's profiles), keepalived-default (VRRPv2

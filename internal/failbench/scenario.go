@@ -20,10 +20,11 @@ const (
 	Backends = "backends"
 	Planned  = "planned"
 	Failback = "failback"
+	Baseline = "baseline"
 )
 
 // AllScenarios lists every failover scenario in run order.
-func AllScenarios() []string { return []string{Kill, LinkDown, Backends, Planned, Failback} }
+func AllScenarios() []string { return []string{Kill, LinkDown, Backends, Planned, Failback, Baseline} }
 
 // scenarioTitles say what each scenario does, for tables.
 func scenarioTitles() map[string]string {
@@ -33,6 +34,7 @@ func scenarioTitles() map[string]string {
 		Backends: "holder's backends all unreachable",
 		Planned:  "planned handover (halb drill / keepalived SIGTERM)",
 		Failback: "failback: the preferred node returns",
+		Baseline: "baseline: nothing fails (the probe's noise floor)",
 	}
 }
 
@@ -42,6 +44,8 @@ const (
 	neighBound    = 5 * time.Second  // then to the client's ARP entry naming it
 	tail          = 500 * time.Millisecond
 	readyBound    = 40 * time.Second
+	// baselineWindow is how long the baseline watches with nothing failing.
+	baselineWindow = 1500 * time.Millisecond
 )
 
 // rep is one measured repetition.
@@ -183,6 +187,20 @@ func (r *runner) scenario(name string) (scenario, error) {
 			},
 			inject: func(ctx context.Context, r *runner) error { return r.sys.start(ctx, preferred) },
 			to:     preferred, done: lab.Only(preferred),
+		}, nil
+	case Baseline:
+		// Nothing fails: the gaps and failures the probe sees anyway on
+		// this machine, over about as long as a failover takes.
+		return scenario{
+			inject: func(ctx context.Context, _ *runner) error {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(baselineWindow):
+					return nil
+				}
+			},
+			to: preferred, done: lab.Only(preferred),
 		}, nil
 	}
 	return scenario{}, fmt.Errorf("unknown scenario %q: want one of %v", name, AllScenarios())
