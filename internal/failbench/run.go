@@ -139,8 +139,11 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 				msg := fmt.Sprintf("attempt %d: %v", attempt+1, err)
 				errs = append(errs, msg)
 				_, _ = fmt.Fprintf(o.Out, "%s %s: %s; resetting the lab\n", spec.name, scName, msg)
+				// A reset on a very busy machine can itself time out: one more try.
 				if rerr := r.reset(ctx); rerr != nil {
-					return sr, fmt.Errorf("reset lab after %s: %w", scName, rerr)
+					if rerr = r.reset(ctx); rerr != nil {
+						return sr, fmt.Errorf("reset lab after %s: %w", scName, rerr)
+					}
 				}
 			}
 		}
