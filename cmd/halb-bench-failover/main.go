@@ -40,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newRunCmd(stderr), newCheckCmd())
+	root.AddCommand(newRunCmd(stderr), newCheckCmd(), newRenderCmd())
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		_, _ = fmt.Fprintf(stderr, "halb-bench-failover: %v\n", err)
@@ -234,5 +234,32 @@ func newCheckCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&sock, "socket", "", "HAProxy stats socket")
 	_ = cmd.MarkFlagRequired("socket")
+	return cmd
+}
+
+func newRenderCmd() *cobra.Command {
+	var results, date string
+	cmd := &cobra.Command{
+		Use:   "render [--date YYYY-MM-DD]",
+		Short: "Write <results>/<date>-failover.md again from <results>/<date>.json (after merging results files by hand)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			day := time.Now()
+			if date != "" {
+				d, err := time.Parse("2006-01-02", date)
+				if err != nil {
+					return fmt.Errorf("--date %q: want YYYY-MM-DD", date)
+				}
+				day = d
+			}
+			if err := failbench.WriteMarkdown(results, day); err != nil {
+				return err
+			}
+			_, _ = fmt.Fprintln(cmd.OutOrStdout(), failbench.MarkdownPath(results, day))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&results, "results", "bench/results", "directory of the results files")
+	cmd.Flags().StringVar(&date, "date", "", "day of the results (default today, UTC)")
 	return cmd
 }

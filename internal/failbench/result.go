@@ -125,6 +125,14 @@ func (f *FailoverResult) merge(name string, s *SystemResult) {
 	}
 }
 
+// takeover is the median time until the VIP moved; the baseline moves nothing.
+func takeover(sc string, r *ScenarioResult) string {
+	if sc == Baseline {
+		return "—"
+	}
+	return fmt.Sprintf("%.0f", r.TakeoverMS.Median)
+}
+
 func fmtSummary(s Summary, digits int) string {
 	f := func(x float64) string { return fmt.Sprintf("%.*f", digits, x) }
 	return f(s.Min) + " / " + f(s.Median) + " / " + f(s.P90) + " / " + f(s.Max)
@@ -153,7 +161,7 @@ func (f *FailoverResult) WriteTable(w io.Writer) {
 		if len(r.Errors) > 0 {
 			note = fmt.Sprintf("  (%d attempt(s) not measured)", len(r.Errors))
 		}
-		_, _ = fmt.Fprintf(w, "%-9s %-19s %4d  %-31s %-21s %.0f%s\n", sc, sys, r.Reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), r.TakeoverMS.Median, note)
+		_, _ = fmt.Fprintf(w, "%-9s %-19s %4d  %-31s %-21s %s%s\n", sc, sys, r.Reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), takeover(sc, r), note)
 	})
 }
 
@@ -170,7 +178,7 @@ func (f *FailoverResult) Markdown() string {
 		if len(r.Errors) > 0 {
 			reps += fmt.Sprintf(" + %d not measured", len(r.Errors))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %.0f |\n", titles[sc], sys, reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), r.TakeoverMS.Median)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", titles[sc], sys, reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), takeover(sc, r))
 	})
 	b.WriteString("\nSystems: ")
 	var parts []string
