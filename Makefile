@@ -66,9 +66,9 @@ deb:
 		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/
 
 ## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,
-## then the false-failover soak (root; about 45 min, BENCH_QUICK=1 about 10 min). Results:
+## then the false-failover soak (root; about an hour on 2 busy vCPUs, BENCH_QUICK=1 about 15 min). Results:
 ## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
-## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback soak),
+## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback baseline soak),
 ## BENCH_SYSTEMS=halb-fast (halb-lan halb-fast keepalived-default keepalived-tuned).
 BENCH_QUICK     ?=
 BENCH_SCENARIOS ?=
