@@ -85,10 +85,10 @@ type Move struct {
 }
 
 // SoakMethod says how the soak is measured; it goes into the results.
-const SoakMethod = "halb labs (one per profile, side by side) left idle, then with stress-ng " +
+const SoakMethod = "one lab per system, side by side, left idle, then with stress-ng " +
 	"--cpu N in the root namespace and new connections through each VIP; every VIP add/remove " +
 	"in the LB namespaces is seen by `ip monitor address`, peers' liveness polled on the admin " +
-	"socket every 250 ms; any VIP move counts as a false failover"
+	"socket every 250 ms (halb); any takeover by a node that did not hold the VIP is a false failover"
 
 // soakLab is one lab under soak with its watchers.
 type soakLab struct {
