@@ -100,7 +100,7 @@ stdout and <results>/<date>-failover.md.`,
 	fl.BoolVar(&f.quick, "quick", false, "3 repetitions and a 1+1 minute soak")
 	fl.DurationVar(&f.idle, "soak-idle", 0, "soak phase with no traffic (default 10m, 1m with --quick)")
 	fl.DurationVar(&f.stress, "soak-stress", 0, "soak phase under stress and load (default 10m, 1m with --quick)")
-	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast}, "systems soaked side by side (keepalived-* too, as a reference)")
+	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast, failbench.KeepalivedTuned}, "systems soaked side by side (keepalived ones as a reference)")
 	fl.IntVar(&f.cpus, "soak-cpus", 2, "stress-ng --cpu workers during the stress phase")
 	fl.IntVar(&f.loadProbes, "soak-load", 2, "connection probes through each VIP during the stress phase")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log the labs' steps")

@@ -24,7 +24,7 @@ import (
 // every VIP move is recorded.
 type SoakOptions struct {
 	Bins       Bins
-	Systems    []string      // systems to soak side by side (default halb-lan, halb-fast)
+	Systems    []string      // systems to soak side by side (default halb-lan, halb-fast, keepalived-tuned)
 	Idle       time.Duration // phase with no traffic
 	Stress     time.Duration // phase with stress-ng and proxy load
 	CPUs       int           // stress-ng --cpu workers (default 2)
@@ -108,7 +108,7 @@ type soakLab struct {
 // returns an error when a VIP moved.
 func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	if len(o.Systems) == 0 {
-		o.Systems = []string{HalbLAN, HalbFast}
+		o.Systems = []string{HalbLAN, HalbFast, KeepalivedTuned}
 	}
 	if o.CPUs <= 0 {
 		o.CPUs = 2
