@@ -73,7 +73,13 @@ func TestStatusAgreesAndFlagsPartition(t *testing.T) {
 	if err := waitMember(ctx, l, "lb1", "lb2", false, 15*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := halbStatus(ctx, l, "lb1")
+	out, code := halbStatus(ctx, l, "lb1")
+	if code != 2 {
+		t.Errorf("halb status on lb1 exited %d with lb2 cut off, want 2 (degraded):\n%s", code, out)
+	}
+	if !strings.Contains(out, "member lb2") {
+		t.Errorf("lb1's status names no problem with lb2:\n%s", out)
+	}
 	var flagged bool
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)

@@ -45,6 +45,7 @@ The integration tests use it; so can you:
 		newUpCmd(log),
 		newDownCmd(),
 		newDemoCmd(),
+		newChaosCmd(),
 	)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {

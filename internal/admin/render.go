@@ -288,11 +288,23 @@ func stateColor(state string) string {
 }
 
 // Verdict judges s: CodeOK when every VIP has exactly one holder that all
-// alive members agree on and every frontend's backend has a healthy server,
-// else CodeDegraded with one line per problem.
+// alive members agree on, no configured member is missing, and every
+// frontend's backend has a healthy server; else CodeDegraded with one line
+// per problem.
 func Verdict(s Snapshot) (code int, problems []string) {
 	for _, v := range s.VIPs {
 		problems = append(problems, vipProblems(s, v)...)
+	}
+	// A configured member that is gone leaves the VIP without a standby: the
+	// endpoint still answers, but the next failure is an outage.
+	for _, m := range s.Members {
+		if !m.Alive && !m.Local {
+			heard := "never heard from"
+			if !m.LastHeard.IsZero() && !s.Time.IsZero() {
+				heard = "last heard " + Duration(s.Time.Sub(m.LastHeard)) + " ago"
+			}
+			problems = append(problems, fmt.Sprintf("member %s (%s) is not reachable (%s): no failover to it", m.Name, m.Address, heard))
+		}
 	}
 	for _, f := range s.Frontends {
 		b, ok := findBackend(s, f.Backend)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -87,6 +86,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
+	s.keyRoutes(mux)
 	mux.HandleFunc("/", notFound)
 	return mux
 }
@@ -245,6 +245,10 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 // Run listens on the socket and serves until ctx ends, then removes the
 // socket. It returns nil when ctx is cancelled.
 func (s *Server) Run(ctx context.Context) error {
+	gid, group, err := s.groupID()
+	if err != nil {
+		return err
+	}
 	ln, err := s.listen(ctx)
 	if err != nil {
 		return err
@@ -257,7 +261,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.remove(fi)
 
 	hs := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           s.guard(access{uid: os.Geteuid(), gid: gid, group: group, groupsOf: groupsOf}, s.Handler()),
+		ConnContext:       withPeer,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -302,12 +307,9 @@ func (s *Server) remove(created os.FileInfo) {
 func (s *Server) listen(ctx context.Context) (net.Listener, error) {
 	gid := -1
 	if s.group != "" {
-		g, err := user.LookupGroup(s.group)
-		if err != nil {
-			return nil, fmt.Errorf("admin socket group %q: %w", s.group, err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("admin socket group %q: gid %q: %w", s.group, g.Gid, err)
+		var err error
+		if gid, _, err = s.groupID(); err != nil {
+			return nil, err
 		}
 	}
 	dir := filepath.Dir(s.socket)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -89,8 +90,14 @@ func (r *running) stop(t *testing.T) error {
 // start runs a server on sock and waits until it answers.
 func start(t *testing.T, sock, group string, snap Snapshot) *running {
 	t.Helper()
+	return startLogging(t, sock, group, snap, nil)
+}
+
+// startLogging is start with the server logging to log.
+func startLogging(t *testing.T, sock, group string, snap Snapshot, log *slog.Logger) *running {
+	t.Helper()
 	ctl := &fakeController{}
-	srv := NewServer(sock, group, &fakeSource{snap: snap}, ctl, nil)
+	srv := NewServer(sock, group, &fakeSource{snap: snap}, ctl, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{sock: sock, ctl: ctl, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- srv.Run(ctx) }()

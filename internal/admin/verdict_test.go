@@ -76,12 +76,22 @@ func TestVerdict(t *testing.T) {
 			problems: []string{"VIP 192.168.66.160: members disagree on the holder: lb1 says lb1, lb2 has no view"},
 		},
 		{
-			name: "dead members are ignored", code: CodeOK,
+			name: "a dead member does not vote but is flagged as lost redundancy", code: CodeDegraded,
 			snap: func() Snapshot {
 				s := splitBrain()
 				s.Members[1].Alive = false
 				return s
 			},
+			problems: []string{"member lb2 (192.168.66.152) is not reachable (last heard 3s ago): no failover to it"},
+		},
+		{
+			name: "a configured member never seen", code: CodeDegraded,
+			snap: func() Snapshot {
+				s := healthyPair()
+				s.Members[1] = Member{Name: "lb2", Address: "192.168.66.152:7946"}
+				return s
+			},
+			problems: []string{"member lb2 (192.168.66.152:7946) is not reachable (never heard from): no failover to it"},
 		},
 		{
 			name: "prefix lengths name the same VIP", code: CodeOK,

@@ -37,8 +37,16 @@ a config is often written on another machine than the one that runs it.`,
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(es))
 				return exitError{code: 1}
 			}
-			for _, w := range fileWarnings(cfg) {
+			keyErrs, keyWarns := keyFileProblems(cfg)
+			for _, w := range append(fileWarnings(cfg), keyWarns...) {
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", path, w)
+			}
+			if errs := keyErrs; len(errs) > 0 {
+				for _, e := range errs {
+					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", path, e)
+				}
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(errs))
+				return exitError{code: 1}
 			}
 			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg))
 			return err

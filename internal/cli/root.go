@@ -53,6 +53,7 @@ Start with an example config:
 		newRunCmd(),
 		newCheckCmd(),
 		newKeygenCmd(),
+		newKeysCmd(),
 		newStatusCmd(),
 		newServerCmd(),
 		newNodeCmd(),

@@ -88,7 +88,10 @@ func checkLeaks(t *testing.T) {
 }
 
 // serve runs an admin API backed by d on a fresh socket until the test ends.
-func serve(t *testing.T, d *fakeDaemon) string {
+func serve(t *testing.T, d interface {
+	admin.Source
+	admin.Controller
+}) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ha")
 	if err != nil {

@@ -34,6 +34,7 @@ type Config struct {
 	AdvertiseAddr netip.Addr       // zero: BindAddr
 	Peers         []netip.AddrPort // the other configured nodes
 	Key           []byte           // 16, 24 or 32 byte AES key; nil only when Insecure
+	SecondaryKeys [][]byte         // more keys that decrypt but do not encrypt (key rotation)
 	Insecure      bool
 	Profile       string // "lan" (default) or "fast"
 	// JoinTimeout is how long Ready waits for a first peer; 0 does not wait.
@@ -72,6 +73,9 @@ type Cluster struct {
 	peers map[string]*peer
 	msgs  chan []byte                           // user messages from peers, dropped when full
 	ml    atomic.Pointer[memberlist.Memberlist] // set while Run runs
+	// keyring is memberlist's, shared with it; keysMu orders our edits.
+	keyring *memberlist.Keyring
+	keysMu  sync.Mutex
 	// incompatible holds configured peers that answered a join but could
 	// not gossip with us (wrong key, other label): proof they are alive.
 	incompatible map[netip.AddrPort]string
@@ -126,12 +130,18 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 	if cfg.JoinTimeout < 0 {
 		errs = append(errs, fmt.Errorf("join timeout %s is negative", cfg.JoinTimeout))
 	}
+	errs = append(errs, keyErrors(cfg)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("cluster config: %w", err)
 	}
 	cfg.Peers = slices.Clone(cfg.Peers)
 	cfg.Key = slices.Clone(cfg.Key)
+	kr, err := newKeyring(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster config: %w", err)
+	}
 	c := &Cluster{
+		keyring: kr,
 		cfg:     cfg,
 		log:     log,
 		ready:   make(chan struct{}),
@@ -185,7 +195,7 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 	mc.Events = d
 	mc.Ping = d
 	mc.Conflict = d
-	mc.Logger = newStdLogger(c.log)
+	mc.Logger = c.memberlistLogger()
 	return mc
 }
 
@@ -209,12 +219,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	c.port.Store(int32(port))
 	mc := c.memberlistConfig(port)
 	mc.Transport = tr
-	if !c.cfg.Insecure {
-		if mc.Keyring, err = memberlist.NewKeyring(nil, c.cfg.Key); err != nil {
-			_ = tr.Shutdown()
-			return fmt.Errorf("load gossip key: %w", err)
-		}
-	}
+	mc.Keyring = c.keyring
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = tr.Shutdown()
@@ -368,17 +373,44 @@ func (c *Cluster) Incompatible() map[netip.AddrPort]string {
 	return maps.Clone(c.incompatible)
 }
 
+// advertiser is what updateLoop needs of memberlist.
+type advertiser interface {
+	UpdateNode(timeout time.Duration) error
+	LocalNode() *memberlist.Node
+}
+
+// readvertiseEvery is how often updateLoop checks that memberlist
+// advertises the state last set.
+const readvertiseEvery = time.Second
+
 // updateLoop re-advertises the local state after SetLocal; UpdateNode waits
-// for the broadcast, so it runs here rather than in the caller.
-func (c *Cluster) updateLoop(ctx context.Context, ml *memberlist.Memberlist) {
+// for the broadcast, so it runs here rather than in the caller. memberlist
+// can keep an older state than the last UpdateNode: a refutation racing
+// with it re-broadcasts the state it had at a higher incarnation, and the
+// update is then dropped as older, so peers would see a stale state until
+// the next change. The loop therefore also checks, every
+// readvertiseEvery, that what memberlist advertises is the state set.
+func (c *Cluster) updateLoop(ctx context.Context, ml advertiser) {
+	check := time.NewTicker(readvertiseEvery)
+	defer check.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-c.update:
-			if err := ml.UpdateNode(updateTimeout); err != nil {
-				c.log.Debug("state broadcast not confirmed", "err", err)
+		case <-check.C:
+			c.mu.Lock()
+			want := c.meta
+			c.mu.Unlock()
+			// Only this goroutine updates the local node, so its
+			// metadata can be read here without memberlist's lock.
+			if bytes.Equal(ml.LocalNode().Meta, want) {
+				continue
 			}
+			c.log.Info("re-advertising the local state: gossip kept an older one")
+		}
+		if err := ml.UpdateNode(updateTimeout); err != nil {
+			c.log.Debug("state broadcast not confirmed", "err", err)
 		}
 	}
 }

@@ -90,6 +90,7 @@ type rawCluster struct {
 	Nodes          []rawNode `yaml:"nodes"`
 	Port           *int      `yaml:"port"`
 	KeyFile        string    `yaml:"key_file"`
+	KeyringFile    string    `yaml:"keyring_file"`
 	InsecureGossip bool      `yaml:"insecure_gossip"`
 	Profile        string    `yaml:"profile"`
 	Policy         string    `yaml:"policy"`

@@ -118,9 +118,12 @@ type TLSOptions struct {
 
 // Cluster configures gossip membership and the election.
 type Cluster struct {
-	Nodes          []Node
-	Port           int
-	KeyFile        string
+	Nodes   []Node
+	Port    int
+	KeyFile string
+	// KeyringFile is where halb keeps the keys `halb keys` installed,
+	// primary first; it wins over KeyFile once it exists.
+	KeyringFile    string
 	InsecureGossip bool
 	Profile        string // failure-detection profile: "lan" or "fast"
 	Policy         Policy

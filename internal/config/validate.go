@@ -382,6 +382,7 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 	c := &Cluster{
 		Port:           intOr(r.Port, DefaultGossipPort),
 		KeyFile:        r.KeyFile,
+		KeyringFile:    r.KeyringFile,
 		InsecureGossip: r.InsecureGossip,
 		Profile:        r.Profile,
 		Policy:         Policy(r.Policy),
@@ -398,6 +399,12 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		v.fail("cluster.key_file", "gossip must be encrypted: create a key with `halb keygen --out /etc/halb/gossip.key` and set key_file, or set insecure_gossip: true for a lab")
 	case c.KeyFile != "" && c.InsecureGossip:
 		v.fail("cluster.insecure_gossip", "key_file is set too: choose one")
+	}
+	switch {
+	case c.KeyringFile != "" && c.InsecureGossip:
+		v.fail("cluster.keyring_file", "gossip is insecure: there are no keys to keep")
+	case c.KeyringFile != "" && c.KeyringFile == c.KeyFile:
+		v.fail("cluster.keyring_file", "is key_file: halb rewrites the keyring, so give it its own file (e.g. /var/lib/halb/gossip.keyring)")
 	}
 	switch c.Profile {
 	case "":

@@ -234,6 +234,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 		}
 	}
 	standDown := d.standDown(len(members), now)
+	keyConflict := d.keyConflict(len(members))
 
 	// Every member's gossiped state, this node's fresh one included; only
 	// Holds differs per VIP.
@@ -263,7 +264,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			em[i].Holds = slices.Contains(states[em[i].Name].Holds, addr)
 		}
 		owner := election.Owner(em, opts)
-		if standDown != "" {
+		if standDown != "" || (keyConflict && !a.a.Held()) {
 			owner = ""
 		}
 		if prev := c.holder[addr]; prev != owner {
@@ -305,9 +306,6 @@ func (d *Daemon) standDown(members int, now time.Time) string {
 	}
 	if members > 1 {
 		return ""
-	}
-	if len(d.cluster.Incompatible()) > 0 {
-		return "alone while configured peers answer with another gossip key: they may hold the VIP"
 	}
 	if d.witness != nil && !d.witness.Reachable() && len(cfg.Cluster.Nodes) > 1 {
 		return "alone and the witness is unreachable: this node is the one cut off"

@@ -2,12 +2,10 @@ package daemon
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -66,6 +64,7 @@ type Daemon struct {
 	self       config.Node // zero without a cluster; guarded by mu (reload)
 	cluster    *cluster.Cluster
 	announcers []*announcer
+	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
 	witness    *witness.Witness // nil without cluster.witness
 	metrics    *metrics.Metrics
 
@@ -84,7 +83,9 @@ type Daemon struct {
 	checkers   map[*pool.Server]context.CancelFunc
 	checks     sync.WaitGroup
 	reloadMu   sync.Mutex // one reload at a time
-	maintained bool       // operator maintenance: ineligible
+	keysMu     sync.Mutex // one gossip key change at a time
+	replay     replayGuard
+	maintained bool // operator maintenance: ineligible
 }
 
 // announcer pairs a VIP's config with the component holding it.
@@ -132,12 +133,14 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		return nil, fmt.Errorf("node %q is not in cluster.nodes (%s): pass --node NAME", opts.NodeName, strings.Join(names, ", "))
 	}
 	d.self, d.name = self, self.Name
-	var key []byte
+	var keys [][]byte
 	if !cfg.Cluster.InsecureGossip {
+		var from string
 		var err error
-		if key, err = readKey(cfg.Cluster.KeyFile); err != nil {
+		if keys, from, err = loadKeys(cfg.Cluster); err != nil {
 			return nil, err
 		}
+		opts.Log.Info("gossip keys loaded", "file", from, "keys", len(keys))
 	}
 	var peers []netip.AddrPort
 	for _, n := range cfg.Cluster.Nodes {
@@ -146,14 +149,15 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		}
 	}
 	cl, err := cluster.New(cluster.Config{
-		NodeName:    self.Name,
-		BindAddr:    self.Address,
-		Port:        cfg.Cluster.Port,
-		Peers:       peers,
-		Key:         key,
-		Insecure:    cfg.Cluster.InsecureGossip,
-		Profile:     cfg.Cluster.Profile,
-		JoinTimeout: cfg.Cluster.JoinTimeout,
+		NodeName:      self.Name,
+		BindAddr:      self.Address,
+		Port:          cfg.Cluster.Port,
+		Peers:         peers,
+		Key:           first(keys),
+		SecondaryKeys: rest(keys),
+		Insecure:      cfg.Cluster.InsecureGossip,
+		Profile:       cfg.Cluster.Profile,
+		JoinTimeout:   cfg.Cluster.JoinTimeout,
 	}, opts.Log.With("component", "cluster"))
 	if err != nil {
 		return nil, err
@@ -172,6 +176,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	if garp == nil {
 		garp = vip.NewGARP()
+		d.watchARP = true // the real link, so the real ARP traffic to watch
 	}
 	for _, v := range cfg.VIPs {
 		ifname := v.Interface
@@ -181,23 +186,6 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		d.announcers = append(d.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp, opts.Log)})
 	}
 	return d, nil
-}
-
-// readKey loads a base64 gossip key written by `halb keygen`.
-func readKey(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read gossip key (cluster.key_file): %w; create one with `halb keygen --out %s`", err, path)
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(data)))
-	if err != nil {
-		return nil, fmt.Errorf("gossip key %s is not base64: %w", path, err)
-	}
-	switch len(key) {
-	case 16, 24, 32:
-		return key, nil
-	}
-	return nil, fmt.Errorf("gossip key %s has %d bytes: want 16, 24 or 32 (AES-128/192/256)", path, len(key))
 }
 
 // Run serves until ctx is cancelled, then stops in the order that loses
@@ -254,6 +242,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 		for _, a := range d.announcers {
 			cg.Go(func() error { return a.a.Run(cctx) })
+			if d.watchARP {
+				cg.Go(func() error {
+					// Best effort: without it a peer's stray claim is
+					// corrected by the periodic refresh instead.
+					st := a.a.Status()
+					if err := vip.WatchARP(cctx, st.Interface, st.VIP.Addr(), a.a.Foreign); err != nil {
+						d.log.Warn("not watching for other hosts announcing the VIP", "err", err)
+					}
+					return nil
+				})
+			}
 		}
 		cg.Go(func() error { return d.control(cctx) })
 	}

@@ -12,10 +12,14 @@ import (
 )
 
 // Drill requests travel between nodes as small JSON messages over gossip's
-// reliable channel. Durations, not deadlines, so clock skew does not matter.
+// reliable channel. Durations, not deadlines, so clock skew does not
+// matter beyond the replay window (see replay.go).
 type drillMsg struct {
 	Op  string        `json:"op"` // opYield, opBoost, opSilence, opEnd
 	For time.Duration `json:"for"`
+	// ID and Sent let the receiver refuse a replayed request.
+	ID   string    `json:"id,omitempty"`
+	Sent time.Time `json:"sent,omitzero"`
 }
 
 const (
@@ -162,6 +166,7 @@ func (d *Daemon) sendDrill(node string, m drillMsg) error {
 		d.applyDrill(m)
 		return nil
 	}
+	m.ID, m.Sent = newRequestID(), time.Now()
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode drill request: %w", err)
@@ -182,6 +187,10 @@ func (d *Daemon) handleMessage(b []byte) {
 	}
 	if m.For < 0 || m.For > maxDrillHold {
 		d.log.Warn("ignored a drill request with an out-of-range duration", "op", m.Op, "for", m.For)
+		return
+	}
+	if why := d.replay.check(m.ID, m.Sent, time.Now()); why != "" {
+		d.log.Warn("refused a drill request from a peer", "op", m.Op, "why", why)
 		return
 	}
 	d.applyDrill(m)

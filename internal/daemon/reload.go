@@ -291,7 +291,7 @@ func restartOnly(old, next *config.Config, self string) error {
 		need("the cluster section's presence")
 	case old.Cluster != nil:
 		o, n := *old.Cluster, *next.Cluster
-		if o.Port != n.Port || o.KeyFile != n.KeyFile || o.InsecureGossip != n.InsecureGossip || o.Profile != n.Profile || o.Witness != n.Witness {
+		if o.Port != n.Port || o.KeyFile != n.KeyFile || o.KeyringFile != n.KeyringFile || o.InsecureGossip != n.InsecureGossip || o.Profile != n.Profile || o.Witness != n.Witness {
 			need("cluster port, key, profile or witness")
 		}
 		on, _ := o.Node(self)

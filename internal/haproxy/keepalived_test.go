@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"bytes"
 	"errors"
 	"net/netip"
 	"os"
@@ -135,15 +136,47 @@ func TestParseKeepalivedErrors(t *testing.T) {
 	}
 }
 
+// FuzzParseKeepalived: no keepalived.conf may crash the parser; a refusal
+// points at a line of the file; what is accepted imports, together with an
+// haproxy.cfg binding its VIP, into a config halb accepts.
 func FuzzParseKeepalived(f *testing.F) {
 	f.Add([]byte(seedKeepalived))
 	f.Add([]byte("vrrp_instance a { virtual_ipaddress { 10.0.0.1 dev } } }"))
+	f.Add([]byte("vrrp_instance a {\n priority 255\n unicast_src_ip 10.1.1.2\n virtual_ipaddress {\n  2001:db8::5/64 dev eth1\n }\n}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		k, err := ParseKeepalived(data)
+		lines := bytes.Count(data, []byte("\n")) + 1
 		if err != nil {
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error is not a non-empty Errors: %v", err)
+			}
+			for _, e := range es {
+				if e.Line < 0 || e.Line > lines {
+					t.Fatalf("error %v at line %d, outside the input's %d lines", e, e.Line, lines)
+				}
+			}
 			return
 		}
-		// Whatever keepalived said must still import cleanly.
-		_, _ = Import([]byte(tcpPair("server s 10.1.1.1:6443")), Options{Nodes: []Node{{Name: "a", Address: netip.MustParseAddr("10.1.1.2")}}, Keepalived: k})
+		for _, v := range k.VIPs {
+			if !v.Prefix.IsValid() || v.Line < 1 || v.Line > lines {
+				t.Fatalf("unusable VIP %+v", v)
+			}
+		}
+		bind := "10.1.1.10"
+		if len(k.VIPs) > 0 {
+			bind = netip.AddrPortFrom(k.VIPs[0].Prefix.Addr(), 6443).String()
+		} else {
+			bind += ":6443"
+		}
+		cfg := strings.Replace(tcpPair("server s 10.1.1.1:6443"), "10.1.1.10:6443", bind, 1)
+		nodes := []Node{{Name: "a", Address: netip.MustParseAddr("10.1.1.2")}, {Name: "b", Address: netip.MustParseAddr("10.1.1.3")}}
+		res, err := Import([]byte(cfg), Options{Nodes: nodes, Keepalived: k})
+		if err != nil {
+			t.Fatalf("import of a plain haproxy.cfg failed with keepalived %+v: %v\n%s", k, err, cfg)
+		}
+		if _, err := config.Parse(res.YAML); err != nil {
+			t.Fatalf("imported YAML does not validate: %v\n%s", err, res.YAML)
+		}
 	})
 }

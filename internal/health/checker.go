@@ -145,7 +145,7 @@ func (p probe) fail(err error) Result {
 	if budget == 0 {
 		budget = elapsed.Round(time.Millisecond)
 	}
-	return Result{OK: false, Reason: describe(err, budget), Latency: elapsed, At: p.start}
+	return Result{OK: false, Reason: describe(err, budget), Latency: elapsed, At: p.start, Inconclusive: LocalExhaustion(err)}
 }
 
 // handshakeError marks a failure of the TLS handshake, after the TCP

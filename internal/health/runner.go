@@ -117,6 +117,10 @@ func (r *Runner) probe(ctx context.Context) {
 	// At comes from the runner's clock so that results line up with the
 	// schedule (and with a fake clock in tests).
 	res.At = at
+	if res.Inconclusive {
+		r.log.Warn("health check could not run: this host is out of resources; the server keeps its state", "address", r.addr.String(), "reason", res.Reason)
+		return
+	}
 	if !res.OK {
 		switch {
 		case expired && !strings.Contains(res.Reason, "timeout"):

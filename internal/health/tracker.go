@@ -8,6 +8,10 @@ type Result struct {
 	Reason  string // why it failed, or a short success note ("200 OK", "handshake ok")
 	Latency time.Duration
 	At      time.Time
+	// Inconclusive means the probe could not run for lack of local
+	// resources (see LocalExhaustion): the runner drops the result, so a
+	// host short of descriptors does not mark healthy servers down.
+	Inconclusive bool
 }
 
 // Target receives probe results; backend servers implement it.
@@ -62,6 +66,11 @@ func (t *Tracker) Observe(ok bool) (changed bool) {
 	}
 	return false
 }
+
+// ConfirmedDown reports whether the server is down and the last fall
+// results in a row failed: the checks themselves say it is down, also
+// when ForceDown took it down before they did.
+func (t *Tracker) ConfirmedDown() bool { return t.known && !t.up && t.fail >= t.fall }
 
 // ForceDown marks the server down at once, as after a refused connect
 // (passive health). It then needs rise successes to come back.

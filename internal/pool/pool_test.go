@@ -350,19 +350,25 @@ type closeCounter struct{ n *atomic.Int32 }
 
 func (c closeCounter) Close() error { c.n.Add(1); return nil }
 
+// withSessions returns an up server with n tracked sessions, which count
+// their closes in closed.
+func withSessions(closeOnDown bool, n int) (s *Server, closed *atomic.Int32) {
+	cfg := backend(config.RoundRobin, 1)
+	cfg.CloseOnDown = closeOnDown
+	s = New(cfg, discard()).Servers()[0]
+	s.ReportCheck(ok)
+	closed = new(atomic.Int32)
+	for range n {
+		s.Track(closeCounter{closed})
+	}
+	return s, closed
+}
+
 func TestCloseOnDown(t *testing.T) {
 	for _, closeOnDown := range []bool{true, false} {
 		t.Run(fmt.Sprint(closeOnDown), func(t *testing.T) {
-			cfg := backend(config.RoundRobin, 1)
-			cfg.CloseOnDown = closeOnDown
-			p := New(cfg, discard())
-			s := p.Servers()[0]
-			s.ReportCheck(ok)
-			var closed atomic.Int32
-			for range 5 {
-				s.Track(closeCounter{&closed})
-			}
-			released := s.Track(closeCounter{&closed})
+			s, closed := withSessions(closeOnDown, 5)
+			released := s.Track(closeCounter{closed})
 			released()
 			for range 3 {
 				s.ReportCheck(bad)
@@ -547,4 +553,26 @@ func names(ss []*Server) []string {
 		out = append(out, s.Name())
 	}
 	return out
+}
+
+// Found by `halb-lab chaos` (a control plane's host going silent): a failed
+// connect marks the server down first (passive health, sessions kept), so
+// the checks that then fail find it down already and never made a
+// transition, and sessions pinned to the dead server hung until the idle
+// timeout. Checks confirming the server down must close them.
+func TestCloseOnDownAfterMarkDown(t *testing.T) {
+	s, closed := withSessions(true, 4)
+	s.MarkDown("connect: timeout after 500ms")
+	if got := closed.Load(); got != 0 {
+		t.Fatalf("a failed connect closed %d sessions; it must leave them to the checks", got)
+	}
+	s.ReportCheck(bad)
+	s.ReportCheck(bad)
+	if got := closed.Load(); got != 0 {
+		t.Fatalf("closed %d sessions after 2 failed checks, fall is 3", got)
+	}
+	s.ReportCheck(bad)
+	if got := closed.Load(); got != 4 {
+		t.Fatalf("closed %d sessions once fall checks failed after a passive mark-down, want 4", got)
+	}
 }

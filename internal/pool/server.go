@@ -193,18 +193,24 @@ func (s *Server) ReportCheck(r health.Result) {
 		if s.since.IsZero() {
 			s.since = time.Now()
 		}
-		if !up && s.pool.closeOnDown.Load() {
-			doomed = s.takeConnsLocked()
-		}
+	}
+	// After a passive MarkDown the checks find the server down already and
+	// make no transition; once they fail fall times in a row they have
+	// confirmed it, and its sessions go as on a transition.
+	if !up && (changed || s.tracker.ConfirmedDown()) && s.pool.closeOnDown.Load() {
+		doomed = s.takeConnsLocked()
 	}
 	s.mu.Unlock()
-	if !changed {
-		return
-	}
-	s.logTransition(up, r.Reason, len(doomed))
 	for _, c := range doomed {
 		_ = c.Close()
 	}
+	if !changed {
+		if len(doomed) > 0 {
+			s.pool.log.Info("server down confirmed by checks", "server", s.name, "reason", r.Reason, "closed_sessions", len(doomed))
+		}
+		return
+	}
+	s.logTransition(up, r.Reason, len(doomed))
 	s.pool.notify()
 }
 

@@ -64,6 +64,8 @@ type Frontend struct {
 
 	current, total, rejected atomic.Int64
 	bytesIn, bytesOut        atomic.Int64
+
+	pressure pressure // accepts pause while dials fail for lack of descriptors
 }
 
 // NewFrontend builds a frontend for cfg sending connections to p. It does
@@ -184,6 +186,7 @@ func (f *Frontend) serve(ctx context.Context, ln net.Listener, closed func()) er
 func (f *Frontend) acceptLoop(ctx context.Context, ln net.Listener) error {
 	backoff := time.Duration(0)
 	for {
+		f.pressure.wait(ctx)
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"halb/internal/health"
 	"halb/internal/pool"
 )
 
@@ -154,6 +155,12 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 			return nil, srv, took, "drained"
 		}
 		reason := dialFailure(err, to.Connect)
+		if health.LocalExhaustion(err) {
+			// Not the server's fault, and every server would fail alike.
+			pause := f.pressure.note(time.Now())
+			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", f.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
+			return nil, srv, took, reason
+		}
 		srv.AddConnectFailure()
 		srv.MarkDown(reason)
 		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)

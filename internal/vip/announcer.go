@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -57,8 +58,10 @@ type Announcer struct {
 	mu         sync.Mutex
 	want       bool
 	wantReason string
-	wantGen    uint64          // bumped on each change of want
-	reannounce string          // pending Reannounce reason; "" if none
+	wantGen    uint64    // bumped on each change of want
+	reannounce string    // pending Reannounce reason; "" if none
+	foreignAt  time.Time // last announcement of the VIP by another host while held
+	foreignMAC string
 	waiters    []chan struct{} // closed after the next full step; see barrier
 	st         Status
 }
@@ -114,6 +117,45 @@ func (a *Announcer) Reannounce(reason string) {
 	a.poke()
 }
 
+// Foreign tells the Announcer that another host (hardware address mac)
+// announced the VIP. While this node holds it, that announcement may have
+// pointed the neighbours' caches away, as when a peer that wrongly thought
+// this node dead claimed the VIP for a moment and let it go again; once the
+// other host has been quiet for a burst's length, the VIP is announced
+// again. A real handover releases the VIP before then, and a peer that
+// really holds it too does the same on hearing us, so the last holder
+// always has the last word. It does not block.
+func (a *Announcer) Foreign(mac net.HardwareAddr) {
+	a.mu.Lock()
+	if a.st.Held {
+		a.foreignAt, a.foreignMAC = time.Now(), mac.String()
+	}
+	a.mu.Unlock()
+	a.poke()
+}
+
+// foreignQuiet is how long another host's announcements must have stopped
+// before the holder answers them: about one burst of theirs.
+func (a *Announcer) foreignQuiet() time.Duration {
+	return time.Duration(a.cfg.GARPCount+1) * a.cfg.GARPInterval
+}
+
+// answerGap is the least time between two answers to other hosts'
+// announcements: the periodic refresh, or 10 s without one.
+func (a *Announcer) answerGap() time.Duration {
+	if a.cfg.GARPRefresh > 0 {
+		return a.cfg.GARPRefresh
+	}
+	return 10 * time.Second
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // Held reports whether the address is on the interface by our hand now.
 func (a *Announcer) Held() bool {
 	a.mu.Lock()
@@ -151,6 +193,7 @@ type loop struct {
 	nextRefresh time.Time
 	nextPeriod  time.Time // next periodic GARP (cfg.GARPRefresh)
 	foreign     bool      // warned about a VIP someone else configured
+	answeredAt  time.Time // last answer to another host's announcement
 }
 
 // errFatal marks errors that retrying cannot fix.
@@ -207,6 +250,10 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 	reann := a.reannounce
 	a.reannounce = ""
 	held := a.st.Held
+	foreignAt, foreignMAC := a.foreignAt, a.foreignMAC
+	if !held {
+		a.foreignAt = time.Time{}
+	}
 	a.mu.Unlock()
 
 	if gen != l.gen {
@@ -267,6 +314,26 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 	if reann != "" {
 		a.startBurst(l, now, a.cfg.GARPCount, "reannounce: "+reann)
 	}
+	foreignDue := time.Time{}
+	if !foreignAt.IsZero() {
+		// At most one answer per answerGap: two nodes that both hold the
+		// VIP and hear each other would otherwise answer each other forever.
+		due := foreignAt.Add(a.foreignQuiet())
+		if !l.answeredAt.IsZero() {
+			due = later(due, l.answeredAt.Add(a.answerGap()))
+		}
+		if now.Before(due) {
+			foreignDue = due
+		} else {
+			a.mu.Lock()
+			if a.foreignAt.Equal(foreignAt) {
+				a.foreignAt = time.Time{}
+			}
+			a.mu.Unlock()
+			l.answeredAt = now
+			a.startBurst(l, now, a.cfg.GARPCount, "another host ("+foreignMAC+") announced the VIP")
+		}
+	}
 	if !now.Before(l.nextRefresh) {
 		l.nextRefresh = now.Add(a.refreshEvery)
 		missing, err := a.refresh()
@@ -299,6 +366,9 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 	}
 	if l.burstLeft > 0 && l.nextGARP.Before(next) {
 		next = l.nextGARP
+	}
+	if !foreignDue.IsZero() && foreignDue.Before(next) {
+		next = foreignDue
 	}
 	return next, nil
 }

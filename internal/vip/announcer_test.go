@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -461,4 +462,57 @@ func TestSetOwnerBeforeRunAdoptsOwnStaleAddress(t *testing.T) {
 	if !h.link.Has("eth0", testVIP) {
 		t.Error("VIP missing")
 	}
+}
+
+// Found by `halb-lab chaos` (seed 1001, steps 65 and 88): a peer that
+// wrongly declared the holder dead claimed the VIP for 80 ms and sent one
+// gratuitous ARP; the holder never noticed, so the client's neighbour entry
+// pointed at the peer, which had let the VIP go, for up to the periodic
+// refresh. The holder answers another host's announcement once it is quiet.
+func TestForeignAnnouncementIsAnsweredOnceQuiet(t *testing.T) {
+	cfg := testConfig()
+	cfg.GARPCount = 2
+	cfg.GARPInterval = 20 * time.Millisecond
+	h := newHarness(t, cfg)
+	h.start()
+	peer := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	// noAnswer asserts that the count stays want over the time in which an
+	// answer would have come.
+	noAnswer := func(want int, why string) {
+		t.Helper()
+		time.Sleep(2 * h.a.foreignQuiet())
+		h.sync()
+		if n := h.garp.Count(); n != want {
+			t.Fatalf("%d announcements, want %d: %s", n, want, why)
+		}
+	}
+
+	h.a.Foreign(peer)
+	noAnswer(0, "none without holding the VIP")
+
+	// A handover: the new holder announces, then this node lets go before
+	// the quiet time is up and must not pull the neighbours back.
+	h.a.SetOwner(true, "elected")
+	eventually(t, "the claim burst", func() bool { return h.garp.Count() == 2 })
+	h.a.Foreign(peer)
+	h.a.SetOwner(false, "handed over to lb2")
+	h.awaitHeld(false)
+	noAnswer(2, "none after handing the VIP over")
+
+	h.a.SetOwner(true, "elected")
+	eventually(t, "the claim burst", func() bool { return h.garp.Count() == 4 })
+	start := time.Now()
+	h.a.Foreign(peer)
+	eventually(t, "the answer to the peer's announcement", func() bool { return h.garp.Count() == 6 })
+	if quiet := time.Since(start); quiet < h.a.foreignQuiet() {
+		t.Errorf("answered after %s, before the peer's burst (%s) could have ended", quiet, h.a.foreignQuiet())
+	}
+	if !strings.Contains(h.logs.String(), "another host (02:00:00:00:00:02) announced the VIP") {
+		t.Errorf("no log line naming the other host:\n%s", h.logs)
+	}
+
+	// Two holders that hear each other must not answer each other forever:
+	// the next answer waits for the gap (10 s without a periodic refresh).
+	h.a.Foreign(peer)
+	noAnswer(6, "a second answer came before the gap")
 }

@@ -1,11 +1,13 @@
 package vip
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/mdlayher/arp"
 )
 
 var testMAC = net.HardwareAddr{0x02, 0x42, 0xc0, 0xa8, 0x42, 0x97}
@@ -113,4 +115,37 @@ func concat(parts ...[]byte) []byte {
 		out = append(out, p...)
 	}
 	return out
+}
+
+func TestForeignSender(t *testing.T) {
+	ip := netip.MustParseAddr("192.168.66.160")
+	own := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	peer := net.HardwareAddr{2, 0, 0, 0, 0, 2}
+	req, rep, err := garpFrames(peer, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range [][]byte{req, rep} {
+		if got := foreignSender(f, ip, own); !bytes.Equal(got, peer) {
+			t.Errorf("a peer's gratuitous ARP: got sender %v, want %v", got, peer)
+		}
+	}
+	ownReq, _, err := garpFrames(own, ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := foreignSender(ownReq, ip, own); got != nil {
+		t.Errorf("our own announcement counted as foreign: %v", got)
+	}
+	// A client asking who has the VIP names it as the target, not the sender.
+	ask, err := arpFrame(arp.OperationRequest, peer, netip.MustParseAddr("192.168.66.100"), net.HardwareAddr{0, 0, 0, 0, 0, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := foreignSender(ask, ip, own); got != nil {
+		t.Errorf("an ARP from another address counted: %v", got)
+	}
+	if got := foreignSender([]byte{1, 2, 3}, ip, own); got != nil {
+		t.Errorf("garbage counted: %v", got)
+	}
 }
