@@ -104,5 +104,25 @@ deb:
 	VERSION='$(VERSION)' GOARCH=$$($(GO) env GOARCH) \
 		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/
 
+## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,
+## then the false-failover soak (root; about an hour on 2 busy vCPUs, BENCH_QUICK=1 about 15 min). Results:
+## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
+## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback baseline soak),
+## BENCH_SYSTEMS=halb-fast (halb-lan halb-fast keepalived-default keepalived-tuned).
+BENCH_QUICK     ?=
+BENCH_SCENARIOS ?=
+BENCH_SYSTEMS   ?=
+bench-failover: build
+	apt-get install -y haproxy keepalived stress-ng >/dev/null
+	$(GO) build -o $(BIN)/halb-bench-failover ./cmd/halb-bench-failover
+	$(BIN)/halb-bench-failover run --results bench/results \
+		$(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
+		$(if $(BENCH_SCENARIOS),--scenarios $(BENCH_SCENARIOS)) \
+		$(if $(BENCH_SYSTEMS),--systems $(BENCH_SYSTEMS))
+
+## bench-soak: only the false-failover soak (10 min idle + 10 min under stress; BENCH_QUICK=1: 1 + 1)
+bench-soak:
+	$(MAKE) bench-failover BENCH_SCENARIOS=soak
+
 clean:
 	rm -rf $(BIN)
