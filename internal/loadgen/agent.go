@@ -16,8 +16,8 @@ type Request struct {
 	Op      string   `json:"op"` // bulk, churn, rr, hold, release, wait
 	Addrs   []string `json:"addrs"`
 	Sinks   []string `json:"sinks,omitempty"` // for wait: sink addresses
-	N       int      `json:"n"`       // streams, workers, connections
-	Seconds float64  `json:"seconds"` // run length; for wait, the bound
+	N       int      `json:"n"`               // streams, workers, connections
+	Seconds float64  `json:"seconds"`         // run length; for wait, the bound
 }
 
 // Reply answers one Request, one JSON object per line.
