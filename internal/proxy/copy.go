@@ -7,12 +7,14 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// maxChunk bounds one splice: it is the size Go gives its splice pipes.
+// maxChunk bounds one splice: the size asked for the pipes, as Go's own
+// splice pipes are.
 const maxChunk = 1 << 20
 
 // copyEnd says how one direction of a session stopped.
@@ -31,12 +33,25 @@ type pump struct {
 	dst, src net.Conn
 	idle     time.Duration
 	add      func(int64)
-	bufs     *sync.Pool // *[]byte of copyBufSize, for the non-TCP fallback
+	bufs     *sync.Pool // *[]byte of copyBufSize
+	pipes    *pipePool  // splice pipes for bulk bursts; nil: copy only
 
 	last time.Time // when bytes last came from src
+
+	// State of the raw read and write callbacks, made once per pump so
+	// the hot path allocates nothing.
+	buf            *[]byte
+	n              int
+	eof, again     bool
+	rerr, werr     error
+	pipe           *pipe
+	left           int
+	readFn, pullFn func(uintptr) bool
+	pushFn         func(uintptr) bool
 }
 
-// copyBufSize is the fallback copy buffer, as io.Copy uses.
+// copyBufSize is the copy buffer, as io.Copy uses. A read that fills it
+// means a bulk burst: the rest of the burst is spliced.
 const copyBufSize = 32 << 10
 
 // run copies until the direction ends and says how.
@@ -50,7 +65,7 @@ func (p *pump) run() (copyEnd, error) {
 	dst, dok := p.dst.(*net.TCPConn)
 	src, sok := p.src.(*net.TCPConn)
 	if dok && sok {
-		return p.splice(dst, src)
+		return p.raw(dst, src)
 	}
 	return p.buffered()
 }
@@ -69,88 +84,173 @@ func (p *pump) stillIdle() (bool, error) {
 	return false, nil
 }
 
-// splice moves bytes with the kernel's splice(2) while they flow, without
-// holding a pipe between bursts. io.Copy between two *net.TCPConn would
-// splice too, but it keeps its pipe (two fds) for the whole call — the
-// life of the connection — even while idle. Here each round first waits
-// for src to become readable with no pipe (a MSG_PEEK on the poller),
-// asks the kernel how many bytes are queued (SIOCINQ), and splices exactly
-// that many: the splice never waits for input, so its pooled pipe goes
-// back as soon as the burst is written.
-func (p *pump) splice(dst, src *net.TCPConn) (copyEnd, error) {
+// raw moves bytes between two TCP sockets without holding anything while
+// the source is quiet. io.Copy between two *net.TCPConn would splice, but
+// it keeps its pipe (two fds) for the whole call — the life of the
+// connection — even while idle. Here the wait for data holds no buffer
+// and no pipe: the read is tried in the poller's callback, with a pooled
+// buffer taken only for that try. Small reads (requests, replies) are
+// written on from the buffer: two syscalls a message. A read that fills
+// the buffer starts a bulk burst, spliced through a pooled pipe until the
+// source has nothing more queued; then the pipe goes back.
+func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return endFailed, fmt.Errorf("raw source conn: %w", err)
 	}
-	var (
-		peek  [1]byte
-		avail int
-		eof   bool
-		rerr  error
-	)
-	// ready runs on the poller's behalf: false parks the goroutine until
-	// the socket is readable (or its deadline passes).
-	ready := func(fd uintptr) bool {
-		for {
-			n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case errors.Is(err, unix.EINTR):
-				continue
-			case errors.Is(err, unix.EAGAIN):
-				return false
-			case err != nil:
-				rerr = err
-				return true
-			case n == 0:
-				eof = true
-				return true
+	wc, err := dst.SyscallConn()
+	if err != nil {
+		return endFailed, fmt.Errorf("raw destination conn: %w", err)
+	}
+	p.readFn, p.pullFn, p.pushFn = p.tryRead, p.tryPull, p.tryPush
+	for {
+		p.buf, p.n, p.rerr = nil, 0, nil
+		if err := rc.Read(p.readFn); err != nil {
+			if end, err, stop := p.waitFailed(err); stop {
+				return end, err
 			}
-			q, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if err != nil || q < n {
-				q = n
+			continue
+		}
+		if p.rerr != nil {
+			return endFailed, fmt.Errorf("read: %w", os.NewSyscallError("read", p.rerr))
+		}
+		if p.n == 0 {
+			p.bufs.Put(p.buf)
+			return endEOF, nil
+		}
+		p.last = time.Now()
+		full := p.n == len(*p.buf)
+		w, werr := dst.Write((*p.buf)[:p.n])
+		p.bufs.Put(p.buf)
+		if w > 0 {
+			p.add(int64(w))
+		}
+		if werr != nil {
+			return endFailed, fmt.Errorf("write: %w", werr)
+		}
+		if full && p.pipes != nil {
+			if end, err, stop := p.burst(rc, wc); stop {
+				return end, err
 			}
-			avail = q
-			return true
 		}
 	}
-	lr := io.LimitedReader{R: src}
+}
+
+// waitFailed handles an error from waiting on src: a read deadline that
+// fired early goes on (stop false); otherwise the direction ends.
+func (p *pump) waitFailed(err error) (copyEnd, error, bool) {
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		return endFailed, fmt.Errorf("wait for data: %w", err), true
+	}
+	idle, err := p.stillIdle()
+	switch {
+	case err != nil:
+		return endFailed, err, true
+	case idle:
+		return endIdle, nil, true
+	}
+	return 0, nil, false
+}
+
+// tryRead reads what src has queued into a pooled buffer; false (wait)
+// when there is nothing, with the buffer given back.
+func (p *pump) tryRead(fd uintptr) bool {
+	b := p.bufs.Get().(*[]byte)
 	for {
-		avail, eof, rerr = 0, false, nil
-		if err := rc.Read(ready); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				idle, err := p.stillIdle()
-				if err != nil {
-					return endFailed, err
-				}
-				if idle {
-					return endIdle, nil
-				}
-				continue
-			}
-			return endFailed, fmt.Errorf("wait for data: %w", err)
+		n, err := unix.Read(int(fd), *b)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			p.bufs.Put(b)
+			return false
+		case err != nil:
+			p.bufs.Put(b)
+			p.rerr = err
+			return true
 		}
-		if rerr != nil {
-			return endFailed, fmt.Errorf("read: %w", rerr)
-		}
-		if eof {
-			return endEOF, nil
-		}
-		lr.N = int64(min(avail, maxChunk))
-		n, err := dst.ReadFrom(&lr)
-		if n > 0 {
-			p.last = time.Now()
-			p.add(n)
+		p.buf, p.n = b, n
+		return true
+	}
+}
+
+// burst splices from src to dst while src has bytes queued. stop is true
+// when the direction ended (EOF, error, idle timeout).
+func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
+	pp, err := p.pipes.get()
+	if err != nil {
+		return 0, nil, false // no pipe to be had: go on copying
+	}
+	p.pipe = pp
+	clean := false
+	defer func() { p.pipes.put(pp, clean); p.pipe = nil }()
+	for {
+		p.n, p.again, p.rerr = 0, false, nil
+		if err := rc.Read(p.pullFn); err != nil {
+			end, err, stop := p.waitFailed(err)
+			clean = true
+			return end, err, stop
 		}
 		switch {
-		case err == nil && n == 0:
-			// splice reports end of input with 0 bytes.
-			return endEOF, nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// src's deadline passed while dst was slow to take the
-			// previous burst; the next round re-checks idleness.
-		case err != nil:
-			return endFailed, fmt.Errorf("splice: %w", err)
+		case p.again:
+			// Nothing more queued: the burst is over and the pipe,
+			// empty, goes back before the next wait.
+			clean = true
+			return 0, nil, false
+		case p.rerr != nil:
+			return endFailed, fmt.Errorf("splice: %w", os.NewSyscallError("splice", p.rerr)), true
+		case p.n == 0:
+			clean = true
+			return endEOF, nil, true
 		}
+		p.last = time.Now()
+		moved := p.n
+		p.left, p.werr = moved, nil
+		for p.left > 0 {
+			if err := wc.Write(p.pushFn); err != nil {
+				return endFailed, fmt.Errorf("write: %w", err), true
+			}
+			if p.werr != nil {
+				return endFailed, fmt.Errorf("splice: %w", os.NewSyscallError("splice", p.werr)), true
+			}
+		}
+		p.add(int64(moved))
+	}
+}
+
+// tryPull splices what src has queued into the pipe; again when nothing is.
+func (p *pump) tryPull(fd uintptr) bool {
+	for {
+		n, err := unix.Splice(int(fd), nil, p.pipe.w, nil, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			p.again = true
+		case err != nil:
+			p.rerr = err
+		default:
+			p.n = int(n)
+		}
+		return true
+	}
+}
+
+// tryPush splices from the pipe to dst; false (wait) while dst is full.
+func (p *pump) tryPush(fd uintptr) bool {
+	for {
+		n, err := unix.Splice(p.pipe.r, nil, int(fd), nil, p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return false
+		case err != nil:
+			p.werr = err
+		default:
+			p.left -= int(n)
+		}
+		return true
 	}
 }
 

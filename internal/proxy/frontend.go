@@ -48,6 +48,7 @@ type Frontend struct {
 	dialer   Dialer
 	log      *slog.Logger
 	bufs     sync.Pool
+	pipes    *pipePool
 
 	ready  chan struct{}
 	closed chan struct{} // the listener is closed: its address is free again
@@ -79,6 +80,7 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 		ready:    make(chan struct{}),
 		closed:   make(chan struct{}),
 		sessions: make(map[*session]struct{}),
+		pipes:    newPipePool(pipePoolSize),
 	}
 	if f.dialer == nil {
 		f.dialer = &net.Dialer{}
@@ -160,7 +162,9 @@ func (f *Frontend) Run(ctx context.Context) error {
 	}
 	close(f.ready)
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
-	return f.serve(ctx, ln, closeOnce)
+	err = f.serve(ctx, ln, closeOnce)
+	f.pipes.close() // every session has ended
+	return err
 }
 
 // Closed is closed once the listener is closed (or never opened), before
@@ -249,15 +253,14 @@ func (f *Frontend) admit(c net.Conn) {
 	f.sessions[s] = struct{}{}
 	f.mu.Unlock()
 	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		defer f.opts.Limit.release()
-		defer f.current.Add(-1)
-		s.serve()
+	go s.serve(func() {
 		f.mu.Lock()
 		delete(f.sessions, s)
 		f.mu.Unlock()
-	}()
+		f.current.Add(-1)
+		f.opts.Limit.release()
+		f.wg.Done()
+	})
 }
 
 func (f *Frontend) reject(c net.Conn) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,24 +99,20 @@ func (s *session) endReason() string {
 	return s.reason
 }
 
-// serve runs the session to its end and logs it.
-func (s *session) serve() {
-	rec := connRecord{client: s.client.RemoteAddr()}
+// serve connects the session and starts its two copy directions, then
+// returns; the direction that ends last logs the session and calls done.
+// The goroutine that dialled (a deep call, a grown stack) thus ends, and
+// an idle session is two parked goroutines with small stacks.
+func (s *session) serve(done func()) {
 	server, srv, connectTime, failure := s.connect()
-	rec.server, rec.connect = srv, connectTime
 	if server == nil {
 		resetClose(s.client)
-		rec.end = failure
-		rec.duration = time.Since(s.start)
-		s.f.logConn(rec)
+		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
+			end: failure, duration: time.Since(s.start)})
+		done()
 		return
 	}
-	release := srv.Track(s)
-	rec.in, rec.out = s.relay(server, srv)
-	release()
-	rec.end = s.endReason()
-	rec.duration = time.Since(s.start)
-	s.f.logConn(rec)
+	s.relay(server, srv, connectTime, done)
 }
 
 // connect picks a server and dials it. A refused or timed-out connect
@@ -194,24 +191,37 @@ func clientAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// relay copies both ways until both directions are done, then closes both
-// sockets. It returns the bytes moved from client and from server.
-func (s *session) relay(server net.Conn, srv *pool.Server) (in, out int64) {
-	done := make(chan struct{})
+// relay copies both ways, each direction in a goroutine of its own. When
+// both are done it closes both sockets, logs the session and calls done.
+func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Duration, done func()) {
+	release := srv.Track(s)
+	var left atomic.Int32
+	left.Store(2)
+	var in, out int64
+	end := func() {
+		if left.Add(-1) > 0 {
+			return
+		}
+		s.closeWith("")
+		release()
+		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
+			in: in, out: out, end: s.endReason(), duration: time.Since(s.start)})
+		done()
+	}
 	go func() {
-		defer close(done)
 		out = s.copyServerToClient(server, srv)
+		end()
 	}()
-	in = s.copyClientToServer(server, srv)
-	<-done
-	s.closeWith("")
-	return in, out
+	go func() {
+		in = s.copyClientToServer(server, srv)
+		end()
+	}()
 }
 
 // copyClientToServer is the upstream direction of a session.
 func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
 	var n int64
-	p := pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle, bufs: &s.f.bufs,
+	p := pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle, bufs: &s.f.bufs, pipes: s.f.pipes,
 		add: func(b int64) {
 			n += b
 			s.f.bytesIn.Add(b)
@@ -225,7 +235,7 @@ func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
 // copyServerToClient is the downstream direction of a session.
 func (s *session) copyServerToClient(server net.Conn, srv *pool.Server) int64 {
 	var n int64
-	p := pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle, bufs: &s.f.bufs,
+	p := pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle, bufs: &s.f.bufs, pipes: s.f.pipes,
 		add: func(b int64) {
 			n += b
 			s.f.bytesOut.Add(b)
