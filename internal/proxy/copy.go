@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,7 +25,14 @@ const (
 	endEOF    copyEnd = iota // the source sent FIN
 	endIdle                  // no bytes from the source for the idle timeout
 	endFailed                // read or write error, or a closed socket
+	endParked                // cold: parked with the parker, resumed later
 )
+
+// hotPeriod is how long, by default, a quiet direction keeps its goroutine waiting in
+// Go's poller before it parks cold: long enough that request/response
+// traffic never parks between messages, short enough that idle sessions
+// cost no goroutine stack.
+const hotPeriod = time.Second
 
 // pump copies one direction of a session, from src to dst, until src
 // sends EOF, stays idle for idle (0: no timeout), or an error happens.
@@ -33,10 +41,16 @@ type pump struct {
 	dst, src net.Conn
 	idle     time.Duration
 	add      func(int64)
-	bufs     *sync.Pool // *[]byte of copyBufSize
-	pipes    *pipePool  // splice pipes for bulk bursts; nil: copy only
+	bufs     *sync.Pool    // *[]byte of copyBufSize
+	pipes    *pipePool     // splice pipes for bulk bursts; nil: copy only
+	parker   *parker       // parks the direction when cold; nil: never parks
+	hot      time.Duration // quiet time before parking
+	// done is called with the end of the direction, by whichever
+	// goroutine runs it then (parking hands it over).
+	done func(copyEnd, error)
 
 	last time.Time // when bytes last came from src
+	woke time.Time // when the direction last resumed from parking
 
 	// State of the raw read and write callbacks, made once per pump so
 	// the hot path allocates nothing.
@@ -48,6 +62,78 @@ type pump struct {
 	left           int
 	readFn, pullFn func(uintptr) bool
 	pushFn         func(uintptr) bool
+	rc, wc         syscall.RawConn
+	dstConn        *net.TCPConn
+
+	noPark   bool          // this direction does not park (not TCP, or parking failed)
+	added    atomic.Bool   // src is in the parker's epoll set
+	parkedID atomic.Uint64 // the parking id while parked, else 0
+}
+
+// start runs the direction until it ends, then calls done; a direction
+// that parks returns at once and is finished by the goroutine that
+// resumes it.
+func (p *pump) start() {
+	end, err := p.run()
+	if end != endParked {
+		p.done(end, err)
+	}
+}
+
+// resume continues a parked direction in the calling goroutine.
+func (p *pump) resume() {
+	p.parkedID.Store(0)
+	p.woke = time.Now()
+	if err := p.armDeadline(); err != nil {
+		p.done(endFailed, err)
+		return
+	}
+	end, err := p.loop()
+	if end != endParked {
+		p.done(end, err)
+	}
+}
+
+// wake resumes a parked direction so it notices its closed socket.
+func (p *pump) wake() {
+	if p.parker == nil {
+		return
+	}
+	if id := p.parkedID.Load(); id != 0 {
+		if resume := p.parker.take(id); resume != nil {
+			go resume()
+		}
+	}
+}
+
+// hotSince is when the direction last had reason to stay awake: bytes,
+// or a wake-up from parking (which may find bytes or a closed socket).
+func (p *pump) hotSince() time.Time {
+	if p.woke.After(p.last) {
+		return p.woke
+	}
+	return p.last
+}
+
+// armDeadline sets src's read deadline to the next moment the direction
+// must look at the clock: the idle timeout, or going cold.
+func (p *pump) armDeadline() error {
+	var next time.Time
+	if p.idle > 0 {
+		next = p.last.Add(p.idle)
+	}
+	if p.parker != nil && !p.noPark {
+		if hot := p.hotSince().Add(p.hot); next.IsZero() || hot.Before(next) {
+			next = hot
+		}
+	}
+	if next.IsZero() {
+		return nil
+	}
+	if err := p.src.SetReadDeadline(next); err != nil {
+		return fmt.Errorf("set read deadline: %w", err)
+	}
+	return nil
 }
 
 // copyBufSize is the copy buffer, as io.Copy uses. A read that fills it
@@ -57,16 +143,18 @@ const copyBufSize = 32 << 10
 // run copies until the direction ends and says how.
 func (p *pump) run() (copyEnd, error) {
 	p.last = time.Now()
-	if p.idle > 0 {
-		if err := p.src.SetReadDeadline(p.last.Add(p.idle)); err != nil {
-			return endFailed, fmt.Errorf("set read deadline: %w", err)
-		}
+	if _, ok := p.src.(*net.TCPConn); !ok {
+		p.noPark = true
+	}
+	if err := p.armDeadline(); err != nil {
+		return endFailed, err
 	}
 	dst, dok := p.dst.(*net.TCPConn)
 	src, sok := p.src.(*net.TCPConn)
 	if dok && sok {
 		return p.raw(dst, src)
 	}
+	p.noPark = true
 	return p.buffered()
 }
 
@@ -103,11 +191,29 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 		return endFailed, fmt.Errorf("raw destination conn: %w", err)
 	}
 	p.readFn, p.pullFn, p.pushFn = p.tryRead, p.tryPull, p.tryPush
+	p.rc, p.wc, p.dstConn = rc, wc, dst
+	return p.loop()
+}
+
+// loop is raw's copy loop; a parked direction re-enters it on resume.
+func (p *pump) loop() (copyEnd, error) {
 	for {
 		p.buf, p.n, p.rerr = nil, 0, nil
-		if err := rc.Read(p.readFn); err != nil {
-			if end, err, stop := p.waitFailed(err); stop {
-				return end, err
+		if err := p.rc.Read(p.readFn); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return endFailed, fmt.Errorf("wait for data: %w", err)
+			}
+			if p.idle > 0 && time.Since(p.last) >= p.idle {
+				return endIdle, nil
+			}
+			if p.parker != nil && !p.noPark && time.Since(p.hotSince()) >= p.hot {
+				if p.park() {
+					return endParked, nil
+				}
+				p.noPark = true // wait in Go's poller from now on
+			}
+			if err := p.armDeadline(); err != nil {
+				return endFailed, err
 			}
 			continue
 		}
@@ -120,7 +226,7 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 		}
 		p.last = time.Now()
 		full := p.n == len(*p.buf)
-		w, werr := dst.Write((*p.buf)[:p.n])
+		w, werr := p.dstConn.Write((*p.buf)[:p.n])
 		p.bufs.Put(p.buf)
 		if w > 0 {
 			p.add(int64(w))
@@ -129,27 +235,27 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 			return endFailed, fmt.Errorf("write: %w", werr)
 		}
 		if full && p.pipes != nil {
-			if end, err, stop := p.burst(rc, wc); stop {
+			if end, err, stop := p.burst(p.rc, p.wc); stop {
 				return end, err
 			}
 		}
 	}
 }
 
-// waitFailed handles an error from waiting on src: a read deadline that
-// fired early goes on (stop false); otherwise the direction ends.
-func (p *pump) waitFailed(err error) (copyEnd, error, bool) {
-	if !errors.Is(err, os.ErrDeadlineExceeded) {
-		return endFailed, fmt.Errorf("wait for data: %w", err), true
+// park hands the quiet direction to the parker: its goroutine ends, and
+// readiness, the idle timeout or a close resumes it in a new one. False
+// if it could not park; then the caller goes on waiting itself.
+func (p *pump) park() bool {
+	// Go's poller is not waited on while parked; a deadline left there
+	// would only fire into nothing. resume sets it again.
+	if err := p.src.SetReadDeadline(time.Time{}); err != nil {
+		return false
 	}
-	idle, err := p.stillIdle()
-	switch {
-	case err != nil:
-		return endFailed, err, true
-	case idle:
-		return endIdle, nil, true
+	var timeout time.Duration
+	if p.idle > 0 {
+		timeout = max(p.idle-time.Since(p.last), time.Millisecond)
 	}
-	return 0, nil, false
+	return p.parker.park(p.rc, &p.added, &p.parkedID, p.resume, timeout)
 }
 
 // tryRead reads what src has queued into a pooled buffer; false (wait)
@@ -187,9 +293,11 @@ func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
 	for {
 		p.n, p.again, p.rerr = 0, false, nil
 		if err := rc.Read(p.pullFn); err != nil {
-			end, err, stop := p.waitFailed(err)
 			clean = true
-			return end, err, stop
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, nil, false // the copy loop looks at the clock
+			}
+			return endFailed, fmt.Errorf("wait for data: %w", err), true
 		}
 		switch {
 		case p.again:

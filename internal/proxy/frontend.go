@@ -28,6 +28,9 @@ type Options struct {
 	ConnLog  bool     // log finished connections at Info instead of Debug
 	Limit    *Limiter // global maxconn; nil: none
 	Dialer   Dialer   // nil: a plain net.Dialer
+
+	// coldAfter replaces hotPeriod in tests.
+	coldAfter time.Duration
 }
 
 // Accept back-off bounds: on errors such as EMFILE the loop sleeps instead
@@ -49,6 +52,8 @@ type Frontend struct {
 	log      *slog.Logger
 	bufs     sync.Pool
 	pipes    *pipePool
+	parker   *parker // nil until Run, and if the kernel refuses an epoll set
+	hot      time.Duration
 
 	ready  chan struct{}
 	closed chan struct{} // the listener is closed: its address is free again
@@ -84,6 +89,9 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 	}
 	if f.dialer == nil {
 		f.dialer = &net.Dialer{}
+	}
+	if f.hot = opts.coldAfter; f.hot <= 0 {
+		f.hot = hotPeriod
 	}
 	to := opts.Timeouts
 	f.timeouts.Store(&to)
@@ -161,9 +169,19 @@ func (f *Frontend) Run(ctx context.Context) error {
 		f.addr.Store(a)
 	}
 	close(f.ready)
+	if pk, err := newParker(); err != nil {
+		f.log.Warn("idle sessions will keep their goroutines", "err", err)
+	} else {
+		f.parker = pk
+		go pk.run()
+	}
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
 	err = f.serve(ctx, ln, closeOnce)
-	f.pipes.close() // every session has ended
+	// Every session has ended.
+	f.pipes.close()
+	if f.parker != nil {
+		f.parker.stop()
+	}
 	return err
 }
 

@@ -27,6 +27,7 @@ type session struct {
 	closed  bool
 	reason  string // how the session ended; first decisive event wins
 	halfEOF bool   // reason is only an EOF, which a later timeout or close overrides
+	pumps   [2]*pump
 }
 
 func newSession(f *Frontend, c net.Conn) *session {
@@ -57,10 +58,17 @@ func (s *session) closeWith(reason string) {
 	s.setReasonLocked(reason, false)
 	s.closed = true
 	server := s.server
+	pumps := s.pumps
 	s.mu.Unlock()
 	_ = s.client.Close()
 	if server != nil {
 		_ = server.Close()
+	}
+	// A parked direction has no goroutine to notice the close.
+	for _, p := range pumps {
+		if p != nil {
+			p.wake()
+		}
 	}
 }
 
@@ -191,8 +199,9 @@ func clientAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// relay copies both ways, each direction in a goroutine of its own. When
-// both are done it closes both sockets, logs the session and calls done.
+// relay copies both ways, each direction in a goroutine of its own (or
+// parked, while cold). When both are done it closes both sockets, logs
+// the session and calls done.
 func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Duration, done func()) {
 	release := srv.Track(s)
 	var left atomic.Int32
@@ -208,42 +217,33 @@ func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Dura
 			in: in, out: out, end: s.endReason(), duration: time.Since(s.start)})
 		done()
 	}
-	go func() {
-		out = s.copyServerToClient(server, srv)
-		end()
-	}()
-	go func() {
-		in = s.copyClientToServer(server, srv)
-		end()
-	}()
-}
-
-// copyClientToServer is the upstream direction of a session.
-func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
-	var n int64
-	p := pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle, bufs: &s.f.bufs, pipes: s.f.pipes,
+	up := &pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle,
+		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
 		add: func(b int64) {
-			n += b
+			in += b
 			s.f.bytesIn.Add(b)
 			srv.AddBytes(b, 0)
+		},
+		done: func(e copyEnd, err error) {
+			s.finish(e, err, server, "client", "server")
+			end()
 		}}
-	end, err := p.run()
-	s.finish(end, err, server, "client", "server")
-	return n
-}
-
-// copyServerToClient is the downstream direction of a session.
-func (s *session) copyServerToClient(server net.Conn, srv *pool.Server) int64 {
-	var n int64
-	p := pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle, bufs: &s.f.bufs, pipes: s.f.pipes,
+	down := &pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle,
+		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
 		add: func(b int64) {
-			n += b
+			out += b
 			s.f.bytesOut.Add(b)
 			srv.AddBytes(0, b)
+		},
+		done: func(e copyEnd, err error) {
+			s.finish(e, err, s.client, "server", "client")
+			end()
 		}}
-	end, err := p.run()
-	s.finish(end, err, s.client, "server", "client")
-	return n
+	s.mu.Lock()
+	s.pumps = [2]*pump{up, down}
+	s.mu.Unlock()
+	go down.start()
+	go up.start()
 }
 
 // finish handles the end of one direction: EOF is passed on as a

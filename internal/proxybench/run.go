@@ -361,9 +361,9 @@ func (e *env) rr(ctx context.Context, r Run, t string) error {
 	return nil
 }
 
-// idleSettle lets the proxy finish the last connects and the kernel its
-// deferred frees before a reading.
-const idleSettle = time.Second
+// idleSettle lets the proxy finish the last connects, and its sessions
+// go cold (halb parks a session quiet for a second), before a reading.
+const idleSettle = 2 * time.Second
 
 // idle opens many idle connections through t and reads what they cost:
 // the proxy's RSS and fds, and the machine's slab, before and after.
