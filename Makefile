@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb
+.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz clean deb bench bench-proxy
 
 all: build
 
@@ -56,6 +56,21 @@ lab-down:
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./internal/config/
+
+## bench: halb beside HAProxy, keepalived and the direct path in a namespace lab (root);
+## never part of `make test`. Results: bench/results/<date>.json and <date>-<part>.md.
+##   make bench BENCH_QUICK=1           a short run of every part
+##   make bench-proxy                   one part (or bench-failover)
+##   make bench-proxy BENCH_ONLY=rr,idle  some measurements of the proxy part (bulk, churn, rr, idle)
+BENCH_QUICK ?=
+BENCH_ONLY  ?=
+bench: bench-proxy bench-failover
+
+bench-proxy: build
+	command -v haproxy >/dev/null || apt-get install -y haproxy
+	$(GO) build -o $(BIN)/halb-bench ./cmd/halb-bench
+	$(BIN)/halb-bench proxy --halb $(abspath $(BIN)/halb) --halb-lab $(abspath $(BIN)/halb-lab) \
+		$(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
 ## deb: bin/halb_<version>_<arch>.deb (nfpm, fetched by `go run`); VERSION=1.2.3 to pick the version
 NFPM_V  ?= v2.45.2

@@ -95,12 +95,12 @@ func BenchmarkProxyConnect(b *testing.B) {
 	b.ReportMetric(float64(proxied)/float64(time.Since(start)), "x_direct")
 }
 
-func benchFrontend(b *testing.B, target string) (string, func()) {
+func benchFrontend(b *testing.B, target string, coldAfter ...time.Duration) (string, func()) {
 	b.Helper()
 	ap := netipAddrPortB(b, target)
 	p := newPool(config.RoundRobin, config.Server{Name: "sink", Address: ap, Weight: 1})
 	f := NewFrontend(config.Frontend{Name: "fe", Bind: netipAddrPortB(b, "127.0.0.1:0")}, p,
-		Options{Timeouts: testTimeouts()}, discardLog())
+		Options{Timeouts: testTimeouts(), coldAfter: append(coldAfter, 0)[0]}, discardLog())
 	ctx, cancel := contextWithCancel()
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()
@@ -193,7 +193,7 @@ func BenchmarkProxyChurn(b *testing.B) {
 // the same connections direct.
 func BenchmarkProxyIdle(b *testing.B) {
 	target := echoTarget(b)
-	addr, stop := benchFrontend(b, target)
+	addr, stop := benchFrontend(b, target, 50*time.Millisecond)
 	defer stop()
 	n := max(b.N, 200)
 	dh, ds := idleCost(b, target, n)
@@ -220,9 +220,9 @@ func idleCost(b *testing.B, addr string, n int) (heap, stack float64) {
 	if h.Opened() != n {
 		b.Fatalf("opened %d of %d", h.Opened(), n)
 	}
-	// The proxy's copy goroutines park right after the exchange; give
-	// them the moment to get there.
-	time.Sleep(100 * time.Millisecond)
+	// The proxy's sessions park 50 ms after the exchange; give them
+	// the moment to get there.
+	time.Sleep(300 * time.Millisecond)
 	h1, s1 := inUse()
 	h.Close()
 	return h1 - h0, s1 - s0

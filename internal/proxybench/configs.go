@@ -3,6 +3,7 @@ package proxybench
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 )
 
@@ -79,4 +80,11 @@ func haproxyConfig(lb netip.Addr, cps []netip.Addr, ports proxyPorts, maxconn in
 		w("")
 	}
 	return b.String()
+}
+
+func writeFile(path, text string) error {
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

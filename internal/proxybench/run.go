@@ -236,8 +236,8 @@ func (e *env) writeConfigs() error {
 		HAProxySplice: haproxyConfig(e.lb, e.cps, splicePorts, haproxyMaxconn, true),
 	}
 	for t, text := range files {
-		if err := os.WriteFile(e.configPath(t), []byte(text), 0o644); err != nil {
-			return fmt.Errorf("write %s config: %w", t, err)
+		if err := writeFile(e.configPath(t), text); err != nil {
+			return err
 		}
 	}
 	if out, err := command(context.Background(), e.opts.HalbBin, "check", "--config", e.configPath(Halb)); err != nil {
