@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,10 +25,10 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -39,7 +40,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newProxyCmd(log), newServeCmd(log), newAgentCmd(stdin))
+	root.AddCommand(newProxyCmd(log), newServeCmd(log), newAgentCmd())
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
 		_, _ = fmt.Fprintf(stderr, "halb-bench: %v\n", err)
@@ -140,13 +141,22 @@ func newServeCmd(log *slog.Logger) *cobra.Command {
 	return cmd
 }
 
-func newAgentCmd(stdin io.Reader) *cobra.Command {
-	return &cobra.Command{
-		Use:   "agent",
-		Short: "Run load jobs read as JSON lines from standard input (run in the client's namespace)",
+func newAgentCmd() *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "agent --socket PATH",
+		Short: "Run load jobs sent as JSON lines over a unix socket (run in the client's namespace)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return loadgen.Agent(cmd.Context(), stdin, cmd.OutOrStdout())
+			_ = os.Remove(socket)
+			ln, err := net.Listen("unix", socket)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", socket, err)
+			}
+			return loadgen.ServeAgent(cmd.Context(), ln)
 		},
 	}
+	cmd.Flags().StringVar(&socket, "socket", "", "unix socket to take jobs on")
+	_ = cmd.MarkFlagRequired("socket")
+	return cmd
 }

@@ -164,3 +164,26 @@ func tryExchange(ctx context.Context, addr string, sink bool) error {
 	}
 	return nil
 }
+
+// ServeAgent runs Agent for each connection accepted on ln, one at a
+// time, until ctx ends; then it closes ln and returns nil.
+func ServeAgent(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("accept a driver: %w", err)
+		}
+		unblock := context.AfterFunc(ctx, func() { _ = c.Close() })
+		err = Agent(ctx, c, c)
+		unblock()
+		_ = c.Close()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+}

@@ -56,7 +56,7 @@ type pump struct {
 	// the hot path allocates nothing.
 	buf            *[]byte
 	n              int
-	eof, again     bool
+	again          bool
 	rerr, werr     error
 	pipe           *pipe
 	left           int

@@ -7,81 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"halb/internal/loadgen"
 )
-
-// proc is a process the benchmark started in a lab namespace. `ip netns
-// exec` execs the binary, so the PID is the program's own: its /proc
-// entries are what is measured.
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-// startIn runs bin in namespace ns, in its own process group, with its
-// output in dir/<name>.log.
-func startIn(dir, ns, name, bin string, args ...string) (*proc, error) {
-	return startCmd(dir, name, exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...))
-}
-
-func startCmd(dir, name string, cmd *exec.Cmd) (*proc, error) {
-	f, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open log of %s: %w", name, err)
-	}
-	defer func() { _ = f.Close() }()
-	if cmd.Stdout == nil {
-		cmd.Stdout = f
-	}
-	cmd.Stderr = f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
-}
-
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the process group, then SIGKILL after 5 s.
-func (p *proc) stop() {
-	if p == nil || p.exited() {
-		return
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(5 * time.Second):
-	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-}
 
 // usage is a process's memory and open files.
 type usage struct {
@@ -158,67 +91,49 @@ func parseSlabinfo(b []byte, only map[string]bool) (int64, error) {
 	return total, nil
 }
 
-// agent drives `halb-bench agent` in the client namespace over its
-// standard input and output, one JSON line each way.
+// agent drives `halb-bench agent` in the client namespace over its unix
+// socket, one JSON line each way.
 type agent struct {
-	p   *proc
-	in  io.WriteCloser
-	out *bufio.Reader
+	c net.Conn
+	r *bufio.Reader
 }
 
-func startAgent(dir, ns, bin string) (*agent, error) {
-	cmd := exec.Command("ip", "netns", "exec", ns, bin, "agent")
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, fmt.Errorf("agent stdin: %w", err)
+// dialAgent connects to the agent's socket, waiting up to 10 s for it.
+func dialAgent(ctx context.Context, path string) (*agent, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			return &agent{c: c, r: bufio.NewReader(c)}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("the load agent does not answer on %s: %w", path, err)
+		}
+		sleep(ctx, 20*time.Millisecond)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, fmt.Errorf("agent stdout: %w", err)
-	}
-	p, err := startCmd(dir, "agent", cmd)
-	if err != nil {
-		return nil, err
-	}
-	return &agent{p: p, in: in, out: bufio.NewReader(out)}, nil
 }
 
-// call sends one job and waits for its reply, bounded by d.
+// call sends one job and waits for its reply, bounded by d and ctx.
 func (a *agent) call(ctx context.Context, req loadgen.Request, d time.Duration) (loadgen.Reply, error) {
 	b, err := json.Marshal(req)
 	if err != nil {
 		return loadgen.Reply{}, fmt.Errorf("encode job: %w", err)
 	}
-	if _, err := a.in.Write(append(b, '\n')); err != nil {
-		return loadgen.Reply{}, fmt.Errorf("send %s job to agent: %w", req.Op, err)
+	_ = a.c.SetDeadline(time.Now().Add(d))
+	stop := context.AfterFunc(ctx, func() { _ = a.c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := a.c.Write(append(b, '\n')); err != nil {
+		return loadgen.Reply{}, fmt.Errorf("send %s job to the agent: %w", req.Op, err)
 	}
-	type result struct {
-		line []byte
-		err  error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		line, err := a.out.ReadBytes('\n')
-		ch <- result{line, err}
-	}()
-	t := time.NewTimer(d)
-	defer t.Stop()
-	var r result
-	select {
-	case r = <-ch:
-	case <-ctx.Done():
-		a.stop() // the reader goroutine ends with the pipe
-		return loadgen.Reply{}, ctx.Err()
-	case <-t.C:
-		a.stop()
-		return loadgen.Reply{}, fmt.Errorf("agent gave no answer to %s within %s", req.Op, d)
-	}
-	if r.err != nil {
-		return loadgen.Reply{}, fmt.Errorf("read agent's reply to %s: %w", req.Op, r.err)
+	line, err := a.r.ReadBytes('\n')
+	if err != nil {
+		return loadgen.Reply{}, fmt.Errorf("the agent's reply to %s (bound %s): %w", req.Op, d, errors.Join(err, ctx.Err()))
 	}
 	var rep loadgen.Reply
-	if err := json.Unmarshal(bytes.TrimSpace(r.line), &rep); err != nil {
-		return loadgen.Reply{}, fmt.Errorf("agent's reply %q: %w", r.line, err)
+	if err := json.Unmarshal(bytes.TrimSpace(line), &rep); err != nil {
+		return loadgen.Reply{}, fmt.Errorf("agent's reply %q: %w", line, err)
 	}
 	if rep.Error != "" {
 		return rep, fmt.Errorf("%s via %v: %s", req.Op, req.Addrs, rep.Error)
@@ -226,7 +141,4 @@ func (a *agent) call(ctx context.Context, req loadgen.Request, d time.Duration) 
 	return rep, nil
 }
 
-func (a *agent) stop() {
-	_ = a.in.Close()
-	a.p.stop()
-}
+func (a *agent) close() { _ = a.c.Close() }

@@ -87,8 +87,7 @@ type env struct {
 	lab     *lab.Lab
 	lb      netip.Addr
 	cps     []netip.Addr
-	servers []*proc
-	proxies map[string]*proc
+	proxies map[string]int // running proxies' PIDs by target
 	agent   *agent
 }
 
@@ -131,12 +130,11 @@ func (b *Bench) Run(ctx context.Context) (*Summary, error) {
 		}
 		dir, own = d, true
 	}
-	e := &env{opts: b.opts, log: b.log, dir: dir, lb: lab.LBAddr(1), proxies: map[string]*proc{}}
+	e := &env{opts: b.opts, log: b.log, dir: dir, lb: lab.LBAddr(1), proxies: map[string]int{}}
 	for i := 1; i <= 3; i++ {
 		e.cps = append(e.cps, lab.CPAddr(i))
 	}
-	// The lab keeps its own files in a subdirectory: Close removes none of ours.
-	e.lab = lab.New(lab.Options{LBs: 1, CPs: 3, LabBin: b.opts.LabBin, WorkDir: filepath.Join(dir, "lab")}, b.log)
+	e.lab = lab.New(lab.Options{LBs: 1, CPs: 3, LabBin: b.opts.LabBin, WorkDir: dir}, b.log)
 	s, err := e.run(ctx)
 	if cerr := e.close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("tear down: %w", cerr))
@@ -150,15 +148,10 @@ func (b *Bench) Run(ctx context.Context) (*Summary, error) {
 	return s, nil
 }
 
+// close stops every process (the lab started them all) and removes the lab.
 func (e *env) close() error {
 	if e.agent != nil {
-		e.agent.stop()
-	}
-	for _, p := range e.proxies {
-		p.stop()
-	}
-	for _, p := range e.servers {
-		p.stop()
+		e.agent.close()
 	}
 	return e.lab.Close()
 }
@@ -177,17 +170,19 @@ func (e *env) run(ctx context.Context) (*Summary, error) {
 		}
 	}
 	for i, cp := range e.lab.CPNames() {
-		p, err := startIn(e.dir, e.lab.NS(cp), "serve-"+cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
-			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort))
-		if err != nil {
+		if _, err := e.lab.StartProc("serve-"+cp, cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
+			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort)); err != nil {
 			return nil, err
 		}
-		e.servers = append(e.servers, p)
 	}
 	if err := e.writeConfigs(); err != nil {
 		return nil, err
 	}
-	a, err := startAgent(e.dir, e.lab.NS("cl"), e.opts.BenchBin)
+	sock := filepath.Join(e.dir, "agent.sock")
+	if _, err := e.lab.StartProc("agent", "cl", e.opts.BenchBin, "agent", "--socket", sock); err != nil {
+		return nil, err
+	}
+	a, err := dialAgent(ctx, sock)
 	if err != nil {
 		return nil, err
 	}
@@ -250,26 +245,27 @@ func (e *env) writeConfigs() error {
 // memory figure — begins from a fresh process, and waits until each
 // forwards to its servers.
 func (e *env) startProxies(ctx context.Context) error {
-	for t, p := range e.proxies {
-		p.stop()
+	for t := range e.proxies {
+		if err := e.lab.StopProc(t); err != nil {
+			return fmt.Errorf("stop %s: %w", t, err)
+		}
 		delete(e.proxies, t)
 	}
 	for _, t := range e.targets() {
-		var p *proc
+		var pid int
 		var err error
-		ns := e.lab.NS("lb1")
 		switch t {
 		case Direct:
 			continue
 		case Halb:
-			p, err = startIn(e.dir, ns, t, e.opts.HalbBin, "run", "--config", e.configPath(t))
+			pid, err = e.lab.StartProc(t, "lb1", e.opts.HalbBin, "run", "--config", e.configPath(t))
 		default:
-			p, err = startIn(e.dir, ns, t, e.opts.HAProxyBin, "-db", "-f", e.configPath(t))
+			pid, err = e.lab.StartProc(t, "lb1", e.opts.HAProxyBin, "-db", "-f", e.configPath(t))
 		}
 		if err != nil {
 			return err
 		}
-		e.proxies[t] = p
+		e.proxies[t] = pid
 		echo, sink := e.targetAddrs(t)
 		// Six exchanges in a row over roundrobin: every server is up.
 		if _, err := e.agent.call(ctx, loadgen.Request{Op: "wait", Addrs: echo, Sinks: sink, N: 6, Seconds: 15}, 20*time.Second); err != nil {
@@ -368,11 +364,11 @@ const idleSettle = 2 * time.Second
 // idle opens many idle connections through t and reads what they cost:
 // the proxy's RSS and fds, and the machine's slab, before and after.
 func (e *env) idle(ctx context.Context, r Run, t string) error {
-	p := e.proxies[t]
+	pid := e.proxies[t]
 	var before usage
 	var err error
-	if p != nil {
-		if before, err = readUsage(p.pid()); err != nil {
+	if pid != 0 {
+		if before, err = readUsage(pid); err != nil {
 			return err
 		}
 	}
@@ -388,8 +384,8 @@ func (e *env) idle(ctx context.Context, r Run, t string) error {
 	sleep(ctx, idleSettle)
 	slab1, serr := slabBytes()
 	var after usage
-	if p != nil && serr == nil {
-		after, serr = readUsage(p.pid())
+	if pid != 0 && serr == nil {
+		after, serr = readUsage(pid)
 	}
 	if _, err := e.job(ctx, loadgen.Request{Op: "release"}); err != nil {
 		return err
@@ -403,13 +399,13 @@ func (e *env) idle(ctx context.Context, r Run, t string) error {
 	}
 	r.set(t, "idle_opened", n)
 	r.set(t, "idle_slab_kib", float64(slab1-slab0)/1024/n)
-	if p != nil {
+	if pid != 0 {
 		r.set(t, "idle_rss_kib", float64(after.rss-before.rss)/1024/n)
 		r.set(t, "idle_fds", float64(after.fds-before.fds)/n)
 		// The next reading starts once the proxy has closed its side.
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) && ctx.Err() == nil {
-			u, err := readUsage(p.pid())
+			u, err := readUsage(pid)
 			if err != nil || u.fds <= before.fds+8 {
 				break
 			}
