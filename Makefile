@@ -96,6 +96,21 @@ soak-conns: build
 	HALB_BIN=$(abspath $(BIN)/halb) SOAK_DURATION=$(SOAK_DURATION) SOAK_CONNS=$(SOAK_CONNS) SOAK_OUT=$(abspath $(BIN)/soak-conns.json) \
 		$(GO) test -tags soak -count=1 -timeout 3h -run TestSoakConns -v ./internal/soak/
 
+## bench: halb beside HAProxy, keepalived and the direct path in a namespace lab (root);
+## never part of `make test`. Results: bench/results/<date>.json and <date>-<part>.md.
+##   make bench BENCH_QUICK=1           a short run of every part
+##   make bench-proxy                   one part (or bench-failover)
+##   make bench-proxy BENCH_ONLY=rr,idle  some measurements of the proxy part (bulk, churn, rr, idle)
+BENCH_QUICK ?=
+BENCH_ONLY  ?=
+bench: bench-proxy bench-failover
+
+bench-proxy: build
+	command -v haproxy >/dev/null || apt-get install -y haproxy
+	$(GO) build -o $(BIN)/halb-bench ./cmd/halb-bench
+	$(BIN)/halb-bench proxy --halb $(abspath $(BIN)/halb) --halb-lab $(abspath $(BIN)/halb-lab) \
+		$(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
+
 ## deb: bin/halb_<version>_<arch>.deb (nfpm, fetched by `go run`); VERSION=1.2.3 to pick the version
 NFPM_V  ?= v2.45.2
 VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
@@ -109,7 +124,6 @@ deb:
 ## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
 ## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback baseline soak),
 ## BENCH_SYSTEMS=halb-fast (halb-lan halb-fast keepalived-default keepalived-tuned).
-BENCH_QUICK     ?=
 BENCH_SCENARIOS ?=
 BENCH_SYSTEMS   ?=
 bench-failover: build

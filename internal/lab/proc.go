@@ -217,3 +217,36 @@ func validPrefix(p string) bool {
 	}
 	return true
 }
+
+// StartProc runs bin with args in host's namespace ("cl", "lb1", "cp2",
+// ...) as a lab process called name, with its output in
+// <workdir>/<name>.log; Close stops it like the lab's own. It returns the
+// PID, which is the program's own (`ip netns exec` execs it).
+func (l *Lab) StartProc(name, host, bin string, args ...string) (int, error) {
+	l.mu.Lock()
+	old, closed := l.procs[name], l.closed
+	l.mu.Unlock()
+	if closed {
+		return 0, errors.New("lab is closed")
+	}
+	if old != nil && !old.exited() {
+		return 0, fmt.Errorf("%s is already running (pid %d)", name, old.cmd.Process.Pid)
+	}
+	p, err := l.start(name, l.NS(host), bin, args...)
+	if err != nil {
+		return 0, err
+	}
+	return p.cmd.Process.Pid, nil
+}
+
+// StopProc stops a process started by StartProc: SIGTERM, then SIGKILL
+// after 5 s.
+func (l *Lab) StopProc(name string) error {
+	l.mu.Lock()
+	p := l.procs[name]
+	l.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s was never started", name)
+	}
+	return p.stop(syscall.SIGTERM, 5*time.Second)
+}

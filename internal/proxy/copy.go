@@ -7,12 +7,15 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// maxChunk bounds one splice: it is the size Go gives its splice pipes.
+// maxChunk bounds one splice: the size asked for the pipes, as Go's own
+// splice pipes are.
 const maxChunk = 1 << 20
 
 // copyEnd says how one direction of a session stopped.
@@ -22,7 +25,14 @@ const (
 	endEOF    copyEnd = iota // the source sent FIN
 	endIdle                  // no bytes from the source for the idle timeout
 	endFailed                // read or write error, or a closed socket
+	endParked                // cold: parked with the parker, resumed later
 )
+
+// hotPeriod is how long, by default, a quiet direction keeps its goroutine waiting in
+// Go's poller before it parks cold: long enough that request/response
+// traffic never parks between messages, short enough that idle sessions
+// cost no goroutine stack.
+const hotPeriod = time.Second
 
 // pump copies one direction of a session, from src to dst, until src
 // sends EOF, stays idle for idle (0: no timeout), or an error happens.
@@ -31,27 +41,120 @@ type pump struct {
 	dst, src net.Conn
 	idle     time.Duration
 	add      func(int64)
-	bufs     *sync.Pool // *[]byte of copyBufSize, for the non-TCP fallback
+	bufs     *sync.Pool    // *[]byte of copyBufSize
+	pipes    *pipePool     // splice pipes for bulk bursts; nil: copy only
+	parker   *parker       // parks the direction when cold; nil: never parks
+	hot      time.Duration // quiet time before parking
+	// done is called with the end of the direction, by whichever
+	// goroutine runs it then (parking hands it over).
+	done func(copyEnd, error)
 
 	last time.Time // when bytes last came from src
+	woke time.Time // when the direction last resumed from parking
+
+	// State of the raw read and write callbacks, made once per pump so
+	// the hot path allocates nothing.
+	buf            *[]byte
+	n              int
+	again          bool
+	rerr, werr     error
+	pipe           *pipe
+	left           int
+	readFn, pullFn func(uintptr) bool
+	pushFn         func(uintptr) bool
+	rc, wc         syscall.RawConn
+	dstConn        *net.TCPConn
+
+	noPark   bool          // this direction does not park (not TCP, or parking failed)
+	added    atomic.Bool   // src is in the parker's epoll set
+	parkedID atomic.Uint64 // the parking id while parked, else 0
 }
 
-// copyBufSize is the fallback copy buffer, as io.Copy uses.
+// start runs the direction until it ends, then calls done; a direction
+// that parks returns at once and is finished by the goroutine that
+// resumes it.
+func (p *pump) start() {
+	end, err := p.run()
+	if end != endParked {
+		p.done(end, err)
+	}
+}
+
+// resume continues a parked direction in the calling goroutine.
+func (p *pump) resume() {
+	p.parkedID.Store(0)
+	p.woke = time.Now()
+	if err := p.armDeadline(); err != nil {
+		p.done(endFailed, err)
+		return
+	}
+	end, err := p.loop()
+	if end != endParked {
+		p.done(end, err)
+	}
+}
+
+// wake resumes a parked direction so it notices its closed socket.
+func (p *pump) wake() {
+	if p.parker == nil {
+		return
+	}
+	if id := p.parkedID.Load(); id != 0 {
+		if resume := p.parker.take(id); resume != nil {
+			go resume()
+		}
+	}
+}
+
+// hotSince is when the direction last had reason to stay awake: bytes,
+// or a wake-up from parking (which may find bytes or a closed socket).
+func (p *pump) hotSince() time.Time {
+	if p.woke.After(p.last) {
+		return p.woke
+	}
+	return p.last
+}
+
+// armDeadline sets src's read deadline to the next moment the direction
+// must look at the clock: the idle timeout, or going cold.
+func (p *pump) armDeadline() error {
+	var next time.Time
+	if p.idle > 0 {
+		next = p.last.Add(p.idle)
+	}
+	if p.parker != nil && !p.noPark {
+		if hot := p.hotSince().Add(p.hot); next.IsZero() || hot.Before(next) {
+			next = hot
+		}
+	}
+	if next.IsZero() {
+		return nil
+	}
+	if err := p.src.SetReadDeadline(next); err != nil {
+		return fmt.Errorf("set read deadline: %w", err)
+	}
+	return nil
+}
+
+// copyBufSize is the copy buffer, as io.Copy uses. A read that fills it
+// means a bulk burst: the rest of the burst is spliced.
 const copyBufSize = 32 << 10
 
 // run copies until the direction ends and says how.
 func (p *pump) run() (copyEnd, error) {
 	p.last = time.Now()
-	if p.idle > 0 {
-		if err := p.src.SetReadDeadline(p.last.Add(p.idle)); err != nil {
-			return endFailed, fmt.Errorf("set read deadline: %w", err)
-		}
+	if _, ok := p.src.(*net.TCPConn); !ok {
+		p.noPark = true
+	}
+	if err := p.armDeadline(); err != nil {
+		return endFailed, err
 	}
 	dst, dok := p.dst.(*net.TCPConn)
 	src, sok := p.src.(*net.TCPConn)
 	if dok && sok {
-		return p.splice(dst, src)
+		return p.raw(dst, src)
 	}
+	p.noPark = true
 	return p.buffered()
 }
 
@@ -69,88 +172,193 @@ func (p *pump) stillIdle() (bool, error) {
 	return false, nil
 }
 
-// splice moves bytes with the kernel's splice(2) while they flow, without
-// holding a pipe between bursts. io.Copy between two *net.TCPConn would
-// splice too, but it keeps its pipe (two fds) for the whole call — the
-// life of the connection — even while idle. Here each round first waits
-// for src to become readable with no pipe (a MSG_PEEK on the poller),
-// asks the kernel how many bytes are queued (SIOCINQ), and splices exactly
-// that many: the splice never waits for input, so its pooled pipe goes
-// back as soon as the burst is written.
-func (p *pump) splice(dst, src *net.TCPConn) (copyEnd, error) {
+// raw moves bytes between two TCP sockets without holding anything while
+// the source is quiet. io.Copy between two *net.TCPConn would splice, but
+// it keeps its pipe (two fds) for the whole call — the life of the
+// connection — even while idle. Here the wait for data holds no buffer
+// and no pipe: the read is tried in the poller's callback, with a pooled
+// buffer taken only for that try. Small reads (requests, replies) are
+// written on from the buffer: two syscalls a message. A read that fills
+// the buffer starts a bulk burst, spliced through a pooled pipe until the
+// source has nothing more queued; then the pipe goes back.
+func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return endFailed, fmt.Errorf("raw source conn: %w", err)
 	}
-	var (
-		peek  [1]byte
-		avail int
-		eof   bool
-		rerr  error
-	)
-	// ready runs on the poller's behalf: false parks the goroutine until
-	// the socket is readable (or its deadline passes).
-	ready := func(fd uintptr) bool {
-		for {
-			n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch {
-			case errors.Is(err, unix.EINTR):
-				continue
-			case errors.Is(err, unix.EAGAIN):
-				return false
-			case err != nil:
-				rerr = err
-				return true
-			case n == 0:
-				eof = true
-				return true
+	wc, err := dst.SyscallConn()
+	if err != nil {
+		return endFailed, fmt.Errorf("raw destination conn: %w", err)
+	}
+	p.readFn, p.pullFn, p.pushFn = p.tryRead, p.tryPull, p.tryPush
+	p.rc, p.wc, p.dstConn = rc, wc, dst
+	return p.loop()
+}
+
+// loop is raw's copy loop; a parked direction re-enters it on resume.
+func (p *pump) loop() (copyEnd, error) {
+	for {
+		p.buf, p.n, p.rerr = nil, 0, nil
+		if err := p.rc.Read(p.readFn); err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return endFailed, fmt.Errorf("wait for data: %w", err)
 			}
-			q, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if err != nil || q < n {
-				q = n
+			if p.idle > 0 && time.Since(p.last) >= p.idle {
+				return endIdle, nil
 			}
-			avail = q
-			return true
+			if p.parker != nil && !p.noPark && time.Since(p.hotSince()) >= p.hot {
+				if p.park() {
+					return endParked, nil
+				}
+				p.noPark = true // wait in Go's poller from now on
+			}
+			if err := p.armDeadline(); err != nil {
+				return endFailed, err
+			}
+			continue
+		}
+		if p.rerr != nil {
+			return endFailed, fmt.Errorf("read: %w", os.NewSyscallError("read", p.rerr))
+		}
+		if p.n == 0 {
+			p.bufs.Put(p.buf)
+			return endEOF, nil
+		}
+		p.last = time.Now()
+		full := p.n == len(*p.buf)
+		w, werr := p.dstConn.Write((*p.buf)[:p.n])
+		p.bufs.Put(p.buf)
+		if w > 0 {
+			p.add(int64(w))
+		}
+		if werr != nil {
+			return endFailed, fmt.Errorf("write: %w", werr)
+		}
+		if full && p.pipes != nil {
+			if end, err, stop := p.burst(p.rc, p.wc); stop {
+				return end, err
+			}
 		}
 	}
-	lr := io.LimitedReader{R: src}
+}
+
+// park hands the quiet direction to the parker: its goroutine ends, and
+// readiness, the idle timeout or a close resumes it in a new one. False
+// if it could not park; then the caller goes on waiting itself.
+func (p *pump) park() bool {
+	// Go's poller is not waited on while parked; a deadline left there
+	// would only fire into nothing. resume sets it again.
+	if err := p.src.SetReadDeadline(time.Time{}); err != nil {
+		return false
+	}
+	var timeout time.Duration
+	if p.idle > 0 {
+		timeout = max(p.idle-time.Since(p.last), time.Millisecond)
+	}
+	return p.parker.park(p.rc, &p.added, &p.parkedID, p.resume, timeout)
+}
+
+// tryRead reads what src has queued into a pooled buffer; false (wait)
+// when there is nothing, with the buffer given back.
+func (p *pump) tryRead(fd uintptr) bool {
+	b := p.bufs.Get().(*[]byte)
 	for {
-		avail, eof, rerr = 0, false, nil
-		if err := rc.Read(ready); err != nil {
+		n, err := unix.Read(int(fd), *b)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			p.bufs.Put(b)
+			return false
+		case err != nil:
+			p.bufs.Put(b)
+			p.rerr = err
+			return true
+		}
+		p.buf, p.n = b, n
+		return true
+	}
+}
+
+// burst splices from src to dst while src has bytes queued. stop is true
+// when the direction ended (EOF, error, idle timeout).
+func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
+	pp, err := p.pipes.get()
+	if err != nil {
+		return 0, nil, false // no pipe to be had: go on copying
+	}
+	p.pipe = pp
+	clean := false
+	defer func() { p.pipes.put(pp, clean); p.pipe = nil }()
+	for {
+		p.n, p.again, p.rerr = 0, false, nil
+		if err := rc.Read(p.pullFn); err != nil {
+			clean = true
 			if errors.Is(err, os.ErrDeadlineExceeded) {
-				idle, err := p.stillIdle()
-				if err != nil {
-					return endFailed, err
-				}
-				if idle {
-					return endIdle, nil
-				}
-				continue
+				return 0, nil, false // the copy loop looks at the clock
 			}
-			return endFailed, fmt.Errorf("wait for data: %w", err)
-		}
-		if rerr != nil {
-			return endFailed, fmt.Errorf("read: %w", rerr)
-		}
-		if eof {
-			return endEOF, nil
-		}
-		lr.N = int64(min(avail, maxChunk))
-		n, err := dst.ReadFrom(&lr)
-		if n > 0 {
-			p.last = time.Now()
-			p.add(n)
+			return endFailed, fmt.Errorf("wait for data: %w", err), true
 		}
 		switch {
-		case err == nil && n == 0:
-			// splice reports end of input with 0 bytes.
-			return endEOF, nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			// src's deadline passed while dst was slow to take the
-			// previous burst; the next round re-checks idleness.
-		case err != nil:
-			return endFailed, fmt.Errorf("splice: %w", err)
+		case p.again:
+			// Nothing more queued: the burst is over and the pipe,
+			// empty, goes back before the next wait.
+			clean = true
+			return 0, nil, false
+		case p.rerr != nil:
+			return endFailed, fmt.Errorf("splice: %w", os.NewSyscallError("splice", p.rerr)), true
+		case p.n == 0:
+			clean = true
+			return endEOF, nil, true
 		}
+		p.last = time.Now()
+		moved := p.n
+		p.left, p.werr = moved, nil
+		for p.left > 0 {
+			if err := wc.Write(p.pushFn); err != nil {
+				return endFailed, fmt.Errorf("write: %w", err), true
+			}
+			if p.werr != nil {
+				return endFailed, fmt.Errorf("splice: %w", os.NewSyscallError("splice", p.werr)), true
+			}
+		}
+		p.add(int64(moved))
+	}
+}
+
+// tryPull splices what src has queued into the pipe; again when nothing is.
+func (p *pump) tryPull(fd uintptr) bool {
+	for {
+		n, err := unix.Splice(int(fd), nil, p.pipe.w, nil, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			p.again = true
+		case err != nil:
+			p.rerr = err
+		default:
+			p.n = int(n)
+		}
+		return true
+	}
+}
+
+// tryPush splices from the pipe to dst; false (wait) while dst is full.
+func (p *pump) tryPush(fd uintptr) bool {
+	for {
+		n, err := unix.Splice(p.pipe.r, nil, int(fd), nil, p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return false
+		case err != nil:
+			p.werr = err
+		default:
+			p.left -= int(n)
+		}
+		return true
 	}
 }
 

@@ -187,3 +187,30 @@ func TestCopyFailureNames(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+func TestBulkBurstsReturnTheirPipes(t *testing.T) {
+	before := settledPipes(t, 0)
+	b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
+	p := newPool(config.RoundRobin, b0.server())
+	fe := startFrontend(t, p, Options{Timeouts: testTimeouts()})
+	// Each echo is several copy buffers long, so both directions of
+	// every session splice a burst through a pipe.
+	msg := strings.Repeat("0123456789abcdef", 16<<10) // 256 KiB
+	const sessions = 3 * pipePoolSize
+	for range sessions {
+		c := dial(t, fe.addr)
+		c.greeting(t)
+		c.echo(t, msg)
+	}
+	if got := fe.Stats().Current; got != sessions {
+		t.Fatalf("%d open sessions, want %d", got, sessions)
+	}
+	// Idle sessions hold none; the frontend's pool keeps at most
+	// pipePoolSize pipes of two fds each.
+	if n := countPipes(t); n > before+2*pipePoolSize {
+		t.Fatalf("%d pipe fds with %d idle sessions after bulk bursts, want at most %d", n, sessions, before+2*pipePoolSize)
+	}
+	if st := fe.Stats(); st.BytesIn != int64(sessions*(len(msg)+1)) {
+		t.Fatalf("bytes in %d, want %d", st.BytesIn, sessions*(len(msg)+1))
+	}
+}

@@ -28,6 +28,9 @@ type Options struct {
 	ConnLog  bool     // log finished connections at Info instead of Debug
 	Limit    *Limiter // global maxconn; nil: none
 	Dialer   Dialer   // nil: a plain net.Dialer
+
+	// coldAfter replaces hotPeriod in tests.
+	coldAfter time.Duration
 }
 
 // Accept back-off bounds: on errors such as EMFILE the loop sleeps instead
@@ -48,6 +51,9 @@ type Frontend struct {
 	dialer   Dialer
 	log      *slog.Logger
 	bufs     sync.Pool
+	pipes    *pipePool
+	parker   *parker // nil until Run, and if the kernel refuses an epoll set
+	hot      time.Duration
 
 	ready  chan struct{}
 	closed chan struct{} // the listener is closed: its address is free again
@@ -81,9 +87,13 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 		ready:    make(chan struct{}),
 		closed:   make(chan struct{}),
 		sessions: make(map[*session]struct{}),
+		pipes:    newPipePool(pipePoolSize),
 	}
 	if f.dialer == nil {
 		f.dialer = &net.Dialer{}
+	}
+	if f.hot = opts.coldAfter; f.hot <= 0 {
+		f.hot = hotPeriod
 	}
 	to := opts.Timeouts
 	f.timeouts.Store(&to)
@@ -161,8 +171,20 @@ func (f *Frontend) Run(ctx context.Context) error {
 		f.addr.Store(a)
 	}
 	close(f.ready)
+	if pk, err := newParker(); err != nil {
+		f.log.Warn("idle sessions will keep their goroutines", "err", err)
+	} else {
+		f.parker = pk
+		go pk.run()
+	}
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
-	return f.serve(ctx, ln, closeOnce)
+	err = f.serve(ctx, ln, closeOnce)
+	// Every session has ended.
+	f.pipes.close()
+	if f.parker != nil {
+		f.parker.stop()
+	}
+	return err
 }
 
 // Closed is closed once the listener is closed (or never opened), before
@@ -252,15 +274,14 @@ func (f *Frontend) admit(c net.Conn) {
 	f.sessions[s] = struct{}{}
 	f.mu.Unlock()
 	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
-		defer f.opts.Limit.release()
-		defer f.current.Add(-1)
-		s.serve()
+	go s.serve(func() {
 		f.mu.Lock()
 		delete(f.sessions, s)
 		f.mu.Unlock()
-	}()
+		f.current.Add(-1)
+		f.opts.Limit.release()
+		f.wg.Done()
+	})
 }
 
 func (f *Frontend) reject(c net.Conn) {

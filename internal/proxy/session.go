@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ type session struct {
 	closed  bool
 	reason  string // how the session ended; first decisive event wins
 	halfEOF bool   // reason is only an EOF, which a later timeout or close overrides
+	pumps   [2]*pump
 }
 
 func newSession(f *Frontend, c net.Conn) *session {
@@ -57,10 +59,17 @@ func (s *session) closeWith(reason string) {
 	s.setReasonLocked(reason, false)
 	s.closed = true
 	server := s.server
+	pumps := s.pumps
 	s.mu.Unlock()
 	_ = s.client.Close()
 	if server != nil {
 		_ = server.Close()
+	}
+	// A parked direction has no goroutine to notice the close.
+	for _, p := range pumps {
+		if p != nil {
+			p.wake()
+		}
 	}
 }
 
@@ -99,24 +108,20 @@ func (s *session) endReason() string {
 	return s.reason
 }
 
-// serve runs the session to its end and logs it.
-func (s *session) serve() {
-	rec := connRecord{client: s.client.RemoteAddr()}
+// serve connects the session and starts its two copy directions, then
+// returns; the direction that ends last logs the session and calls done.
+// The goroutine that dialled (a deep call, a grown stack) thus ends, and
+// an idle session is two parked goroutines with small stacks.
+func (s *session) serve(done func()) {
 	server, srv, connectTime, failure := s.connect()
-	rec.server, rec.connect = srv, connectTime
 	if server == nil {
 		resetClose(s.client)
-		rec.end = failure
-		rec.duration = time.Since(s.start)
-		s.f.logConn(rec)
+		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
+			end: failure, duration: time.Since(s.start)})
+		done()
 		return
 	}
-	release := srv.Track(s)
-	rec.in, rec.out = s.relay(server, srv)
-	release()
-	rec.end = s.endReason()
-	rec.duration = time.Since(s.start)
-	s.f.logConn(rec)
+	s.relay(server, srv, connectTime, done)
 }
 
 // connect picks a server and dials it. A refused or timed-out connect
@@ -201,46 +206,51 @@ func clientAddr(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
-// relay copies both ways until both directions are done, then closes both
-// sockets. It returns the bytes moved from client and from server.
-func (s *session) relay(server net.Conn, srv *pool.Server) (in, out int64) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		out = s.copyServerToClient(server, srv)
-	}()
-	in = s.copyClientToServer(server, srv)
-	<-done
-	s.closeWith("")
-	return in, out
-}
-
-// copyClientToServer is the upstream direction of a session.
-func (s *session) copyClientToServer(server net.Conn, srv *pool.Server) int64 {
-	var n int64
-	p := pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle, bufs: &s.f.bufs,
+// relay copies both ways, each direction in a goroutine of its own (or
+// parked, while cold). When both are done it closes both sockets, logs
+// the session and calls done.
+func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Duration, done func()) {
+	release := srv.Track(s)
+	var left atomic.Int32
+	left.Store(2)
+	var in, out int64
+	end := func() {
+		if left.Add(-1) > 0 {
+			return
+		}
+		s.closeWith("")
+		release()
+		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
+			in: in, out: out, end: s.endReason(), duration: time.Since(s.start)})
+		done()
+	}
+	up := &pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle,
+		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
 		add: func(b int64) {
-			n += b
+			in += b
 			s.f.bytesIn.Add(b)
 			srv.AddBytes(b, 0)
+		},
+		done: func(e copyEnd, err error) {
+			s.finish(e, err, server, "client", "server")
+			end()
 		}}
-	end, err := p.run()
-	s.finish(end, err, server, "client", "server")
-	return n
-}
-
-// copyServerToClient is the downstream direction of a session.
-func (s *session) copyServerToClient(server net.Conn, srv *pool.Server) int64 {
-	var n int64
-	p := pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle, bufs: &s.f.bufs,
+	down := &pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle,
+		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
 		add: func(b int64) {
-			n += b
+			out += b
 			s.f.bytesOut.Add(b)
 			srv.AddBytes(0, b)
+		},
+		done: func(e copyEnd, err error) {
+			s.finish(e, err, s.client, "server", "client")
+			end()
 		}}
-	end, err := p.run()
-	s.finish(end, err, s.client, "server", "client")
-	return n
+	s.mu.Lock()
+	s.pumps = [2]*pump{up, down}
+	s.mu.Unlock()
+	go down.start()
+	go up.start()
 }
 
 // finish handles the end of one direction: EOF is passed on as a

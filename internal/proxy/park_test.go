@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"testing"
+	"time"
+
+	"halb/internal/config"
+)
+
+// waitParked waits until the frontend has n directions parked.
+func waitParked(t *testing.T, fe *testFrontend, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for fe.parker.count() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d directions parked after 5s, want %d", fe.parker.count(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestColdSessionsParkAndResume(t *testing.T) {
+	b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
+	p := newPool(config.RoundRobin, b0.server())
+	fe := startFrontend(t, p, Options{Timeouts: testTimeouts(), coldAfter: 20 * time.Millisecond})
+	const sessions = 10
+	var cs []*conn
+	for range sessions {
+		c := dial(t, fe.addr)
+		c.greeting(t)
+		c.echo(t, "before")
+		cs = append(cs, c)
+	}
+	// Both directions of every quiet session park: no goroutine waits.
+	waitParked(t, fe, 2*sessions)
+	for _, c := range cs {
+		c.echo(t, "after parking, bytes still flow both ways")
+	}
+	waitParked(t, fe, 2*sessions)
+	// EOF reaches a parked direction too, and is passed on as before.
+	_ = cs[0].Close()
+	fe.log.waitEnd(t, "client closed")
+	waitParked(t, fe, 2*(sessions-1))
+}
+
+func TestActivityAcrossParking(t *testing.T) {
+	tm := testTimeouts()
+	tm.ClientIdle = 300 * time.Millisecond
+	tm.ServerIdle = 300 * time.Millisecond
+	fe, c := coldSession(t, tm)
+	end := time.Now().Add(1200 * time.Millisecond)
+	for i := 0; time.Now().Before(end) && i < 100; i++ {
+		c.echo(t, "tick")
+		time.Sleep(75 * time.Millisecond) // think time: longer than coldAfter, shorter than the idle timeout
+	}
+	_ = c.Close()
+	fe.log.waitEnd(t, "client closed")
+}
+
+// coldSession starts a frontend whose sessions park after 10 ms and opens
+// one session through it.
+func coldSession(t *testing.T, tm config.Timeouts) (*testFrontend, *conn) {
+	t.Helper()
+	b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
+	p := newPool(config.RoundRobin, b0.server())
+	fe := startFrontend(t, p, Options{Timeouts: tm, coldAfter: 10 * time.Millisecond})
+	c := dial(t, fe.addr)
+	c.greeting(t)
+	return fe, c
+}
+
+func TestIdleTimeoutWhileParked(t *testing.T) {
+	tm := testTimeouts()
+	tm.ClientIdle = 200 * time.Millisecond
+	fe, c := coldSession(t, tm)
+	waitParked(t, fe, 2)
+	// The idle timer, not a goroutine, ends it: 200 ms after the greeting.
+	c.expectClosed(t, 5*time.Second)
+	fe.log.waitEnd(t, "client idle timeout")
+}
+
+func TestParkedSessionsAreDrained(t *testing.T) {
+	tm := testTimeouts()
+	tm.Drain = 100 * time.Millisecond
+	fe, c := coldSession(t, tm)
+	waitParked(t, fe, 2)
+	fe.stop(t) // fails if Run does not return: a parked session was stranded
+	c.expectClosed(t, time.Second)
+	fe.log.waitEnd(t, "drained")
+}
