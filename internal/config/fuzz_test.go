@@ -52,7 +52,9 @@ func checkErrors(t *testing.T, data []byte, err error) {
 	if !errors.As(err, &es) || len(es) == 0 {
 		t.Fatalf("error is not a non-empty Errors: %T %v", err, err)
 	}
-	lines := bytes.Count(data, []byte("\n")) + 1
+	// YAML breaks lines at \r\n, \r and \n alike (a lone \r starts a line).
+	lines := bytes.Count(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n")), []byte("\n")) +
+		bytes.Count(data, []byte("\r")) - bytes.Count(data, []byte("\r\n")) + 1
 	for _, e := range es {
 		if e.Err == nil || strings.TrimSpace(e.Err.Error()) == "" {
 			t.Fatalf("an error without a message: %+v", e)
