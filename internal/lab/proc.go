@@ -223,20 +223,11 @@ func validPrefix(p string) bool {
 // <workdir>/<name>.log; Close stops it like the lab's own. It returns the
 // PID, which is the program's own (`ip netns exec` execs it).
 func (l *Lab) StartProc(name, host, bin string, args ...string) (int, error) {
-	l.mu.Lock()
-	old, closed := l.procs[name], l.closed
-	l.mu.Unlock()
-	if closed {
-		return 0, errors.New("lab is closed")
-	}
-	if old != nil && !old.exited() {
-		return 0, fmt.Errorf("%s is already running (pid %d)", name, old.cmd.Process.Pid)
-	}
-	p, err := l.start(name, l.NS(host), bin, args...)
+	p, err := l.Spawn(name, host, bin, args...)
 	if err != nil {
 		return 0, err
 	}
-	return p.cmd.Process.Pid, nil
+	return p.Pid(), nil
 }
 
 // StopProc stops a process started by StartProc: SIGTERM, then SIGKILL
