@@ -89,6 +89,9 @@ type peer struct {
 	state     State
 	stateErr  string
 	lastHeard time.Time
+	// disputed: memberlist declared it failed, but its heartbeats say it
+	// lives; it stays a member until they agree (heartbeat.go).
+	disputed bool
 }
 
 // New validates cfg; it does no I/O.
@@ -294,7 +297,9 @@ func (c *Cluster) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 		present := map[netip.AddrPort]bool{}
 		c.mu.Lock()
 		for _, p := range c.peers {
-			present[p.addr] = true
+			// A disputed member is joined again: that is how memberlist
+			// learns it lives.
+			present[p.addr] = !p.disputed
 		}
 		c.mu.Unlock()
 		for _, p := range c.configuredPeers() {
@@ -671,11 +676,34 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	if n.Name == d.c.cfg.NodeName {
 		return
 	}
-	d.c.log.Info("peer left or failed", "peer", n.Name, "addr", nodeAddr(n))
+	// A suspicion that outlived a healed partition, or one raised across a
+	// partial partition, declares a node failed that is beating here or
+	// heard by a peer that is: keeping it avoids a second VIP holder.
+	// A node leaving on purpose (its state says so) goes at once.
 	d.c.mu.Lock()
-	delete(d.c.peers, n.Name)
+	p, known := d.c.peers[n.Name]
+	leaving := known && p.state.Maintenance
 	d.c.mu.Unlock()
-	d.c.hb.forget(n.Name)
+	d.c.hb.mu.Lock()
+	alive := !leaving && d.c.hb.det.evidence(n.Name, time.Now())
+	if !alive {
+		d.c.hb.det.forget(n.Name)
+	}
+	d.c.hb.mu.Unlock()
+	d.c.mu.Lock()
+	p, known = d.c.peers[n.Name]
+	if alive && known {
+		p.disputed = true
+	} else {
+		delete(d.c.peers, n.Name)
+	}
+	d.c.mu.Unlock()
+	if alive && known {
+		d.c.log.Warn("memberlist declared a peer failed, but its heartbeats say it lives: keeping it until they agree",
+			"peer", n.Name, "addr", nodeAddr(n))
+		return
+	}
+	d.c.log.Info("peer left or failed", "peer", n.Name, "addr", nodeAddr(n))
 	d.c.notify()
 }
 

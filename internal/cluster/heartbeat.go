@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -37,9 +38,15 @@ import (
 //     death, and memberlist's slower detector decides if it lasts.
 //
 // A stall therefore never moves the VIP early, however long it is. The
-// first beat after a silence makes the peer alive again. memberlist stays
-// the authority for removing a member; this detector only marks a listed
-// member not alive sooner.
+// first beat after a silence makes the peer alive again.
+//
+// Each beat also lists the peers its sender hears beating. A peer this node
+// cannot reach, but that another peer beating here still hears, is cut off
+// from this node only (a partial partition), not gone: it stays up. The same
+// evidence overrules memberlist: when memberlist declares a member failed
+// while its beats still arrive, or another peer still hears it, the member
+// is kept (disputed) until the beats agree, so a suspicion that outlived a
+// healed partition cannot hand the VIP to a second node.
 
 // beatTiming is a profile's heartbeat timing.
 type beatTiming struct {
@@ -85,14 +92,33 @@ var beatMagic = [...]byte{0xff, 'h', 'b', 1}
 // can add to it, and a cluster has a handful of nodes.
 const maxBeatPeers = 64
 
-// encodeBeat encodes a heartbeat of node: boot identifies the sending
-// process, seq increases with each beat it sends.
-func encodeBeat(node string, boot, seq uint64) []byte {
-	b := make([]byte, 0, len(beatMagic)+2*binary.MaxVarintLen64+1+len(node))
+// maxHears bounds the peers one beat lists, keeping a beat in one packet.
+const maxHears = 16
+
+// beat is one decoded heartbeat.
+type beat struct {
+	node      string
+	boot, seq uint64 // boot identifies the sending process; seq grows with each beat it sends
+	hears     []string
+}
+
+// encodeBeat encodes a heartbeat. The list of peers heard comes after the
+// fields of the first format, so a node that predates it ignores these
+// beats (and falls back to memberlist's detection) rather than misread them.
+func encodeBeat(m beat) []byte {
+	b := make([]byte, 0, len(beatMagic)+2*binary.MaxVarintLen64+2+len(m.node)+len(m.hears)*8)
 	b = append(b, beatMagic[:]...)
-	b = binary.AppendUvarint(b, boot)
-	b = binary.AppendUvarint(b, seq)
-	return appendString(b, node)
+	b = binary.AppendUvarint(b, m.boot)
+	b = binary.AppendUvarint(b, m.seq)
+	b = appendString(b, m.node)
+	if len(m.hears) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.hears)))
+	for _, h := range m.hears {
+		b = appendString(b, h)
+	}
+	return b
 }
 
 // isBeat tells heartbeats from other user messages.
@@ -101,27 +127,54 @@ func isBeat(b []byte) bool {
 }
 
 // decodeBeat decodes what encodeBeat wrote.
-func decodeBeat(b []byte) (node string, boot, seq uint64, err error) {
+func decodeBeat(b []byte) (beat, error) {
+	var m beat
 	if !isBeat(b) {
-		return "", 0, 0, errors.New("decode heartbeat: not a heartbeat")
+		return m, errors.New("decode heartbeat: not a heartbeat")
 	}
 	d := decoder{b: b[len(beatMagic):]}
 	var n int
-	if boot, n = binary.Uvarint(d.b); n <= 0 {
-		return "", 0, 0, errors.New("decode heartbeat: bad boot id")
+	if m.boot, n = binary.Uvarint(d.b); n <= 0 {
+		return m, errors.New("decode heartbeat: bad boot id")
 	}
 	d.b = d.b[n:]
-	if seq, n = binary.Uvarint(d.b); n <= 0 {
-		return "", 0, 0, errors.New("decode heartbeat: bad sequence number")
+	if m.seq, n = binary.Uvarint(d.b); n <= 0 {
+		return m, errors.New("decode heartbeat: bad sequence number")
 	}
 	d.b = d.b[n:]
-	if node, err = d.string(); err != nil {
-		return "", 0, 0, fmt.Errorf("decode heartbeat: node name: %w", err)
+	name := func(what string) (string, error) {
+		s, err := d.string()
+		if err != nil {
+			return "", fmt.Errorf("decode heartbeat: %s: %w", what, err)
+		}
+		if s == "" || len(s) > maxNameLen {
+			return "", fmt.Errorf("decode heartbeat: %s: empty or longer than %d bytes", what, maxNameLen)
+		}
+		return s, nil
 	}
-	if node == "" || len(node) > maxNameLen || len(d.b) != 0 {
-		return "", 0, 0, errors.New("decode heartbeat: bad node name or trailing bytes")
+	var err error
+	if m.node, err = name("node name"); err != nil {
+		return m, err
 	}
-	return node, boot, seq, nil
+	if len(d.b) == 0 {
+		return m, nil
+	}
+	count, err := d.count()
+	if err != nil || count == 0 || count > maxHears {
+		return m, fmt.Errorf("decode heartbeat: want 1 to %d peers heard", maxHears)
+	}
+	m.hears = make([]string, 0, count)
+	for range count {
+		h, err := name("peer heard")
+		if err != nil {
+			return m, err
+		}
+		m.hears = append(m.hears, h)
+	}
+	if len(d.b) != 0 {
+		return m, errors.New("decode heartbeat: trailing bytes")
+	}
+	return m, nil
 }
 
 // detector decides from heartbeats and probe outcomes which peers are
@@ -134,6 +187,8 @@ type detector struct {
 
 type beatPeer struct {
 	boot, seq uint64
+	hears     []string     // the peers its latest beat says it hears
+	cutOff    string       // a peer that vouched for it while it was unreachable from here
 	last      time.Time    // latest beat
 	probing   time.Time    // start of the pending probe; zero if none
 	probed    time.Time    // start of the latest finished probe
@@ -147,23 +202,59 @@ func newDetector(t beatTiming) *detector {
 }
 
 // beat records a heartbeat; a replayed or reordered one (same process,
-// sequence not newer) is ignored. It reports whether name was down and is
-// now back.
-func (d *detector) beat(name string, boot, seq uint64, now time.Time) (back bool) {
-	p, ok := d.peers[name]
+// sequence not newer) is ignored. It reports whether the sender was down
+// and is now back.
+func (d *detector) beat(m beat, now time.Time) (back bool) {
+	p, ok := d.peers[m.node]
 	if !ok {
 		if len(d.peers) >= maxBeatPeers {
 			return false
 		}
 		p = &beatPeer{}
-		d.peers[name] = p
-	} else if p.boot == boot && seq <= p.seq {
+		d.peers[m.node] = p
+	} else if p.boot == m.boot && m.seq <= p.seq {
 		return false
 	}
-	p.boot, p.seq = boot, seq
+	p.boot, p.seq, p.hears, p.cutOff = m.boot, m.seq, m.hears, ""
 	p.last, p.probing, p.outcome, p.lost = now, time.Time{}, 0, 0
 	back, p.down = p.down, false
 	return back
+}
+
+// heard lists, sorted, the peers whose beats are on time: what this node's
+// own beats report.
+func (d *detector) heard(now time.Time) []string {
+	var out []string
+	for name, p := range d.peers {
+		if !p.down && now.Sub(p.last) < d.overdue() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	if len(out) > maxHears {
+		out = out[:maxHears]
+	}
+	return out
+}
+
+// voucher returns a peer beating on time whose latest beat says it hears
+// name, or "" if none does.
+func (d *detector) voucher(name string, now time.Time) string {
+	for r, p := range d.peers {
+		if r != name && !p.down && now.Sub(p.last) < d.overdue() && slices.Contains(p.hears, name) {
+			return r
+		}
+	}
+	return ""
+}
+
+// evidence reports whether anything says name is alive: its own beats within
+// the down deadline, or another peer hearing it.
+func (d *detector) evidence(name string, now time.Time) bool {
+	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.deadline() {
+		return true
+	}
+	return d.voucher(name, now) != ""
 }
 
 // overdue is how long a peer may be silent before it is probed.
@@ -214,26 +305,47 @@ func (d *detector) probed(name string, started time.Time, o probeOutcome, now ti
 	}
 }
 
-// check marks peers down and returns the names that went down now, each
-// with the outcome that decided it: refused as soon as a probe says so,
-// unreachable (lost times in a row) once the peer has been silent for the
-// deadline.
-func (d *detector) check(now time.Time) map[string]probeOutcome {
-	var out map[string]probeOutcome
+// verdicts of one check: peers that went down, with the outcome that
+// decided it, and peers found cut off from this node only, with the peer
+// that still hears them.
+type verdicts struct {
+	down   map[string]probeOutcome
+	cutOff map[string]string
+}
+
+// check marks peers down: refused as soon as a probe says so, unreachable
+// (lost times in a row) once the peer has been silent for the deadline and
+// no peer beating on time still hears it.
+func (d *detector) check(now time.Time) verdicts {
+	var v verdicts
 	for name, p := range d.peers {
 		silent := now.Sub(p.last)
 		if p.down || silent < d.overdue() {
 			continue
 		}
-		if p.outcome == probeRefused || (p.lost >= d.timing.lost && silent >= d.deadline()) {
-			p.down = true
-			if out == nil {
-				out = map[string]probeOutcome{}
+		switch {
+		case p.outcome == probeRefused:
+		case p.lost >= d.timing.lost && silent >= d.deadline():
+			if by := d.voucher(name, now); by != "" {
+				if p.cutOff == "" {
+					p.cutOff = by
+					if v.cutOff == nil {
+						v.cutOff = map[string]string{}
+					}
+					v.cutOff[name] = by
+				}
+				continue
 			}
-			out[name] = p.outcome
+		default:
+			continue
 		}
+		p.down = true
+		if v.down == nil {
+			v.down = map[string]probeOutcome{}
+		}
+		v.down[name] = p.outcome
 	}
-	return out
+	return v
 }
 
 // isDown reports whether name is down.
@@ -294,19 +406,19 @@ func (c *Cluster) receiveBeat(b []byte) bool {
 	if !isBeat(b) {
 		return false
 	}
-	name, boot, seq, err := decodeBeat(b)
+	m, err := decodeBeat(b)
 	if err != nil {
 		c.log.Debug("ignored a malformed heartbeat", "err", err)
 		return true
 	}
-	if name == c.cfg.NodeName {
+	if m.node == c.cfg.NodeName {
 		return true
 	}
 	c.hb.mu.Lock()
-	back := c.hb.det.beat(name, boot, seq, time.Now())
+	back := c.hb.det.beat(m, time.Now())
 	c.hb.mu.Unlock()
 	if back {
-		c.log.Info("heartbeats from peer resumed: alive again", "peer", name)
+		c.log.Info("heartbeats from peer resumed: alive again", "peer", m.node)
 		c.notify()
 	}
 	return true
@@ -347,7 +459,7 @@ func (c *Cluster) peerAddrs() map[string]netip.AddrPort {
 func (c *Cluster) sendBeats(ml *memberlist.Memberlist) {
 	c.hb.mu.Lock()
 	c.hb.seq++
-	msg := encodeBeat(c.cfg.NodeName, c.hb.boot, c.hb.seq)
+	msg := encodeBeat(beat{node: c.cfg.NodeName, boot: c.hb.boot, seq: c.hb.seq, hears: c.hb.det.heard(time.Now())})
 	c.hb.mu.Unlock()
 	for name, addr := range c.peerAddrs() {
 		n := &memberlist.Node{Name: name, Addr: addr.Addr().AsSlice(), Port: addr.Port()}
@@ -383,16 +495,36 @@ func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 	c.judge(now)
 }
 
-// judge marks down the peers the detector gives up on at now.
+// judge marks down the peers the detector gives up on at now, and drops
+// the disputed members (see NotifyLeave) nothing vouches for any more.
 func (c *Cluster) judge(now time.Time) {
 	c.hb.mu.Lock()
-	down := c.hb.det.check(now)
-	silent := make(map[string]time.Duration, len(down))
-	for name := range down {
+	v := c.hb.det.check(now)
+	silent := make(map[string]time.Duration, len(v.down))
+	for name := range v.down {
 		silent[name] = c.hb.det.silentFor(name, now)
 	}
+	var disputed []string
+	c.mu.Lock()
+	for name, p := range c.peers {
+		if p.disputed {
+			disputed = append(disputed, name)
+		}
+	}
+	c.mu.Unlock()
+	var drop []string
+	for _, name := range disputed {
+		if !c.hb.det.evidence(name, now) {
+			drop = append(drop, name)
+			c.hb.det.forget(name)
+		}
+	}
 	c.hb.mu.Unlock()
-	for name, o := range down {
+	for name, by := range v.cutOff {
+		c.log.Warn("peer unreachable from here but another peer still hears it: a partial partition, keeping it up",
+			"peer", name, "heard_by", by)
+	}
+	for name, o := range v.down {
 		why := "its gossip port refuses connections: the process is gone"
 		if o == probeUnreachable {
 			why = "its host does not answer"
@@ -400,7 +532,19 @@ func (c *Cluster) judge(now time.Time) {
 		c.log.Warn("peer stopped beating and "+why+": treating it as down",
 			"peer", name, "silent", silent[name].Round(time.Millisecond))
 	}
-	if len(down) > 0 {
+	if len(drop) > 0 {
+		c.mu.Lock()
+		for _, name := range drop {
+			if p, ok := c.peers[name]; ok && p.disputed {
+				delete(c.peers, name)
+			}
+		}
+		c.mu.Unlock()
+		for _, name := range drop {
+			c.log.Info("nothing vouches for the member memberlist declared failed any more: removing it", "peer", name)
+		}
+	}
+	if len(v.down) > 0 || len(drop) > 0 {
 		c.notify()
 	}
 }

@@ -2,12 +2,15 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"reflect"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -60,7 +63,7 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 		off := s.now.Sub(s.start)
 		for i < len(beats) && beats[i] <= off {
 			s.seq++
-			if s.d.beat("lb1", s.boot, s.seq, s.now) {
+			if s.d.beat(beat{node: "lb1", boot: s.boot, seq: s.seq}, s.now) {
 				ups = append(ups, off)
 			}
 			i++
@@ -88,7 +91,7 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 }
 
 func (s *sim) check(off time.Duration, downs *[]time.Duration) {
-	for _, o := range s.d.check(s.now) {
+	for _, o := range s.d.check(s.now).down {
 		*downs = append(*downs, off)
 		s.outcomes = append(s.outcomes, o)
 	}
@@ -239,7 +242,7 @@ func TestDetectorRestartedPeerIsAccepted(t *testing.T) {
 		t.Fatalf("downs %v, want 1", downs)
 	}
 	// A new process starts its sequence over under a new boot id.
-	if !s.d.beat("lb1", 2, 1, s.now) || s.d.isDown("lb1") {
+	if !s.d.beat(beat{node: "lb1", boot: 2, seq: 1}, s.now) || s.d.isDown("lb1") {
 		t.Fatal("a beat from the restarted process did not bring lb1 back")
 	}
 }
@@ -253,7 +256,7 @@ func TestDetectorIgnoresReplayedBeats(t *testing.T) {
 	// keep a dead peer alive.
 	for at := 550 * time.Millisecond; at < 2*time.Second; at += 50 * time.Millisecond {
 		s.now = s.at(at)
-		if s.d.beat("lb1", s.boot, last-uint64(at/time.Second), s.now) {
+		if s.d.beat(beat{node: "lb1", boot: s.boot, seq: last - uint64(at/time.Second)}, s.now) {
 			t.Fatal("a replayed beat brought lb1 back")
 		}
 	}
@@ -268,15 +271,15 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 	tm := beatTimings["lan"]
 	d := newDetector(tm)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d.beat("lb1", 1, 1, t0)
+	d.beat(beat{node: "lb1", boot: 1, seq: 1}, t0)
 	probeAt := t0.Add(d.overdue())
 	if got := d.probes(probeAt); len(got) != 1 {
 		t.Fatalf("probes %v, want lb1", got)
 	}
 	// A late beat arrives while the probe is out; the probe then fails.
-	d.beat("lb1", 1, 2, probeAt.Add(10*time.Millisecond))
+	d.beat(beat{node: "lb1", boot: 1, seq: 2}, probeAt.Add(10*time.Millisecond))
 	d.probed("lb1", probeAt, probeRefused, probeAt.Add(20*time.Millisecond))
-	if down := d.check(probeAt.Add(d.deadline())); len(down) != 0 {
+	if down := d.check(probeAt.Add(d.deadline())).down; len(down) != 0 {
 		t.Fatalf("down %v on a probe that a newer beat made stale", down)
 	}
 
@@ -290,7 +293,7 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 	for range tm.lost {
 		late := probeAt.Add(3 * tm.interval)
 		d.probed("lb1", probeAt, probeUnreachable, late)
-		if down := d.check(late); len(down) != 0 {
+		if down := d.check(late).down; len(down) != 0 {
 			t.Fatalf("down %v on probes that each came back %s after they started", down, late.Sub(probeAt))
 		}
 		if got := d.probes(late); len(got) != 1 {
@@ -301,23 +304,112 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 }
 
 func TestBeatCodec(t *testing.T) {
-	b := encodeBeat("lb1", 42, 7)
-	name, boot, seq, err := decodeBeat(b)
-	if err != nil || name != "lb1" || boot != 42 || seq != 7 {
-		t.Fatalf("decode = %q %d %d %v", name, boot, seq, err)
+	for _, want := range []beat{
+		{node: "lb1", boot: 42, seq: 7},
+		{node: "lb1", boot: 42, seq: 8, hears: []string{"lb2", "lb3"}},
+	} {
+		b := encodeBeat(want)
+		got, err := decodeBeat(b)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("decode = %+v %v, want %+v", got, err, want)
+		}
+	}
+	// The first format, as a node that predates the peer list sends it.
+	old := append(append(slices.Clone(beatMagic[:]), 42, 7, 3), "lb1"...)
+	if got, err := decodeBeat(old); err != nil || got.node != "lb1" || got.hears != nil {
+		t.Fatalf("decode of a first-format beat = %+v %v", got, err)
+	}
+	b := encodeBeat(beat{node: "lb1", boot: 1, seq: 1, hears: []string{"lb2"}})
+	tooMany := make([]string, maxHears+1)
+	for i := range tooMany {
+		tooMany[i] = fmt.Sprint("lb", i)
 	}
 	for _, bad := range [][]byte{
 		[]byte(`{"op":"yield"}`),
 		b[:len(b)-1],
-		append(append([]byte{}, b...), 0),
-		encodeBeat("", 1, 1),
+		append(slices.Clone(b), 0),
+		encodeBeat(beat{node: "", boot: 1, seq: 1}),
+		encodeBeat(beat{node: "lb1", boot: 1, seq: 1, hears: []string{""}}),
+		encodeBeat(beat{node: "lb1", boot: 1, seq: 1, hears: tooMany}),
+		append(slices.Clone(old), 0), // a peer count of zero
 	} {
-		if _, _, _, err := decodeBeat(bad); err == nil {
+		if _, err := decodeBeat(bad); err == nil {
 			t.Errorf("decode %q: no error", bad)
 		}
 	}
 	if isBeat([]byte(`{"op":"yield"}`)) {
 		t.Error("a drill message looks like a heartbeat")
+	}
+}
+
+// A peer this node cannot reach, but that another peer beating on time
+// still hears, is cut off from here only: it must not go down (that would
+// elect a second VIP holder). Once no peer hears it either, it goes down.
+func TestDetectorPartialPartition(t *testing.T) {
+	tm := beatTimings["lan"]
+	d := newDetector(tm)
+	t0 := time.Unix(1000, 0)
+	seq := uint64(0)
+	beatAll := func(now time.Time, lb3Hears ...string) {
+		seq++
+		d.beat(beat{node: "lb3", boot: 3, seq: seq, hears: lb3Hears}, now)
+	}
+	d.beat(beat{node: "lb1", boot: 1, seq: 1}, t0)
+	var down []string
+	var cut map[string]string
+	lb3HearsLb1Until := 1500 * time.Millisecond
+	for off := time.Duration(0); off <= 3*time.Second; off += tm.interval / 8 {
+		now := t0.Add(off)
+		if off%tm.interval == 0 {
+			if off < lb3HearsLb1Until {
+				beatAll(now, "lb1", "lb2")
+			} else {
+				beatAll(now, "lb2")
+			}
+		}
+		for _, name := range d.probes(now) {
+			d.probed(name, now, probeUnreachable, now.Add(tm.interval))
+		}
+		v := d.check(now)
+		for name := range v.down {
+			down = append(down, fmt.Sprintf("%s@%s", name, off))
+		}
+		for name, by := range v.cutOff {
+			if cut == nil {
+				cut = map[string]string{}
+			}
+			cut[name] = by
+		}
+		if off < lb3HearsLb1Until && d.isDown("lb1") {
+			t.Fatalf("lb1 down at %s although lb3 hears it", off)
+		}
+	}
+	if cut["lb1"] != "lb3" || len(cut) != 1 {
+		t.Errorf("cut off = %v, want lb1 heard by lb3", cut)
+	}
+	if !d.isDown("lb1") || len(down) != 1 {
+		t.Fatalf("downs %v, want lb1 once lb3 stopped hearing it", down)
+	}
+	if d.isDown("lb3") {
+		t.Error("lb3, beating all along, is down")
+	}
+}
+
+// What a node's beats report: the peers beating on time, not the late or
+// down ones.
+func TestDetectorHeard(t *testing.T) {
+	d := newDetector(beatTimings["lan"])
+	t0 := time.Unix(1000, 0)
+	d.beat(beat{node: "lb3", boot: 1, seq: 1}, t0)
+	d.beat(beat{node: "lb2", boot: 1, seq: 1}, t0.Add(100*time.Millisecond))
+	if got := d.heard(t0.Add(120 * time.Millisecond)); !slices.Equal(got, []string{"lb2", "lb3"}) {
+		t.Errorf("heard = %v, want both", got)
+	}
+	if got := d.heard(t0.Add(200 * time.Millisecond)); !slices.Equal(got, []string{"lb2"}) {
+		t.Errorf("heard = %v, want lb2 only: lb3 is overdue", got)
+	}
+	if !d.evidence("lb3", t0.Add(200*time.Millisecond)) || d.evidence("lb3", t0.Add(d.deadline())) {
+		t.Error("evidence for lb3 should last until its down deadline")
 	}
 }
 
@@ -357,7 +449,7 @@ func TestBeatWithWrongKeyIgnored(t *testing.T) {
 
 	wrong := beater(t, "127.0.0.32", otherKey)
 	for seq := range uint64(5) {
-		if err := wrong.SendToAddress(to, encodeBeat("lb7", 1, seq+1)); err != nil {
+		if err := wrong.SendToAddress(to, encodeBeat(beat{node: "lb7", boot: 1, seq: seq + 1})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -367,7 +459,7 @@ func TestBeatWithWrongKeyIgnored(t *testing.T) {
 	seq := uint64(0)
 	waitFor(t, a.c, 5*time.Second, "beat with the right key recorded", func() bool {
 		seq++
-		if err := right.SendToAddress(to, encodeBeat("lb8", 1, seq)); err != nil {
+		if err := right.SendToAddress(to, encodeBeat(beat{node: "lb8", boot: 1, seq: seq})); err != nil {
 			t.Fatal(err)
 		}
 		return recorded("lb8")
@@ -438,5 +530,67 @@ func TestTCPProbe(t *testing.T) {
 	_ = ln.Close()
 	if o := tcpProbe(ctx, from, open, time.Second); o != probeRefused {
 		t.Errorf("closed port: %v, want refused", o)
+	}
+}
+
+// memberlist declaring a member failed while its beats still arrive (a
+// suspicion that outlived a healed partition) must not remove it: that
+// would elect a second holder. It goes once its beats have stopped, and a
+// member leaving on purpose goes at once.
+func TestFailedVerdictDisputedByBeats(t *testing.T) {
+	addrA, addrB, addrC := freePort(t, "127.0.0.36"), freePort(t, "127.0.0.37"), freePort(t, "127.0.0.38")
+	rec := &recorder{}
+	c, err := New(nodeConfig("lb1", addrA, addrB, addrC), slog.New(rec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &delegate{c: c}
+	join := func(name string, addr netip.AddrPort, st State) *memberlist.Node {
+		meta, err := EncodeState(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &memberlist.Node{Name: name, Addr: addr.Addr().AsSlice(), Port: addr.Port(), Meta: meta}
+		d.NotifyJoin(n)
+		return n
+	}
+	listed := func(name string) bool { _, ok := member(c, name); return ok }
+
+	lb2 := join("lb2", addrB, State{Priority: 100, Eligible: true})
+	now := time.Now()
+	c.hb.mu.Lock()
+	c.hb.det.beat(beat{node: "lb2", boot: 2, seq: 1}, now)
+	c.hb.mu.Unlock()
+	d.NotifyLeave(lb2)
+	if m, ok := member(c, "lb2"); !ok || !m.Alive {
+		t.Fatal("lb2, beating a moment ago, was removed on memberlist's word alone")
+	}
+	if rec.count(slog.LevelWarn, "heartbeats say it lives", "peer=lb2") != 1 {
+		t.Error("the disputed verdict was not logged")
+	}
+	c.judge(now.Add(c.hb.det.deadline() / 2))
+	if !listed("lb2") {
+		t.Fatal("lb2 removed while its last beat was recent")
+	}
+	c.judge(now.Add(c.hb.det.deadline()))
+	if listed("lb2") {
+		t.Fatal("lb2 still listed after its beats stopped")
+	}
+
+	// Not beating here, but heard by a peer that is: kept too.
+	lb3 := join("lb3", addrC, State{Priority: 50, Eligible: true})
+	c.hb.mu.Lock()
+	c.hb.det.beat(beat{node: "lb2", boot: 2, seq: 2, hears: []string{"lb3"}}, time.Now())
+	c.hb.mu.Unlock()
+	d.NotifyLeave(lb3)
+	if !listed("lb3") {
+		t.Fatal("lb3, heard by lb2, was removed")
+	}
+
+	// Leaving on purpose: its state says maintenance.
+	lb3 = join("lb3", addrC, State{Priority: 50, Maintenance: true})
+	d.NotifyLeave(lb3)
+	if listed("lb3") {
+		t.Fatal("lb3 left on purpose but is still listed")
 	}
 }
