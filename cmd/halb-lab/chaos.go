@@ -41,6 +41,7 @@ type chaosOptions struct {
 	overlap            float64
 	bounds             chaos.Bounds
 	settle             time.Duration
+	preemptDelay       time.Duration
 }
 
 func newChaosCmd() *cobra.Command {
@@ -89,7 +90,8 @@ Exit status: 0 with no violation, 3 with some, 1 when the run could not go on.`,
 	f.StringVar(&o.kinds, "kinds", "", "comma-separated fault kinds to draw from (default all): "+kindList())
 	f.DurationVar(&o.bounds.Reach, "reach-bound", o.bounds.Reach, "the client must get through within this after the faults end")
 	f.DurationVar(&o.bounds.HealthCheck, "hc-bound", o.bounds.HealthCheck, "longest a client connection may wait on a dead control plane")
-	f.DurationVar(&o.settle, "settle", 20*time.Second, "longest wait for one agreed holder after a step")
+	f.DurationVar(&o.settle, "settle", 20*time.Second, "longest wait for one agreed holder after a step (a pending preemption is waited for)")
+	f.DurationVar(&o.preemptDelay, "preempt-delay", 3*time.Second, "halb's cluster.preempt_delay in the lab: shorter than the 10s default so the better node takes the VIP back within a step or two, which puts more handovers under faults")
 	f.StringVar(&o.out, "out", "", "JSON report path (default bin/chaos/<time>.json)")
 	f.StringVar(&o.workdir, "workdir", "", "lab workdir, kept for post-mortems (default: a temporary one, removed)")
 	return cmd
@@ -162,6 +164,7 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 	}
 	l := lab.New(lab.Options{
 		LBs: o.lbs, CPs: 3, HalbBin: halbBin, LabBin: self, WorkDir: o.workdir, StartHalb: true,
+		PreemptDelay: o.preemptDelay,
 		// Goroutines and RSS are read from /metrics on each node's loopback.
 		Mutate: func(_, yaml string) string { return yaml + stats },
 	}, log)
@@ -176,7 +179,7 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 	topo := chaos.Topology{LBs: l.LBNames(), CPs: l.CPNames()}
 	steps := chaos.Schedule(o.seed, chaos.Plan{Faults: o.faults, Detect: o.detect, Overlap: o.overlap, Kinds: kinds}, topo)
 	r := &chaosRun{o: o, l: l, log: log, topo: topo, start: time.Now(), base: map[string]chaos.Baseline{}, macs: map[string]string{}}
-	replay := fmt.Sprintf("halb-lab chaos --halb %s --seed %d --faults %d --lbs %d --detect %s --overlap %g", o.halb, o.seed, o.faults, o.lbs, o.detect, o.overlap)
+	replay := fmt.Sprintf("halb-lab chaos --halb %s --seed %d --faults %d --lbs %d --detect %s --overlap %g --preempt-delay %s", o.halb, o.seed, o.faults, o.lbs, o.detect, o.overlap, o.preemptDelay)
 	if o.kinds != "" {
 		replay += " --kinds " + o.kinds
 	}
@@ -828,6 +831,7 @@ func (r *chaosRun) views(ctx context.Context) []chaos.Node {
 		if len(s.VIPs) > 0 {
 			n.View = s.VIPs[0].Holder
 			n.Claims = s.VIPs[0].HeldHere
+			n.PreemptAt = s.VIPs[0].PreemptAt
 		}
 		n.Peers = map[string]string{}
 		for _, m := range s.Members {

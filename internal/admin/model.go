@@ -76,6 +76,10 @@ type VIP struct {
 	GARPsSent   uint64    `json:"garps_sent"`
 	Transitions uint64    `json:"transitions"`
 	LastError   string    `json:"last_error,omitempty"`
+	// PreemptAt is when this node will take the VIP from a lower-priority
+	// holder (policy preempt, once eligible for preempt_delay), if nothing
+	// changes before; absent when no preemption is pending.
+	PreemptAt time.Time `json:"preempt_at,omitzero"`
 }
 
 // Frontend is one listener and its connection counters.

@@ -37,6 +37,9 @@ type Node struct {
 	View      string `json:"view"`                 // the holder per its own election
 	Eligible  bool   `json:"eligible"`             // as it says of itself
 	Claims    bool   `json:"claims"`               // it says it has added the VIP
+	// PreemptAt is when it will take the VIP from the holder (policy
+	// preempt, preempt_delay running); zero when no preemption is pending.
+	PreemptAt time.Time `json:"preempt_at,omitzero"`
 	// Peers is what this node hears each alive member gossip as the holder.
 	Peers      map[string]string `json:"peers,omitempty"`
 	MAC        string            `json:"mac"`
@@ -214,7 +217,8 @@ func sortedKeys[V any](m map[string]V) []string {
 // Settled says whether nodes have converged after a step: every node
 // answers and hears every other alive, all of them and all of their peers'
 // gossiped views name one holder, and that holder alone has the VIP on its
-// interface. It returns the holder, or why not.
+// interface, and no node is about to preempt it. It returns the holder,
+// or why not.
 func Settled(nodes []Node) (holder, why string) {
 	for _, n := range nodes {
 		if n.StatusErr != "" {
@@ -243,6 +247,14 @@ func Settled(nodes []Node) (holder, why string) {
 		}
 		if n.HasVIP != (n.Name == holder) {
 			return "", fmt.Sprintf("%s has the VIP: %v, holder %s", n.Name, n.HasVIP, holder)
+		}
+	}
+	// A preemption that is due is a handover on its way, not a settled
+	// cluster: judging in the middle of it would see two holders.
+	for _, n := range nodes {
+		if !n.PreemptAt.IsZero() {
+			return "", fmt.Sprintf("%s takes the VIP over from %s at %s (preempt_delay)",
+				n.Name, holder, n.PreemptAt.Format("15:04:05.000"))
 		}
 	}
 	return holder, ""

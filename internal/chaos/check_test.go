@@ -103,6 +103,7 @@ func TestSettled(t *testing.T) {
 		{"stale gossip", func(n []Node) { n[1].Peers["lb1"] = "" }, "lb2 hears lb1 gossip holder \"\""},
 		{"kernel lags", func(n []Node) { n[0].HasVIP = false }, "lb1 has the VIP: false"},
 		{"leftover", func(n []Node) { n[1].HasVIP = true }, "lb2 has the VIP: true"},
+		{"preemption due", func(n []Node) { n[1].PreemptAt = time.Now().Add(time.Second) }, "lb2 takes the VIP over from lb1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -17,7 +17,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	now := time.Now()
 	d.mu.Lock()
 	maint := d.maintained
-	holder := d.holderView
+	holder, preempt := d.holderView, d.preemptView
 	started := d.started
 	cfg := d.cfg
 	pools, fronts := d.pools, d.frontends
@@ -49,6 +49,10 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		case owner == "":
 			role.Why = "no holder elected yet"
 		}
+		at := preempt[addr]
+		if !at.IsZero() && role.Role == admin.RoleStandby {
+			role.Why += fmt.Sprintf("; this node takes it over in %s (preempt_delay)", admin.Duration(max(0, at.Sub(now))))
+		}
 		s.Node.Roles = append(s.Node.Roles, role)
 		s.VIPs = append(s.VIPs, admin.VIP{
 			Address:     addr,
@@ -60,6 +64,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 			GARPsSent:   st.GARPsSent,
 			Transitions: st.Transitions,
 			LastError:   st.LastError,
+			PreemptAt:   at,
 		})
 	}
 	if d.cluster != nil {

@@ -51,10 +51,11 @@ type controller struct {
 	lastState     cluster.State
 	stateSet      bool
 	lastMembers   []string
-	holder        map[string]string // VIP -> owner computed in the last round
-	contested     map[string]bool   // VIP -> another member claimed it in the last round
-	lastListed    []string          // members listed in the last round, alive or not
-	lateAnnounced map[string]bool   // VIP -> announced again once the locktime passed
+	holder        map[string]string    // VIP -> owner computed in the last round
+	preemptAt     map[string]time.Time // VIP -> when this node preempts its owner (see Daemon.preemptAt)
+	contested     map[string]bool      // VIP -> another member claimed it in the last round
+	lastListed    []string             // members listed in the last round, alive or not
+	lateAnnounced map[string]bool      // VIP -> announced again once the locktime passed
 }
 
 // poke asks the control loop for a new round; it never blocks.
@@ -108,7 +109,7 @@ func (d *Daemon) control(ctx context.Context) error {
 
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
-	c := &controller{holder: map[string]string{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
+	c := &controller{holder: map[string]string{}, preemptAt: map[string]time.Time{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
 	ready := d.cluster.Ready()
 	for {
 		select {
@@ -288,6 +289,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			d.log.Info("election result", "vip", addr, "owner", owner, "previous", prev)
 		}
 		c.holder[addr] = owner
+		c.preemptAt[addr] = d.preemptAt(em, opts, owner, st, c.eligibleSince, cfg.Cluster.PreemptDelay, standDown != "" || keyConflict)
 		switch {
 		case owner == d.name && unsettled != "" && !a.a.Held():
 			d.log.Debug("not claiming yet: a peer's state is not known", "vip", addr, "peer", unsettled)
@@ -333,7 +335,29 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	}
 	d.mu.Lock()
 	d.holderView = maps.Clone(c.holder)
+	d.preemptView = maps.Clone(c.preemptAt)
 	d.mu.Unlock()
+}
+
+// preemptAt is when this node will take the VIP from owner once it has
+// been eligible for preempt_delay, if nothing else changes; zero when it
+// will not. Operators (and the chaos run's settle check) see a pending
+// preemption coming instead of being surprised by it.
+func (d *Daemon) preemptAt(em []election.Member, opts election.Options, owner string, st cluster.State,
+	eligibleSince time.Time, delay time.Duration, blocked bool) time.Time {
+	if blocked || owner == d.name || !st.Eligible || st.Stable || eligibleSince.IsZero() {
+		return time.Time{}
+	}
+	em = slices.Clone(em)
+	for i := range em {
+		if em[i].Name == d.name {
+			em[i].Stable = true
+		}
+	}
+	if election.Owner(em, opts) != d.name {
+		return time.Time{}
+	}
+	return eligibleSince.Add(delay)
 }
 
 // standDown says why this node must hold no VIP whatever the election

@@ -70,12 +70,13 @@ type Daemon struct {
 
 	wake chan struct{} // coalesced requests for an election round
 
-	mu         sync.Mutex
-	leaving    bool                 // shutting down: ineligible so peers take the VIPs
-	holderView map[string]string    // VIP -> owner from the last election round
-	lastSeen   map[string]time.Time // member -> last time it was alive here
-	drill      drillState
-	rates      map[string]rateSample // frontend -> last look, for the rate
+	mu          sync.Mutex
+	leaving     bool                 // shutting down: ineligible so peers take the VIPs
+	holderView  map[string]string    // VIP -> owner from the last election round
+	preemptView map[string]time.Time // VIP -> when this node will preempt its owner; zero if not
+	lastSeen    map[string]time.Time // member -> last time it was alive here
+	drill       drillState
+	rates       map[string]rateSample // frontend -> last look, for the rate
 
 	// Health checks run one goroutine per server under checkCtx; a reload
 	// stops and starts them one by one.

@@ -249,13 +249,39 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	// Leaving maintenance gives it back after preempt_delay, again without a gap.
 	stop = make(chan struct{})
 	gap = watchGap(a, b, stop)
+	left := time.Now()
 	if err := a.d.SetMaintenance(false); err != nil {
 		t.Fatal(err)
+	}
+	// Before it preempts, a says when it will (status and the chaos run's
+	// settle check rely on it).
+	var pending admin.VIP
+	var role admin.VIPRole
+	waitFor(t, "a to announce its preemption", 5*time.Second, func() bool {
+		s := a.d.Snapshot()
+		if len(s.VIPs) == 1 && !s.VIPs[0].PreemptAt.IsZero() {
+			pending, role = s.VIPs[0], s.Node.Roles[0]
+		}
+		return !pending.PreemptAt.IsZero() || a.holds()
+	})
+	if pending.PreemptAt.IsZero() {
+		t.Fatal("a took the VIP back without ever announcing the preemption")
+	}
+	if pending.PreemptAt.Before(left) || pending.PreemptAt.After(time.Now().Add(cfg.Cluster.PreemptDelay)) {
+		t.Errorf("preempt at %s, want about preempt_delay after %s", pending.PreemptAt, left)
+	}
+	if !strings.Contains(role.Why, "takes it over in") {
+		t.Errorf("a's role %+v does not say it will take the VIP over", role)
 	}
 	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during preemption", g)
+	}
+	for _, n := range []*node{a, b} {
+		if at := n.d.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
+			t.Errorf("%s still announces a preemption at %s after it happened", n.name, at)
+		}
 	}
 }
 
@@ -269,6 +295,9 @@ func TestStickyKeepsHolder(t *testing.T) {
 	for time.Now().Before(deadline) {
 		if a.holds() {
 			t.Fatal("a took the VIP from a healthy holder under the sticky policy")
+		}
+		if at := a.d.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
+			t.Fatalf("a announces a preemption at %s under the sticky policy", at)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
