@@ -498,12 +498,8 @@ func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 // judge marks down the peers the detector gives up on at now, and drops
 // the disputed members (see NotifyLeave) nothing vouches for any more.
 func (c *Cluster) judge(now time.Time) {
-	c.hb.mu.Lock()
-	v := c.hb.det.check(now)
-	silent := make(map[string]time.Duration, len(v.down))
-	for name := range v.down {
-		silent[name] = c.hb.det.silentFor(name, now)
-	}
+	// c.mu before hb.mu, never inside it: Members holds c.mu while it asks
+	// the detector.
 	var disputed []string
 	c.mu.Lock()
 	for name, p := range c.peers {
@@ -512,6 +508,12 @@ func (c *Cluster) judge(now time.Time) {
 		}
 	}
 	c.mu.Unlock()
+	c.hb.mu.Lock()
+	v := c.hb.det.check(now)
+	silent := make(map[string]time.Duration, len(v.down))
+	for name := range v.down {
+		silent[name] = c.hb.det.silentFor(name, now)
+	}
 	var drop []string
 	for _, name := range disputed {
 		if !c.hb.det.evidence(name, now) {

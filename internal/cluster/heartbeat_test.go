@@ -594,3 +594,49 @@ func TestFailedVerdictDisputedByBeats(t *testing.T) {
 		t.Fatal("lb3 left on purpose but is still listed")
 	}
 }
+
+// judge and Members take the same two locks; a disputed member makes judge
+// take both. Taken in different orders they deadlock, which froze the
+// admin API in a chaos run.
+func TestJudgeAndMembersDoNotDeadlock(t *testing.T) {
+	addrA, addrB := freePort(t, "127.0.0.39"), freePort(t, "127.0.0.40")
+	c, err := New(nodeConfig("lb1", addrA, addrB), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &delegate{c: c}
+	meta, err := EncodeState(State{Priority: 100, Eligible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &memberlist.Node{Name: "lb2", Addr: addrB.Addr().AsSlice(), Port: addrB.Port(), Meta: meta}
+	d.NotifyJoin(n)
+	c.hb.mu.Lock()
+	c.hb.det.beat(beat{node: "lb2", boot: 2, seq: 1}, time.Now().Add(time.Hour))
+	c.hb.mu.Unlock()
+	d.NotifyLeave(n)
+	judged, listed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(judged)
+		for range 20000 {
+			c.judge(time.Now())
+		}
+	}()
+	go func() {
+		defer close(listed)
+		for range 20000 {
+			_ = c.Members()
+		}
+	}()
+	deadline := time.After(10 * time.Second)
+	for _, done := range []chan struct{}{judged, listed} {
+		select {
+		case <-done:
+		case <-deadline:
+			t.Fatal("judge and Members deadlocked")
+		}
+	}
+	if _, ok := member(c, "lb2"); !ok {
+		t.Fatal("the disputed member vanished though its beats are fresh")
+	}
+}
