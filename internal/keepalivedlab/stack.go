@@ -106,6 +106,11 @@ func (s *Stack) StartHAProxy(ctx context.Context, node string) error {
 // StartKeepalived starts keepalived's VRRP process on node in the
 // foreground, logging to the lab log, with its own PID files.
 func (s *Stack) StartKeepalived(node string) error {
+	// A VRRP child that outlived a crashed parent still owns its PID file,
+	// and keepalived refuses to start beside it ("daemon is already running").
+	if err := s.reapKeepalived(node); err != nil {
+		return err
+	}
 	p, err := s.l.Spawn(node+"-keepalived", node, "keepalived",
 		"--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp",
 		"--use-file", s.path(node, "keepalived.conf"),
@@ -158,10 +163,76 @@ func (s *Stack) Crash(node string) error {
 			errs = append(errs, p.Stop(syscall.SIGKILL, 5*time.Second))
 		}
 	}
+	errs = append(errs, s.reapKeepalived(node))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("crash %s: %w", node, err)
 	}
 	return nil
+}
+
+// keepalivedPIDFiles are the PID files StartKeepalived names, in this
+// lab's workdir: the PIDs in them are processes this stack started.
+var keepalivedPIDFiles = [...]string{"keepalived.pid", "keepalived-vrrp.pid", "keepalived-checkers.pid"}
+
+// reapKeepalived kills, by the PIDs in node's keepalived PID files, any
+// keepalived process still alive (the VRRP child can outlive its killed
+// parent), and removes the files.
+func (s *Stack) reapKeepalived(node string) error {
+	paths := make([]string, len(keepalivedPIDFiles))
+	for i, f := range keepalivedPIDFiles {
+		paths[i] = s.path(node, f)
+	}
+	if err := reapPIDFiles(paths, 5*time.Second); err != nil {
+		return fmt.Errorf("keepalived on %s: %w", node, err)
+	}
+	return nil
+}
+
+// reapPIDFiles SIGKILLs the keepalived process each PID file names, if it
+// still lives, waits up to wait for it to go, and removes the files. A PID
+// now used by another program is left alone.
+func reapPIDFiles(paths []string, wait time.Duration) error {
+	var errs []error
+	for _, path := range paths {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		var pid int
+		if _, perr := fmt.Sscan(strings.TrimSpace(string(b)), &pid); err != nil || perr != nil || pid <= 1 {
+			_ = os.Remove(path)
+			continue
+		}
+		if isKeepalived(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			deadline := time.Now().Add(wait)
+			for isKeepalived(pid) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if isKeepalived(pid) {
+				errs = append(errs, fmt.Errorf("pid %d (%s) survived SIGKILL for %s", pid, filepath.Base(path), wait))
+				continue
+			}
+		}
+		_ = os.Remove(path)
+	}
+	return errors.Join(errs...)
+}
+
+// isKeepalived reports whether pid is a live (not zombie) keepalived
+// process, so a PID reused by something else is never signalled.
+func isKeepalived(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) state ...": comm may hold spaces, so cut at the last ')'.
+	st := string(stat)
+	open, closing := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+	if open < 0 || closing < open || closing+2 >= len(st) {
+		return false
+	}
+	return st[open+1:closing] == "keepalived" && st[closing+2] != 'Z'
 }
 
 // StopKeepalived stops keepalived on node gracefully (SIGTERM): it sends
