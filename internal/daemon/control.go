@@ -16,6 +16,19 @@ import (
 // e.g. for a node becoming stable after preempt_delay.
 const reconcileEvery = 200 * time.Millisecond
 
+// handoverConfirm is how long an eligible holder keeps the VIP after it
+// elected another holder, before letting go: longer than a state change
+// takes to gossip, so a stale view cannot make two holders both let go.
+const handoverConfirm = 250 * time.Millisecond
+
+// earliest is the earlier of two times, zero meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
 // neighLocktime is a bit more than Linux's default neigh locktime (1 s):
 // ARP answers within it of the last update are ignored.
 const neighLocktime = 1100 * time.Millisecond
@@ -53,6 +66,8 @@ type controller struct {
 	lastMembers   []string
 	holder        map[string]string    // VIP -> owner computed in the last round
 	preemptAt     map[string]time.Time // VIP -> when this node preempts its owner (see Daemon.preemptAt)
+	handoverSince map[string]time.Time // VIP -> since when this holder has seen another owner hold it
+	wakeAt        time.Time            // the next reconcile a pending decision needs; zero if none
 	contested     map[string]bool      // VIP -> another member claimed it in the last round
 	lastListed    []string             // members listed in the last round, alive or not
 	lateAnnounced map[string]bool      // VIP -> announced again once the locktime passed
@@ -109,7 +124,7 @@ func (d *Daemon) control(ctx context.Context) error {
 
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
-	c := &controller{holder: map[string]string{}, preemptAt: map[string]time.Time{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
+	c := &controller{holder: map[string]string{}, preemptAt: map[string]time.Time{}, handoverSince: map[string]time.Time{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
 	ready := d.cluster.Ready()
 	for {
 		select {
@@ -118,15 +133,26 @@ func (d *Daemon) control(ctx context.Context) error {
 			d.log.Info("cluster ready: joined peers or join timeout passed", "members", len(d.cluster.Members()))
 		default:
 		}
+		c.wakeAt = time.Time{}
 		d.reconcile(c, ready == nil, time.Now())
+		var due <-chan time.Time
+		var timer *time.Timer
+		if !c.wakeAt.IsZero() {
+			timer = time.NewTimer(time.Until(c.wakeAt))
+			due = timer.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-d.wake:
 		case <-tick.C:
+		case <-due:
 		case <-ready:
 		case b := <-d.cluster.Messages():
 			d.handleMessage(b)
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -303,7 +329,24 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 			a.a.SetOwner(false, "no quorum: a minority must not hold the VIP")
 		case slices.Contains(states[owner].Holds, addr):
 			// Make before break: release only once the new owner holds it.
+			// An eligible node also waits handoverConfirm with the
+			// election unchanged: two holders can each elect the other on
+			// a stale view (one is stopping, the other has not heard yet)
+			// and would both let go. A node giving up by choice lets go at
+			// once, so one of the two always keeps the VIP.
+			if st.Eligible {
+				if c.handoverSince[addr].IsZero() {
+					c.handoverSince[addr] = now
+				}
+				if at := c.handoverSince[addr].Add(handoverConfirm); now.Before(at) {
+					c.wakeAt = earliest(c.wakeAt, at)
+					break
+				}
+			}
 			a.a.SetOwner(false, "handed over to "+owner)
+		}
+		if owner == d.name || !a.a.Held() || !slices.Contains(states[owner].Holds, addr) {
+			c.handoverSince[addr] = time.Time{}
 		}
 		if reannounce && a.a.Held() {
 			a.a.Reannounce("membership changed")
