@@ -87,7 +87,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
 	s.keyRoutes(mux)
-	mux.HandleFunc("/", notFound)
+	mux.HandleFunc("/", notFound(mux))
 	return mux
 }
 
@@ -199,27 +199,27 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	return false
 }
 
-// allowed returns the method a known API path takes, for 405 answers.
-func allowed(path string) (string, bool) {
-	switch path {
-	case "/v1/status", "/v1/node", "/v1/members", "/v1/vips", "/v1/frontends", "/v1/backends":
-		return http.MethodGet, true
-	case "/v1/maintenance":
-		return http.MethodPost, true
+// notFound answers what no route matched: 405 with an Allow header when the
+// path exists for other methods (found by asking mux itself, so the answer
+// cannot drift from the routes), else 404.
+func notFound(mux *http.ServeMux) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			probe := r.Clone(r.Context())
+			probe.Method = m
+			if _, pattern := mux.Handler(probe); pattern != "" && pattern != "/" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			list := strings.Join(allow, ", ")
+			w.Header().Set("Allow", list)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, list))
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}
-	if strings.HasPrefix(path, "/v1/servers/") && strings.Count(path, "/") == 4 {
-		return http.MethodPost, true
-	}
-	return "", false
-}
-
-func notFound(w http.ResponseWriter, r *http.Request) {
-	if allow, ok := allowed(r.URL.Path); ok {
-		w.Header().Set("Allow", allow)
-		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: use %s", r.Method, r.URL.Path, allow))
-		return
-	}
-	writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -271,6 +271,9 @@ func TestBadRequests(t *testing.T) {
 		{"too large", "POST", "/v1/maintenance", `{"on":true,"pad":"` + strings.Repeat("x", 70<<10) + `"}`, 413, "over 65536 bytes"},
 		{"wrong method", "GET", "/v1/maintenance", "", 405, "use POST"},
 		{"wrong method on status", "POST", "/v1/status", "", 405, "use GET"},
+		{"wrong method on reload", "GET", "/v1/reload", "", 405, "use POST"},
+		{"wrong method on drill", "PUT", "/v1/drill", "", 405, "use POST, DELETE"},
+		{"wrong method on a server", "DELETE", "/v1/servers/kubernetes/talos-lon-cp01", "", 405, "use POST"},
 		{"no such endpoint", "GET", "/v2/status", "", 404, "no such endpoint"},
 	}
 	for _, tt := range tests {

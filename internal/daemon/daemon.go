@@ -227,7 +227,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	srv := admin.NewServer(cfg.Admin.Socket, cfg.Admin.Group, d, d, d.log)
 	cg.Go(func() error { return srv.Run(cctx) })
 	if cfg.Stats != nil {
-		st, err := stats.New(*cfg.Stats, d, d.metrics.Handler(), d.log.With("component", "stats"))
+		st, err := stats.New(*cfg.Stats, d, d.metrics.Handler(), d.log)
 		if err != nil {
 			stopProxy()
 			_ = pg.Wait()
