@@ -11,11 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,6 +21,7 @@ import (
 	"halb/internal/benchresult"
 	"halb/internal/failbench"
 	"halb/internal/keepalivedlab"
+	"halb/internal/tool"
 )
 
 func main() {
@@ -30,23 +29,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	root := &cobra.Command{
-		Use:           "halb-bench-failover",
-		Short:         "Failover and false-failover benchmarks in the namespace lab (needs root)",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "halb-bench-failover",
+		Short: "Failover and false-failover benchmarks in the namespace lab (needs root)",
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
 	root.AddCommand(newRunCmd(stderr), newCheckCmd(), newRenderCmd())
-	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		_, _ = fmt.Fprintf(stderr, "halb-bench-failover: %v\n", err)
-		return 1
-	}
-	return 0
+	return tool.Main(root, args, stdout, stderr)
 }
 
 type runFlags struct {

@@ -4,7 +4,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,16 +11,15 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"halb/internal/loadgen"
 	"halb/internal/proxybench"
+	"halb/internal/tool"
 )
 
 func main() {
@@ -29,24 +27,13 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	root := &cobra.Command{
-		Use:           "halb-bench",
-		Short:         "Benchmark halb's proxy beside HAProxy and the direct path (needs root)",
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		Use:   "halb-bench",
+		Short: "Benchmark halb's proxy beside HAProxy and the direct path (needs root)",
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
 	root.AddCommand(newProxyCmd(log), newServeCmd(log), newAgentCmd())
-	root.SetArgs(args)
-	if err := root.ExecuteContext(ctx); err != nil {
-		_, _ = fmt.Fprintf(stderr, "halb-bench: %v\n", err)
-		return 1
-	}
-	return 0
+	return tool.Main(root, args, stdout, stderr)
 }
 
 func newProxyCmd(log *slog.Logger) *cobra.Command {

@@ -28,6 +28,7 @@ import (
 	"halb/internal/fakecp"
 	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/internal/tool"
 )
 
 // chaosOptions are the flags of `halb-lab chaos`.
@@ -243,7 +244,7 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 	}
 	_, _ = fmt.Fprintf(stdout, "report: %s\n", o.out)
 	if rep.Summary.Violations > 0 {
-		return exitError{code: 3}
+		return tool.ExitError{Code: 3}
 	}
 	if rep.Stopped != "" && !strings.HasPrefix(rep.Stopped, "--max-duration") {
 		return fmt.Errorf("chaos run stopped early: %s", rep.Stopped)

@@ -20,6 +20,7 @@ import (
 	"halb/internal/fakecp"
 	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/internal/tool"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -80,7 +81,7 @@ Exit status: 0 when every step behaved as halb promises, 1 otherwise.`,
 			}
 			if d.failed > 0 {
 				d.say("\n%d step(s) did not behave as expected", d.failed)
-				return exitError{code: 1}
+				return tool.ExitError{Code: 1}
 			}
 			d.say("\nevery step behaved as expected; the lab is gone")
 			return nil

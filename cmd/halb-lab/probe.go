@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"halb/internal/probe"
+	"halb/internal/tool"
 )
 
 func newProbeCmd() *cobra.Command {
@@ -63,7 +64,7 @@ Exit status: 0, or 2 when more than --max-failures attempts failed.`,
 				return err
 			}
 			if maxFailures >= 0 && rep.Failures > maxFailures {
-				return exitError{code: 2}
+				return tool.ExitError{Code: 2}
 			}
 			return nil
 		},
