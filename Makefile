@@ -70,7 +70,7 @@ chaos: build
 # commit it and it runs as a regression test in every `go test`.
 FUZZTIME       ?= 60s
 FUZZTIME_SHORT ?= 5s
-FUZZ_TARGETS   := internal/config:FuzzParse internal/cluster:FuzzDecodeState \
+FUZZ_TARGETS   := internal/config:FuzzParse internal/cluster:FuzzDecodeState internal/cluster:FuzzDecodeBeat \
 	internal/haproxy:FuzzImport internal/haproxy:FuzzParseKeepalived internal/admin:FuzzAdminAPI
 fuzz:
 	@$(MAKE) --no-print-directory fuzz-run FUZZ_FOR=$(FUZZTIME)

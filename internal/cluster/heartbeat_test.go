@@ -640,3 +640,30 @@ func TestJudgeAndMembersDoNotDeadlock(t *testing.T) {
 		t.Fatal("the disputed member vanished though its beats are fresh")
 	}
 }
+
+// FuzzDecodeBeat: whatever a key holder sends as a heartbeat either fails
+// to decode or yields a beat within the limits the detector relies on,
+// which encodes back to a beat that decodes the same.
+func FuzzDecodeBeat(f *testing.F) {
+	f.Add(encodeBeat(beat{node: "lb1", boot: 1, seq: 1}))
+	f.Add(encodeBeat(beat{node: "lb2", boot: 1 << 60, seq: 99, hears: []string{"lb1", "lb3"}}))
+	f.Add([]byte(`{"op":"yield"}`))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := decodeBeat(in)
+		if err != nil {
+			return
+		}
+		if m.node == "" || len(m.node) > maxNameLen || len(m.hears) > maxHears {
+			t.Fatalf("decoded a beat out of limits: %+v", m)
+		}
+		for _, h := range m.hears {
+			if h == "" || len(h) > maxNameLen {
+				t.Fatalf("decoded a peer name out of limits: %q", h)
+			}
+		}
+		again, err := decodeBeat(encodeBeat(m))
+		if err != nil || !reflect.DeepEqual(again, m) {
+			t.Fatalf("re-encoded %+v decodes to %+v, %v", m, again, err)
+		}
+	})
+}
