@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/internal/cluster"
+	"halb/internal/config"
 	"halb/internal/election"
 )
 
@@ -68,6 +69,7 @@ type controller struct {
 	preemptAt     map[string]time.Time // VIP -> when this node preempts its owner (see Daemon.preemptAt)
 	handoverSince map[string]time.Time // VIP -> since when this holder has seen another owner hold it
 	wakeAt        time.Time            // the next reconcile a pending decision needs; zero if none
+	strangers     map[string]bool      // members not in cluster.nodes, already warned about
 	contested     map[string]bool      // VIP -> another member claimed it in the last round
 	lastListed    []string             // members listed in the last round, alive or not
 	lateAnnounced map[string]bool      // VIP -> announced again once the locktime passed
@@ -124,7 +126,7 @@ func (d *Daemon) control(ctx context.Context) error {
 
 	tick := time.NewTicker(reconcileEvery)
 	defer tick.Stop()
-	c := &controller{holder: map[string]string{}, preemptAt: map[string]time.Time{}, handoverSince: map[string]time.Time{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
+	c := &controller{holder: map[string]string{}, preemptAt: map[string]time.Time{}, handoverSince: map[string]time.Time{}, strangers: map[string]bool{}, contested: map[string]bool{}, lateAnnounced: map[string]bool{}}
 	ready := d.cluster.Ready()
 	for {
 		select {
@@ -279,6 +281,7 @@ func (d *Daemon) reconcile(c *controller, ready bool, now time.Time) {
 	}
 	standDown := d.standDown(len(names), now)
 	keyConflict := d.keyConflict(len(names))
+	d.warnStrangers(c, cfg, names)
 
 	// Every member's gossiped state, this node's fresh one included; only
 	// Holds differs per VIP.
@@ -401,6 +404,21 @@ func (d *Daemon) preemptAt(em []election.Member, opts election.Options, owner st
 		return time.Time{}
 	}
 	return eligibleSince.Add(delay)
+}
+
+// warnStrangers logs, once per name, a member with the gossip key that is
+// not in cluster.nodes. It still takes part in the election: leaving it out
+// here, while its own config counts it, would give two elections and two
+// holders; the configs must be made to agree instead.
+func (d *Daemon) warnStrangers(c *controller, cfg *config.Config, names []string) {
+	for _, n := range names {
+		if c.strangers[n] || slices.ContainsFunc(cfg.Cluster.Nodes, func(cn config.Node) bool { return cn.Name == n }) {
+			continue
+		}
+		c.strangers[n] = true
+		d.log.Warn("a member not in cluster.nodes gossips with the cluster key; it takes part in the election, but list it in every node's config (or remove its key)",
+			"peer", n)
+	}
 }
 
 // standDown says why this node must hold no VIP whatever the election
