@@ -394,12 +394,6 @@ func (h *heartbeat) isDown(name string) bool {
 	return h.det.isDown(name)
 }
 
-func (h *heartbeat) forget(name string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.det.forget(name)
-}
-
 // receiveBeat takes a heartbeat from memberlist's handler; it reports
 // false for other messages. It never blocks.
 func (c *Cluster) receiveBeat(b []byte) bool {

@@ -66,7 +66,10 @@ func TestReapPIDFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-exited:
+	case err := <-exited:
+		if err == nil {
+			t.Error("the leftover keepalived exited cleanly instead of being killed")
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the leftover keepalived was not killed")
 	}
