@@ -61,6 +61,12 @@ type Member struct {
 	Version     string            `json:"version"`
 	LastHeard   time.Time         `json:"last_heard"`
 	StateErr    string            `json:"state_error,omitempty"` // why the member's gossiped state could not be read
+	// HeardVia names a member that still hears this one while the answering
+	// node does not (a partial partition); it is kept alive meanwhile.
+	HeardVia string `json:"heard_via,omitempty"`
+	// Disputed: gossip declared the member failed, but its heartbeats say
+	// it lives; it is kept until they agree.
+	Disputed bool `json:"disputed,omitempty"`
 }
 
 // VIP is one virtual address and this node's view of it.

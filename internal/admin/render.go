@@ -176,10 +176,16 @@ func (r *renderer) members() {
 		if m.StateErr != "" {
 			notes = append(notes, "state: "+m.StateErr)
 		}
+		if m.HeardVia != "" {
+			notes = append(notes, "UNREACHABLE FROM HERE, heard by "+m.HeardVia)
+		}
+		if m.Disputed {
+			notes = append(notes, "gossip says failed, heartbeats say alive")
+		}
 		note := cell{text: strings.Join(notes, ", ")}
 		if disagrees || cfgDiffers || m.StateErr != "" {
 			note.color = red
-		} else if m.Maintenance {
+		} else if m.Maintenance || m.HeardVia != "" || m.Disputed {
 			note.color = yellow
 		}
 		view := cell{text: strings.Join(views, ",")}

@@ -103,6 +103,22 @@ func TestRenderFlagsMinorityAndConfig(t *testing.T) {
 	}
 }
 
+// A partial partition and a disputed gossip verdict are spelled out on
+// the member's line.
+func TestRenderFlagsPartialPartition(t *testing.T) {
+	s := healthyPair()
+	s.Members[1].HeardVia = "lb3"
+	s.Members[1].Disputed = true
+	var b bytes.Buffer
+	Render(&b, s, true)
+	l := line(t, b.String(), "lb2 ")
+	for _, want := range []string{"UNREACHABLE FROM HERE, heard by lb3", "gossip says failed, heartbeats say alive", yellow} {
+		if !strings.Contains(l, want) {
+			t.Errorf("lb2's line lacks %q: %q", want, l)
+		}
+	}
+}
+
 func TestRenderServerStateColours(t *testing.T) {
 	var b bytes.Buffer
 	Render(&b, downServer(), true)

@@ -52,6 +52,11 @@ type Member struct {
 	StateErr  string
 	LastHeard time.Time // last join, update or answered probe
 	Since     time.Time // when it joined, as seen here; zero for the local node
+	// HeardVia names a peer that still hears this member while this node
+	// does not: a partial partition, so it is kept alive (heartbeat.go).
+	HeardVia string
+	// Disputed: memberlist declared it failed, but beats say it lives.
+	Disputed bool
 }
 
 // Cluster is this node's membership in the gossip cluster.
@@ -583,6 +588,8 @@ func (c *Cluster) Members() []Member {
 			Name:      name,
 			Addr:      p.addr,
 			Alive:     !c.hb.isDown(name),
+			HeardVia:  c.hb.heardVia(name),
+			Disputed:  p.disputed,
 			State:     cloneState(p.state),
 			StateErr:  p.stateErr,
 			LastHeard: p.lastHeard,

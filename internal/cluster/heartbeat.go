@@ -339,7 +339,7 @@ func (d *detector) check(now time.Time) verdicts {
 		default:
 			continue
 		}
-		p.down = true
+		p.down, p.cutOff = true, ""
 		if v.down == nil {
 			v.down = map[string]probeOutcome{}
 		}
@@ -392,6 +392,17 @@ func (h *heartbeat) isDown(name string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.det.isDown(name)
+}
+
+// heardVia is the peer that vouched for name while it was unreachable from
+// here, or "".
+func (h *heartbeat) heardVia(name string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p, ok := h.det.peers[name]; ok && !p.down {
+		return p.cutOff
+	}
+	return ""
 }
 
 // receiveBeat takes a heartbeat from memberlist's handler; it reports

@@ -387,6 +387,9 @@ func TestDetectorPartialPartition(t *testing.T) {
 	if cut["lb1"] != "lb3" || len(cut) != 1 {
 		t.Errorf("cut off = %v, want lb1 heard by lb3", cut)
 	}
+	if p := d.peers["lb1"]; p.cutOff != "" {
+		t.Errorf("lb1, down now, still shows as heard via %q", p.cutOff)
+	}
 	if !d.isDown("lb1") || len(down) != 1 {
 		t.Fatalf("downs %v, want lb1 once lb3 stopped hearing it", down)
 	}
@@ -562,8 +565,8 @@ func TestFailedVerdictDisputedByBeats(t *testing.T) {
 	c.hb.det.beat(beat{node: "lb2", boot: 2, seq: 1}, now)
 	c.hb.mu.Unlock()
 	d.NotifyLeave(lb2)
-	if m, ok := member(c, "lb2"); !ok || !m.Alive {
-		t.Fatal("lb2, beating a moment ago, was removed on memberlist's word alone")
+	if m, ok := member(c, "lb2"); !ok || !m.Alive || !m.Disputed {
+		t.Fatalf("lb2, beating a moment ago, was removed or not marked disputed on memberlist's word alone: %+v", m)
 	}
 	if rec.count(slog.LevelWarn, "heartbeats say it lives", "peer=lb2") != 1 {
 		t.Error("the disputed verdict was not logged")

@@ -126,6 +126,8 @@ func member(m cluster.Member) admin.Member {
 		Version:     m.State.Version,
 		LastHeard:   m.LastHeard,
 		StateErr:    m.StateErr,
+		HeardVia:    m.HeardVia,
+		Disputed:    m.Disputed,
 	}
 }
 
