@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,10 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"halb/internal/testlog"
 )
 
 func TestAccessRules(t *testing.T) {
@@ -52,24 +52,6 @@ func TestAccessRules(t *testing.T) {
 			}
 		})
 	}
-}
-
-// logBuffer is a slog handler target safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 const helperEnv = "HALB_ADMIN_PEERCRED_SOCKET"
@@ -147,10 +129,10 @@ func TestAdminSocketRefusesOtherUsers(t *testing.T) {
 		t.Fatalf("client as uid %d printed no status:\n%s", nobody, out)
 		return 0, ""
 	}
-	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *logBuffer) {
+	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *testlog.Buffer) {
 		t.Helper()
 		sock := filepath.Join(dir, name+".sock")
-		logs := &logBuffer{}
+		logs := &testlog.Buffer{}
 		r := startLogging(t, sock, group, Snapshot{}, slog.New(slog.NewTextHandler(logs, nil)))
 		if err := os.Chmod(sock, 0o666); err != nil {
 			t.Fatal(err)

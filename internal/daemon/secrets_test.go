@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -18,26 +16,9 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/keyring"
+	"halb/internal/testlog"
 	"halb/internal/vip"
 )
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestLogsHoldNoSecrets drives what handles secrets — failed and good
 // stats logins up to the rate limit, gossip key rotation, reloads of
@@ -57,7 +38,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	statsPort := freePort(t, "127.0.0.1")
 	statsSection := fmt.Sprintf("stats:\n  bind: 127.0.0.1:%d\n  users:\n    - {name: admin, password_hash: %q}\n", statsPort, hash)
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	d, c, _ := keyNode(t, dir, "keyring_file: "+filepath.Join(dir, "gossip.keyring"), statsSection, logs)
 	ctx := context.Background()
 	var shown []string // errors an operator would see

@@ -1,18 +1,17 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"halb/internal/config"
+	"halb/internal/testlog"
 )
 
 // wait bounds every wait on the runner goroutine.
@@ -182,7 +181,7 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 		<-ctx.Done()
 		return Result{OK: false, Reason: ctx.Err().Error()}
 	})
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	startRunner(t, NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
 
@@ -275,22 +274,4 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 		// A probe cut short by shutdown says nothing about the server.
 		got.none(t)
 	})
-}
-
-// lockedBuffer is a log sink safe for the runner goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

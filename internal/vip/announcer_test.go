@@ -1,7 +1,6 @@
 package vip
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/config"
+	"halb/internal/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -40,30 +39,12 @@ func testConfig() config.VIP {
 	}
 }
 
-// syncBuffer is a log sink safe for the Run goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
 	t      *testing.T
 	a      *Announcer
 	link   *FakeLink
 	garp   *FakeGARP
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -72,7 +53,7 @@ type harness struct {
 // or tune the Announcer before start runs it.
 func newHarness(t *testing.T, cfg config.VIP) *harness {
 	t.Helper()
-	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &syncBuffer{}}
+	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &testlog.Buffer{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.a = NewAnnouncer(cfg, "", h.link, h.garp, log)
 	h.a.backoffMin, h.a.backoffMax = time.Millisecond, 4*time.Millisecond

@@ -1,18 +1,17 @@
 package witness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"halb/internal/health"
+	"halb/internal/testlog"
 )
 
 var (
@@ -347,26 +346,8 @@ func TestCancelWhileWaiting(t *testing.T) {
 	}
 }
 
-// syncBuffer lets the test read log output written by Run's goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestLogsTransitionsAtInfo(t *testing.T) {
-	var buf syncBuffer
+	var buf testlog.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := startWitness(t, Options{Fall: 1, Rise: 1}, log)
 	h.answer(nil)
