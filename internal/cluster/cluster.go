@@ -687,25 +687,22 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	// partial partition, declares a node failed that is beating here or
 	// heard by a peer that is: keeping it avoids a second VIP holder.
 	// A node leaving on purpose (its state says so) goes at once.
+	// Lock order: the peer table, then the detector (as Members).
 	d.c.mu.Lock()
 	p, known := d.c.peers[n.Name]
-	leaving := known && p.state.Maintenance
-	d.c.mu.Unlock()
 	d.c.hb.mu.Lock()
-	alive := !leaving && d.c.hb.det.evidence(n.Name, time.Now())
-	if !alive {
+	keep := known && !p.state.Maintenance && d.c.hb.det.evidence(n.Name, time.Now())
+	if !keep {
 		d.c.hb.det.forget(n.Name)
 	}
 	d.c.hb.mu.Unlock()
-	d.c.mu.Lock()
-	p, known = d.c.peers[n.Name]
-	if alive && known {
+	if keep {
 		p.disputed = true
 	} else {
 		delete(d.c.peers, n.Name)
 	}
 	d.c.mu.Unlock()
-	if alive && known {
+	if keep {
 		d.c.log.Warn("memberlist declared a peer failed, but its heartbeats say it lives: keeping it until they agree",
 			"peer", n.Name, "addr", nodeAddr(n))
 		return

@@ -503,16 +503,8 @@ func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 // judge marks down the peers the detector gives up on at now, and drops
 // the disputed members (see NotifyLeave) nothing vouches for any more.
 func (c *Cluster) judge(now time.Time) {
-	// c.mu before hb.mu, never inside it: Members holds c.mu while it asks
-	// the detector.
-	var disputed []string
+	// Lock order: the peer table, then the detector (as Members).
 	c.mu.Lock()
-	for name, p := range c.peers {
-		if p.disputed {
-			disputed = append(disputed, name)
-		}
-	}
-	c.mu.Unlock()
 	c.hb.mu.Lock()
 	v := c.hb.det.check(now)
 	silent := make(map[string]time.Duration, len(v.down))
@@ -520,13 +512,15 @@ func (c *Cluster) judge(now time.Time) {
 		silent[name] = c.hb.det.silentFor(name, now)
 	}
 	var drop []string
-	for _, name := range disputed {
-		if !c.hb.det.evidence(name, now) {
+	for name, p := range c.peers {
+		if p.disputed && !c.hb.det.evidence(name, now) {
 			drop = append(drop, name)
 			c.hb.det.forget(name)
+			delete(c.peers, name)
 		}
 	}
 	c.hb.mu.Unlock()
+	c.mu.Unlock()
 	for name, by := range v.cutOff {
 		c.log.Warn("peer unreachable from here but another peer still hears it: a partial partition, keeping it up",
 			"peer", name, "heard_by", by)
@@ -539,17 +533,8 @@ func (c *Cluster) judge(now time.Time) {
 		c.log.Warn("peer stopped beating and "+why+": treating it as down",
 			"peer", name, "silent", silent[name].Round(time.Millisecond))
 	}
-	if len(drop) > 0 {
-		c.mu.Lock()
-		for _, name := range drop {
-			if p, ok := c.peers[name]; ok && p.disputed {
-				delete(c.peers, name)
-			}
-		}
-		c.mu.Unlock()
-		for _, name := range drop {
-			c.log.Info("nothing vouches for the member memberlist declared failed any more: removing it", "peer", name)
-		}
+	for _, name := range drop {
+		c.log.Info("nothing vouches for the member memberlist declared failed any more: removing it", "peer", name)
 	}
 	if len(v.down) > 0 || len(drop) > 0 {
 		c.notify()
