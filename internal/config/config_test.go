@@ -104,6 +104,8 @@ func TestErrorsNamePathAndLine(t *testing.T) {
 			[]string{"frontends[0].backend (line 5)", "backends[0].servers[0].address (line 10)"}},
 		{"cluster without key", minimal + "cluster:\n  nodes:\n    - {name: lb1, address: 127.0.0.1}\n", []string{"cluster.key_file", "halb keygen"}},
 		{"vip without cluster", minimal + "vips:\n  - address: 10.0.0.1/24\n    interface: eth0\n", []string{"vips (line 11): a VIP needs a cluster"}},
+		{"node interface too long", minimal + "cluster:\n  insecure_gossip: true\n  nodes:\n    - {name: a, address: 127.0.0.1, interface: enp0s31f6-uplink0}\n",
+			[]string{`cluster.nodes[0].interface`, `"enp0s31f6-uplink0": Linux interface names have at most 15 characters`}},
 		{"type error", minimal + "maxconn: lots\n", []string{"maxconn (line 11): wrong value type: cannot unmarshal !!str `lots` into int"}},
 		{"empty", "", []string{"config is empty"}},
 		{"duplicate key", minimal + "maxconn: 1\nmaxconn: 2\n", []string{"maxconn (line 12): key appears twice"}},

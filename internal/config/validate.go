@@ -447,6 +447,9 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		}
 		names[rn.Name] = true
 		n := Node{Name: rn.Name, Priority: intOr(rn.Priority, DefaultPriority), Interface: rn.Interface}
+		if err := CheckInterface(rn.Interface); err != nil {
+			v.fail(p+".interface", "%v", err)
+		}
 		a, err := netip.ParseAddr(rn.Address)
 		if err != nil {
 			v.fail(p+".address", "%q is not an IP address (the address gossip binds to on that node)", rn.Address)
@@ -501,8 +504,8 @@ func (v *validator) vips(raws []rawVIP, c *Cluster) []VIP {
 				}
 			}
 		}
-		if len(vip.Interface) > 15 {
-			v.fail(p+".interface", "%q: Linux interface names have at most 15 characters", vip.Interface)
+		if err := CheckInterface(vip.Interface); err != nil {
+			v.fail(p+".interface", "%v", err)
 		}
 		if vip.GARPCount < 1 {
 			v.fail(p+".garp_count", "%d: at least 1", vip.GARPCount)
@@ -524,4 +527,14 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// CheckInterface reports why name cannot be a Linux interface name, or nil;
+// "" (unset) passes. The importers use it too, so what they accept, Parse
+// accepts.
+func CheckInterface(name string) error {
+	if len(name) > 15 {
+		return fmt.Errorf("%q: Linux interface names have at most 15 characters", name)
+	}
+	return nil
 }

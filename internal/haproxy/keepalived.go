@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"halb/internal/config"
 )
 
 // Keepalived is what a keepalived.conf says about the VIP and the election.
@@ -76,6 +78,9 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 	for _, b := range inst.children {
 		if b.args[0] == "interface" && len(b.args) > 1 {
 			iface = b.args[1]
+			if err := config.CheckInterface(iface); err != nil {
+				return Errors{{Line: b.line, Err: fmt.Errorf("interface %w", err)}}
+			}
 		}
 	}
 	for _, b := range inst.children {
@@ -149,6 +154,9 @@ func parseKeepalivedVIP(b *kaBlock, iface string) (KeepalivedVIP, error) {
 	for i := 1; i+1 < len(b.args); i++ {
 		if b.args[i] == "dev" {
 			v.Interface = b.args[i+1]
+			if err := config.CheckInterface(v.Interface); err != nil {
+				return v, fmt.Errorf("virtual_ipaddress dev %w", err)
+			}
 		}
 	}
 	return v, nil

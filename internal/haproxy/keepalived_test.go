@@ -126,6 +126,10 @@ func TestParseKeepalivedErrors(t *testing.T) {
 		{"global_defs {\n}\n", 0},
 		{"vrrp_instance V {\n  virtual_ipaddress {\n    not-an-ip\n  }\n}\n", 3},
 		{"vrrp_instance V {\n  priority 300\n}\n", 2},
+		// Found by fuzzing: an interface Linux cannot have was imported,
+		// and only the imported config failed to validate.
+		{"vrrp_instance V {\n  virtual_ipaddress {\n    10.0.0.5 dev enp0s31f6-uplink0\n  }\n}\n", 3},
+		{"vrrp_instance V {\n  interface enp0s31f6-uplink0\n  virtual_ipaddress {\n    10.0.0.5\n  }\n}\n", 2},
 	}
 	for _, tt := range tests {
 		_, err := ParseKeepalived([]byte(tt.in))
