@@ -55,6 +55,7 @@ type rawBackend struct {
 	Balance     string      `yaml:"balance"`
 	Retries     *int        `yaml:"retries"`
 	CloseOnDown *bool       `yaml:"close_on_down"`
+	Panic       *bool       `yaml:"panic_routing"`
 	Health      *rawHealth  `yaml:"health"`
 	Servers     []rawServer `yaml:"servers"`
 }
@@ -84,6 +85,10 @@ type rawTLS struct {
 	CertFile   string `yaml:"cert_file"`
 	KeyFile    string `yaml:"key_file"`
 	Verify     bool   `yaml:"verify"`
+	// Talos and Kubernetes credential files; see TLSOptions.
+	Talosconfig string `yaml:"talosconfig"`
+	Kubeconfig  string `yaml:"kubeconfig"`
+	Context     string `yaml:"context"`
 }
 
 type rawCluster struct {

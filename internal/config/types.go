@@ -81,9 +81,13 @@ type Backend struct {
 	Name        string
 	Balance     Balance
 	Retries     int  // further servers tried after a failed connect
-	CloseOnDown bool // close open sessions of a server when checks mark it down
-	Health      HealthCheck
-	Servers     []Server
+	CloseOnDown bool // close open sessions of a server when checks find it gone
+	// PanicRouting forwards new connections to the backend's enabled servers
+	// when checks have marked every one of them down, so a broken check costs
+	// an alert instead of an outage.
+	PanicRouting bool
+	Health       HealthCheck
+	Servers      []Server
 }
 
 // Server is one backend endpoint.
@@ -114,6 +118,12 @@ type TLSOptions struct {
 	CertFile   string
 	KeyFile    string
 	Verify     bool
+	// Talosconfig and Kubeconfig name credential files a Talos user already
+	// has; the check takes its client certificate (or bearer token) and CA
+	// from Context in them, the file's current context when empty.
+	Talosconfig string
+	Kubeconfig  string
+	Context     string
 }
 
 // Cluster configures gossip membership and the election.

@@ -261,11 +261,12 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 		}
 		names[r.Name] = true
 		b := Backend{
-			Name:        r.Name,
-			Balance:     Balance(r.Balance),
-			Retries:     intOr(r.Retries, DefaultRetries),
-			CloseOnDown: boolOr(r.CloseOnDown, true),
-			Health:      v.health(p+".health", r.Health),
+			Name:         r.Name,
+			Balance:      Balance(r.Balance),
+			Retries:      intOr(r.Retries, DefaultRetries),
+			CloseOnDown:  boolOr(r.CloseOnDown, true),
+			PanicRouting: boolOr(r.Panic, true),
+			Health:       v.health(p+".health", r.Health),
 		}
 		switch b.Balance {
 		case "":

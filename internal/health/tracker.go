@@ -2,10 +2,44 @@ package health
 
 import "time"
 
+// Failure says what a failed probe learnt about the server, which decides
+// what happens to the server's open sessions.
+type Failure uint8
+
+// Kinds of failure. The zero value is Gone, so a failure nobody classified
+// keeps the conservative meaning it always had.
+const (
+	// Gone: nothing answered (refused, reset, timed out, unreachable) or
+	// what answered cannot serve; open sessions are closed (close_on_down).
+	Gone Failure = iota
+	// NotReady: the server answered and says it should get no new traffic
+	// (e.g. /readyz failing during a graceful shutdown); open sessions are
+	// left to finish.
+	NotReady
+	// Rejected: the server answered but refused the check's credentials
+	// (HTTP 401/403, a TLS certificate alert). It is a misconfigured check,
+	// not a dead server; open sessions are left alone.
+	Rejected
+)
+
+// String names the failure for logs, status and metrics.
+func (f Failure) String() string {
+	switch f {
+	case Gone:
+		return "gone"
+	case NotReady:
+		return "not_ready"
+	case Rejected:
+		return "rejected"
+	}
+	return "unknown"
+}
+
 // Result is the outcome of one probe of one server.
 type Result struct {
 	OK      bool
-	Reason  string // why it failed, or a short success note ("200 OK", "handshake ok")
+	Reason  string  // why it failed, or a short success note ("200 OK", "handshake ok")
+	Failure Failure // what kind of failure, when !OK
 	Latency time.Duration
 	At      time.Time
 	// Inconclusive means the probe could not run for lack of local
