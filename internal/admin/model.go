@@ -109,6 +109,9 @@ type Backend struct {
 	Balance string          `json:"balance"`
 	Servers []BackendServer `json:"servers"`
 	Healthy bool            `json:"healthy"` // at least one server can take connections
+	// Panic: every server is down by its checks and panic routing forwards
+	// new connections to them anyway.
+	Panic bool `json:"panic,omitempty"`
 }
 
 // BackendServer states.
@@ -120,23 +123,33 @@ const (
 	StateUnknown  = "unknown"
 )
 
+// BackendServer.CheckFailure values.
+const (
+	CheckGone     = "gone"      // nothing answered: open sessions are closed
+	CheckNotReady = "not_ready" // answered, not ready: open sessions drain
+	CheckRejected = "rejected"  // answered, refused the check's credentials
+)
+
 // BackendServer is one backend endpoint with its health and counters.
 type BackendServer struct {
-	Name            string    `json:"name"`
-	Address         string    `json:"address"`
-	State           string    `json:"state"` // StateUp, StateDown, StateDrain, StateDisabled or StateUnknown
-	Since           time.Time `json:"since"`
-	LastCheck       string    `json:"last_check"` // outcome of the last health check, e.g. "HTTP 200" or "connect: connection refused"
-	LastCheckOK     bool      `json:"last_check_ok"`
-	CheckLatencyMS  float64   `json:"check_latency_ms"`
-	Current         int64     `json:"current"`
-	Total           int64     `json:"total"`
-	BytesIn         int64     `json:"bytes_in"`
-	BytesOut        int64     `json:"bytes_out"`
-	Retries         int64     `json:"retries"`
-	ConnectFailures int64     `json:"connect_failures"`
-	Backup          bool      `json:"backup"`
-	Weight          int       `json:"weight"`
+	Name        string    `json:"name"`
+	Address     string    `json:"address"`
+	State       string    `json:"state"` // StateUp, StateDown, StateDrain, StateDisabled or StateUnknown
+	Since       time.Time `json:"since"`
+	LastCheck   string    `json:"last_check"` // outcome of the last health check, e.g. "HTTP 200" or "connect: connection refused"
+	LastCheckOK bool      `json:"last_check_ok"`
+	// CheckFailure says what the last failed check found: CheckGone,
+	// CheckNotReady or CheckRejected; empty when it passed.
+	CheckFailure    string  `json:"check_failure,omitempty"`
+	CheckLatencyMS  float64 `json:"check_latency_ms"`
+	Current         int64   `json:"current"`
+	Total           int64   `json:"total"`
+	BytesIn         int64   `json:"bytes_in"`
+	BytesOut        int64   `json:"bytes_out"`
+	Retries         int64   `json:"retries"`
+	ConnectFailures int64   `json:"connect_failures"`
+	Backup          bool    `json:"backup"`
+	Weight          int     `json:"weight"`
 }
 
 // Admin actions on a server, for Controller.SetServerAdmin.

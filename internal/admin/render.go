@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -54,12 +56,12 @@ func (r *renderer) paint(c, text string) string {
 
 func (r *renderer) header() {
 	n := r.s.Node
-	parts := []string{"node " + r.paint(bold, orDash(n.Name))}
+	parts := []string{"node " + r.paint(bold, Printable(orDash(n.Name)))}
 	if n.Version != "" {
-		parts = append(parts, "version "+n.Version)
+		parts = append(parts, "version "+Printable(n.Version))
 	}
 	parts = append(parts, "up "+Duration(time.Duration(n.Uptime*float64(time.Second))))
-	parts = append(parts, "config "+orDash(n.Fingerprint))
+	parts = append(parts, "config "+Printable(orDash(n.Fingerprint)))
 	if n.Maintenance {
 		parts = append(parts, r.paint(yellow, "MAINTENANCE"))
 	}
@@ -232,10 +234,13 @@ func (r *renderer) backends() {
 			}
 		}
 		summary := cell{text: fmt.Sprintf("%d/%d up", up, len(b.Servers))}
-		if !backendHealthy(b) {
+		switch {
+		case b.Panic:
+			summary = cell{text: summary.text + ", PANIC: forwarding to servers that checks marked down", color: red}
+		case !backendHealthy(b):
 			summary = cell{text: summary.text + ", NO HEALTHY SERVER", color: red}
 		}
-		fmt.Fprintf(r.buf, "\n%s %s (%s): %s\n", r.paint(bold, "BACKEND"), b.Name, orDash(b.Balance), r.paint(summary.color, summary.text))
+		fmt.Fprintf(r.buf, "\n%s %s (%s): %s\n", r.paint(bold, "BACKEND"), Printable(b.Name), Printable(orDash(b.Balance)), r.paint(summary.color, summary.text))
 		if len(b.Servers) == 0 {
 			continue
 		}
@@ -249,6 +254,9 @@ func (r *renderer) backends() {
 			check := cell{text: orDash(sv.LastCheck)}
 			if sv.LastCheck != "" && !sv.LastCheckOK {
 				check.color = red
+				if label := checkFailureLabel(sv.CheckFailure); label != "" {
+					check.text = label + ": " + check.text
+				}
 			}
 			lat := "-"
 			if sv.CheckLatencyMS > 0 {
@@ -260,6 +268,17 @@ func (r *renderer) backends() {
 		}
 		t.write(r.buf, r.color)
 	}
+}
+
+// checkFailureLabel names a failed check's kind the way operators read it.
+func checkFailureLabel(kind string) string {
+	switch kind {
+	case CheckRejected:
+		return "check rejected: credentials"
+	case CheckNotReady:
+		return "not ready"
+	}
+	return ""
 }
 
 func (r *renderer) section(t *table) {
@@ -312,9 +331,14 @@ func Verdict(s Snapshot) (code int, problems []string) {
 			problems = append(problems, fmt.Sprintf("member %s (%s) is not reachable (%s): no failover to it", m.Name, m.Address, heard))
 		}
 	}
+	for _, b := range s.Backends {
+		problems = append(problems, checkProblems(b)...)
+	}
 	for _, f := range s.Frontends {
 		b, ok := findBackend(s, f.Backend)
 		switch {
+		case b.Panic:
+			problems = append(problems, fmt.Sprintf("frontend %s: backend %s is in PANIC: every server is down by its checks, new connections go to them anyway (panic_routing); this node is not eligible for the VIP", f.Name, b.Name))
 		case !ok:
 			problems = append(problems, fmt.Sprintf("frontend %s: backend %s is not in the status", f.Name, f.Backend))
 		case !backendHealthy(b):
@@ -330,9 +354,25 @@ func Verdict(s Snapshot) (code int, problems []string) {
 		}
 	}
 	if len(problems) > 0 {
+		for i := range problems {
+			problems[i] = Printable(problems[i])
+		}
 		return CodeDegraded, problems
 	}
 	return CodeOK, nil
+}
+
+// checkProblems names the servers whose checks the server rejects for
+// credentials: the server lives, but the check cannot tell whether it
+// is healthy, which is a misconfiguration to fix, not a dead server.
+func checkProblems(b Backend) []string {
+	var out []string
+	for _, sv := range b.Servers {
+		if sv.CheckFailure == CheckRejected && !sv.LastCheckOK {
+			out = append(out, fmt.Sprintf("backend %s: server %s (%s): check rejected: credentials: %s", b.Name, sv.Name, sv.Address, sv.LastCheck))
+		}
+	}
+	return out
 }
 
 func vipProblems(s Snapshot, v VIP) []string {
@@ -469,13 +509,53 @@ func (t *table) header(names ...string) {
 	t.rows = append(t.rows, row)
 }
 
-func (t *table) row(cells ...cell) { t.rows = append(t.rows, cells) }
+// row adds cells; their text may come from the network (a server's HTTP
+// reason phrase, a peer's gossiped name), so it is made printable.
+func (t *table) row(cells ...cell) {
+	for i := range cells {
+		cells[i].text = Printable(cells[i].text)
+	}
+	t.rows = append(t.rows, cells)
+}
 
 func (t *table) note(c cell) {
 	if t.notes == nil {
 		t.notes = map[int]cell{}
 	}
+	c.text = Printable(c.text)
 	t.notes[len(t.rows)-1] = c
+}
+
+// Printable escapes what a terminal would act on instead of print: control
+// characters (C0, DEL, C1: clear screen, set title, move the cursor) and
+// invalid UTF-8 become Go escapes such as \x1b. Text from the network must
+// pass through it before it reaches a terminal.
+func Printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func (t *table) write(w *bytes.Buffer, color bool) {

@@ -101,7 +101,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 	}
 	for _, b := range cfg.Backends {
 		p := pools[b.Name]
-		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy()}
+		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy(), Panic: p.Panic()}
 		for _, srv := range p.Servers() {
 			ab.Servers = append(ab.Servers, backendServer(srv.Stats()))
 		}
@@ -144,9 +144,13 @@ func backendServer(st pool.ServerStats) admin.BackendServer {
 	default:
 		state = admin.StateDown
 	}
+	failure := ""
+	if st.Known && !st.LastCheck.OK && !st.LastCheck.At.IsZero() {
+		failure = st.LastCheck.Failure.String()
+	}
 	return admin.BackendServer{
 		Name: st.Name, Address: st.Address.String(), State: state, Since: st.Since,
-		LastCheck: st.LastCheck.Reason, LastCheckOK: st.LastCheck.OK,
+		LastCheck: st.LastCheck.Reason, LastCheckOK: st.LastCheck.OK, CheckFailure: failure,
 		CheckLatencyMS: float64(st.LastCheck.Latency.Microseconds()) / 1000,
 		Current:        st.Active, Total: st.Total, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 		Retries: st.Retries, ConnectFailures: st.ConnectFailures, Backup: st.Backup, Weight: st.Weight,

@@ -15,7 +15,7 @@ type snapshotCollector struct {
 
 	srvUp, srvState, srvConns, srvConnsTotal, srvBytesIn, srvBytesOut *prometheus.Desc
 	srvConnectFailures, srvRetries, srvCheckLatency                   *prometheus.Desc
-	backendHealthy                                                    *prometheus.Desc
+	backendHealthy, backendPanic, srvCheckFailure                     *prometheus.Desc
 
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 
@@ -46,6 +46,8 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		srvRetries:         d("halb_server_retries_total", "Connections retried on another server after this one failed to connect.", srv, nil),
 		srvCheckLatency:    d("halb_server_check_latency_seconds", "How long the server's last health check took.", srv, nil),
 		backendHealthy:     d("halb_backend_healthy", "Whether the backend has at least one server that can take connections.", []string{"backend"}, nil),
+		backendPanic:       d("halb_backend_panic", "Whether every server of the backend is down by its checks and panic routing forwards to them anyway (1) or not (0).", []string{"backend"}, nil),
+		srvCheckFailure:    d("halb_server_check_failure", "What the server's last failed health check found: 1 for the current one of gone, not_ready, rejected (credentials refused); all 0 while checks pass.", append(srv, "kind"), nil),
 
 		vipHeld:        d("halb_vip_held", "Whether this node holds the VIP (1) or not (0).", vip, nil),
 		vipTransitions: d("halb_vip_transitions_total", "Times the VIP's holder changed as this node saw it.", vip, nil),
@@ -64,6 +66,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.feConns, c.feConnsTotal, c.feRejected, c.feBytesIn, c.feBytesOut,
 		c.srvUp, c.srvState, c.srvConns, c.srvConnsTotal, c.srvBytesIn, c.srvBytesOut,
 		c.srvConnectFailures, c.srvRetries, c.srvCheckLatency, c.backendHealthy,
+		c.backendPanic, c.srvCheckFailure,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
 	}
@@ -115,12 +118,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.srvBytesOut, float64(sv.BytesOut), b.Name, sv.Name)
 			counter(c.srvConnectFailures, float64(sv.ConnectFailures), b.Name, sv.Name)
 			counter(c.srvRetries, float64(sv.Retries), b.Name, sv.Name)
+			for _, kind := range []string{admin.CheckGone, admin.CheckNotReady, admin.CheckRejected} {
+				gauge(c.srvCheckFailure, boolValue(sv.CheckFailure == kind), b.Name, sv.Name, kind)
+			}
 			// Before the first check there is no latency; 0 would read as "instant".
 			if sv.LastCheck != "" {
 				gauge(c.srvCheckLatency, sv.CheckLatencyMS/1000, b.Name, sv.Name)
 			}
 		}
 		gauge(c.backendHealthy, boolValue(healthy), b.Name)
+		gauge(c.backendPanic, boolValue(b.Panic), b.Name)
 	}
 	for _, v := range s.VIPs {
 		addr := admin.BareIP(v.Address)

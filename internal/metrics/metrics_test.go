@@ -262,3 +262,31 @@ func TestPrivateRegistries(t *testing.T) {
 		t.Fatalf("second registry sees %d check series from the first", n)
 	}
 }
+
+func TestCheckFailureAndPanicMetrics(t *testing.T) {
+	s := pair()
+	b := &s.Backends[0]
+	b.Panic = true
+	b.Servers[1].CheckFailure = admin.CheckRejected
+	b.Servers[2].CheckFailure = admin.CheckNotReady
+	want := `
+# HELP halb_backend_panic Whether every server of the backend is down by its checks and panic routing forwards to them anyway (1) or not (0).
+# TYPE halb_backend_panic gauge
+halb_backend_panic{backend="talos"} 1
+# HELP halb_server_check_failure What the server's last failed health check found: 1 for the current one of gone, not_ready, rejected (credentials refused); all 0 while checks pass.
+# TYPE halb_server_check_failure gauge
+halb_server_check_failure{backend="talos",kind="gone",server="cp01"} 0
+halb_server_check_failure{backend="talos",kind="gone",server="cp02"} 0
+halb_server_check_failure{backend="talos",kind="gone",server="cp03"} 0
+halb_server_check_failure{backend="talos",kind="not_ready",server="cp01"} 0
+halb_server_check_failure{backend="talos",kind="not_ready",server="cp02"} 0
+halb_server_check_failure{backend="talos",kind="not_ready",server="cp03"} 1
+halb_server_check_failure{backend="talos",kind="rejected",server="cp01"} 0
+halb_server_check_failure{backend="talos",kind="rejected",server="cp02"} 1
+halb_server_check_failure{backend="talos",kind="rejected",server="cp03"} 0
+`
+	c := newSnapshotCollector(fakeSource{s})
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "halb_backend_panic", "halb_server_check_failure"); err != nil {
+		t.Fatal(err)
+	}
+}

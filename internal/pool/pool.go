@@ -18,6 +18,12 @@ type Pool struct {
 	name        string
 	log         *slog.Logger
 	closeOnDown atomic.Bool
+	panicOn     atomic.Bool // cfg.PanicRouting, read without mu
+	// panicking is true while every enabled server is down by results
+	// and panic routing forwards to them anyway; panicMu orders its
+	// transitions so each is logged once.
+	panicking atomic.Bool
+	panicMu   sync.Mutex
 
 	// mu guards the config, the server list (replaced, never changed in
 	// place, by Update) and the balancing state (smooth round-robin
@@ -43,6 +49,7 @@ func New(cfg config.Backend, log *slog.Logger) *Pool {
 		changed: make(chan struct{}, 1),
 	}
 	p.closeOnDown.Store(cfg.CloseOnDown)
+	p.panicOn.Store(cfg.PanicRouting)
 	p.servers = make([]*Server, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
 		p.servers[i] = newServer(p, sc)
@@ -82,6 +89,7 @@ func (p *Pool) Update(cfg config.Backend) (added, removed []*Server) {
 	}
 	p.cfg, p.servers = cfg, next
 	p.closeOnDown.Store(cfg.CloseOnDown)
+	p.panicOn.Store(cfg.PanicRouting)
 	p.mu.Unlock()
 	p.notify()
 	return added, removed
@@ -139,9 +147,42 @@ func (p *Pool) Healthy() bool {
 // cares about (for example Healthy) rather than count signals.
 func (p *Pool) Changed() <-chan struct{} { return p.changed }
 
-// notify signals Changed without ever blocking the caller (health runner
-// goroutines and the proxy's dial path call it).
+// Panic reports whether the backend is in panic: panic routing is on, no
+// server can take a connection by its checks, and new connections go to
+// the enabled servers that checks marked down.
+func (p *Pool) Panic() bool { return p.panicking.Load() }
+
+// updatePanic re-derives the panic state after a server changed and logs
+// when it begins or ends. A server not checked yet does not count as down,
+// so a fresh daemon does not forward blindly before the first results.
+func (p *Pool) updatePanic() {
+	p.panicMu.Lock()
+	defer p.panicMu.Unlock()
+	usable, down := 0, 0
+	for _, s := range p.Servers() {
+		switch {
+		case s.usable():
+			usable++
+		case s.panicUsable():
+			down++
+		}
+	}
+	now := p.panicOn.Load() && usable == 0 && down > 0
+	if p.panicking.Swap(now) == now {
+		return
+	}
+	if now {
+		p.log.Error("PANIC: every server is down by its checks; forwarding new connections to them anyway (panic_routing). Fix the servers or the check; this node is not eligible for the VIP meanwhile", "servers_down", down)
+		return
+	}
+	p.log.Warn("panic over: routing by health checks again", "servers_up", usable)
+}
+
+// notify re-derives the panic state and signals Changed without ever
+// blocking the caller (health runner goroutines and the proxy's dial path
+// call it).
 func (p *Pool) notify() {
+	p.updatePanic()
 	select {
 	case p.changed <- struct{}{}:
 	default:
@@ -151,20 +192,49 @@ func (p *Pool) notify() {
 // Pick chooses a server for a new connection from client, skipping the
 // servers in tried (those that already failed for this connection). Only
 // servers that are up and administratively enabled qualify; backup
-// servers are used only when no non-backup server qualifies. It returns
-// nil when no server qualifies. Pick does not allocate.
+// servers are used only when no non-backup server qualifies. In panic
+// (see Panic) the enabled servers that checks marked down qualify, those
+// whose checks still got an answer first. It returns nil when no server
+// qualifies. Pick does not allocate.
 func (p *Pool) Pick(client netip.Addr, tried []*Server) *Server {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s := p.pickAmong(client, tried, false); s != nil {
-		return s
+	rounds := []round{roundMain, roundBackup}
+	if p.panicking.Load() {
+		rounds = []round{roundMain, roundBackup, roundPanicAnswered, roundPanic}
 	}
-	return p.pickAmong(client, tried, true)
+	for _, r := range rounds {
+		if s := p.pickAmong(client, tried, r); s != nil {
+			return s
+		}
+	}
+	return nil
 }
 
-// candidate reports whether s may be picked in the backup or non-backup round.
-func candidate(s *Server, tried []*Server, backup bool) bool {
-	if s.backup != backup || !s.usable() {
+// round is one pass of Pick over the servers, each with its own test.
+type round uint8
+
+const (
+	roundMain          round = iota // usable, not backup
+	roundBackup                     // usable backup servers
+	roundPanicAnswered              // panic: down, but the last check got an answer
+	roundPanic                      // panic: any enabled server that checks marked down
+)
+
+// candidate reports whether s may be picked in round r.
+func candidate(s *Server, tried []*Server, r round) bool {
+	var ok bool
+	switch r {
+	case roundMain:
+		ok = !s.backup && s.usable()
+	case roundBackup:
+		ok = s.backup && s.usable()
+	case roundPanicAnswered:
+		ok = s.panicUsable() && s.answered()
+	case roundPanic:
+		ok = s.panicUsable()
+	}
+	if !ok {
 		return false
 	}
 	for _, t := range tried {
@@ -175,14 +245,14 @@ func candidate(s *Server, tried []*Server, backup bool) bool {
 	return true
 }
 
-func (p *Pool) pickAmong(client netip.Addr, tried []*Server, backup bool) *Server {
+func (p *Pool) pickAmong(client netip.Addr, tried []*Server, r round) *Server {
 	switch p.cfg.Balance {
 	case config.LeastConn:
-		return p.pickLeastConn(tried, backup)
+		return p.pickLeastConn(tried, r)
 	case config.Source:
-		return p.pickSource(client, tried, backup)
+		return p.pickSource(client, tried, r)
 	default:
-		return p.pickRoundRobin(tried, backup)
+		return p.pickRoundRobin(tried, r)
 	}
 }
 
@@ -190,11 +260,11 @@ func (p *Pool) pickAmong(client netip.Addr, tried []*Server, backup bool) *Serve
 // weight, the one with the highest running total wins and pays back the
 // sum of weights. Over any window the picks are spread evenly in
 // proportion to weight, without the bursts of plain weighted rotation.
-func (p *Pool) pickRoundRobin(tried []*Server, backup bool) *Server {
+func (p *Pool) pickRoundRobin(tried []*Server, r round) *Server {
 	var best *Server
 	total := 0
 	for _, s := range p.servers {
-		if !candidate(s, tried, backup) {
+		if !candidate(s, tried, r) {
 			continue
 		}
 		s.rrCurrent += s.weight
@@ -212,7 +282,7 @@ func (p *Pool) pickRoundRobin(tried []*Server, backup bool) *Server {
 // pickLeastConn picks the candidate with the fewest active connections per
 // unit of weight. The scan starts after the previous winner, so ties are
 // broken in rotation rather than always favouring the first server.
-func (p *Pool) pickLeastConn(tried []*Server, backup bool) *Server {
+func (p *Pool) pickLeastConn(tried []*Server, r round) *Server {
 	n := len(p.servers)
 	var best *Server
 	bestIdx := 0
@@ -220,7 +290,7 @@ func (p *Pool) pickLeastConn(tried []*Server, backup bool) *Server {
 	for i := range n {
 		idx := (p.lcNext + i) % n
 		s := p.servers[idx]
-		if !candidate(s, tried, backup) {
+		if !candidate(s, tried, r) {
 			continue
 		}
 		a := s.active.Load()
@@ -240,12 +310,12 @@ func (p *Pool) pickLeastConn(tried []*Server, backup bool) *Server {
 // best score wins. When a server leaves, only its own clients move; the
 // rest keep their server. Scores depend on server names and addresses,
 // not list positions, so every halb node maps a client the same way.
-func (p *Pool) pickSource(client netip.Addr, tried []*Server, backup bool) *Server {
+func (p *Pool) pickSource(client netip.Addr, tried []*Server, r round) *Server {
 	ch := addrHash(client)
 	var best *Server
 	bestScore := math.Inf(-1)
 	for _, s := range p.servers {
-		if !candidate(s, tried, backup) {
+		if !candidate(s, tried, r) {
 			continue
 		}
 		h := mix64(ch ^ s.seed)

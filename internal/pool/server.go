@@ -80,9 +80,15 @@ type Server struct {
 
 	up    atomic.Bool // read on the Pick hot path without a lock
 	admin atomic.Int32
+	// known and lastFailure mirror the tracker and the last result for
+	// panic routing, which reads them on the Pick path without s.mu.
+	known       atomic.Bool
+	lastFailure atomic.Uint32 // health.Failure of the last failed result
 
 	mu      sync.Mutex // guards the fields below
 	tracker health.Tracker
+	fall    int // the backend's fall, for goneRun
+	goneRun int // consecutive results that found the server gone
 	since   time.Time
 	last    health.Result
 	conns   map[uint64]io.Closer
@@ -110,6 +116,7 @@ func newServerFor(p *Pool, sc config.Server, hc config.HealthCheck) *Server {
 		backup:  sc.Backup,
 		seed:    serverSeed(sc),
 		tracker: health.NewTracker(hc.Rise, hc.Fall),
+		fall:    max(hc.Fall, 1),
 		conns:   make(map[uint64]io.Closer),
 	}
 }
@@ -131,6 +138,7 @@ func (s *Server) reconfigure(sc config.Server, hc config.HealthCheck) {
 	defer s.mu.Unlock()
 	s.cfg = sc
 	s.tracker.SetLimits(hc.Rise, hc.Fall)
+	s.fall = max(hc.Fall, 1)
 }
 
 // CloseConnections closes every open connection to the server, e.g. when
@@ -167,6 +175,19 @@ func (s *Server) usable() bool {
 	return s.up.Load() && AdminState(s.admin.Load()) == Enabled
 }
 
+// panicUsable reports whether the server may take a new connection while
+// its backend is in panic: enabled, and down by a result, not unknown.
+func (s *Server) panicUsable() bool {
+	return s.known.Load() && !s.up.Load() && AdminState(s.admin.Load()) == Enabled
+}
+
+// answered reports whether the server's last failed check still got an
+// answer from it (not ready, or credentials rejected): in panic such a
+// server is tried before one that is gone.
+func (s *Server) answered() bool {
+	return health.Failure(s.lastFailure.Load()) != health.Gone
+}
+
 // SetAdmin changes the admin state. Open connections are never closed by
 // it; Disabled and Drain only stop new ones.
 func (s *Server) SetAdmin(state AdminState) {
@@ -181,11 +202,21 @@ func (s *Server) SetAdmin(state AdminState) {
 // ReportCheck records one health-check result, applying the backend's
 // rise and fall. It implements health.Target and never blocks for long:
 // closing sessions on a down transition only closes sockets.
+//
+// What happens to open sessions depends on what the failure says about
+// the server: only a server that is gone has them closed (close_on_down);
+// one that answers but is not ready, or that rejects the check's
+// credentials, keeps serving them while it gets no new ones (drain).
 func (s *Server) ReportCheck(r health.Result) {
 	s.mu.Lock()
+	prev := s.last
 	s.last = r
 	changed := s.tracker.Observe(r.OK)
 	up := s.tracker.Up()
+	s.known.Store(true)
+	if !r.OK {
+		s.lastFailure.Store(uint32(r.Failure))
+	}
 	var doomed []io.Closer
 	if changed {
 		s.up.Store(up)
@@ -194,24 +225,53 @@ func (s *Server) ReportCheck(r health.Result) {
 			s.since = time.Now()
 		}
 	}
-	// After a passive MarkDown the checks find the server down already and
-	// make no transition; once they fail fall times in a row they have
-	// confirmed it, and its sessions go as on a transition.
-	if !up && (changed || s.tracker.ConfirmedDown()) && s.pool.closeOnDown.Load() {
+	// Sessions go once fall checks in a row found the server gone, be it
+	// on the down transition, after a passive MarkDown, or after a server
+	// that was only not ready went away.
+	if !r.OK && r.Failure == health.Gone {
+		s.goneRun++
+	} else {
+		s.goneRun = 0
+	}
+	if !up && s.goneRun >= s.fall && s.pool.closeOnDown.Load() {
 		doomed = s.takeConnsLocked()
 	}
+	// A down server whose failure changed kind (not ready -> gone, or a
+	// check that starts being rejected) is logged once, not per check.
+	kindChanged := !changed && !up && !r.OK && (prev.OK || prev.Failure != r.Failure)
 	s.mu.Unlock()
 	for _, c := range doomed {
 		_ = c.Close()
 	}
 	if !changed {
-		if len(doomed) > 0 {
+		switch {
+		case kindChanged:
+			s.logFailure("server still down, check result changed", r, len(doomed))
+		case len(doomed) > 0:
 			s.pool.log.Info("server down confirmed by checks", "server", s.name, "reason", r.Reason, "closed_sessions", len(doomed))
 		}
 		return
 	}
-	s.logTransition(up, r.Reason, len(doomed))
+	if up {
+		s.pool.log.Info("server up", "server", s.name, "reason", r.Reason)
+	} else {
+		s.logFailure("server down", r, len(doomed))
+	}
 	s.pool.notify()
+}
+
+// logFailure logs a failed check that changed something. A rejected check
+// is a warning: the server lives, halb's check is misconfigured.
+func (s *Server) logFailure(msg string, r health.Result, closed int) {
+	attrs := []any{"server", s.name, "check", r.Failure.String(), "reason", r.Reason, "closed_sessions", closed}
+	switch r.Failure {
+	case health.Rejected:
+		s.pool.log.Warn(msg+": the server rejected the check's credentials", attrs...)
+	case health.NotReady:
+		s.pool.log.Info(msg+": not ready, open sessions may finish", attrs...)
+	default:
+		s.pool.log.Info(msg, attrs...)
+	}
 }
 
 // MarkDown takes the server down at once after a failed connect (passive
@@ -220,6 +280,10 @@ func (s *Server) ReportCheck(r health.Result) {
 func (s *Server) MarkDown(reason string) {
 	s.mu.Lock()
 	changed := s.tracker.ForceDown()
+	s.known.Store(true)
+	// A refused connect says the server is gone now, whatever the last
+	// check said; panic routing then tries servers that answer first.
+	s.lastFailure.Store(uint32(health.Gone))
 	if changed {
 		s.up.Store(false)
 		s.since = time.Now()
@@ -228,16 +292,8 @@ func (s *Server) MarkDown(reason string) {
 	if !changed {
 		return
 	}
-	s.logTransition(false, reason, 0)
+	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", 0)
 	s.pool.notify()
-}
-
-func (s *Server) logTransition(up bool, reason string, closed int) {
-	if up {
-		s.pool.log.Info("server up", "server", s.name, "reason", reason)
-		return
-	}
-	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", closed)
 }
 
 // takeConnsLocked empties the set of tracked connections and returns them.

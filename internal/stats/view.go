@@ -67,6 +67,7 @@ type backendView struct {
 	Name, Balance string
 	Up, Count     int
 	Healthy       bool
+	Panic         bool
 	Servers       []serverView
 }
 
@@ -78,6 +79,8 @@ type serverView struct {
 	Since         string
 	Check         string
 	CheckOK       bool
+	CheckKind     string // admin.CheckGone, CheckNotReady, CheckRejected or ""
+	CheckLabel    string // "check rejected: credentials", "not ready" or ""
 	Latency       string
 	Current       int64
 	Total         int64
@@ -173,7 +176,7 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 	}
 
 	for _, b := range s.Backends {
-		bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy}
+		bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy, Panic: b.Panic}
 		for _, sv := range b.Servers {
 			if sv.State == admin.StateUp {
 				bv.Up++
@@ -187,6 +190,7 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 				Name: sv.Name, Address: sv.Address, Backup: sv.Backup,
 				State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(sv.Since),
 				Check: orDash(sv.LastCheck), CheckOK: sv.LastCheck == "" || sv.LastCheckOK, Latency: lat,
+				CheckKind: sv.CheckFailure, CheckLabel: checkLabel(sv.CheckFailure),
 				Current: sv.Current, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
 				Fails: sv.ConnectFailures, Retries: sv.Retries,
 			})
@@ -194,6 +198,18 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 		p.Backends = append(p.Backends, bv)
 	}
 	return p
+}
+
+// checkLabel names a failed check's kind where it changes what an operator
+// does: a rejected check is a credentials fix, not a dead server.
+func checkLabel(kind string) string {
+	switch kind {
+	case admin.CheckRejected:
+		return "check rejected: credentials"
+	case admin.CheckNotReady:
+		return "not ready"
+	}
+	return ""
 }
 
 // stateClass colours a server state: green up, red down, amber for the
