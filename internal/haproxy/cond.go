@@ -395,42 +395,31 @@ func (p *condParser) skipSpace() {
 
 var errCondTooDeep = errors.New("nested too deeply")
 
-// expr reads TERMS joined by && and ||, && binding tighter.
+// expr reads terms joined by && and ||, && binding tighter.
 func (p *condParser) expr(depth int) (condValue, error) {
-	left, err := p.and(depth)
-	if err != nil {
-		return left, err
-	}
-	for {
-		p.skipSpace()
-		if !strings.HasPrefix(p.s[p.i:], "||") {
-			return left, nil
-		}
-		p.i += 2
-		right, err := p.and(depth)
-		if err != nil {
-			return right, err
-		}
-		left = combine(left, right, triTrue)
-	}
+	return p.chain(depth, "||", triTrue, func(d int) (condValue, error) {
+		return p.chain(d, "&&", triFalse, p.term)
+	})
 }
 
-func (p *condParser) and(depth int) (condValue, error) {
-	left, err := p.term(depth)
+// chain reads operands joined by op, whose result one operand equal to
+// decisive settles.
+func (p *condParser) chain(depth int, op string, decisive tri, operand func(int) (condValue, error)) (condValue, error) {
+	left, err := operand(depth)
 	if err != nil {
 		return left, err
 	}
 	for {
 		p.skipSpace()
-		if !strings.HasPrefix(p.s[p.i:], "&&") {
+		if !strings.HasPrefix(p.s[p.i:], op) {
 			return left, nil
 		}
-		p.i += 2
-		right, err := p.term(depth)
+		p.i += len(op)
+		right, err := operand(depth)
 		if err != nil {
 			return right, err
 		}
-		left = combine(left, right, triFalse)
+		left = combine(left, right, decisive)
 	}
 }
 

@@ -62,18 +62,18 @@ func TestEvalCondition(t *testing.T) {
 
 func TestEvalConditionErrors(t *testing.T) {
 	for cond, want := range map[string]string{
-		"version_atleast(2.4)":        "version_atleast(2.4)",
-		"1 && feature(OPENSSL)":       "feature(OPENSSL)",
-		"!enabled(POLL)":              "enabled(POLL)",
-		"nosuch(1)":                   "unknown predicate",
-		"defined()x":                  "unexpected",
-		"defined(A,B)":                "takes 1 argument",
-		"streq(a)":                    "takes 2 argument",
-		"(1":                          "missing )",
-		"1 &&":                        "missing",
-		"&& 1":                        "unexpected",
-		"1)":                          "unexpected",
-		`streq("a,b`:                  "unclosed quote",
+		"version_atleast(2.4)":         "version_atleast(2.4)",
+		"1 && feature(OPENSSL)":        "feature(OPENSSL)",
+		"!enabled(POLL)":               "enabled(POLL)",
+		"nosuch(1)":                    "unknown predicate",
+		"defined()x":                   "unexpected",
+		"defined(A,B)":                 "takes 1 argument",
+		"streq(a)":                     "takes 2 argument",
+		"(1":                           "missing )",
+		"1 &&":                         "missing",
+		"&& 1":                         "unexpected",
+		"1)":                           "unexpected",
+		`streq("a,b`:                   "unclosed quote",
 		strings.Repeat("(", 200) + "1": "nested too deeply",
 	} {
 		_, _, err := evalCondition(cond, nil)
