@@ -106,6 +106,8 @@ func (c *Client) SetState(ctx context.Context, st State) error {
 		return c.post(ctx, "/stop")
 	case Blackhole:
 		return c.post(ctx, "/blackhole")
+	case Stopping:
+		return errors.New("set state stopping: use Shutdown")
 	}
 	return fmt.Errorf("unknown state %q", st)
 }

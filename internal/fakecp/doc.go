@@ -33,7 +33,12 @@
 // apid (grpc-go) does not log it at all, and kube-apiserver (Go's
 // net/http) logs it as "TLS handshake error ... EOF", which the fake
 // mirrors by logging it at Warn on the API port only. A TCP check is thus
-// visible, and distinguishable from a credential problem.
+// visible, and distinguishable from a credential problem. Likewise a
+// client whose certificate was accepted but which hangs up before the
+// server has sent its TLS 1.3 session tickets (HAProxy's check-ssl does)
+// fails the server's side of the handshake in Go; it is counted as
+// closed_after_handshake, not as a failed handshake, since nothing was
+// refused.
 //
 // Without a PKI directory the server uses a self-signed certificate and
 // answers anyone, as it did before it authenticated.

@@ -303,20 +303,25 @@ type Counters struct {
 	// ClosedBeforeHello are connections that ended (or timed out) before
 	// a single byte of a ClientHello: plain TCP checks.
 	ClosedBeforeHello map[string]int `json:"closed_before_hello"`
-	Unauthorized      map[string]int `json:"unauthorized"`  // 401 answers (API)
-	Forbidden         map[string]int `json:"forbidden"`     // 403 answers (API)
-	Authenticated     map[string]int `json:"authenticated"` // requests (API) or connections (Talos) that authenticated
+	// ClosedAfterHandshake are clients whose certificate was accepted and
+	// whose handshake was complete, but which hung up before the server
+	// had sent its TLS 1.3 session tickets, failing the server's side
+	// (HAProxy's check-ssl does this). Not counted as authenticated.
+	ClosedAfterHandshake map[string]int `json:"closed_after_handshake"`
+	Unauthorized         map[string]int `json:"unauthorized"`  // 401 answers (API)
+	Forbidden            map[string]int `json:"forbidden"`     // 403 answers (API)
+	Authenticated        map[string]int `json:"authenticated"` // requests (API) or connections (Talos) that authenticated
 }
 
 func newCounters() Counters {
-	return Counters{HandshakeFailures: map[string]int{}, ClosedBeforeHello: map[string]int{},
+	return Counters{HandshakeFailures: map[string]int{}, ClosedBeforeHello: map[string]int{}, ClosedAfterHandshake: map[string]int{},
 		Unauthorized: map[string]int{}, Forbidden: map[string]int{}, Authenticated: map[string]int{}}
 }
 
 func (c Counters) clone() Counters {
 	out := newCounters()
 	for src, m := range map[*map[string]int]map[string]int{
-		&out.HandshakeFailures: c.HandshakeFailures, &out.ClosedBeforeHello: c.ClosedBeforeHello,
+		&out.HandshakeFailures: c.HandshakeFailures, &out.ClosedBeforeHello: c.ClosedBeforeHello, &out.ClosedAfterHandshake: c.ClosedAfterHandshake,
 		&out.Unauthorized: c.Unauthorized, &out.Forbidden: c.Forbidden, &out.Authenticated: c.Authenticated,
 	} {
 		for k, v := range m {
@@ -332,6 +337,7 @@ type event int
 const (
 	evHandshakeFailure event = iota
 	evClosedBeforeHello
+	evClosedAfterHandshake
 	evUnauthorized
 	evForbidden
 	evAuthenticated
@@ -342,6 +348,24 @@ const (
 	apiListener   = 0
 	talosListener = 1
 )
+
+func (e event) String() string {
+	switch e {
+	case evHandshakeFailure:
+		return "handshake_failure"
+	case evClosedBeforeHello:
+		return "closed_before_hello"
+	case evClosedAfterHandshake:
+		return "closed_after_handshake"
+	case evUnauthorized:
+		return "unauthorized"
+	case evForbidden:
+		return "forbidden"
+	case evAuthenticated:
+		return "authenticated"
+	}
+	return fmt.Sprintf("event(%d)", int(e))
+}
 
 func (s *Server) note(kind int, ev event, remote net.Addr) {
 	src := remote.String()
@@ -356,6 +380,8 @@ func (s *Server) note(kind int, ev event, remote net.Addr) {
 		c.HandshakeFailures[src]++
 	case evClosedBeforeHello:
 		c.ClosedBeforeHello[src]++
+	case evClosedAfterHandshake:
+		c.ClosedAfterHandshake[src]++
 	case evUnauthorized:
 		c.Unauthorized[src]++
 	case evForbidden:
@@ -549,12 +575,17 @@ func (s *Server) accept(g *generation, ln net.Listener, api bool) {
 }
 
 // handshake completes the server side of TLS on c, counting and logging a
-// failure. A client that goes away before sending a byte is a plain TCP
-// check: kube-apiserver (Go's net/http) logs it as "TLS handshake error
-// ... EOF", apid (grpc-go) does not log it; both are counted apart from
-// real handshake failures.
+// failure by its kind (classifyHandshakeError). A client that goes away
+// before sending a byte is a plain TCP check: kube-apiserver (Go's
+// net/http) logs it as "TLS handshake error ... EOF", apid (grpc-go) does
+// not log it; both are counted apart from real handshake failures.
 func (s *Server) handshake(c *trackedConn, conf *tls.Config, kind int) (*tls.Conn, bool) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	conf = conf.Clone()
+	conf.VerifyConnection = func(tls.ConnectionState) error {
+		c.clientFlight.Store(true)
+		return nil
+	}
 	tc := tls.Server(c, conf)
 	err := tc.Handshake()
 	if err == nil {
@@ -566,18 +597,34 @@ func (s *Server) handshake(c *trackedConn, conf *tls.Config, kind int) (*tls.Con
 	if kind == talosListener {
 		listener = "talos"
 	}
-	if c.read.Load() == 0 {
-		s.note(kind, evClosedBeforeHello, c.RemoteAddr())
-		lvl := slog.LevelDebug
-		if kind == apiListener {
-			lvl = slog.LevelWarn
-		}
-		s.log.Log(context.Background(), lvl, "tls handshake error", "listener", listener, "client", c.RemoteAddr().String(), "err", err)
-		return nil, false
+	ev := classifyHandshakeError(c.read.Load(), c.clientFlight.Load())
+	s.note(kind, ev, c.RemoteAddr())
+	lvl := slog.LevelDebug
+	switch {
+	case ev == evHandshakeFailure:
+		lvl = slog.LevelWarn
+	case ev == evClosedBeforeHello && kind == apiListener:
+		lvl = slog.LevelWarn // as kube-apiserver's "TLS handshake error from ...: EOF"
 	}
-	s.note(kind, evHandshakeFailure, c.RemoteAddr())
-	s.log.Warn("tls handshake failed", "listener", listener, "client", c.RemoteAddr().String(), "err", err)
+	s.log.Log(context.Background(), lvl, "tls handshake failed", "listener", listener, "client", c.RemoteAddr().String(),
+		"err", err, "counted_as", ev.String())
 	return nil, false
+}
+
+// classifyHandshakeError says what a failed server handshake was, from
+// how many bytes the client sent and whether its certificate flight was
+// accepted. A client that sent nothing is a plain TCP check. One whose
+// certificate was accepted has a complete handshake and hung up before
+// the server's TLS 1.3 session tickets (a TLS check that closes at once):
+// nothing was refused. Anything else is a failed handshake.
+func classifyHandshakeError(read int64, clientFlight bool) event {
+	switch {
+	case read == 0:
+		return evClosedBeforeHello
+	case clientFlight:
+		return evClosedAfterHandshake
+	}
+	return evHandshakeFailure
 }
 
 // serveAPIConn hands a handshaken connection to the generation's HTTP server.
@@ -600,6 +647,10 @@ type trackedConn struct {
 	net.Conn
 	g    *generation
 	read atomic.Int64
+	// clientFlight is set once the client's certificate flight was
+	// accepted, after which a failed server handshake is the client
+	// hanging up, not a refusal.
+	clientFlight atomic.Bool
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {

@@ -412,6 +412,46 @@ func TestTCPCheckIsNotAFailedHandshake(t *testing.T) {
 	}
 }
 
+// A TLS check that hangs up right after its handshake (HAProxy's
+// check-ssl) may fail the server's side as it sends session tickets; that
+// is not a refused handshake.
+func TestHangUpAfterHandshakeIsNotAFailure(t *testing.T) {
+	f := start(t, "127.0.0.36", true)
+	const n = 20
+	for range n {
+		conn, err := talosDial(t, f, TalosReader, "127.0.0.136")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A reset, with nothing read, no close_notify.
+		_ = conn.NetConn().(*recordSpy).Conn.(*net.TCPConn).SetLinger(0)
+		_ = conn.NetConn().Close()
+	}
+	st := waitStatus(t, f.c, "every connection accounted for", func(st Status) bool {
+		return st.Talos.Authenticated["127.0.0.136"]+st.Talos.ClosedAfterHandshake["127.0.0.136"] == n
+	})
+	if len(st.Talos.HandshakeFailures) != 0 {
+		t.Errorf("talos counters = %+v, want no handshake failures", st.Talos)
+	}
+}
+
+func TestClassifyHandshakeError(t *testing.T) {
+	for _, tc := range []struct {
+		read         int64
+		clientFlight bool
+		want         event
+	}{
+		{0, false, evClosedBeforeHello},
+		{517, false, evHandshakeFailure},     // a ClientHello, then a refusal or a hang-up
+		{1200, true, evClosedAfterHandshake}, // certificate accepted, then gone
+		{0, true, evClosedBeforeHello},       // cannot happen; nothing read wins
+	} {
+		if got := classifyHandshakeError(tc.read, tc.clientFlight); got != tc.want {
+			t.Errorf("classifyHandshakeError(%d, %v) = %s, want %s", tc.read, tc.clientFlight, got, tc.want)
+		}
+	}
+}
+
 func TestTalosH2Stream(t *testing.T) {
 	f := start(t, "127.0.0.29", true)
 	conn, err := talosDial(t, f, TalosReader, "127.0.0.29", "h2")
