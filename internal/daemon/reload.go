@@ -82,12 +82,14 @@ func (d *Daemon) Reload() error {
 	select {
 	case <-d.running:
 	default:
+		d.log.Warn("reload refused: halb is still starting")
 		return errors.New("reload refused: halb is still starting")
 	}
 	d.mu.Lock()
 	stopping := d.stopping
 	d.mu.Unlock()
 	if stopping {
+		d.log.Warn("reload refused: halb is stopping")
 		return errors.New("reload refused: halb is stopping")
 	}
 	if err := restartOnly(old, next, d.name); err != nil {
