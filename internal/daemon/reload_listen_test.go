@@ -1,14 +1,18 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"halb/internal/admin"
+	"halb/internal/config"
 )
 
 // session is an open client connection through the proxy to an echo
@@ -221,4 +225,27 @@ func TestEligibleByFrontends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A stats page that cannot be built stops the start before anything runs:
+// Run returns the reason and leaves no listener behind.
+func TestStatsErrorStopsStartCleanly(t *testing.T) {
+	a := freePort(t, "127.0.0.1")
+	cfg, err := config.Parse([]byte(proxyConfig(a, "100ms", "s0="+echoServer(t)) + "admin: {socket: " + filepath.Join(t.TempDir(), "a.sock") + "}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Stats = &config.Stats{Bind: netip.MustParseAddrPort("127.0.0.1:1"), PasswordFile: filepath.Join(t.TempDir(), "missing")}
+	d, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "stats page") {
+		t.Fatalf("Run = %v, want the stats page's error", err)
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", a))
+	if err != nil {
+		t.Fatalf("the frontend's address is still taken after a failed start: %v", err)
+	}
+	_ = ln.Close()
 }
