@@ -124,12 +124,15 @@ func (r *Runner) probe(ctx context.Context) {
 	if !res.OK {
 		switch {
 		case expired && !strings.Contains(res.Reason, "timeout"):
-			// The checker gave up because of our deadline; say so plainly.
+			// The checker gave up because of our deadline; say so plainly:
+			// a server that does not answer in time is gone, whatever the
+			// checker made of the cut-short probe.
 			res.Reason = "timeout after " + r.timeout.String()
+			res.Failure = Gone
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
-		r.log.Debug("health check failed", "address", r.addr.String(), "reason", res.Reason, "latency", res.Latency)
+		r.log.Debug("health check failed", "address", r.addr.String(), "failure", res.Failure.String(), "reason", res.Reason, "latency", res.Latency)
 	}
 	r.target.ReportCheck(res)
 }
