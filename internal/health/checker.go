@@ -250,9 +250,9 @@ func closeTLS(ctx context.Context, conn *tls.Conn) error {
 // httpChecker sends GET path and judges the status code.
 type httpChecker struct {
 	scheme string
-	path   *url.URL // path and query only
-	host   string   // Host header and URL host; "" means the address
-	want   []int    // accepted codes; empty means 200-399
+	path   *url.URL     // path and query only
+	host   string       // Host header and URL host; "" means the address
+	want   []int        // accepted codes; empty means 200-399
 	cr     *credentials // https only
 }
 
