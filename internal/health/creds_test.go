@@ -224,7 +224,9 @@ users:
 		t.Fatalf("mkfifo: %v", err)
 	}
 	tlsCheck := func(o config.TLSOptions) config.HealthCheck { return config.HealthCheck{Type: config.CheckTLS, TLS: o} }
-	httpsCheck := func(o config.TLSOptions) config.HealthCheck { return config.HealthCheck{Type: config.CheckHTTPS, TLS: o} }
+	httpsCheck := func(o config.TLSOptions) config.HealthCheck {
+		return config.HealthCheck{Type: config.CheckHTTPS, TLS: o}
+	}
 
 	tests := []struct {
 		name string
