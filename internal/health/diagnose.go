@@ -11,6 +11,7 @@ import (
 // TLS alert codes (RFC 8446 section 6) a server sends when it refuses a
 // client certificate.
 const (
+	alertHandshakeFailure       = 40
 	alertBadCertificate         = 42
 	alertUnsupportedCertificate = 43
 	alertCertificateRevoked     = 44
@@ -36,6 +37,10 @@ const (
 	// HintNoClientCert follows a TLS alert refusing a check that sent no
 	// client certificate.
 	HintNoClientCert = "apid requires a client certificate from the Talos OS CA: set health.tls.talosconfig (an os:reader talosconfig), see " + DocCheckCredentials
+	// HintHandshakeNoCert follows a handshake_failure alert to a check that
+	// sent no client certificate, which is how TLS 1.2 servers may refuse
+	// one without.
+	HintHandshakeNoCert = "the server refused the handshake: if it requires a client certificate (apid requires one from the Talos OS CA), set health.tls.talosconfig (an os:reader talosconfig), see " + DocCheckCredentials
 	// HintWrongCA follows a TLS alert refusing the check's client
 	// certificate.
 	HintWrongCA = "the server does not trust this check's client certificate (wrong CA): take it from this cluster's talosconfig or kubeconfig, see " + DocCheckCredentials
@@ -86,7 +91,7 @@ func remoteAlert(err error) (uint8, bool) {
 		return uint8(a), true
 	}
 	msg := oe.Err.Error()
-	for _, code := range []uint8{alertBadCertificate, alertUnsupportedCertificate, alertCertificateRevoked,
+	for _, code := range []uint8{alertHandshakeFailure, alertBadCertificate, alertUnsupportedCertificate, alertCertificateRevoked,
 		alertCertificateExpired, alertCertificateUnknown, alertUnknownCA, alertAccessDenied, alertCertificateRequired} {
 		if tls.AlertError(code).Error() == msg {
 			return code, true
@@ -99,6 +104,13 @@ func remoteAlert(err error) (uint8, bool) {
 // returns "" for an alert that says something else.
 func alertHint(code uint8, sentCert bool) string {
 	switch code {
+	case alertHandshakeFailure:
+		if !sentCert {
+			return HintHandshakeNoCert
+		}
+		// A client whose certificate the server's CA list rules out
+		// sends none; a TLS 1.2 server may answer with this alert.
+		return HintWrongCA
 	case alertCertificateRequired, alertBadCertificate, alertCertificateUnknown, alertUnknownCA, alertUnsupportedCertificate:
 		if !sentCert {
 			// TLS 1.3 servers say certificate_required, TLS 1.2 ones
