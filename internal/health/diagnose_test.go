@@ -131,7 +131,11 @@ func TestKubeAPICheckCredentials(t *testing.T) {
 	t.Run("accepts and never answers", func(t *testing.T) {
 		silent := addrOf(t, listen(t, ip))
 		res := check(t, readyz(kubeconfig("cert", certUser(health))), silent, 300*time.Millisecond)
-		wantResult(t, res, false, Gone, "timeout after 300ms")
+		// The budget is measured when the probe starts, a little after the
+		// deadline was set: under load it reads as less than 300ms.
+		if res.OK || res.Failure != Gone || !strings.HasPrefix(res.Reason, "timeout after ") {
+			t.Fatalf("result %+v, want gone after a timeout", res)
+		}
 	})
 }
 
