@@ -213,36 +213,51 @@ func (cr *credentials) talosconfig(o config.TLSOptions) error {
 
 // kubeFile is the part of a kubeconfig (v1 Config) a check uses.
 type kubeFile struct {
-	CurrentContext string `yaml:"current-context"`
-	Contexts       []struct {
-		Name    string `yaml:"name"`
-		Context struct {
-			Cluster string `yaml:"cluster"`
-			User    string `yaml:"user"`
-		} `yaml:"context"`
-	} `yaml:"contexts"`
-	Clusters []struct {
-		Name    string `yaml:"name"`
-		Cluster struct {
-			CAData        string `yaml:"certificate-authority-data"`
-			CA            string `yaml:"certificate-authority"`
-			TLSServerName string `yaml:"tls-server-name"`
-			Insecure      bool   `yaml:"insecure-skip-tls-verify"`
-		} `yaml:"cluster"`
-	} `yaml:"clusters"`
-	Users []struct {
-		Name string `yaml:"name"`
-		User struct {
-			CertData     string     `yaml:"client-certificate-data"`
-			KeyData      string     `yaml:"client-key-data"`
-			Cert         string     `yaml:"client-certificate"`
-			Key          string     `yaml:"client-key"`
-			Token        string     `yaml:"token"`
-			TokenFile    string     `yaml:"tokenFile"`
-			Exec         *yaml.Node `yaml:"exec"`
-			AuthProvider *yaml.Node `yaml:"auth-provider"`
-		} `yaml:"user"`
-	} `yaml:"users"`
+	CurrentContext string        `yaml:"current-context"`
+	Contexts       []kubeNamed   `yaml:"contexts"`
+	Clusters       []kubeCluster `yaml:"clusters"`
+	Users          []kubeUser    `yaml:"users"`
+}
+
+type kubeNamed struct {
+	Name    string `yaml:"name"`
+	Context struct {
+		Cluster string `yaml:"cluster"`
+		User    string `yaml:"user"`
+	} `yaml:"context"`
+}
+
+type kubeCluster struct {
+	Name    string `yaml:"name"`
+	Cluster struct {
+		CAData        string `yaml:"certificate-authority-data"`
+		CA            string `yaml:"certificate-authority"`
+		TLSServerName string `yaml:"tls-server-name"`
+		Insecure      bool   `yaml:"insecure-skip-tls-verify"`
+	} `yaml:"cluster"`
+}
+
+type kubeUser struct {
+	Name string `yaml:"name"`
+	User struct {
+		CertData     string     `yaml:"client-certificate-data"`
+		KeyData      string     `yaml:"client-key-data"`
+		Cert         string     `yaml:"client-certificate"`
+		Key          string     `yaml:"client-key"`
+		Token        string     `yaml:"token"`
+		TokenFile    string     `yaml:"tokenFile"`
+		Exec         *yaml.Node `yaml:"exec"`
+		AuthProvider *yaml.Node `yaml:"auth-provider"`
+	} `yaml:"user"`
+}
+
+// namesOf lists the names of kubeconfig entries, in file order.
+func namesOf[T any](entries []T, name func(T) string) []string {
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = name(e)
+	}
+	return names
 }
 
 // kubeconfig takes the user's client certificate or token and the
@@ -269,14 +284,8 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 	if name == "" {
 		name = f.CurrentContext
 	}
-	ctxNames := make([]string, len(f.Contexts))
-	ci := -1
-	for i, c := range f.Contexts {
-		ctxNames[i] = c.Name
-		if c.Name == name && ci < 0 {
-			ci = i
-		}
-	}
+	ctxNames := namesOf(f.Contexts, func(c kubeNamed) string { return c.Name })
+	ci := slices.Index(ctxNames, name)
 	switch {
 	case name == "":
 		return fmt.Errorf("current-context: the file names none; set health.tls.context (contexts: %s)", list(ctxNames))
@@ -286,28 +295,16 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 	kc := f.Contexts[ci].Context
 	cp := fmt.Sprintf("contexts[%d].context", ci)
 
-	clNames := make([]string, len(f.Clusters))
-	cli := -1
-	for i, c := range f.Clusters {
-		clNames[i] = c.Name
-		if c.Name == kc.Cluster && cli < 0 {
-			cli = i
-		}
-	}
+	clNames := namesOf(f.Clusters, func(c kubeCluster) string { return c.Name })
+	cli := slices.Index(clNames, kc.Cluster)
 	if cli < 0 {
 		return fmt.Errorf("%s.cluster: cluster %q not found (clusters: %s)", cp, kc.Cluster, list(clNames))
 	}
 	cl := f.Clusters[cli].Cluster
 	clp := fmt.Sprintf("clusters[%d].cluster", cli)
 
-	uNames := make([]string, len(f.Users))
-	ui := -1
-	for i, u := range f.Users {
-		uNames[i] = u.Name
-		if u.Name == kc.User && ui < 0 {
-			ui = i
-		}
-	}
+	uNames := namesOf(f.Users, func(u kubeUser) string { return u.Name })
+	ui := slices.Index(uNames, kc.User)
 	if ui < 0 {
 		return fmt.Errorf("%s.user: user %q not found (users: %s)", cp, kc.User, list(uNames))
 	}
@@ -393,6 +390,11 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 		if cr.token == "" {
 			return fmt.Errorf("%s.tokenFile %s: empty", up, rel(u.TokenFile))
 		}
+	}
+	if cr.token != "" && cr.tls.InsecureSkipVerify {
+		cr.warnings = append(cr.warnings, fmt.Sprintf(
+			"health.tls.kubeconfig %s: user %q sends a bearer token to servers whose certificate the check does not verify, so anyone in the path can take it: give the cluster a certificate-authority-data, or set health.tls.ca_file",
+			o.Kubeconfig, kc.User))
 	}
 	if cr.token != "" && !cr.hasCert {
 		if typ != config.CheckHTTPS {

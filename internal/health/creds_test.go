@@ -176,6 +176,20 @@ func TestKubeconfigContexts(t *testing.T) {
 		if cr.token != "s3cr3t-t0ken" || cr.hasCert || cr.source != "health.tls.kubeconfig" {
 			t.Fatalf("credentials %+v, want the token", cr)
 		}
+		if len(cr.warnings) != 0 {
+			t.Fatalf("warnings %q for a token sent to verified servers, want none", cr.warnings)
+		}
+	})
+	t.Run("token to unverified servers", func(t *testing.T) {
+		kc := strings.Replace(kubeconfigYAML(ca.pem, admin, "tok"), "certificate-authority-data: "+b64(ca.pem), "insecure-skip-tls-verify: true", 1)
+		p := writeFile(t, dir, "kubeconfig-insecure", []byte(kc))
+		ws, err := CredentialWarnings(config.HealthCheck{Type: config.CheckHTTPS, TLS: config.TLSOptions{Kubeconfig: p, Context: "token"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != 1 || !strings.Contains(ws[0], `user "token" sends a bearer token to servers whose certificate the check does not verify`) {
+			t.Fatalf("warnings %q, want one about the unverified token", ws)
+		}
 	})
 	t.Run("tokenFile", func(t *testing.T) {
 		writeFile(t, dir, "sa/token", []byte("file-token\n"))
