@@ -65,6 +65,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			logCredentialWarnings(cfg, log)
 			raiseFileLimit(cfg.MaxConn, log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
