@@ -31,14 +31,13 @@ func hugeStream(t *testing.T, addr netip.AddrPort) int64 {
 	}
 	defer func() { _ = c.Close() }()
 	const announced = 20<<20 - 1
+	// A stream closed on arrival fails these writes: it sent nothing.
 	if err := memberlist.AddLabelHeaderToStream(c, gossipLabel); err != nil {
-		t.Errorf("write label: %v", err)
 		return 0
 	}
 	head := []byte{encryptMsgType, 0, 0, 0, 0}
 	binary.BigEndian.PutUint32(head[1:], announced)
 	if _, err := c.Write(head); err != nil {
-		t.Errorf("write header: %v", err)
 		return 0
 	}
 	// Bounded in time: a node that reads everything takes well under
