@@ -34,14 +34,15 @@ func TestRaiseFileLimitChild(t *testing.T) {
 }
 
 // Started with soft 1024 and hard 4096, halb raises the soft limit to 4096
-// and warns, with the numbers, only when maxconn needs more than that.
+// and warns, with the numbers, only when maxconn needs more than that: 6
+// descriptors a connection (2 sockets, a splice pipe per direction) + 256.
 func TestRaiseFileLimitFromLowSoftLimit(t *testing.T) {
 	tests := []struct {
 		maxconn int
 		warn    string // "" : no warning
 	}{
-		{maxconn: 1000},
-		{maxconn: 3000, warn: "maxconn=3000 fds_needed=6256 fd_limit=4096"},
+		{maxconn: 640},
+		{maxconn: 700, warn: "maxconn=700 fds_needed=4456 fd_limit=4096 fds_per_conn=6"},
 	}
 	for _, tt := range tests {
 		t.Run(strconv.Itoa(tt.maxconn), func(t *testing.T) {

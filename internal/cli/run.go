@@ -14,6 +14,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/daemon"
+	"halb/internal/proxy"
 	"halb/internal/sdnotify"
 )
 
@@ -127,8 +128,8 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 }
 
 // raiseFileLimit lifts the soft open-file limit to the hard one, as a
-// proxy needs two descriptors per connection, and warns with the numbers
-// when maxconn cannot fit.
+// proxy needs up to proxy.FilesPerConn descriptors per connection, and
+// warns with the numbers when maxconn cannot fit.
 func raiseFileLimit(maxconn int, log *slog.Logger) {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
@@ -142,14 +143,12 @@ func raiseFileLimit(maxconn int, log *slog.Logger) {
 		}
 		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
-	// Two sockets per proxied connection, plus listeners, checks, gossip.
-	need := uint64(2*maxconn) + fileReserve
-	if maxconn > 0 && need > lim.Cur {
+	// Two sockets per proxied connection and a splice pipe per direction
+	// moving bulk data, plus listeners, checks, gossip.
+	if need := proxy.FilesNeeded(maxconn); need > lim.Cur {
 		log.Warn("maxconn does not fit the open-file limit: connections beyond it fail to be accepted or dialled",
 			"maxconn", maxconn, "fds_needed", need, "fd_limit", lim.Cur,
+			"fds_per_conn", proxy.FilesPerConn, "why", "2 sockets, and a splice pipe (2 fds) per direction while bulk data flows",
 			"fix", "raise LimitNOFILE (systemd) or ulimit -n, or lower maxconn")
 	}
 }
-
-// fileReserve is what halb needs besides proxied connections.
-const fileReserve = 256

@@ -74,6 +74,9 @@ type Cluster struct {
 
 	hb *heartbeat // fast failure detection, ahead of memberlist's
 
+	limits   *streamLimits // what an inbound gossip stream may cost (limits.go)
+	refusals *refusalLog   // bounds the logging of refused gossip (refusals.go)
+
 	mu    sync.Mutex
 	local State
 	meta  []byte
@@ -160,7 +163,9 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		msgs:    make(chan []byte, msgQueue),
 		peers:   map[string]*peer{},
 		hb:      newHeartbeat(cfg.Profile),
+		limits:  newStreamLimits(maxInboundStreams, maxStreamBytes),
 	}
+	c.refusals = newRefusalLog(logBridge{log: log}, log, time.Now)
 	c.meta, _ = EncodeState(State{}) // an empty state always fits
 	return c, nil
 }
@@ -206,7 +211,7 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 	mc.Events = d
 	mc.Ping = d
 	mc.Conflict = d
-	mc.Logger = c.memberlistLogger()
+	mc.Logger = c.refusals.logger()
 	return mc
 }
 
@@ -220,12 +225,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
 		BindAddrs: []string{c.cfg.BindAddr.String()},
 		BindPort:  c.cfg.Port,
-		Logger:    newStdLogger(c.log),
+		Logger:    c.refusals.logger(),
 	})
 	if err != nil {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}
-	tr := newSilenceTransport(nt, &c.silence)
+	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals)
 	port := nt.GetAutoBindPort()
 	c.port.Store(int32(port))
 	mc := c.memberlistConfig(port)

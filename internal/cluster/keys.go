@@ -2,18 +2,10 @@ package cluster
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
-	"log/slog"
-	"net/netip"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -115,76 +107,4 @@ func cloneKeys(keys [][]byte) [][]byte {
 		out[i] = slices.Clone(k)
 	}
 	return out
-}
-
-// refusalEvery is how often the refusal of one sender is logged above
-// Debug: a node with a stale key retries every second.
-const refusalEvery = time.Minute
-
-// keyRefusal matches memberlist's log lines about gossip this node could
-// not decrypt or that came unencrypted, and the sender's address.
-var (
-	keyRefusal = regexp.MustCompile(`(?i)(no installed keys could decrypt|decrypt packet failed|remote state is not encrypted|encryption version)`)
-	fromAddr   = regexp.MustCompile(`from=(\S+)`)
-)
-
-// refusalLog stands between memberlist's logger and the log bridge: it
-// turns the low-level error about an undecryptable message into one line
-// that says a peer with another key was refused and which one, once per
-// sender per refusalEvery, and passes everything else on.
-type refusalLog struct {
-	next io.Writer
-	log  *slog.Logger
-
-	mu   sync.Mutex
-	last map[netip.Addr]time.Time
-	now  func() time.Time
-}
-
-func (c *Cluster) memberlistLogger() *log.Logger {
-	return log.New(&refusalLog{
-		next: logBridge{log: c.log},
-		log:  c.log,
-		last: map[netip.Addr]time.Time{},
-		now:  time.Now,
-	}, "", 0)
-}
-
-func (r *refusalLog) Write(p []byte) (int, error) {
-	line := string(bytes.TrimRight(p, "\r\n"))
-	m := fromAddr.FindStringSubmatch(line)
-	// Only what arrived from someone: this node's own failed joins are
-	// logged by joinLoop, naming the peer.
-	if m == nil || !keyRefusal.MatchString(line) {
-		return r.next.Write(p)
-	}
-	var from netip.Addr
-	if ap, err := netip.ParseAddrPort(m[1]); err == nil {
-		from = ap.Addr().Unmap()
-	}
-	reason := strings.TrimSpace(fromAddr.ReplaceAllString(line, ""))
-	if i := strings.Index(reason, "memberlist: "); i >= 0 {
-		reason = reason[i+len("memberlist: "):]
-	}
-	now := r.now()
-	r.mu.Lock()
-	loud := now.Sub(r.last[from]) >= refusalEvery
-	if loud {
-		if len(r.last) >= 1024 { // bound the memory a flood of sources can take
-			clear(r.last)
-		}
-		r.last[from] = now
-	}
-	r.mu.Unlock()
-	level := slog.LevelDebug
-	if loud {
-		level = slog.LevelWarn
-	}
-	peer := m[1]
-	if from.IsValid() {
-		peer = from.String()
-	}
-	r.log.Log(context.Background(), level, "refused gossip from a node with another gossip key (wrong, old or removed key, or none): compare `halb keys list` on both nodes",
-		"peer", peer, "err", reason)
-	return len(p), nil
 }

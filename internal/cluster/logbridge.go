@@ -3,7 +3,6 @@ package cluster
 import (
 	"bytes"
 	"context"
-	"log"
 	"log/slog"
 )
 
@@ -11,10 +10,6 @@ import (
 // records at the matching level.
 type logBridge struct {
 	log *slog.Logger
-}
-
-func newStdLogger(l *slog.Logger) *log.Logger {
-	return log.New(logBridge{log: l}, "", 0)
 }
 
 func (w logBridge) Write(p []byte) (int, error) {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log"
 	"log/slog"
 	"testing"
 
@@ -9,7 +10,7 @@ import (
 
 func TestLogBridgeLevels(t *testing.T) {
 	rec := &recorder{}
-	l := newStdLogger(slog.New(rec))
+	l := log.New(logBridge{log: slog.New(rec)}, "", 0)
 	l.Printf("[DEBUG] memberlist: Stream connection from=127.0.0.1:1")
 	l.Printf("[INFO] memberlist: Suspect lb2 has failed, no acks received")
 	l.Printf("[WARN] memberlist: Was able to connect to lb2 over TCP but UDP probes failed")

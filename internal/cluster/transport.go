@@ -15,10 +15,13 @@ var errSilenced = errors.New("gossip silenced by drill")
 
 // silenceTransport wraps memberlist's transport so a drill can make this node
 // drop every gossip packet and stream, in and out, as if it had crashed,
-// while the process keeps running.
+// while the process keeps running. It also applies the stream limits
+// (limits.go): memberlist has no setting for them.
 type silenceTransport struct {
 	inner    *memberlist.NetTransport
 	until    *atomic.Int64 // unix nanoseconds; silent while now is before it
+	limits   *streamLimits
+	refusals *refusalLog // reports streams closed on arrival
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	stopping chan struct{} // closed first on Shutdown: drop instead of forwarding
@@ -27,10 +30,12 @@ type silenceTransport struct {
 	once     sync.Once
 }
 
-func newSilenceTransport(inner *memberlist.NetTransport, until *atomic.Int64) *silenceTransport {
+func newSilenceTransport(inner *memberlist.NetTransport, until *atomic.Int64, limits *streamLimits, refusals *refusalLog) *silenceTransport {
 	t := &silenceTransport{
 		inner:    inner,
 		until:    until,
+		limits:   limits,
+		refusals: refusals,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
 		stopping: make(chan struct{}),
@@ -76,6 +81,13 @@ func (t *silenceTransport) forwardStreams() {
 				_ = c.Close()
 				continue
 			}
+			lc, ok := t.limits.admit(c)
+			if !ok {
+				t.refusals.refuse(c.RemoteAddr().String(), errTooManyStreams.Error())
+				_ = c.Close()
+				continue
+			}
+			c = lc
 			select {
 			case t.streamCh <- c:
 			case <-t.stopping:
@@ -105,7 +117,12 @@ func (t *silenceTransport) DialTimeout(addr string, timeout time.Duration) (net.
 	if t.silenced() {
 		return nil, errSilenced
 	}
-	return t.inner.DialTimeout(addr, timeout)
+	c, err := t.inner.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	// The answer to a push/pull is as large as the peer says, too.
+	return t.limits.wrap(c, nil), nil
 }
 
 func (t *silenceTransport) StreamCh() <-chan net.Conn { return t.streamCh }
