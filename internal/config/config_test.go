@@ -68,7 +68,7 @@ func TestDefaults(t *testing.T) {
 	}
 	b := cfg.Backends[0]
 	want := Backend{
-		Name: "cp", Balance: RoundRobin, Retries: DefaultRetries, CloseOnDown: true,
+		Name: "cp", Balance: RoundRobin, Retries: DefaultRetries, CloseOnDown: true, PanicRouting: true,
 		Health: HealthCheck{Type: CheckTCP, Interval: DefaultInterval, Timeout: DefaultCheckTimeout,
 			Fall: DefaultFall, Rise: DefaultRise, Jitter: DefaultJitter},
 		Servers: []Server{{Name: "cp1", Address: netip.MustParseAddrPort("127.0.0.2:6443"), Weight: 1}},

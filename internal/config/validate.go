@@ -46,6 +46,11 @@ func (v *validator) sorted() Errors { return sortErrors(v.errs) }
 // fail records an error at path, taking the line of the nearest known
 // ancestor when the field itself is absent from the file.
 func (v *validator) fail(path string, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = clip(s)
+		}
+	}
 	line := 0
 	for p := path; p != ""; p = parent(p) {
 		if l, ok := v.lines[p]; ok {
