@@ -104,7 +104,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Fatalf("backend %q: %d servers, %d retries", b.Name, len(b.Servers), b.Retries)
 		}
 		h := b.Health
-		if h.Fall < 1 || h.Rise < 1 || h.Timeout > h.Interval || h.Interval <= 0 || h.Jitter < 0 || h.Jitter > 1 {
+		if h.Fall < 1 || h.Rise < 1 || h.Timeout > h.Interval || h.Interval <= 0 || h.Interval > MaxDuration || !(h.Jitter >= 0 && h.Jitter <= 1) {
 			t.Fatalf("backend %q: unusable health check %+v", b.Name, h)
 		}
 		for _, s := range b.Servers {
@@ -121,13 +121,13 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Fatalf("unusable cluster accepted: %+v", c)
 		}
 		for _, n := range c.Nodes {
-			if !n.Address.IsValid() || n.Priority < 0 || n.Priority > 1000 {
+			if !n.Address.IsValid() || unicast(n.Address, true) != nil || n.Priority < 0 || n.Priority > 1000 || CheckInterface(n.Interface) != nil {
 				t.Fatalf("unusable node accepted: %+v", n)
 			}
 		}
 	}
 	for _, v := range cfg.VIPs {
-		if !v.Address.IsValid() || v.GARPCount < 1 || len(v.Interface) > 15 {
+		if !v.Address.IsValid() || v.GARPCount < 1 || CheckInterface(v.Interface) != nil {
 			t.Fatalf("unusable VIP accepted: %+v", v)
 		}
 	}
