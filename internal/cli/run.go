@@ -38,6 +38,11 @@ open connections finish for up to timeouts.drain, and exits 0.`,
   halb run --config deploy/examples/loopback.yaml --log-level debug`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if logLevel != "" {
+				if err := config.CheckLogLevel(logLevel); err != nil {
+					return fmt.Errorf("--log-level %w", err)
+				}
+			}
 			cfg, err := config.Load(path)
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", path, err)
