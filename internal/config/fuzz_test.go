@@ -121,7 +121,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Fatalf("unusable cluster accepted: %+v", c)
 		}
 		for _, n := range c.Nodes {
-			if !n.Address.IsValid() || unicast(n.Address, true) != nil || n.Priority < 0 || n.Priority > 1000 || CheckInterface(n.Interface) != nil {
+			if !n.Address.IsValid() || CheckHostAddress(n.Address) != nil || n.Priority < 0 || n.Priority > 1000 || CheckInterface(n.Interface) != nil {
 				t.Fatalf("unusable node accepted: %+v", n)
 			}
 		}

@@ -321,7 +321,7 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 				v.fail(sp+".address", "%q is not IP:PORT (e.g. 192.168.66.161:6443); host names are not resolved, so a DNS outage cannot take the endpoint down", rs.Address)
 			} else if ap.Port() == 0 {
 				v.fail(sp+".address", "%q: port must be 1-65535", rs.Address)
-			} else if err := unicast(ap.Addr(), true); err != nil {
+			} else if err := CheckHostAddress(ap.Addr()); err != nil {
 				v.fail(sp+".address", "%s: %v: a server needs its own address", ap, err)
 			} else {
 				s.Address = ap
@@ -461,7 +461,7 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		a, err := netip.ParseAddr(r.Witness)
 		if err != nil {
 			v.fail("cluster.witness", "%q is not an IP address", r.Witness)
-		} else if err := unicast(a, true); err != nil {
+		} else if err := CheckHostAddress(a); err != nil {
 			v.fail("cluster.witness", "%s: %v: the witness is one host that answers ping", a, err)
 		}
 		c.Witness = a
@@ -485,7 +485,7 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		a, err := netip.ParseAddr(rn.Address)
 		if err != nil {
 			v.fail(p+".address", "%q is not an IP address (the address gossip binds to on that node)", rn.Address)
-		} else if err := unicast(a, true); err != nil {
+		} else if err := CheckHostAddress(a); err != nil {
 			v.fail(p+".address", "%s: %v: gossip binds to and advertises the node's own address", a, err)
 		} else {
 			n.Address = a
@@ -523,7 +523,7 @@ func (v *validator) vips(raws []rawVIP, c *Cluster) []VIP {
 		pfx, err := parsePrefix(r.Address)
 		if err != nil {
 			v.fail(p+".address", "%q is not an address with an optional prefix length (e.g. 192.168.66.160/24)", r.Address)
-		} else if err := unicast(pfx.Addr(), true); err != nil {
+		} else if err := CheckHostAddress(pfx.Addr()); err != nil {
 			v.fail(p+".address", "%s: %v: a VIP is one host's address", pfx.Addr(), err)
 		} else {
 			vip.Address = pfx
@@ -589,6 +589,10 @@ func CheckInterface(name string) error {
 	}
 	return nil
 }
+
+// CheckHostAddress reports why a cannot be one host's address (a server,
+// node, witness or VIP), or nil. The importers use it too.
+func CheckHostAddress(a netip.Addr) error { return unicast(a, true) }
 
 // unicast reports why a cannot be one host's address, or nil. Unspecified
 // (0.0.0.0, ::) is refused only when unspecifiedBad: a listener may bind
