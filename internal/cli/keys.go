@@ -221,5 +221,27 @@ func keyFileProblems(cfg *config.Config) (errs []error, warns []string) {
 			warns = append(warns, fmt.Sprintf("cluster.keyring_file: directory %s does not exist here: `halb keys` could not save a change", filepath.Dir(ring)))
 		}
 	}
-	return errs, warns
+	return errs, append(warns, exposedKeyFiles(cfg)...)
+}
+
+// exposedKeyFiles warns of gossip key files that other users could read
+// or change. `halb check` prints these; `halb run` should log them at
+// start.
+func exposedKeyFiles(cfg *config.Config) []string {
+	if cfg.Cluster == nil || cfg.Cluster.InsecureGossip {
+		return nil
+	}
+	var warns []string
+	for _, f := range []struct{ field, path string }{
+		{"cluster.key_file", cfg.Cluster.KeyFile},
+		{"cluster.keyring_file", cfg.Cluster.KeyringFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if err := keyring.CheckPrivate(f.path); err != nil {
+			warns = append(warns, fmt.Sprintf("%s: %v", f.field, err))
+		}
+	}
+	return warns
 }

@@ -137,8 +137,16 @@ cluster:
 	}
 	good := keyring.Encode(bytes.Repeat([]byte{'k'}, 32)) + "\n"
 	write(key, good)
-	if out, errOut, code := run(context.Background(), newCheckCmd(), "--config", cfg); code != 0 {
+	if out, errOut, code := run(context.Background(), newCheckCmd(), "--config", cfg); code != 0 || strings.Contains(errOut, "warning") {
 		t.Fatalf("good key, no keyring yet: exit %d: %s %s", code, out, errOut)
+	}
+	// A key file others can read is a warning; the key itself is fine.
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, code := run(context.Background(), newCheckCmd(), "--config", cfg); code != 0 ||
+		!strings.Contains(errOut, "warning: cluster.key_file") || !strings.Contains(errOut, "mode 0644") || !strings.Contains(errOut, key) {
+		t.Fatalf("world-readable key file: exit %d, stderr %q; want a warning naming the field, file and mode", code, errOut)
 	}
 	write(ring, good+keyring.Encode([]byte("sixteen byte key"))+"\n"+"0123\n")
 	_, errOut, code := run(context.Background(), newCheckCmd(), "--config", cfg)

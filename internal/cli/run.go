@@ -47,6 +47,11 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
+			if logLevel != "" {
+				if err := config.CheckLogLevel(logLevel); err != nil {
+					return fmt.Errorf("--log-level %w", err)
+				}
+			}
 			cfg, err := config.Load(path)
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", path, err)
@@ -67,6 +72,9 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
 			logCredentialWarnings(cfg, log)
+			for _, w := range exposedKeyFiles(cfg) {
+				log.Warn("gossip key file is not private", "component", "cluster", "warning", w)
+			}
 			raiseFileLimit(cfg.MaxConn, log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

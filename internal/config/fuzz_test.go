@@ -13,8 +13,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
-// FuzzParse: no input may crash the parser; a refused file gets errors that
-// say where the problem is; an accepted one is a usable, self-consistent
+// FuzzParse: no input may crash the parser or make it walk more nodes than
+// the file has plus the alias budget; a refused file gets errors that say
+// where the problem is; an accepted one is a usable, self-consistent
 // config, and parsing it again gives the same result.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal))
@@ -27,7 +28,12 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal + "cluster: {insecure_gossip: true, nodes: [{name: a, address: 10.0.0.1, priority: 0}]}\nvips: [{address: 10.0.0.9/24, interface: eth0}]\n"))
 	f.Add([]byte("frontends: &a [{name: x}]\nbackends: *a\n"))
 	f.Add([]byte("maxconn: lots\n"))
+	f.Add([]byte(aliasBomb(120)))
+	f.Add([]byte(minimal + "---\nfrontends: []\n"))
+	f.Add([]byte(minimal + "...\n]]]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Work is bounded by the file, not by how its aliases repeat it.
+		walkBudget(t, data)
 		cfg, err := Parse(data)
 		if err != nil {
 			checkErrors(t, data, err)
@@ -98,7 +104,7 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Fatalf("backend %q: %d servers, %d retries", b.Name, len(b.Servers), b.Retries)
 		}
 		h := b.Health
-		if h.Fall < 1 || h.Rise < 1 || h.Timeout > h.Interval || h.Interval <= 0 || h.Jitter < 0 || h.Jitter > 1 {
+		if h.Fall < 1 || h.Rise < 1 || h.Timeout > h.Interval || h.Interval <= 0 || h.Interval > MaxDuration || !(h.Jitter >= 0 && h.Jitter <= 1) {
 			t.Fatalf("backend %q: unusable health check %+v", b.Name, h)
 		}
 		for _, s := range b.Servers {
@@ -115,13 +121,13 @@ func checkConfig(t *testing.T, cfg *Config) {
 			t.Fatalf("unusable cluster accepted: %+v", c)
 		}
 		for _, n := range c.Nodes {
-			if !n.Address.IsValid() || n.Priority < 0 || n.Priority > 1000 {
+			if !n.Address.IsValid() || CheckHostAddress(n.Address) != nil || n.Priority < 0 || n.Priority > 1000 || CheckInterface(n.Interface) != nil {
 				t.Fatalf("unusable node accepted: %+v", n)
 			}
 		}
 	}
 	for _, v := range cfg.VIPs {
-		if !v.Address.IsValid() || v.GARPCount < 1 || len(v.Interface) > 15 {
+		if !v.Address.IsValid() || v.GARPCount < 1 || CheckInterface(v.Interface) != nil {
 			t.Fatalf("unusable VIP accepted: %+v", v)
 		}
 	}

@@ -3,10 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Defaults, documented in docs/configuration.md. Where HAProxy's defaults
@@ -32,6 +36,10 @@ const (
 	DefaultGARPRefresh    = 10 * time.Second
 	DefaultVIPLifetime    = 2 * time.Second
 	DefaultAdminSocket    = "/run/halb/admin.sock"
+
+	// MaxDuration bounds every interval, timeout and delay: a longer one
+	// is a typo (100 years in hours), and arithmetic on it could overflow.
+	MaxDuration = 24 * time.Hour
 )
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
@@ -39,6 +47,10 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 type validator struct {
 	lines map[string]int
 	errs  Errors
+
+	// badBackendName: a backend's name was refused, so a frontend's
+	// reference that finds no backend is most likely a follow-up.
+	badBackendName bool
 }
 
 func (v *validator) sorted() Errors { return sortErrors(v.errs) }
@@ -46,6 +58,11 @@ func (v *validator) sorted() Errors { return sortErrors(v.errs) }
 // fail records an error at path, taking the line of the nearest known
 // ancestor when the field itself is absent from the file.
 func (v *validator) fail(path string, format string, args ...any) {
+	for i, a := range args {
+		if s, ok := a.(string); ok {
+			args[i] = clip(s)
+		}
+	}
 	line := 0
 	for p := path; p != ""; p = parent(p) {
 		if l, ok := v.lines[p]; ok {
@@ -76,16 +93,23 @@ func (v *validator) duration(path, s string, def time.Duration, min time.Duratio
 	if d < min {
 		v.fail(path, "%s is too short: at least %s", d, min)
 	}
+	if d > MaxDuration {
+		v.fail(path, "%s is too long: at most %s", d, MaxDuration)
+	}
 	return d
 }
 
-func (v *validator) name(path, s, what string) {
+// name checks one name and says whether it passed.
+func (v *validator) name(path, s, what string) bool {
 	switch {
 	case s == "":
 		v.fail(path, "%s name is required", what)
 	case !nameRE.MatchString(s):
 		v.fail(path, "%q: use letters, digits, '_', '.', '-' (at most 63, starting with a letter or digit)", s)
+	default:
+		return true
 	}
+	return false
 }
 
 func intOr(p *int, def int) int {
@@ -137,6 +161,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 	if raw.Stats != nil {
 		cfg.Stats = v.stats(raw.Stats)
 	}
+	v.listeners(cfg)
 	return cfg
 }
 
@@ -148,27 +173,27 @@ func (v *validator) stats(r *rawStats) *Stats {
 		PasswordFile: r.PasswordFile,
 		Refresh:      v.duration("stats.refresh", r.Refresh, DefaultStatsRefresh, time.Second),
 	}
-	if ap, err := netip.ParseAddrPort(r.Bind); err != nil {
-		v.fail("stats.bind", "%q is not ADDRESS:PORT (e.g. 192.168.66.160:9600)", r.Bind)
-	} else {
-		st.Bind = ap
-	}
+	st.Bind = v.bind("stats.bind", r.Bind, "192.168.66.160:9600")
 	if r.MetricsBind != "" {
-		if ap, err := netip.ParseAddrPort(r.MetricsBind); err != nil {
-			v.fail("stats.metrics_bind", "%q is not ADDRESS:PORT (e.g. 127.0.0.1:9601)", r.MetricsBind)
-		} else {
-			st.MetricsBind = ap
-		}
+		st.MetricsBind = v.bind("stats.metrics_bind", r.MetricsBind, "127.0.0.1:9601")
 	}
 	if len(r.Users) == 0 && r.PasswordFile == "" {
 		v.fail("stats.users", "the stats page needs users (name and bcrypt password_hash; make one with `halb passwd`) or a password_file")
 	}
+	users := map[string]int{}
 	for i, u := range r.Users {
 		p := fmt.Sprintf("stats.users[%d]", i)
-		v.name(p+".name", u.Name, "user")
-		if !strings.HasPrefix(u.PasswordHash, "$2") {
+		if v.name(p+".name", u.Name, "user") {
+			if first, dup := users[u.Name]; dup {
+				v.fail(p+".name", "%q is also stats.users[%d]: each user is listed once", u.Name, first)
+			} else {
+				users[u.Name] = i
+			}
+		}
+		// The stats page refuses what bcrypt cannot read, so check does too.
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
 			// Never echo the value: it may be a plaintext password.
-			v.fail(p+".password_hash", "not a bcrypt hash (starts with $2a$, $2b$ or $2y$); plaintext passwords are refused — make a hash with `halb passwd`")
+			v.fail(p+".password_hash", "not a bcrypt hash (60 characters starting with $2a$, $2b$ or $2y$); plaintext passwords are refused — make a hash with `halb passwd`")
 		}
 		st.Users = append(st.Users, StatUser(u))
 	}
@@ -198,12 +223,20 @@ func (v *validator) log(raw *rawLog) Log {
 	if l.Format != "text" && l.Format != "json" {
 		v.fail("log.format", "%q: want text or json", l.Format)
 	}
-	switch l.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		v.fail("log.level", "%q: want debug, info, warn or error", l.Level)
+	if err := CheckLogLevel(l.Level); err != nil {
+		v.fail("log.level", "%v", err)
 	}
 	return l
+}
+
+// CheckLogLevel reports why level is not one of halb's log levels, or nil.
+// The --log-level flag uses it too, so a typo there is not silently info.
+func CheckLogLevel(level string) error {
+	switch level {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return fmt.Errorf("%q: want debug, info, warn or error", clip(level))
 }
 
 func (v *validator) frontends(raws []rawFrontend, cfg *Config) []Frontend {
@@ -211,7 +244,6 @@ func (v *validator) frontends(raws []rawFrontend, cfg *Config) []Frontend {
 		v.fail("frontends", "at least one frontend is needed")
 	}
 	names := map[string]bool{}
-	binds := map[netip.AddrPort]string{}
 	var out []Frontend
 	for i, r := range raws {
 		p := fmt.Sprintf("frontends[%d]", i)
@@ -223,23 +255,15 @@ func (v *validator) frontends(raws []rawFrontend, cfg *Config) []Frontend {
 		f := Frontend{Name: r.Name, Backend: r.Backend, MaxConn: intOr(r.MaxConn, 0)}
 		if r.Bind == "" {
 			v.fail(p+".bind", "bind address is required (e.g. 192.168.66.160:6443)")
-		} else if ap, err := netip.ParseAddrPort(r.Bind); err != nil {
-			v.fail(p+".bind", "%q is not ADDRESS:PORT (e.g. 192.168.66.160:6443 or [::1]:6443)", r.Bind)
-		} else if ap.Port() == 0 {
-			v.fail(p+".bind", "%q: port must be 1-65535", r.Bind)
 		} else {
-			f.Bind = ap
-			if other, dup := binds[ap]; dup {
-				v.fail(p+".bind", "%s is already bound by frontend %q", ap, other)
-			}
-			binds[ap] = r.Name
+			f.Bind = v.bind(p+".bind", r.Bind, "192.168.66.160:6443 or [::1]:6443")
 		}
 		if f.MaxConn < 0 {
 			v.fail(p+".maxconn", "%d: must be 0 (only the global limit) or more", f.MaxConn)
 		}
 		if r.Backend == "" {
 			v.fail(p+".backend", "backend is required")
-		} else if _, ok := cfg.Backend(r.Backend); !ok {
+		} else if _, ok := cfg.Backend(r.Backend); !ok && !v.badBackendName {
 			v.fail(p+".backend", "no backend named %q", r.Backend)
 		}
 		out = append(out, f)
@@ -255,7 +279,9 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 	var out []Backend
 	for i, r := range raws {
 		p := fmt.Sprintf("backends[%d]", i)
-		v.name(p+".name", r.Name, "backend")
+		if !v.name(p+".name", r.Name, "backend") {
+			v.badBackendName = true
+		}
 		if names[r.Name] && r.Name != "" {
 			v.fail(p+".name", "%q is used by another backend", r.Name)
 		}
@@ -268,6 +294,7 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 			PanicRouting: boolOr(r.Panic, true),
 			Health:       v.health(p+".health", r.Health),
 		}
+		v.healthMore(p+".health", b.Health)
 		switch b.Balance {
 		case "":
 			b.Balance = RoundRobin
@@ -294,6 +321,8 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 				v.fail(sp+".address", "%q is not IP:PORT (e.g. 192.168.66.161:6443); host names are not resolved, so a DNS outage cannot take the endpoint down", rs.Address)
 			} else if ap.Port() == 0 {
 				v.fail(sp+".address", "%q: port must be 1-65535", rs.Address)
+			} else if err := CheckHostAddress(ap.Addr()); err != nil {
+				v.fail(sp+".address", "%s: %v: a server needs its own address", ap, err)
 			} else {
 				s.Address = ap
 			}
@@ -446,6 +475,8 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		a, err := netip.ParseAddr(r.Witness)
 		if err != nil {
 			v.fail("cluster.witness", "%q is not an IP address", r.Witness)
+		} else if err := CheckHostAddress(a); err != nil {
+			v.fail("cluster.witness", "%s: %v: the witness is one host that answers ping", a, err)
 		}
 		c.Witness = a
 	}
@@ -468,6 +499,8 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		a, err := netip.ParseAddr(rn.Address)
 		if err != nil {
 			v.fail(p+".address", "%q is not an IP address (the address gossip binds to on that node)", rn.Address)
+		} else if err := CheckHostAddress(a); err != nil {
+			v.fail(p+".address", "%s: %v: gossip binds to and advertises the node's own address", a, err)
 		} else {
 			n.Address = a
 			if other, dup := addrs[a]; dup {
@@ -504,6 +537,8 @@ func (v *validator) vips(raws []rawVIP, c *Cluster) []VIP {
 		pfx, err := parsePrefix(r.Address)
 		if err != nil {
 			v.fail(p+".address", "%q is not an address with an optional prefix length (e.g. 192.168.66.160/24)", r.Address)
+		} else if err := CheckHostAddress(pfx.Addr()); err != nil {
+			v.fail(p+".address", "%s: %v: a VIP is one host's address", pfx.Addr(), err)
 		} else {
 			vip.Address = pfx
 			if seen[pfx.Addr()] {
@@ -545,11 +580,150 @@ func parsePrefix(s string) (netip.Prefix, error) {
 }
 
 // CheckInterface reports why name cannot be a Linux interface name, or nil;
-// "" (unset) passes. The importers use it too, so what they accept, Parse
-// accepts.
+// "" (unset) passes. The rules are the kernel's (dev_valid_name): fewer
+// than 16 bytes, not "." or "..", no '/', ':' or white space; control
+// characters are refused too, as no tool can show such a name. The
+// importers use it as well, so what they accept, Parse accepts.
 func CheckInterface(name string) error {
-	if len(name) > 15 {
-		return fmt.Errorf("%q: Linux interface names have at most 15 characters", name)
+	switch {
+	case name == "":
+		return nil
+	case len(name) > 15:
+		return fmt.Errorf("%q: Linux interface names have at most 15 characters", clip(name))
+	case name == "." || name == "..":
+		return fmt.Errorf("%q is not an interface name", name)
+	}
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c == '/' || c == ':':
+			return fmt.Errorf("%q: Linux interface names cannot contain %q", name, c)
+		case c <= ' ' || c == 0x7f || c == 0xa0: // the kernel's isspace includes 0xa0
+			return fmt.Errorf("%q: Linux interface names cannot contain white space or control characters", name)
+		}
 	}
 	return nil
+}
+
+// CheckHostAddress reports why a cannot be one host's address (a server,
+// node, witness or VIP), or nil. The importers use it too.
+func CheckHostAddress(a netip.Addr) error { return unicast(a, true) }
+
+// unicast reports why a cannot be one host's address, or nil. Unspecified
+// (0.0.0.0, ::) is refused only when unspecifiedBad: a listener may bind
+// it, a peer or server cannot be it.
+func unicast(a netip.Addr, unspecifiedBad bool) error {
+	a = a.Unmap()
+	switch {
+	case a.IsUnspecified() && unspecifiedBad:
+		return errors.New("is the unspecified address")
+	case a.IsMulticast():
+		return errors.New("is a multicast address")
+	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return errors.New("is the broadcast address")
+	}
+	return nil
+}
+
+// bind parses a listener address: ADDRESS:PORT with a port and an address
+// a TCP socket can listen on. example shows the right form.
+func (v *validator) bind(path, s, example string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(s)
+	switch {
+	case err != nil:
+		v.fail(path, "%q is not ADDRESS:PORT (e.g. %s)", s, example)
+	case ap.Port() == 0:
+		v.fail(path, "%q: port must be 1-65535", s)
+	default:
+		if err := unicast(ap.Addr(), false); err != nil {
+			v.fail(path, "%s: %v: TCP cannot listen on it", ap, err)
+			return netip.AddrPort{}
+		}
+		return ap
+	}
+	return netip.AddrPort{}
+}
+
+// healthMore checks what health leaves open: a path the HTTP client
+// would refuse at start, and a jitter that is not a number.
+func (v *validator) healthMore(p string, h HealthCheck) {
+	if math.IsNaN(h.Jitter) || math.IsInf(h.Jitter, 0) {
+		v.fail(p+".jitter", "%v: want a fraction of the interval between 0 and 1", h.Jitter)
+	}
+	if (h.Type == CheckHTTP || h.Type == CheckHTTPS) && strings.HasPrefix(h.Path, "/") {
+		if err := checkHTTPPath(h.Path); err != nil {
+			v.fail(p+".path", "%q: %v", h.Path, err)
+		}
+	}
+}
+
+// checkHTTPPath applies the rules the health checker's URL parser applies
+// when halb starts, so that check refuses what run would.
+func checkHTTPPath(path string) error {
+	u, err := url.Parse(path)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole path
+		}
+		return fmt.Errorf("not a URL path: %w", err)
+	}
+	if u.Host != "" || u.Scheme != "" {
+		return errors.New("a path starting with // names a host; write one slash (e.g. /healthz)")
+	}
+	return nil
+}
+
+// listener is one TCP (or TCP and UDP) port halb binds.
+type listener struct {
+	path, what string
+	at         netip.AddrPort
+}
+
+// listeners refuses two listeners that the kernel would not let bind
+// together: the same address and port, written the same way or not
+// ([::ffff:10.0.0.1]:80 is 10.0.0.1:80), or a wildcard address beside
+// another address on the same port (Linux refuses it while one listens).
+func (v *validator) listeners(cfg *Config) {
+	var ls []listener
+	for i, f := range cfg.Frontends {
+		ls = append(ls, listener{fmt.Sprintf("frontends[%d].bind", i), fmt.Sprintf("frontend %q", f.Name), f.Bind})
+	}
+	if st := cfg.Stats; st != nil {
+		ls = append(ls, listener{"stats.bind", "stats.bind", st.Bind}, listener{"stats.metrics_bind", "stats.metrics_bind", st.MetricsBind})
+	}
+	if c := cfg.Cluster; c != nil {
+		for i, n := range c.Nodes {
+			if n.Address.IsValid() && c.Port > 0 && c.Port <= 65535 {
+				ls = append(ls, listener{fmt.Sprintf("cluster.nodes[%d].address", i), fmt.Sprintf("gossip of node %q", n.Name), netip.AddrPortFrom(n.Address, uint16(c.Port))})
+			}
+		}
+	}
+	byPort := map[uint16][]listener{}
+	for _, l := range ls {
+		if !l.at.IsValid() {
+			continue // refused already, or not configured
+		}
+		for _, other := range byPort[l.at.Port()] {
+			if overlap(l.at.Addr(), other.at.Addr()) {
+				v.fail(l.path, "%s clashes with %s at %s: both cannot listen", l.at, other.what, other.at)
+				break
+			}
+		}
+		byPort[l.at.Port()] = append(byPort[l.at.Port()], l)
+	}
+}
+
+// overlap says whether listeners on a and b, same port, would clash. Go
+// listens on [::] in dual stack, so it covers IPv4 as well.
+func overlap(a, b netip.Addr) bool {
+	a, b = a.Unmap(), b.Unmap()
+	switch {
+	case a == b:
+		return true
+	case a.IsUnspecified() && a.Is6(), b.IsUnspecified() && b.Is6():
+		return true
+	case a.IsUnspecified() || b.IsUnspecified():
+		return a.Is4() == b.Is4()
+	}
+	return false
 }

@@ -535,6 +535,10 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		imp.warn(p.line, "inter "+formatDuration(inter), "backend %s: halb probes at most every 10ms", p.name)
 		inter = 10 * time.Millisecond
 	}
+	if inter > config.MaxDuration {
+		imp.warn(p.line, "inter "+formatDuration(inter), "backend %s: halb probes at least every %s", p.name, formatDuration(config.MaxDuration))
+		inter = config.MaxDuration
+	}
 	h.Interval = formatDuration(inter)
 	fall, rise := derefOr(sp.fall, haproxyFall), derefOr(sp.rise, haproxyRise)
 	if fall < 1 {
@@ -568,13 +572,17 @@ func (imp *importer) timeouts(fprox, bprox []*proxy) *outTimeouts {
 	srv, srvOK := imp.pick("server", bprox)
 	tunnel, tunnelOK := imp.pick("tunnel", append(slices.Clone(fprox), bprox...))
 	if connOK {
-		t.Connect = formatDuration(max(connect.d, time.Millisecond))
+		t.Connect = formatDuration(min(max(connect.d, time.Millisecond), config.MaxDuration))
 	}
 	idle := func(name, halbName string, v timeoutVal) string {
 		d := v.d
 		if d < time.Second {
 			imp.warn(v.line, "timeout "+name, "halb's idle timeouts are at least 1s; using 1s")
 			d = time.Second
+		}
+		if d > config.MaxDuration {
+			imp.warn(v.line, "timeout "+name, "halb's timeouts are at most %s; using %s", formatDuration(config.MaxDuration), formatDuration(config.MaxDuration))
+			d = config.MaxDuration
 		}
 		if d < 5*time.Minute {
 			imp.warn(v.line, "timeout "+name+" "+formatDuration(d), "carried over as timeouts.%s: kubectl watches and talosctl streams idle for longer are cut, as in HAProxy (halb's default is %s)", halbName, formatDuration(config.DefaultIdleTimeout))

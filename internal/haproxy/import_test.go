@@ -257,6 +257,8 @@ func TestParseServerErrors(t *testing.T) {
 		"server a 10.0.0.1:0",
 		"server a 10.0.0.1:6443-6445",
 		"server a 0.0.0.0:6443",
+		"server a 224.0.0.1:6443",
+		"server a 255.255.255.255:6443",
 		"server a 10.0.0.1:6443 inter",
 		"server a 10.0.0.1:6443 inter fast",
 		"server a 10.0.0.1:6443 fall -1",
@@ -387,6 +389,8 @@ func TestHealthMapping(t *testing.T) {
 			config.HealthCheck{Type: config.CheckTCP, Interval: 3 * time.Second, Fall: 2, Rise: 1}, ""},
 		{"short inter shortens the probe timeout", []string{"server s1 10.1.1.1:6443 check inter 200"},
 			config.HealthCheck{Type: config.CheckTCP, Interval: 200 * time.Millisecond, Timeout: 200 * time.Millisecond}, ""},
+		{"inter over halb's maximum", []string{"server s1 10.1.1.1:6443 check inter 2d"},
+			config.HealthCheck{Type: config.CheckTCP, Interval: config.MaxDuration}, "at least every 24h"},
 		{"timeout check", []string{"timeout check 300ms", "server s1 10.1.1.1:6443 check"},
 			config.HealthCheck{Type: config.CheckTCP, Timeout: 300 * time.Millisecond}, ""},
 		{"unchecked servers", []string{"server s1 10.1.1.1:6443"},
@@ -476,6 +480,13 @@ func TestTimeouts(t *testing.T) {
 	c, ws, _ = importText(t, cfg, Options{})
 	if c.Timeouts.ClientIdle != time.Second || !warningAt(ws, 2, "at least 1s") {
 		t.Errorf("client_idle = %v, warnings %v", c.Timeouts.ClientIdle, ws)
+	}
+
+	// Days-long ones are lowered to halb's maximum, not refused.
+	cfg = "defaults\n  timeout connect 2d\n  timeout client 3d\n" + tcpPair("server s1 10.1.1.1:6443")
+	c, ws, _ = importText(t, cfg, Options{})
+	if c.Timeouts.ClientIdle != config.MaxDuration || c.Timeouts.Connect != config.MaxDuration || !warningAt(ws, 3, "at most 24h") {
+		t.Errorf("client_idle = %v, connect = %v, warnings %v", c.Timeouts.ClientIdle, c.Timeouts.Connect, ws)
 	}
 }
 

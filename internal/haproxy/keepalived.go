@@ -150,6 +150,9 @@ func parseKeepalivedVIP(b *kaBlock, iface string) (KeepalivedVIP, error) {
 	if err != nil {
 		return v, fmt.Errorf("virtual_ipaddress %q is not ADDRESS/LENGTH", b.args[0])
 	}
+	if err := config.CheckHostAddress(p.Addr()); err != nil {
+		return v, fmt.Errorf("virtual_ipaddress %s %w", p.Addr(), err)
+	}
 	v.Prefix = p
 	for i := 1; i+1 < len(b.args); i++ {
 		if b.args[i] == "dev" {

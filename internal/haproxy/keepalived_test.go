@@ -130,6 +130,12 @@ func TestParseKeepalivedErrors(t *testing.T) {
 		// and only the imported config failed to validate.
 		{"vrrp_instance V {\n  virtual_ipaddress {\n    10.0.0.5 dev enp0s31f6-uplink0\n  }\n}\n", 3},
 		{"vrrp_instance V {\n  interface enp0s31f6-uplink0\n  virtual_ipaddress {\n    10.0.0.5\n  }\n}\n", 2},
+		// Names the kernel refuses though short: an alias label, a path.
+		{"vrrp_instance V {\n  interface eth0:1\n  virtual_ipaddress {\n    10.0.0.5\n  }\n}\n", 2},
+		{"vrrp_instance V {\n  virtual_ipaddress {\n    10.0.0.5 dev ..\n  }\n}\n", 3},
+		{"vrrp_instance V {\n  virtual_ipaddress {\n    10.0.0.5 dev a/b\n  }\n}\n", 3},
+		// Found by fuzzing: a VIP no host can hold, which config refuses.
+		{"vrrp_instance V {\n  virtual_ipaddress {\n    ::\n    224.0.0.5\n  }\n}\n", 3},
 	}
 	for _, tt := range tests {
 		_, err := ParseKeepalived([]byte(tt.in))

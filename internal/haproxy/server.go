@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"halb/internal/config"
 )
 
 // serverParams are the options of a server or default-server line that
@@ -203,13 +205,17 @@ func parseServer(d directive) (server, []dropped, error) {
 	}
 	s := server{line: d.line, name: d.args[1]}
 	addr, err := parseHostPort(d.args[2])
+	var notHost error
+	if err == nil {
+		notHost = config.CheckHostAddress(addr.Addr())
+	}
 	switch {
 	case errors.Is(err, errNoPort):
 		return s, nil, fmt.Errorf("server %s: address %q has no port; halb needs IP:PORT", s.name, d.args[2])
 	case err != nil:
 		return s, nil, fmt.Errorf("server %s: %w", s.name, err)
-	case addr.Addr().IsUnspecified():
-		return s, nil, fmt.Errorf("server %s: %q is not a server address", s.name, d.args[2])
+	case notHost != nil:
+		return s, nil, fmt.Errorf("server %s: %q %w", s.name, d.args[2], notHost)
 	}
 	s.addr = addr
 	params, drop, err := parseServerParams(d.args[3:])

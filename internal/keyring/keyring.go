@@ -8,10 +8,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"halb/internal/smallfile"
 )
 
 // Errors the edits wrap, so callers can choose how to answer.
@@ -93,9 +96,15 @@ func Parse(data []byte) ([][]byte, error) {
 	return keys, nil
 }
 
-// Read parses the key file at path.
+// MaxFileSize bounds a key file: a key is a 45-byte line, so this holds
+// dozens with comments, and a wrong path (/dev/zero, a log) is refused
+// instead of read whole.
+const MaxFileSize = 4 << 10
+
+// Read parses the key file at path, which must be a regular file of at
+// most MaxFileSize bytes.
 func Read(path string) ([][]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := smallfile.Read(path, MaxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("read gossip keys: %w", err)
 	}
@@ -104,6 +113,21 @@ func Read(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("gossip key file %s: %w", path, err)
 	}
 	return keys, nil
+}
+
+// CheckPrivate reports, wrapping smallfile.ErrExposed, a key file that
+// users other than its owner could read or change: whoever reads it can
+// join the cluster and read its gossip, whoever writes it can cut this
+// node off. A missing file is nil; reading it reports that.
+func CheckPrivate(path string) error {
+	err := smallfile.CheckPrivate(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gossip keys must stay secret: %w", err)
+	}
+	return nil
 }
 
 // Format renders keys as a key file, primary first.

@@ -141,3 +141,38 @@ func TestEdits(t *testing.T) {
 		t.Fatalf("Find of an unknown id: %v", err)
 	}
 }
+
+// A key file is a small regular file; anything else is refused before it
+// is read (a FIFO would hang, /dev/zero would fill memory).
+func TestReadBounded(t *testing.T) {
+	if _, err := Read("/dev/zero"); err == nil || !strings.Contains(err.Error(), "/dev/zero") || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("Read(/dev/zero) = %v, want a refusal naming the file", err)
+	}
+	big := filepath.Join(t.TempDir(), "big")
+	text := strings.Repeat(Encode(k1)+"\n", MaxFileSize/40)
+	if err := os.WriteFile(big, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read(big); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("Read of %d bytes = %v, want too large", len(text), err)
+	}
+}
+
+func TestCheckPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gossip.key")
+	if err := CheckPrivate(path); err != nil {
+		t.Fatalf("missing file: %v, want nil (reading reports it)", err)
+	}
+	if err := Write(path, [][]byte{k1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPrivate(path); err != nil {
+		t.Fatalf("file as Write leaves it: %v", err)
+	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPrivate(path); err == nil || !strings.Contains(err.Error(), "0644") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("world-readable key file: %v, want a warning naming file and mode", err)
+	}
+}
