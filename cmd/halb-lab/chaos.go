@@ -180,6 +180,12 @@ func runChaos(ctx context.Context, o chaosOptions, stdout, stderr io.Writer) err
 	topo := chaos.Topology{LBs: l.LBNames(), CPs: l.CPNames()}
 	steps := chaos.Schedule(o.seed, chaos.Plan{Faults: o.faults, Detect: o.detect, Overlap: o.overlap, Kinds: kinds}, topo)
 	r := &chaosRun{o: o, l: l, log: log, topo: topo, start: time.Now(), base: map[string]chaos.Baseline{}, macs: map[string]string{}}
+	if r.apiTLS, err = l.ClientTLS(fakecp.KubeAdmin); err != nil {
+		return err
+	}
+	if r.talosTLS, err = l.ClientTLS(fakecp.TalosAdmin); err != nil {
+		return err
+	}
 	replay := fmt.Sprintf("halb-lab chaos --halb %s --seed %d --faults %d --lbs %d --detect %s --overlap %g --preempt-delay %s", o.halb, o.seed, o.faults, o.lbs, o.detect, o.overlap, o.preemptDelay)
 	if o.kinds != "" {
 		replay += " --kinds " + o.kinds
@@ -279,6 +285,8 @@ type chaosRun struct {
 	macs  map[string]string
 	base  map[string]chaos.Baseline
 	drain bool // the valid-reload toggle: drain 3s instead of 2s
+	// Client credentials through the VIP, as kubectl and talosctl present them.
+	apiTLS, talosTLS *tls.Config
 
 	mu       sync.Mutex
 	timeline []chaos.Event
@@ -740,7 +748,12 @@ func (r *chaosRun) tryOnce(ctx context.Context, ap netip.AddrPort) error {
 	defer func() { _ = c.Close() }()
 	dl, _ := ctx.Deadline()
 	_ = c.SetDeadline(dl)
-	tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // fake control planes have self-signed certificates
+	conf := r.talosTLS.Clone()
+	if ap.Port() == 6443 {
+		conf = r.apiTLS.Clone()
+	}
+	conf.ServerName = ap.Addr().String()
+	tc := tls.Client(c, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
@@ -913,7 +926,7 @@ func (r *chaosRun) longLived(ctx context.Context, n int) {
 			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 				return r.l.Dial(ctx, "cl", addr)
 			},
-			TLSClientConfig:     &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // fake control planes have self-signed certificates
+			TLSClientConfig:     r.apiTLS.Clone(),
 			MaxIdleConnsPerHost: 1,
 			MaxConnsPerHost:     1,
 			IdleConnTimeout:     time.Minute,

@@ -153,7 +153,25 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.expect(err == nil, "halb status exits 0: one agreed holder, every frontend has a healthy server")
 
-	d.title("the client uses the VIP: Kubernetes API on 6443, Talos API on 50000")
+	d.title("the control planes authenticate, like Talos: halb's checks carry credentials")
+	d.say("   checks: %s (least privilege), %s (os:reader)", fakecp.HealthKubeconfig, fakecp.HealthTalosconfig)
+	rejected := 0
+	for i := range l.CPNames() {
+		st, err := l.CP(i + 1).Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, c := range []fakecp.Counters{st.API, st.Talos} {
+			for _, m := range []map[string]int{c.HandshakeFailures, c.Unauthorized, c.Forbidden} {
+				for _, n := range m {
+					rejected += n
+				}
+			}
+		}
+	}
+	d.expect(rejected == 0, "no check was rejected: %d failed handshakes, 401s or 403s on the control planes", rejected)
+
+	d.title("the client uses the VIP with the admin's credentials: Kubernetes API on 6443, Talos API on 50000")
 	r, err := l.Probe(ctx, demoAPI, probe.ModeHTTPS, 2*time.Second)
 	if err != nil {
 		return err

@@ -101,6 +101,10 @@ type Frontend struct {
 	BytesIn  int64   `json:"bytes_in"`
 	BytesOut int64   `json:"bytes_out"`
 	MaxConn  int     `json:"maxconn"`
+	// ListenError says why the frontend accepts no connections (its
+	// address could not be bound, its listener failed); absent while it
+	// listens.
+	ListenError string `json:"listen_error,omitempty"`
 }
 
 // Backend is a server pool.

@@ -314,8 +314,8 @@ func stateColor(state string) string {
 
 // Verdict judges s: CodeOK when every VIP has exactly one holder that all
 // alive members agree on, no configured member is missing, and every
-// frontend's backend has a healthy server; else CodeDegraded with one line
-// per problem.
+// frontend listens and its backend has a healthy server; else CodeDegraded
+// with one line per problem.
 func Verdict(s Snapshot) (code int, problems []string) {
 	for _, v := range s.VIPs {
 		problems = append(problems, vipProblems(s, v)...)
@@ -337,6 +337,8 @@ func Verdict(s Snapshot) (code int, problems []string) {
 	for _, f := range s.Frontends {
 		b, ok := findBackend(s, f.Backend)
 		switch {
+		case f.ListenError != "":
+			problems = append(problems, fmt.Sprintf("frontend %s: not listening on %s: %s; this node is not eligible", f.Name, f.Bind, f.ListenError))
 		case b.Panic:
 			problems = append(problems, fmt.Sprintf("frontend %s: backend %s is in PANIC: every server is down by its checks, new connections go to them anyway (panic_routing); this node is not eligible for the VIP", f.Name, b.Name))
 		case !ok:

@@ -18,6 +18,15 @@ func TestVerdict(t *testing.T) {
 		{name: "healthy pair", snap: healthyPair, code: CodeOK},
 		{name: "one server down is fine", snap: downServer, code: CodeOK},
 		{
+			name: "frontend without its listener", code: CodeDegraded,
+			snap: func() Snapshot {
+				s := healthyPair()
+				s.Frontends[0].ListenError = "listen on 192.168.66.160:6443: bind: address already in use"
+				return s
+			},
+			problems: []string{"frontend kubernetes: not listening on 192.168.66.160:6443: listen on 192.168.66.160:6443: bind: address already in use; this node is not eligible"},
+		},
+		{
 			name: "split brain", snap: splitBrain, code: CodeDegraded,
 			problems: []string{
 				"VIP 192.168.66.160: members disagree on the holder: lb1 says lb1, lb2 says lb2",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -11,18 +12,43 @@ import (
 )
 
 func newCheckCmd() *cobra.Command {
-	var path string
+	var path, node string
+	var probe bool
 	cmd := &cobra.Command{
-		Use:   "check --config FILE",
-		Short: "Validate a config file, like haproxy -c",
+		Use:   "check --config FILE [--probe [--node NAME]]",
+		Short: "Validate a config file, like haproxy -c; with --probe, run every health check once",
 		Long: `Check parses and validates a config file without starting anything.
 
 On success it prints a one-line summary and exits 0. Otherwise it prints every
 problem as FILE:LINE: FIELD: MESSAGE and exits 1. Files the config refers to
-(gossip key, TLS material) are checked too; a missing one is a warning, since
-a config is often written on another machine than the one that runs it.`,
+(gossip key, TLS material, talosconfig, kubeconfig) are checked too: one that
+exists is read and parsed, and an error names the file and the field inside
+it; a missing one is a warning, since a config is often written on another
+machine than the one that runs it. A check that would use an admin credential
+(an os:admin talosconfig, a system:masters kubeconfig) is a warning.
+
+--probe then runs every backend's health check once, now, from this host,
+against every configured server (all at once, each bounded by its
+health.timeout; nothing else is contacted), and prints one line per server:
+backend, server, address, result and diagnosis. The result is one of
+  ok                     the check passed
+  gone                   nothing answered (refused, reset, unreachable, timeout)
+  not ready              the server answered that it takes no new connections
+                         (e.g. /readyz failing while kube-apiserver shuts down)
+  rejected: credentials  the server refused the check's credentials, or the
+                         check does not trust the server's certificate: the
+                         server is alive and the check is misconfigured
+Run it on each LB host before cutting over from HAProxy: on a Talos cluster an
+anonymous check is rejected (kube-apiserver answers 401, apid requires a client
+certificate), and halb would mark every server down. --node names this host in
+the output so reports of several LB hosts can be told apart.
+
+Exit status: 0 when the config is valid (and, with --probe, every check
+passed), 1 when the config or a file it names is invalid, 2 when a probe
+failed.`,
 		Example: `  halb check --config /etc/halb/halb.yaml
-  halb check --config deploy/examples/talos.yaml`,
+  halb check --config deploy/examples/talos.yaml
+  halb check --config /etc/halb/halb.yaml --probe --node lb1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := config.Load(path)
@@ -38,22 +64,61 @@ a config is often written on another machine than the one that runs it.`,
 				return exitError{code: 1}
 			}
 			keyErrs, keyWarns := keyFileProblems(cfg)
-			for _, w := range append(fileWarnings(cfg), keyWarns...) {
+			credErrs, credWarns := credentialProblems(cfg)
+			for _, w := range slices.Concat(fileWarnings(cfg), keyWarns, credWarns) {
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", path, w)
 			}
-			if errs := keyErrs; len(errs) > 0 {
+			if errs := slices.Concat(keyErrs, credErrs); len(errs) > 0 {
 				for _, e := range errs {
 					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", path, e)
 				}
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(errs))
 				return exitError{code: 1}
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg))
-			return err
+			if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg)); err != nil {
+				return err
+			}
+			if !probe {
+				return nil
+			}
+			return runProbe(cmd, cfg, node)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file to check")
+	cmd.Flags().BoolVar(&probe, "probe", false, "run every health check once against every server, from this host")
+	cmd.Flags().StringVar(&node, "node", "", "with --probe: this host's name in cluster.nodes, shown in the output (default: host name)")
 	return cmd
+}
+
+// runProbe is `halb check --probe`: it probes, prints, and sets the exit
+// status.
+func runProbe(cmd *cobra.Command, cfg *config.Config, node string) error {
+	if node != "" && cfg.Cluster != nil {
+		if _, ok := cfg.Cluster.Node(node); !ok {
+			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "--node %s: not in cluster.nodes\n", node)
+			return exitError{code: 1}
+		}
+	}
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	outcomes, err := probeServers(cmd.Context(), cfg)
+	if err != nil {
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "probe: %v\n", err)
+		return exitError{code: 1}
+	}
+	w := cmd.OutOrStdout()
+	if _, err := fmt.Fprintf(w, "probed %d server(s) from %s:\n", len(outcomes), node); err != nil {
+		return err
+	}
+	failed, err := printProbes(w, outcomes)
+	if err != nil {
+		return err
+	}
+	if failed > 0 {
+		return exitError{code: 2}
+	}
+	return nil
 }
 
 func locate(path string, e *config.FieldError) string {
@@ -97,10 +162,9 @@ func fileWarnings(cfg *config.Config) []string {
 		check("stats.password_file", cfg.Stats.PasswordFile)
 	}
 	for i, b := range cfg.Backends {
-		p := fmt.Sprintf("backends[%d].health.tls", i)
-		check(p+".ca_file", b.Health.TLS.CAFile)
-		check(p+".cert_file", b.Health.TLS.CertFile)
-		check(p+".key_file", b.Health.TLS.KeyFile)
+		for _, f := range tlsFiles(b.Health) {
+			check(fmt.Sprintf("backends[%d].health.tls.%s", i, f.field), f.path)
+		}
 	}
 	return ws
 }

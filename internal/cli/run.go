@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,8 +29,9 @@ the election picks.
 The node's identity is its entry under cluster.nodes, chosen by --node
 (default: the host name). Logs go to standard error.
 
-SIGHUP (or halb reload) re-reads the config and applies what changed; an
-invalid file changes nothing.
+SIGHUP (or halb reload) re-reads the config and applies what changed, all of
+it or nothing: an invalid file, or an address that cannot be bound, changes
+nothing. A SIGHUP while halb is still starting is applied once it runs.
 
 SIGINT or SIGTERM stop halb gracefully: it hands each VIP it holds to another
 eligible node (make-before-break), leaves the cluster, stops accepting, lets
@@ -38,6 +40,12 @@ open connections finish for up to timeouts.drain, and exits 0.`,
   halb run --config deploy/examples/loopback.yaml --log-level debug`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// First of all, so that a SIGHUP (systemctl reload) while halb
+			// starts is a reload request, not the default action that
+			// ends the process. Requests wait until the daemon runs.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			cfg, err := config.Load(path)
 			if err != nil {
 				return fmt.Errorf("%s:\n%w", path, err)
@@ -57,6 +65,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				}
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			logCredentialWarnings(cfg, log)
 			raiseFileLimit(cfg.MaxConn, log)
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -71,21 +80,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 			if err != nil {
 				return err
 			}
-			// SIGHUP re-reads the config; a bad file is logged and
-			// changes nothing.
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						_ = d.Reload() // the daemon logs the outcome
-					}
-				}
-			}()
+			go reloadOnHangup(ctx, d, hup, log)
 			return d.Run(ctx)
 		},
 	}
@@ -94,6 +89,31 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
 	cmd.Flags().StringVar(&socket, "socket", "", "override admin.socket")
 	return cmd
+}
+
+// reloadOnHangup re-reads the config on each SIGHUP until ctx ends; a bad
+// file is logged and changes nothing. A SIGHUP that comes while the daemon
+// is still starting waits until it runs, so it is neither lost nor applied
+// to a daemon half set up.
+func reloadOnHangup(ctx context.Context, d *daemon.Daemon, hup <-chan os.Signal, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		select {
+		case <-d.Running():
+		default:
+			log.Info("SIGHUP while starting: the reload waits until halb runs")
+			select {
+			case <-d.Running():
+			case <-ctx.Done():
+				return
+			}
+		}
+		_ = d.Reload() // the daemon logs the outcome
+	}
 }
 
 func newLogger(w io.Writer, l config.Log) *slog.Logger {

@@ -47,8 +47,13 @@ func TestSeedExample(t *testing.T) {
 		t.Errorf("binds (-want +got):\n%s", diff)
 	}
 	k8s, _ := cfg.Backend("k8s_controlplane")
-	if k8s.Health.Type != CheckHTTPS || k8s.Health.Path != "/healthz" || k8s.Health.Fall != 3 || k8s.Health.Rise != 2 || k8s.Health.Interval != 2*time.Second {
-		t.Errorf("k8s health = %+v, want https /healthz inter 2s fall 3 rise 2", k8s.Health)
+	if k8s.Health.Type != CheckHTTPS || k8s.Health.Path != "/readyz" || k8s.Health.Fall != 3 || k8s.Health.Rise != 2 || k8s.Health.Interval != 2*time.Second {
+		t.Errorf("k8s health = %+v, want https /readyz inter 2s fall 3 rise 2", k8s.Health)
+	}
+	// Talos rejects anonymous checks: the example must carry credentials.
+	talos, _ := cfg.Backend("talos_controlplane")
+	if k8s.Health.TLS.Kubeconfig == "" || talos.Health.TLS.Talosconfig == "" || !k8s.PanicRouting {
+		t.Errorf("k8s tls = %+v, talos tls = %+v, panic routing %t: want a kubeconfig, a talosconfig and panic routing", k8s.Health.TLS, talos.Health.TLS, k8s.PanicRouting)
 	}
 	if len(k8s.Servers) != 3 || k8s.Servers[2].Address != netip.MustParseAddrPort("192.168.66.163:6443") {
 		t.Errorf("k8s servers = %+v", k8s.Servers)
@@ -68,7 +73,7 @@ func TestDefaults(t *testing.T) {
 	}
 	b := cfg.Backends[0]
 	want := Backend{
-		Name: "cp", Balance: RoundRobin, Retries: DefaultRetries, CloseOnDown: true,
+		Name: "cp", Balance: RoundRobin, Retries: DefaultRetries, CloseOnDown: true, PanicRouting: true,
 		Health: HealthCheck{Type: CheckTCP, Interval: DefaultInterval, Timeout: DefaultCheckTimeout,
 			Fall: DefaultFall, Rise: DefaultRise, Jitter: DefaultJitter},
 		Servers: []Server{{Name: "cp1", Address: netip.MustParseAddrPort("127.0.0.2:6443"), Weight: 1}},

@@ -375,6 +375,20 @@ func (v *validator) health(p string, r *rawHealth) HealthCheck {
 		if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
 			v.fail(p+".tls", "cert_file and key_file go together")
 		}
+		var sources []string
+		for _, s := range []struct{ name, file string }{
+			{"talosconfig", h.TLS.Talosconfig}, {"kubeconfig", h.TLS.Kubeconfig}, {"cert_file", h.TLS.CertFile},
+		} {
+			if s.file != "" {
+				sources = append(sources, s.name)
+			}
+		}
+		if len(sources) > 1 {
+			v.fail(p+".tls", "%s are mutually exclusive: give the check one client certificate (a talosconfig for the Talos API, a kubeconfig for the Kubernetes API)", strings.Join(sources, " and "))
+		}
+		if h.TLS.Context != "" && h.TLS.Talosconfig == "" && h.TLS.Kubeconfig == "" {
+			v.fail(p+".tls.context", "%q names a context of a talosconfig or kubeconfig: set health.tls.talosconfig or health.tls.kubeconfig", h.TLS.Context)
+		}
 	}
 	return h
 }

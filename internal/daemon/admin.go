@@ -97,6 +97,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 			Current: fs.Current, Total: fs.Total, Rejected: fs.Rejected,
 			Rate:    d.rate(fc.Name, fs.Total, now, started),
 			BytesIn: fs.BytesIn, BytesOut: fs.BytesOut, MaxConn: fc.MaxConn,
+			ListenError: listenError(f),
 		})
 	}
 	for _, b := range cfg.Backends {
@@ -234,4 +235,12 @@ func (d *Daemon) rate(name string, total int64, now, started time.Time) float64 
 	}
 	d.rates[name] = rateSample{at: now, total: total, rate: r}
 	return r
+}
+
+// listenError says why a frontend does not listen, "" while it does.
+func listenError(f *frontend) string {
+	if err := f.f.ListenErr(); err != nil {
+		return err.Error()
+	}
+	return ""
 }

@@ -100,10 +100,12 @@ func (d *Daemon) control(ctx context.Context) error {
 	}
 	var fwd []<-chan struct{}
 	fwd = append(fwd, d.cluster.Changed())
-	// Pools a reload adds are not forwarded; the periodic round covers them.
+	// Pools come and go with reloads: they are forwarded by d.watch.
+	d.watch.start(ctx, d.poke)
+	defer d.watch.wait()
 	pools, _ := d.parts()
 	for _, p := range pools {
-		fwd = append(fwd, p.Changed())
+		d.watchPool(p)
 	}
 	for _, a := range d.announcers {
 		fwd = append(fwd, a.a.Changed())
@@ -163,21 +165,16 @@ func (d *Daemon) control(ctx context.Context) error {
 func (d *Daemon) localState(c *controller, now time.Time) cluster.State {
 	// One read: a reload swaps config and pools together.
 	d.mu.Lock()
-	cfg, self, pools := d.cfg, d.self, d.pools
+	cfg, self, pools, running := d.cfg, d.self, d.pools, d.frontends
 	d.mu.Unlock()
 	fronts := make(map[string]bool, len(cfg.Frontends))
-	healthy := 0
-	for _, f := range cfg.Frontends {
-		ok := pools[f.Backend].Healthy()
-		fronts[f.Name] = ok
-		if ok {
-			healthy++
-		}
+	states := make([]frontendState, 0, len(running))
+	for _, f := range running {
+		st := frontendState{listening: f.f.ListenErr() == nil, healthy: pools[f.cfg.Backend].Healthy()}
+		fronts[f.cfg.Name] = st.listening && st.healthy
+		states = append(states, st)
 	}
-	eligible := healthy == len(cfg.Frontends)
-	if cfg.Cluster.Eligibility == "any_frontend" {
-		eligible = healthy > 0
-	}
+	eligible := eligibleByFrontends(cfg.Cluster.Eligibility, states)
 	d.mu.Lock()
 	leaving, maint := d.leaving, d.maintained
 	d.mu.Unlock()
@@ -437,4 +434,31 @@ func (d *Daemon) standDown(members int, now time.Time) string {
 		return "alone and the witness is unreachable: this node is the one cut off"
 	}
 	return ""
+}
+
+// frontendState is what eligibility needs to know of one frontend.
+type frontendState struct {
+	listening bool // its listener accepts connections
+	healthy   bool // its backend has a server to send them to
+}
+
+// eligibleByFrontends decides from its frontends whether a node may hold
+// the VIPs. Every frontend must listen, whatever the policy: clients of a
+// port nobody listens on here are refused, where another node would serve
+// them. Then every frontend's backend must be healthy, or with policy
+// any_frontend at least one.
+func eligibleByFrontends(policy string, fronts []frontendState) bool {
+	healthy := 0
+	for _, f := range fronts {
+		if !f.listening {
+			return false
+		}
+		if f.healthy {
+			healthy++
+		}
+	}
+	if policy == "any_frontend" {
+		return healthy > 0
+	}
+	return healthy == len(fronts)
 }

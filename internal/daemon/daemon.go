@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -87,6 +88,10 @@ type Daemon struct {
 	keysMu     sync.Mutex // one gossip key change at a time
 	replay     replayGuard
 	maintained bool // operator maintenance: ineligible
+	stopping   bool // Run is stopping: reloads are refused; guarded by mu
+
+	running chan struct{} // closed once Run has started everything
+	watch   poolWatch     // forwards each pool's changes to the election loop
 }
 
 // announcer pairs a VIP's config with the component holding it.
@@ -114,6 +119,7 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 		lastSeen: map[string]time.Time{},
 		rates:    map[string]rateSample{},
 		checkers: map[*pool.Server]context.CancelFunc{},
+		running:  make(chan struct{}),
 	}
 	for _, b := range cfg.Backends {
 		d.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))
@@ -191,12 +197,37 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 
 // Run serves until ctx is cancelled, then stops in the order that loses
 // nothing: hand the VIPs over, leave the cluster, stop accepting, drain.
+// Every listener is bound, and the stats page built, before anything
+// starts: a failure there returns at once with nothing left running.
 func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.started = time.Now()
 	cfg := d.cfg
 	d.mu.Unlock()
 	base := context.WithoutCancel(ctx)
+
+	lns := make([]net.Listener, 0, len(d.frontends))
+	closeAll := func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}
+	for _, f := range d.frontends {
+		ln, err := proxy.Listen(ctx, f.cfg.Bind)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("frontend %s: %w", f.cfg.Name, err)
+		}
+		lns = append(lns, ln)
+	}
+	var st *stats.Server
+	if cfg.Stats != nil {
+		var err error
+		if st, err = stats.New(*cfg.Stats, d, d.metrics.Handler(), d.log); err != nil {
+			closeAll()
+			return fmt.Errorf("stats page: %w", err)
+		}
+	}
 
 	proxyCtx, stopProxy := context.WithCancel(base)
 	defer stopProxy()
@@ -209,16 +240,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 			if err := d.startCheck(p, s); err != nil {
 				stopProxy()
 				d.checks.Wait()
+				closeAll()
 				return err
 			}
 		}
 	}
-	for _, f := range d.frontends {
-		fctx, stop := context.WithCancel(pctx)
-		d.mu.Lock()
-		f.stop = stop
-		d.mu.Unlock()
-		pg.Go(func() error { return f.f.Run(fctx) })
+	for i, f := range d.frontends {
+		d.serveFrontend(pctx, f, lns[i])
+	}
+	if st != nil {
+		// Served by the proxy group: the dashboard stays up while draining.
+		pg.Go(func() error { return st.Run(pctx) })
 	}
 
 	clusterCtx, stopCluster := context.WithCancel(base)
@@ -226,16 +258,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	cg, cctx := errgroup.WithContext(clusterCtx)
 	srv := admin.NewServer(cfg.Admin.Socket, cfg.Admin.Group, d, d, d.log)
 	cg.Go(func() error { return srv.Run(cctx) })
-	if cfg.Stats != nil {
-		st, err := stats.New(*cfg.Stats, d, d.metrics.Handler(), d.log)
-		if err != nil {
-			stopProxy()
-			_ = pg.Wait()
-			return fmt.Errorf("stats page: %w", err)
-		}
-		// Served by the proxy group: the dashboard stays up while draining.
-		pg.Go(func() error { return st.Run(pctx) })
-	}
 	if d.cluster != nil {
 		cg.Go(func() error { return d.cluster.Run(cctx) })
 		if d.witness != nil {
@@ -261,6 +283,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		"frontends", len(d.frontends), "vips", len(d.announcers), "fingerprint", cfg.Fingerprint)
 	cg.Go(func() error { return d.opts.Notify.RunWatchdog(cctx, d.alive) })
 	pg.Go(func() error { d.notifyReady(pctx); return nil })
+	close(d.running)
 
 	select {
 	case <-ctx.Done():
@@ -274,6 +297,12 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if ctx.Err() != nil && d.cluster != nil {
 		d.handover(cctx)
 	}
+	// No reload from here on: it would start what is being stopped.
+	d.reloadMu.Lock()
+	d.mu.Lock()
+	d.stopping = true
+	d.mu.Unlock()
+	d.reloadMu.Unlock()
 	stopCluster()
 	errC := cg.Wait()
 	stopProxy()
@@ -285,6 +314,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("halb stopped")
 	return nil
 }
+
+// Running is closed once Run has started every part; Reload refuses to
+// run before, so a caller that gets a reload request early can wait for it.
+func (d *Daemon) Running() <-chan struct{} { return d.running }
 
 // handover makes this node ineligible and waits, bounded, until the VIPs it
 // holds have been taken by a peer, so that removing them loses no connection.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/health"
 	"halb/internal/pool"
+	"halb/internal/proxy"
 )
 
 // startCheck runs the health check of server s of pool p until the daemon
@@ -55,10 +57,15 @@ func (d *Daemon) stopCheck(s *pool.Server) {
 // Reload re-reads the config file and applies what changed: frontends and
 // backends (added, removed, changed), servers (added, removed, weights,
 // backup flags), health-check settings, timeouts for new sessions,
-// maxconn, priorities, policy, quorum and the gossip peers. An invalid file,
-// or one that changes what only a restart can change, is refused with every
-// reason, and nothing that runs changes. Established connections to servers
-// that remain are untouched; those of a removed server may finish for
+// maxconn, priorities, policy, quorum and the gossip peers. It applies all
+// of it or nothing: an invalid file, one that changes what only a restart
+// can change, or one with an address that cannot be bound is refused with
+// every reason, and nothing that runs changes. New addresses are bound
+// before any old listener closes. A frontend that keeps its name and
+// address keeps its socket and its sessions (backend and maxconn change in
+// place); one whose address another frontend had takes that socket over.
+// Established connections to servers that remain are untouched; those of a
+// removed server, or of a frontend that moved or went, may finish for
 // timeouts.drain and are closed then.
 func (d *Daemon) Reload() error {
 	d.reloadMu.Lock()
@@ -72,11 +79,18 @@ func (d *Daemon) Reload() error {
 		d.opts.Override(next)
 	}
 	old, _ := d.current()
-	d.mu.Lock()
-	running := d.checkCtx != nil
-	d.mu.Unlock()
-	if !running {
+	select {
+	case <-d.running:
+	default:
+		d.log.Warn("reload refused: halb is still starting")
 		return errors.New("reload refused: halb is still starting")
+	}
+	d.mu.Lock()
+	stopping := d.stopping
+	d.mu.Unlock()
+	if stopping {
+		d.log.Warn("reload refused: halb is stopping")
+		return errors.New("reload refused: halb is stopping")
 	}
 	if err := restartOnly(old, next, d.name); err != nil {
 		d.log.Error("reload refused; still running the previous config", "err", err)
@@ -85,10 +99,23 @@ func (d *Daemon) Reload() error {
 	// Check every health setting before changing anything.
 	for _, b := range next.Backends {
 		if _, err := health.NewChecker(b.Health); err != nil {
+			d.log.Error("reload refused; still running the previous config", "backend", b.Name, "err", err)
 			return fmt.Errorf("reload refused: backend %s: %w", b.Name, err)
 		}
 	}
+	_, oldFronts := d.parts()
+	plan, err := d.planFrontends(oldFronts, next.Frontends)
+	if err != nil {
+		d.log.Error("reload refused: a listener cannot be opened; nothing changed, still running the previous config", "err", err)
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	return d.apply(old, next, plan)
+}
 
+// apply puts a checked config into force; the listeners it needs are
+// bound or handed over, so what is left cannot fail but for a listener
+// that died meanwhile.
+func (d *Daemon) apply(old, next *config.Config, plan []frontendStep) error {
 	var self config.Node
 	if next.Cluster != nil {
 		self, _ = next.Cluster.Node(d.name)
@@ -136,6 +163,7 @@ func (d *Daemon) Reload() error {
 				d.stopCheck(s)
 				d.retire(name, s, next.Timeouts.Drain)
 			}
+			d.unwatchPool(p)
 			changes = append(changes, "backend "+name+" removed")
 		}
 	}
@@ -145,41 +173,52 @@ func (d *Daemon) Reload() error {
 				d.log.Error("start health check", "backend", p.Name(), "server", s.Name(), "err", err)
 			}
 		}
+		d.watchPool(p)
 	}
 
-	// Frontends: keep the unchanged ones (their sessions are untouched),
-	// replace changed ones, start new ones, drain removed ones.
-	keep := make(map[string]*frontend, len(oldFronts))
-	for _, f := range oldFronts {
-		keep[f.cfg.Name] = f
-	}
+	// Frontends, as planned: in place, taking another's socket, or on a
+	// socket bound already.
 	var fronts, started []*frontend
-	for _, fc := range next.Frontends {
-		if f, ok := keep[fc.Name]; ok && f.cfg == fc {
-			delete(keep, fc.Name)
-			fronts = append(fronts, f)
-			continue
-		}
-		if f, ok := keep[fc.Name]; ok {
-			// Changed: stop accepting first, so a new listener can take
-			// the same address; its sessions drain.
-			delete(keep, fc.Name)
-			f.stop()
-			select {
-			case <-f.f.Closed():
-			case <-time.After(5 * time.Second):
+	var lns []net.Listener
+	var errs []error
+	going := make(map[*frontend]bool, len(oldFronts))
+	for _, f := range oldFronts {
+		going[f] = true
+	}
+	for _, st := range plan {
+		fc := st.cfg
+		switch {
+		case st.keep != nil:
+			delete(going, st.keep)
+			st.keep.f.SetBackend(pools[fc.Backend])
+			st.keep.f.SetMaxConn(fc.MaxConn)
+			if st.keep.cfg != fc {
+				changes = append(changes, "frontend "+fc.Name+" changed in place")
 			}
-			changes = append(changes, "frontend "+fc.Name+" replaced")
-		} else {
-			changes = append(changes, "frontend "+fc.Name+" added")
+			fronts = append(fronts, &frontend{cfg: fc, f: st.keep.f, stop: st.keep.stop})
+			continue
+		case st.from != nil:
+			ln, err := st.from.f.HandOver()
+			if err != nil {
+				// Its listener died meanwhile: bind anew.
+				ln, err = proxy.Listen(d.checkContext(), fc.Bind)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("frontend %s: %w", fc.Name, err))
+			}
+			st.ln = ln
+			changes = append(changes, fmt.Sprintf("frontend %s took over %s from %s", fc.Name, fc.Bind, st.from.cfg.Name))
+		default:
+			changes = append(changes, fmt.Sprintf("frontend %s listening on %s", fc.Name, fc.Bind))
 		}
 		nf := d.newFrontend(next, fc, pools)
 		fronts = append(fronts, nf)
 		started = append(started, nf)
+		lns = append(lns, st.ln)
 	}
-	for name, f := range keep {
+	for f := range going {
 		f.stop()
-		changes = append(changes, "frontend "+name+" removed (draining)")
+		changes = append(changes, "frontend "+f.cfg.Name+" on "+f.cfg.Bind.String()+" stopped (draining)")
 	}
 	for _, f := range fronts {
 		f.f.SetTimeouts(next.Timeouts)
@@ -191,33 +230,8 @@ func (d *Daemon) Reload() error {
 	d.pools, d.frontends = pools, fronts
 	ctx := d.checkCtx
 	d.mu.Unlock()
-
-	// New listeners: report the ones that cannot listen.
-	var errs []error
-	for _, f := range started {
-		fctx, stop := context.WithCancel(ctx)
-		d.mu.Lock()
-		f.stop = stop
-		d.mu.Unlock()
-		runErr := make(chan error, 1)
-		d.checks.Add(1)
-		go func() {
-			defer d.checks.Done()
-			err := f.f.Run(fctx)
-			if err != nil {
-				d.log.Error("frontend stopped", "frontend", f.cfg.Name, "err", err)
-			}
-			runErr <- err
-		}()
-		select {
-		case <-f.f.Ready():
-		case err := <-runErr:
-			if err != nil {
-				errs = append(errs, fmt.Errorf("frontend %s: %w", f.cfg.Name, err))
-			}
-		case <-time.After(5 * time.Second):
-			errs = append(errs, fmt.Errorf("frontend %s: not listening after 5s", f.cfg.Name))
-		}
+	for i, f := range started {
+		d.serveFrontend(ctx, f, lns[i])
 	}
 
 	if next.Cluster != nil {
@@ -232,9 +246,93 @@ func (d *Daemon) Reload() error {
 	d.poke()
 	d.log.Info("config reloaded", "fingerprint", next.Fingerprint, "changes", strings.Join(changes, "; "))
 	if err := errors.Join(errs...); err != nil {
+		d.log.Error("config reloaded, but a frontend has no listener", "err", err)
 		return fmt.Errorf("config applied, but: %w", err)
 	}
 	return nil
+}
+
+// frontendStep is how one frontend of a new config gets its listener.
+type frontendStep struct {
+	cfg  config.Frontend
+	keep *frontend    // same name and address: changed in place
+	from *frontend    // another's address: its socket is handed over
+	ln   net.Listener // otherwise bound anew, before anything changes
+}
+
+// planFrontends decides how each frontend of next gets its listener and
+// binds the new addresses. If one cannot be bound, it closes what it bound
+// and returns every failure: nothing has changed then.
+func (d *Daemon) planFrontends(old []*frontend, next []config.Frontend) ([]frontendStep, error) {
+	byName := make(map[string]*frontend, len(old))
+	byBind := make(map[netip.AddrPort]*frontend, len(old))
+	for _, f := range old {
+		byName[f.cfg.Name] = f
+		if f.f.ListenErr() == nil {
+			byBind[f.cfg.Bind] = f
+		}
+	}
+	ctx := d.checkContext()
+	steps := make([]frontendStep, 0, len(next))
+	var errs []error
+	for _, fc := range next {
+		st := frontendStep{cfg: fc}
+		if f := byName[fc.Name]; f != nil && f.cfg.Bind == fc.Bind && f.f.ListenErr() == nil {
+			st.keep = f
+		} else if f := byBind[fc.Bind]; f != nil {
+			st.from = f
+		} else if ln, err := proxy.Listen(ctx, fc.Bind); err != nil {
+			errs = append(errs, fmt.Errorf("frontend %s: %w", fc.Name, err))
+		} else {
+			st.ln = ln
+		}
+		steps = append(steps, st)
+	}
+	if err := errors.Join(errs...); err != nil {
+		for _, st := range steps {
+			if st.ln != nil {
+				_ = st.ln.Close()
+			}
+		}
+		return nil, err
+	}
+	return steps, nil
+}
+
+// checkContext is the context the proxy group runs under.
+func (d *Daemon) checkContext() context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.checkCtx
+}
+
+// serveFrontend runs f on ln (nil: f binds its address itself) until ctx
+// ends or the frontend is stopped, and waits until it accepts or failed.
+// A frontend that fails does not stop the daemon: it shows in status and
+// makes the node ineligible.
+func (d *Daemon) serveFrontend(ctx context.Context, f *frontend, ln net.Listener) {
+	fctx, stop := context.WithCancel(ctx)
+	d.mu.Lock()
+	f.stop = stop
+	d.mu.Unlock()
+	d.checks.Add(1)
+	go func() {
+		defer d.checks.Done()
+		var err error
+		if ln != nil {
+			err = f.f.Serve(fctx, ln)
+		} else {
+			err = f.f.Run(fctx)
+		}
+		if err != nil {
+			d.log.Error("frontend stopped listening", "frontend", f.cfg.Name, "err", err)
+			d.poke()
+		}
+	}()
+	select {
+	case <-f.f.Ready():
+	case <-f.f.Closed():
+	}
 }
 
 // retire lets the open connections of a server removed by a reload finish,

@@ -150,20 +150,7 @@ func TestReloadFrontends(t *testing.T) {
 	a, b := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	s0 := echoServer(t)
 	d, write := runFromFile(t, proxyConfig(a, "1s", "s0="+s0))
-	works := func(port int) bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err != nil {
-			return false
-		}
-		defer func() { _ = c.Close() }()
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		if _, err := c.Write([]byte("x")); err != nil {
-			return false
-		}
-		_, err = io.ReadFull(c, make([]byte, 1))
-		return err == nil
-	}
-	waitFor(t, "the frontend on the first port to serve", 5*time.Second, func() bool { return works(a) })
+	waitFor(t, "the frontend on the first port to serve", 5*time.Second, func() bool { return serves(a) })
 
 	// Rebind the frontend to another port and add a second frontend on the
 	// first port with a new backend: both apply without a restart.
@@ -174,7 +161,7 @@ func TestReloadFrontends(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return works(a) && works(b) })
+	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return serves(a) && serves(b) })
 	snap := d.Snapshot()
 	if len(snap.Frontends) != 2 || len(snap.Backends) != 2 {
 		t.Errorf("after reload: %d frontends, %d backends; want 2 and 2", len(snap.Frontends), len(snap.Backends))
@@ -184,5 +171,5 @@ func TestReloadFrontends(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the removed frontend to stop listening", 5*time.Second, func() bool { return !works(a) && works(b) })
+	waitFor(t, "the removed frontend to stop listening", 5*time.Second, func() bool { return !serves(a) && serves(b) })
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 //	POST /stop                  refuse connections
 //	POST /blackhole             accept connections but never answer
 //	POST /start                 serve normally again
+//	POST /shutdown?delay=2s     stop gracefully: /readyz fails now, the listeners close after delay
 func (s *Server) serveControl() (*http.Server, error) {
 	if err := os.Remove(s.opts.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale control socket: %w", err)
@@ -50,6 +52,16 @@ func (s *Server) serveControl() (*http.Server, error) {
 			}
 		})
 	}
+	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
+		delay, err := time.ParseDuration(r.URL.Query().Get("delay"))
+		if err != nil || delay < 0 {
+			http.Error(w, fmt.Sprintf("delay %q: want a duration like 2s", r.URL.Query().Get("delay")), http.StatusBadRequest)
+			return
+		}
+		if err := s.Shutdown(delay); err != nil {
+			http.Error(w, err.Error(), http.StatusConflict)
+		}
+	})
 	cs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	s.wg.Add(1)
 	go func() {
@@ -94,8 +106,15 @@ func (c *Client) SetState(ctx context.Context, st State) error {
 		return c.post(ctx, "/stop")
 	case Blackhole:
 		return c.post(ctx, "/blackhole")
+	case Stopping:
+		return errors.New("set state stopping: use Shutdown")
 	}
 	return fmt.Errorf("unknown state %q", st)
+}
+
+// Shutdown starts a graceful stop after delay (see Server.Shutdown).
+func (c *Client) Shutdown(ctx context.Context, delay time.Duration) error {
+	return c.post(ctx, "/shutdown?delay="+url.QueryEscape(delay.String()))
 }
 
 // Status fetches the server's state.

@@ -45,8 +45,10 @@ type outBackend struct {
 	Health  *outHealth  `yaml:"health,omitempty"`
 	Servers []outServer `yaml:"servers"`
 
-	line     int
-	typeNote string
+	line       int
+	typeNote   string
+	healthNote string // a comment above health: why the check looks as it does
+	credNote   string // a comment beside the credential file: how to make it
 }
 
 type outServer struct {
@@ -68,9 +70,11 @@ type outHealth struct {
 }
 
 type outTLS struct {
-	ServerName string `yaml:"server_name,omitempty"`
-	CAFile     string `yaml:"ca_file,omitempty"`
-	Verify     bool   `yaml:"verify,omitempty"`
+	ServerName  string `yaml:"server_name,omitempty"`
+	CAFile      string `yaml:"ca_file,omitempty"`
+	Verify      bool   `yaml:"verify,omitempty"`
+	Kubeconfig  string `yaml:"kubeconfig,omitempty"`
+	Talosconfig string `yaml:"talosconfig,omitempty"`
 }
 
 type outCluster struct {
@@ -120,6 +124,19 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 						t.LineComment = b.typeNote
 					}
 				}
+				if b.healthNote != "" {
+					if k := mapKey(item, "health"); k != nil {
+						k.HeadComment = b.healthNote
+					}
+				}
+				if b.credNote != "" {
+					tls := mapValue(mapValue(item, "health"), "tls")
+					for _, f := range []string{"kubeconfig", "talosconfig"} {
+						if v := mapValue(tls, f); v != nil {
+							v.LineComment = b.credNote
+						}
+					}
+				}
 			}
 		case "cluster":
 			key.HeadComment = "Gossip between the LB hosts. Each host runs: halb run --config FILE --node NAME"
@@ -142,7 +159,21 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 	if out.Cluster != nil {
 		b.WriteString("#   halb keygen --out /etc/halb/gossip.key   # once, then copy to every LB host\n")
 	}
-	b.WriteString("#   halb check --config /etc/halb/halb.yaml\n\n")
+	b.WriteString("#   halb check --config /etc/halb/halb.yaml\n")
+	if len(imp.credentials) > 0 {
+		b.WriteString("#   halb check --config /etc/halb/halb.yaml --probe   # on each LB host\n")
+		b.WriteString("# The Talos control planes authenticate health checks: create on every LB\n")
+		b.WriteString("# host, readable by the halb user only (0600), before cutting over:\n")
+		for _, c := range imp.credentials {
+			fmt.Fprintf(&b, "#   %s\n", c)
+		}
+		b.WriteString("# Step by step: docs/getting-started-talos.md#check-credentials\n")
+	}
+	if len(imp.assumedUndefined) > 0 {
+		fmt.Fprintf(&b, "# .if conditions were evaluated with %s taken as undefined: the\n", commentSafe(strings.Join(imp.assumedUndefined, ", ")))
+		b.WriteString("# importer cannot see the LB hosts' environment (see the warnings).\n")
+	}
+	b.WriteString("\n")
 	b.WriteString(spaceTopLevel(buf.String()))
 	if out.noCluster {
 		b.WriteString("\n# No cluster and no vips: this host proxies but does not hold a VIP.\n")
@@ -160,6 +191,20 @@ func nameValue(m *yaml.Node) *yaml.Node {
 		return v
 	}
 	return &yaml.Node{}
+}
+
+// mapKey returns the key node of a mapping's key, which carries the
+// comment above it.
+func mapKey(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i]
+		}
+	}
+	return nil
 }
 
 func mapValue(m *yaml.Node, key string) *yaml.Node {

@@ -25,6 +25,11 @@ type Options struct {
 	Keepalived *Keepalived
 	// KeepalivedSource names the keepalived file in warnings.
 	KeepalivedSource string
+	// Env holds the environment variables HAProxy ran with, for the
+	// defined() and $NAME of .if conditions. A name missing from it is
+	// taken as undefined, with a warning: the importer cannot see the
+	// environment of the LB hosts.
+	Env map[string]string
 }
 
 // Result is an imported config.
@@ -44,8 +49,9 @@ func Import(data []byte, opts Options) (*Result, error) {
 	if opts.KeepalivedSource == "" {
 		opts.KeepalivedSource = "keepalived.conf"
 	}
-	secs, errs := parseSections(data)
-	imp := &importer{opts: opts, errs: errs, skipped: map[string]string{}}
+	secs, condWarns, errs, assumed := parseSections(data, opts.Env)
+	imp := &importer{opts: opts, errs: errs, skipped: map[string]string{}, assumedUndefined: assumed}
+	imp.warns = append(imp.warns, condWarns...)
 	if opts.Keepalived != nil {
 		for _, w := range opts.Keepalived.Warnings {
 			w.File = opts.KeepalivedSource
@@ -111,6 +117,14 @@ type importer struct {
 	proxies       []*proxy          // carried frontend, backend and listen sections, in file order
 	skipped       map[string]string // backend name → why it was not imported
 	stats         []statsNote
+
+	// credentials lists the check credential files the output refers to,
+	// each with how to make it, for the output's header.
+	credentials []string
+
+	// assumedUndefined are environment variables .if conditions used that
+	// Options.Env does not define; the output's header names them.
+	assumedUndefined []string
 }
 
 func (imp *importer) warn(line int, directive, format string, args ...any) {
@@ -342,8 +356,20 @@ const (
 	haproxyRise  = 2
 )
 
-// talosPort is the Talos API (gRPC), which has no /healthz.
-const talosPort = 50000
+// The ports that make a backend look like a Talos control plane: the
+// Talos API (apid, gRPC with mutual TLS) and the Kubernetes API server.
+const (
+	talosPort = 50000
+	kubePort  = 6443
+)
+
+// Where the imported config expects the check credentials; the getting
+// started guide creates them there.
+const (
+	healthKubeconfig  = "/etc/halb/health.kubeconfig"
+	healthTalosconfig = "/etc/halb/health.talosconfig"
+	credentialsDoc    = "docs/getting-started-talos.md#check-credentials"
+)
 
 func (imp *importer) backend(p *proxy) (outBackend, bool) {
 	head := p.kind + " " + p.name
@@ -355,6 +381,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		sslTraffic bool
 		tlsCheck   bool
 		allTalos   = true
+		allKube    = true
 	)
 	for _, s := range p.servers {
 		sp := p.defSrv.merge(s.params)
@@ -379,6 +406,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		sslTraffic = sslTraffic || isSet(sp.ssl)
 		tlsCheck = tlsCheck || isSet(sp.ssl) || isSet(sp.checkSSL)
 		allTalos = allTalos && s.addr.Port() == talosPort
+		allKube = allKube && s.addr.Port() == kubePort
 		if isSet(sp.check) {
 			if first == nil {
 				first, firstName = &sp, s.name
@@ -410,6 +438,12 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		params = *first
 	}
 	b.Health = imp.health(p, params, tlsCheck, allTalos, &b)
+	switch {
+	case allKube:
+		imp.kubeCheck(p, params, b.Health, &b)
+	case allTalos:
+		imp.talosCheck(p, params, b.Health, &b)
+	}
 	return b, true
 }
 
@@ -469,7 +503,7 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 			h.Type = "https"
 			h.Path = path
 			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
-			imp.warn(hc.line, d, "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET %s (set health.type: tls for a handshake only)", p.name, pair, path)
+			imp.warn(hc.line, d, "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
 		}
 	case hc != nil:
 		h.Type = "http"
@@ -674,4 +708,81 @@ func (k *Keepalived) vip(a netip.Addr) (KeepalivedVIP, bool) {
 		}
 	}
 	return KeepalivedVIP{}, false
+}
+
+// kubeReadyPaths are the API server's health endpoints a load balancer
+// check should replace with /readyz.
+var kubeReadyPaths = map[string]bool{"/": true, "/healthz": true, "/livez": true, "/readyz": true}
+
+// kubeCheck adapts the check of a backend whose servers all listen on
+// 6443, taken to be Kubernetes API servers of a Talos control plane. Talos
+// runs kube-apiserver with --anonymous-auth=false: an anonymous request
+// gets 401, so an HTTPS check without credentials marks every server down.
+func (imp *importer) kubeCheck(p *proxy, sp serverParams, h *outHealth, b *outBackend) {
+	line := p.line
+	if p.httpchk != nil {
+		line = p.httpchk.line
+	}
+	switch h.Type {
+	case "https":
+	case "tls":
+		imp.warn(line, "backend "+p.name, "servers on port %d, taken to be Kubernetes API servers: a TLS handshake shows an API server listens, not that it is ready; consider type: https, path: /readyz with tls.kubeconfig: %s (%s)", kubePort, healthKubeconfig, credentialsDoc)
+		return
+	default:
+		return
+	}
+	d := "option httpchk"
+	if p.httpchk != nil {
+		d = directiveText([]string{"option", "httpchk", p.httpchk.method, p.httpchk.path})
+	}
+	imp.warn(line, d, "backend %s: servers on port %d with an HTTPS check are taken to be the Kubernetes API of a Talos control plane; Talos runs kube-apiserver with --anonymous-auth=false, so an anonymous check gets 401 and would mark every server down. halb checks with the client certificate of %s: create it on every LB host (%s). It works on any cluster; without Talos you may drop tls.kubeconfig if your API servers answer anonymous checks", p.name, kubePort, healthKubeconfig, credentialsDoc)
+	was := h.Path
+	if kubeReadyPaths[was] {
+		h.Path = "/readyz"
+	}
+	if was != h.Path {
+		imp.warn(line, d, "backend %s: GET %s became GET /readyz, the endpoint meant for load balancers: it fails while an API server shuts down gracefully or loses etcd, so halb stops sending it new connections and lets open ones finish (/healthz is deprecated)", p.name, was)
+	}
+	if sp.caFile != "" || sp.verify != "" {
+		imp.warn(line, "backend "+p.name, "ca-file/verify not carried over: the check verifies the API servers with the CA in %s", healthKubeconfig)
+	}
+	h.TLS = &outTLS{ServerName: sp.sni, Kubeconfig: healthKubeconfig}
+	b.healthNote = fmt.Sprintf("Talos assumed (servers on %d, HTTPS check): the API server answers\nanonymous checks with 401, so the check presents a client certificate.", kubePort)
+	if was != h.Path {
+		b.healthNote += fmt.Sprintf("\n%s became /readyz, the endpoint meant for load balancers.", commentSafe(was))
+	}
+	b.healthNote += "\nCreate the kubeconfig: " + credentialsDoc
+	b.credNote = "a user with no RBAC rights beyond /readyz; never the admin kubeconfig"
+	imp.addCredential(healthKubeconfig + "   client certificate of a user with no rights (e.g. CN=halb-health)")
+}
+
+// talosCheck adapts the check of a backend whose servers all listen on
+// 50000, taken to be the Talos API (apid), which accepts only clients
+// presenting a certificate from the Talos OS CA (mutual TLS 1.3).
+func (imp *importer) talosCheck(p *proxy, sp serverParams, h *outHealth, b *outBackend) {
+	if h.Type != "tls" {
+		return
+	}
+	line := p.line
+	d := "backend " + p.name
+	switch {
+	case p.sslHelloLine > 0:
+		line, d = p.sslHelloLine, "option ssl-hello-chk"
+	case p.httpchk != nil:
+		line = p.httpchk.line
+	}
+	imp.warn(line, d, "backend %s: servers on port %d are taken to be the Talos API (apid), which requires a client certificate from the Talos OS CA (mutual TLS 1.3) and refuses a handshake without one; halb's TLS check presents the os:reader certificate of %s and verifies the servers with its CA: create it on every LB host with `talosctl -n <control plane> config new %s --roles os:reader` (%s)", p.name, talosPort, healthTalosconfig, healthTalosconfig, credentialsDoc)
+	if sp.caFile != "" || sp.verify != "" {
+		imp.warn(line, d, "backend %s: ca-file/verify not carried over: the check verifies the Talos API with the CA in %s", p.name, healthTalosconfig)
+	}
+	h.TLS = &outTLS{ServerName: sp.sni, Talosconfig: healthTalosconfig}
+	b.healthNote = fmt.Sprintf("Talos assumed (servers on %d): apid accepts only clients with a\ncertificate from the Talos OS CA, so the check presents an os:reader one.\nCreate the talosconfig: %s", talosPort, credentialsDoc)
+	b.credNote = "talosctl config new --roles os:reader; never the admin talosconfig"
+	imp.addCredential(healthTalosconfig + "  talosctl -n <control plane> config new " + healthTalosconfig + " --roles os:reader")
+}
+
+func (imp *importer) addCredential(c string) {
+	if !slices.Contains(imp.credentials, c) {
+		imp.credentials = append(imp.credentials, c)
+	}
 }

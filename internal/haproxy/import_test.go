@@ -101,6 +101,28 @@ func TestImportSeedMatchesTalosExample(t *testing.T) {
 	if !strings.HasPrefix(string(res.YAML), "# halb config imported from seed-haproxy.cfg") {
 		t.Errorf("no header naming the source:\n%s", res.YAML)
 	}
+	// A stock Talos control plane rejects anonymous checks: both backends
+	// must check with credentials, or every server would be marked down.
+	// Asserted here as well as against talos.yaml, so that the two cannot
+	// drift back together.
+	k8s, talos := got.Backends[0].Health, got.Backends[1].Health
+	if k8s.Type != config.CheckHTTPS || k8s.Path != "/readyz" || k8s.TLS.Kubeconfig != "/etc/halb/health.kubeconfig" {
+		t.Errorf("k8s_controlplane check = %+v, want https /readyz with tls.kubeconfig", k8s)
+	}
+	if talos.Type != config.CheckTLS || talos.TLS.Talosconfig != "/etc/halb/health.talosconfig" {
+		t.Errorf("talos_controlplane check = %+v, want tls with tls.talosconfig", talos)
+	}
+	for _, want := range []string{
+		"#   /etc/halb/health.kubeconfig ",
+		"#   /etc/halb/health.talosconfig  talosctl -n <control plane> config new /etc/halb/health.talosconfig --roles os:reader",
+		"docs/getting-started-talos.md#check-credentials",
+		"--probe",
+		"/healthz became /readyz",
+	} {
+		if !strings.Contains(string(res.YAML), want) {
+			t.Errorf("output lacks %q:\n%s", want, res.YAML)
+		}
+	}
 
 	var all strings.Builder
 	for _, w := range res.Warnings {
@@ -121,9 +143,12 @@ func TestImportSeedMatchesTalosExample(t *testing.T) {
 		{43, "password was NOT carried over"},
 		{53, "option tcplog"},
 		{66, "ssl-hello-chk (line 69)"},
-		{66, "HTTPS GET /healthz"},
+		{66, "--anonymous-auth=false"},
+		{66, "GET /healthz became GET /readyz"},
 		{76, "TLS handshake"},
 		{76, "no /healthz"},
+		{79, "Talos OS CA"},
+		{79, "config new /etc/halb/health.talosconfig --roles os:reader"},
 	} {
 		if !warningAt(res.Warnings, c.line, c.want) {
 			t.Errorf("no warning at line %d mentioning %q; warnings:\n%s", c.line, c.want, all.String())
@@ -307,6 +332,12 @@ func TestBalance(t *testing.T) {
 	}
 }
 
+// The check credentials the importer writes for Talos-looking backends.
+var (
+	kubeTLS  = config.TLSOptions{Kubeconfig: "/etc/halb/health.kubeconfig"}
+	talosTLS = config.TLSOptions{Talosconfig: "/etc/halb/health.talosconfig"}
+)
+
 func TestHealthMapping(t *testing.T) {
 	tests := []struct {
 		name  string
@@ -322,16 +353,32 @@ func TestHealthMapping(t *testing.T) {
 			config.HealthCheck{Type: config.CheckTLS}, ""},
 		{"httpchk alone: http", []string{"option httpchk GET /ready", "server s1 10.1.1.1:8080 check"},
 			config.HealthCheck{Type: config.CheckHTTP, Path: "/ready", ExpectStatus: []int{200}}, ""},
-		{"httpchk with check-ssl: https", []string{"option httpchk GET /healthz", "http-check expect status 204", "server s1 10.1.1.1:6443 check check-ssl verify none"},
+		{"httpchk with check-ssl on 8443: https as written", []string{"option httpchk GET /healthz", "http-check expect status 204", "server s1 10.1.1.1:8443 check check-ssl verify none"},
 			config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz", ExpectStatus: []int{204}}, ""},
+		{"httpchk with check-ssl on 6443: /readyz with a kubeconfig", []string{"option httpchk GET /healthz", "http-check expect status 204", "server s1 10.1.1.1:6443 check check-ssl verify none"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{204}, TLS: kubeTLS}, "GET /healthz became GET /readyz"},
 		{"httpchk uri only", []string{"option httpchk /livez", "server s1 10.1.1.1:6443 check ssl"},
-			config.HealthCheck{Type: config.CheckHTTPS, Path: "/livez", ExpectStatus: []int{200}}, "does not encrypt traffic"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: kubeTLS}, "does not encrypt traffic"},
+		{"httpchk of another path on 6443 keeps it", []string{"option httpchk GET /version", "server s1 10.1.1.1:6443 check check-ssl"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/version", ExpectStatus: []int{200}, TLS: kubeTLS}, "--anonymous-auth=false"},
 		{"http-check send overrides", []string{"option httpchk", "http-check send meth GET uri /readyz", "server s1 10.1.1.1:6443 check check-ssl"},
-			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}}, ""},
-		{"httpchk + ssl-hello-chk on 6443: https", []string{"option httpchk GET /healthz", "option ssl-hello-chk", "server s1 10.1.1.1:6443 check"},
-			config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz", ExpectStatus: []int{200}}, "HTTPS GET /healthz"},
-		{"httpchk + ssl-hello-chk on 50000: tls", []string{"option httpchk GET /healthz", "option ssl-hello-chk", "server s1 10.1.1.1:50000 check"},
-			config.HealthCheck{Type: config.CheckTLS}, "TLS handshake"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: kubeTLS}, "--anonymous-auth=false"},
+		{"httpchk + ssl-hello-chk on 6443: https /readyz with a kubeconfig", []string{"option httpchk GET /healthz", "option ssl-hello-chk", "server s1 10.1.1.1:6443 check"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: kubeTLS}, "an HTTPS GET"},
+		{"httpchk + ssl-hello-chk on 8443: https as written", []string{"option httpchk GET /healthz", "option ssl-hello-chk", "server s1 10.1.1.1:8443 check"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz", ExpectStatus: []int{200}}, "an HTTPS GET"},
+		{"6443 mixed with another port: generic", []string{"option httpchk GET /healthz", "server s1 10.1.1.1:6443 check check-ssl", "server s2 10.1.1.2:8443 check check-ssl"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz", ExpectStatus: []int{200}}, ""},
+		{"ca-file replaced by the kubeconfig", []string{"option httpchk GET /healthz", "server s1 10.1.1.1:6443 check check-ssl verify required ca-file /etc/ssl/k8s.pem"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: kubeTLS}, "CA in /etc/halb/health.kubeconfig"},
+		{"ssl-hello-chk on 6443 stays a handshake", []string{"option ssl-hello-chk", "server s1 10.1.1.1:6443 check"},
+			config.HealthCheck{Type: config.CheckTLS}, "consider type: https, path: /readyz"},
+		{"httpchk + ssl-hello-chk on 50000: tls with a talosconfig", []string{"option httpchk GET /healthz", "option ssl-hello-chk", "server s1 10.1.1.1:50000 check"},
+			config.HealthCheck{Type: config.CheckTLS, TLS: talosTLS}, "TLS handshake"},
+		{"ssl-hello-chk on 50000: tls with a talosconfig", []string{"option ssl-hello-chk", "server s1 10.1.1.1:50000 check"},
+			config.HealthCheck{Type: config.CheckTLS, TLS: talosTLS}, "Talos OS CA"},
+		{"tcp on 50000 stays tcp", []string{"server s1 10.1.1.1:50000 check"},
+			config.HealthCheck{Type: config.CheckTCP}, ""},
 		{"tcp-check last wins", []string{"option httpchk GET /healthz", "option tcp-check", "server s1 10.1.1.1:6443 check"},
 			config.HealthCheck{Type: config.CheckTCP}, ""},
 		{"server inter/fall/rise", []string{"server s1 10.1.1.1:6443 check inter 5s fall 5 rise 4"},

@@ -57,16 +57,19 @@ var sectionKinds = map[string]bool{
 	"crt-store": true, "traces": true, "acme": true,
 }
 
-// parseSections splits the input into sections. Comments and blank lines
-// are skipped; words follow HAProxy's quoting (double quotes, single
-// quotes, backslash escapes).
-func parseSections(data []byte) ([]section, Errors) {
-	var (
-		secs []section
-		errs Errors
-	)
-	for i, raw := range strings.Split(string(data), "\n") {
+// parseSections splits the input into sections. Comments, blank lines
+// and the branches of .if blocks that HAProxy would not read are skipped;
+// words follow HAProxy's quoting (double quotes, single quotes, backslash
+// escapes).
+func parseSections(data []byte, env map[string]string) ([]section, []Warning, Errors, []string) {
+	var secs []section
+	lines := strings.Split(string(data), "\n")
+	keep, warns, errs, assumed := conditionals(lines, env)
+	for i, raw := range lines {
 		n := i + 1
+		if !keep[i] {
+			continue
+		}
 		words, err := splitWords(strings.TrimSuffix(raw, "\r"))
 		if err != nil {
 			errs = append(errs, &LineError{Line: n, Err: err})
@@ -96,7 +99,7 @@ func parseSections(data []byte) ([]section, Errors) {
 		last := &secs[len(secs)-1]
 		last.dirs = append(last.dirs, directive{line: n, args: words})
 	}
-	return secs, errs
+	return secs, warns, errs, assumed
 }
 
 var errUnclosedQuote = errors.New("unclosed quote")

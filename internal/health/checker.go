@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -45,63 +44,24 @@ type CheckerFunc func(ctx context.Context, addr netip.AddrPort) Result
 func (f CheckerFunc) Check(ctx context.Context, addr netip.AddrPort) Result { return f(ctx, addr) }
 
 // NewChecker returns the checker for hc.Type. It reads the TLS files named in
-// hc.TLS (tls and https only), so a bad path fails at start, not per probe.
+// hc.TLS (tls and https only): CA, client certificate, talosconfig or
+// kubeconfig, so a bad path or file fails at start, not per probe.
+// CredentialWarnings reports what should change about those credentials.
 func NewChecker(hc config.HealthCheck) (Checker, error) {
 	switch hc.Type {
 	case config.CheckTCP:
 		return tcpChecker{}, nil
 	case config.CheckTLS:
-		cfg, err := loadTLS(hc.TLS)
+		cr, err := loadCredentials(hc)
 		if err != nil {
 			return nil, err
 		}
-		return &tlsChecker{cfg: cfg}, nil
+		return &tlsChecker{cr: cr}, nil
 	case config.CheckHTTP, config.CheckHTTPS:
 		return newHTTPChecker(hc)
 	default:
 		return nil, fmt.Errorf("unknown health check type %q", hc.Type)
 	}
-}
-
-// loadTLS builds the client TLS config of tls and https checks.
-func loadTLS(o config.TLSOptions) (*tls.Config, error) {
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		ServerName: o.ServerName,
-		// Backends commonly serve certificates for names the LB does not
-		// use; a check proves the TLS stack answers unless asked to verify.
-		InsecureSkipVerify: !o.Verify, //nolint:gosec // verification is opt-in by config
-	}
-	if o.CAFile != "" {
-		pem, err := os.ReadFile(o.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("load health check CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("load health check CA file %s: no PEM certificate found", o.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (o.CertFile == "") != (o.KeyFile == "") {
-		return nil, errors.New("load health check client certificate: cert file and key file must be set together")
-	}
-	if o.CertFile != "" {
-		certPEM, err := os.ReadFile(o.CertFile)
-		if err != nil {
-			return nil, fmt.Errorf("load health check client certificate: %w", err)
-		}
-		keyPEM, err := os.ReadFile(o.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("load health check client key: %w", err)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return nil, fmt.Errorf("load health check client certificate %s with key %s: %w", o.CertFile, o.KeyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
 }
 
 // configFor returns cfg ready for addr: a verifying check without a
@@ -139,13 +99,21 @@ func (p probe) failed(reason string) Result {
 	return Result{OK: false, Reason: reason, Latency: time.Since(p.start), At: p.start}
 }
 
-func (p probe) fail(err error) Result {
+// fail turns err into a failed Result: its reason, with what to do about it
+// when the server rejected the check, and its kind. cr is nil for checks
+// without credentials.
+func (p probe) fail(err error, cr *credentials) Result {
 	elapsed := time.Since(p.start)
 	budget := p.budget
 	if budget == 0 {
 		budget = elapsed.Round(time.Millisecond)
 	}
-	return Result{OK: false, Reason: describe(err, budget), Latency: elapsed, At: p.start, Inconclusive: LocalExhaustion(err)}
+	reason := describe(err, budget)
+	kind, hint := diagnose(err, cr)
+	if hint != "" {
+		reason += ": " + hint
+	}
+	return Result{OK: false, Reason: reason, Failure: kind, Latency: elapsed, At: p.start, Inconclusive: LocalExhaustion(err)}
 }
 
 // handshakeError marks a failure of the TLS handshake, after the TCP
@@ -159,7 +127,11 @@ func (e *handshakeError) Unwrap() error { return e.err }
 // address is logged elsewhere, so only what went wrong is kept.
 func describe(err error, timeout time.Duration) string {
 	if hs, ok := errors.AsType[*handshakeError](err); ok {
-		return "tls handshake: " + describe(hs.err, timeout)
+		s := describe(hs.err, timeout)
+		if !strings.HasPrefix(s, "tls handshake: ") {
+			s = "tls handshake: " + s
+		}
+		return s
 	}
 	var te interface{ Timeout() bool }
 	switch {
@@ -201,7 +173,7 @@ func (tcpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr.String())
 	if err != nil {
-		return p.fail(err)
+		return p.fail(err, nil)
 	}
 	res := p.ok("connected")
 	_ = conn.Close()
@@ -209,17 +181,17 @@ func (tcpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 }
 
 // tlsChecker completes a TLS handshake and closes with close_notify.
-type tlsChecker struct{ cfg *tls.Config }
+type tlsChecker struct{ cr *credentials }
 
 func (c *tlsChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 	p := begin(ctx)
-	conn, err := dialTLS(ctx, addr, configFor(c.cfg, addr))
+	conn, err := dialTLS(ctx, addr, configFor(c.cr.tls, addr))
 	if err != nil {
-		return p.fail(err)
+		return p.fail(err, c.cr)
 	}
 	res := p.ok("handshake ok (" + tls.VersionName(conn.ConnectionState().Version) + ")")
 	if err := closeTLS(ctx, conn); err != nil {
-		return p.fail(err)
+		return p.fail(err, c.cr)
 	}
 	return res
 }
@@ -278,10 +250,10 @@ func closeTLS(ctx context.Context, conn *tls.Conn) error {
 // httpChecker sends GET path and judges the status code.
 type httpChecker struct {
 	scheme string
-	path   *url.URL // path and query only
-	host   string   // Host header and URL host; "" means the address
-	want   []int    // accepted codes; empty means 200-399
-	tls    *tls.Config
+	path   *url.URL     // path and query only
+	host   string       // Host header and URL host; "" means the address
+	want   []int        // accepted codes; empty means 200-399
+	cr     *credentials // https only
 }
 
 func newHTTPChecker(hc config.HealthCheck) (*httpChecker, error) {
@@ -303,7 +275,7 @@ func newHTTPChecker(hc config.HealthCheck) (*httpChecker, error) {
 	if hc.Type == config.CheckHTTPS {
 		c.scheme = "https"
 		c.host = hc.TLS.ServerName
-		if c.tls, err = loadTLS(hc.TLS); err != nil {
+		if c.cr, err = loadCredentials(hc); err != nil {
 			return nil, err
 		}
 	}
@@ -323,6 +295,9 @@ func (c *httpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 		return p.failed("build request: " + err.Error())
 	}
 	req.Header.Set("User-Agent", "halb-health-check")
+	if c.cr != nil && c.cr.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.cr.token)
+	}
 	// A fresh transport without keep-alives: every probe is a new
 	// connection, as a client after a failover would make. Dials ignore the
 	// URL host, which may be a server name that does not resolve.
@@ -334,8 +309,8 @@ func (c *httpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 		},
 		MaxResponseHeaderBytes: 64 << 10,
 	}
-	if c.tls != nil {
-		cfg := configFor(c.tls, addr)
+	if c.cr != nil {
+		cfg := configFor(c.cr.tls, addr)
 		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dialTLS(ctx, addr, cfg)
 		}
@@ -348,7 +323,7 @@ func (c *httpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return p.fail(err)
+		return p.fail(err, c.cr)
 	}
 	latency := time.Since(p.start)
 	_, _ = io.CopyN(io.Discard, resp.Body, maxBody)
@@ -359,7 +334,13 @@ func (c *httpChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
 		if res.Reason == "" {
 			res.Reason = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
 		}
+	} else if kind, hint := statusVerdict(resp.StatusCode, c.cr); kind == Rejected {
+		res.Failure = kind
+		res.Reason = fmt.Sprintf("%d %s: %s", resp.StatusCode, http.StatusText(resp.StatusCode), hint)
 	} else {
+		// The server answered and says no: it is up but should not get
+		// new connections, like a kube-apiserver shutting down.
+		res.Failure = NotReady
 		res.Reason = fmt.Sprintf("status %d, want %s", resp.StatusCode, c.wantText())
 	}
 	return res

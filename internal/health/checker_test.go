@@ -315,10 +315,13 @@ func TestClientCertificate(t *testing.T) {
 				"200 OK")
 			// Without the certificate the server refuses; in TLS 1.3 only
 			// after the client's side of the handshake has completed.
-			wantFail(t, check(t, mustChecker(t, config.HealthCheck{Type: config.CheckTLS}), addr, 2*time.Second),
-				"tls handshake: remote error: tls: ")
-			wantFail(t, check(t, mustChecker(t, config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz"}), addr, 2*time.Second),
-				"tls handshake: remote error: tls: ")
+			for _, typ := range []config.CheckType{config.CheckTLS, config.CheckHTTPS} {
+				res := check(t, mustChecker(t, config.HealthCheck{Type: typ, Path: "/healthz"}), addr, 2*time.Second)
+				wantFail(t, res, "tls handshake: remote error: tls: ")
+				if res.Failure != Rejected {
+					t.Fatalf("%s check without a certificate: failure %s, want rejected", typ, res.Failure)
+				}
+			}
 		})
 	}
 }

@@ -26,7 +26,7 @@ func TestLocalExhaustionMakesProbeInconclusive(t *testing.T) {
 		{errors.New("tls: bad certificate"), false},
 	}
 	for _, tt := range tests {
-		res := begin(context.Background()).fail(tt.err)
+		res := begin(context.Background()).fail(tt.err, nil)
 		if res.OK || res.Inconclusive != tt.inconclusive || res.Reason == "" {
 			t.Errorf("%v: %+v, want a failure with inconclusive %v and a reason", tt.err, res, tt.inconclusive)
 		}

@@ -12,9 +12,91 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert   *x509.Certificate
+	key    *ecdsa.PrivateKey
+	pem    []byte
+	pool   *x509.CertPool
+	serial atomic.Int64
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatalf("create CA: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("parse CA: %v", err)
+	}
+	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool(),
+		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	ca.pool.AddCert(cert)
+	ca.serial.Store(1)
+	return ca
+}
+
+// leafSpec describes a certificate to issue.
+type leafSpec struct {
+	cn    string
+	orgs  []string // Talos roles, Kubernetes groups
+	usage x509.ExtKeyUsage
+	ips   []string
+	dns   []string
+}
+
+// issued is a certificate with its key, as PEM and ready for crypto/tls.
+type issued struct {
+	certPEM, keyPEM []byte
+	tls             tls.Certificate
+}
+
+func (ca *testCA) issue(t *testing.T, s leafSpec) issued {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(ca.serial.Add(1)),
+		Subject:      pkix.Name{CommonName: s.cn, Organization: s.orgs},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{s.usage},
+		DNSNames:     s.dns,
+	}
+	for _, ip := range s.ips {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, net.ParseIP(ip))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatalf("create leaf: %v", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatalf("marshal key: %v", err)
+	}
+	return issued{
+		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+		tls:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key},
+	}
+}
 
 // testPKI is a throwaway CA with a server and a client certificate, the
 // CA and client files written to a temporary directory.
@@ -34,61 +116,13 @@ const serverName = "health.test"
 func newTestPKI(t *testing.T, serverIPs ...string) *testPKI {
 	t.Helper()
 	dir := t.TempDir()
-	caKey := newKey(t)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "halb test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatalf("create CA: %v", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatalf("parse CA: %v", err)
-	}
-	p := &testPKI{pool: x509.NewCertPool(), dir: dir}
-	p.pool.AddCert(ca)
-	p.caFile = writePEM(t, dir, "ca.pem", "CERTIFICATE", caDER)
-
-	leaf := func(serial int64, usage x509.ExtKeyUsage, ips []net.IP, dns []string) ([]byte, *ecdsa.PrivateKey) {
-		key := newKey(t)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: "halb test leaf"},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  ips,
-			DNSNames:     dns,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatalf("create leaf: %v", err)
-		}
-		return der, key
-	}
-
-	var ips []net.IP
-	for _, s := range serverIPs {
-		ips = append(ips, net.ParseIP(s))
-	}
-	srvDER, srvKey := leaf(2, x509.ExtKeyUsageServerAuth, ips, []string{serverName})
-	p.server = tls.Certificate{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}
-
-	cliDER, cliKey := leaf(3, x509.ExtKeyUsageClientAuth, nil, nil)
-	p.clientCertFile = writePEM(t, dir, "client.pem", "CERTIFICATE", cliDER)
-	keyDER, err := x509.MarshalECPrivateKey(cliKey)
-	if err != nil {
-		t.Fatalf("marshal client key: %v", err)
-	}
-	p.clientKeyFile = writePEM(t, dir, "client-key.pem", "EC PRIVATE KEY", keyDER)
+	ca := newTestCA(t, "halb test CA")
+	p := &testPKI{pool: ca.pool, dir: dir}
+	p.caFile = writeFile(t, dir, "ca.pem", ca.pem)
+	p.server = ca.issue(t, leafSpec{cn: "halb test leaf", usage: x509.ExtKeyUsageServerAuth, ips: serverIPs, dns: []string{serverName}}).tls
+	cli := ca.issue(t, leafSpec{cn: "halb test leaf", usage: x509.ExtKeyUsageClientAuth})
+	p.clientCertFile = writeFile(t, dir, "client.pem", cli.certPEM)
+	p.clientKeyFile = writeFile(t, dir, "client-key.pem", cli.keyPEM)
 	return p
 }
 
@@ -108,8 +142,16 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 
 func writePEM(t *testing.T, dir, name, typ string, der []byte) string {
 	t.Helper()
+	return writeFile(t, dir, name, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}))
+}
+
+func writeFile(t *testing.T, dir, name string, data []byte) string {
+	t.Helper()
 	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatalf("create directory of %s: %v", path, err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatalf("write %s: %v", path, err)
 	}
 	return path

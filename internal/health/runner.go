@@ -107,10 +107,7 @@ func (r *Runner) wait() time.Duration {
 
 func (r *Runner) probe(ctx context.Context) {
 	at := r.clock.Now()
-	pctx, cancel := context.WithTimeout(ctx, r.timeout)
-	res := r.checker.Check(pctx, r.addr)
-	expired := errors.Is(pctx.Err(), context.DeadlineExceeded)
-	cancel()
+	res := Probe(ctx, r.checker, r.addr, r.timeout)
 	if ctx.Err() != nil {
 		return
 	}
@@ -122,14 +119,29 @@ func (r *Runner) probe(ctx context.Context) {
 		return
 	}
 	if !res.OK {
+		r.log.Debug("health check failed", "address", r.addr.String(), "failure", res.Failure.String(), "reason", res.Reason, "latency", res.Latency)
+	}
+	r.target.ReportCheck(res)
+}
+
+// Probe runs one check of addr bounded by timeout, as the runner does
+// every interval; `halb check --probe` uses it to run each check once.
+func Probe(ctx context.Context, c Checker, addr netip.AddrPort, timeout time.Duration) Result {
+	pctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res := c.Check(pctx, addr)
+	expired := errors.Is(pctx.Err(), context.DeadlineExceeded)
+	if !res.OK {
 		switch {
 		case expired && !strings.Contains(res.Reason, "timeout"):
-			// The checker gave up because of our deadline; say so plainly.
-			res.Reason = "timeout after " + r.timeout.String()
+			// The checker gave up because of our deadline; say so plainly:
+			// a server that does not answer in time is gone, whatever the
+			// checker made of the cut-short probe.
+			res.Reason = "timeout after " + timeout.String()
+			res.Failure = Gone
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
-		r.log.Debug("health check failed", "address", r.addr.String(), "reason", res.Reason, "latency", res.Latency)
 	}
-	r.target.ReportCheck(res)
+	return res
 }

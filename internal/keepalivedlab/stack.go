@@ -52,7 +52,7 @@ func (s *Stack) StatsSocket(node string) string { return s.path(node, "haproxy.s
 func (s *Stack) WriteConfigs(ctx context.Context) error {
 	for _, n := range s.l.LBNames() {
 		hc := s.path(n, "haproxy.cfg")
-		if err := os.WriteFile(hc, []byte(HAProxyConfig(s.StatsSocket(n), len(s.l.CPNames()))), 0o600); err != nil {
+		if err := os.WriteFile(hc, []byte(HAProxyConfig(s.StatsSocket(n), len(s.l.CPNames()), s.l.PKIDir())), 0o600); err != nil {
 			return fmt.Errorf("write haproxy config of %s: %w", n, err)
 		}
 		if out, err := exec.CommandContext(ctx, "haproxy", "-c", "-q", "-f", hc).CombinedOutput(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"halb/internal/admin"
+	"halb/internal/fakecp"
 )
 
 // KeyFile is the gossip key all nodes share (unless Options.Insecure).
@@ -79,9 +80,17 @@ func (l *Lab) Config() string {
 	w("  - name: k8s_apiserver\n    bind: %s:6443\n    backend: k8s_controlplane", VIP())
 	w("  - name: talos_apiserver\n    bind: %s:50000\n    backend: talos_controlplane", VIP())
 	w("backends:")
+	// The checks authenticate as a Talos user's would: a least-privilege
+	// kubeconfig user and an os:reader talosconfig.
+	k8sHealth := "type: https\n      path: /readyz\n      expect_status: [200]"
+	talosHealth := "type: tls"
+	if !l.opts.NoCheckCredentials {
+		k8sHealth += fmt.Sprintf("\n      tls:\n        kubeconfig: %s", filepath.Join(l.PKIDir(), fakecp.HealthKubeconfig))
+		talosHealth += fmt.Sprintf("\n      tls:\n        talosconfig: %s", filepath.Join(l.PKIDir(), fakecp.HealthTalosconfig))
+	}
 	for _, be := range []struct{ name, health string }{
-		{"k8s_controlplane", "type: https\n      path: /healthz\n      expect_status: [200]"},
-		{"talos_controlplane", "type: tls"},
+		{"k8s_controlplane", k8sHealth},
+		{"talos_controlplane", talosHealth},
 	} {
 		port := 6443
 		if be.name == "talos_controlplane" {

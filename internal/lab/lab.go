@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"halb/internal/fakecp"
+	"halb/internal/probe"
 )
 
 // Lab addresses: the seed topology, inside the lab's own namespaces only.
@@ -69,6 +71,10 @@ type Options struct {
 	HalbArgs []string
 	// Mutate, if set, rewrites each node's config text before it is written.
 	Mutate func(node, yaml string) string
+	// NoCheckCredentials renders the health checks without their tls
+	// credential blocks: an operator who forgot them, whose checks the
+	// control planes answer with 401 or a failed handshake.
+	NoCheckCredentials bool
 }
 
 // Lab is a running namespace lab. Methods are safe for concurrent use.
@@ -147,6 +153,13 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	l.log = l.log.With("lab", l.prefix)
 	l.log.Info("building lab", "workdir", l.dir)
+	cps := make([]netip.Addr, l.opts.CPs)
+	for i := range cps {
+		cps[i] = CPAddr(i + 1)
+	}
+	if err := fakecp.WritePKI(l.PKIDir(), VIP(), cps); err != nil {
+		return fmt.Errorf("make the lab's PKI: %w", err)
+	}
 	if err := l.buildNet(ctx); err != nil {
 		return err
 	}
@@ -197,7 +210,8 @@ func (l *Lab) makeDir() error {
 func (l *Lab) startCP(ctx context.Context, name string, addr netip.Addr) error {
 	sock := l.cpSocket(name)
 	_ = os.Remove(sock)
-	p, err := l.start(name, l.NS(name), l.opts.LabBin, "fakecp", "--name", name, "--listen", addr.String(), "--control", sock)
+	p, err := l.start(name, l.NS(name), l.opts.LabBin, "fakecp", "--name", name, "--listen", addr.String(),
+		"--san", VIP().String(), "--pki", l.PKIDir(), "--control", sock)
 	if err != nil {
 		return err
 	}
@@ -216,6 +230,38 @@ func (l *Lab) startCP(ctx context.Context, name string, addr netip.Addr) error {
 }
 
 func (l *Lab) cpSocket(name string) string { return filepath.Join(l.dir, name+".sock") }
+
+// PKIDir holds the cluster's CAs and client credentials (fakecp.WritePKI),
+// made at Up; the fake control planes authenticate against it.
+func (l *Lab) PKIDir() string { return filepath.Join(l.dir, "pki") }
+
+// Kubeconfig is the administrator's kubeconfig (system:masters).
+func (l *Lab) Kubeconfig() string { return filepath.Join(l.PKIDir(), fakecp.Kubeconfig) }
+
+// Talosconfig is the administrator's talosconfig (os:admin).
+func (l *Lab) Talosconfig() string { return filepath.Join(l.PKIDir(), fakecp.Talosconfig) }
+
+// ClientTLS is the client TLS config of identity id from the lab's PKI,
+// for clients other than the probe that talk to the control planes or the
+// VIP, as kubectl (fakecp.KubeAdmin) and talosctl (fakecp.TalosAdmin) do.
+func (l *Lab) ClientTLS(id fakecp.Identity) (*tls.Config, error) {
+	return fakecp.ClientTLS(l.PKIDir(), id)
+}
+
+// probeCredentials are the halb-lab probe flags that present the
+// administrator's credentials in mode, like kubectl and talosctl.
+func (l *Lab) probeCredentials(mode string) []string {
+	id := fakecp.KubeAdmin
+	switch mode {
+	case probe.ModeHTTPS:
+	case probe.ModeTLS:
+		id = fakecp.TalosAdmin
+	default:
+		return nil
+	}
+	cert, key, ca := fakecp.ClientFiles(l.PKIDir(), id)
+	return []string{"--cert", cert, "--key", key, "--ca", ca}
+}
 
 // CP returns the control client of fake control plane cpN (1-based).
 func (l *Lab) CP(n int) *fakecp.Client { return fakecp.NewClient(l.cpSocket(fmt.Sprintf("cp%d", n))) }

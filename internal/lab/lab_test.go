@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
 
 	"halb/internal/config"
 )
@@ -48,6 +49,61 @@ func TestConfigLoads(t *testing.T) {
 	l.opts.Insecure = true
 	if text := l.Config(); !strings.Contains(text, "insecure_gossip: true") || strings.Contains(text, "key_file") {
 		t.Errorf("insecure config still names a key file:\n%s", text)
+	}
+}
+
+// The health checks carry credentials the way a Talos user's would, and
+// NoCheckCredentials renders the same checks without them.
+func TestConfigCredentials(t *testing.T) {
+	l := New(Options{CPs: 2}, slog.New(slog.DiscardHandler))
+	l.dir, l.prefix, l.opts.Insecure = t.TempDir(), "hltest", true
+	type health struct {
+		Type string `yaml:"type"`
+		Path string `yaml:"path"`
+		TLS  *struct {
+			Kubeconfig  string `yaml:"kubeconfig"`
+			Talosconfig string `yaml:"talosconfig"`
+		} `yaml:"tls"`
+	}
+	render := func() map[string]health {
+		t.Helper()
+		text := l.Config()
+		path := filepath.Join(l.dir, "lb1.yaml")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := config.Load(path); err != nil {
+			t.Fatalf("config does not load: %v\n%s", err, text)
+		}
+		var doc struct {
+			Backends []struct {
+				Name   string `yaml:"name"`
+				Health health `yaml:"health"`
+			} `yaml:"backends"`
+		}
+		if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]health{}
+		for _, b := range doc.Backends {
+			out[b.Name] = b.Health
+		}
+		return out
+	}
+	h := render()
+	k8s, talos := h["k8s_controlplane"], h["talos_controlplane"]
+	if k8s.Type != "https" || k8s.Path != "/readyz" || k8s.TLS == nil || k8s.TLS.Kubeconfig != filepath.Join(l.PKIDir(), "health.kubeconfig") {
+		t.Errorf("k8s check = %+v, want https /readyz with the health kubeconfig", k8s)
+	}
+	if talos.Type != "tls" || talos.TLS == nil || talos.TLS.Talosconfig != filepath.Join(l.PKIDir(), "health.talosconfig") {
+		t.Errorf("talos check = %+v, want tls with the health talosconfig", talos)
+	}
+
+	l.opts.NoCheckCredentials = true
+	h = render()
+	k8s, talos = h["k8s_controlplane"], h["talos_controlplane"]
+	if k8s.Type != "https" || k8s.Path != "/readyz" || k8s.TLS != nil || talos.Type != "tls" || talos.TLS != nil {
+		t.Errorf("checks without credentials = %+v and %+v, want the same checks without tls blocks", k8s, talos)
 	}
 }
 

@@ -27,7 +27,8 @@ type ProbeRun struct {
 }
 
 // StartProbe runs `halb-lab probe` in the client namespace against target
-// for at most max, and returns once the first attempt has finished, so
+// for at most max, presenting the administrator's credentials (tls and
+// https) as kubectl and talosctl would, and returns once the first attempt has finished, so
 // that anything the caller does next is measured.
 func (l *Lab) StartProbe(ctx context.Context, target netip.AddrPort, mode string, max time.Duration) (*ProbeRun, error) {
 	l.mu.Lock()
@@ -38,8 +39,10 @@ func (l *Lab) StartProbe(ctx context.Context, target netip.AddrPort, mode string
 	if err != nil {
 		return nil, fmt.Errorf("open probe log: %w", err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", l.NS("cl"), l.opts.LabBin, "probe",
-		"--target", target.String(), "--mode", mode, "--interval", "10ms", "--duration", max.String(), "-o", "json")
+	args := append([]string{"netns", "exec", l.NS("cl"), l.opts.LabBin, "probe",
+		"--target", target.String(), "--mode", mode, "--interval", "10ms", "--duration", max.String(), "-o", "json"},
+		l.probeCredentials(mode)...)
+	cmd := exec.Command("ip", args...)
 	out := &bytes.Buffer{}
 	cmd.Stdout = out
 	stderr, err := cmd.StderrPipe()

@@ -41,6 +41,11 @@ type Options struct {
 	Interval time.Duration // time between the starts of two attempts
 	Timeout  time.Duration // bound on one whole attempt (connect, handshake, request)
 	Path     string        // https only
+	// TLS is the client configuration of tls and https attempts, to
+	// present a client certificate and verify the server as kubectl and
+	// talosctl do; its ServerName defaults to the target's address. nil
+	// verifies nothing and presents no certificate.
+	TLS *tls.Config
 	// Started, if set, is called once when the first attempt has finished,
 	// so a caller can start the event it wants measured.
 	Started func()
@@ -186,9 +191,7 @@ func attempt(ctx context.Context, opts Options) (string, error) {
 	if opts.Mode == ModeTCP {
 		return "", nil
 	}
-	// The lab's servers use throwaway self-signed certificates; the probe
-	// measures reachability, not identity.
-	tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, ServerName: opts.Target.Addr().String()}) //nolint:gosec // see above
+	tc := tls.Client(conn, clientTLS(opts))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return "", fmt.Errorf("tls handshake: %w", err)
 	}
@@ -203,6 +206,18 @@ func attempt(ctx context.Context, opts Options) (string, error) {
 		return get(tc, opts)
 	}
 	return "", fmt.Errorf("unknown mode %q", opts.Mode)
+}
+
+func clientTLS(opts Options) *tls.Config {
+	if opts.TLS == nil {
+		// Without credentials the probe measures reachability, not identity.
+		return &tls.Config{InsecureSkipVerify: true, ServerName: opts.Target.Addr().String()} //nolint:gosec // see above
+	}
+	conf := opts.TLS.Clone()
+	if conf.ServerName == "" {
+		conf.ServerName = opts.Target.Addr().String()
+	}
+	return conf
 }
 
 func get(conn net.Conn, opts Options) (string, error) {
@@ -251,6 +266,12 @@ func reason(err error) string {
 		return "eof"
 	case strings.HasPrefix(err.Error(), "status "):
 		return err.Error()
+	case strings.Contains(err.Error(), "remote error: tls: "):
+		// The server refused the handshake: a missing or untrusted client
+		// certificate, or a TLS version it does not speak.
+		return "tls rejected"
+	case strings.Contains(err.Error(), "tls: failed to verify certificate"):
+		return "tls untrusted server"
 	}
 	return "other"
 }

@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,9 +19,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func startCP(t *testing.T, ip string) (*fakecp.Client, netip.AddrPort, netip.AddrPort) {
 	t.Helper()
+	return startCPWith(t, ip, "")
+}
+
+func startCPWith(t *testing.T, ip, pki string) (*fakecp.Client, netip.AddrPort, netip.AddrPort) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "cp.sock")
 	a := netip.MustParseAddrPort(ip + ":0")
-	s := fakecp.New(fakecp.Options{Name: "cp7", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock}, slog.New(slog.DiscardHandler))
+	s := fakecp.New(fakecp.Options{Name: "cp7", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock, PKIDir: pki},
+		slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- s.Run(ctx) }()
@@ -121,5 +128,51 @@ func TestBlackholeCostsTimeoutPerAttempt(t *testing.T) {
 	r := Run(ctx, Options{Target: api, Mode: ModeTLS, Timeout: 100 * time.Millisecond})
 	if r.Successes != 0 || r.Errors["timeout"] < 2 || r.Attempts > 4 {
 		t.Fatalf("report %v: want 2-4 attempts that all time out (attempts do not overlap)", r)
+	}
+}
+
+// Against servers that authenticate, the probe succeeds only with the
+// credentials it is given, and verifies the server with them.
+func TestClientCredentials(t *testing.T) {
+	pki := filepath.Join(t.TempDir(), "pki")
+	if err := fakecp.WritePKI(pki, netip.MustParseAddr("127.0.0.35"), []netip.Addr{netip.MustParseAddr("127.0.0.35")}); err != nil {
+		t.Fatal(err)
+	}
+	_, api, talos := startCPWith(t, "127.0.0.35", pki)
+	creds := func(id fakecp.Identity) *tls.Config {
+		c, err := fakecp.ClientTLS(pki, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	kubeCertTalosCA := creds(fakecp.KubeAdmin)
+	kubeCertTalosCA.RootCAs = creds(fakecp.TalosAdmin).RootCAs
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		target netip.AddrPort
+		tls    *tls.Config
+		ok     bool
+		err    string
+	}{
+		{"https anonymous", ModeHTTPS, api, nil, false, "status 401"},
+		{"https admin", ModeHTTPS, api, creds(fakecp.KubeAdmin), true, ""},
+		{"tls anonymous", ModeTLS, talos, nil, false, "tls rejected"},
+		{"tls with a kubernetes cert", ModeTLS, talos, kubeCertTalosCA, false, "tls rejected"},
+		{"tls verifying with the kubernetes CA", ModeTLS, talos, creds(fakecp.KubeAdmin), false, "tls untrusted server"},
+		{"tls talos admin", ModeTLS, talos, creds(fakecp.TalosAdmin), true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+			defer cancel()
+			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, TLS: tc.tls})
+			if tc.ok && (r.Failures != 0 || r.Responders["cp7"] != r.Successes || r.Successes == 0) {
+				t.Errorf("report %v: want only successes answered by cp7", r)
+			}
+			if !tc.ok && (r.Successes != 0 || r.Failures == 0 || (tc.err != "" && r.Errors[tc.err] != r.Failures)) {
+				t.Errorf("report %v: want only failures %s", r, tc.err)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -42,9 +43,13 @@ const (
 
 // Frontend is one TCP listener forwarding to one backend pool.
 type Frontend struct {
-	cfg  config.Frontend
-	pool *pool.Pool
-	opts Options
+	name string
+	bind netip.AddrPort
+	// pool and maxConn may change while serving (a reload); a session
+	// reads them once when it starts.
+	pool    atomic.Pointer[pool.Pool]
+	maxConn atomic.Int64
+	opts    Options
 	// timeouts start as opts.Timeouts; a reload swaps them for the
 	// sessions that start afterwards.
 	timeouts atomic.Pointer[config.Timeouts]
@@ -56,8 +61,16 @@ type Frontend struct {
 	hot      time.Duration
 
 	ready  chan struct{}
-	closed chan struct{} // the listener is closed: its address is free again
+	closed chan struct{} // the listener is closed or handed over: its address is free again
 	addr   atomic.Pointer[net.TCPAddr]
+	// stopErr says why the frontend stopped listening while it was meant
+	// to serve; set before closed is closed.
+	stopErr atomic.Pointer[error]
+
+	// stopAccept ends the accept loop; with errHandOver as the cause it
+	// leaves the listener open and sends it on handed.
+	stopAccept context.CancelCauseFunc
+	handed     chan net.Listener
 
 	// force is cancelled when the drain grace is over: it aborts dials
 	// still in progress.
@@ -79,9 +92,10 @@ type Frontend struct {
 // on it carrying the frontend key, as the daemon's does.
 func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logger) *Frontend {
 	f := &Frontend{
-		cfg:      cfg,
-		pool:     p,
+		name:     cfg.Name,
+		bind:     cfg.Bind,
 		opts:     opts,
+		handed:   make(chan net.Listener, 1),
 		dialer:   opts.Dialer,
 		log:      log,
 		ready:    make(chan struct{}),
@@ -97,6 +111,8 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 	}
 	to := opts.Timeouts
 	f.timeouts.Store(&to)
+	f.pool.Store(p)
+	f.maxConn.Store(int64(cfg.MaxConn))
 	f.bufs.New = func() any {
 		b := make([]byte, copyBufSize)
 		return &b
@@ -112,8 +128,19 @@ func (f *Frontend) Timeouts() config.Timeouts { return *f.timeouts.Load() }
 // the drain grace; open sessions keep the ones they started with.
 func (f *Frontend) SetTimeouts(t config.Timeouts) { f.timeouts.Store(&t) }
 
+// SetBackend sends the sessions that start from now on to p; open
+// sessions stay with the pool they started with.
+func (f *Frontend) SetBackend(p *pool.Pool) { f.pool.Store(p) }
+
+// SetMaxConn changes the frontend's own connection limit (0: none) for
+// connections admitted from now on; open ones above it are not closed.
+func (f *Frontend) SetMaxConn(n int) { f.maxConn.Store(int64(n)) }
+
 // Name returns the frontend's name.
-func (f *Frontend) Name() string { return f.cfg.Name }
+func (f *Frontend) Name() string { return f.name }
+
+// Bind returns the address the frontend listens on.
+func (f *Frontend) Bind() netip.AddrPort { return f.bind }
 
 // Ready is closed once the frontend listens.
 func (f *Frontend) Ready() <-chan struct{} { return f.ready }
@@ -139,7 +166,7 @@ type FrontendStats struct {
 // Stats returns a snapshot of the frontend's counters.
 func (f *Frontend) Stats() FrontendStats {
 	return FrontendStats{
-		Name:     f.cfg.Name,
+		Name:     f.name,
 		Current:  f.current.Load(),
 		Total:    f.total.Load(),
 		Rejected: f.rejected.Load(),
@@ -148,25 +175,52 @@ func (f *Frontend) Stats() FrontendStats {
 	}
 }
 
-// Run listens on the frontend's bind address and serves until ctx is
-// cancelled. Then it stops accepting, lets open sessions finish for up to
-// Timeouts.Drain, closes the rest and returns nil. Run may be called once.
-func (f *Frontend) Run(ctx context.Context) error {
-	defer f.forceCancel()
-	closeOnce := sync.OnceFunc(func() { close(f.closed) })
-	defer closeOnce()
+// Listen opens a listening socket on bind with IP_FREEBIND, so that an
+// address this node does not hold yet (a VIP) can be bound.
+func Listen(ctx context.Context, bind netip.AddrPort) (net.Listener, error) {
 	network := "tcp4"
-	if f.cfg.Bind.Addr().Is6() && !f.cfg.Bind.Addr().Is4In6() {
+	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
 		network = "tcp6"
 	}
 	lc := net.ListenConfig{Control: freebind.Control}
-	ln, err := lc.Listen(ctx, network, f.cfg.Bind.String())
+	ln, err := lc.Listen(ctx, network, bind.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", bind, err)
+	}
+	return ln, nil
+}
+
+// Run listens on the frontend's bind address and serves until ctx is
+// cancelled. Then it stops accepting, lets open sessions finish for up to
+// Timeouts.Drain, closes the rest and returns nil. Run or Serve may be
+// called once.
+func (f *Frontend) Run(ctx context.Context) error {
+	ln, err := Listen(ctx, f.bind)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil
+			err = nil
+		} else {
+			f.stopErr.Store(&err)
 		}
-		return fmt.Errorf("listen on %s: %w", f.cfg.Bind, err)
+		f.forceCancel()
+		close(f.closed)
+		return err
 	}
+	return f.Serve(ctx, ln)
+}
+
+// Serve serves on ln, which it owns from now on, like Run. Binding first
+// and serving then lets a reload find out that an address is taken before
+// it changes anything.
+func (f *Frontend) Serve(ctx context.Context, ln net.Listener) error {
+	defer f.forceCancel()
+	closeOnce := sync.OnceFunc(func() { close(f.closed) })
+	defer closeOnce()
+	actx, stopAccept := context.WithCancelCause(ctx)
+	defer stopAccept(nil)
+	f.mu.Lock()
+	f.stopAccept = stopAccept
+	f.mu.Unlock()
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		f.addr.Store(a)
 	}
@@ -177,8 +231,8 @@ func (f *Frontend) Run(ctx context.Context) error {
 		f.parker = pk
 		go pk.run()
 	}
-	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Name())
-	err = f.serve(ctx, ln, closeOnce)
+	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Load().Name())
+	err := f.serve(ctx, actx, ln, closeOnce)
 	// Every session has ended.
 	f.pipes.close()
 	if f.parker != nil {
@@ -187,22 +241,101 @@ func (f *Frontend) Run(ctx context.Context) error {
 	return err
 }
 
-// Closed is closed once the listener is closed (or never opened), before
-// the drain: a replacement can bind the same address then.
+// errHandOver is the cause that ends an accept loop for HandOver.
+var errHandOver = errors.New("listener handed over")
+
+// HandOver stops accepting and returns the listener, still open and with
+// its queued connections, for a frontend that replaces this one on the
+// same address: no moment without a listener, no re-bind. This frontend
+// then drains its sessions as on stop, and its Run returns nil. It fails
+// if the frontend is not serving.
+func (f *Frontend) HandOver() (net.Listener, error) {
+	f.mu.Lock()
+	stop := f.stopAccept
+	f.mu.Unlock()
+	if stop == nil {
+		return nil, fmt.Errorf("hand over the listener of frontend %s: not serving", f.name)
+	}
+	stop(errHandOver)
+	select {
+	case ln := <-f.handed:
+		return ln, nil
+	case <-f.closed:
+		// Closed for another reason first; a listener sent just before
+		// still counts.
+		select {
+		case ln := <-f.handed:
+			return ln, nil
+		default:
+		}
+		return nil, fmt.Errorf("hand over the listener of frontend %s: it stopped listening", f.name)
+	}
+}
+
+// ListenErr is nil while the frontend accepts connections, and otherwise
+// says why not: not started yet, stopped, or the listener failed.
+func (f *Frontend) ListenErr() error {
+	select {
+	case <-f.closed:
+		if e := f.stopErr.Load(); e != nil {
+			return *e
+		}
+		return errors.New("not listening: stopped")
+	default:
+	}
+	select {
+	case <-f.ready:
+		return nil
+	default:
+		return errors.New("not listening yet")
+	}
+}
+
+// Closed is closed once the listener is closed, handed over or never
+// opened, before the drain: a replacement can bind the same address then.
 func (f *Frontend) Closed() <-chan struct{} { return f.closed }
 
-// serve runs the accept loop on ln, then drains.
-func (f *Frontend) serve(ctx context.Context, ln net.Listener, closed func()) error {
-	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
-	defer stop()
-	err := f.acceptLoop(ctx, ln)
-	_ = ln.Close()
+// serve runs the accept loop on ln until actx ends, then closes ln, or
+// hands it over, and drains. ctx is the frontend's life; actx ends with it
+// or with a hand-over.
+func (f *Frontend) serve(ctx, actx context.Context, ln net.Listener, closed func()) error {
+	stop := context.AfterFunc(actx, func() {
+		if errors.Is(context.Cause(actx), errHandOver) && ctx.Err() == nil {
+			// A deadline in the past wakes Accept without closing.
+			if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok && dl.SetDeadline(time.Unix(1, 0)) == nil {
+				return
+			}
+		}
+		_ = ln.Close()
+	})
+	err := f.acceptLoop(actx, ln)
+	stop()
+	if errors.Is(context.Cause(actx), errHandOver) && ctx.Err() == nil && f.release(ln) {
+		err = nil
+	} else {
+		_ = ln.Close()
+		if err != nil {
+			f.stopErr.Store(&err)
+		}
+	}
 	closed()
 	f.drain()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// release passes ln to HandOver with its deadline cleared; false if it
+// was closed meanwhile.
+func (f *Frontend) release(ln net.Listener) bool {
+	dl, ok := ln.(interface{ SetDeadline(time.Time) error })
+	if !ok || dl.SetDeadline(time.Time{}) != nil {
+		return false
+	}
+	f.handed <- ln
+	f.log.Info("listener handed over", "addr", ln.Addr().String())
+	return true
 }
 
 func (f *Frontend) acceptLoop(ctx context.Context, ln net.Listener) error {
@@ -215,7 +348,7 @@ func (f *Frontend) acceptLoop(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("accept on %s: %w", f.cfg.Bind, err)
+				return fmt.Errorf("accept on %s: %w", f.bind, err)
 			}
 			// EMFILE, ENFILE, ENOBUFS and the like pass once
 			// connections close; anything else is logged and retried
@@ -259,7 +392,7 @@ func temporary(err error) bool {
 // node, instead of hanging in a queue that will not move. The rejection
 // is counted and logged.
 func (f *Frontend) admit(c net.Conn) {
-	if !acquireSlot(&f.current, int64(f.cfg.MaxConn)) {
+	if !acquireSlot(&f.current, f.maxConn.Load()) {
 		f.reject(c)
 		return
 	}
@@ -287,7 +420,7 @@ func (f *Frontend) admit(c net.Conn) {
 func (f *Frontend) reject(c net.Conn) {
 	f.rejected.Add(1)
 	resetClose(c)
-	f.logConn(connRecord{client: c.RemoteAddr(), end: "maxconn"})
+	f.logConn(connRecord{client: c.RemoteAddr(), end: "maxconn", backend: f.pool.Load().Name()})
 }
 
 // resetClose closes c with a TCP reset so the peer learns at once.

@@ -113,7 +113,7 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 	ln := &failingListener{closed: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.serve(ctx, ln, func() {}) }()
+	go func() { done <- f.serve(ctx, ctx, ln, func() {}) }()
 	time.Sleep(300 * time.Millisecond) // the window in which calls are counted
 	cancel()
 	select {

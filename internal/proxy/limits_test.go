@@ -113,7 +113,7 @@ func TestAcceptRecoversAfterEMFILE(t *testing.T) {
 	f := NewFrontend(config.Frontend{Name: "fe"}, p, Options{Timeouts: testTimeouts()}, discardLog())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.serve(ctx, ln, func() {}) }()
+	go func() { done <- f.serve(ctx, ctx, ln, func() {}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -20,6 +20,7 @@ import (
 // connection.
 type session struct {
 	f      *Frontend
+	pool   *pool.Pool // the frontend's backend when the session started
 	client net.Conn
 	start  time.Time
 
@@ -32,7 +33,7 @@ type session struct {
 }
 
 func newSession(f *Frontend, c net.Conn) *session {
-	return &session{f: f, client: c, start: time.Now()}
+	return &session{f: f, pool: f.pool.Load(), client: c, start: time.Now()}
 }
 
 // connRecord is what the connection log line says.
@@ -43,6 +44,7 @@ type connRecord struct {
 	duration time.Duration
 	in, out  int64
 	end      string
+	backend  string // "" before a session picked its backend (maxconn)
 }
 
 // Close ends the session because its server went down; pool.Server calls
@@ -117,7 +119,7 @@ func (s *session) serve(done func()) {
 	if server == nil {
 		resetClose(s.client)
 		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
-			end: failure, duration: time.Since(s.start)})
+			end: failure, duration: time.Since(s.start), backend: s.pool.Name()})
 		done()
 		return
 	}
@@ -131,12 +133,12 @@ func (s *session) serve(done func()) {
 func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 	f := s.f
 	client := clientAddr(s.client)
-	attempts := f.pool.Attempts()
+	attempts := s.pool.Attempts()
 	to := f.Timeouts()
 	var tried []*pool.Server
 	var last *pool.Server
 	for i := range attempts {
-		srv := f.pool.Pick(client, tried)
+		srv := s.pool.Pick(client, tried)
 		if srv == nil {
 			break
 		}
@@ -163,12 +165,12 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		if health.LocalExhaustion(err) {
 			// Not the server's fault, and every server would fail alike.
 			pause := f.pressure.note(time.Now())
-			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", f.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
+			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", s.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
 			return nil, srv, took, reason
 		}
 		srv.AddConnectFailure()
 		srv.MarkDown(reason)
-		f.log.Debug("connect failed, trying next server", "backend", f.pool.Name(), "server", srv.Name(), "err", reason)
+		f.log.Debug("connect failed, trying next server", "backend", s.pool.Name(), "server", srv.Name(), "err", reason)
 		tried = append(tried, srv)
 	}
 	if last == nil {
@@ -221,7 +223,7 @@ func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Dura
 		s.closeWith("")
 		release()
 		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
-			in: in, out: out, end: s.endReason(), duration: time.Since(s.start)})
+			in: in, out: out, end: s.endReason(), duration: time.Since(s.start), backend: s.pool.Name()})
 		done()
 	}
 	up := &pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle,
@@ -304,7 +306,7 @@ func (f *Frontend) logConn(r connRecord) {
 	}
 	f.log.LogAttrs(ctx, level, "connection",
 		slog.String("client", client),
-		slog.String("backend", f.pool.Name()),
+		slog.String("backend", r.backend),
 		slog.String("server", server),
 		slog.Float64("connect_ms", float64(r.connect.Microseconds())/1000),
 		slog.Duration("duration", r.duration),

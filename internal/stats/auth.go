@@ -141,7 +141,9 @@ const (
 	maxSources = 4096
 )
 
-// limiter is a token bucket of failed logins per source. A source with no
+// limiter is a token bucket of login attempts per source. An attempt
+// takes a token before its password is checked and gives it back if the
+// password was right, so only failures use the bucket up; a source with no
 // token left is refused before its credentials are checked, so guessing
 // is slow and costs the server no bcrypt work.
 type limiter struct {
@@ -150,7 +152,7 @@ type limiter struct {
 	buckets map[netip.Prefix]bucket
 }
 
-// bucket holds the tokens a source had right after its last failure.
+// bucket holds the tokens a source had right after its last attempt.
 type bucket struct {
 	tokens float64
 	at     time.Time
@@ -178,7 +180,7 @@ func sourceKey(a netip.Addr) netip.Prefix {
 }
 
 // allow reports whether a may try to log in now, and if not, how long
-// until it may.
+// until it may. It takes nothing: reserve does.
 func (l *limiter) allow(a netip.Addr) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -186,28 +188,58 @@ func (l *limiter) allow(a netip.Addr) (bool, time.Duration) {
 	if !ok {
 		return true, 0
 	}
-	t := b.tokensAt(l.now())
+	return b.wait(l.now())
+}
+
+// wait is allow for one bucket.
+func (b bucket) wait(now time.Time) (bool, time.Duration) {
+	t := b.tokensAt(now)
 	if t >= 1 {
 		return true, 0
 	}
 	return false, max(time.Duration((1-t)*float64(failEvery)), time.Millisecond)
 }
 
-// fail records a failed login from a and reports whether a has now used
-// up its burst (for logging the moment a source gets limited).
-func (l *limiter) fail(a netip.Addr) (limited bool) {
+// reserve takes a token for an attempt from a before its password is
+// checked: counting only after the (slow) check let concurrent guesses
+// all pass a limit that none of them had yet used up. It reports whether
+// a had a token, if not how long until it will, and whether a is out of
+// tokens now (for logging the moment a source gets limited).
+func (l *limiter) reserve(a netip.Addr) (ok bool, wait time.Duration, limited bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
 	key := sourceKey(a)
-	b, ok := l.buckets[key]
-	if !ok {
+	b, found := l.buckets[key]
+	if !found {
 		l.makeRoom(now)
 		b = bucket{tokens: failBurst, at: now}
 	}
-	b = bucket{tokens: max(0, b.tokensAt(now)-1), at: now}
+	if ok, wait := b.wait(now); !ok {
+		return false, wait, true
+	}
+	b = bucket{tokens: b.tokensAt(now) - 1, at: now}
 	l.buckets[key] = b
-	return b.tokens < 1
+	return true, 0, b.tokens < 1
+}
+
+// refund gives back the token of an attempt that did not fail: a right
+// password, or one never checked because the server was busy.
+func (l *limiter) refund(a netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := sourceKey(a)
+	b, ok := l.buckets[key]
+	if !ok {
+		return // forgotten meanwhile: a missing bucket is a full one
+	}
+	now := l.now()
+	t := min(failBurst, b.tokensAt(now)+1)
+	if t >= failBurst {
+		delete(l.buckets, key) // a full bucket carries no state
+		return
+	}
+	l.buckets[key] = bucket{tokens: t, at: now}
 }
 
 // makeRoom keeps the map under maxSources: it forgets sources whose bucket

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -35,6 +36,14 @@ const shutdownGrace = 5 * time.Second
 // maxUserLog bounds a user name in a log line: it is client input.
 const maxUserLog = 64
 
+// A client must send a request's headers within headerTimeout of
+// starting it, and an idle keep-alive connection is closed after
+// idleTimeout: both give a slot of the connection cap back.
+const (
+	headerTimeout = 3 * time.Second
+	idleTimeout   = 30 * time.Second
+)
+
 // Server is the stats HTTP server: the dashboard, /status.json and
 // /metrics behind a source allow-list and basic auth, plus an optional
 // listener serving /metrics alone.
@@ -44,14 +53,13 @@ type Server struct {
 	metrics http.Handler
 	log     *slog.Logger
 
-	users   []user
-	decoy   []byte
-	limit   *limiter
-	tmpl    *template.Template
-	style   template.CSS
-	script  template.JS
-	csp     string
-	handler http.Handler
+	login    *logins
+	maxConns int // per listener; a field so tests can lower it
+	tmpl     *template.Template
+	style    template.CSS
+	script   template.JS
+	csp      string
+	handler  http.Handler
 
 	mu          sync.Mutex
 	addr        netip.AddrPort
@@ -76,8 +84,9 @@ func New(cfg config.Stats, src admin.Source, metrics http.Handler, log *slog.Log
 	}
 	s := &Server{
 		cfg: cfg, src: src, metrics: metrics, log: log.With("component", "stats"),
-		users: users, decoy: decoyHash(users), limit: newLimiter(time.Now),
-		ready: make(chan struct{}),
+		login:    newLogins(users, decoyHash(users), time.Now, hashSlotsFor(runtime.GOMAXPROCS(0))),
+		maxConns: maxConns,
+		ready:    make(chan struct{}),
 	}
 	if err := s.loadAssets(); err != nil {
 		return nil, err
@@ -151,7 +160,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for stats on %s: %w", s.cfg.Bind, err)
 	}
 	servers := []*http.Server{s.httpServer(s.handler)}
-	listeners := []net.Listener{ln}
+	listeners := []net.Listener{newGatedListener(ln, s.allowed, s.maxConns, s.log)}
 	if s.cfg.MetricsBind.IsValid() {
 		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsBind.String())
 		if err != nil {
@@ -159,7 +168,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("listen for metrics on %s: %w", s.cfg.MetricsBind, err)
 		}
 		servers = append(servers, s.httpServer(s.metricsOnly()))
-		listeners = append(listeners, mln)
+		// No allow-list here: the bind address is what limits who can
+		// reach it, but the cap still keeps it from eating descriptors.
+		listeners = append(listeners, newGatedListener(mln, nil, s.maxConns, s.log))
 	}
 	s.mu.Lock()
 	s.addr = addrPort(listeners[0].Addr())
@@ -198,10 +209,10 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) httpServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
+		ReadHeaderTimeout: headerTimeout,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
@@ -223,7 +234,8 @@ func (s *Server) routes() http.Handler {
 	if s.metrics != nil && !s.cfg.MetricsBind.IsValid() {
 		mux.Handle("GET /metrics", s.metrics)
 	}
-	return s.guard(headers(mux))
+	// Headers outermost: a refusal (403, 401, 429) carries them too.
+	return headers(s.guard(mux))
 }
 
 // metricsOnly is the separate metrics listener: /metrics and nothing else,
@@ -236,14 +248,21 @@ func (s *Server) metricsOnly() http.Handler {
 	return headers(mux)
 }
 
-// headers adds what every response carries: no caching of live state,
-// no sniffing, no framing, no referrers.
+// baseCSP is the policy of every response but the dashboard's own page,
+// which replaces it with one admitting its inline style and script: an
+// error page or JSON may load nothing and be framed by nobody.
+const baseCSP = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+// headers adds what every response carries, refusals included: no
+// caching of live state or of an auth failure, no sniffing, no framing,
+// no referrers.
 func headers(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Cache-Control", "no-store")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", baseCSP)
 		h.Set("Referrer-Policy", "no-referrer")
 		next.ServeHTTP(w, r)
 	})
@@ -251,7 +270,8 @@ func headers(next http.Handler) http.Handler {
 
 // guard applies the access rules in order: the source allow-list (by the
 // connection's address; headers can be forged), the failed-login limit,
-// then basic auth.
+// then basic auth. The listener already refused sources outside the
+// allow-list; checking again here keeps Handler safe on its own.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
@@ -266,9 +286,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			http.Error(w, "forbidden: this address may not see the stats page", http.StatusForbidden)
 			return
 		}
-		if ok, wait := s.limit.allow(client); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
-			http.Error(w, "too many failed logins; try again later", http.StatusTooManyRequests)
+		if ok, wait := s.login.limit.allow(client); !ok {
+			tooMany(w, wait, "too many failed logins; try again later")
 			return
 		}
 		name, password, hasAuth := r.BasicAuth()
@@ -276,17 +295,30 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			challenge(w)
 			return
 		}
-		if !authenticate(s.users, s.decoy, name, password) {
-			limited := s.limit.fail(client)
+		v := s.login.check(client, name, password)
+		switch v.outcome {
+		case loginOK:
+			next.ServeHTTP(w, r)
+		case loginLimited:
+			tooMany(w, v.wait, "too many failed logins; try again later")
+		case loginBusy:
+			s.log.Debug("stats login deferred: every hashing slot busy", "client", client.String())
+			tooMany(w, v.wait, "busy checking other logins; try again shortly")
+		default:
 			if len(name) > maxUserLog {
 				name = name[:maxUserLog]
 			}
-			s.log.Warn("stats login failed", "client", client.String(), "user", name, "limited", limited)
+			s.log.Warn("stats login failed", "client", client.String(), "user", name, "limited", v.limited)
 			challenge(w)
-			return
 		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// tooMany answers 429 with a Retry-After of wait in whole seconds, at
+// least one.
+func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
+	http.Error(w, msg, http.StatusTooManyRequests)
 }
 
 func challenge(w http.ResponseWriter) {

@@ -135,7 +135,7 @@ func TestBasicAuth(t *testing.T) {
 func TestFailedLoginLimit(t *testing.T) {
 	s := newServer(t, statsConfig(t), nil)
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
-	s.limit = newLimiter(clock.now)
+	s.login = newLogins(s.login.users, s.login.decoy, clock.now, 2)
 	h := s.Handler()
 	const attacker, other = "127.0.0.2:1000", "127.0.0.3:1000"
 
@@ -180,7 +180,7 @@ func TestFailedLoginLimit(t *testing.T) {
 func TestLimiterIPv6SharesPrefix(t *testing.T) {
 	l := newLimiter(time.Now)
 	for i := range failBurst {
-		l.fail(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1)))
+		l.reserve(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1)))
 	}
 	if ok, _ := l.allow(netip.MustParseAddr("2001:db8:1:2::ffff")); ok {
 		t.Fatal("a new address in the same /64 is not limited")
@@ -194,10 +194,10 @@ func TestLimiterMemoryBounded(t *testing.T) {
 	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
 	l := newLimiter(clock.now)
 	first := netip.MustParseAddr("10.255.255.255")
-	l.fail(first)
+	l.reserve(first)
 	for i := range maxSources + 500 {
 		clock.advance(time.Microsecond) // nobody refills meanwhile
-		l.fail(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
+		l.reserve(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}))
 	}
 	if n := l.size(); n != maxSources {
 		t.Fatalf("limiter remembers %d sources, want the cap %d", n, maxSources)
@@ -208,7 +208,7 @@ func TestLimiterMemoryBounded(t *testing.T) {
 	}
 	// Sources that refilled carry no state and go first when room is needed.
 	clock.advance(failEvery + time.Millisecond)
-	l.fail(first)
+	l.reserve(first)
 	if n := l.size(); n != 1 {
 		t.Fatalf("after every bucket refilled, %d sources remembered, want 1", n)
 	}
