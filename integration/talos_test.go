@@ -135,10 +135,13 @@ func TestTalosChecksAuthenticated(t *testing.T) {
 				name string
 				got  fakecp.Counters
 			}{{"API", st.API}, {"Talos API", st.Talos}} {
-				bad := c.got.HandshakeFailures[src] + c.got.Unauthorized[src] + c.got.Forbidden[src] + c.got.ClosedBeforeHello[src]
+				// Connections closed before a ClientHello are not counted:
+				// proxied clients come from the LB's address too, and the
+				// probes' last connections end mid-way when they stop.
+				bad := c.got.HandshakeFailures[src] + c.got.Unauthorized[src] + c.got.Forbidden[src]
 				if bad != 0 {
-					t.Errorf("%s's %s saw from lb%d: %d failed handshakes, %d 401, %d 403, %d closed before hello",
-						st.Name, c.name, n+1, c.got.HandshakeFailures[src], c.got.Unauthorized[src], c.got.Forbidden[src], c.got.ClosedBeforeHello[src])
+					t.Errorf("%s's %s saw from lb%d: %d failed handshakes, %d 401, %d 403",
+						st.Name, c.name, n+1, c.got.HandshakeFailures[src], c.got.Unauthorized[src], c.got.Forbidden[src])
 				}
 				if c.got.Authenticated[src] == 0 {
 					t.Errorf("%s's %s saw no authenticated check from lb%d", st.Name, c.name, n+1)
