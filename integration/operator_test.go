@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"halb/internal/admin"
+	"halb/internal/fakecp"
 	"halb/internal/lab"
 	"halb/internal/probe"
 )
@@ -159,7 +160,13 @@ func TestServerDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the fake control planes are self-signed
+	// kubectl's credentials: the control planes reject anonymous requests.
+	conf, err := l.ClientTLS(fakecp.KubeAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf.ServerName = lab.VIP().String()
+	c := tls.Client(raw, conf)
 	defer func() { _ = c.Close() }()
 	br := bufio.NewReader(c)
 	server, err := healthz(c, br)

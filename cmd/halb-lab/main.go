@@ -37,6 +37,7 @@ The integration tests use it; so can you:
 		newDownCmd(),
 		newDemoCmd(),
 		newChaosCmd(),
+		newStreamsCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }

@@ -510,8 +510,12 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("watch ended with %v, want a clean end of the body", err)
 	}
 	_ = stream.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.Copy(io.Discard, stream); err != nil || spy.lastLen != closeNotifyLen {
+	rest, err := io.ReadAll(stream)
+	if err != nil || spy.lastLen != closeNotifyLen {
 		t.Errorf("Talos stream ended with %v after a record of %d bytes, want close_notify (%d)", err, spy.lastLen, closeNotifyLen)
+	}
+	if !strings.HasSuffix(string(rest), "\nEND cp1\n") {
+		t.Errorf("Talos stream ended with %q, want a last line END cp1 (the server's own end of the stream)", rest)
 	}
 	waitStatus(t, f.c, "stopped", func(st Status) bool { return st.State == Stopped })
 	if _, err := net.DialTimeout("tcp", f.api.String(), time.Second); !errors.Is(err, syscall.ECONNREFUSED) {

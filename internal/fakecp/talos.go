@@ -48,7 +48,7 @@ func (s *Server) serveTalos(g *generation, c *trackedConn) {
 }
 
 // tick writes "NAME tick N" every tick until gone or quit is closed or a
-// write fails.
+// write fails; on quit it ends with "END NAME".
 func (s *Server) tick(w net.Conn, gone, quit <-chan struct{}) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -61,6 +61,10 @@ func (s *Server) tick(w net.Conn, gone, quit <-chan struct{}) {
 		case <-gone:
 			return
 		case <-quit:
+			// The server's own end of the stream, as a gRPC stream ends
+			// with its status trailers: a client can tell it from a
+			// connection cut under it, which TLS alone cannot show.
+			_, _ = fmt.Fprintf(w, "END %s\n", s.opts.Name)
 			return
 		case <-t.C:
 		}
