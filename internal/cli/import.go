@@ -7,7 +7,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"halb/internal/config"
 	"halb/internal/haproxy"
+	"halb/internal/smallfile"
 )
 
 func newImportCmd() *cobra.Command {
@@ -58,7 +60,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
-			data, err := os.ReadFile(path)
+			data, err := smallfile.Read(path, config.MaxFileSize)
 			if err != nil {
 				return fmt.Errorf("read haproxy config: %w", err)
 			}
@@ -68,7 +70,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 				opts.VIPInterface = ""
 			}
 			if kaPath != "" {
-				kdata, err := os.ReadFile(kaPath)
+				kdata, err := smallfile.Read(kaPath, config.MaxFileSize)
 				if err != nil {
 					return fmt.Errorf("read keepalived config: %w", err)
 				}

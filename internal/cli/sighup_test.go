@@ -32,41 +32,39 @@ func buildHalb(t *testing.T, dir string) string {
 	return bin
 }
 
-// feed opens the FIFO at path for writing, which completes only once a
-// reader opened it, calls opened and writes doc. It gives up after 10s or
-// once exited is closed, opening the FIFO for reading itself to free the
-// blocked open.
-func feed(t *testing.T, path, doc string, exited <-chan struct{}, opened func()) {
-	t.Helper()
-	open := make(chan *os.File, 1)
-	go func() {
-		f, err := os.OpenFile(path, os.O_WRONLY, 0)
-		if err != nil {
-			open <- nil
-			return
-		}
-		open <- f
-	}()
-	var f *os.File
-	select {
-	case f = <-open:
-	case <-exited:
-	case <-time.After(10 * time.Second):
+// onOpen calls opened as soon as some process opens path, seen through
+// inotify, so a signal can land while halb is reading its config. It
+// closes ready once it watches, and gives up after 10s or once exited is
+// closed. It runs on its own goroutine, so it returns its error.
+func onOpen(path string, ready chan<- struct{}, exited <-chan struct{}, opened func()) error {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		close(ready)
+		return fmt.Errorf("inotify: %w", err)
 	}
-	if f == nil {
-		if r, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
-			if w := <-open; w != nil {
-				_ = w.Close()
+	defer func() { _ = unix.Close(fd) }()
+	_, err = unix.InotifyAddWatch(fd, path, unix.IN_OPEN)
+	close(ready)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	buf := make([]byte, 4096)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("halb exited before it opened its config")
+		default:
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, _ := unix.Poll(fds, 10); n > 0 {
+			if m, _ := unix.Read(fd, buf); m > 0 {
+				opened()
+				return nil
 			}
-			_ = r.Close()
 		}
-		t.Fatal("halb did not open its config file")
 	}
-	defer func() { _ = f.Close() }()
-	opened()
-	if _, err := f.WriteString(doc); err != nil {
-		t.Fatal(err)
-	}
+	return errors.New("halb did not open its config file within 10s")
 }
 
 // A SIGHUP while halb is starting, before it has even read its config,
@@ -77,12 +75,7 @@ func TestSIGHUPAtStartIsAReloadLater(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildHalb(t, dir)
-	// The config is a FIFO: halb blocks reading it, which is the moment
-	// the test sends SIGHUP, and the moment a reload reads it again.
 	cfgPath := filepath.Join(dir, "halb.yaml")
-	if err := unix.Mkfifo(cfgPath, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,13 +89,30 @@ backends:
     health: {type: tcp, interval: 1s, timeout: 100ms}
     servers: [{name: s0, address: "127.0.0.1:1"}]
 `, port)
+	if err := os.WriteFile(cfgPath, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	var logs testlog.Buffer
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--socket", filepath.Join(dir, "a.sock"), "--node", "lb1")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	// Hang up on halb the moment it opens its config: it is starting then,
+	// well before it runs.
+	hupped := make(chan error, 1)
+	watching := make(chan struct{})
+	exitedEarly := make(chan struct{})
+	started := make(chan *os.Process, 1)
+	go func() {
+		hupped <- onOpen(cfgPath, watching, exitedEarly, func() {
+			// Start has returned by the time halb reads its config.
+			_ = (<-started).Signal(syscall.SIGHUP)
+		})
+	}()
+	<-watching
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	started <- cmd.Process
 	exited := make(chan struct{})
 	var waitErr error
 	go func() { waitErr = cmd.Wait(); close(exited) }()
@@ -129,17 +139,18 @@ backends:
 		}
 	}
 
-	// Once halb has opened its config for reading it is starting, well
-	// before it runs: hang up on it then.
-	feed(t, cfgPath, doc, exited, func() {
-		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Error(err)
-		}
-	})
+	var hupErr error
+	select {
+	case hupErr = <-hupped:
+	case <-exited:
+		close(exitedEarly)
+		hupErr = <-hupped
+	}
+	if hupErr != nil {
+		t.Fatal(hupErr)
+	}
 	waitLog("halb started")
-	waitLog("the reload waits until halb runs")
-	// The queued reload reads the config again.
-	feed(t, cfgPath, doc, exited, func() {})
+	// The SIGHUP was a reload: it read the config again once halb ran.
 	waitLog("config reloaded")
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -2,12 +2,12 @@ package stats
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"halb/internal/config"
+	"halb/internal/smallfile"
 )
 
 // user is one login: a name and its bcrypt hash.
@@ -28,6 +29,10 @@ type entry struct {
 	loc, name, hash string
 }
 
+// maxPasswordFile bounds the stats password file: a million bytes hold
+// thousands of bcrypt lines.
+const maxPasswordFile = 1 << 20
+
 // loadUsers merges cfg.Users with the lines of cfg.PasswordFile. Errors
 // name the config path or the file and line, never a hash: a hash can be
 // attacked offline, and a "hash" that fails to parse may be a password.
@@ -38,12 +43,13 @@ func loadUsers(cfg config.Stats) ([]user, error) {
 	}
 	var errs []error
 	if cfg.PasswordFile != "" {
-		f, err := os.Open(cfg.PasswordFile)
+		// Bounded and regular files only: /dev/zero or a FIFO named here
+		// must not exhaust memory or hang the start.
+		data, err := smallfile.Read(cfg.PasswordFile, maxPasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("read stats password file: %w", err)
 		}
-		more, err := parsePasswordFile(f, cfg.PasswordFile)
-		_ = f.Close() // read-only: a close error loses nothing
+		more, err := parsePasswordFile(bytes.NewReader(data), cfg.PasswordFile)
 		if err != nil {
 			errs = append(errs, err)
 		}
