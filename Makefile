@@ -19,7 +19,8 @@ all: build
 # 0.2.0+3.g1a2b3c4 after it. VERSION=1.2.3 picks one. A plain `go build`
 # falls back to the module version Go records from git.
 VERSION ?= $(shell deploy/version.sh)
-LDFLAGS := -X halb/internal/version.stamped=$(VERSION)
+LDFLAGS := -X halb/internal/version.stamped=$(VERSION) \
+	-X halb/internal/version.stampedCommit=$(shell git describe --always --abbrev=12 --dirty --exclude '*' 2>/dev/null)
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/halb ./cmd/halb

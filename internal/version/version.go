@@ -5,10 +5,11 @@ import (
 	"strings"
 )
 
-// stamped is set by the linker (-ldflags "-X halb/internal/version.stamped=…")
-// in `make build` and `make deb`. It is the one package variable halb has:
-// -X can only set a package-level string, and it is never written at run time.
-var stamped string
+// stamped and stampedCommit are set by the linker (-ldflags "-X
+// halb/internal/version.stamped=…") in `make build` and `make deb`. They are
+// halb's only package variables: -X can only set a package-level string, and
+// nothing writes them at run time.
+var stamped, stampedCommit string
 
 // String is halb's version without a leading "v", e.g. "0.2.0" on a tagged
 // commit or "0.2.0+3.g1a2b3c4" three commits after it: the same string the
@@ -19,9 +20,13 @@ func String() string {
 }
 
 // Commit is the VCS revision the binary was built from (12 hex digits,
-// "-dirty" appended for a modified tree), or "" when the Go toolchain
-// recorded none (go run, -buildvcs=false, no .git).
+// "-dirty" appended for a modified tree): stamped by the Makefile, else as
+// the Go toolchain recorded it, "" when it recorded none (go run,
+// -buildvcs=false, no .git).
 func Commit() string {
+	if stampedCommit != "" {
+		return stampedCommit
+	}
 	info, _ := debug.ReadBuildInfo()
 	return commit(info)
 }
