@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"runtime"
 
 	"github.com/spf13/cobra"
 
+	"halb/internal/journal"
 	"halb/internal/version"
 )
 
@@ -29,8 +32,17 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case errors.As(err, &ee):
 		return ee.code
 	}
-	_, _ = fmt.Fprintf(stderr, "halb: %v\n", err)
+	_, _ = fmt.Fprintf(stderr, "%shalb: %v\n", errorPrefix(stderr), err)
 	return 1
+}
+
+// errorPrefix is journald's error priority when stderr is the journal, so
+// the error that ends halb shows under `journalctl -p err`; else nothing.
+func errorPrefix(stderr io.Writer) string {
+	if f, ok := stderr.(*os.File); ok && journal.IsStream(f, os.Getenv("JOURNAL_STREAM")) {
+		return journal.Priority(slog.LevelError)
+	}
+	return ""
 }
 
 // NewRoot builds the halb command tree; Main runs it, and the man pages and

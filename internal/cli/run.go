@@ -100,10 +100,7 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.Level))
 	opts := &slog.HandlerOptions{Level: level}
-	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logHandler(w, l.Format, opts))
 }
 
 // raiseFileLimit lifts the soft open-file limit to the hard one, as a
