@@ -25,8 +25,10 @@ func newRunCmd() *cobra.Command {
 with a cluster section, gossip with the other LB nodes and the VIP for the node
 the election picks.
 
-The node's identity is its entry under cluster.nodes, chosen by --node
-(default: the host name). Logs go to standard error.
+The node's identity is its entry under cluster.nodes: --node, else $HALB_NODE,
+else the entry whose address is on this host, else the one named like the host
+(full or short host name). Logs go to standard error; under journald with
+syslog priorities and no timestamp of their own.
 
 SIGHUP (or halb reload) re-reads the config and applies what changed; an
 invalid file changes nothing.
@@ -51,10 +53,8 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				}
 			}
 			override(cfg)
-			if node == "" {
-				if node, err = os.Hostname(); err != nil {
-					return fmt.Errorf("find node name: %w (pass --node)", err)
-				}
+			if node, err = chooseNode(node, cfg.Cluster); err != nil {
+				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
 			raiseFileLimit(cfg.MaxConn, log)
@@ -90,7 +90,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file")
-	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: host name)")
+	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: $HALB_NODE, else the entry with a local address, else the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
 	cmd.Flags().StringVar(&socket, "socket", "", "override admin.socket")
 	return cmd
