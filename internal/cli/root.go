@@ -71,7 +71,7 @@ Start with an example config:
 	root.SetErr(stderr)
 	root.AddCommand(
 		newRunCmd(),
-		newCheckCmd(),
+		configArg(newCheckCmd()),
 		newKeygenCmd(),
 		newKeysCmd(),
 		newStatusCmd(),
@@ -84,6 +84,7 @@ Start with an example config:
 		newVersionCmd(),
 	)
 	root.InitDefaultCompletionCmd()
+	requireSubcommands(root)
 	for _, c := range root.Commands() {
 		if c.Name() == "completion" {
 			c.Long += "\n\nExample:\n  halb completion bash > /etc/bash_completion.d/halb"
