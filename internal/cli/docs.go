@@ -61,4 +61,3 @@ func writeFile(path string, gen func(io.Writer) error) error {
 	}
 	return nil
 }
-
