@@ -121,7 +121,7 @@ bench-proxy: build
 	$(BIN)/halb-bench proxy --halb $(abspath $(BIN)/halb) --halb-lab $(abspath $(BIN)/halb-lab) \
 		$(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
-## deb: bin/halb_<version>_amd64.deb and _arm64.deb (nfpm, fetched by `go run`), with man pages,
+## deb: bin/halb_<version>_amd64.deb and _arm64.deb (nfpm, built from the module proxy), with man pages,
 ## shell completions and docs; VERSION=1.2.3 picks the version, DEB_ARCHES=amd64 one architecture
 NFPM_V     ?= v2.45.2
 DEB_ARCHES ?= amd64 arm64
@@ -130,10 +130,11 @@ deb:
 	# Man pages and completions come from the command tree, built for this machine.
 	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/halb-docs --man $(BIN)/deb/man --completions $(BIN)/deb/completions
 	gzip -9n $(BIN)/deb/man/*.1
+	GOBIN=$(abspath $(BIN)/deb) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V)
 	set -e; for arch in $(DEB_ARCHES); do \
-		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/deb/halb ./cmd/halb; \
-		VERSION='$(VERSION)' GOARCH=$$arch \
-			$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/deb/halb ./cmd/halb; \
+		VERSION='$(VERSION)' DEB_ARCH=$$arch \
+			$(BIN)/deb/nfpm pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/; \
 	done
 
 ## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,

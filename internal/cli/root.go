@@ -57,9 +57,12 @@ an L4 proxy with health checks for the Kubernetes API (6443) and the Talos API
 healthy host within a second when its holder dies.
 
 Start with an example config:
-  halb check --config deploy/examples/talos.yaml
-  halb keygen --out /etc/halb/gossip.key
-  halb run --config /etc/halb/halb.yaml --node lb1`,
+  halb check deploy/examples/talos.yaml
+  halb keygen --out /etc/halb/gossip.key --group halb
+  halb run --config /etc/halb/halb.yaml --node lb1
+
+halb run finds this host's entry in cluster.nodes by --node, $HALB_NODE, a
+local address or the host name. man halb-run, and /usr/share/doc/halb, say more.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// --version prints what `halb version` prints first, which is also
