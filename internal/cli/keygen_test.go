@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -11,15 +10,11 @@ import (
 	"testing"
 )
 
-func runKeygen(args ...string) (stderr string, err error) {
-	cmd := newKeygenCmd()
-	var out, errOut bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SetArgs(args)
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err = cmd.Execute()
-	return errOut.String(), err
+// runKeygen runs halb keygen and returns its exit status and standard error,
+// which includes the error Main would print.
+func runKeygen(t *testing.T, args ...string) (code int, stderr string) {
+	_, stderr, code = run(t.Context(), newKeygenCmd(), args...)
+	return code, stderr
 }
 
 func fileModeGid(t *testing.T, path string) (os.FileMode, uint32) {
@@ -38,8 +33,8 @@ func TestKeygenGroupReadable(t *testing.T) {
 		t.Skipf("no name for gid %d: %v", os.Getgid(), err)
 	}
 	path := filepath.Join(t.TempDir(), "gossip.key")
-	if _, err := runKeygen("--out", path, "--group", g.Name); err != nil {
-		t.Fatalf("keygen --group %s: %v", g.Name, err)
+	if code, stderr := runKeygen(t, "--out", path, "--group", g.Name); code != 0 {
+		t.Fatalf("keygen --group %s: exit %d: %s", g.Name, code, stderr)
 	}
 	mode, gid := fileModeGid(t, path)
 	if mode != 0o640 || int(gid) != os.Getgid() {
@@ -56,8 +51,8 @@ func TestKeygenOwnerOnlyByDefault(t *testing.T) {
 	if err := os.WriteFile(path, []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := runKeygen("--out", path, "--force"); err != nil {
-		t.Fatalf("keygen --force: %v", err)
+	if code, stderr := runKeygen(t, "--out", path, "--force"); code != 0 {
+		t.Fatalf("keygen --force: exit %d: %s", code, stderr)
 	}
 	// A replaced world-readable file must not stay world-readable.
 	if mode, _ := fileModeGid(t, path); mode != 0o600 {
@@ -78,9 +73,9 @@ func TestKeygenRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := runKeygen(tt.args...)
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("keygen %v: %v, want an error containing %q", tt.args, err, tt.wantErr)
+			code, stderr := runKeygen(t, tt.args...)
+			if code != 1 || !strings.Contains(stderr, tt.wantErr) {
+				t.Fatalf("keygen %v: exit %d, stderr %q; want exit 1 and an error containing %q", tt.args, code, stderr, tt.wantErr)
 			}
 		})
 	}
