@@ -14,8 +14,16 @@ export HALB_REQUIRE_NETNS
 
 all: build
 
+# One version for the binary (halb version, --version, the gossiped state)
+# and the .deb: deploy/version.sh turns `git describe` into 0.2.0 on the tag,
+# 0.2.0+3.g1a2b3c4 after it. VERSION=1.2.3 picks one. A plain `go build`
+# falls back to the module version Go records from git.
+VERSION ?= $(shell deploy/version.sh)
+LDFLAGS := -X halb/internal/version.stamped=$(VERSION) \
+	-X halb/internal/version.stampedCommit=$(shell git describe --always --abbrev=12 --dirty --exclude '*' 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN)/halb ./cmd/halb
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/halb ./cmd/halb
 	$(GO) build -o $(BIN)/halb-lab ./cmd/halb-lab
 
 ## test: every test — unit and loopback (with -race), short fuzz runs, and the namespace lab (root)
@@ -113,13 +121,21 @@ bench-proxy: build
 	$(BIN)/halb-bench proxy --halb $(abspath $(BIN)/halb) --halb-lab $(abspath $(BIN)/halb-lab) \
 		$(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
-## deb: bin/halb_<version>_<arch>.deb (nfpm, fetched by `go run`); VERSION=1.2.3 to pick the version
-NFPM_V  ?= v2.45.2
-VERSION ?= $(shell git describe --tags --match 'v[0-9]*' 2>/dev/null | sed 's/^v//' | grep . || echo 0.1.0~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+## deb: bin/halb_<version>_amd64.deb and _arm64.deb (nfpm, built from the module proxy), with man pages,
+## shell completions and docs; VERSION=1.2.3 picks the version, DEB_ARCHES=amd64 one architecture
+NFPM_V     ?= v2.45.2
+DEB_ARCHES ?= amd64 arm64
 deb:
-	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=auto -o $(BIN)/halb ./cmd/halb
-	VERSION='$(VERSION)' GOARCH=$$($(GO) env GOARCH) \
-		$(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V) pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/
+	rm -rf $(BIN)/deb && mkdir -p $(BIN)/deb
+	# Man pages and completions come from the command tree, built for this machine.
+	$(GO) run -ldflags '$(LDFLAGS)' ./cmd/halb-docs --man $(BIN)/deb/man --completions $(BIN)/deb/completions
+	gzip -9n $(BIN)/deb/man/*.1
+	GOBIN=$(abspath $(BIN)/deb) $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_V)
+	set -e; for arch in $(DEB_ARCHES); do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o $(BIN)/deb/halb ./cmd/halb; \
+		VERSION='$(VERSION)' DEB_ARCH=$$arch \
+			$(BIN)/deb/nfpm pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/; \
+	done
 
 ## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,
 ## then the false-failover soak (root; about an hour on 2 busy vCPUs, BENCH_QUICK=1 about 15 min). Results:

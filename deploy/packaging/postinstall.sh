@@ -47,11 +47,14 @@ if [ -z "$2" ]; then
 halb is installed but not started. Before starting it:
   1. edit /etc/halb/halb.yaml (the packaged file is the seed example:
      VIP 192.168.66.160, nodes lb1/lb2 — see /usr/share/doc/halb/examples/)
-  2. create the gossip key once and copy it to every LB host:
-       halb keygen --out /etc/halb/gossip.key
-       chgrp halb /etc/halb/gossip.key && chmod 0640 /etc/halb/gossip.key
-  3. halb check --config /etc/halb/halb.yaml
-  4. systemctl enable --now halb
+  2. create the gossip key once and copy it to every LB host (scp -p keeps
+     its mode; chgrp halb it there):
+       halb keygen --out /etc/halb/gossip.key --group halb
+  3. halb check /etc/halb/halb.yaml
+  4. only if this host is not found by itself (no cluster.nodes entry has one
+     of its addresses or its host name): HALB_NODE=… in /etc/default/halb
+  5. systemctl enable --now halb
+  man halb, and /usr/share/doc/halb/, say more.
 MSG
 else
 	echo "halb upgraded; the running daemon keeps the old binary until: systemctl restart halb"

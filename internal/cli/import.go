@@ -33,7 +33,7 @@ func newImportHAProxyCmd() *cobra.Command {
 		nodes  []string
 	)
 	cmd := &cobra.Command{
-		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [-o OUT]",
+		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [--out FILE]",
 		Short: "Translate haproxy.cfg (TCP mode) into a halb config",
 		Long: `Import haproxy reads an haproxy.cfg and writes a halb config: frontends and
 backends in mode tcp, servers, health checks, timeouts and maxconn. Every
@@ -53,11 +53,11 @@ Exit status: 0 when a config was written (warnings or not), 1 when the input
 cannot be read or yields no usable config; the errors name their lines.`,
 		Example: `  halb import haproxy /etc/haproxy/haproxy.cfg \
       --node lb1=192.168.66.151:200 --node lb2=192.168.66.152:100 \
-      -o /etc/halb/halb.yaml
+      --out /etc/halb/halb.yaml
   halb import haproxy haproxy.cfg --keepalived /etc/keepalived/keepalived.conf \
       --node lb1=192.168.66.151 --node lb2=192.168.66.152
   halb check --config /etc/halb/halb.yaml`,
-		Args: cobra.ExactArgs(1),
+		Args: oneArg("FILE", "the haproxy.cfg to translate", "/etc/haproxy/haproxy.cfg"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := args[0]
 			data, err := smallfile.Read(path, config.MaxFileSize)
@@ -109,7 +109,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts (without the flag: keepalived's, else eth0)")
 	cmd.Flags().StringVar(&kaPath, "keepalived", "", "keepalived.conf to take the VIP's prefix and interface, nopreempt/preempt_delay and priority from")
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
-	cmd.Flags().StringVarP(&out, "out", "o", "", "file to write (default: standard output)")
+	cmd.Flags().StringVar(&out, "out", "", "file to write (default: standard output)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing output file")
 	return cmd
 }

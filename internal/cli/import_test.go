@@ -49,7 +49,7 @@ func TestImportHAProxySeedToStdout(t *testing.T) {
 
 func TestImportHAProxyToFile(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "halb.yaml")
-	stdout, stderr, err := runImport(t, "haproxy", seedCfg, "-o", out)
+	stdout, stderr, err := runImport(t, "haproxy", seedCfg, "--out", out)
 	if err != nil {
 		t.Fatalf("import: %v\n%s", err, stderr)
 	}
@@ -63,10 +63,10 @@ func TestImportHAProxyToFile(t *testing.T) {
 		t.Errorf("stderr:\n%s", stderr)
 	}
 	// A second run must not replace the file without --force.
-	if _, _, err := runImport(t, "haproxy", seedCfg, "-o", out); err == nil || !strings.Contains(err.Error(), "--force") {
+	if _, _, err := runImport(t, "haproxy", seedCfg, "--out", out); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("overwrite without --force: err = %v", err)
 	}
-	if _, _, err := runImport(t, "haproxy", seedCfg, "-o", out, "--force"); err != nil {
+	if _, _, err := runImport(t, "haproxy", seedCfg, "--out", out, "--force"); err != nil {
 		t.Errorf("overwrite with --force: %v", err)
 	}
 }

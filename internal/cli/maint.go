@@ -25,10 +25,10 @@ The config file is not changed.
 
 Exit status: 0 done, 1 halb could not be reached or refused (for example
 an unknown backend or server; the reason is printed).`,
-		Example: `  halb server drain kubernetes/talos-lon-cp01
+		Example: `  halb server drain k8s_controlplane/talos-lon-cp01
   halb status            # wait until its connections reach 0
-  halb server disable kubernetes/talos-lon-cp01
-  halb server enable kubernetes/talos-lon-cp01`,
+  halb server disable k8s_controlplane/talos-lon-cp01
+  halb server enable k8s_controlplane/talos-lon-cp01`,
 	}
 	sock.register(cmd.PersistentFlags())
 	for _, a := range []struct{ action, short, done string }{
@@ -39,12 +39,12 @@ an unknown backend or server; the reason is printed).`,
 		cmd.AddCommand(&cobra.Command{
 			Use:     a.action + " BACKEND/SERVER",
 			Short:   a.short,
-			Example: fmt.Sprintf("  halb server %s kubernetes/talos-lon-cp01", a.action),
-			Args:    cobra.ExactArgs(1),
+			Example: fmt.Sprintf("  halb server %s k8s_controlplane/talos-lon-cp01", a.action),
+			Args:    oneArg("BACKEND/SERVER", "the server as named in the config", "k8s_controlplane/talos-lon-cp01"),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				backend, server, ok := strings.Cut(args[0], "/")
 				if !ok || backend == "" || server == "" || strings.Contains(server, "/") {
-					return fmt.Errorf("%q: want BACKEND/SERVER, e.g. kubernetes/talos-lon-cp01", args[0])
+					return fmt.Errorf("%q: want BACKEND/SERVER, e.g. k8s_controlplane/talos-lon-cp01", args[0])
 				}
 				path, err := sock.path()
 				if err != nil {
@@ -85,7 +85,7 @@ printed).`,
 		Example: `  halb node maintenance on
   halb status            # check the VIP moved to another node
   halb node maintenance off`,
-		Args:      cobra.ExactArgs(1),
+		Args:      oneArg("on|off", "whether to start or end maintenance", "on"),
 		ValidArgs: []string{"on", "off"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var on bool

@@ -27,8 +27,10 @@ func newRunCmd() *cobra.Command {
 with a cluster section, gossip with the other LB nodes and the VIP for the node
 the election picks.
 
-The node's identity is its entry under cluster.nodes, chosen by --node
-(default: the host name). Logs go to standard error.
+The node's identity is its entry under cluster.nodes: --node, else $HALB_NODE,
+else the entry whose address is on this host, else the one named like the host
+(full or short host name). Logs go to standard error; under journald with
+syslog priorities and no timestamp of their own.
 
 SIGHUP (or halb reload) re-reads the config and applies what changed, all of
 it or nothing: an invalid file, or an address that cannot be bound, changes
@@ -65,10 +67,8 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				}
 			}
 			override(cfg)
-			if node == "" {
-				if node, err = os.Hostname(); err != nil {
-					return fmt.Errorf("find node name: %w (pass --node)", err)
-				}
+			if node, err = chooseNode(node, cfg.Cluster); err != nil {
+				return err
 			}
 			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
 			logCredentialWarnings(cfg, log)
@@ -94,7 +94,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file")
-	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: host name)")
+	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: $HALB_NODE, else the entry with a local address, else the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
 	cmd.Flags().StringVar(&socket, "socket", "", "override admin.socket")
 	return cmd
@@ -129,10 +129,7 @@ func newLogger(w io.Writer, l config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(l.Level))
 	opts := &slog.HandlerOptions{Level: level}
-	if l.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logHandler(w, l.Format, opts))
 }
 
 // raiseFileLimit lifts the soft open-file limit to the hard one, as a

@@ -1,3 +1,3 @@
 // Package sdnotify tells systemd about the daemon's state (ready, stopping,
-// status, watchdog pings) over the NOTIFY_SOCKET datagram protocol.
+// reloading, status, watchdog pings) over the NOTIFY_SOCKET datagram protocol.
 package sdnotify

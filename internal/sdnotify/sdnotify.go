@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sendTimeout bounds one datagram write, so a wedged systemd cannot hang the
@@ -68,6 +70,23 @@ func watchdogInterval(getenv func(string) string, pid int) time.Duration {
 // Ready tells systemd that startup is complete (READY=1): with Type=notify,
 // units ordered after halb start only now.
 func (n *Notifier) Ready() error { return n.send("READY=1") }
+
+// Reloading tells systemd that a configuration reload has begun
+// (RELOADING=1 with MONOTONIC_USEC=, which systemd needs to tell this reload
+// from an earlier one). Send Ready when it is over, applied or refused:
+// until then `systemctl reload` waits and the unit shows "reloading".
+func (n *Notifier) Reloading() error {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return fmt.Errorf("notify systemd of a reload: read CLOCK_MONOTONIC: %w", err)
+	}
+	return n.send(reloadingMessage(ts))
+}
+
+func reloadingMessage(ts unix.Timespec) string {
+	usec := uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
+	return "RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatUint(usec, 10)
+}
 
 // Stopping tells systemd that a graceful stop has begun (STOPPING=1).
 func (n *Notifier) Stopping() error { return n.send("STOPPING=1") }

@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeSystemd is the receiving end of NOTIFY_SOCKET.
@@ -95,6 +98,45 @@ func TestMessages(t *testing.T) {
 	}
 }
 
+func TestReloadingThenReady(t *testing.T) {
+	sd := newFakeSystemd(t)
+	n := fromEnv(env(map[string]string{"NOTIFY_SOCKET": sd.addr}), 1)
+	var before, after unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+	if err := n.Reloading(); err != nil {
+		t.Fatalf("Reloading: %v", err)
+	}
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &after)
+	msg := sd.recv(5 * time.Second)
+	first, rest, _ := strings.Cut(msg, "\n")
+	usecText, ok := strings.CutPrefix(rest, "MONOTONIC_USEC=")
+	if first != "RELOADING=1" || !ok {
+		t.Fatalf("systemd got %q, want RELOADING=1 and MONOTONIC_USEC= on two lines", msg)
+	}
+	usec, err := strconv.ParseUint(usecText, 10, 64)
+	if err != nil {
+		t.Fatalf("MONOTONIC_USEC %q: %v", usecText, err)
+	}
+	lo, hi := uint64(before.Nano()/1e3), uint64(after.Nano()/1e3)
+	if usec < lo || usec > hi {
+		t.Fatalf("MONOTONIC_USEC=%d, want the monotonic clock at the call, within [%d, %d]", usec, lo, hi)
+	}
+	// systemd leaves the reloading state on the next READY=1.
+	if err := n.Ready(); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	if got := sd.recv(5 * time.Second); got != "READY=1" {
+		t.Fatalf("after the reload systemd got %q, want READY=1", got)
+	}
+}
+
+func TestReloadingMessage(t *testing.T) {
+	got := reloadingMessage(unix.Timespec{Sec: 12, Nsec: 345678999})
+	if want := "RELOADING=1\nMONOTONIC_USEC=12345678"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
 func TestNewReadsEnvironment(t *testing.T) {
 	sd := newFakeSystemd(t)
 	t.Setenv("NOTIFY_SOCKET", sd.addr)
@@ -131,7 +173,7 @@ func TestWithoutSystemdEverythingIsANoop(t *testing.T) {
 	t.Setenv("WATCHDOG_USEC", "1000")
 	for _, n := range []*Notifier{New(), {}, nil} {
 		for name, send := range map[string]func() error{
-			"Ready": n.Ready, "Stopping": n.Stopping, "Watchdog": n.Watchdog,
+			"Ready": n.Ready, "Stopping": n.Stopping, "Watchdog": n.Watchdog, "Reloading": n.Reloading,
 			"Status": func() error { return n.Status("x") },
 		} {
 			if err := send(); err != nil {
