@@ -92,6 +92,11 @@ func (d *Daemon) Reload() error {
 		d.log.Warn("reload refused: halb is stopping")
 		return errors.New("reload refused: halb is stopping")
 	}
+	// Tell systemd a reload is under way and that halb is ready again
+	// after it, applied or refused; only once halb runs, since READY=1
+	// while starting would announce readiness too soon.
+	_ = d.opts.Notify.Reloading()
+	defer func() { _ = d.opts.Notify.Ready() }()
 	if err := restartOnly(old, next, d.name); err != nil {
 		d.log.Error("reload refused; still running the previous config", "err", err)
 		return err
