@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"halb/internal/admin"
 	"halb/internal/fakecp"
 	"halb/internal/lab"
 	"halb/internal/probe"
@@ -31,7 +32,8 @@ func newDemoCmd() *cobra.Command {
 		Short: "Walk through halb's whole job in a throwaway lab: failover, handback, drain",
 		Long: `Demo builds a lab (two LB nodes running halb, three fake control planes, a
 client), then, while the client opens a new connection to the VIP every 10 ms,
-it kills a control plane, kills the VIP holder with SIGKILL, brings it back,
+it kills a control plane, upgrades one gracefully under watches and streams,
+kills the VIP holder with SIGKILL, brings it back,
 and stops it for maintenance. After each step it prints what the client saw.
 The lab is torn down at the end, also on failure or Ctrl-C.
 
@@ -210,6 +212,10 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 
+	if err := d.upgrade(ctx, 3); err != nil {
+		return err
+	}
+
 	d.title("the VIP holder lb1 crashes (kill -9: no goodbye, no cleanup)")
 	mac2, err := l.MAC(ctx, "lb2")
 	if err != nil {
@@ -273,6 +279,68 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.say("\nlogs of every process: %s", filepath.Join(l.WorkDir(), "*.log"))
+	return nil
+}
+
+// upgrade restarts control plane n gracefully, as `talosctl upgrade` does
+// (kube-apiserver's --shutdown-delay-duration: /readyz fails first, the
+// listener closes after the delay, then it comes back), while the client
+// sends HTTPS requests and holds watches and Talos streams.
+func (d *demo) upgrade(ctx context.Context, n int) error {
+	l, name := d.l, fmt.Sprintf("cp%d", n)
+	d.title(name + " is upgraded: /readyz fails, 3s later its listener closes, then it comes back")
+	pr, err := l.StartProbe(ctx, demoAPI, probe.ModeHTTPS, 2*time.Minute)
+	if err != nil {
+		return err
+	}
+	streams, err := l.StartStreams(ctx, 5, 5, 2*time.Minute)
+	if err != nil {
+		_, _ = pr.Stop()
+		return err
+	}
+	c := l.CP(n)
+	act := func() error {
+		if err := c.Shutdown(ctx, 3*time.Second); err != nil {
+			return err
+		}
+		if err := waitFor(ctx, 10*time.Second, func() bool {
+			st, err := c.Status(ctx)
+			return err == nil && st.State == fakecp.Stopped
+		}); err != nil {
+			return fmt.Errorf("%s did not stop: %w", name, err)
+		}
+		if err := c.SetState(ctx, fakecp.Serving); err != nil {
+			return err
+		}
+		return waitFor(ctx, 10*time.Second, func() bool {
+			snap, err := l.Status(ctx, "lb1")
+			if err != nil {
+				return false
+			}
+			for _, b := range snap.Backends {
+				for _, sv := range b.Servers {
+					if sv.Name == name && sv.State != admin.StateUp {
+						return false
+					}
+				}
+			}
+			return true
+		})
+	}
+	actErr := act()
+	r, perr := pr.Stop()
+	sr, serr := streams.Stop()
+	if err := errors.Join(actErr, perr, serr); err != nil {
+		return err
+	}
+	d.report(r)
+	ended := 0
+	for _, c := range sr.Clean {
+		ended += c
+	}
+	d.say("   streams: %d opened, %d ended by their server, %d cut, %d failed opens", sr.Opened, ended, len(sr.Cut), sr.FailedOpens)
+	d.expect(r.Failures == 0, "no HTTPS request failed: halb stopped sending %s new connections once /readyz failed", name)
+	d.expect(len(sr.Cut) == 0 && sr.FailedOpens == 0, "no watch or Talos stream was cut: each ended when its server closed it, and reopened elsewhere")
 	return nil
 }
 
