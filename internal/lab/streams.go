@@ -100,7 +100,7 @@ func RunStreams(ctx context.Context, o StreamsOptions, started func()) (StreamsR
 		}
 		for range o.Watches {
 			wg.Go(func() {
-				holdStreams(ctx, o, st, func(ctx context.Context) (StreamEnd, error) { return watchOnce(ctx, o, target, cfg) })
+				holdStreams(ctx, o, st, func(ctx context.Context) (StreamEnd, error) { return watchOnce(ctx, o, st, target, cfg) })
 			})
 		}
 	}
@@ -114,7 +114,7 @@ func RunStreams(ctx context.Context, o StreamsOptions, started func()) (StreamsR
 		cfg.NextProtos = []string{"h2"}
 		for range o.TalosStreams {
 			wg.Go(func() {
-				holdStreams(ctx, o, st, func(ctx context.Context) (StreamEnd, error) { return talosOnce(ctx, o, target, cfg) })
+				holdStreams(ctx, o, st, func(ctx context.Context) (StreamEnd, error) { return talosOnce(ctx, o, st, target, cfg) })
 			})
 		}
 	}
@@ -139,7 +139,6 @@ func holdStreams(ctx context.Context, o StreamsOptions, st *streamStats, once fu
 		case err != nil:
 			st.failedOpen(err)
 		default:
-			st.opened()
 			st.ended(end)
 		}
 		select {
@@ -185,7 +184,7 @@ func dialTLS(ctx context.Context, o StreamsOptions, target netip.AddrPort, cfg *
 }
 
 // watchOnce opens one watch and reads it until it ends.
-func watchOnce(ctx context.Context, o StreamsOptions, target netip.AddrPort, cfg *tls.Config) (StreamEnd, error) {
+func watchOnce(ctx context.Context, o StreamsOptions, st *streamStats, target netip.AddrPort, cfg *tls.Config) (StreamEnd, error) {
 	conn, err := dialTLS(ctx, o, target, cfg)
 	if err != nil {
 		return StreamEnd{}, err
@@ -207,12 +206,13 @@ func watchOnce(ctx context.Context, o StreamsOptions, target netip.AddrPort, cfg
 	if resp.StatusCode != http.StatusOK {
 		return StreamEnd{}, fmt.Errorf("status %d", resp.StatusCode)
 	}
+	st.opened()
 	end := StreamEnd{Kind: "watch", Server: resp.Header.Get("X-Fakecp")}
 	return readLines(conn, o, bufio.NewReader(resp.Body), end), nil
 }
 
 // talosOnce opens one Talos-like stream and reads it until it ends.
-func talosOnce(ctx context.Context, o StreamsOptions, target netip.AddrPort, cfg *tls.Config) (StreamEnd, error) {
+func talosOnce(ctx context.Context, o StreamsOptions, st *streamStats, target netip.AddrPort, cfg *tls.Config) (StreamEnd, error) {
 	conn, err := dialTLS(ctx, o, target, cfg)
 	if err != nil {
 		return StreamEnd{}, err
@@ -229,6 +229,7 @@ func talosOnce(ctx context.Context, o StreamsOptions, target netip.AddrPort, cfg
 	if err != nil {
 		return StreamEnd{}, fmt.Errorf("read first line: %w", err)
 	}
+	st.opened()
 	end := StreamEnd{Kind: "talos", Server: strings.Fields(first + " ?")[0], Lines: 1}
 	return readLines(conn, o, br, end), nil
 }
