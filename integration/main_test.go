@@ -85,6 +85,12 @@ const testTimeout = 3 * time.Minute
 // lab with fake control planes only.
 func newLab(t *testing.T, opts lab.Options, needHalb bool) (*lab.Lab, context.Context) {
 	t.Helper()
+	return newLabFor(t, opts, needHalb, testTimeout)
+}
+
+// newLabFor is newLab with a lab that lives for at most d.
+func newLabFor(t *testing.T, opts lab.Options, needHalb bool, d time.Duration) (*lab.Lab, context.Context) {
+	t.Helper()
 	if env.skip != "" {
 		t.Skip(env.skip)
 	}
@@ -105,7 +111,7 @@ func newLab(t *testing.T, opts lab.Options, needHalb bool) (*lab.Lab, context.Co
 		opts.WorkDir = d
 		t.Cleanup(func() { t.Logf("lab workdir kept: %s", d) })
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	l := lab.New(opts, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})))
 	t.Cleanup(func() {
 		if t.Failed() {

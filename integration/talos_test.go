@@ -98,16 +98,14 @@ func waitServerState(t *testing.T, ctx context.Context, l *lab.Lab, node, server
 func allUp(sv admin.BackendServer) bool { return sv.State == admin.StateUp }
 
 func TestTalosChecksAuthenticated(t *testing.T) {
-	l, ctx := newLab(t, lab.Options{StartHalb: true}, true)
+	soak := talosSoak(t)
+	l, ctx := newLabFor(t, lab.Options{StartHalb: true}, true, testTimeout+soak)
 	if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
 		t.Fatal(err)
 	}
 	for _, lb := range l.LBNames() {
 		waitServers(t, ctx, l, lb, 10*time.Second, "every server up with credentials", allUp)
 	}
-	soak := talosSoak(t)
-	ctx, cancel := context.WithTimeout(ctx, soak+time.Minute)
-	defer cancel()
 	tlsRun, err := l.StartProbe(ctx, vipTalos, probe.ModeTLS, soak)
 	if err != nil {
 		t.Fatal(err)
