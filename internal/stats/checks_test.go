@@ -1,11 +1,15 @@
 package stats
 
 import (
+	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"halb/internal/admin"
+	"halb/internal/metrics"
+	"halb/internal/testlog"
 )
 
 // A check rejected for credentials and a backend in panic are spelled out
@@ -31,5 +35,24 @@ func TestDashboardShowsRejectedCheckAndPanic(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("dashboard lacks %q", want)
 		}
+	}
+}
+
+// Without a separate metrics listener the start-up line says where the
+// metrics are, not metrics_addr="invalid AddrPort" (W11).
+func TestStartLogNamesListeners(t *testing.T) {
+	cfg := statsConfig(t)
+	cfg.Bind = netip.MustParseAddrPort("127.0.0.23:0")
+	src := &fakeSource{snap: healthyPair(time.Now())}
+	var buf testlog.Buffer
+	s, err := New(cfg, src, metrics.New(src).Handler(), slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, s)
+	<-s.ready
+	out := buf.String()
+	if strings.Contains(out, "invalid") || !strings.Contains(out, "addr="+s.Addr().String()) || !strings.Contains(out, "same listener") {
+		t.Fatalf("start-up log:\n%s", out)
 	}
 }

@@ -178,8 +178,14 @@ func (s *Server) Run(ctx context.Context) error {
 		s.metricsAddr = addrPort(listeners[1].Addr())
 	}
 	s.mu.Unlock()
+	attrs := []any{"addr", s.Addr().String()}
+	if ma := s.MetricsAddr(); ma.IsValid() {
+		attrs = append(attrs, "metrics_addr", ma.String())
+	} else {
+		attrs = append(attrs, "metrics", "on the same listener, behind the same login")
+	}
+	s.log.Info("stats listening", attrs...)
 	s.readyOnce.Do(func() { close(s.ready) })
-	s.log.Info("stats listening", "addr", s.Addr().String(), "metrics_addr", s.MetricsAddr().String())
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {
