@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -12,11 +13,11 @@ import (
 )
 
 func newCheckCmd() *cobra.Command {
-	var path, node string
-	var probe bool
+	var path, node, user string
+	var probe, host bool
 	cmd := &cobra.Command{
-		Use:   "check --config FILE [--probe [--node NAME]]",
-		Short: "Validate a config file, like haproxy -c; with --probe, run every health check once",
+		Use:   "check --config FILE [--node NAME | --host] [--user USER] [--probe]",
+		Short: "Validate a config file, like haproxy -c; with --node, this host too; with --probe, run every health check once",
 		Long: `Check parses and validates a config file without starting anything.
 
 On success it prints a one-line summary and exits 0. Otherwise it prints every
@@ -26,6 +27,26 @@ exists is read and parsed, and an error names the file and the field inside
 it; a missing one is a warning, since a config is often written on another
 machine than the one that runs it. A check that would use an admin credential
 (an os:admin talosconfig, a system:masters kubeconfig) is a warning.
+
+--node NAME then checks this host as that entry of cluster.nodes (--host
+picks the entry as halb run does: $HALB_NODE, else the entry with an
+address of this host, else the one named like the host), and prints each
+problem with its fix:
+  - the VIPs' interface (cluster.nodes[].interface, else vips[].interface)
+    exists and is up, with a carrier;
+  - the node's address is assigned on this host;
+  - the gossip port (tcp and udp) on the node's address, every frontend's
+    bind, stats.bind and stats.metrics_bind are free; else it names the
+    process that holds the port (e.g. haproxy during a migration), a
+    wildcard listener on the same port included. Held by halb itself, it
+    says that halb already runs, which is no problem;
+  - the config, the gossip key and keyring, the check credentials and the
+    stats password file exist and the user halb runs as (--user) can read
+    them, judged from owner, group and mode of each file and of the
+    directories above it (ACLs are not consulted). When that user does not
+    exist here, it says so and skips this.
+It only reads /proc and the interfaces: nothing is bound or sent. Run it as
+root, so it can name the processes of other users.
 
 --probe then runs every backend's health check once, now, from this host,
 against every configured server (all at once, each bounded by its
@@ -43,11 +64,14 @@ anonymous check is rejected (kube-apiserver answers 401, apid requires a client
 certificate), and halb would mark every server down. --node names this host in
 the output so reports of several LB hosts can be told apart.
 
-Exit status: 0 when the config is valid (and, with --probe, every check
-passed), 1 when the config or a file it names is invalid, 2 when a probe
-failed.`,
+Exit status: 0 when the config is valid (and, with --node, this host is
+ready, and with --probe, every check passed), 1 when the config or a file it
+names is invalid or, with --node or --host, this host has a problem, 2 when
+a probe failed.`,
 		Example: `  halb check --config /etc/halb/halb.yaml
   halb check --config deploy/examples/talos.yaml
+  halb check --config /etc/halb/halb.yaml --node lb1
+  halb check --config /etc/halb/halb.yaml --host --user halb
   halb check --config /etc/halb/halb.yaml --probe --node lb1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -78,16 +102,74 @@ failed.`,
 			if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg)); err != nil {
 				return err
 			}
-			if !probe {
-				return nil
+			var hostErr error
+			if node != "" || host {
+				if node, err = chooseNode(node, cfg.Cluster); err != nil {
+					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%v\n", err)
+					return exitError{code: 1}
+				}
+				if hostErr = runHostCheck(cmd, cfg, path, node, user); hostErr != nil && !errors.As(hostErr, new(exitError)) {
+					return hostErr
+				}
 			}
-			return runProbe(cmd, cfg, node)
+			if probe {
+				// A host problem (1) wins over a failed probe (2): it is
+				// the one to fix first.
+				err := runProbe(cmd, cfg, node)
+				if hostErr == nil || (err != nil && !errors.As(err, new(exitError))) {
+					return err
+				}
+			}
+			return hostErr
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file to check")
 	cmd.Flags().BoolVar(&probe, "probe", false, "run every health check once against every server, from this host")
-	cmd.Flags().StringVar(&node, "node", "", "with --probe: this host's name in cluster.nodes, shown in the output (default: host name)")
+	cmd.Flags().StringVar(&node, "node", "", "check this host as this entry of cluster.nodes; with --probe, this host's name in the output (default: host name)")
+	cmd.Flags().BoolVar(&host, "host", false, "check this host as the entry of cluster.nodes that halb run would pick")
+	cmd.Flags().StringVar(&user, "user", "halb", "with --node or --host: the user halb runs as, who must be able to read its files")
 	return cmd
+}
+
+// runHostCheck is `halb check --node`: it gathers this host's facts,
+// judges them for node, prints the findings, and returns exitError 1 when
+// one is a problem.
+func runHostCheck(cmd *cobra.Command, cfg *config.Config, path, node, user string) error {
+	var n config.Node
+	if c := cfg.Cluster; c != nil {
+		var ok bool
+		if n, ok = c.Node(node); !ok {
+			names := make([]string, 0, len(c.Nodes))
+			for _, n := range c.Nodes {
+				names = append(names, n.Name)
+			}
+			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "--node %s: not in cluster.nodes (%s)\n", node, strings.Join(names, ", "))
+			return exitError{code: 1}
+		}
+	}
+	files := hostFiles(cfg, path)
+	listeners := hostListeners(cfg, n)
+	facts, err := gatherHostFacts("/proc", listeners, files, user)
+	if err != nil {
+		// Judge what could be read all the same: the error names what is missing.
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "host %s: %v\n", node, err)
+	}
+	problems := 0
+	for _, p := range judgeHost(cfg, path, node, user, facts) {
+		kind := ""
+		if p.note {
+			kind = "note: "
+		} else {
+			problems++
+		}
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "host %s: %s%s\n", node, kind, p)
+	}
+	if err != nil || problems > 0 {
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "host %s: %d problem(s)\n", node, problems)
+		return exitError{code: 1}
+	}
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "host %s: OK: %d port(s) and %d file(s) checked\n", node, len(listeners), len(files))
+	return err
 }
 
 // runProbe is `halb check --probe`: it probes, prints, and sets the exit
