@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,7 +17,7 @@ import (
 // judgeHost, so the judgement is tested without the host.
 type hostFacts struct {
 	links   map[string]linkFact // by interface name
-	addrs   []netip.Addr        // assigned to any interface
+	addrs   []netip.Prefix      // assigned to any interface
 	sockets []socketFact        // bound on a port some hostListener wants
 	// seesAll is set when the gatherer could look into every process
 	// (root), so a socket without a process is held from another PID
@@ -199,12 +198,16 @@ func judgeLinks(cfg *config.Config, i int, f hostFacts) []hostProblem {
 // judgeAddress checks that the node's address, which gossip binds to, is
 // one of this host's.
 func judgeAddress(n config.Node, i int, f hostFacts) []hostProblem {
-	if slices.ContainsFunc(f.addrs, func(a netip.Addr) bool { return a.Unmap() == n.Address.Unmap() }) {
+	want := n.Address.Unmap()
+	if slices.ContainsFunc(f.addrs, func(p netip.Prefix) bool {
+		// A loopback prefix makes every address in it local (127.0.0.0/8).
+		return p.Addr().Unmap() == want || p.Addr().IsLoopback() && p.Contains(want)
+	}) {
 		return nil
 	}
 	var have []string
-	for _, a := range f.addrs {
-		if !a.IsLoopback() && !a.IsLinkLocalUnicast() {
+	for _, p := range f.addrs {
+		if a := p.Addr(); !a.IsLoopback() && !a.IsLinkLocalUnicast() {
 			have = append(have, a.String())
 		}
 	}
@@ -398,13 +401,15 @@ func grantFix(a *account, i inodeFact, perm string) string {
 	return fmt.Sprintf("chgrp %s %s && chmod g+%s %s", grp, p, perm, p)
 }
 
-// shellQuote quotes a path for a command line when it needs it.
+// shellSafe are the characters a path may hold and still be pasted into a
+// shell unquoted.
+const shellSafe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-+:,@%="
+
+// shellQuote quotes a path for a command line when it needs it, so a fix
+// can be pasted as it is.
 func shellQuote(path string) string {
-	if strings.ContainsFunc(path, func(r rune) bool {
-		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == '+' || r == ':' || r == ',' ||
-			r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
-	}) {
+	if strings.IndexFunc(path, func(r rune) bool { return !strings.ContainsRune(shellSafe, r) }) >= 0 {
 		return "'" + strings.ReplaceAll(path, "'", `'\''`) + "'"
 	}
-	return filepath.Clean(path)
+	return path
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"io/fs"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -52,7 +53,7 @@ func readyHost() hostFacts {
 	}
 	return hostFacts{
 		links: map[string]linkFact{"lo": {up: true, running: true}, "eth0": {up: true, running: true}},
-		addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("192.168.66.151"), netip.MustParseAddr("fe80::1")},
+		addrs: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("192.168.66.151/24"), netip.MustParsePrefix("fe80::1/64")},
 		// Unrelated sockets on the same ports: another address, the other protocol.
 		sockets: []socketFact{
 			{proto: "tcp", local: netip.MustParseAddrPort("10.0.0.1:6443"), procs: []procFact{{pid: 40, command: "kube-apiserver"}}},
@@ -82,7 +83,7 @@ func TestJudgeHost(t *testing.T) {
 		change func(*hostFacts)
 		want   []string
 	}{
-		{name: "ready", change: func(*hostFacts) {}},
+		{name: "ready"},
 		{
 			name:   "interface missing",
 			change: func(f *hostFacts) { delete(f.links, "eth0"); f.links["ens3"] = linkFact{up: true, running: true} },
@@ -102,7 +103,7 @@ func TestJudgeHost(t *testing.T) {
 			name: "the node's interface overrides the VIP's",
 			node: "lb2",
 			change: func(f *hostFacts) {
-				f.addrs = append(f.addrs, netip.MustParseAddr("192.168.66.152"))
+				f.addrs = append(f.addrs, netip.MustParsePrefix("192.168.66.152/24"))
 				f.links["ens19"] = linkFact{}
 			},
 			want: []string{"cluster.nodes[1].interface ens19: interface is down: bring it up (ip link set ens19 up) and make sure it comes up at boot"},
@@ -113,8 +114,17 @@ func TestJudgeHost(t *testing.T) {
 			want:   []string{"cluster.nodes[0].address 192.168.66.151: not an address of this host (it has no other address): gossip binds to it; if this host is another node, pass --node NAME, else correct the address or add it to the host's network config"},
 		},
 		{
+			name: "any address of a loopback prefix is local",
+			doc:  strings.ReplaceAll(hostDoc, "192.168.66.151}", "127.0.0.51}"),
+		},
+		{
+			name:   "an address in another address's subnet is not local",
+			change: func(f *hostFacts) { f.addrs = []netip.Prefix{netip.MustParsePrefix("192.168.66.150/24")} },
+			want:   []string{"cluster.nodes[0].address 192.168.66.151: not an address of this host (it has 192.168.66.150): gossip binds to it; if this host is another node, pass --node NAME, else correct the address or add it to the host's network config"},
+		},
+		{
 			name:   "IPv4-mapped local address counts",
-			change: func(f *hostFacts) { f.addrs = []netip.Addr{netip.MustParseAddr("::ffff:192.168.66.151")} },
+			change: func(f *hostFacts) { f.addrs = []netip.Prefix{netip.MustParsePrefix("::ffff:192.168.66.151/120")} },
 		},
 		{
 			name: "another node's address",
@@ -271,10 +281,9 @@ func TestJudgeHost(t *testing.T) {
 			want: []string{"note: cluster.key_file /etc/halb/gossip.key: cannot examine it (stat /etc/halb/gossip.key: permission denied): run halb check as root"},
 		},
 		{
-			name:   "unknown node",
-			node:   "lb9",
-			change: func(*hostFacts) {},
-			want:   []string{"--node lb9: not in cluster.nodes"},
+			name: "unknown node",
+			node: "lb9",
+			want: []string{"--node lb9: not in cluster.nodes"},
 		},
 		{
 			name: "no cluster: ports and files only",
@@ -309,7 +318,9 @@ backends:
 				t.Fatal(err)
 			}
 			f := readyHost()
-			tt.change(&f)
+			if tt.change != nil {
+				tt.change(&f)
+			}
 			var got []string
 			for _, p := range judgeHost(cfg, "/etc/halb/halb.yaml", node, user, f) {
 				s := p.String()
@@ -379,6 +390,18 @@ func TestParseProcAddr(t *testing.T) {
 	for _, bad := range []string{"0100007F", "0100007:1F90", "0100007F:XYZ", "01:0050"} {
 		if got, err := parseProcAddr(bad); err == nil {
 			t.Errorf("parseProcAddr(%q) = %v, want an error", bad, got)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"/etc/halb/gossip.key":   "/etc/halb/gossip.key",
+		"/etc/halb/my key":       "'/etc/halb/my key'",
+		"/etc/halb/it's; rm -rf": `'/etc/halb/it'\''s; rm -rf'`,
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

@@ -47,7 +47,7 @@ func gatherHostFacts(proc string, ls []hostListener, files []hostFile, userName 
 	}
 	for _, a := range addrs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			f.addrs = append(f.addrs, p.Addr())
+			f.addrs = append(f.addrs, p)
 		}
 	}
 	f.seesAll = os.Geteuid() == 0
