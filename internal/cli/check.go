@@ -168,7 +168,7 @@ func runHostCheck(cmd *cobra.Command, cfg *config.Config, path, node, user strin
 		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "host %s: %d problem(s)\n", node, problems)
 		return exitError{code: 1}
 	}
-	_, err = fmt.Fprintf(cmd.OutOrStdout(), "host %s: OK: %d port(s) and %d file(s) checked\n", node, len(listeners), len(files))
+	_, err = fmt.Fprintf(cmd.OutOrStdout(), "host %s: OK: %d port(s) and %d file(s) checked for user %s\n", node, len(listeners), len(files), user)
 	return err
 }
 

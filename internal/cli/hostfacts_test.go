@@ -174,7 +174,7 @@ vips:
 		frontend := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.95"), front.Port())
 		path := writeConfig(t, doc(frontend, netip.MustParseAddr("127.0.0.97")))
 		out, errOut, code := run(context.Background(), newCheckCmd(), "--config", path, "--node", "lb1", "--user", me.Username)
-		if code != 0 || !strings.Contains(out, "host lb1: OK: 3 port(s) and 1 file(s) checked") {
+		if code != 0 || !strings.Contains(out, "host lb1: OK: 3 port(s) and 1 file(s) checked for user "+me.Username) {
 			t.Fatalf("exit %d, want 0 and the host OK\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
 	})
