@@ -331,25 +331,34 @@ func newNameCache() *nameCache {
 }
 
 func (c *nameCache) user(uid int) string {
-	if n, ok := c.users[uid]; ok {
-		return n
-	}
-	n := ""
-	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-		n = u.Username
-	}
-	c.users[uid] = n
-	return n
+	return cachedName(c.users, uid, func(id string) (string, error) {
+		u, err := user.LookupId(id)
+		if err != nil {
+			return "", err
+		}
+		return u.Username, nil
+	})
 }
 
 func (c *nameCache) group(gid int) string {
-	if n, ok := c.groups[gid]; ok {
+	return cachedName(c.groups, gid, func(id string) (string, error) {
+		g, err := user.LookupGroupId(id)
+		if err != nil {
+			return "", err
+		}
+		return g.Name, nil
+	})
+}
+
+// cachedName looks id up in m, else with lookup; "" when it has no name.
+func cachedName(m map[int]string, id int, lookup func(string) (string, error)) string {
+	if n, ok := m[id]; ok {
 		return n
 	}
-	n := ""
-	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
-		n = g.Name
+	n, err := lookup(strconv.Itoa(id))
+	if err != nil {
+		n = ""
 	}
-	c.groups[gid] = n
+	m[id] = n
 	return n
 }
