@@ -225,7 +225,7 @@ func judgeListener(l hostListener, sockets []socketFact, seesAll bool) (hostProb
 	subject := fmt.Sprintf("%s %s/%s", l.what, l.at, l.proto)
 	var holders []socketFact
 	for _, s := range sockets {
-		if s.proto == l.proto && s.local.Port() == l.at.Port() && bindsOverlap(s.local.Addr(), l.at.Addr()) {
+		if s.proto == l.proto && s.local.Port() == l.at.Port() && config.BindsOverlap(s.local.Addr(), l.at.Addr()) {
 			holders = append(holders, s)
 		}
 	}
@@ -272,23 +272,6 @@ func judgeListener(l hostListener, sockets []socketFact, seesAll bool) (hostProb
 		return hostProblem{subject: subject, msg: "held by " + held + ": halb already runs here", note: true}, true
 	}
 	return hostProblem{subject: subject, msg: "port held by " + held + ": stop it before starting halb (or move it during migration)"}, true
-}
-
-// bindsOverlap says whether a socket bound to a keeps a listener on b, same
-// port, from binding: the same address, or a wildcard of the same family
-// on either side. A socket on [::] is taken to be dual-stack (Linux's
-// default, and Go's), as /proc does not show IPV6_V6ONLY.
-func bindsOverlap(a, b netip.Addr) bool {
-	a, b = a.Unmap(), b.Unmap()
-	switch {
-	case a == b:
-		return true
-	case a.IsUnspecified() && a.Is6(), b.IsUnspecified() && b.Is6():
-		return true
-	case a.IsUnspecified() || b.IsUnspecified():
-		return a.Is4() == b.Is4()
-	}
-	return false
 }
 
 // judgeFiles checks that every file halb reads at start exists and that

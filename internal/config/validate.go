@@ -704,7 +704,7 @@ func (v *validator) listeners(cfg *Config) {
 			continue // refused already, or not configured
 		}
 		for _, other := range byPort[l.at.Port()] {
-			if overlap(l.at.Addr(), other.at.Addr()) {
+			if BindsOverlap(l.at.Addr(), other.at.Addr()) {
 				v.fail(l.path, "%s clashes with %s at %s: both cannot listen", l.at, other.what, other.at)
 				break
 			}
@@ -713,9 +713,10 @@ func (v *validator) listeners(cfg *Config) {
 	}
 }
 
-// overlap says whether listeners on a and b, same port, would clash. Go
-// listens on [::] in dual stack, so it covers IPv4 as well.
-func overlap(a, b netip.Addr) bool {
+// BindsOverlap reports whether listeners on a and b (same port) would
+// clash: the same address, or a wildcard of the same family (an IPv6
+// wildcard takes IPv4 too).
+func BindsOverlap(a, b netip.Addr) bool {
 	a, b = a.Unmap(), b.Unmap()
 	switch {
 	case a == b:
