@@ -97,7 +97,7 @@ func TestBrowserDashboard(t *testing.T) {
 		dir := t.TempDir()
 		shot := filepath.Join(dir, "shot.png")
 		// Tall enough for the whole page of the fixture.
-		runChromium(t, bin, s.Addr(), url, "--window-size=1280,1240", "--hide-scrollbars", "--screenshot="+shot)
+		runChromium(t, bin, s.Addr(), url, "--window-size=1600,1240", "--hide-scrollbars", "--screenshot="+shot)
 		png, err := os.ReadFile(shot)
 		if err != nil {
 			t.Fatal(err)
