@@ -24,7 +24,7 @@ func TestDashboardHasHAProxyColumns(t *testing.T) {
 
 	section := regexp.MustCompile(`(?s)<section class="card" data-backend="k8s-api">.*?</section>`).FindString(body)
 	row := func(name string) string {
-		return regexp.MustCompile(`(?s)<tr data-server="`+name+`".*?</tr>`).FindString(section)
+		return regexp.MustCompile(`(?s)<tr data-server="` + name + `".*?</tr>`).FindString(section)
 	}
 	cp01, cp02, cp03 := row("talos-lon-cp01"), row("talos-lon-cp02"), row("talos-lon-cp03")
 	totals := regexp.MustCompile(`(?s)<tr class="totals" data-totals>.*?</tr>`).FindString(section)
