@@ -75,8 +75,8 @@ func TestStatusAgreesAndFlagsPartition(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, code := halbStatus(ctx, l, "lb1")
-	if code != 2 {
-		t.Errorf("halb status on lb1 exited %d with lb2 cut off, want 2 (degraded):\n%s", code, out)
+	if code != admin.CodeDegraded {
+		t.Errorf("halb status on lb1 exited %d with lb2 cut off, want %d (degraded):\n%s", code, admin.CodeDegraded, out)
 	}
 	if !strings.Contains(out, "member lb2") {
 		t.Errorf("lb1's status names no problem with lb2:\n%s", out)

@@ -154,6 +154,17 @@ type BackendServer struct {
 	ConnectFailures int64   `json:"connect_failures"`
 	Backup          bool    `json:"backup"`
 	Weight          int     `json:"weight"`
+	// Peak is the most connections open to the server at once since halb
+	// started.
+	Peak int64 `json:"peak"`
+	// FailedChecks counts health checks that failed since start.
+	FailedChecks int64 `json:"failed_checks"`
+	// DownTransitions counts the times health took the server from up to
+	// down (a down server at start is not one).
+	DownTransitions int64 `json:"down_transitions"`
+	// Downtime is how long, in seconds, health has had the server down
+	// since start, the current down period included.
+	Downtime float64 `json:"downtime_seconds"`
 }
 
 // Admin actions on a server, for Controller.SetServerAdmin.

@@ -64,7 +64,7 @@ func NewServer(socket, group string, src Source, ctl Controller, log *slog.Logge
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.snapshot())
+		writeJSON(w, http.StatusOK, NewStatus(s.snapshot()))
 	})
 	mux.HandleFunc("GET /v1/node", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.snapshot().Node)

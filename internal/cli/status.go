@@ -65,38 +65,49 @@ server's health.
 A member whose view of a VIP's holder differs from the majority (or, without
 a majority, from this node's) is flagged DISAGREES: the members do not see
 each other, or run different configs (also flagged, as CONFIG DIFFERS).
-After the tables, status says OK or lists every problem it found.
+After the tables, status gives its verdict and lists every problem it found:
+  OK        every VIP has one agreed holder, every member is alive and
+            eligible, every server is up and every frontend listens
+  DEGRADED  clients are served but redundancy is lost: a server down, drained
+            or disabled, a member down, unreachable, not eligible or in
+            maintenance, configs or versions that differ, panic routing, a
+            check rejected for credentials
+  FAIL      clients are not served reliably: a VIP with no holder or with two
+            (split brain), a frontend without a usable server or listener
 
-With -o json the snapshot is printed as JSON on standard output (the
-fields of the admin API's GET /v1/status) and problems go to standard error.
+With -o json the status is printed as JSON on standard output (GET
+/v1/status: the snapshot plus verdict, exit_code and problems) and the
+problems also go to standard error.
 With --watch the view is refreshed every --interval until Ctrl-C.
 
 Colour is used only when standard output is a terminal and NO_COLOR is unset.
 
-Exit status:
-  0  OK: every VIP has exactly one holder that all alive members agree on,
-     and every frontend's backend has a healthy server
-  1  halb could not be reached (is it running? may you read the socket?),
-     or the command was misused
-  2  halb answered and reported a problem (split brain, no holder, a
-     frontend without a healthy server, ...)
-With --watch, the exit status is that of the last refresh.`,
+Exit status, as a monitoring plugin (Nagios, Icinga, check_mk) reports it:
+  0  OK
+  1  DEGRADED (WARNING)
+  2  FAIL (CRITICAL)
+  3  halb could not be reached (is it running? may you read the socket?),
+     or the command was misused (UNKNOWN)
+Any problem is non-zero. With --watch, the exit status is that of the last
+refresh.`,
 		Example: `  halb status
   halb status -o json | jq '.vips[] | {address, holder}'
   halb status --watch --interval 1s
   halb status --config /etc/halb/halb.yaml
-  halb status >/dev/null || echo "halb degraded or down"`,
-		Args: cobra.NoArgs,
+  halb status >/dev/null || echo "halb degraded, failing or down"`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			return statusUnknown(cmd, cobra.NoArgs(cmd, args))
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
-				return fmt.Errorf("--output %q: want text or json", output)
+				return statusUnknown(cmd, fmt.Errorf("--output %q: want text or json", output))
 			}
 			if watch && interval < 100*time.Millisecond {
-				return fmt.Errorf("--interval %v: want at least 100ms", interval)
+				return statusUnknown(cmd, fmt.Errorf("--interval %v: want at least 100ms", interval))
 			}
 			path, err := sock.path()
 			if err != nil {
-				return err
+				return statusUnknown(cmd, err)
 			}
 			st := statusPrinter{
 				client: admin.Dial(path),
@@ -111,7 +122,7 @@ With --watch, the exit status is that of the last refresh.`,
 				defer stop()
 				code = st.watch(ctx, interval)
 			} else if code, err = st.once(cmd.Context()); err != nil {
-				return err
+				return statusUnknown(cmd, err)
 			}
 			if code != 0 {
 				return exitError{code: code}
@@ -119,6 +130,7 @@ With --watch, the exit status is that of the last refresh.`,
 			return nil
 		},
 	}
+	cmd.SetFlagErrorFunc(statusUnknown)
 	sock.register(cmd.Flags())
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "refresh until interrupted")
@@ -142,39 +154,72 @@ func (p statusPrinter) once(ctx context.Context) (int, error) {
 	if err != nil {
 		return admin.CodeUnreachable, err
 	}
-	code, problems := admin.Verdict(snap)
+	st := admin.NewStatus(snap)
 	if p.json {
-		b, err := json.MarshalIndent(snap, "", "  ")
+		b, err := json.MarshalIndent(st, "", "  ")
 		if err != nil {
 			return admin.CodeUnreachable, fmt.Errorf("encode status: %w", err)
 		}
 		if _, err := fmt.Fprintf(p.out, "%s\n", b); err != nil {
 			return admin.CodeUnreachable, err
 		}
-		for _, pr := range problems {
-			_, _ = fmt.Fprintf(p.errOut, "halb: degraded: %s\n", pr)
+		for _, pr := range st.Problems {
+			_, _ = fmt.Fprintf(p.errOut, "halb: %s: %s\n", pr.Level, pr.Text)
 		}
-		return code, nil
+		return st.Code, nil
 	}
 	color := p.tty && os.Getenv("NO_COLOR") == ""
 	admin.Render(p.out, snap, color)
+	return st.Code, writeVerdict(p.out, st.Assessment, color)
+}
+
+// writeVerdict prints the verdict line and the problems, failures marked.
+func writeVerdict(w io.Writer, a admin.Assessment, color bool) error {
 	paint := func(c, s string) string {
 		if !color {
 			return s
 		}
 		return c + s + "\x1b[0m"
 	}
-	if len(problems) == 0 {
-		_, err = fmt.Fprintf(p.out, "\n%s\n", paint("\x1b[32m", "OK: one agreed holder per VIP, every frontend has a healthy server"))
-		return code, err
+	var err error
+	switch a.Verdict {
+	case admin.LevelOK:
+		_, err = fmt.Fprintf(w, "\n%s\n", paint("\x1b[32m", "OK: one agreed holder per VIP, every member alive and eligible, every server up"))
+		return err
+	case admin.LevelDegraded:
+		_, err = fmt.Fprintf(w, "\n%s\n", paint("\x1b[33m", fmt.Sprintf("DEGRADED: %d problem(s), redundancy lost", len(a.Problems))))
+	default:
+		fails := 0
+		for _, pr := range a.Problems {
+			if pr.Level == admin.LevelFail {
+				fails++
+			}
+		}
+		_, err = fmt.Fprintf(w, "\n%s\n", paint("\x1b[31m", fmt.Sprintf("FAIL: %d failure(s) clients see, %d problem(s) in all", fails, len(a.Problems))))
 	}
-	_, _ = fmt.Fprintf(p.out, "\n%s\n", paint("\x1b[31m", fmt.Sprintf("DEGRADED: %d problem(s)", len(problems))))
-	for _, pr := range problems {
-		if _, err := fmt.Fprintf(p.out, "  - %s\n", pr); err != nil {
-			return code, err
+	if err != nil {
+		return err
+	}
+	for _, pr := range a.Problems {
+		line := "  - " + pr.Text
+		if pr.Level == admin.LevelFail {
+			line = paint("\x1b[31m", "  - FAIL: "+pr.Text)
+		}
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
 		}
 	}
-	return code, nil
+	return nil
+}
+
+// statusUnknown prints err and ends status with the UNKNOWN exit code, so
+// a monitoring system never reads a failed call as WARNING; nil stays nil.
+func statusUnknown(cmd *cobra.Command, err error) error {
+	if err == nil {
+		return nil
+	}
+	_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%shalb: %v\n", errorPrefix(cmd.ErrOrStderr()), err)
+	return exitError{code: admin.CodeUnreachable}
 }
 
 // watch prints a snapshot every interval until ctx ends and returns the

@@ -151,34 +151,59 @@ func TestStatusCommand(t *testing.T) {
 		t.Errorf("healthy: exit %d, output:\n%s", code, out)
 	}
 
+	lost := snapshot(false)
+	lost.Members[1].Maintenance = true
+	degraded := serve(t, &fakeDaemon{snap: lost})
+	out, _, code = run(ctx, newStatusCmd(), "--socket", degraded)
+	if code != 1 {
+		t.Errorf("peer in maintenance: exit %d, want 1 (WARNING)", code)
+	}
+	for _, want := range []string{"DEGRADED: 1 problem(s), redundancy lost", "  - member lb2 is in maintenance"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("peer in maintenance: output lacks %q:\n%s", want, out)
+		}
+	}
+
 	split := serve(t, &fakeDaemon{snap: snapshot(true)})
 	out, _, code = run(ctx, newStatusCmd(), "--socket", split)
 	if code != 2 {
-		t.Errorf("split brain: exit %d, want 2", code)
+		t.Errorf("split brain: exit %d, want 2 (CRITICAL)", code)
 	}
-	for _, want := range []string{"DISAGREES", "DEGRADED: 2 problem(s)", "VIP 192.168.66.160: members disagree on the holder: lb1 says lb1, lb2 says lb2"} {
+	for _, want := range []string{
+		"DISAGREES", "FAIL: 1 failure(s) clients see, 2 problem(s) in all",
+		"  - FAIL: VIP 192.168.66.160: held by 2 members at once: lb1, lb2",
+		"  - VIP 192.168.66.160: members disagree on the holder: lb1 says lb1, lb2 says lb2",
+	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("split brain output lacks %q:\n%s", want, out)
 		}
 	}
 
 	out, errOut, code := run(ctx, newStatusCmd(), "--socket", split, "-o", "json")
-	var s admin.Snapshot
+	var s admin.Status
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
-		t.Errorf("-o json: stdout is not a snapshot: %v\n%s", err, out)
+		t.Errorf("-o json: stdout is not a status: %v\n%s", err, out)
 	}
-	if code != 2 || s.Node.Name != "lb1" || !strings.Contains(errOut, "members disagree") {
-		t.Errorf("-o json: exit %d node %q stderr %q", code, s.Node.Name, errOut)
-	}
-
-	_, errOut, code = run(ctx, newStatusCmd(), "--socket", filepath.Join(filepath.Dir(split), "nope.sock"))
-	if code != 1 || !strings.Contains(errOut, "is halb running?") {
-		t.Errorf("no daemon: exit %d, stderr %q", code, errOut)
+	if code != 2 || s.Node.Name != "lb1" || s.Verdict != admin.LevelFail || s.Code != 2 || len(s.Problems) != 2 ||
+		!strings.Contains(errOut, "halb: degraded: VIP 192.168.66.160: members disagree") ||
+		!strings.Contains(errOut, "halb: fail: VIP 192.168.66.160: held by 2") {
+		t.Errorf("-o json: exit %d node %q verdict %v stderr %q", code, s.Node.Name, s.Verdict, errOut)
 	}
 
-	_, errOut, code = run(ctx, newStatusCmd(), "--socket", healthy, "-o", "yaml")
-	if code != 1 || !strings.Contains(errOut, "want text or json") {
-		t.Errorf("bad -o: exit %d, stderr %q", code, errOut)
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no daemon", []string{"--socket", filepath.Join(filepath.Dir(split), "nope.sock")}, "is halb running?"},
+		{"bad -o", []string{"--socket", healthy, "-o", "yaml"}, "want text or json"},
+		{"unknown flag", []string{"--sockett", healthy}, "unknown flag: --sockett"},
+		{"an argument", []string{"--socket", healthy, "lb1"}, `unknown command "lb1"`},
+	} {
+		_, errOut, code = run(ctx, newStatusCmd(), tt.args...)
+		if code != admin.CodeUnreachable || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%s: exit %d, want 3 (UNKNOWN); stderr %q, want %q", tt.name, code, errOut, tt.want)
+		}
 	}
 }
 

@@ -104,7 +104,7 @@ func (d *Daemon) Snapshot() admin.Snapshot {
 		p := pools[b.Name]
 		ab := admin.Backend{Name: b.Name, Balance: string(b.Balance), Healthy: p.Healthy(), Panic: p.Panic()}
 		for _, srv := range p.Servers() {
-			ab.Servers = append(ab.Servers, backendServer(srv.Stats()))
+			ab.Servers = append(ab.Servers, backendServer(srv.Stats(), now))
 		}
 		s.Backends = append(s.Backends, ab)
 	}
@@ -132,7 +132,7 @@ func member(m cluster.Member) admin.Member {
 	}
 }
 
-func backendServer(st pool.ServerStats) admin.BackendServer {
+func backendServer(st pool.ServerStats, now time.Time) admin.BackendServer {
 	state := admin.StateUnknown
 	switch {
 	case st.Admin == pool.Disabled:
@@ -155,6 +155,8 @@ func backendServer(st pool.ServerStats) admin.BackendServer {
 		CheckLatencyMS: float64(st.LastCheck.Latency.Microseconds()) / 1000,
 		Current:        st.Active, Total: st.Total, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 		Retries: st.Retries, ConnectFailures: st.ConnectFailures, Backup: st.Backup, Weight: st.Weight,
+		Peak: st.PeakActive, FailedChecks: st.FailedChecks, DownTransitions: st.DownTransitions,
+		Downtime: st.TotalDowntime(now).Seconds(),
 	}
 }
 

@@ -168,7 +168,7 @@ func TestFrontendWithoutListener(t *testing.T) {
 	}
 	_ = ln.Close()
 	code, problems := admin.Verdict(d.Snapshot())
-	if code != admin.CodeDegraded || len(problems) != 1 || !strings.Contains(problems[0], "frontend api: not listening on 127.0.0.1:") {
+	if code != admin.CodeFail || len(problems) != 1 || !strings.Contains(problems[0], "frontend api: not listening on 127.0.0.1:") {
 		t.Fatalf("status of a frontend without its listener: %d %q", code, problems)
 	}
 	if err := d.Reload(); err != nil {

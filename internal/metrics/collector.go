@@ -1,6 +1,8 @@
 package metrics
 
 import (
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"halb/internal/admin"
@@ -11,11 +13,14 @@ import (
 type snapshotCollector struct {
 	src admin.Source
 
-	feConns, feConnsTotal, feRejected, feBytesIn, feBytesOut *prometheus.Desc
+	feConns, feConnsTotal, feRejected, feBytesIn, feBytesOut, feLimit *prometheus.Desc
 
 	srvUp, srvState, srvConns, srvConnsTotal, srvBytesIn, srvBytesOut *prometheus.Desc
 	srvConnectFailures, srvRetries, srvCheckLatency                   *prometheus.Desc
 	backendHealthy, backendPanic, srvCheckFailure                     *prometheus.Desc
+	srvDowntime, srvDownTransitions, srvPeak, srvWeight               *prometheus.Desc
+
+	verdict, problems *prometheus.Desc
 
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 
@@ -35,6 +40,7 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		feRejected:   d("halb_frontend_rejected_total", "Client connections the frontend refused (maxconn reached or no healthy server).", fe, nil),
 		feBytesIn:    d("halb_frontend_bytes_in_total", "Bytes received from clients of the frontend.", fe, nil),
 		feBytesOut:   d("halb_frontend_bytes_out_total", "Bytes sent to clients of the frontend.", fe, nil),
+		feLimit:      d("halb_frontend_connections_limit", "The frontend's maxconn; absent when it has none.", fe, nil),
 
 		srvUp:              d("halb_server_up", "Whether the server is up (1) or not (0) by its health checks and admin state.", srv, nil),
 		srvState:           d("halb_server_state", "The server's state: 1 for the current one of up, down, drain, disabled, unknown.", append(srv, "state"), nil),
@@ -47,6 +53,12 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		srvCheckLatency:    d("halb_server_check_latency_seconds", "How long the server's last health check took.", srv, nil),
 		backendHealthy:     d("halb_backend_healthy", "Whether the backend has at least one server that can take connections.", []string{"backend"}, nil),
 		backendPanic:       d("halb_backend_panic", "Whether every server of the backend is down by its checks and panic routing forwards to them anyway (1) or not (0).", []string{"backend"}, nil),
+		srvDowntime:        d("halb_server_downtime_seconds_total", "Time the server has been down by its health checks since halb started, the current down period included.", srv, nil),
+		srvDownTransitions: d("halb_server_down_transitions_total", "Times health checks (or a refused connect) took the server from up to down.", srv, nil),
+		srvPeak:            d("halb_server_connections_peak", "Most connections open to the server at once since halb started.", srv, nil),
+		srvWeight:          d("halb_server_weight", "The server's configured weight; the backup label says whether it is a backup server.", append(srv, "backup"), nil),
+		verdict:            d("halb_status_verdict", "The verdict of halb status on this node: 0 OK, 1 DEGRADED (redundancy lost), 2 FAIL (clients not served reliably).", nil, nil),
+		problems:           d("halb_status_problems", "Problems halb status reports on this node, by severity (degraded or fail).", []string{"severity"}, nil),
 		srvCheckFailure:    d("halb_server_check_failure", "What the server's last failed health check found: 1 for the current one of gone, not_ready, rejected (credentials refused); all 0 while checks pass.", append(srv, "kind"), nil),
 
 		vipHeld:        d("halb_vip_held", "Whether this node holds the VIP (1) or not (0).", vip, nil),
@@ -66,7 +78,8 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.feConns, c.feConnsTotal, c.feRejected, c.feBytesIn, c.feBytesOut,
 		c.srvUp, c.srvState, c.srvConns, c.srvConnsTotal, c.srvBytesIn, c.srvBytesOut,
 		c.srvConnectFailures, c.srvRetries, c.srvCheckLatency, c.backendHealthy,
-		c.backendPanic, c.srvCheckFailure,
+		c.backendPanic, c.srvCheckFailure, c.feLimit,
+		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
 	}
@@ -102,6 +115,9 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.feRejected, float64(f.Rejected), f.Name)
 		counter(c.feBytesIn, float64(f.BytesIn), f.Name)
 		counter(c.feBytesOut, float64(f.BytesOut), f.Name)
+		if f.MaxConn > 0 {
+			gauge(c.feLimit, float64(f.MaxConn), f.Name)
+		}
 	}
 	for _, b := range s.Backends {
 		healthy := b.Healthy
@@ -118,6 +134,10 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 			counter(c.srvBytesOut, float64(sv.BytesOut), b.Name, sv.Name)
 			counter(c.srvConnectFailures, float64(sv.ConnectFailures), b.Name, sv.Name)
 			counter(c.srvRetries, float64(sv.Retries), b.Name, sv.Name)
+			counter(c.srvDowntime, sv.Downtime, b.Name, sv.Name)
+			counter(c.srvDownTransitions, float64(sv.DownTransitions), b.Name, sv.Name)
+			gauge(c.srvPeak, float64(sv.Peak), b.Name, sv.Name)
+			gauge(c.srvWeight, float64(sv.Weight), b.Name, sv.Name, strconv.FormatBool(sv.Backup))
 			for _, kind := range []string{admin.CheckGone, admin.CheckNotReady, admin.CheckRejected} {
 				gauge(c.srvCheckFailure, boolValue(sv.CheckFailure == kind), b.Name, sv.Name, kind)
 			}
@@ -146,6 +166,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.membersAlive, float64(alive))
 	gauge(c.maintenance, boolValue(s.Node.Maintenance))
 	gauge(c.buildInfo, 1, s.Node.Version)
+
+	a := admin.Assess(s)
+	gauge(c.verdict, float64(a.Verdict))
+	count := map[admin.Level]int{}
+	for _, p := range a.Problems {
+		count[p.Level]++
+	}
+	for _, l := range []admin.Level{admin.LevelDegraded, admin.LevelFail} {
+		gauge(c.problems, float64(count[l]), l.String())
+	}
 }
 
 // agreed reports whether every alive member of s gossips a view of v's

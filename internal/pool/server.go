@@ -93,6 +93,12 @@ type Server struct {
 	last    health.Result
 	conns   map[uint64]io.Closer
 	nextID  uint64
+	// Counters of the state history, HAProxy's Chk, Dwn and Dwntme:
+	// failed checks, up→down transitions, and the length of the down
+	// periods that ended (the current one runs from since).
+	failedChecks    int64
+	downTransitions int64
+	downtime        time.Duration
 
 	active          atomic.Int64
 	total           atomic.Int64
@@ -100,6 +106,7 @@ type Server struct {
 	bytesOut        atomic.Int64
 	connectFailures atomic.Int64
 	retries         atomic.Int64
+	peak            atomic.Int64 // most connections open at once
 }
 
 func newServer(p *Pool, sc config.Server) *Server {
@@ -216,14 +223,17 @@ func (s *Server) ReportCheck(r health.Result) {
 	s.known.Store(true)
 	if !r.OK {
 		s.lastFailure.Store(uint32(r.Failure))
+		s.failedChecks++
 	}
 	var doomed []io.Closer
 	if changed {
-		s.up.Store(up)
-		s.since = r.At
-		if s.since.IsZero() {
-			s.since = time.Now()
+		at := r.At
+		if at.IsZero() {
+			at = time.Now()
 		}
+		s.bookChangeLocked(up, at)
+		s.up.Store(up)
+		s.since = at
 	}
 	// Sessions go once fall checks in a row found the server gone, be it
 	// on the down transition, after a passive MarkDown, or after a server
@@ -285,8 +295,10 @@ func (s *Server) MarkDown(reason string) {
 	// check said; panic routing then tries servers that answer first.
 	s.lastFailure.Store(uint32(health.Gone))
 	if changed {
+		now := time.Now()
+		s.bookChangeLocked(false, now)
 		s.up.Store(false)
-		s.since = time.Now()
+		s.since = now
 	}
 	s.mu.Unlock()
 	if !changed {
@@ -294,6 +306,21 @@ func (s *Server) MarkDown(reason string) {
 	}
 	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", 0)
 	s.pool.notify()
+}
+
+// bookChangeLocked counts a change of the health state to up at at, before
+// it is applied: the end of a down period, or an up→down transition. The
+// first result after start (since still zero) is neither.
+func (s *Server) bookChangeLocked(up bool, at time.Time) {
+	if s.since.IsZero() {
+		return
+	}
+	switch wasUp := s.up.Load(); {
+	case up && !wasUp:
+		s.downtime += max(0, at.Sub(s.since))
+	case !up && wasUp:
+		s.downTransitions++
+	}
 }
 
 // takeConnsLocked empties the set of tracked connections and returns them.
@@ -314,7 +341,12 @@ func (s *Server) takeConnsLocked() []io.Closer {
 // backend has CloseOnDown. release unregisters it; calling it more than
 // once is harmless.
 func (s *Server) Track(c io.Closer) (release func()) {
-	s.active.Add(1)
+	for n := s.active.Add(1); ; {
+		p := s.peak.Load()
+		if n <= p || s.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
 	s.total.Add(1)
 	s.mu.Lock()
 	s.nextID++
@@ -367,15 +399,34 @@ type ServerStats struct {
 	BytesOut        int64
 	ConnectFailures int64
 	Retries         int64
+	PeakActive      int64 // most connections open at once since start
+	FailedChecks    int64 // health checks that failed since start
+	DownTransitions int64 // times health took the server from up to down
+	// Downtime is the length of the down periods that ended; while the
+	// server is down (Known and not Up) the current one runs from Since.
+	Downtime time.Duration
+}
+
+// TotalDowntime is how long the server has been down by its health since
+// start, as of now.
+func (st ServerStats) TotalDowntime(now time.Time) time.Duration {
+	d := st.Downtime
+	if st.Known && !st.Up && !st.Since.IsZero() {
+		d += max(0, now.Sub(st.Since))
+	}
+	return d
 }
 
 // Stats returns a snapshot of the server's state and counters.
 func (s *Server) Stats() ServerStats {
 	s.mu.Lock()
 	st := ServerStats{
-		Known:     s.tracker.Known(),
-		Since:     s.since,
-		LastCheck: s.last,
+		Known:           s.tracker.Known(),
+		Since:           s.since,
+		LastCheck:       s.last,
+		FailedChecks:    s.failedChecks,
+		DownTransitions: s.downTransitions,
+		Downtime:        s.downtime,
 	}
 	s.mu.Unlock()
 	st.Name, st.Address = s.name, s.addr
@@ -390,6 +441,7 @@ func (s *Server) Stats() ServerStats {
 	st.BytesOut = s.bytesOut.Load()
 	st.ConnectFailures = s.connectFailures.Load()
 	st.Retries = s.retries.Load()
+	st.PeakActive = s.peak.Load()
 	return st
 }
 

@@ -76,6 +76,11 @@ func TestBrowserDashboard(t *testing.T) {
 		regexp.MustCompile(`<span class="holder" data-holder="lb1">lb1</span>`),
 		// cp03 is down, in red, in both backends.
 		regexp.MustCompile(`(?s)<tr data-server="talos-lon-cp03" data-state="down">.*?<span class="state bad">down</span>`),
+		// A control plane down is not "all good": the banner says DEGRADED.
+		regexp.MustCompile(`<section class="verdict warn" id="verdict" data-verdict="degraded">`),
+		// HAProxy's columns survive the script's swap: downtime and totals.
+		regexp.MustCompile(`data-col="downtime">12m15s<`),
+		regexp.MustCompile(`(?s)<tr class="totals" data-totals[^>]*>.*?data-col="failed-checks">41<`),
 		// The script fetched /panel and swapped it in: the live marker says so.
 		regexp.MustCompile(`id="live" data-live="ok"`),
 	} {
@@ -92,7 +97,7 @@ func TestBrowserDashboard(t *testing.T) {
 		dir := t.TempDir()
 		shot := filepath.Join(dir, "shot.png")
 		// Tall enough for the whole page of the fixture.
-		runChromium(t, bin, s.Addr(), url, "--window-size=1280,1240", "--hide-scrollbars", "--screenshot="+shot)
+		runChromium(t, bin, s.Addr(), url, "--window-size=1600,1240", "--hide-scrollbars", "--screenshot="+shot)
 		png, err := os.ReadFile(shot)
 		if err != nil {
 			t.Fatal(err)

@@ -55,11 +55,12 @@ func healthyPair(now time.Time) admin.Snapshot {
 	up := func(name, addr string, lat float64, cur, total int64) admin.BackendServer {
 		return admin.BackendServer{Name: name, Address: addr, State: admin.StateUp, Since: now.Add(-3 * time.Hour),
 			LastCheck: "HTTP 200", LastCheckOK: true, CheckLatencyMS: lat, Current: cur, Total: total,
-			BytesIn: total * 2100, BytesOut: total * 51000, Weight: 1}
+			BytesIn: total * 2100, BytesOut: total * 51000, Weight: 1, Peak: cur + 9}
 	}
 	down := func(name, addr, why string) admin.BackendServer {
 		return admin.BackendServer{Name: name, Address: addr, State: admin.StateDown, Since: now.Add(-95 * time.Second),
-			LastCheck: why, Total: 4120, BytesIn: 9_100_000, BytesOut: 210_000_000, ConnectFailures: 3, Weight: 1}
+			LastCheck: why, Total: 4120, BytesIn: 9_100_000, BytesOut: 210_000_000, ConnectFailures: 3, Weight: 1,
+			Peak: 19, FailedChecks: 41, DownTransitions: 2, Downtime: 95 + 640}
 	}
 	talos1, talos2 := up("talos-lon-cp01", "192.168.66.161:50000", 2.4, 3, 880), up("talos-lon-cp02", "192.168.66.162:50000", 2.9, 0, 870)
 	talos1.LastCheck, talos2.LastCheck = "handshake ok", "handshake ok"
@@ -97,6 +98,18 @@ func healthyPair(now time.Time) admin.Snapshot {
 			}},
 		},
 	}
+}
+
+// allUp is healthyPair with every server up and enabled: the OK verdict.
+func allUp(now time.Time) admin.Snapshot {
+	s := healthyPair(now)
+	for _, b := range s.Backends {
+		for i := range b.Servers {
+			sv := &b.Servers[i]
+			sv.State, sv.LastCheck, sv.LastCheckOK = admin.StateUp, "HTTP 200", true
+		}
+	}
+	return s
 }
 
 // hashOf is a bcrypt hash of password at the cheapest cost, to keep

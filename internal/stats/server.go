@@ -369,20 +369,9 @@ func (s *Server) snapshot() admin.Snapshot {
 	return snap
 }
 
-// statusDoc is /status.json: the snapshot with the verdict of `halb status`.
-type statusDoc struct {
-	admin.Snapshot
-	Verdict  int      `json:"verdict"`
-	Problems []string `json:"problems"`
-}
-
 func (s *Server) statusJSON(w http.ResponseWriter, _ *http.Request) {
-	snap := s.snapshot()
-	code, problems := admin.Verdict(snap)
-	if problems == nil {
-		problems = []string{}
-	}
-	body, err := json.MarshalIndent(statusDoc{Snapshot: snap, Verdict: code, Problems: problems}, "", "  ")
+	// The same document as the admin API's GET /v1/status.
+	body, err := json.MarshalIndent(admin.NewStatus(s.snapshot()), "", "  ")
 	if err != nil {
 		s.log.Error("encode status", "err", err)
 		http.Error(w, "encode status failed", http.StatusInternalServerError)

@@ -422,7 +422,11 @@ func TestDashboardShowsState(t *testing.T) {
 	body := request(h, "127.0.0.1:1", "/", "admin", "s3cret").Body.String()
 	for _, want := range []string{
 		`<title>halb · lb1</title>`, "version 0.9.0",
-		`data-verdict="ok"`,
+		// cp03 down and cp02 draining is not "all good": redundancy is lost.
+		`<section class="verdict warn" id="verdict" data-verdict="degraded">`,
+		"<strong>DEGRADED:</strong> clients are served, but redundancy is lost",
+		"<li>backend k8s-api: server talos-lon-cp03 (192.168.66.163:6443) is down: connect: connection refused</li>",
+		"<li>backend talos-api: server talos-lon-cp02 (192.168.66.162:50000) is drained by an operator</li>",
 		`<div class="vip agreed" data-vip="192.168.66.160">`,
 		`data-holder="lb1">lb1</span> <span class="pill ok">here</span>`,
 		"✔ all members agree",
@@ -438,16 +442,24 @@ func TestDashboardShowsState(t *testing.T) {
 		}
 	}
 
+	src.set(allUp(now))
+	body = request(h, "127.0.0.1:1", "/panel", "admin", "s3cret").Body.String()
+	if !strings.Contains(body, `<section class="verdict ok" id="verdict" data-verdict="ok">`) {
+		t.Errorf("every server up, both members agree, yet the verdict is not OK:\n%s", body)
+	}
+
 	// lb2 elects itself: the VIP turns red and says why, lb2's row is flagged.
-	bad := healthyPair(now)
+	bad := allUp(now)
 	bad.Members[1].HolderView = map[string]string{"192.168.66.160": "lb2"}
 	bad.Members[1].Holds = []string{"192.168.66.160"}
 	src.set(bad)
 	body = request(h, "127.0.0.1:1", "/panel", "admin", "s3cret").Body.String()
 	for _, want := range []string{
-		`data-verdict="degraded"`,
+		`<section class="verdict bad" id="verdict" data-verdict="fail">`,
+		`<li class="fail"><strong>FAIL</strong> VIP 192.168.66.160: held by 2 members at once: lb1, lb2</li>`,
+		`<li>VIP 192.168.66.160: members disagree on the holder: lb1 says lb1, lb2 says lb2</li>`,
 		`<div class="vip disagreed" data-vip="192.168.66.160">`,
-		"✘ members disagree on the holder: lb1 says lb1, lb2 says lb2",
+		"✘ held by 2 members at once: lb1, lb2; members disagree on the holder: lb1 says lb1, lb2 says lb2",
 		`<tr data-member="lb2" class="flag">`,
 		`<span class="pill bad">disagrees</span>`,
 		"held by 2 members at once: lb1, lb2",
@@ -488,14 +500,15 @@ func TestStatusJSON(t *testing.T) {
 		}
 		return doc
 	}
+	src.set(allUp(now))
 	doc := decode()
-	for _, key := range []string{"node", "members", "vips", "frontends", "backends", "time", "verdict", "problems"} {
+	for _, key := range []string{"node", "members", "vips", "frontends", "backends", "time", "verdict", "exit_code", "problems"} {
 		if _, ok := doc[key]; !ok {
 			t.Errorf("status.json lacks %q", key)
 		}
 	}
-	if string(doc["verdict"]) != "0" || string(doc["problems"]) != "[]" {
-		t.Errorf("healthy pair: verdict %s problems %s, want 0 []", doc["verdict"], doc["problems"])
+	if string(doc["verdict"]) != `"ok"` || string(doc["exit_code"]) != "0" || string(doc["problems"]) != "[]" {
+		t.Errorf("all up: verdict %s exit_code %s problems %s, want ok 0 []", doc["verdict"], doc["exit_code"], doc["problems"])
 	}
 	var snap admin.Snapshot
 	raw, err := json.Marshal(doc)
@@ -505,7 +518,7 @@ func TestStatusJSON(t *testing.T) {
 	if err := json.Unmarshal(raw, &snap); err != nil {
 		t.Fatal(err)
 	}
-	if snap.VIPs[0].Holder != "lb1" || snap.Backends[0].Servers[2].State != admin.StateDown {
+	if snap.VIPs[0].Holder != "lb1" || snap.Backends[0].Servers[2].State != admin.StateUp {
 		t.Errorf("snapshot did not round-trip: %+v", snap.VIPs)
 	}
 
@@ -516,12 +529,13 @@ func TestStatusJSON(t *testing.T) {
 	down.Backends[0].Healthy = false
 	src.set(down)
 	doc = decode()
-	var problems []string
+	var problems []admin.Problem
 	if err := json.Unmarshal(doc["problems"], &problems); err != nil {
 		t.Fatal(err)
 	}
-	if string(doc["verdict"]) != "2" || len(problems) != 1 || !strings.Contains(problems[0], "backend k8s-api has no healthy server") {
-		t.Errorf("dead backend: verdict %s problems %q", doc["verdict"], problems)
+	if string(doc["verdict"]) != `"fail"` || string(doc["exit_code"]) != "2" || len(problems) < 1 ||
+		problems[0].Level != admin.LevelFail || !strings.Contains(problems[0].Text, "backend k8s-api has no healthy server") {
+		t.Errorf("dead backend: verdict %s exit_code %s problems %+v", doc["verdict"], doc["exit_code"], problems)
 	}
 
 	// A source that knows nothing yet still gives arrays, not nulls.

@@ -14,14 +14,20 @@ type page struct {
 	Node        admin.NodeInfo
 	Uptime      string
 	Updated     string
-	OK          bool
-	Problems    []string
+	Verdict     string // admin.Level name: ok, degraded or fail
+	Problems    []problemView
 	VIPs        []vipView
 	Members     []memberView
 	ViewHeaders []string // one column per VIP in the members table
 	Frontends   []frontendView
 	Backends    []backendView
 	Refresh     int // seconds
+}
+
+// problemView is one verdict line; Fail marks those that fail clients.
+type problemView struct {
+	Text string
+	Fail bool
 }
 
 type vipView struct {
@@ -69,36 +75,55 @@ type backendView struct {
 	Healthy       bool
 	Panic         bool
 	Servers       []serverView
+	Totals        backendTotals
+}
+
+// backendTotals is the backend's summary row, as on HAProxy's page: sums
+// over its servers.
+type backendTotals struct {
+	Current, Total, Fails, Retries int64
+	FailedChecks, Transitions      int64
+	In, Out                        string
+	Weight                         int // of the servers that are up
 }
 
 type serverView struct {
 	Name, Address string
 	Backup        bool
+	Weight        int
 	State         string
 	StateClass    string
 	Since         string
+	SinceAt       string // the state change's clock time, for the tooltip
 	Check         string
 	CheckOK       bool
 	CheckKind     string // admin.CheckGone, CheckNotReady, CheckRejected or ""
 	CheckLabel    string // "check rejected: credentials", "not ready" or ""
 	Latency       string
 	Current       int64
+	Peak          int64
 	Total         int64
 	In, Out       string
 	Fails         int64
 	Retries       int64
+	FailedChecks  int64
+	Transitions   int64
+	Downtime      string
 }
 
 // newPage digests s; refresh is the auto-refresh period.
 func newPage(s admin.Snapshot, refresh time.Duration) page {
-	code, problems := admin.Verdict(s)
+	a := admin.Assess(s)
+	problems := a.Texts()
 	p := page{
-		Node:     s.Node,
-		Uptime:   admin.Duration(time.Duration(s.Node.Uptime * float64(time.Second))),
-		Updated:  s.Time.Format("15:04:05"),
-		OK:       code == admin.CodeOK,
-		Problems: problems,
-		Refresh:  max(1, int(refresh.Round(time.Second)/time.Second)),
+		Node:    s.Node,
+		Uptime:  admin.Duration(time.Duration(s.Node.Uptime * float64(time.Second))),
+		Updated: s.Time.Format("15:04:05"),
+		Verdict: a.Verdict.String(),
+		Refresh: max(1, int(refresh.Round(time.Second)/time.Second)),
+	}
+	for _, pr := range a.Problems {
+		p.Problems = append(p.Problems, problemView{Text: pr.Text, Fail: pr.Level == admin.LevelFail})
 	}
 	ago := func(t time.Time) string { return ago(s.Time, t) }
 
@@ -177,24 +202,37 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 
 	for _, b := range s.Backends {
 		bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy, Panic: b.Panic}
+		var in, out int64
 		for _, sv := range b.Servers {
 			if sv.State == admin.StateUp {
 				bv.Up++
 				bv.Healthy = true
+				bv.Totals.Weight += sv.Weight
 			}
+			tot := &bv.Totals
+			tot.Current += sv.Current
+			tot.Total += sv.Total
+			tot.Fails += sv.ConnectFailures
+			tot.Retries += sv.Retries
+			tot.FailedChecks += sv.FailedChecks
+			tot.Transitions += sv.DownTransitions
+			in += sv.BytesIn
+			out += sv.BytesOut
 			lat := "–"
 			if sv.CheckLatencyMS > 0 {
 				lat = fmt.Sprintf("%.1f ms", sv.CheckLatencyMS)
 			}
 			bv.Servers = append(bv.Servers, serverView{
-				Name: sv.Name, Address: sv.Address, Backup: sv.Backup,
-				State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(sv.Since),
+				Name: sv.Name, Address: sv.Address, Backup: sv.Backup, Weight: sv.Weight,
+				State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(sv.Since), SinceAt: clock(sv.Since),
 				Check: orDash(sv.LastCheck), CheckOK: sv.LastCheck == "" || sv.LastCheckOK, Latency: lat,
 				CheckKind: sv.CheckFailure, CheckLabel: checkLabel(sv.CheckFailure),
-				Current: sv.Current, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
+				Current: sv.Current, Peak: sv.Peak, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
 				Fails: sv.ConnectFailures, Retries: sv.Retries,
+				FailedChecks: sv.FailedChecks, Transitions: sv.DownTransitions, Downtime: downtime(sv.Downtime),
 			})
 		}
+		bv.Totals.In, bv.Totals.Out = bytesIEC(in), bytesIEC(out)
 		p.Backends = append(p.Backends, bv)
 	}
 	return p
@@ -234,6 +272,23 @@ func problemsAbout(problems []string, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// downtime shows a server's total downtime; none reads as a dash, as on
+// HAProxy's page.
+func downtime(seconds float64) string {
+	if seconds < 0.5 {
+		return "–"
+	}
+	return admin.Duration(time.Duration(seconds * float64(time.Second)))
+}
+
+// clock is t as a full date and time, for tooltips; "" when unknown.
+func clock(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.Format(time.DateTime + " MST")
 }
 
 func ago(now, t time.Time) string {
