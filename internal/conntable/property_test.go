@@ -187,4 +187,3 @@ func BenchmarkShare(b *testing.B) {
 		}
 	}
 }
-

@@ -63,8 +63,8 @@ type change struct {
 // versions restart with it.
 func NewTable(vip netip.Addr, epoch uint64) *Table {
 	return &Table{
-		vip:           vip.Unmap(),
-		epoch:         epoch,
+		vip:    vip.Unmap(),
+		epoch:  epoch,
 		live:   make(map[Conn]struct{}),
 		maxLog: DefaultMaxLog,
 	}

@@ -42,12 +42,12 @@ const MinChunk = 128
 const DefaultChunk = 1200
 
 type header struct {
-	kind           byte // kindSnapshot or kindDelta
-	removes        bool // a delta chunk of removals
-	epoch          uint64
-	base, version  uint64
-	index, count   int
-	vip            netip.Addr
+	kind          byte // kindSnapshot or kindDelta
+	removes       bool // a delta chunk of removals
+	epoch         uint64
+	base, version uint64
+	index, count  int
+	vip           netip.Addr
 }
 
 func addrLen(a netip.Addr) int {
