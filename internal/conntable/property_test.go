@@ -167,14 +167,20 @@ func BenchmarkShare(b *testing.B) {
 			})
 			b.Run(name+"/delta-5-per-s/"+strconv.Itoa(n), func(b *testing.B) {
 				rng := rand.New(rand.NewPCG(7, 7))
+				live := tb.Conns()
 				var total, ticks int
 				for b.Loop() {
 					// One 200 ms tick: one change (5/s), half adds, half removes.
 					since := tb.Version()
 					if rng.IntN(2) == 0 {
-						_ = tb.Add(randomConn(rng, vip, n/3))
-					} else if live := tb.Conns(); len(live) > 0 {
-						tb.Remove(live[rng.IntN(len(live))])
+						c := randomConn(rng, vip, n/3)
+						_ = tb.Add(c)
+						live = append(live, c)
+					} else if len(live) > 0 {
+						i := rng.IntN(len(live))
+						tb.Remove(live[i])
+						live[i] = live[len(live)-1]
+						live = live[:len(live)-1]
 					}
 					chunks, _ := tb.Encode(since, DefaultChunk)
 					for _, c := range chunks {
