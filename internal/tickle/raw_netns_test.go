@@ -1,0 +1,233 @@
+package tickle
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// These tests send real tickles over Raw in network namespaces they
+// create; nothing in the root namespace is touched.
+
+func requireNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("HALB_REQUIRE_NETNS") == "1" {
+		t.Fatal("HALB_REQUIRE_NETNS=1 but not running as root")
+	}
+	t.Skip("needs root to create network namespaces (set HALB_REQUIRE_NETNS=1 to make this a failure)")
+}
+
+func ip(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// inNetns runs fn on an OS thread inside the named namespace and waits
+// for it; sockets it opens stay in that namespace when used elsewhere.
+// The thread is never unlocked, so Go discards it afterwards.
+func inNetns(t *testing.T, name string, fn func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			done <- fmt.Errorf("open netns %s: %w", name, err)
+			return
+		}
+		defer func() { _ = h.Close() }()
+		if err := netns.Set(h); err != nil {
+			done <- fmt.Errorf("enter netns %s: %w", name, err)
+			return
+		}
+		done <- fn()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out in netns %s", name)
+	}
+}
+
+// waitIPv6 waits until the namespace can send IPv6 neighbour discovery
+// on eth0: carrier news reaches IPv6 through linkwatch, up to a second
+// late, and only then is the multicast route there (polled: no event).
+func waitIPv6(t *testing.T, ns string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(ip(t, "-n", ns, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev eth0") {
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 never came up on eth0 in %s", ns)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRawTickleResetsOrphanedConnection plays a host death: a client in
+// namespace A holds two idle connections to a server at the VIP in B.
+// B's interface (MAC and all) moves to a new namespace C, as if another
+// host had taken over the VIP; B's sockets stay behind, unreachable, and
+// say nothing. C, which has no socket for the connections, tickles one
+// of them: that one must fail with a reset within a second, the other
+// must stay open.
+func TestRawTickleResetsOrphanedConnection(t *testing.T) {
+	requireNetns(t)
+	for _, fam := range []struct {
+		name              string
+		client, vip, mask string
+	}{
+		{"ipv4", "10.253.0.1", "10.253.0.2", "24"},
+		{"ipv6", "fd00:253::1", "fd00:253::2", "64"},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			var rnd [3]byte
+			if _, err := rand.Read(rnd[:]); err != nil {
+				t.Fatal(err)
+			}
+			prefix := "ht" + hex.EncodeToString(rnd[:])
+			a, b, c := prefix+"a", prefix+"b", prefix+"c"
+			for _, ns := range []string{a, b, c} {
+				ip(t, "netns", "add", ns)
+				t.Cleanup(func() {
+					if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+						t.Errorf("delete netns %s: %v\n%s", ns, err, out)
+					}
+				})
+				ip(t, "-n", ns, "link", "set", "lo", "up")
+			}
+			ip(t, "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+			ip(t, "-n", a, "addr", "add", fam.client+"/"+fam.mask, "dev", "eth0", "nodad")
+			ip(t, "-n", b, "addr", "add", fam.vip+"/"+fam.mask, "dev", "eth0", "nodad")
+			ip(t, "-n", a, "link", "set", "eth0", "up")
+			ip(t, "-n", b, "link", "set", "eth0", "up")
+			if fam.name == "ipv6" {
+				waitIPv6(t, a)
+				waitIPv6(t, b)
+			}
+
+			// The old holder: a server at the VIP that accepts and keeps
+			// its connections, silent.
+			var ln net.Listener
+			inNetns(t, b, func() (err error) {
+				ln, err = net.Listen("tcp", net.JoinHostPort(fam.vip, "0"))
+				return err
+			})
+			t.Cleanup(func() { _ = ln.Close() })
+			accepted := make(chan net.Conn, 2)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					accepted <- c
+				}
+			}()
+			var tickled, bystander net.Conn
+			inNetns(t, a, func() (err error) {
+				d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1}
+				if tickled, err = d.Dial("tcp", ln.Addr().String()); err != nil {
+					return err
+				}
+				bystander, err = d.Dial("tcp", ln.Addr().String())
+				return err
+			})
+			t.Cleanup(func() { _ = tickled.Close(); _ = bystander.Close() })
+			for range 2 {
+				select {
+				case sc := <-accepted:
+					t.Cleanup(func() { _ = sc.Close() })
+				case <-time.After(5 * time.Second):
+					t.Fatal("server never accepted")
+				}
+			}
+			// Both directions work before the move.
+			if _, err := tickled.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+
+			// The host dies, another takes the VIP and its MAC's place.
+			ip(t, "-n", b, "link", "set", "eth0", "netns", c)
+			ip(t, "-n", c, "addr", "add", fam.vip+"/"+fam.mask, "dev", "eth0", "nodad")
+			ip(t, "-n", c, "link", "set", "eth0", "up")
+			if fam.name == "ipv6" {
+				waitIPv6(t, c)
+			}
+
+			type readResult struct {
+				err   error
+				after time.Duration
+			}
+			start := time.Now()
+			readErr := func(conn net.Conn) <-chan readResult {
+				ch := make(chan readResult, 1)
+				go func() {
+					_ = conn.SetReadDeadline(start.Add(time.Second))
+					_, err := conn.Read(make([]byte, 16))
+					ch <- readResult{err, time.Since(start)}
+				}()
+				return ch
+			}
+			tickledErr := readErr(tickled)
+			bystanderErr := readErr(bystander)
+
+			target := Target{
+				VIP:    netip.MustParseAddrPort(ln.Addr().String()),
+				Client: netip.MustParseAddrPort(tickled.LocalAddr().String()),
+			}
+			inNetns(t, c, func() error {
+				raw, err := OpenRaw("eth0", fam.name == "ipv6")
+				if err != nil {
+					return err
+				}
+				defer func() { _ = raw.Close() }()
+				s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
+				if err != nil {
+					return err
+				}
+				res, err := s.Send(context.Background(), []Target{target})
+				if err != nil {
+					return err
+				}
+				if res.Sent != 2 {
+					return fmt.Errorf("sent %+v, want 2 packets", res)
+				}
+				return nil
+			})
+			if r := <-tickledErr; !errors.Is(r.err, syscall.ECONNRESET) {
+				t.Errorf("tickled connection: read error %v after %v, want a reset within 1s", r.err, r.after)
+			} else {
+				t.Logf("tickled connection reset %v after the tickle started", r.after)
+			}
+			var ne net.Error
+			if r := <-bystanderErr; !errors.As(r.err, &ne) || !ne.Timeout() {
+				t.Errorf("connection not tickled: read error %v, want it still open (a timeout)", r.err)
+			}
+		})
+	}
+}

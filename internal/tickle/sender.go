@@ -1,0 +1,170 @@
+package tickle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// Writer sends one IP packet, header included, towards dst. Raw is the
+// real one; tests record instead. A Writer is used by one goroutine at a
+// time.
+type Writer interface {
+	WritePacket(pkt []byte, dst netip.Addr) error
+}
+
+// Default pacing and repeats, chosen in docs/tickle.md.
+const (
+	// DefaultRate sends 10 000 tickles in 200 ms: fast enough that the
+	// last client of a large table hears within a fraction of a second,
+	// slow enough (about 3 MB/s of 60-byte packets) not to overrun a
+	// neighbour queue or a switch port.
+	DefaultRate = 50_000
+)
+
+// DefaultRounds are the offsets from the start of a Send at which every
+// tickle is sent: at once; 100 ms later, for a tickle lost on the way
+// (most likely queued behind an unresolved neighbour); and 600 ms later,
+// past the 500 ms for which a Linux client ignores further out-of-window
+// ACKs on the connection, for a lost duplicate ACK or reset.
+var DefaultRounds = []time.Duration{0, 100 * time.Millisecond, 600 * time.Millisecond}
+
+// maxRounds bounds how often one connection is tickled.
+const maxRounds = 5
+
+// Options tune a Sender. The zero value means the defaults.
+type Options struct {
+	// Rate is how many packets per second the Sender writes, all rounds
+	// together.
+	Rate int
+	// Rounds are the offsets from the start of a Send at which each
+	// tickle is sent, ascending, the first normally 0. A round starts at
+	// its offset or when the previous one has been written, whichever
+	// is later.
+	Rounds []time.Duration
+}
+
+// Sender writes tickles for many connections, paced and repeated.
+type Sender struct {
+	w      Writer
+	rate   int
+	rounds []time.Duration
+}
+
+// NewSender returns a Sender writing to w; it rejects options that make
+// no sense.
+func NewSender(w Writer, opts Options) (*Sender, error) {
+	s := &Sender{w: w, rate: opts.Rate, rounds: opts.Rounds}
+	if s.rate == 0 {
+		s.rate = DefaultRate
+	}
+	if s.rate < 0 {
+		return nil, fmt.Errorf("tickle rate %d: must be positive", s.rate)
+	}
+	if len(s.rounds) == 0 {
+		s.rounds = DefaultRounds
+	}
+	if len(s.rounds) > maxRounds {
+		return nil, fmt.Errorf("tickle rounds %v: at most %d", s.rounds, maxRounds)
+	}
+	for i, r := range s.rounds {
+		if r < 0 || (i > 0 && r < s.rounds[i-1]) {
+			return nil, fmt.Errorf("tickle rounds %v: offsets must be ascending and not negative", s.rounds)
+		}
+	}
+	s.rounds = append([]time.Duration(nil), s.rounds...)
+	return s, nil
+}
+
+// Result counts what a Send did.
+type Result struct {
+	// Targets is how many connections were asked for, Built how many of
+	// them had a valid packet.
+	Targets, Built int
+	// Sent and Failed count packet writes over all rounds.
+	Sent, Failed int
+	// FirstErr is the first build or write error, for the log.
+	FirstErr error
+}
+
+// batchEvery is how often the pacing loop wakes: each wake writes the
+// packets the rate allows since the start, so the rate holds on average
+// without a timer per packet.
+const batchEvery = time.Millisecond
+
+// Send tickles every target in each round and returns when the last
+// round is written or ctx ends (then with ctx's error). Targets whose
+// packet cannot be built are counted and skipped. It stops early, with
+// the error, when the socket refuses for lack of permission, since then
+// every write would fail.
+func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
+	res := Result{Targets: len(targets)}
+	type out struct {
+		pkt []byte
+		dst netip.Addr
+	}
+	pkts := make([]out, 0, len(targets))
+	for _, t := range targets {
+		p, err := Build(t)
+		if err != nil {
+			if res.FirstErr == nil {
+				res.FirstErr = err
+			}
+			continue
+		}
+		pkts = append(pkts, out{pkt: p, dst: t.Client.Addr().Unmap()})
+	}
+	res.Built = len(pkts)
+	if len(pkts) == 0 {
+		return res, nil
+	}
+	start := time.Now()
+	for _, offset := range s.rounds {
+		if err := sleepUntil(ctx, start.Add(offset)); err != nil {
+			return res, err
+		}
+		// Each round is paced from its own start: a round that begins
+		// late must not burst to catch up with the previous one.
+		roundStart := time.Now()
+		for i, p := range pkts {
+			// Never ahead of rate×elapsed; wake once per batch.
+			due := roundStart.Add(time.Duration(float64(i) / float64(s.rate) * float64(time.Second)))
+			if time.Until(due) > batchEvery {
+				if err := sleepUntil(ctx, due); err != nil {
+					return res, err
+				}
+			}
+			if err := s.w.WritePacket(p.pkt, p.dst); err != nil {
+				res.Failed++
+				if res.FirstErr == nil {
+					res.FirstErr = fmt.Errorf("send tickle to %s: %w", p.dst, err)
+				}
+				if errors.Is(err, os.ErrPermission) {
+					return res, res.FirstErr
+				}
+				continue
+			}
+			res.Sent++
+		}
+	}
+	return res, nil
+}
+
+// sleepUntil waits for t or the end of ctx.
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}

@@ -1,0 +1,175 @@
+package tickle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// recorder is a Writer that notes when each packet was written and to
+// whom; fail, when set, decides the write's error.
+type recorder struct {
+	mu    sync.Mutex
+	start time.Time
+	at    []time.Duration
+	dst   []netip.Addr
+	fail  func(n int) error
+}
+
+func (r *recorder) WritePacket(pkt []byte, dst netip.Addr) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(pkt) != 40 && len(pkt) != 60 {
+		return fmt.Errorf("not a tickle: %x", pkt)
+	}
+	r.at = append(r.at, time.Since(r.start))
+	r.dst = append(r.dst, dst)
+	if r.fail != nil {
+		return r.fail(len(r.at))
+	}
+	return nil
+}
+
+func targets(n int) []Target {
+	ts := make([]Target, n)
+	for i := range ts {
+		ts[i] = Target{
+			VIP:    netip.MustParseAddrPort("10.1.0.10:6443"),
+			Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), uint16(30000+i%1000)),
+		}
+	}
+	return ts
+}
+
+func TestSendRoundsAndPacing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, rate = 2000, 10_000
+		rec := &recorder{start: time.Now()}
+		s, err := NewSender(rec, Options{Rate: rate, Rounds: []time.Duration{0, 50 * time.Millisecond, 600 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := targets(n)
+		res, err := s.Send(t.Context(), ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Sent != 3*n || res.Failed != 0 || res.Built != n || res.Targets != n {
+			t.Fatalf("result %+v, want %d sent", res, 3*n)
+		}
+		// Every target once per round, in order.
+		for i, d := range rec.dst {
+			if want := ts[i%n].Client.Addr(); d != want {
+				t.Fatalf("packet %d went to %v, want %v", i, d, want)
+			}
+		}
+		// A round starts at its offset or after the previous one: round 2
+		// (due at 50 ms) waits for round 1, which takes n/rate = 200 ms
+		// less the one batch the pacing may run ahead.
+		roundStart := []time.Duration{rec.at[0], rec.at[n], rec.at[2*n]}
+		if roundStart[0] != 0 || roundStart[1] < 198*time.Millisecond || roundStart[2] != 600*time.Millisecond {
+			t.Errorf("rounds started at %v, want 0, ≥198ms, 600ms", roundStart)
+		}
+		// Never more than rate×elapsed (plus one wake's batch) in any round.
+		for r := range 3 {
+			for i := range n {
+				elapsed := rec.at[r*n+i] - roundStart[r]
+				if allowed := int(math.Ceil(elapsed.Seconds()*rate)) + rate/1000 + 1; i+1 > allowed {
+					t.Fatalf("round %d: packet %d written %v into the round, more than the rate allows", r, i, elapsed)
+				}
+			}
+		}
+	})
+}
+
+// The defaults must reset 10 000 connections in well under a second.
+func TestSendDefaultsTenThousand(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{start: time.Now()}
+		s, err := NewSender(rec, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 10_000
+		if _, err := s.Send(t.Context(), targets(n)); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.at) != n*len(DefaultRounds) {
+			t.Fatalf("%d packets, want %d", len(rec.at), n*len(DefaultRounds))
+		}
+		if first := rec.at[n-1]; first > 250*time.Millisecond {
+			t.Errorf("first round took %v, want ≤ 250ms", first)
+		}
+		if last := rec.at[len(rec.at)-1]; last > time.Second {
+			t.Errorf("last repeat at %v, want < 1s", last)
+		}
+	})
+}
+
+func TestSendStopsOnPermission(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rec := &recorder{start: time.Now(), fail: func(int) error { return os.ErrPermission }}
+		s, _ := NewSender(rec, Options{})
+		res, err := s.Send(t.Context(), targets(100))
+		if !errors.Is(err, os.ErrPermission) || len(rec.at) != 1 || res.Failed != 1 {
+			t.Fatalf("err %v after %d writes (%+v), want a permission error after 1", err, len(rec.at), res)
+		}
+	})
+}
+
+func TestSendCountsFailuresAndBadTargets(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Every other write fails as a client's network would be unreachable.
+		rec := &recorder{start: time.Now(), fail: func(n int) error {
+			if n%2 == 0 {
+				return errors.New("network is unreachable")
+			}
+			return nil
+		}}
+		s, _ := NewSender(rec, Options{Rounds: []time.Duration{0}})
+		ts := append(targets(10), Target{VIP: netip.MustParseAddrPort("10.1.0.10:6443"), Client: netip.MustParseAddrPort("[fd00::1]:5")})
+		res, err := s.Send(t.Context(), ts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Targets != 11 || res.Built != 10 || res.Sent != 5 || res.Failed != 5 || res.FirstErr == nil {
+			t.Fatalf("result %+v", res)
+		}
+	})
+}
+
+func TestSendCancelled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		rec := &recorder{start: time.Now()}
+		s, _ := NewSender(rec, Options{})
+		go func() {
+			time.Sleep(300 * time.Millisecond)
+			cancel()
+		}()
+		_, err := s.Send(ctx, targets(10))
+		if !errors.Is(err, context.Canceled) || len(rec.at) != 20 {
+			t.Fatalf("err %v after %d writes, want cancelled before the third round", err, len(rec.at))
+		}
+	})
+}
+
+func TestNewSenderRejects(t *testing.T) {
+	for _, o := range []Options{
+		{Rate: -1},
+		{Rounds: []time.Duration{0, 2 * time.Second, time.Second}},
+		{Rounds: []time.Duration{-time.Second}},
+		{Rounds: make([]time.Duration, maxRounds+1)},
+	} {
+		if _, err := NewSender(&recorder{}, o); err == nil {
+			t.Errorf("NewSender(%+v) accepted", o)
+		}
+	}
+}
