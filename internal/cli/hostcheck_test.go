@@ -260,7 +260,7 @@ func TestJudgeHost(t *testing.T) {
 			},
 			want: []string{
 				"cluster.key_file /etc/halb/gossip.key: does not exist on this host: halb does not start without it; copy the cluster's gossip key here (halb keygen makes one for a new cluster)",
-				"backends[0].health.tls.kubeconfig /etc/halb/health.kubeconfig: does not exist on this host: halb does not start without it; copy the check credential here (docs/getting-started-talos.md, Check credentials)",
+				"backends[0].health.tls.kubeconfig /etc/halb/health.kubeconfig: does not exist on this host yet: halb starts, but this backend's checks are rejected (panic routing forwards meanwhile) until it appears; copy the check credential here (docs/getting-started-talos.md, Check credentials)",
 			},
 		},
 		{

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,11 +45,93 @@ type CheckerFunc func(ctx context.Context, addr netip.AddrPort) Result
 // Check calls f.
 func (f CheckerFunc) Check(ctx context.Context, addr netip.AddrPort) Result { return f(ctx, addr) }
 
-// NewChecker returns the checker for hc.Type. It reads the TLS files named in
-// hc.TLS (tls and https only): CA, client certificate, talosconfig or
-// kubeconfig, so a bad path or file fails at start, not per probe.
-// CredentialWarnings reports what should change about those credentials.
+// NewChecker returns the checker for hc.Type. It reads the TLS and
+// credential files named in hc.TLS (tls and https only), so a bad file
+// fails at start, not per probe.
+//
+// A credential file that does not exist yet is the exception: halb is
+// often started before the cluster whose credentials the check names (a
+// Talos cluster bootstrapped behind the VIP). The check then reports
+// itself rejected for credentials, naming the file, so panic routing keeps
+// the endpoint up and status says what to do. Every probe also looks at
+// the files (a stat each) and reads them again when one appeared or
+// changed, so a renewed certificate or a new talosconfig needs no reload.
 func NewChecker(hc config.HealthCheck) (Checker, error) {
+	c, err := newChecker(hc)
+	files := credentialFiles(hc)
+	if len(files) == 0 {
+		return c, err
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	return &fileChecker{hc: hc, files: files, stamp: stampOf(files), c: c, err: err}, nil
+}
+
+// credentialFiles lists the files a tls or https check reads. Files that
+// a kubeconfig names inside it are read again when the kubeconfig changes.
+func credentialFiles(hc config.HealthCheck) []string {
+	if hc.Type != config.CheckTLS && hc.Type != config.CheckHTTPS {
+		return nil
+	}
+	o := hc.TLS
+	var out []string
+	for _, f := range []string{o.CAFile, o.CertFile, o.KeyFile, o.Talosconfig, o.Kubeconfig} {
+		if f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// stampOf identifies the current version of files: identity, size and
+// modification time of each, or that it is missing.
+func stampOf(files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			b.WriteString("missing\x00")
+			continue
+		}
+		ino := uint64(0)
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&b, "%d:%d:%d\x00", ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+// fileChecker is a check with credential files: it builds its checker
+// from them, again whenever they change, and stands in for it with a
+// rejected result while they cannot be loaded.
+type fileChecker struct {
+	hc    config.HealthCheck
+	files []string
+	mu    sync.Mutex
+	stamp string  // the files' version c or err came from
+	c     Checker // nil while err
+	err   error
+}
+
+func (f *fileChecker) Check(ctx context.Context, addr netip.AddrPort) Result {
+	start := time.Now()
+	f.mu.Lock()
+	if st := stampOf(f.files); st != f.stamp {
+		f.stamp = st
+		f.c, f.err = newChecker(f.hc)
+	}
+	c, err := f.c, f.err
+	f.mu.Unlock()
+	if c != nil {
+		return c.Check(ctx, addr)
+	}
+	return Result{OK: false, Failure: Rejected, At: start, Latency: max(time.Since(start), time.Nanosecond),
+		Reason: "credentials not loaded: " + err.Error() + ": fix the file (see " + DocCheckCredentials + "); the check reads it again once it changes"}
+}
+
+func newChecker(hc config.HealthCheck) (Checker, error) {
 	switch hc.Type {
 	case config.CheckTCP:
 		return tcpChecker{}, nil
@@ -58,7 +142,11 @@ func NewChecker(hc config.HealthCheck) (Checker, error) {
 		}
 		return &tlsChecker{cr: cr}, nil
 	case config.CheckHTTP, config.CheckHTTPS:
-		return newHTTPChecker(hc)
+		c, err := newHTTPChecker(hc)
+		if err != nil {
+			return nil, err // not a typed nil inside the interface
+		}
+		return c, nil
 	default:
 		return nil, fmt.Errorf("unknown health check type %q", hc.Type)
 	}
