@@ -71,6 +71,12 @@ type Options struct {
 	HalbArgs []string
 	// Mutate, if set, rewrites each node's config text before it is written.
 	Mutate func(node, yaml string) string
+	// Router builds the routed topology (router.go): the client behind a
+	// router namespace running FRR (zebra and bgpd) that peers with the LB
+	// nodes, instead of the client on the LB segment.
+	Router bool
+	// FRRDir holds FRR's zebra and bgpd; "" is DefaultFRRDir.
+	FRRDir string
 	// NoCheckCredentials renders the health checks without their tls
 	// credential blocks: an operator who forgot them, whose checks the
 	// control planes answer with 401 or a failed handshake.
@@ -162,6 +168,11 @@ func (l *Lab) Up(ctx context.Context) error {
 	}
 	if err := l.buildNet(ctx); err != nil {
 		return err
+	}
+	if l.opts.Router {
+		if err := l.startRouter(ctx); err != nil {
+			return err
+		}
 	}
 	for i, cp := range l.CPNames() {
 		if err := l.startCP(ctx, cp, CPAddr(i+1)); err != nil {
