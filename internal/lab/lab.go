@@ -219,22 +219,7 @@ func (l *Lab) makeDir() error {
 }
 
 func (l *Lab) startCP(ctx context.Context, name string, addr netip.Addr) error {
-	sock := l.cpSocket(name)
-	_ = os.Remove(sock)
-	p, err := l.start(name, l.NS(name), l.opts.LabBin, "fakecp", "--name", name, "--listen", addr.String(),
-		"--san", VIP().String(), "--pki", l.PKIDir(), "--control", sock)
-	if err != nil {
-		return err
-	}
-	c := fakecp.NewClient(sock)
-	err = poll(ctx, 10*time.Second, func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("fake control plane %s exited: %v; log:\n%s", name, p.err, l.LogTail(name, 20))
-		}
-		_, err := c.Status(ctx)
-		return err == nil, nil
-	})
-	if err != nil {
+	if err := l.startFakeCP(ctx, name, name, name, addr); err != nil {
 		return fmt.Errorf("start fake control plane %s: %w", name, err)
 	}
 	return nil

@@ -145,30 +145,16 @@ func (l *Lab) startRouter(ctx context.Context) error {
 			"-i", filepath.Join(dir, daemon+".pid"), "-z", zserv, "--vty_socket", dir,
 			"-f", filepath.Join(dir, daemon+".conf")}
 	}
-	zebra, err := l.start("rt-zebra", l.NS("rt"), filepath.Join(bin, "zebra"), common("zebra")...)
-	if err != nil {
-		return err
-	}
-	err = poll(ctx, 10*time.Second, func() (bool, error) {
-		if zebra.exited() {
-			return false, fmt.Errorf("zebra exited: %v; log:\n%s", zebra.err, l.LogTail("rt-zebra", 20))
-		}
+	err := l.startReady(ctx, "rt-zebra", "rt", filepath.Join(bin, "zebra"), common("zebra"), func() bool {
 		_, err := os.Stat(zserv)
-		return err == nil, nil
+		return err == nil
 	})
 	if err != nil {
 		return fmt.Errorf("start the router's zebra: %w", err)
 	}
-	bgpd, err := l.start("rt-bgpd", l.NS("rt"), filepath.Join(bin, "bgpd"), common("bgpd")...)
-	if err != nil {
-		return err
-	}
-	err = poll(ctx, 10*time.Second, func() (bool, error) {
-		if bgpd.exited() {
-			return false, fmt.Errorf("bgpd exited: %v; log:\n%s", bgpd.err, l.LogTail("rt-bgpd", 20))
-		}
+	err = l.startReady(ctx, "rt-bgpd", "rt", filepath.Join(bin, "bgpd"), common("bgpd"), func() bool {
 		_, err := l.Vtysh(ctx, "show bgp summary json")
-		return err == nil, nil
+		return err == nil
 	})
 	if err != nil {
 		return fmt.Errorf("start the router's bgpd: %w", err)
@@ -292,24 +278,37 @@ func (l *Lab) WaitRouterNextHops(ctx context.Context, dst netip.Addr, want []net
 // namespace (process "vip-<node>"), so a client's connections to the VIP
 // show which node the router sent them to.
 func (l *Lab) StartVIPServer(ctx context.Context, node string) error {
-	name := "vip-" + node
-	sock := filepath.Join(l.dir, name+".sock")
-	_ = os.Remove(sock)
-	p, err := l.start(name, l.NS(node), l.opts.LabBin, "fakecp", "--name", node, "--listen", bgpVIP.String(),
-		"--pki", l.PKIDir(), "--control", sock)
-	if err != nil {
-		return err
-	}
-	c := fakecp.NewClient(sock)
-	err = poll(ctx, 10*time.Second, func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("%s exited: %v; log:\n%s", name, p.err, l.LogTail(name, 20))
-		}
-		_, err := c.Status(ctx)
-		return err == nil, nil
-	})
-	if err != nil {
+	if err := l.startFakeCP(ctx, "vip-"+node, node, node, bgpVIP); err != nil {
 		return fmt.Errorf("start the VIP server of %s: %w", node, err)
 	}
 	return nil
+}
+
+// startFakeCP runs `halb-lab fakecp --name name` on addr in host's
+// namespace as the lab process proc, with the lab's PKI and the VIP in its
+// certificates, and waits until its control socket answers.
+func (l *Lab) startFakeCP(ctx context.Context, proc, host, name string, addr netip.Addr) error {
+	sock := filepath.Join(l.dir, proc+".sock")
+	_ = os.Remove(sock)
+	c := fakecp.NewClient(sock)
+	args := []string{"fakecp", "--name", name, "--listen", addr.String(), "--san", VIP().String(), "--pki", l.PKIDir(), "--control", sock}
+	return l.startReady(ctx, proc, host, l.opts.LabBin, args, func() bool {
+		_, err := c.Status(ctx)
+		return err == nil
+	})
+}
+
+// startReady starts bin in host's namespace as the lab process name and
+// waits up to 10 s for ready, failing early with its log if it exits.
+func (l *Lab) startReady(ctx context.Context, name, host, bin string, args []string, ready func() bool) error {
+	p, err := l.start(name, l.NS(host), bin, args...)
+	if err != nil {
+		return err
+	}
+	return poll(ctx, 10*time.Second, func() (bool, error) {
+		if p.exited() {
+			return false, fmt.Errorf("%s exited: %v; log:\n%s", name, p.err, l.LogTail(name, 20))
+		}
+		return ready(), nil
+	})
 }
