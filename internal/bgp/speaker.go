@@ -218,8 +218,8 @@ func (s *Speaker) Changed() <-chan struct{} { return s.changed }
 // sessions with a Cease notification and returns nil. A caller that wants
 // to drain before the sessions close withdraws first and cancels later.
 //
-// GoBGP's event loop cannot be stopped: one idle goroutine stays behind
-// after Run returns.
+// Run may be called once per Speaker. GoBGP's event loop cannot be
+// stopped: one idle goroutine stays behind after Run returns.
 func (s *Speaker) Run(ctx context.Context) error {
 	passwords := make([]string, len(s.cfg.Peers))
 	for i, p := range s.cfg.Peers {
