@@ -14,6 +14,7 @@ type rawConfig struct {
 	VIPs      []rawVIP      `yaml:"vips"`
 	Admin     *rawAdmin     `yaml:"admin"`
 	Stats     *rawStats     `yaml:"stats"`
+	BGP       *rawBGP       `yaml:"bgp"`
 }
 
 type rawStats struct {
@@ -120,6 +121,12 @@ type rawVIP struct {
 	GARPInterval string `yaml:"garp_interval"`
 	GARPRefresh  string `yaml:"garp_refresh"`
 	Lifetime     string `yaml:"lifetime"`
+	// BGP announcement, see bgp.go.
+	Announce    string   `yaml:"announce"`
+	Communities []string `yaml:"communities"`
+	LocalPref   *int64   `yaml:"local_pref"`
+	MED         *int64   `yaml:"med"`
+	Prefer      string   `yaml:"prefer"`
 }
 
 type rawAdmin struct {

@@ -47,6 +47,7 @@ type Config struct {
 	VIPs      []VIP
 	Admin     Admin
 	Stats     *Stats // nil: no stats page
+	BGP       *BGP   // nil: no VIP is announced by BGP
 
 	// Fingerprint is a short hash of the file's bytes, gossiped so that
 	// operators can see when nodes run different configs.
@@ -162,6 +163,18 @@ type VIP struct {
 	GARPInterval time.Duration
 	GARPRefresh  time.Duration // 0: no periodic refresh
 	Lifetime     time.Duration // valid lifetime of the address; the holder refreshes it
+
+	// Announce says how the network learns where the VIP is: ARP (one
+	// holder) or BGP (every eligible node, ECMP at the routers).
+	Announce Announce
+	// Communities, LocalPref and MED are the BGP path attributes; nil
+	// pointers are not sent.
+	Communities []uint32
+	LocalPref   *uint32
+	MED         *uint32
+	// Prefer names the node whose route wins (primary/backup); "" for
+	// ECMP over every eligible node.
+	Prefer string
 }
 
 // Stats configures the HTTP stats dashboard and Prometheus metrics.

@@ -157,7 +157,11 @@ func (v *validator) config(raw *rawConfig) *Config {
 	if raw.Cluster != nil {
 		cfg.Cluster = v.cluster(raw.Cluster)
 	}
+	if raw.BGP != nil {
+		cfg.BGP = v.bgp(raw.BGP, cfg.Cluster)
+	}
 	cfg.VIPs = v.vips(raw.VIPs, cfg.Cluster)
+	v.announce(raw.VIPs, cfg)
 	if raw.Stats != nil {
 		cfg.Stats = v.stats(raw.Stats)
 	}
@@ -546,7 +550,7 @@ func (v *validator) vips(raws []rawVIP, c *Cluster) []VIP {
 			}
 			seen[pfx.Addr()] = true
 		}
-		if vip.Interface == "" && c != nil {
+		if vip.Interface == "" && c != nil && r.Announce != string(AnnounceBGP) {
 			for _, n := range c.Nodes {
 				if n.Interface == "" {
 					v.fail(p+".interface", "interface is required (or set interface on every node; node %q has none)", n.Name)

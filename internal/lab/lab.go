@@ -71,6 +71,12 @@ type Options struct {
 	HalbArgs []string
 	// Mutate, if set, rewrites each node's config text before it is written.
 	Mutate func(node, yaml string) string
+	// Router builds the routed topology (router.go): the client behind a
+	// router namespace running FRR (zebra and bgpd) that peers with the LB
+	// nodes, instead of the client on the LB segment.
+	Router bool
+	// FRRDir holds FRR's zebra and bgpd; "" is DefaultFRRDir.
+	FRRDir string
 	// NoCheckCredentials renders the health checks without their tls
 	// credential blocks: an operator who forgot them, whose checks the
 	// control planes answer with 401 or a failed handshake.
@@ -163,6 +169,11 @@ func (l *Lab) Up(ctx context.Context) error {
 	if err := l.buildNet(ctx); err != nil {
 		return err
 	}
+	if l.opts.Router {
+		if err := l.startRouter(ctx); err != nil {
+			return err
+		}
+	}
 	for i, cp := range l.CPNames() {
 		if err := l.startCP(ctx, cp, CPAddr(i+1)); err != nil {
 			return err
@@ -208,22 +219,7 @@ func (l *Lab) makeDir() error {
 }
 
 func (l *Lab) startCP(ctx context.Context, name string, addr netip.Addr) error {
-	sock := l.cpSocket(name)
-	_ = os.Remove(sock)
-	p, err := l.start(name, l.NS(name), l.opts.LabBin, "fakecp", "--name", name, "--listen", addr.String(),
-		"--san", VIP().String(), "--pki", l.PKIDir(), "--control", sock)
-	if err != nil {
-		return err
-	}
-	c := fakecp.NewClient(sock)
-	err = poll(ctx, 10*time.Second, func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("fake control plane %s exited: %v; log:\n%s", name, p.err, l.LogTail(name, 20))
-		}
-		_, err := c.Status(ctx)
-		return err == nil, nil
-	})
-	if err != nil {
+	if err := l.startFakeCP(ctx, name, name, name, addr); err != nil {
 		return fmt.Errorf("start fake control plane %s: %w", name, err)
 	}
 	return nil

@@ -30,7 +30,10 @@ func (l *Lab) buildNet(ctx context.Context) error {
 		name string
 		addr netip.Addr
 	}
-	hosts := []host{{"cl", clientIP}}
+	var hosts []host
+	if !l.opts.Router { // the router puts the client on a segment of its own
+		hosts = append(hosts, host{"cl", clientIP})
+	}
 	for i, n := range l.LBNames() {
 		hosts = append(hosts, host{n, LBAddr(i + 1)})
 	}
@@ -53,6 +56,9 @@ func (l *Lab) buildNet(ctx context.Context) error {
 		if _, err := run(ctx, "ip", s...); err != nil {
 			return fmt.Errorf("build lab network: %w", err)
 		}
+	}
+	if l.opts.Router {
+		return l.buildRouterNet(ctx)
 	}
 	return nil
 }
