@@ -397,7 +397,11 @@ func TestSendReachesPeer(t *testing.T) {
 	addrA, addrB := freePort(t, "127.0.0.21"), freePort(t, "127.0.0.22")
 	a := start(t, nodeConfig("lb1", addrA, addrB))
 	b := start(t, nodeConfig("lb2", addrB, addrA))
-	waitFor(t, a.c, 5*time.Second, "lb1 sees lb2", func() bool { return len(a.c.Members()) == 2 })
+	// lb2 can join lb1 while lb1's memberlist is still being created, so
+	// lb1 may list lb2 before its own gossip counts as running: wait for
+	// both, or Send fails with "gossip is not running" (a flake seen under
+	// load, issue 14).
+	waitFor(t, a.c, 5*time.Second, "lb1 sees lb2 and runs", func() bool { return len(a.c.Members()) == 2 && a.c.ml.Load() != nil })
 	if err := a.c.Send("lb2", []byte(`{"op":"yield"}`)); err != nil {
 		t.Fatal(err)
 	}
