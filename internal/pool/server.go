@@ -89,6 +89,7 @@ type Server struct {
 	tracker health.Tracker
 	fall    int // the backend's fall, for goneRun
 	goneRun int // consecutive results that found the server gone
+	failRun int // counted connect failures in a row (passive.go)
 	since   time.Time
 	last    health.Result
 	conns   map[uint64]io.Closer
@@ -100,6 +101,7 @@ type Server struct {
 	bytesOut        atomic.Int64
 	connectFailures atomic.Int64
 	retries         atomic.Int64
+	connectOK       atomic.Uint64 // successful connects, to tell a failure that lost a race (passive.go)
 }
 
 func newServer(p *Pool, sc config.Server) *Server {
@@ -272,28 +274,6 @@ func (s *Server) logFailure(msg string, r health.Result, closed int) {
 	default:
 		s.pool.log.Info(msg, attrs...)
 	}
-}
-
-// MarkDown takes the server down at once after a failed connect (passive
-// health). It needs rise successful checks to come back. Open sessions are
-// left alone: a refused new connection says little about existing ones.
-func (s *Server) MarkDown(reason string) {
-	s.mu.Lock()
-	changed := s.tracker.ForceDown()
-	s.known.Store(true)
-	// A refused connect says the server is gone now, whatever the last
-	// check said; panic routing then tries servers that answer first.
-	s.lastFailure.Store(uint32(health.Gone))
-	if changed {
-		s.up.Store(false)
-		s.since = time.Now()
-	}
-	s.mu.Unlock()
-	if !changed {
-		return
-	}
-	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", 0)
-	s.pool.notify()
 }
 
 // takeConnsLocked empties the set of tracked connections and returns them.
