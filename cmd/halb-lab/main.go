@@ -38,6 +38,7 @@ The integration tests use it; so can you:
 		newDemoCmd(),
 		newChaosCmd(),
 		newStreamsCmd(),
+		newStormCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }
