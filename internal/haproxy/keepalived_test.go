@@ -159,6 +159,14 @@ func TestParseKeepalivedReportsEveryError(t *testing.T) {
 		"  }\n" +
 		"}\n"
 	_, err := ParseKeepalived([]byte(in))
+	if diff := cmp.Diff([]int{2, 3, 4, 5, 8, 9}, errorLines(t, err)); diff != "" {
+		t.Fatalf("error lines (-want +got):\n%s\nerrors:\n%v", diff, err)
+	}
+}
+
+// errorLines returns the line of each error in err, which must be Errors.
+func errorLines(t *testing.T, err error) []int {
+	t.Helper()
 	var es Errors
 	if !errors.As(err, &es) {
 		t.Fatalf("err = %v, want Errors", err)
@@ -167,9 +175,7 @@ func TestParseKeepalivedReportsEveryError(t *testing.T) {
 	for _, e := range es {
 		lines = append(lines, e.Line)
 	}
-	if diff := cmp.Diff([]int{2, 3, 4, 5, 8, 9}, lines); diff != "" {
-		t.Fatalf("error lines (-want +got):\n%s\nerrors:\n%v", diff, err)
-	}
+	return lines
 }
 
 // FuzzParseKeepalived: no keepalived.conf may crash the parser; a refusal
