@@ -20,18 +20,22 @@ import (
 //   - another connect to the same server succeeded while this one was
 //     pending: the server lives, this connect lost a race for a full SYN
 //     or accept queue;
-//   - a timeout that began while BusyConnects or more connects of the
-//     backend were in flight: this host, not the server, is the likely
-//     bottleneck (a reconnect storm after a failover), and a timeout
-//     then says nothing about the server.
+//   - a timeout while BusyConnects or more connects to the backend's
+//     other servers were in flight, when it began or when it timed out:
+//     connects pile up everywhere, so this host or the network, not the
+//     server, is the likely bottleneck (a reconnect storm after a
+//     failover), and a timeout then says nothing about the server.
 //
-// A server that is really dead is still taken out: by the first few
-// connects that time out before connects pile up, and by its checks.
+// Only connects to other servers make a backend busy: connects to a dead
+// server pile up until they time out, and they must not excuse it. So a
+// dead server is still taken out after passive_fall timeouts, while the
+// other servers answer; if every server times out under a storm, the
+// checks decide.
 
-// BusyConnects is how many connects of one backend in flight at once make
-// a timeout not count against its server. Connects to healthy servers on a
-// LAN take well under a millisecond, so even thousands of connections a
-// second keep only a few in flight; this many means a burst.
+// BusyConnects is how many connects to a backend's other servers in flight
+// at once make a timeout not count against a server. Connects to healthy
+// servers on a LAN take well under a millisecond, so even thousands of
+// connections a second keep only a few in flight; this many means a burst.
 const BusyConnects = 32
 
 // ConnectFailure classifies a failed connect for passive health.
@@ -71,8 +75,8 @@ func (k ConnectFailure) String() string {
 // failedConnect is what one failed connect was, in plain values.
 type failedConnect struct {
 	kind ConnectFailure
-	// busy: BusyConnects or more connects of the backend were in flight
-	// when this one began.
+	// busy: BusyConnects or more connects to the backend's other servers
+	// were in flight when this one began or when it failed.
 	busy bool
 	// answeredSince: another connect to the server succeeded while this
 	// one was pending.
@@ -108,8 +112,15 @@ type Connect struct {
 
 // StartConnect notes that the proxy begins a connect to s.
 func (s *Server) StartConnect() Connect {
-	inFlight := s.pool.connecting.Add(1) - 1
-	return Connect{s: s, okSeq: s.connectOK.Load(), busy: inFlight >= BusyConnects, active: true}
+	own := s.connecting.Add(1)
+	all := s.pool.connecting.Add(1)
+	return Connect{s: s, okSeq: s.connectOK.Load(), busy: all-own >= BusyConnects, active: true}
+}
+
+// othersBusy reports whether BusyConnects or more connects to the
+// backend's servers other than s are in flight.
+func (s *Server) othersBusy() bool {
+	return s.pool.connecting.Load()-s.connecting.Load() >= BusyConnects
 }
 
 // Succeeded reports that the connect was established: the server lives,
@@ -128,15 +139,17 @@ func (c *Connect) Succeeded() {
 // happened ("connect: timeout after 2s") and goes into the log when the
 // server goes down. A failure that counts may mark the server down.
 func (c *Connect) Failed(kind ConnectFailure, reason string) {
-	if !c.end() {
+	if !c.active {
 		return
 	}
 	s := c.s
+	busy := c.busy || s.othersBusy()
+	c.end()
 	if kind == ConnectLocal {
 		return
 	}
 	s.connectFailures.Add(1)
-	f := failedConnect{kind: kind, busy: c.busy, answeredSince: s.connectOK.Load() != c.okSeq}
+	f := failedConnect{kind: kind, busy: busy, answeredSince: s.connectOK.Load() != c.okSeq}
 	limit := int(s.pool.passiveFall.Load())
 	if limit <= 0 {
 		limit = config.DefaultPassiveFall // a Backend built in code, not loaded
@@ -169,6 +182,7 @@ func (c *Connect) end() bool {
 		return false
 	}
 	c.active = false
+	c.s.connecting.Add(-1)
 	c.s.pool.connecting.Add(-1)
 	return true
 }

@@ -124,30 +124,55 @@ func TestFailureThatLostARaceDoesNotCount(t *testing.T) {
 	}
 }
 
-func TestBusyBackendTimeoutsDoNotCount(t *testing.T) {
+func TestTimeoutsDuringABurstToOtherServersDoNotCount(t *testing.T) {
 	p := passivePool(1)
 	s0, s1 := p.Servers()[0], p.Servers()[1]
-	// A storm: BusyConnects connects in flight, spread over both servers,
-	// and then more that all time out.
+	// A storm: BusyConnects connects to s1 in flight, and a connect to s0
+	// that times out.
 	var storm []Connect
-	for i := range BusyConnects {
-		storm = append(storm, p.Servers()[i%2].StartConnect())
+	for range BusyConnects {
+		storm = append(storm, s1.StartConnect())
 	}
-	late := []Connect{s0.StartConnect(), s1.StartConnect()}
-	for i := range late {
-		late[i].Failed(ConnectTimeout, "connect: timeout")
+	late := s0.StartConnect()
+	late.Failed(ConnectTimeout, "connect: timeout")
+	if !s0.Up() {
+		t.Fatalf("a timeout begun with %d connects to other servers in flight marked the server down", BusyConnects)
 	}
-	if !s0.Up() || !s1.Up() {
-		t.Fatalf("timeouts begun with %d connects in flight marked a server down: s0 up=%v s1 up=%v", BusyConnects, s0.Up(), s1.Up())
+	// A server's own pile of connects does not excuse it: only one
+	// connect to another server is in flight for this one.
+	own := s1.StartConnect()
+	own.Failed(ConnectTimeout, "connect: timeout")
+	if s1.Up() {
+		t.Fatal("a timeout with only the server's own connects in flight did not count (passive_fall 1)")
 	}
 	// A refused connect is an answer from the server, busy or not.
-	refused := s1.StartConnect()
+	refused := s0.StartConnect()
 	refused.Failed(ConnectRefused, "connect: refused")
-	if s1.Up() {
+	if s0.Up() {
 		t.Fatal("a refused connect during a burst left the server up")
 	}
 	for i := range storm {
 		storm[i].Failed(ConnectLocal, "drained")
+	}
+	if n := p.connecting.Load(); n != 0 {
+		t.Fatalf("%d connects in flight after all ended", n)
+	}
+}
+
+func TestTimeoutWhenABurstBeganMeanwhileDoesNotCount(t *testing.T) {
+	p := passivePool(1)
+	s0, s1 := p.Servers()[0], p.Servers()[1]
+	first := s0.StartConnect() // begun before the storm
+	var storm []Connect
+	for range BusyConnects {
+		storm = append(storm, s1.StartConnect())
+	}
+	first.Failed(ConnectTimeout, "connect: timeout")
+	if !s0.Up() {
+		t.Fatal("a timeout that ended amid a burst to other servers marked the server down")
+	}
+	for i := range storm {
+		storm[i].Succeeded()
 	}
 	// Once the burst is over, a timeout counts again.
 	fail(s0, ConnectTimeout)

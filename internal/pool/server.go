@@ -102,6 +102,7 @@ type Server struct {
 	connectFailures atomic.Int64
 	retries         atomic.Int64
 	connectOK       atomic.Uint64 // successful connects, to tell a failure that lost a race (passive.go)
+	connecting      atomic.Int64  // connects in flight to this server (passive.go)
 }
 
 func newServer(p *Pool, sc config.Server) *Server {
