@@ -39,6 +39,7 @@ handshakes, 401s and 403s by client address:
   curl --unix-socket SOCK -X POST http://x/stop                # connections refused
   curl --unix-socket SOCK -X POST http://x/blackhole           # accepted, never answered
   curl --unix-socket SOCK -X POST http://x/start               # normal again
+  curl --unix-socket SOCK -X POST 'http://x/slow-accept?delay=5ms&backlog=8' # slow to accept
   curl --unix-socket SOCK http://x/state`,
 		Example: `  ip netns exec hl1a2b-cp1 halb-lab fakecp --name cp1 --listen 192.168.66.161 --san 192.168.66.160 --pki /tmp/lab/pki --control /tmp/lab/cp1.sock
   halb-lab fakecp --name local --listen 127.0.0.11 --https-port 8443 --tls-port 8500`,

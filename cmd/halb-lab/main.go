@@ -39,6 +39,7 @@ The integration tests use it; so can you:
 		newChaosCmd(),
 		newStreamsCmd(),
 		newBGPSpeakerCmd(log),
+		newStormCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }

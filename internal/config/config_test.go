@@ -76,7 +76,8 @@ func TestDefaults(t *testing.T) {
 		Name: "cp", Balance: RoundRobin, Retries: DefaultRetries, CloseOnDown: true, PanicRouting: true,
 		Health: HealthCheck{Type: CheckTCP, Interval: DefaultInterval, Timeout: DefaultCheckTimeout,
 			Fall: DefaultFall, Rise: DefaultRise, Jitter: DefaultJitter},
-		Servers: []Server{{Name: "cp1", Address: netip.MustParseAddrPort("127.0.0.2:6443"), Weight: 1}},
+		Servers:     []Server{{Name: "cp1", Address: netip.MustParseAddrPort("127.0.0.2:6443"), Weight: 1}},
+		PassiveFall: DefaultPassiveFall,
 	}
 	if diff := cmp.Diff(want, b, cmp.Comparer(func(x, y netip.AddrPort) bool { return x == y })); diff != "" {
 		t.Errorf("backend (-want +got):\n%s", diff)

@@ -57,6 +57,7 @@ type rawBackend struct {
 	Retries     *int        `yaml:"retries"`
 	CloseOnDown *bool       `yaml:"close_on_down"`
 	Panic       *bool       `yaml:"panic_routing"`
+	PassiveFall *int        `yaml:"passive_fall"`
 	Health      *rawHealth  `yaml:"health"`
 	Servers     []rawServer `yaml:"servers"`
 }

@@ -89,6 +89,10 @@ type Backend struct {
 	PanicRouting bool
 	Health       HealthCheck
 	Servers      []Server
+
+	// PassiveFall is how many counted connect failures in a row mark a
+	// server down without waiting for checks (pool's passive health).
+	PassiveFall int
 }
 
 // Server is one backend endpoint.

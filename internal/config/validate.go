@@ -297,6 +297,7 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 			CloseOnDown:  boolOr(r.CloseOnDown, true),
 			PanicRouting: boolOr(r.Panic, true),
 			Health:       v.health(p+".health", r.Health),
+			PassiveFall:  v.passiveFall(p+".passive_fall", r.PassiveFall),
 		}
 		v.healthMore(p+".health", b.Health)
 		switch b.Balance {

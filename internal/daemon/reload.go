@@ -248,6 +248,7 @@ func (d *Daemon) apply(old, next *config.Config, plan []frontendStep) error {
 	if old.Timeouts != next.Timeouts {
 		changes = append(changes, "timeouts")
 	}
+	changes = append(changes, maxconnChanges(old, next)...)
 	d.poke()
 	d.log.Info("config reloaded", "fingerprint", next.Fingerprint, "changes", strings.Join(changes, "; "))
 	if err := errors.Join(errs...); err != nil {
@@ -406,4 +407,21 @@ func restartOnly(old, next *config.Config, self string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// maxconnChanges names the connection limits a reload changes, for its log
+// line: the global maxconn and that of each frontend that stays.
+func maxconnChanges(old, next *config.Config) []string {
+	var out []string
+	if old.MaxConn != next.MaxConn {
+		out = append(out, fmt.Sprintf("maxconn %d -> %d", old.MaxConn, next.MaxConn))
+	}
+	for _, nf := range next.Frontends {
+		for _, of := range old.Frontends {
+			if of.Name == nf.Name && of.MaxConn != nf.MaxConn {
+				out = append(out, fmt.Sprintf("frontend %s maxconn %d -> %d", nf.Name, of.MaxConn, nf.MaxConn))
+			}
+		}
+	}
+	return out
 }

@@ -22,6 +22,7 @@ import (
 //	POST /blackhole             accept connections but never answer
 //	POST /start                 serve normally again
 //	POST /shutdown?delay=2s     stop gracefully: /readyz fails now, the listeners close after delay
+//	POST /slow-accept?delay=5ms&backlog=8  pause after each accept, small accept queues (SetSlowAccept)
 func (s *Server) serveControl() (*http.Server, error) {
 	if err := os.Remove(s.opts.ControlSocket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale control socket: %w", err)
@@ -52,6 +53,7 @@ func (s *Server) serveControl() (*http.Server, error) {
 			}
 		})
 	}
+	mux.HandleFunc("POST /slow-accept", s.handleSlowAccept)
 	mux.HandleFunc("POST /shutdown", func(w http.ResponseWriter, r *http.Request) {
 		delay, err := time.ParseDuration(r.URL.Query().Get("delay"))
 		if err != nil || delay < 0 {

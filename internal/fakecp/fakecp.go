@@ -74,6 +74,7 @@ type Server struct {
 	epoch      int              // bumped by every state change, so a late shutdown timer does nothing
 	counts     [2]Counters      // by listener: api, talos
 	done       bool
+	slow       slowAccept // see SetSlowAccept
 }
 
 // New returns a fake control plane; it does nothing until Run.
@@ -548,6 +549,9 @@ func (g *generation) closeConns() {
 
 func (s *Server) accept(g *generation, ln net.Listener, api bool) {
 	defer s.wg.Done()
+	s.mu.Lock()
+	s.slow.apply(ln)
+	s.mu.Unlock()
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
@@ -557,7 +561,11 @@ func (s *Server) accept(g *generation, ln net.Listener, api bool) {
 		s.mu.Lock()
 		stale := s.done || s.gen != g
 		hold := s.state == Blackhole
+		pause := s.slow.delay
 		s.mu.Unlock()
+		if pause > 0 {
+			time.Sleep(pause) // the simulated busy server: see SetSlowAccept
+		}
 		if stale || !g.track(c) {
 			_ = raw.Close()
 			continue

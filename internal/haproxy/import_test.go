@@ -1,7 +1,6 @@
 package haproxy
 
 import (
-	"errors"
 	"net/netip"
 	"os"
 	"strings"
@@ -592,15 +591,7 @@ func TestImportErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Import([]byte(tt.cfg), Options{})
-			var es Errors
-			if !errors.As(err, &es) {
-				t.Fatalf("err = %v, want Errors", err)
-			}
-			var lines []int
-			for _, e := range es {
-				lines = append(lines, e.Line)
-			}
-			if diff := cmp.Diff(tt.lines, lines); diff != "" {
+			if diff := cmp.Diff(tt.lines, errorLines(t, err)); diff != "" {
 				t.Errorf("error lines (-want +got):\n%s\n%v", diff, err)
 			}
 		})

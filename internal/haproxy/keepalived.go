@@ -37,17 +37,18 @@ type kaBlock struct {
 
 // ParseKeepalived reads the vrrp_instance sections of a keepalived.conf.
 // Only one VRRP instance is supported: halb elects one holder for all its
-// VIPs.
+// VIPs. A refusal is an Errors listing every mistake, each with its line.
 func ParseKeepalived(data []byte) (*Keepalived, error) {
-	root, errs := parseKeepalivedBlocks(string(data))
-	if len(errs) > 0 {
-		return nil, errs
+	root, blockErrs := parseKeepalivedBlocks(string(data))
+	if len(blockErrs) > 0 {
+		return nil, blockErrs
 	}
 	k := &Keepalived{}
 	warn := func(b *kaBlock, format string, args ...any) {
 		k.Warnings = append(k.Warnings, Warning{Line: b.line, Directive: directiveText(b.args), Message: fmt.Sprintf(format, args...)})
 	}
 	instances := 0
+	var errs Errors
 	for _, b := range root {
 		switch b.args[0] {
 		case "vrrp_instance":
@@ -56,9 +57,7 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 				warn(b, "halb elects one holder for all VIPs; only the first vrrp_instance is imported")
 				continue
 			}
-			if err := k.instance(b, warn); err != nil {
-				return nil, err
-			}
+			errs = append(errs, k.instance(b, warn)...)
 		case "virtual_server", "virtual_server_group":
 			warn(b, "LVS virtual servers are not carried over: halb's frontends proxy instead")
 		case "vrrp_script", "vrrp_sync_group":
@@ -70,16 +69,23 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 	if instances == 0 {
 		return nil, Errors{{Err: fmt.Errorf("no vrrp_instance found")}}
 	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
 	return k, nil
 }
 
-func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)) error {
+// instance reads one vrrp_instance and returns every error in it, so an
+// operator fixes the file in one pass.
+func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)) Errors {
+	var errs Errors
+	fail := func(line int, err error) { errs = append(errs, &LineError{Line: line, Err: err}) }
 	iface := ""
 	for _, b := range inst.children {
 		if b.args[0] == "interface" && len(b.args) > 1 {
 			iface = b.args[1]
 			if err := config.CheckInterface(iface); err != nil {
-				return Errors{{Line: b.line, Err: fmt.Errorf("interface %w", err)}}
+				fail(b.line, fmt.Errorf("interface %w", err))
 			}
 		}
 	}
@@ -90,7 +96,8 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 		case "priority":
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 255 {
-				return Errors{{Line: b.line, Err: fmt.Errorf("priority %q: want 1-255", arg)}}
+				fail(b.line, fmt.Errorf("priority %q: want 1-255", arg))
+				continue
 			}
 			k.Priority = &n
 		case "nopreempt":
@@ -98,21 +105,24 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 		case "preempt_delay":
 			secs, err := strconv.ParseFloat(arg, 64)
 			if err != nil || secs < 0 || secs > 3600 {
-				return Errors{{Line: b.line, Err: fmt.Errorf("preempt_delay %q: want seconds", arg)}}
+				fail(b.line, fmt.Errorf("preempt_delay %q: want seconds", arg))
+				continue
 			}
 			d := time.Duration(secs * float64(time.Second))
 			k.PreemptDelay = &d
 		case "unicast_src_ip":
 			a, err := netip.ParseAddr(arg)
 			if err != nil {
-				return Errors{{Line: b.line, Err: fmt.Errorf("unicast_src_ip %q is not an IP address", arg)}}
+				fail(b.line, fmt.Errorf("unicast_src_ip %q is not an IP address", arg))
+				continue
 			}
 			k.SrcIP = a
 		case "virtual_ipaddress", "virtual_ipaddress_excluded":
 			for _, v := range b.children {
 				vip, err := parseKeepalivedVIP(v, iface)
 				if err != nil {
-					return Errors{{Line: v.line, Err: err}}
+					fail(v.line, err)
+					continue
 				}
 				k.VIPs = append(k.VIPs, vip)
 			}
@@ -132,7 +142,7 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 			warn(b, "%s", whyNone)
 		}
 	}
-	return nil
+	return errs
 }
 
 // parseKeepalivedVIP reads "ADDRESS[/LEN] [dev IFACE] [label …]".

@@ -146,6 +146,38 @@ func TestParseKeepalivedErrors(t *testing.T) {
 	}
 }
 
+func TestParseKeepalivedReportsEveryError(t *testing.T) {
+	in := "vrrp_instance V {\n" +
+		"  interface eth0:1\n" +
+		"  priority 300\n" +
+		"  preempt_delay soon\n" +
+		"  unicast_src_ip nowhere\n" +
+		"  virtual_ipaddress {\n" +
+		"    10.0.0.5\n" +
+		"    not-an-ip\n" +
+		"    10.0.0.6 dev a/b\n" +
+		"  }\n" +
+		"}\n"
+	_, err := ParseKeepalived([]byte(in))
+	if diff := cmp.Diff([]int{2, 3, 4, 5, 8, 9}, errorLines(t, err)); diff != "" {
+		t.Fatalf("error lines (-want +got):\n%s\nerrors:\n%v", diff, err)
+	}
+}
+
+// errorLines returns the line of each error in err, which must be Errors.
+func errorLines(t *testing.T, err error) []int {
+	t.Helper()
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("err = %v, want Errors", err)
+	}
+	var lines []int
+	for _, e := range es {
+		lines = append(lines, e.Line)
+	}
+	return lines
+}
+
 // FuzzParseKeepalived: no keepalived.conf may crash the parser; a refusal
 // points at a line of the file; what is accepted imports, together with an
 // haproxy.cfg binding its VIP, into a config halb accepts.

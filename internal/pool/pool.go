@@ -18,7 +18,9 @@ type Pool struct {
 	name        string
 	log         *slog.Logger
 	closeOnDown atomic.Bool
-	panicOn     atomic.Bool // cfg.PanicRouting, read without mu
+	panicOn     atomic.Bool  // cfg.PanicRouting, read without mu
+	passiveFall atomic.Int64 // cfg.PassiveFall, read without mu
+	connecting  atomic.Int64 // connects in flight to any server (passive.go)
 	// panicking is true while every enabled server is down by results
 	// and panic routing forwards to them anyway; panicMu orders its
 	// transitions so each is logged once.
@@ -50,6 +52,7 @@ func New(cfg config.Backend, log *slog.Logger) *Pool {
 	}
 	p.closeOnDown.Store(cfg.CloseOnDown)
 	p.panicOn.Store(cfg.PanicRouting)
+	p.passiveFall.Store(int64(cfg.PassiveFall))
 	p.servers = make([]*Server, len(cfg.Servers))
 	for i, sc := range cfg.Servers {
 		p.servers[i] = newServer(p, sc)
@@ -90,6 +93,7 @@ func (p *Pool) Update(cfg config.Backend) (added, removed []*Server) {
 	p.cfg, p.servers = cfg, next
 	p.closeOnDown.Store(cfg.CloseOnDown)
 	p.panicOn.Store(cfg.PanicRouting)
+	p.passiveFall.Store(int64(cfg.PassiveFall))
 	p.mu.Unlock()
 	p.notify()
 	return added, removed

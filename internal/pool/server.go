@@ -89,6 +89,7 @@ type Server struct {
 	tracker health.Tracker
 	fall    int // the backend's fall, for goneRun
 	goneRun int // consecutive results that found the server gone
+	failRun int // counted connect failures in a row (passive.go)
 	since   time.Time
 	last    health.Result
 	conns   map[uint64]io.Closer
@@ -106,7 +107,9 @@ type Server struct {
 	bytesOut        atomic.Int64
 	connectFailures atomic.Int64
 	retries         atomic.Int64
-	peak            atomic.Int64 // most connections open at once
+	peak            atomic.Int64  // most connections open at once
+	connectOK       atomic.Uint64 // successful connects, to tell a failure that lost a race (passive.go)
+	connecting      atomic.Int64  // connects in flight to this server (passive.go)
 }
 
 func newServer(p *Pool, sc config.Server) *Server {
@@ -282,30 +285,6 @@ func (s *Server) logFailure(msg string, r health.Result, closed int) {
 	default:
 		s.pool.log.Info(msg, attrs...)
 	}
-}
-
-// MarkDown takes the server down at once after a failed connect (passive
-// health). It needs rise successful checks to come back. Open sessions are
-// left alone: a refused new connection says little about existing ones.
-func (s *Server) MarkDown(reason string) {
-	s.mu.Lock()
-	changed := s.tracker.ForceDown()
-	s.known.Store(true)
-	// A refused connect says the server is gone now, whatever the last
-	// check said; panic routing then tries servers that answer first.
-	s.lastFailure.Store(uint32(health.Gone))
-	if changed {
-		now := time.Now()
-		s.bookChangeLocked(false, now)
-		s.up.Store(false)
-		s.since = now
-	}
-	s.mu.Unlock()
-	if !changed {
-		return
-	}
-	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", 0)
-	s.pool.notify()
 }
 
 // bookChangeLocked counts a change of the health state to up at at, before

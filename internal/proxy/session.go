@@ -126,9 +126,10 @@ func (s *session) serve(done func()) {
 	s.relay(server, srv, connectTime, done)
 }
 
-// connect picks a server and dials it. A refused or timed-out connect
-// marks that server down (passive health) and the next server is tried,
-// up to the backend's retries and at most once per server, so a dead
+// connect picks a server and dials it. A failed connect is reported to the
+// pool, which may mark the server down (passive health: at once when
+// refused, after a few failures in a row otherwise), and the next server is
+// tried, up to the backend's retries and at most once per server, so a dead
 // server costs the client one connect attempt, not a failed session.
 func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 	f := s.f
@@ -144,11 +145,13 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		}
 		last = srv
 		t0 := time.Now()
+		attempt := srv.StartConnect()
 		ctx, cancel := dialContext(f.force, to.Connect)
 		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
 		cancel()
 		took := time.Since(t0)
 		if err == nil {
+			attempt.Succeeded()
 			if i > 0 {
 				srv.AddRetry()
 			}
@@ -159,17 +162,18 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 			return conn, srv, took, ""
 		}
 		if f.force.Err() != nil {
+			attempt.Failed(pool.ConnectLocal, "drained")
 			return nil, srv, took, "drained"
 		}
 		reason := dialFailure(err, to.Connect)
-		if health.LocalExhaustion(err) {
+		kind := connectFailure(err)
+		attempt.Failed(kind, reason)
+		if kind == pool.ConnectLocal {
 			// Not the server's fault, and every server would fail alike.
 			pause := f.pressure.note(time.Now())
 			f.log.Warn("connect failed: this host is out of resources, pausing accepts", "backend", s.pool.Name(), "server", srv.Name(), "err", reason, "pause", pause)
 			return nil, srv, took, reason
 		}
-		srv.AddConnectFailure()
-		srv.MarkDown(reason)
 		f.log.Debug("connect failed, trying next server", "backend", s.pool.Name(), "server", srv.Name(), "err", reason)
 		tried = append(tried, srv)
 	}
@@ -186,6 +190,24 @@ func dialContext(parent context.Context, timeout time.Duration) (context.Context
 		return context.WithCancel(parent)
 	}
 	return context.WithTimeout(parent, timeout)
+}
+
+// connectFailure classifies a connect error for passive health: only a
+// reset from the server's kernel says for sure that nothing listens; a
+// timeout may be the server or a moment of overload, here or there; and
+// errors that say this host ran out of something are not the server's.
+func connectFailure(err error) pool.ConnectFailure {
+	var ne net.Error
+	switch {
+	case health.LocalExhaustion(err):
+		return pool.ConnectLocal
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return pool.ConnectRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT), errors.As(err, &ne) && ne.Timeout():
+		return pool.ConnectTimeout
+	default:
+		return pool.ConnectError
+	}
 }
 
 // dialFailure names a connect error briefly for logs and server state.

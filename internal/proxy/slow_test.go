@@ -163,12 +163,13 @@ func fullBacklog(t *testing.T, ip string) config.Server {
 }
 
 // A server whose listen queue is full swallows SYNs: the connect timeout
-// ends the attempt, the server is marked down for it, and the client is
-// served by the next server within that one timeout.
+// ends the attempt, with passive_fall 1 the server is marked down for it,
+// and the client is served by the next server within that one timeout.
 func TestFullBacklogBackendCutByConnectTimeout(t *testing.T) {
 	full := fullBacklog(t, "127.0.0.14")
 	b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
-	p := newPool(config.RoundRobin, full, b0.server())
+	p := newPoolFrom(config.Backend{Name: "be", Balance: config.RoundRobin, Retries: 2, PassiveFall: 1,
+		Health: config.HealthCheck{Rise: 2, Fall: 3}, Servers: []config.Server{full, b0.server()}})
 	tm := testTimeouts()
 	tm.Connect = 300 * time.Millisecond
 	fe := startFrontend(t, p, Options{Timeouts: tm})
