@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/internal/admin"
+	"halb/internal/round"
 )
 
 // Drill requests travel between nodes as small JSON messages over gossip's
@@ -31,15 +32,11 @@ const (
 	defaultDrillHold = 30 * time.Second
 	maxDrillHold     = 5 * time.Minute
 	defaultHardHold  = 5 * time.Second
-	// boostPriority outranks any configured priority (at most 1000).
-	boostPriority = 100000
 )
 
 // drillState is this node's part in drills, guarded by Daemon.mu.
 type drillState struct {
-	yieldUntil    time.Time
-	boostUntil    time.Time
-	silencedUntil time.Time
+	roles round.Drill // until when this node yields, is boosted, is silent
 	// started is the drill this node asked for, to refuse a second one.
 	started  *admin.DrillStart
 	deadline time.Time
@@ -201,13 +198,13 @@ func (d *Daemon) applyDrill(m drillMsg) {
 	d.mu.Lock()
 	switch m.Op {
 	case opYield:
-		d.drill.yieldUntil = now.Add(m.For)
+		d.drill.roles.YieldUntil = now.Add(m.For)
 	case opBoost:
-		d.drill.boostUntil = now.Add(m.For)
+		d.drill.roles.BoostUntil = now.Add(m.For)
 	case opSilence:
-		d.drill.silencedUntil = now.Add(m.For)
+		d.drill.roles.SilencedUntil = now.Add(m.For)
 	case opEnd:
-		d.drill.yieldUntil, d.drill.boostUntil = time.Time{}, time.Time{}
+		d.drill.roles.YieldUntil, d.drill.roles.BoostUntil = time.Time{}, time.Time{}
 	default:
 		d.mu.Unlock()
 		d.log.Warn("ignored an unknown drill request", "op", m.Op)
@@ -227,5 +224,6 @@ func (d *Daemon) applyDrill(m drillMsg) {
 func (d *Daemon) drillFlags(now time.Time) (yield, boost, silenced bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return now.Before(d.drill.yieldUntil), now.Before(d.drill.boostUntil), now.Before(d.drill.silencedUntil)
+	r := d.drill.roles
+	return now.Before(r.YieldUntil), now.Before(r.BoostUntil), now.Before(r.SilencedUntil)
 }

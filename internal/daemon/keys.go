@@ -145,13 +145,3 @@ func rest(keys [][]byte) [][]byte {
 	}
 	return keys[1:]
 }
-
-// keyConflict reports that this node is alone while configured peers
-// answer with another gossip key. Such peers are alive and may hold a
-// VIP, so the node must not claim one; but a VIP it already holds it
-// keeps. The peers, cut off from it the same way, claim nothing either
-// (unless together they form a cluster, as after a partition), so a node
-// started with a stale key cannot take the VIP away from a healthy one.
-func (d *Daemon) keyConflict(members int) bool {
-	return members <= 1 && len(d.cluster.Incompatible()) > 0
-}

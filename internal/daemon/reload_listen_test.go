@@ -202,31 +202,6 @@ func TestFrontendWithoutListenerMakesIneligible(t *testing.T) {
 	}
 }
 
-func TestEligibleByFrontends(t *testing.T) {
-	up := frontendState{listening: true, healthy: true}
-	sick := frontendState{listening: true}
-	deaf := frontendState{healthy: true}
-	tests := []struct {
-		name   string
-		policy string
-		fronts []frontendState
-		want   bool
-	}{
-		{"all healthy", "all_frontends", []frontendState{up, up}, true},
-		{"one backend down", "all_frontends", []frontendState{up, sick}, false},
-		{"one backend down, any", "any_frontend", []frontendState{up, sick}, true},
-		{"one not listening", "all_frontends", []frontendState{up, deaf}, false},
-		{"one not listening, any", "any_frontend", []frontendState{up, deaf}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := eligibleByFrontends(tt.policy, tt.fronts); got != tt.want {
-				t.Fatalf("eligible = %v, want %v", got, tt.want)
-			}
-		})
-	}
-}
-
 // A stats page that cannot be built stops the start before anything runs:
 // Run returns the reason and leaves no listener behind.
 func TestStatsErrorStopsStartCleanly(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"halb/internal/cluster"
+	"halb/internal/round"
 )
 
 // metaPeer is a bare memberlist node that gossips whatever metadata the
@@ -121,7 +122,7 @@ func TestUnreadablePeerDoesNotMisleadElection(t *testing.T) {
 	})
 	// b waits out the settle time for a peer whose state it cannot read,
 	// then claims: nobody it can trust holds the VIP.
-	waitFor(t, "b to hold the VIP", 3*settleTimeout, b.holds)
+	waitFor(t, "b to hold the VIP", 3*round.SettleTimeout, b.holds)
 	if v := b.d.Snapshot().VIPs[0]; v.Holder != "b" {
 		t.Errorf("b's view of the holder = %q, want b", v.Holder)
 	}
