@@ -92,7 +92,7 @@ func TestReload(t *testing.T) {
 	d, write := runFromFile(t, proxyConfig(front, "300ms", "s0="+s0))
 	servers := func() string {
 		var out []string
-		for _, b := range d.Snapshot().Backends {
+		for _, b := range d.api.Snapshot().Backends {
 			for _, s := range b.Servers {
 				out = append(out, s.Name+"="+s.State)
 			}
@@ -162,7 +162,7 @@ func TestReloadFrontends(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return serves(a) && serves(b) })
-	snap := d.Snapshot()
+	snap := d.api.Snapshot()
 	if len(snap.Frontends) != 2 || len(snap.Backends) != 2 {
 		t.Errorf("after reload: %d frontends, %d backends; want 2 and 2", len(snap.Frontends), len(snap.Backends))
 	}

@@ -244,8 +244,8 @@ func TestPublishedState(t *testing.T) {
 }
 
 func TestSettling(t *testing.T) {
-	in, mem := pair(peer("b", 100, true, true))
-	mem = Memory{}
+	in, _ := pair(peer("b", 100, true, true))
+	mem := Memory{}
 	in.Local.HealthKnown = false
 	in.Local.Started = t0.Add(-SettleTimeout + time.Millisecond)
 	if p := Decide(in, mem); p.Publish != nil || p.VIPs != nil || p.Memory.Settled {
