@@ -55,7 +55,8 @@ type facts struct {
 }
 
 // view is what the last round decided, for status and drills; guarded by
-// controller.mu.
+// controller.mu. Its maps are replaced, never changed, so a copy of the
+// view may be read without the lock.
 type view struct {
 	holder   map[string]string    // VIP -> owner from the last round
 	preempt  map[string]time.Time // VIP -> when this node will preempt its owner; zero if not
@@ -306,9 +307,12 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Copy on write: snapshot hands the maps out to read without the lock.
+	seen := maps.Clone(c.view.lastSeen)
 	for _, n := range p.Alive {
-		c.view.lastSeen[n] = now
+		seen[n] = now
 	}
+	c.view.lastSeen = seen
 	c.view.holder = maps.Clone(p.Memory.Holder)
 	c.view.preempt = preempt
 }
