@@ -222,7 +222,7 @@ func TestPairElectsHigherPriority(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	snap := b.d.Snapshot()
+	snap := b.d.api.Snapshot()
 	if len(snap.VIPs) != 1 || snap.VIPs[0].Holder != "a" || snap.VIPs[0].HeldHere {
 		t.Errorf("b's view of the VIP = %+v, want holder a, not held here", snap.VIPs)
 	}
@@ -238,7 +238,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
-	if err := a.d.SetMaintenance(true); err != nil {
+	if err := a.d.api.SetMaintenance(true); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
@@ -250,7 +250,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	stop = make(chan struct{})
 	gap = watchGap(a, b, stop)
 	left := time.Now()
-	if err := a.d.SetMaintenance(false); err != nil {
+	if err := a.d.api.SetMaintenance(false); err != nil {
 		t.Fatal(err)
 	}
 	// Before it preempts, a says when it will (status and the chaos run's
@@ -258,7 +258,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	var pending admin.VIP
 	var role admin.VIPRole
 	waitFor(t, "a to announce its preemption", 5*time.Second, func() bool {
-		s := a.d.Snapshot()
+		s := a.d.api.Snapshot()
 		if len(s.VIPs) == 1 && !s.VIPs[0].PreemptAt.IsZero() {
 			pending, role = s.VIPs[0], s.Node.Roles[0]
 		}
@@ -279,7 +279,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 		t.Errorf("the VIP was on neither node for %s during preemption", g)
 	}
 	for _, n := range []*node{a, b} {
-		if at := n.d.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
+		if at := n.d.api.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
 			t.Errorf("%s still announces a preemption at %s after it happened", n.name, at)
 		}
 	}
@@ -296,7 +296,7 @@ func TestStickyKeepsHolder(t *testing.T) {
 		if a.holds() {
 			t.Fatal("a took the VIP from a healthy holder under the sticky policy")
 		}
-		if at := a.d.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
+		if at := a.d.api.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
 			t.Fatalf("a announces a preemption at %s under the sticky policy", at)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -367,7 +367,7 @@ func TestWitnessUnreachableMakesIneligible(t *testing.T) {
 	// takes over although a has the higher priority.
 	wa.reachable.Store(false)
 	waitFor(t, "b to take the VIP from a that lost the witness", 10*time.Second, func() bool { return b.holds() && !a.holds() })
-	if snap := a.d.Snapshot(); snap.Members[0].Eligible {
+	if snap := a.d.api.Snapshot(); snap.Members[0].Eligible {
 		t.Errorf("a still gossips itself eligible without its witness: %+v", snap.Members[0])
 	}
 }
@@ -396,7 +396,7 @@ func TestSnapshotShowsAbsentNode(t *testing.T) {
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
 	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
-	snap := a.d.Snapshot()
+	snap := a.d.api.Snapshot()
 	var names []string
 	for _, m := range snap.Members {
 		names = append(names, fmt.Sprintf("%s:%v", m.Name, m.Alive))
@@ -409,7 +409,7 @@ func TestSnapshotShowsAbsentNode(t *testing.T) {
 // alive counts the members n sees alive.
 func alive(n *node) int {
 	c := 0
-	for _, m := range n.d.Snapshot().Members {
+	for _, m := range n.d.api.Snapshot().Members {
 		if m.Alive {
 			c++
 		}
@@ -422,18 +422,18 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
 	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.Snapshot().VIPs[0].Holder == "a" })
+	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
-	start, err := b.d.StartDrill(admin.DrillRequest{})
+	start, err := b.d.api.StartDrill(admin.DrillRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if start.From != "a" || start.To != "b" || start.Hard {
 		t.Errorf("drill = %+v, want a -> b, planned", start)
 	}
-	if _, err := b.d.StartDrill(admin.DrillRequest{}); err == nil || !strings.Contains(err.Error(), "already running") {
+	if _, err := b.d.api.StartDrill(admin.DrillRequest{}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second drill: %v, want refused as already running", err)
 	}
 	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
@@ -441,7 +441,7 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned drill", g)
 	}
-	if err := b.d.EndDrill(); err != nil {
+	if err := b.d.api.EndDrill(); err != nil {
 		t.Fatal(err)
 	}
 	// With preempt, a takes it back once stable again, again without a gap.
@@ -453,8 +453,8 @@ func TestHardDrillSilencesHolder(t *testing.T) {
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
 	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.Snapshot().VIPs[0].Holder == "a" })
-	if _, err := b.d.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
+	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
+	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "b to hold after a went silent", 5*time.Second, func() bool { return b.holds() && !a.holds() })
@@ -468,14 +468,14 @@ func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
 	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
-	_, err := a.d.StartDrill(admin.DrillRequest{})
+	_, err := a.d.api.StartDrill(admin.DrillRequest{})
 	if err == nil || !strings.Contains(err.Error(), "no node other than the holder a is eligible") {
 		t.Fatalf("drill with no peer: %v", err)
 	}
 }
 
 func TestFrontendRate(t *testing.T) {
-	d := &Daemon{rates: map[string]rateSample{}}
+	d := &operatorAPI{rates: map[string]rateSample{}}
 	t0 := time.Unix(1000, 0)
 	if got := d.rate("api", 20, t0.Add(10*time.Second), t0); got != 2 {
 		t.Errorf("first look: %v/s, want the average since start, 2", got)

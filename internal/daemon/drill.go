@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"halb/internal/admin"
+	"halb/internal/round"
 )
 
 // Drill requests travel between nodes as small JSON messages over gossip's
@@ -31,57 +34,60 @@ const (
 	defaultDrillHold = 30 * time.Second
 	maxDrillHold     = 5 * time.Minute
 	defaultHardHold  = 5 * time.Second
-	// boostPriority outranks any configured priority (at most 1000).
-	boostPriority = 100000
 )
 
-// drillState is this node's part in drills, guarded by Daemon.mu.
-type drillState struct {
-	yieldUntil    time.Time
-	boostUntil    time.Time
-	silencedUntil time.Time
+// drills starts and ends drills on the operator's request, and plays
+// this node's part in the drills peers ask for.
+type drills struct {
+	log    *slog.Logger
+	ctl    *controller
+	replay replayGuard
+
+	mu sync.Mutex
 	// started is the drill this node asked for, to refuse a second one.
 	started  *admin.DrillStart
 	deadline time.Time
 	from, to string
 }
 
-// StartDrill implements admin.Driller: it asks the VIP's holder to leave
-// the election (or to go silent, for a hard drill) and the target to
-// outrank everyone, so the election moves the VIP, make before break.
-func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
-	if d.cluster == nil || len(d.announcers) == 0 {
-		return admin.DrillStart{}, fmt.Errorf("this node has no cluster and no VIP to drill: %w", admin.ErrInvalid)
+// errNoDrill: the node has nothing to drill.
+var errNoDrill = fmt.Errorf("this node has no cluster and no VIP to drill: %w", admin.ErrInvalid)
+
+// pick returns the announcer of the VIP a request names, the first one
+// for none.
+func (d *drills) pick(name string) (*announcer, error) {
+	if d.ctl.cluster == nil || len(d.ctl.announcers) == 0 {
+		return nil, errNoDrill
 	}
-	a := d.announcers[0]
-	if req.VIP != "" {
-		a = nil
-		for _, x := range d.announcers {
-			if x.cfg.Address.Addr().String() == admin.BareIP(req.VIP) {
-				a = x
-			}
-		}
-		if a == nil {
-			return admin.DrillStart{}, fmt.Errorf("no VIP %q here: %w", req.VIP, admin.ErrNotFound)
+	if name == "" {
+		return d.ctl.announcers[0], nil
+	}
+	for _, x := range d.ctl.announcers {
+		if x.cfg.Address.Addr().String() == admin.BareIP(name) {
+			return x, nil
 		}
 	}
-	vip := a.cfg.Address.Addr().String()
-	now := time.Now()
+	return nil, fmt.Errorf("no VIP %q here: %w", name, admin.ErrNotFound)
+}
+
+// refuseSecond refuses a drill while another one this node started runs.
+func (d *drills) refuseSecond(now time.Time) error {
 	d.mu.Lock()
-	if d.drill.started != nil && now.Before(d.drill.deadline) {
-		s := *d.drill.started
-		d.mu.Unlock()
-		return admin.DrillStart{}, fmt.Errorf("a drill is already running (VIP %s from %s to %s, started %s ago): end it first: %w",
-			s.VIP, s.From, s.To, now.Sub(s.Started).Round(time.Second), admin.ErrInvalid)
+	defer d.mu.Unlock()
+	if d.started == nil || !now.Before(d.deadline) {
+		return nil
 	}
-	holder := d.holderView[vip]
-	d.mu.Unlock()
-	if holder == "" {
-		return admin.DrillStart{}, fmt.Errorf("nobody holds %s yet: nothing to move: %w", vip, admin.ErrInvalid)
-	}
+	s := *d.started
+	return fmt.Errorf("a drill is already running (VIP %s from %s to %s, started %s ago): end it first: %w",
+		s.VIP, s.From, s.To, now.Sub(s.Started).Round(time.Second), admin.ErrInvalid)
+}
+
+// target chooses the node a drill moves vip to from holder: req.To, or
+// the best other eligible member.
+func (d *drills) target(req admin.DrillRequest, vip, holder string) (string, error) {
 	var candidates []string
 	best, bestPrio := "", -1
-	for _, m := range d.cluster.Members() {
+	for _, m := range d.ctl.cluster.Members() {
 		if m.Name == holder || !m.Alive || m.StateErr != "" || !m.State.Eligible {
 			continue
 		}
@@ -93,31 +99,64 @@ func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
 	to := req.To
 	switch {
 	case len(candidates) == 0:
-		return admin.DrillStart{}, fmt.Errorf("no node other than the holder %s is eligible: a drill would leave %s nowhere to go: %w", holder, vip, admin.ErrInvalid)
+		return "", fmt.Errorf("no node other than the holder %s is eligible: a drill would leave %s nowhere to go: %w", holder, vip, admin.ErrInvalid)
 	case to == "":
 		to = best
 	case to == holder:
-		return admin.DrillStart{}, fmt.Errorf("%s already holds %s: %w", to, vip, admin.ErrInvalid)
+		return "", fmt.Errorf("%s already holds %s: %w", to, vip, admin.ErrInvalid)
 	case !slices.Contains(candidates, to):
-		return admin.DrillStart{}, fmt.Errorf("%s is not an eligible member (eligible: %s): %w", to, strings.Join(candidates, ", "), admin.ErrInvalid)
+		return "", fmt.Errorf("%s is not an eligible member (eligible: %s): %w", to, strings.Join(candidates, ", "), admin.ErrInvalid)
 	}
 	if req.Hard && to != best {
-		return admin.DrillStart{}, fmt.Errorf("a hard drill lets the election pick the successor, as a crash would (%s), so --to %s cannot be honoured: %w", best, to, admin.ErrInvalid)
+		return "", fmt.Errorf("a hard drill lets the election pick the successor, as a crash would (%s), so --to %s cannot be honoured: %w", best, to, admin.ErrInvalid)
 	}
-	hold := req.Hold
+	return to, nil
+}
+
+// holdFor is how long a drill keeps the holder out.
+func holdFor(req admin.DrillRequest) (time.Duration, error) {
 	switch {
-	case hold <= 0 && req.Hard:
-		hold = defaultHardHold
-	case hold <= 0:
-		hold = defaultDrillHold
-	case hold > maxDrillHold:
-		return admin.DrillStart{}, fmt.Errorf("hold %s is longer than %s: %w", hold, maxDrillHold, admin.ErrInvalid)
+	case req.Hold <= 0 && req.Hard:
+		return defaultHardHold, nil
+	case req.Hold <= 0:
+		return defaultDrillHold, nil
+	case req.Hold > maxDrillHold:
+		return 0, fmt.Errorf("hold %s is longer than %s: %w", req.Hold, maxDrillHold, admin.ErrInvalid)
+	}
+	return req.Hold, nil
+}
+
+// start asks the VIP's holder to leave the election (or to go silent, for
+// a hard drill) and the target to outrank everyone, so the election moves
+// the VIP, make before break.
+func (d *drills) start(req admin.DrillRequest) (admin.DrillStart, error) {
+	a, err := d.pick(req.VIP)
+	if err != nil {
+		return admin.DrillStart{}, err
+	}
+	vip := a.cfg.Address.Addr().String()
+	now := time.Now()
+	if err := d.refuseSecond(now); err != nil {
+		return admin.DrillStart{}, err
+	}
+	_, v := d.ctl.snapshot()
+	holder := v.holder[vip]
+	if holder == "" {
+		return admin.DrillStart{}, fmt.Errorf("nobody holds %s yet: nothing to move: %w", vip, admin.ErrInvalid)
+	}
+	to, err := d.target(req, vip, holder)
+	if err != nil {
+		return admin.DrillStart{}, err
+	}
+	hold, err := holdFor(req)
+	if err != nil {
+		return admin.DrillStart{}, err
 	}
 	// Boost the target first, so that when the holder steps away the
 	// election already points at the target. A hard drill boosts nobody:
 	// a boost would preempt the holder at once and hide the detection.
 	if !req.Hard {
-		if err := d.sendDrill(to, drillMsg{Op: opBoost, For: hold}); err != nil {
+		if err := d.send(to, drillMsg{Op: opBoost, For: hold}); err != nil {
 			return admin.DrillStart{}, err
 		}
 	}
@@ -125,34 +164,34 @@ func (d *Daemon) StartDrill(req admin.DrillRequest) (admin.DrillStart, error) {
 	if req.Hard {
 		op = opSilence
 	}
-	if err := d.sendDrill(holder, drillMsg{Op: op, For: hold}); err != nil {
-		_ = d.sendDrill(to, drillMsg{Op: opEnd})
+	if err := d.send(holder, drillMsg{Op: op, For: hold}); err != nil {
+		_ = d.send(to, drillMsg{Op: opEnd})
 		return admin.DrillStart{}, err
 	}
 	start := admin.DrillStart{VIP: vip, From: holder, To: to, Hard: req.Hard, Started: now}
 	d.mu.Lock()
-	d.drill.started, d.drill.deadline = &start, now.Add(hold)
-	d.drill.from, d.drill.to = holder, to
+	d.started, d.deadline = &start, now.Add(hold)
+	d.from, d.to = holder, to
 	d.mu.Unlock()
 	d.log.Info("drill started", "vip", vip, "from", holder, "to", to, "hard", req.Hard, "hold", hold)
 	return start, nil
 }
 
-// EndDrill implements admin.Driller: the holder rejoins the election and
-// the target's boost ends. A silenced holder comes back when its silence
-// runs out; it cannot hear the request before.
-func (d *Daemon) EndDrill() error {
+// end lets the holder rejoin the election and ends the target's boost. A
+// silenced holder comes back when its silence runs out; it cannot hear
+// the request before.
+func (d *drills) end() error {
 	d.mu.Lock()
-	from, to := d.drill.from, d.drill.to
-	running := d.drill.started != nil
-	d.drill.started = nil
+	from, to := d.from, d.to
+	running := d.started != nil
+	d.started = nil
 	d.mu.Unlock()
 	if !running {
 		return fmt.Errorf("no drill started on this node: %w", admin.ErrNotFound)
 	}
 	var errs []error
 	for _, n := range []string{from, to} {
-		if err := d.sendDrill(n, drillMsg{Op: opEnd}); err != nil && !strings.Contains(err.Error(), "not a member") {
+		if err := d.send(n, drillMsg{Op: opEnd}); err != nil && !strings.Contains(err.Error(), "not a member") {
 			errs = append(errs, err)
 		}
 	}
@@ -160,10 +199,10 @@ func (d *Daemon) EndDrill() error {
 	return errors.Join(errs...)
 }
 
-// sendDrill delivers m to node, or applies it here when node is this one.
-func (d *Daemon) sendDrill(node string, m drillMsg) error {
-	if node == d.name {
-		d.applyDrill(m)
+// send delivers m to node, or applies it here when node is this one.
+func (d *drills) send(node string, m drillMsg) error {
+	if node == d.ctl.name {
+		d.apply(m)
 		return nil
 	}
 	m.ID, m.Sent = newRequestID(), time.Now()
@@ -171,15 +210,15 @@ func (d *Daemon) sendDrill(node string, m drillMsg) error {
 	if err != nil {
 		return fmt.Errorf("encode drill request: %w", err)
 	}
-	if err := d.cluster.Send(node, b); err != nil {
+	if err := d.ctl.cluster.Send(node, b); err != nil {
 		return fmt.Errorf("ask %s to %s: %w", node, m.Op, err)
 	}
 	return nil
 }
 
-// handleMessage applies a drill request from a peer; bad input is logged
-// and dropped, never trusted.
-func (d *Daemon) handleMessage(b []byte) {
+// handle applies a drill request from a peer; bad input is logged and
+// dropped, never trusted.
+func (d *drills) handle(b []byte) {
 	var m drillMsg
 	if err := json.Unmarshal(b, &m); err != nil {
 		d.log.Warn("ignored an unreadable request from a peer", "err", err)
@@ -193,39 +232,39 @@ func (d *Daemon) handleMessage(b []byte) {
 		d.log.Warn("refused a drill request from a peer", "op", m.Op, "why", why)
 		return
 	}
-	d.applyDrill(m)
+	d.apply(m)
 }
 
-func (d *Daemon) applyDrill(m drillMsg) {
+func (d *drills) apply(m drillMsg) {
 	now := time.Now()
-	d.mu.Lock()
+	var change func(*round.Drill)
 	switch m.Op {
 	case opYield:
-		d.drill.yieldUntil = now.Add(m.For)
+		change = func(r *round.Drill) { r.YieldUntil = now.Add(m.For) }
 	case opBoost:
-		d.drill.boostUntil = now.Add(m.For)
+		change = func(r *round.Drill) { r.BoostUntil = now.Add(m.For) }
 	case opSilence:
-		d.drill.silencedUntil = now.Add(m.For)
+		change = func(r *round.Drill) { r.SilencedUntil = now.Add(m.For) }
 	case opEnd:
-		d.drill.yieldUntil, d.drill.boostUntil = time.Time{}, time.Time{}
+		change = func(r *round.Drill) { r.YieldUntil, r.BoostUntil = time.Time{}, time.Time{} }
 	default:
-		d.mu.Unlock()
 		d.log.Warn("ignored an unknown drill request", "op", m.Op)
 		return
 	}
-	d.mu.Unlock()
+	d.ctl.mu.Lock()
+	change(&d.ctl.facts.drill)
+	d.ctl.mu.Unlock()
 	d.log.Info("drill request", "op", m.Op, "for", m.For)
 	if m.Op == opSilence {
 		// As if crashed: stop talking; the next round (poked below) drops
-		// the VIPs without a handover, see standDown.
-		d.cluster.Silence(m.For)
+		// the VIPs without a handover (round's stand-down rule).
+		d.ctl.cluster.Silence(m.For)
 	}
-	d.poke()
+	d.ctl.poke()
 }
 
-// drillFlags reports this node's drill roles at now.
-func (d *Daemon) drillFlags(now time.Time) (yield, boost, silenced bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return now.Before(d.drill.yieldUntil), now.Before(d.drill.boostUntil), now.Before(d.drill.silencedUntil)
+// roles reports this node's drill roles at now.
+func (d *drills) roles(now time.Time) (yield, boost, silenced bool) {
+	f, _ := d.ctl.snapshot()
+	return now.Before(f.drill.YieldUntil), now.Before(f.drill.BoostUntil), now.Before(f.drill.SilencedUntil)
 }

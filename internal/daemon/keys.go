@@ -3,7 +3,9 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"sync"
 
 	"halb/internal/admin"
 	"halb/internal/cluster"
@@ -34,43 +36,51 @@ func loadKeys(c *config.Cluster) ([][]byte, string, error) {
 	return keys, c.KeyFile, nil
 }
 
-// Keys implements admin.KeyManager.
-func (d *Daemon) Keys() (admin.Keyring, error) {
-	keys, err := d.gossipKeys()
+// keyManager changes the gossip keyring on the operator's request.
+type keyManager struct {
+	log     *slog.Logger
+	srv     *serving // for the config in force
+	cluster *cluster.Cluster
+	mu      sync.Mutex // one change at a time
+}
+
+// Keys lists the running keys.
+func (k *keyManager) Keys() (admin.Keyring, error) {
+	keys, err := k.gossipKeys()
 	if err != nil {
 		return admin.Keyring{}, err
 	}
-	return d.keyring(keys), nil
+	return k.keyring(keys), nil
 }
 
-// InstallKey implements admin.KeyManager: key decrypts from now on; this
+// InstallKey adds key: it decrypts from now on; this
 // node goes on encrypting with its primary key.
-func (d *Daemon) InstallKey(key []byte) (admin.Keyring, error) {
-	return d.changeKeys("install", admin.KeyRef{Key: key}, keyring.Install)
+func (k *keyManager) InstallKey(key []byte) (admin.Keyring, error) {
+	return k.changeKeys("install", admin.KeyRef{Key: key}, keyring.Install)
 }
 
-// UseKey implements admin.KeyManager: this node encrypts with the key.
-func (d *Daemon) UseKey(ref admin.KeyRef) (admin.Keyring, error) {
-	return d.changeKeys("use", ref, keyring.Use)
+// UseKey makes this node encrypt with the key.
+func (k *keyManager) UseKey(ref admin.KeyRef) (admin.Keyring, error) {
+	return k.changeKeys("use", ref, keyring.Use)
 }
 
-// RemoveKey implements admin.KeyManager; the primary key is refused.
-func (d *Daemon) RemoveKey(ref admin.KeyRef) (admin.Keyring, error) {
-	return d.changeKeys("remove", ref, keyring.Remove)
+// RemoveKey removes a key; the primary key is refused.
+func (k *keyManager) RemoveKey(ref admin.KeyRef) (admin.Keyring, error) {
+	return k.changeKeys("remove", ref, keyring.Remove)
 }
 
 // changeKeys computes the next keyring, writes it to cluster.keyring_file
 // and then gives it to gossip, so that what runs is never ahead of what a
 // restart would load. If gossip refuses it, the file is put back.
-func (d *Daemon) changeKeys(op string, ref admin.KeyRef, edit func([][]byte, []byte) ([][]byte, error)) (admin.Keyring, error) {
-	d.keysMu.Lock()
-	defer d.keysMu.Unlock()
-	cfg, _ := d.current()
+func (k *keyManager) changeKeys(op string, ref admin.KeyRef, edit func([][]byte, []byte) ([][]byte, error)) (admin.Keyring, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cfg, _ := k.srv.current()
 	file := cfg.Cluster.KeyringFile
 	if file == "" {
 		return admin.Keyring{}, fmt.Errorf("%s key: cluster.keyring_file is not set, so the change would be lost at the next restart: set it to a file halb may write (e.g. /var/lib/halb/gossip.keyring) and restart halb: %w", op, admin.ErrConflict)
 	}
-	before, err := d.gossipKeys()
+	before, err := k.gossipKeys()
 	if err != nil {
 		return admin.Keyring{}, fmt.Errorf("%s key: %w", op, err)
 	}
@@ -87,30 +97,30 @@ func (d *Daemon) changeKeys(op string, ref admin.KeyRef, edit func([][]byte, []b
 	if err := keyring.Write(file, next); err != nil {
 		return admin.Keyring{}, fmt.Errorf("%s key: nothing changed: %w", op, err)
 	}
-	if err := d.cluster.SetKeys(next); err != nil {
+	if err := k.cluster.SetKeys(next); err != nil {
 		if werr := keyring.Write(file, before); werr != nil {
-			d.log.Error("gossip keyring file no longer matches the running keys", "file", file, "err", werr)
+			k.log.Error("gossip keyring file no longer matches the running keys", "file", file, "err", werr)
 		}
 		return admin.Keyring{}, fmt.Errorf("%s key: %w", op, err)
 	}
-	d.log.Info("gossip keyring saved", "op", op, "key", keyring.ID(key), "file", file)
-	return d.keyring(next), nil
+	k.log.Info("gossip keyring saved", "op", op, "key", keyring.ID(key), "file", file)
+	return k.keyring(next), nil
 }
 
 // gossipKeys are the running keys; a node without encrypted gossip has none.
-func (d *Daemon) gossipKeys() ([][]byte, error) {
-	if d.cluster == nil {
+func (k *keyManager) gossipKeys() ([][]byte, error) {
+	if k.cluster == nil {
 		return nil, fmt.Errorf("this node has no cluster section: there is no gossip: %w", admin.ErrConflict)
 	}
-	keys, err := d.cluster.Keys()
+	keys, err := k.cluster.Keys()
 	if errors.Is(err, cluster.ErrInsecure) {
 		return nil, fmt.Errorf("%w: %w", err, admin.ErrConflict)
 	}
 	return keys, err
 }
 
-func (d *Daemon) keyring(keys [][]byte) admin.Keyring {
-	cfg, _ := d.current()
+func (k *keyManager) keyring(keys [][]byte) admin.Keyring {
+	cfg, _ := k.srv.current()
 	kr := admin.Keyring{Keys: make([]admin.KeyInfo, len(keys)), File: cfg.Cluster.KeyringFile}
 	for i, k := range keys {
 		kr.Keys[i] = admin.KeyInfo{ID: keyring.ID(k), Primary: i == 0}
@@ -144,14 +154,4 @@ func rest(keys [][]byte) [][]byte {
 		return nil
 	}
 	return keys[1:]
-}
-
-// keyConflict reports that this node is alone while configured peers
-// answer with another gossip key. Such peers are alive and may hold a
-// VIP, so the node must not claim one; but a VIP it already holds it
-// keeps. The peers, cut off from it the same way, claim nothing either
-// (unless together they form a cluster, as after a partition), so a node
-// started with a stale key cannot take the VIP away from a healthy one.
-func (d *Daemon) keyConflict(members int) bool {
-	return members <= 1 && len(d.cluster.Incompatible()) > 0
 }

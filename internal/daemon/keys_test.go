@@ -182,7 +182,7 @@ func TestKeyRotationThroughTheAdminAPIIsKeptAcrossRestartAndReload(t *testing.T)
 		if err != nil {
 			t.Fatal(err)
 		}
-		running, err := d.cluster.Keys()
+		running, err := d.ctl.cluster.Keys()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -271,7 +271,7 @@ func TestStaleKeyNodeTakesNothingAndHolderKeeps(t *testing.T) {
 	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
 	a := startNode(t, withKey(t, cfg, oldKey), "a")
 	waitFor(t, "both to see the other answer with another key", 5*time.Second, func() bool {
-		return len(a.d.cluster.Incompatible()) == 1 && len(b.d.cluster.Incompatible()) == 1
+		return len(a.d.ctl.cluster.Incompatible()) == 1 && len(b.d.ctl.cluster.Incompatible()) == 1
 	})
 	deadline := time.Now().Add(5 * reconcileEvery)
 	for time.Now().Before(deadline) {

@@ -64,9 +64,3 @@ func (w *poolWatch) remove(p *pool.Pool) {
 // wait returns once every forwarder has ended; call it after the context
 // given to start is done.
 func (w *poolWatch) wait() { w.wg.Wait() }
-
-// watchPool forwards a pool's changes to the election loop.
-func (d *Daemon) watchPool(p *pool.Pool) { d.watch.add(p) }
-
-// unwatchPool stops forwarding the changes of a pool a reload removed.
-func (d *Daemon) unwatchPool(p *pool.Pool) { d.watch.remove(p) }

@@ -1,14 +1,15 @@
 package daemon
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"halb/internal/config"
@@ -17,41 +18,25 @@ import (
 	"halb/internal/proxy"
 )
 
-// startCheck runs the health check of server s of pool p until the daemon
-// stops or a reload replaces it.
-func (d *Daemon) startCheck(p *pool.Pool, s *pool.Server) error {
-	hc := p.Config().Health
-	checker, err := health.NewChecker(hc)
-	if err != nil {
-		return fmt.Errorf("backend %s: %w", p.Name(), err)
-	}
-	sc := s.Config()
-	target := observed{Target: s, m: d.metrics, backend: p.Name(), server: sc.Name}
-	r := health.NewRunner(checker, sc.Address, hc, target, d.opts.Clock,
-		d.log.With("component", "health", "backend", p.Name(), "server", sc.Name))
-	d.mu.Lock()
-	ctx, cancel := context.WithCancel(d.checkCtx)
-	if old := d.checkers[s]; old != nil {
-		old()
-	}
-	d.checkers[s] = cancel
-	d.mu.Unlock()
-	d.checks.Add(1)
-	go func() {
-		defer d.checks.Done()
-		_ = r.Run(ctx) // returns nil when cancelled
-	}()
-	return nil
+// reloader re-reads the config file on request and puts it into force,
+// all of it or nothing.
+type reloader struct {
+	opts Options
+	log  *slog.Logger
+	srv  *serving
+	ctl  *controller
+	// running is closed once Run has started everything.
+	running chan struct{}
+
+	mu       sync.Mutex // one reload at a time
+	stopping bool       // Run is stopping: reloads are refused; guarded by mu
 }
 
-// stopCheck ends the health check of s.
-func (d *Daemon) stopCheck(s *pool.Server) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if cancel := d.checkers[s]; cancel != nil {
-		cancel()
-		delete(d.checkers, s)
-	}
+// stop refuses every reload from now on; one under way finishes first.
+func (r *reloader) stop() {
+	r.mu.Lock()
+	r.stopping = true
+	r.mu.Unlock()
 }
 
 // Reload re-reads the config file and applies what changed: frontends and
@@ -67,133 +52,187 @@ func (d *Daemon) stopCheck(s *pool.Server) {
 // Established connections to servers that remain are untouched; those of a
 // removed server, or of a frontend that moved or went, may finish for
 // timeouts.drain and are closed then.
-func (d *Daemon) Reload() error {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	next, err := config.Load(d.opts.ConfigPath)
+func (r *reloader) Reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next, err := config.Load(r.opts.ConfigPath)
 	if err != nil {
-		d.log.Error("reload refused: config invalid; still running the previous one", "err", err)
-		return fmt.Errorf("%s:\n%w", d.opts.ConfigPath, err)
+		r.log.Error("reload refused: config invalid; still running the previous one", "err", err)
+		return fmt.Errorf("%s:\n%w", r.opts.ConfigPath, err)
 	}
-	if d.opts.Override != nil {
-		d.opts.Override(next)
+	if r.opts.Override != nil {
+		r.opts.Override(next)
 	}
-	old, _ := d.current()
-	select {
-	case <-d.running:
-	default:
-		d.log.Warn("reload refused: halb is still starting")
-		return errors.New("reload refused: halb is still starting")
-	}
-	d.mu.Lock()
-	stopping := d.stopping
-	d.mu.Unlock()
-	if stopping {
-		d.log.Warn("reload refused: halb is stopping")
-		return errors.New("reload refused: halb is stopping")
+	if err := r.refusedNow(); err != nil {
+		r.log.Warn(err.Error())
+		return err
 	}
 	// Tell systemd a reload is under way and that halb is ready again
 	// after it, applied or refused; only once halb runs, since READY=1
 	// while starting would announce readiness too soon.
-	_ = d.opts.Notify.Reloading()
-	defer func() { _ = d.opts.Notify.Ready() }()
-	if err := restartOnly(old, next, d.name); err != nil {
-		d.log.Error("reload refused; still running the previous config", "err", err)
+	_ = r.opts.Notify.Reloading()
+	defer func() { _ = r.opts.Notify.Ready() }()
+	old, _ := r.srv.current()
+	if err := check(old, next, r.ctl.name); err != nil {
+		r.log.Error("reload refused; still running the previous config", "err", err)
 		return err
 	}
-	// Check every health setting before changing anything.
+	_, oldFronts := r.srv.parts()
+	plan, err := r.planFrontends(oldFronts, next.Frontends)
+	if err != nil {
+		r.log.Error("reload refused: a listener cannot be opened; nothing changed, still running the previous config", "err", err)
+		return fmt.Errorf("reload refused, nothing changed: %w", err)
+	}
+	return r.apply(old, next, plan)
+}
+
+// refusedNow says why no reload can run at the moment, or nil.
+func (r *reloader) refusedNow() error {
+	select {
+	case <-r.running:
+	default:
+		return errors.New("reload refused: halb is still starting")
+	}
+	if r.stopping {
+		return errors.New("reload refused: halb is stopping")
+	}
+	return nil
+}
+
+// check refuses a config that changes what only a restart can change, or
+// with a health check that cannot be built.
+func check(old, next *config.Config, self string) error {
+	if err := restartOnly(old, next, self); err != nil {
+		return err
+	}
 	for _, b := range next.Backends {
 		if _, err := health.NewChecker(b.Health); err != nil {
-			d.log.Error("reload refused; still running the previous config", "backend", b.Name, "err", err)
 			return fmt.Errorf("reload refused: backend %s: %w", b.Name, err)
 		}
 	}
-	_, oldFronts := d.parts()
-	plan, err := d.planFrontends(oldFronts, next.Frontends)
-	if err != nil {
-		d.log.Error("reload refused: a listener cannot be opened; nothing changed, still running the previous config", "err", err)
-		return fmt.Errorf("reload refused, nothing changed: %w", err)
-	}
-	return d.apply(old, next, plan)
+	return nil
 }
 
 // apply puts a checked config into force; the listeners it needs are
 // bound or handed over, so what is left cannot fail but for a listener
 // that died meanwhile.
-func (d *Daemon) apply(old, next *config.Config, plan []frontendStep) error {
+func (r *reloader) apply(old, next *config.Config, plan []frontendStep) error {
 	var self config.Node
 	if next.Cluster != nil {
-		self, _ = next.Cluster.Node(d.name)
+		self, _ = next.Cluster.Node(r.ctl.name)
 	}
-	oldPools, oldFronts := d.parts()
-	var changes []string
+	pools, changes := r.applyBackends(next)
+	fronts, started, lns, fchanges, errs := r.applyFrontends(next, plan, pools)
+	changes = append(changes, fchanges...)
+	r.srv.limiter.SetMax(next.MaxConn)
 
-	// Backends: update the ones that stay, build new ones, retire the gone.
+	r.srv.mu.Lock()
+	r.srv.cfg, r.srv.self = next, self
+	r.srv.pools, r.srv.frontends = pools, fronts
+	ctx := r.srv.ctx
+	r.srv.mu.Unlock()
+	for i, f := range started {
+		r.srv.serveFrontend(ctx, f, lns[i])
+	}
+
+	if next.Cluster != nil {
+		if !reflect.DeepEqual(old.Cluster, next.Cluster) {
+			changes = append(changes, "cluster")
+		}
+		r.ctl.cluster.SetPeers(peersOf(next.Cluster, r.ctl.name))
+	}
+	if old.Timeouts != next.Timeouts {
+		changes = append(changes, "timeouts")
+	}
+	changes = append(changes, maxconnChanges(old, next)...)
+	r.ctl.poke()
+	r.log.Info("config reloaded", "fingerprint", next.Fingerprint, "changes", strings.Join(changes, "; "))
+	if err := errors.Join(errs...); err != nil {
+		r.log.Error("config reloaded, but a frontend has no listener", "err", err)
+		return fmt.Errorf("config applied, but: %w", err)
+	}
+	return nil
+}
+
+// applyBackends updates the pools that stay, builds new ones and retires
+// the gone, with their health checks and the election loop's watch; it
+// returns the new set of pools and what changed.
+func (r *reloader) applyBackends(next *config.Config) (map[string]*pool.Pool, []string) {
+	oldPools, _ := r.srv.parts()
+	var changes []string
 	pools := make(map[string]*pool.Pool, len(next.Backends))
-	var startChecks []*pool.Pool
+	var added []*pool.Pool
 	for _, b := range next.Backends {
 		p, ok := oldPools[b.Name]
 		if !ok {
-			p = pool.New(b, d.log.With("component", "pool"))
-			pools[b.Name] = p
-			startChecks = append(startChecks, p)
+			p = pool.New(b, r.log.With("component", "pool"))
+			added = append(added, p)
 			changes = append(changes, "backend "+b.Name+" added")
-			continue
+		} else if change := r.updatePool(p, b, next.Timeouts.Drain); change != "" {
+			changes = append(changes, change)
 		}
 		pools[b.Name] = p
-		before := p.Config()
-		if reflect.DeepEqual(before, b) {
-			continue
-		}
-		added, removed := p.Update(b)
-		healthChanged := !reflect.DeepEqual(before.Health, b.Health)
-		for _, s := range p.Servers() {
-			if healthChanged || slices.Contains(added, s) {
-				// Validated above; a failure here would be a file changed
-				// in between, and the server keeps its previous check.
-				if err := d.startCheck(p, s); err != nil {
-					d.log.Error("restart health check", "backend", b.Name, "server", s.Name(), "err", err)
-				}
-			}
-		}
-		for _, s := range removed {
-			d.stopCheck(s)
-			d.retire(b.Name, s, next.Timeouts.Drain)
-		}
-		changes = append(changes, fmt.Sprintf("backend %s: +%d -%d servers", b.Name, len(added), len(removed)))
 	}
 	for name, p := range oldPools {
 		if _, ok := pools[name]; !ok {
 			for _, s := range p.Servers() {
-				d.stopCheck(s)
-				d.retire(name, s, next.Timeouts.Drain)
+				r.srv.stopCheck(s)
+				r.srv.retire(name, s, next.Timeouts.Drain)
 			}
-			d.unwatchPool(p)
+			r.ctl.watch.remove(p)
 			changes = append(changes, "backend "+name+" removed")
 		}
 	}
-	for _, p := range startChecks {
+	for _, p := range added {
 		for _, s := range p.Servers() {
-			if err := d.startCheck(p, s); err != nil {
-				d.log.Error("start health check", "backend", p.Name(), "server", s.Name(), "err", err)
+			if err := r.srv.startCheck(p, s); err != nil {
+				r.log.Error("start health check", "backend", p.Name(), "server", s.Name(), "err", err)
 			}
 		}
-		d.watchPool(p)
+		r.ctl.watch.add(p)
 	}
+	return pools, changes
+}
 
-	// Frontends, as planned: in place, taking another's socket, or on a
-	// socket bound already.
-	var fronts, started []*frontend
-	var lns []net.Listener
-	var errs []error
+// updatePool applies a backend's new config to its pool, restarting the
+// checks that changed; it says what changed, "" for nothing.
+func (r *reloader) updatePool(p *pool.Pool, b config.Backend, drain time.Duration) string {
+	before := p.Config()
+	if reflect.DeepEqual(before, b) {
+		return ""
+	}
+	added, removed := p.Update(b)
+	healthChanged := !reflect.DeepEqual(before.Health, b.Health)
+	for _, s := range p.Servers() {
+		if healthChanged || slices.Contains(added, s) {
+			// Validated before; a failure here would be a file changed in
+			// between, and the server keeps its previous check.
+			if err := r.srv.startCheck(p, s); err != nil {
+				r.log.Error("restart health check", "backend", b.Name, "server", s.Name(), "err", err)
+			}
+		}
+	}
+	for _, s := range removed {
+		r.srv.stopCheck(s)
+		r.srv.retire(b.Name, s, drain)
+	}
+	return fmt.Sprintf("backend %s: +%d -%d servers", b.Name, len(added), len(removed))
+}
+
+// applyFrontends carries out the plan: frontends changed in place, taking
+// another's socket, or on a socket bound already; the gone ones stop. It
+// returns every frontend in force, the new ones to start on their
+// listeners, what changed, and the listeners that could not be had.
+func (r *reloader) applyFrontends(next *config.Config, plan []frontendStep, pools map[string]*pool.Pool) (
+	fronts, started []*frontend, lns []net.Listener, changes []string, errs []error) {
+	_, oldFronts := r.srv.parts()
 	going := make(map[*frontend]bool, len(oldFronts))
 	for _, f := range oldFronts {
 		going[f] = true
 	}
 	for _, st := range plan {
 		fc := st.cfg
-		switch {
-		case st.keep != nil:
+		if st.keep != nil {
 			delete(going, st.keep)
 			st.keep.f.SetBackend(pools[fc.Backend])
 			st.keep.f.SetMaxConn(fc.MaxConn)
@@ -202,21 +241,22 @@ func (d *Daemon) apply(old, next *config.Config, plan []frontendStep) error {
 			}
 			fronts = append(fronts, &frontend{cfg: fc, f: st.keep.f, stop: st.keep.stop})
 			continue
-		case st.from != nil:
+		}
+		if st.from != nil {
 			ln, err := st.from.f.HandOver()
 			if err != nil {
 				// Its listener died meanwhile: bind anew.
-				ln, err = proxy.Listen(d.checkContext(), fc.Bind)
+				ln, err = proxy.Listen(r.srv.context(), fc.Bind)
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("frontend %s: %w", fc.Name, err))
 			}
 			st.ln = ln
 			changes = append(changes, fmt.Sprintf("frontend %s took over %s from %s", fc.Name, fc.Bind, st.from.cfg.Name))
-		default:
+		} else {
 			changes = append(changes, fmt.Sprintf("frontend %s listening on %s", fc.Name, fc.Bind))
 		}
-		nf := d.newFrontend(next, fc, pools)
+		nf := r.srv.newFrontend(next, fc, pools)
 		fronts = append(fronts, nf)
 		started = append(started, nf)
 		lns = append(lns, st.ln)
@@ -228,34 +268,7 @@ func (d *Daemon) apply(old, next *config.Config, plan []frontendStep) error {
 	for _, f := range fronts {
 		f.f.SetTimeouts(next.Timeouts)
 	}
-	d.limiter.SetMax(next.MaxConn)
-
-	d.mu.Lock()
-	d.cfg, d.self = next, self
-	d.pools, d.frontends = pools, fronts
-	ctx := d.checkCtx
-	d.mu.Unlock()
-	for i, f := range started {
-		d.serveFrontend(ctx, f, lns[i])
-	}
-
-	if next.Cluster != nil {
-		if !reflect.DeepEqual(old.Cluster, next.Cluster) {
-			changes = append(changes, "cluster")
-		}
-		d.cluster.SetPeers(peersOf(next.Cluster, d.name))
-	}
-	if old.Timeouts != next.Timeouts {
-		changes = append(changes, "timeouts")
-	}
-	changes = append(changes, maxconnChanges(old, next)...)
-	d.poke()
-	d.log.Info("config reloaded", "fingerprint", next.Fingerprint, "changes", strings.Join(changes, "; "))
-	if err := errors.Join(errs...); err != nil {
-		d.log.Error("config reloaded, but a frontend has no listener", "err", err)
-		return fmt.Errorf("config applied, but: %w", err)
-	}
-	return nil
+	return fronts, started, lns, changes, errs
 }
 
 // frontendStep is how one frontend of a new config gets its listener.
@@ -269,7 +282,7 @@ type frontendStep struct {
 // planFrontends decides how each frontend of next gets its listener and
 // binds the new addresses. If one cannot be bound, it closes what it bound
 // and returns every failure: nothing has changed then.
-func (d *Daemon) planFrontends(old []*frontend, next []config.Frontend) ([]frontendStep, error) {
+func (r *reloader) planFrontends(old []*frontend, next []config.Frontend) ([]frontendStep, error) {
 	byName := make(map[string]*frontend, len(old))
 	byBind := make(map[netip.AddrPort]*frontend, len(old))
 	for _, f := range old {
@@ -278,7 +291,7 @@ func (d *Daemon) planFrontends(old []*frontend, next []config.Frontend) ([]front
 			byBind[f.cfg.Bind] = f
 		}
 	}
-	ctx := d.checkContext()
+	ctx := r.srv.context()
 	steps := make([]frontendStep, 0, len(next))
 	var errs []error
 	for _, fc := range next {
@@ -303,64 +316,6 @@ func (d *Daemon) planFrontends(old []*frontend, next []config.Frontend) ([]front
 		return nil, err
 	}
 	return steps, nil
-}
-
-// checkContext is the context the proxy group runs under.
-func (d *Daemon) checkContext() context.Context {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.checkCtx
-}
-
-// serveFrontend runs f on ln (nil: f binds its address itself) until ctx
-// ends or the frontend is stopped, and waits until it accepts or failed.
-// A frontend that fails does not stop the daemon: it shows in status and
-// makes the node ineligible.
-func (d *Daemon) serveFrontend(ctx context.Context, f *frontend, ln net.Listener) {
-	fctx, stop := context.WithCancel(ctx)
-	d.mu.Lock()
-	f.stop = stop
-	d.mu.Unlock()
-	d.checks.Add(1)
-	go func() {
-		defer d.checks.Done()
-		var err error
-		if ln != nil {
-			err = f.f.Serve(fctx, ln)
-		} else {
-			err = f.f.Run(fctx)
-		}
-		if err != nil {
-			d.log.Error("frontend stopped listening", "frontend", f.cfg.Name, "err", err)
-			d.poke()
-		}
-	}()
-	select {
-	case <-f.f.Ready():
-	case <-f.f.Closed():
-	}
-}
-
-// retire lets the open connections of a server removed by a reload finish,
-// and closes those still open after grace (0: at once).
-func (d *Daemon) retire(backend string, s *pool.Server, grace time.Duration) {
-	d.mu.Lock()
-	ctx := d.checkCtx
-	d.mu.Unlock()
-	d.log.Info("server removed by reload; its open connections may finish", "backend", backend, "server", s.Name(), "grace", grace)
-	d.checks.Add(1)
-	go func() {
-		defer d.checks.Done()
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-		}
-		if n := s.CloseConnections(); n > 0 {
-			d.log.Info("closed connections of a removed server after the grace period", "backend", backend, "server", s.Name(), "closed", n)
-		}
-	}()
 }
 
 // peersOf lists the gossip addresses of every node but self.

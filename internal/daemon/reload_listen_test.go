@@ -81,7 +81,7 @@ func TestReloadToOccupiedPortChangesNothing(t *testing.T) {
 	d, write := runFromFile(t, doc)
 	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
 	open := openSession(t, a)
-	before := d.Snapshot()
+	before := d.api.Snapshot()
 
 	// Move the frontend to the port the test holds, and add a backend on
 	// the way: the whole reload is refused.
@@ -103,7 +103,7 @@ func TestReloadToOccupiedPortChangesNothing(t *testing.T) {
 	if err := open.echo(); err != nil {
 		t.Fatalf("an open session was cut by a refused reload: %v", err)
 	}
-	after := d.Snapshot()
+	after := d.api.Snapshot()
 	if after.Node.Fingerprint != before.Node.Fingerprint || len(after.Backends[0].Servers) != 1 || after.Frontends[0].Bind != before.Frontends[0].Bind {
 		t.Fatalf("a refused reload changed the config in force: %+v", after)
 	}
@@ -117,7 +117,7 @@ func TestReloadToOccupiedPortChangesNothing(t *testing.T) {
 		t.Fatalf("reload of the same file once the port is free: %v", err)
 	}
 	waitFor(t, "the frontend to move", 5*time.Second, func() bool { return serves(b) && !serves(a) })
-	if got := d.Snapshot().Frontends[0]; got.Bind != fmt.Sprintf("127.0.0.1:%d", b) || got.ListenError != "" {
+	if got := d.api.Snapshot().Frontends[0]; got.Bind != fmt.Sprintf("127.0.0.1:%d", b) || got.ListenError != "" {
 		t.Fatalf("after the reload: %+v", got)
 	}
 }
@@ -129,7 +129,7 @@ func TestReloadMaxConnKeepsSessionsAndSocket(t *testing.T) {
 	d, write := runFromFile(t, doc)
 	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
 	open := openSession(t, a)
-	_, fronts := d.parts()
+	_, fronts := d.srv.parts()
 	socket := fronts[0].f
 
 	// maxconn and the backend's servers change; the frontend's address
@@ -139,11 +139,11 @@ func TestReloadMaxConnKeepsSessionsAndSocket(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	_, fronts = d.parts()
+	_, fronts = d.srv.parts()
 	if fronts[0].f != socket {
 		t.Fatal("a maxconn change replaced the frontend instead of changing it in place")
 	}
-	if got := d.Snapshot().Frontends[0].MaxConn; got != 7 {
+	if got := d.api.Snapshot().Frontends[0].MaxConn; got != 7 {
 		t.Fatalf("maxconn %d after the reload, want 7", got)
 	}
 	outlastDrain()
@@ -161,20 +161,20 @@ func TestFrontendWithoutListener(t *testing.T) {
 	a := freePort(t, "127.0.0.1")
 	d, _ := runFromFile(t, proxyConfig(a, "100ms", "s0="+echoServer(t)))
 	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
-	_, fronts := d.parts()
+	_, fronts := d.srv.parts()
 	ln, err := fronts[0].f.HandOver() // stands in for a listener that died
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = ln.Close()
-	code, problems := admin.Verdict(d.Snapshot())
+	code, problems := admin.Verdict(d.api.Snapshot())
 	if code != admin.CodeFail || len(problems) != 1 || !strings.Contains(problems[0], "frontend api: not listening on 127.0.0.1:") {
 		t.Fatalf("status of a frontend without its listener: %d %q", code, problems)
 	}
 	if err := d.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	if code, problems := admin.Verdict(d.Snapshot()); code != admin.CodeOK {
+	if code, problems := admin.Verdict(d.api.Snapshot()); code != admin.CodeOK {
 		t.Fatalf("status after the reload bound the frontend again: %d %q", code, problems)
 	}
 	if !serves(a) {
@@ -188,42 +188,17 @@ func TestFrontendWithoutListenerMakesIneligible(t *testing.T) {
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
 	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
-	_, fronts := a.d.parts()
+	_, fronts := a.d.srv.parts()
 	ln, err := fronts[0].f.HandOver()
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = ln.Close()
 	waitFor(t, "b to take the VIP from a without a listener", 10*time.Second, func() bool { return b.holds() && !a.holds() })
-	for _, m := range a.d.Snapshot().Members {
+	for _, m := range a.d.api.Snapshot().Members {
 		if m.Local && (m.Eligible || m.Frontends["api"]) {
 			t.Errorf("a gossips itself eligible without a listener: %+v", m)
 		}
-	}
-}
-
-func TestEligibleByFrontends(t *testing.T) {
-	up := frontendState{listening: true, healthy: true}
-	sick := frontendState{listening: true}
-	deaf := frontendState{healthy: true}
-	tests := []struct {
-		name   string
-		policy string
-		fronts []frontendState
-		want   bool
-	}{
-		{"all healthy", "all_frontends", []frontendState{up, up}, true},
-		{"one backend down", "all_frontends", []frontendState{up, sick}, false},
-		{"one backend down, any", "any_frontend", []frontendState{up, sick}, true},
-		{"one not listening", "all_frontends", []frontendState{up, deaf}, false},
-		{"one not listening, any", "any_frontend", []frontendState{up, deaf}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := eligibleByFrontends(tt.policy, tt.fronts); got != tt.want {
-				t.Fatalf("eligible = %v, want %v", got, tt.want)
-			}
-		})
 	}
 }
 

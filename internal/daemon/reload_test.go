@@ -83,6 +83,15 @@ func runFromFile(t *testing.T, doc string) (*Daemon, func(string)) {
 			t.Errorf("Run: %v", err)
 		}
 	})
+	// Reloads are refused until the daemon runs; frontends serve a little
+	// before that, so wait for it rather than for a listener.
+	select {
+	case <-d.Running():
+	case err := <-done:
+		t.Fatalf("Run ended before it ran: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not run within 10s")
+	}
 	return d, write
 }
 
@@ -92,7 +101,7 @@ func TestReload(t *testing.T) {
 	d, write := runFromFile(t, proxyConfig(front, "300ms", "s0="+s0))
 	servers := func() string {
 		var out []string
-		for _, b := range d.Snapshot().Backends {
+		for _, b := range d.api.Snapshot().Backends {
 			for _, s := range b.Servers {
 				out = append(out, s.Name+"="+s.State)
 			}
@@ -162,7 +171,7 @@ func TestReloadFrontends(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return serves(a) && serves(b) })
-	snap := d.Snapshot()
+	snap := d.api.Snapshot()
 	if len(snap.Frontends) != 2 || len(snap.Backends) != 2 {
 		t.Errorf("after reload: %d frontends, %d backends; want 2 and 2", len(snap.Frontends), len(snap.Backends))
 	}

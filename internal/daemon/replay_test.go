@@ -62,18 +62,18 @@ func TestReplayedDrillRequestIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.handleMessage(b)
-	if yield, _, _ := d.drillFlags(time.Now()); !yield {
+	d.drills.handle(b)
+	if yield, _, _ := d.drills.roles(time.Now()); !yield {
 		t.Fatal("the first delivery was not applied")
 	}
-	d.applyDrill(drillMsg{Op: opEnd})
-	d.handleMessage(b)
-	if yield, _, _ := d.drillFlags(time.Now()); yield {
+	d.drills.apply(drillMsg{Op: opEnd})
+	d.drills.handle(b)
+	if yield, _, _ := d.drills.roles(time.Now()); yield {
 		t.Fatal("the replayed request was applied again")
 	}
 	old, _ := json.Marshal(drillMsg{Op: opYield, For: time.Minute})
-	d.handleMessage(old)
-	if yield, _, _ := d.drillFlags(time.Now()); yield {
+	d.drills.handle(old)
+	if yield, _, _ := d.drills.roles(time.Now()); yield {
 		t.Fatal("a request without ID and send time was applied")
 	}
 }

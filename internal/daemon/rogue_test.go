@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"halb/internal/cluster"
+	"halb/internal/round"
 )
 
 // metaPeer is a bare memberlist node that gossips whatever metadata the
@@ -77,7 +78,7 @@ func (p *metaPeer) set(t *testing.T, meta []byte) {
 
 // stateError returns what n's snapshot says about member name's state.
 func stateError(n *node, name string) (string, bool) {
-	for _, m := range n.d.Snapshot().Members {
+	for _, m := range n.d.api.Snapshot().Members {
 		if m.Name == name {
 			return m.StateErr, m.Alive
 		}
@@ -121,8 +122,8 @@ func TestUnreadablePeerDoesNotMisleadElection(t *testing.T) {
 	})
 	// b waits out the settle time for a peer whose state it cannot read,
 	// then claims: nobody it can trust holds the VIP.
-	waitFor(t, "b to hold the VIP", 3*settleTimeout, b.holds)
-	if v := b.d.Snapshot().VIPs[0]; v.Holder != "b" {
+	waitFor(t, "b to hold the VIP", 3*round.SettleTimeout, b.holds)
+	if v := b.d.api.Snapshot().VIPs[0]; v.Holder != "b" {
 		t.Errorf("b's view of the holder = %q, want b", v.Holder)
 	}
 	keepsHolding(t, b, 5*reconcileEvery, "a peer in a newer format claims it")

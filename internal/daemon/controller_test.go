@@ -38,3 +38,23 @@ func TestPoolWatchForwardsAddedPools(t *testing.T) {
 	}
 
 }
+
+// The systemd watchdog is fed only while the election loop finishes
+// rounds: a loop stuck in a round must get the node restarted, where
+// taking and releasing a lock alone would have kept it fed.
+func TestWatchdogFollowsElectionProgress(t *testing.T) {
+	cfg := pairConfig(t, "preempt")
+	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
+	a := startNode(t, cfg, "a")
+	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
+	if !a.d.alive() {
+		t.Fatal("the watchdog is not fed while the election loop runs")
+	}
+	// As if the loop had been stuck for longer than allowed: its rounds
+	// every reconcileEvery would have moved lastRun on, so stop it first.
+	a.shutdown(t)
+	a.d.ctl.lastRun.Store(time.Now().Add(-stalledAfter - time.Millisecond).UnixNano())
+	if a.d.alive() {
+		t.Fatalf("the watchdog is fed although no election round finished for %s", stalledAfter)
+	}
+}
