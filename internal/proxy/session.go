@@ -123,6 +123,10 @@ func (s *session) serve(done func()) {
 		done()
 		return
 	}
+	if err := setKeepAlive(s.client, s.f.Timeouts().KeepAlive); err != nil {
+		// Only the dead-peer probes are lost; the idle timeout still applies.
+		s.f.log.Debug("keep-alive not set", "err", err)
+	}
 	s.relay(server, srv, connectTime, done)
 }
 
@@ -144,9 +148,7 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		}
 		last = srv
 		t0 := time.Now()
-		ctx, cancel := dialContext(f.force, to.Connect)
-		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
-		cancel()
+		conn, err := f.dial(srv.Address(), &to)
 		took := time.Since(t0)
 		if err == nil {
 			if i > 0 {
