@@ -56,12 +56,13 @@ type pump struct {
 	// the hot path allocates nothing.
 	buf            *[]byte
 	n              int
+	sent           int // bytes of buf already written on
 	again          bool
 	rerr, werr     error
 	pipe           *pipe
 	left           int
 	readFn, pullFn func(uintptr) bool
-	pushFn         func(uintptr) bool
+	pushFn, sendFn func(uintptr) bool
 	rc, wc         syscall.RawConn
 	dstConn        *net.TCPConn
 
@@ -190,7 +191,7 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 	if err != nil {
 		return endFailed, fmt.Errorf("raw destination conn: %w", err)
 	}
-	p.readFn, p.pullFn, p.pushFn = p.tryRead, p.tryPull, p.tryPush
+	p.readFn, p.pullFn, p.pushFn, p.sendFn = p.tryRead, p.tryPull, p.tryPush, p.trySend
 	p.rc, p.wc, p.dstConn = rc, wc, dst
 	return p.loop()
 }
@@ -198,7 +199,7 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 // loop is raw's copy loop; a parked direction re-enters it on resume.
 func (p *pump) loop() (copyEnd, error) {
 	for {
-		p.buf, p.n, p.rerr = nil, 0, nil
+		p.buf, p.n, p.sent, p.rerr, p.werr = nil, 0, 0, nil, nil
 		if err := p.rc.Read(p.readFn); err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				return endFailed, fmt.Errorf("wait for data: %w", err)
@@ -220,13 +221,18 @@ func (p *pump) loop() (copyEnd, error) {
 		if p.rerr != nil {
 			return endFailed, fmt.Errorf("read: %w", os.NewSyscallError("read", p.rerr))
 		}
+		if p.werr != nil {
+			p.bufs.Put(p.buf)
+			return endFailed, fmt.Errorf("write: %w", p.werr)
+		}
 		if p.n == 0 {
 			p.bufs.Put(p.buf)
 			return endEOF, nil
 		}
-		p.last = time.Now()
 		full := p.n == len(*p.buf)
-		w, werr := p.dstConn.Write((*p.buf)[:p.n])
+		// What the callback could not send at once (dst full) is
+		// written here, where waiting for dst holds no lock on src.
+		w, werr := p.dstConn.Write((*p.buf)[p.sent:p.n])
 		p.bufs.Put(p.buf)
 		if w > 0 {
 			p.add(int64(w))
@@ -260,6 +266,15 @@ func (p *pump) park() bool {
 
 // tryRead reads what src has queued into a pooled buffer; false (wait)
 // when there is nothing, with the buffer given back.
+//
+// A message (a read that neither fills the buffer nor is EOF) is written
+// on to dst right here, and tryRead then asks to wait without reading
+// again: a short read has emptied the socket, so another read would only
+// find nothing. Waiting inside the same raw Read keeps Go's poller's
+// readiness from the moment of this read — a fresh Read would reset it
+// and could miss bytes that arrived meanwhile — so no message is lost.
+// The write is one non-blocking try: whatever does not fit is left to
+// the copy loop, so this callback never blocks while it holds src.
 func (p *pump) tryRead(fd uintptr) bool {
 	b := p.bufs.Get().(*[]byte)
 	for {
@@ -275,7 +290,41 @@ func (p *pump) tryRead(fd uintptr) bool {
 			p.rerr = err
 			return true
 		}
-		p.buf, p.n = b, n
+		if n > 0 {
+			p.last = time.Now()
+		}
+		p.buf, p.n, p.sent = b, n, 0
+		if n == 0 || n == len(*b) {
+			return true // EOF, or a bulk burst for the copy loop
+		}
+		if err := p.wc.Write(p.sendFn); err != nil {
+			p.werr = err
+		}
+		if p.sent > 0 {
+			p.add(int64(p.sent))
+		}
+		if p.werr != nil || p.sent < n {
+			return true
+		}
+		p.buf, p.n = nil, 0
+		p.bufs.Put(b)
+		return false
+	}
+}
+
+// trySend writes buf on to dst once, without waiting.
+func (p *pump) trySend(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), (*p.buf)[p.sent:p.n])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+		case err != nil:
+			p.werr = os.NewSyscallError("write", err)
+		default:
+			p.sent += n
+		}
 		return true
 	}
 }

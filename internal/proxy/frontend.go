@@ -227,13 +227,15 @@ func (f *Frontend) Serve(ctx context.Context, ln net.Listener) error {
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		f.addr.Store(a)
 	}
-	close(f.ready)
+	// The parker is in place before Ready, so whoever waited for Ready
+	// sees it.
 	if pk, err := newParker(); err != nil {
 		f.log.Warn("idle sessions will keep their goroutines", "err", err)
 	} else {
 		f.parker = pk
 		go pk.run()
 	}
+	close(f.ready)
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Load().Name())
 	err := f.serve(ctx, actx, ln, closeOnce)
 	// Every session has ended.
