@@ -42,6 +42,7 @@ type rawTimeouts struct {
 	ClientIdle string `yaml:"client_idle"`
 	ServerIdle string `yaml:"server_idle"`
 	Drain      string `yaml:"drain"`
+	KeepAlive  string `yaml:"tcp_keepalive"`
 }
 
 type rawFrontend struct {

@@ -67,6 +67,9 @@ type Timeouts struct {
 	ClientIdle time.Duration // no bytes from the client for this long closes the session
 	ServerIdle time.Duration // no bytes from the server for this long closes the session
 	Drain      time.Duration // how long open connections may finish on stop
+	// KeepAlive is the TCP keep-alive idle time and probe interval on
+	// both sockets of a session; 0: no keep-alive probes (the default).
+	KeepAlive time.Duration
 }
 
 // Frontend is one listener.

@@ -144,6 +144,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 		ClientIdle: v.duration("timeouts.client_idle", rt.ClientIdle, DefaultIdleTimeout, time.Second),
 		ServerIdle: v.duration("timeouts.server_idle", rt.ServerIdle, DefaultIdleTimeout, time.Second),
 		Drain:      v.duration("timeouts.drain", rt.Drain, DefaultDrain, 0),
+		KeepAlive:  v.tcpKeepAlive(rt.KeepAlive),
 	}
 	if raw.Admin != nil {
 		if raw.Admin.Socket != "" {

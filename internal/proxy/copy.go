@@ -38,37 +38,63 @@ const hotPeriod = time.Second
 // sends EOF, stays idle for idle (0: no timeout), or an error happens.
 // add is called with every chunk moved.
 type pump struct {
+	s        *session
+	dir      int // dirUp or dirDown
 	dst, src net.Conn
 	idle     time.Duration
-	add      func(int64)
+	total    int64         // bytes passed on
 	bufs     *sync.Pool    // *[]byte of copyBufSize
 	pipes    *pipePool     // splice pipes for bulk bursts; nil: copy only
 	parker   *parker       // parks the direction when cold; nil: never parks
 	hot      time.Duration // quiet time before parking
-	// done is called with the end of the direction, by whichever
-	// goroutine runs it then (parking hands it over).
-	done func(copyEnd, error)
 
 	last time.Time // when bytes last came from src
 	woke time.Time // when the direction last resumed from parking
 
 	// State of the raw read and write callbacks, made once per pump so
 	// the hot path allocates nothing.
-	buf            *[]byte
-	n              int
-	again          bool
-	rerr, werr     error
-	pipe           *pipe
-	left           int
-	readFn, pullFn func(uintptr) bool
-	pushFn         func(uintptr) bool
-	rc, wc         syscall.RawConn
-	dstConn        *net.TCPConn
+	buf        *[]byte
+	n          int
+	sent       int // bytes of buf already written on
+	again      bool
+	rerr, werr error
+	pipe       *pipe
+	left       int
+	// readFn and writeFn are the callbacks handed to the raw conns,
+	// bound once per direction; pulling and pushing say which of
+	// their two jobs they do.
+	readFn, writeFn  func(uintptr) bool
+	pulling, pushing bool
+	resumeFn         func() // p.resume, bound at the first parking
+	// inq reads src once it has carried inqAfter messages: then a
+	// message is passed on inside the read callback (see tryRead).
+	inq     *inqReader
+	msgs    int
+	noINQ   bool // the kernel has no TCP_INQ
+	rc, wc  syscall.RawConn
+	dstConn *net.TCPConn
 
 	noPark   bool          // this direction does not park (not TCP, or parking failed)
 	added    atomic.Bool   // src is in the parker's epoll set
 	parkedID atomic.Uint64 // the parking id while parked, else 0
 }
+
+// init sets up the direction of s from src to dst.
+func (p *pump) init(s *session, dir int, dst, src net.Conn, idle time.Duration) {
+	f := s.f
+	*p = pump{s: s, dir: dir, dst: dst, src: src, idle: idle,
+		bufs: &f.bufs, pipes: f.pipes, parker: f.parker, hot: f.hot}
+}
+
+// add counts bytes passed on.
+func (p *pump) add(b int64) {
+	p.total += b
+	p.s.moved(p.dir, b)
+}
+
+// done ends the direction, in whichever goroutine runs it then (parking
+// hands it over).
+func (p *pump) done(e copyEnd, err error) { p.s.directionDone(p.dir, e, err) }
 
 // start runs the direction until it ends, then calls done; a direction
 // that parks returns at once and is finished by the goroutine that
@@ -182,23 +208,30 @@ func (p *pump) stillIdle() (bool, error) {
 // the buffer starts a bulk burst, spliced through a pooled pipe until the
 // source has nothing more queued; then the pipe goes back.
 func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return endFailed, fmt.Errorf("raw source conn: %w", err)
+	// The session usually shares both raw conns between its directions.
+	if p.rc == nil {
+		rc, err := src.SyscallConn()
+		if err != nil {
+			return endFailed, fmt.Errorf("raw source conn: %w", err)
+		}
+		p.rc = rc
 	}
-	wc, err := dst.SyscallConn()
-	if err != nil {
-		return endFailed, fmt.Errorf("raw destination conn: %w", err)
+	if p.wc == nil {
+		wc, err := dst.SyscallConn()
+		if err != nil {
+			return endFailed, fmt.Errorf("raw destination conn: %w", err)
+		}
+		p.wc = wc
 	}
-	p.readFn, p.pullFn, p.pushFn = p.tryRead, p.tryPull, p.tryPush
-	p.rc, p.wc, p.dstConn = rc, wc, dst
+	p.readFn, p.writeFn = p.onReadable, p.onWritable
+	p.dstConn = dst
 	return p.loop()
 }
 
 // loop is raw's copy loop; a parked direction re-enters it on resume.
 func (p *pump) loop() (copyEnd, error) {
 	for {
-		p.buf, p.n, p.rerr = nil, 0, nil
+		p.buf, p.n, p.sent, p.rerr, p.werr = nil, 0, 0, nil, nil
 		if err := p.rc.Read(p.readFn); err != nil {
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				return endFailed, fmt.Errorf("wait for data: %w", err)
@@ -220,13 +253,18 @@ func (p *pump) loop() (copyEnd, error) {
 		if p.rerr != nil {
 			return endFailed, fmt.Errorf("read: %w", os.NewSyscallError("read", p.rerr))
 		}
+		if p.werr != nil {
+			p.bufs.Put(p.buf)
+			return endFailed, fmt.Errorf("write: %w", p.werr)
+		}
 		if p.n == 0 {
 			p.bufs.Put(p.buf)
 			return endEOF, nil
 		}
-		p.last = time.Now()
 		full := p.n == len(*p.buf)
-		w, werr := p.dstConn.Write((*p.buf)[:p.n])
+		// What the callback could not send at once (dst full) is
+		// written here, where waiting for dst holds no lock on src.
+		w, werr := p.dstConn.Write((*p.buf)[p.sent:p.n])
 		p.bufs.Put(p.buf)
 		if w > 0 {
 			p.add(int64(w))
@@ -255,17 +293,61 @@ func (p *pump) park() bool {
 	if p.idle > 0 {
 		timeout = max(p.idle-time.Since(p.last), time.Millisecond)
 	}
-	return p.parker.park(p.rc, &p.added, &p.parkedID, p.resume, timeout)
+	if p.resumeFn == nil {
+		p.resumeFn = p.resume
+	}
+	return p.parker.park(p.rc, &p.added, &p.parkedID, p.resumeFn, timeout)
 }
+
+// onReadable is the callback for src: a read, or a pull into the pipe
+// during a burst.
+func (p *pump) onReadable(fd uintptr) bool {
+	if p.pulling {
+		return p.tryPull(fd)
+	}
+	return p.tryRead(fd)
+}
+
+// onWritable is the callback for dst: a push from the pipe during a
+// burst, or sending a message on.
+func (p *pump) onWritable(fd uintptr) bool {
+	if p.pushing {
+		return p.tryPush(fd)
+	}
+	return p.trySend(fd)
+}
+
+// inqAfter is how many messages a direction carries before it reads
+// with the TCP_INQ hint: a setsockopt that one-shot connections need not
+// pay for.
+const inqAfter = 2
 
 // tryRead reads what src has queued into a pooled buffer; false (wait)
 // when there is nothing, with the buffer given back.
+//
+// Once the direction reads with the TCP_INQ hint, a message (a read that
+// neither fills the buffer nor is EOF) is written on to dst right here,
+// and when the kernel says nothing is left behind it, tryRead asks to
+// wait without reading again. Waiting inside the same raw Read keeps Go's
+// poller's readiness from the moment of this read — a fresh Read would
+// reset it and could miss bytes that arrived meanwhile — and the hint
+// counts a queued FIN, so neither bytes nor EOF are missed. The write is
+// one non-blocking try: whatever does not fit is left to the copy loop,
+// so this callback never blocks while it holds src.
 func (p *pump) tryRead(fd uintptr) bool {
-	b := p.bufs.Get().(*[]byte)
 	for {
-		n, err := unix.Read(int(fd), *b)
+		b := p.bufs.Get().(*[]byte)
+		var n int
+		var err error
+		more := true
+		if p.inq != nil {
+			n, more, err = p.inq.read(int(fd), *b)
+		} else {
+			n, err = unix.Read(int(fd), *b)
+		}
 		switch {
 		case errors.Is(err, unix.EINTR):
+			p.bufs.Put(b)
 			continue
 		case errors.Is(err, unix.EAGAIN):
 			p.bufs.Put(b)
@@ -275,7 +357,63 @@ func (p *pump) tryRead(fd uintptr) bool {
 			p.rerr = err
 			return true
 		}
-		p.buf, p.n = b, n
+		if n > 0 {
+			p.last = time.Now()
+		}
+		p.buf, p.n, p.sent = b, n, 0
+		if n == 0 || n == len(*b) {
+			return true // EOF, or a bulk burst for the copy loop
+		}
+		if p.inq == nil {
+			p.countMessage(fd)
+			return true // the copy loop writes it on
+		}
+		if err := p.wc.Write(p.writeFn); err != nil {
+			p.werr = err
+		}
+		if p.sent > 0 {
+			p.add(int64(p.sent))
+		}
+		if p.werr != nil || p.sent < n {
+			return true
+		}
+		p.buf, p.n = nil, 0
+		p.bufs.Put(b)
+		if !more {
+			return false
+		}
+	}
+}
+
+// countMessage switches the direction to reading with the TCP_INQ hint
+// after inqAfter messages.
+func (p *pump) countMessage(fd uintptr) {
+	if p.noINQ {
+		return
+	}
+	if p.msgs++; p.msgs < inqAfter {
+		return
+	}
+	if !enableINQ(int(fd)) {
+		p.noINQ = true
+		return
+	}
+	p.inq = &inqReader{}
+}
+
+// trySend writes buf on to dst once, without waiting.
+func (p *pump) trySend(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), (*p.buf)[p.sent:p.n])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+		case err != nil:
+			p.werr = os.NewSyscallError("write", err)
+		default:
+			p.sent += n
+		}
 		return true
 	}
 }
@@ -292,7 +430,10 @@ func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
 	defer func() { p.pipes.put(pp, clean); p.pipe = nil }()
 	for {
 		p.n, p.again, p.rerr = 0, false, nil
-		if err := rc.Read(p.pullFn); err != nil {
+		p.pulling = true
+		err := rc.Read(p.readFn)
+		p.pulling = false
+		if err != nil {
 			clean = true
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				return 0, nil, false // the copy loop looks at the clock
@@ -315,7 +456,10 @@ func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
 		moved := p.n
 		p.left, p.werr = moved, nil
 		for p.left > 0 {
-			if err := wc.Write(p.pushFn); err != nil {
+			p.pushing = true
+			err := wc.Write(p.writeFn)
+			p.pushing = false
+			if err != nil {
 				return endFailed, fmt.Errorf("write: %w", err), true
 			}
 			if p.werr != nil {

@@ -53,12 +53,16 @@ type Frontend struct {
 	// timeouts start as opts.Timeouts; a reload swaps them for the
 	// sessions that start afterwards.
 	timeouts atomic.Pointer[config.Timeouts]
-	dialer   Dialer
-	log      *slog.Logger
-	bufs     sync.Pool
-	pipes    *pipePool
-	parker   *parker // nil until Run, and if the kernel refuses an epoll set
-	hot      time.Duration
+	// plainDialer connects without TCP keep-alive: Go's default would
+	// cost four setsockopt calls per socket, and halb's idle timeouts
+	// already reap sessions whose peer vanished (HAProxy sets none by
+	// default either).
+	plainDialer net.Dialer
+	log         *slog.Logger
+	bufs        sync.Pool
+	pipes       *pipePool
+	parker      *parker // nil until Run, and if the kernel refuses an epoll set
+	hot         time.Duration
 
 	ready  chan struct{}
 	closed chan struct{} // the listener is closed or handed over: its address is free again
@@ -96,16 +100,13 @@ func NewFrontend(cfg config.Frontend, p *pool.Pool, opts Options, log *slog.Logg
 		bind:     cfg.Bind,
 		opts:     opts,
 		handed:   make(chan net.Listener, 1),
-		dialer:   opts.Dialer,
 		log:      log,
 		ready:    make(chan struct{}),
 		closed:   make(chan struct{}),
 		sessions: make(map[*session]struct{}),
 		pipes:    newPipePool(pipePoolSize),
 	}
-	if f.dialer == nil {
-		f.dialer = &net.Dialer{}
-	}
+	f.plainDialer.KeepAlive = -1
 	if f.hot = opts.coldAfter; f.hot <= 0 {
 		f.hot = hotPeriod
 	}
@@ -182,7 +183,9 @@ func Listen(ctx context.Context, bind netip.AddrPort) (net.Listener, error) {
 	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
 		network = "tcp6"
 	}
-	lc := net.ListenConfig{Control: freebind.Control}
+	// Accepted sockets get no keep-alive setsockopts (see
+	// Frontend.plainDialer); a session turns it on if configured.
+	lc := net.ListenConfig{Control: freebind.Control, KeepAlive: -1}
 	ln, err := lc.Listen(ctx, network, bind.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", bind, err)
@@ -224,13 +227,15 @@ func (f *Frontend) Serve(ctx context.Context, ln net.Listener) error {
 	if a, ok := ln.Addr().(*net.TCPAddr); ok {
 		f.addr.Store(a)
 	}
-	close(f.ready)
+	// The parker is in place before Ready, so whoever waited for Ready
+	// sees it.
 	if pk, err := newParker(); err != nil {
 		f.log.Warn("idle sessions will keep their goroutines", "err", err)
 	} else {
 		f.parker = pk
 		go pk.run()
 	}
+	close(f.ready)
 	f.log.Info("listening", "addr", ln.Addr().String(), "backend", f.pool.Load().Name())
 	err := f.serve(ctx, actx, ln, closeOnce)
 	// Every session has ended.

@@ -29,8 +29,23 @@ type session struct {
 	closed  bool
 	reason  string // how the session ended; first decisive event wins
 	halfEOF bool   // reason is only an EOF, which a later timeout or close overrides
-	pumps   [2]*pump
+	copying bool   // pumps are set up
+
+	// The copy state lives in the session, one allocation for the
+	// whole session instead of one per direction and closure.
+	pumps       [2]pump // dirUp (client to server), dirDown
+	left        atomic.Int32
+	srv         *pool.Server
+	connectTime time.Duration
+	release     func() // stops tracking the session on srv
+	done        func() // the frontend forgets the session
 }
+
+// Directions of a session, indexes into session.pumps.
+const (
+	dirUp   = 0 // client to server
+	dirDown = 1 // server to client
+)
 
 func newSession(f *Frontend, c net.Conn) *session {
 	return &session{f: f, pool: f.pool.Load(), client: c, start: time.Now()}
@@ -61,17 +76,16 @@ func (s *session) closeWith(reason string) {
 	s.setReasonLocked(reason, false)
 	s.closed = true
 	server := s.server
-	pumps := s.pumps
+	copying := s.copying
 	s.mu.Unlock()
 	_ = s.client.Close()
 	if server != nil {
 		_ = server.Close()
 	}
 	// A parked direction has no goroutine to notice the close.
-	for _, p := range pumps {
-		if p != nil {
-			p.wake()
-		}
+	if copying {
+		s.pumps[dirUp].wake()
+		s.pumps[dirDown].wake()
 	}
 }
 
@@ -123,6 +137,10 @@ func (s *session) serve(done func()) {
 		done()
 		return
 	}
+	if err := setKeepAlive(s.client, s.f.Timeouts().KeepAlive); err != nil {
+		// Only the dead-peer probes are lost; the idle timeout still applies.
+		s.f.log.Debug("keep-alive not set", "err", err)
+	}
 	s.relay(server, srv, connectTime, done)
 }
 
@@ -146,9 +164,7 @@ func (s *session) connect() (net.Conn, *pool.Server, time.Duration, string) {
 		last = srv
 		t0 := time.Now()
 		attempt := srv.StartConnect()
-		ctx, cancel := dialContext(f.force, to.Connect)
-		conn, err := f.dialer.DialContext(ctx, "tcp", srv.Address().String())
-		cancel()
+		conn, err := f.dial(srv.Address(), &to)
 		took := time.Since(t0)
 		if err == nil {
 			attempt.Succeeded()
@@ -234,47 +250,65 @@ func clientAddr(c net.Conn) netip.Addr {
 // parked, while cold). When both are done it closes both sockets, logs
 // the session and calls done.
 func (s *session) relay(server net.Conn, srv *pool.Server, connectTime time.Duration, done func()) {
-	release := srv.Track(s)
-	var left atomic.Int32
-	left.Store(2)
-	var in, out int64
-	end := func() {
-		if left.Add(-1) > 0 {
-			return
-		}
-		s.closeWith("")
-		release()
-		s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: srv, connect: connectTime,
-			in: in, out: out, end: s.endReason(), duration: time.Since(s.start), backend: s.pool.Name()})
-		done()
-	}
-	up := &pump{dst: server, src: s.client, idle: s.f.Timeouts().ClientIdle,
-		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
-		add: func(b int64) {
-			in += b
-			s.f.bytesIn.Add(b)
-			srv.AddBytes(b, 0)
-		},
-		done: func(e copyEnd, err error) {
-			s.finish(e, err, server, "client", "server")
-			end()
-		}}
-	down := &pump{dst: s.client, src: server, idle: s.f.Timeouts().ServerIdle,
-		bufs: &s.f.bufs, pipes: s.f.pipes, parker: s.f.parker, hot: s.f.hot,
-		add: func(b int64) {
-			out += b
-			s.f.bytesOut.Add(b)
-			srv.AddBytes(0, b)
-		},
-		done: func(e copyEnd, err error) {
-			s.finish(e, err, s.client, "server", "client")
-			end()
-		}}
+	s.srv, s.connectTime, s.release, s.done = srv, connectTime, srv.Track(s), done
+	s.left.Store(2)
+	to := s.f.Timeouts()
 	s.mu.Lock()
-	s.pumps = [2]*pump{up, down}
+	s.pumps[dirUp].init(s, dirUp, server, s.client, to.ClientIdle)
+	s.pumps[dirDown].init(s, dirDown, s.client, server, to.ServerIdle)
+	s.shareRawConns(server)
+	s.copying = true
 	s.mu.Unlock()
-	go down.start()
-	go up.start()
+	go s.pumps[dirDown].start()
+	go s.pumps[dirUp].start()
+}
+
+// shareRawConns gives both directions the same raw conn of each socket,
+// two allocations instead of four; a direction whose conns are not set
+// makes its own.
+func (s *session) shareRawConns(server net.Conn) {
+	cc, ok1 := s.client.(*net.TCPConn)
+	sc, ok2 := server.(*net.TCPConn)
+	if !ok1 || !ok2 {
+		return
+	}
+	crc, err1 := cc.SyscallConn()
+	src, err2 := sc.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return
+	}
+	s.pumps[dirUp].rc, s.pumps[dirUp].wc = crc, src
+	s.pumps[dirDown].rc, s.pumps[dirDown].wc = src, crc
+}
+
+// moved counts bytes one direction passed on.
+func (s *session) moved(dir int, b int64) {
+	if dir == dirUp {
+		s.f.bytesIn.Add(b)
+		s.srv.AddBytes(b, 0)
+	} else {
+		s.f.bytesOut.Add(b)
+		s.srv.AddBytes(0, b)
+	}
+}
+
+// directionDone handles the end of one direction; the second to end
+// closes the session, logs it and calls done.
+func (s *session) directionDone(dir int, e copyEnd, err error) {
+	if dir == dirUp {
+		s.finish(e, err, s.pumps[dirUp].dst, "client", "server")
+	} else {
+		s.finish(e, err, s.client, "server", "client")
+	}
+	if s.left.Add(-1) > 0 {
+		return
+	}
+	s.closeWith("")
+	s.release()
+	s.f.logConn(connRecord{client: s.client.RemoteAddr(), server: s.srv, connect: s.connectTime,
+		in: s.pumps[dirUp].total, out: s.pumps[dirDown].total, end: s.endReason(),
+		duration: time.Since(s.start), backend: s.pool.Name()})
+	s.done()
 }
 
 // finish handles the end of one direction: EOF is passed on as a
