@@ -166,6 +166,23 @@ func TestImportStatsPageShapes(t *testing.T) {
 	}
 }
 
+// A stats page halb cannot serve beside the frontends costs the stats
+// section, with a warning, not the whole import.
+func TestImportStatsPageClash(t *testing.T) {
+	cfg := strings.Replace(tcpPair("server s1 10.1.1.1:6443 check"), "10.1.1.10:6443", "10.1.1.10:9600", 1) +
+		"listen stats\n  mode http\n  bind 10.1.1.10:9600\n  stats enable\n"
+	c, ws, y := importText(t, cfg, Options{})
+	if c.Stats != nil {
+		t.Fatalf("stats imported on the frontend's address:\n%s", y)
+	}
+	if !slicesContainsFunc(ws, "was: HAProxy's stats page on 10.1.1.10:9600; now: not imported") {
+		t.Errorf("no warning that the stats page was left out: %v", ws)
+	}
+	if strings.Contains(y, "halb passwd") {
+		t.Errorf("output still asks for stats logins:\n%s", y)
+	}
+}
+
 func slicesContainsFunc(ws []Warning, want string) bool {
 	for _, w := range ws {
 		if strings.Contains(w.Format("f"), want) {

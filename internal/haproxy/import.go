@@ -73,6 +73,15 @@ func Import(data []byte, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, Errors{{Err: err}}
 	}
+	if _, err := config.Parse(y); err != nil && out.Stats != nil {
+		// A stats page halb cannot serve (its address clashes with a
+		// frontend's) must not cost the whole import.
+		imp.changedFrom(imp.statsLine, "bind "+out.Stats.Bind, "HAProxy's stats page on "+out.Stats.Bind, "not imported", "halb refuses it: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		out.Stats, imp.stats = nil, nil
+		if y, err = imp.render(&out); err != nil {
+			return nil, Errors{{Err: err}}
+		}
+	}
 	if _, err := config.Parse(y); err != nil {
 		es := Errors{{Err: fmt.Errorf("the imported config does not validate: %w", err)}}
 		return nil, es
