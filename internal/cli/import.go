@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -31,6 +32,7 @@ func newImportHAProxyCmd() *cobra.Command {
 		out    string
 		force  bool
 		nodes  []string
+		define []string
 	)
 	cmd := &cobra.Command{
 		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [--out FILE]",
@@ -38,16 +40,22 @@ func newImportHAProxyCmd() *cobra.Command {
 		Long: `Import haproxy reads an haproxy.cfg and writes a halb config: frontends and
 backends in mode tcp, servers, health checks, timeouts and maxconn. Every
 directive that is not carried over gets a warning on standard error naming
-its line. Sections in mode http are skipped; a stats page is kept as a
-commented-out note, without its password.
+its line, grouped: "changes behaviour" (with what HAProxy or keepalived did
+and what halb will do), "confirm" (assumptions to check) and "dropped, no
+effect". Sections in mode http are skipped; a stats page becomes the stats
+section, with logins from a password file (HAProxy's password is never
+copied). .if conditions are evaluated with the variables given by --define.
 
 The VIP is the address the frontends bind. With --node for each LB host the
 output also has a cluster section (gossip key /etc/halb/gossip.key) and the
 VIP on --vip-interface; without --node it has neither, and halb would proxy
 without moving the address. With --keepalived, the vrrp_instance of that
 keepalived.conf gives the VIP's prefix length and interface, nopreempt
-(policy sticky), preempt_delay, and the priority of the node whose address
-is its unicast_src_ip.
+(policy sticky), preempt_delay, and the priorities: the node whose address
+is its unicast_src_ip (or whose name is its router_id) keeps its state and
+priority, and the others are placed so that the MASTER stays preferred; the
+assumption is printed. Without --vip-interface or keepalived the interface
+is eth0, flagged for confirmation.
 
 Exit status: 0 when a config was written (warnings or not), 1 when the input
 cannot be read or yields no usable config; the errors name their lines.`,
@@ -65,6 +73,16 @@ cannot be read or yields no usable config; the errors name their lines.`,
 				return fmt.Errorf("read haproxy config: %w", err)
 			}
 			opts := haproxy.Options{Source: path, VIPInterface: iface, KeepalivedSource: kaPath}
+			if len(define) > 0 {
+				opts.Env = map[string]string{}
+				for _, d := range define {
+					name, value, ok := strings.Cut(d, "=")
+					if !ok || name == "" {
+						return fmt.Errorf("--define %q: want NAME=VALUE, e.g. --define HAPROXY_LOCALPEER=lb1", d)
+					}
+					opts.Env[name] = value
+				}
+			}
 			if !cmd.Flags().Changed("vip-interface") {
 				// Let keepalived's interface win over the default.
 				opts.VIPInterface = ""
@@ -92,9 +110,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 			if err != nil {
 				return printImportErrors(cmd, path, err)
 			}
-			for _, w := range res.Warnings {
-				_, _ = fmt.Fprintln(stderr, w.Format(path))
-			}
+			_, _ = fmt.Fprint(stderr, haproxy.FormatWarnings(res.Warnings, path))
 			if out == "" || out == "-" {
 				_, err := cmd.OutOrStdout().Write(res.YAML)
 				return err
@@ -109,6 +125,7 @@ cannot be read or yields no usable config; the errors name their lines.`,
 	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts (without the flag: keepalived's, else eth0)")
 	cmd.Flags().StringVar(&kaPath, "keepalived", "", "keepalived.conf to take the VIP's prefix and interface, nopreempt/preempt_delay and priority from")
 	cmd.Flags().StringArrayVar(&nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
+	cmd.Flags().StringArrayVar(&define, "define", nil, "an environment variable HAProxy runs with, NAME=VALUE, for .if defined(NAME) and $NAME; repeat for each")
 	cmd.Flags().StringVar(&out, "out", "", "file to write (default: standard output)")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing output file")
 	return cmd

@@ -37,7 +37,7 @@ func TestImportHAProxySeedToStdout(t *testing.T) {
 	if len(cfg.Backends) != 2 || len(cfg.Cluster.Nodes) != 2 || len(cfg.VIPs) != 1 || cfg.VIPs[0].Interface != "ens18" {
 		t.Errorf("unexpected config: %d backends, cluster %+v, vips %+v", len(cfg.Backends), cfg.Cluster, cfg.VIPs)
 	}
-	for _, want := range []string{seedCfg + ":4: warning: chroot", seedCfg + ":43: warning: stats auth admin:<password not shown>"} {
+	for _, want := range []string{seedCfg + ":4: dropped, no effect: chroot", seedCfg + ":43: changes behaviour: stats auth admin:<password not shown>"} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr)
 		}
@@ -113,7 +113,7 @@ func TestImportHAProxyWithKeepalived(t *testing.T) {
 	if cfg.Cluster.Policy != config.Sticky || cfg.Cluster.Nodes[0].Priority != 150 {
 		t.Errorf("policy %s, lb1 priority %d; want sticky, 150", cfg.Cluster.Policy, cfg.Cluster.Nodes[0].Priority)
 	}
-	if !strings.Contains(stderr, ka+":6: warning: authentication") || strings.Contains(stdout+stderr, "hunter22") {
+	if !strings.Contains(stderr, ka+":6: dropped, no effect: authentication") || strings.Contains(stdout+stderr, "hunter22") {
 		t.Errorf("keepalived warnings wrong or leak the password:\n%s", stderr)
 	}
 
@@ -124,5 +124,54 @@ func TestImportHAProxyWithKeepalived(t *testing.T) {
 	}
 	if cfg, err = config.Parse([]byte(stdout)); err != nil || cfg.VIPs[0].Interface != "bond0" {
 		t.Errorf("vip interface with --vip-interface bond0: %v, %+v", err, cfg)
+	}
+}
+
+// The imported file, stats section included, passes halb check as it is
+// written: only the files it names are missing, which check warns about.
+func TestImportHAProxyOutputPassesCheck(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "halb.yaml")
+	if _, stderr, err := runImport(t, "haproxy", seedCfg, "--node", "lb1=192.168.66.151", "--node", "lb2=192.168.66.152", "--out", out); err != nil {
+		t.Fatalf("import: %v\n%s", err, stderr)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := Main([]string{"check", "--config", out}, &stdout, &stderr); code != 0 {
+		t.Fatalf("halb check exit %d:\n%s%s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "stats.password_file") {
+		t.Errorf("check did not look for the stats logins file:\n%s", stderr.String())
+	}
+}
+
+// --define gives .if conditions the environment HAProxy runs with, so a
+// server kept behind defined(NAME) is imported only when NAME is set.
+func TestImportHAProxyDefine(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	text := "frontend fe\n  mode tcp\n  bind 10.1.1.10:6443\n  default_backend be\n" +
+		"backend be\n  mode tcp\n  server a 10.1.1.1:6443 check\n" +
+		".if defined(HALB_EXTRA)\n  server b 10.1.1.2:6443 check\n.endif\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	servers := func(args ...string) (int, string) {
+		t.Helper()
+		stdout, stderr, err := runImport(t, append([]string{"haproxy", cfg}, args...)...)
+		if err != nil {
+			t.Fatalf("import %v: %v\n%s", args, err, stderr)
+		}
+		c, err := config.Parse([]byte(stdout))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(c.Backends[0].Servers), stderr
+	}
+	if n, stderr := servers(); n != 1 || !strings.Contains(stderr, "--define HALB_EXTRA=VALUE") {
+		t.Errorf("without --define: %d servers, want 1, and a hint naming --define:\n%s", n, stderr)
+	}
+	if n, stderr := servers("--define", "HALB_EXTRA=1"); n != 2 || strings.Contains(stderr, "taken as undefined") {
+		t.Errorf("with --define HALB_EXTRA=1: %d servers, want 2:\n%s", n, stderr)
+	}
+	if _, _, err := runImport(t, "haproxy", cfg, "--define", "=x"); err == nil || !strings.Contains(err.Error(), "NAME=VALUE") {
+		t.Errorf("--define =x: err = %v, want NAME=VALUE", err)
 	}
 }

@@ -65,7 +65,7 @@ func conditionals(lines []string, env map[string]string) (keep []bool, warns []W
 		v, vars, err := evalCondition(raw, env)
 		for _, name := range vars {
 			warns = append(warns, Warning{Line: n, Directive: kw + " " + strings.TrimSpace(raw),
-				Message: fmt.Sprintf("environment variable %s taken as undefined: the importer cannot see the environment HAProxy ran with, so this condition is %t here; if %s is set on your LB hosts, import again with it set", name, v, name)})
+				Message: fmt.Sprintf("environment variable %s taken as undefined: the importer cannot see the environment HAProxy ran with, so this condition is %t here; if %s is set on your LB hosts, import again with --define %s=VALUE", name, v, name, name), Effect: Confirm})
 			if !seenVar[name] {
 				seenVar[name] = true
 				assumed = append(assumed, name)
@@ -81,7 +81,7 @@ func conditionals(lines []string, env map[string]string) (keep []bool, warns []W
 	endBranch := func(f *condFrame) {
 		if f.dropped > 0 {
 			warns = append(warns, Warning{Line: f.branchLine, Directive: f.branchWhy,
-				Message: fmt.Sprintf("%d line(s) up to line %d not imported: HAProxy does not read this branch", f.dropped, f.lastDrop)})
+				Message: fmt.Sprintf("%d line(s) up to line %d not imported: HAProxy does not read this branch", f.dropped, f.lastDrop), Effect: Dropped})
 		}
 		f.dropped, f.lastDrop = 0, 0
 	}
@@ -172,7 +172,7 @@ func conditionals(lines []string, env map[string]string) (keep []bool, warns []W
 			stack = stack[:len(stack)-1]
 		case ".diag", ".notice", ".warning":
 			if active() {
-				warns = append(warns, Warning{Line: n, Directive: kw, Message: "HAProxy prints this message at startup; halb does not: " + strings.TrimSpace(rest)})
+				warns = append(warns, Warning{Line: n, Directive: kw, Message: "HAProxy prints this message at startup; halb does not: " + strings.TrimSpace(rest), Effect: Dropped})
 			}
 		case ".alert":
 			if active() {

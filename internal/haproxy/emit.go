@@ -19,8 +19,16 @@ type outConfig struct {
 	Backends  []outBackend  `yaml:"backends"`
 	Cluster   *outCluster   `yaml:"cluster,omitempty"`
 	VIPs      []outVIP      `yaml:"vips,omitempty"`
+	Stats     *outStats     `yaml:"stats,omitempty"`
 
 	noCluster bool
+}
+
+type outStats struct {
+	Bind         string   `yaml:"bind"`
+	Allow        []string `yaml:"allow,omitempty,flow"`
+	Refresh      string   `yaml:"refresh,omitempty"`
+	PasswordFile string   `yaml:"password_file"`
 }
 
 type outTimeouts struct {
@@ -79,9 +87,12 @@ type outTLS struct {
 
 type outCluster struct {
 	KeyFile      string    `yaml:"key_file"`
+	KeyringFile  string    `yaml:"keyring_file"`
 	Policy       string    `yaml:"policy,omitempty"`
 	PreemptDelay string    `yaml:"preempt_delay,omitempty"`
 	Nodes        []outNode `yaml:"nodes"`
+
+	nodesNote string // a comment above nodes: how priorities were chosen
 }
 
 type outNode struct {
@@ -93,6 +104,9 @@ type outNode struct {
 type outVIP struct {
 	Address   string `yaml:"address"`
 	Interface string `yaml:"interface"`
+
+	addrNote  string // beside address: an assumed prefix length
+	ifaceNote string // beside interface: where it came from
 }
 
 // render writes the config as commented YAML in the shape of
@@ -140,6 +154,29 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 			}
 		case "cluster":
 			key.HeadComment = "Gossip between the LB hosts. Each host runs: halb run --config FILE --node NAME"
+			if k := mapKey(val, "keyring_file"); k != nil {
+				k.HeadComment = "Where `halb keys` saves a rotated keyring (the unit's StateDirectory)."
+			}
+			if k := mapKey(val, "nodes"); k != nil && out.Cluster.nodesNote != "" {
+				k.HeadComment = out.Cluster.nodesNote
+			}
+		case "vips":
+			for j, item := range val.Content {
+				if j >= len(out.VIPs) {
+					continue
+				}
+				if v := mapValue(item, "address"); v != nil && out.VIPs[j].addrNote != "" {
+					v.LineComment = out.VIPs[j].addrNote
+				}
+				if v := mapValue(item, "interface"); v != nil && out.VIPs[j].ifaceNote != "" {
+					v.LineComment = out.VIPs[j].ifaceNote
+				}
+			}
+		case "stats":
+			key.HeadComment = fmt.Sprintf("HAProxy's stats page (%s:%d), now halb's dashboard, /status.json and /metrics.", commentSafe(src), imp.statsLine)
+			if v := mapValue(val, "password_file"); v != nil {
+				v.LineComment = fmt.Sprintf("halb passwd --user %s --line >> %s", commentSafe(imp.statsUser), statsUsersFile)
+			}
 		}
 	}
 	var buf bytes.Buffer
@@ -169,6 +206,10 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 		}
 		b.WriteString("# Step by step: docs/getting-started-talos.md#check-credentials\n")
 	}
+	if out.Stats != nil {
+		b.WriteString("# The stats page's logins (HAProxy's password is never carried over):\n")
+		fmt.Fprintf(&b, "#   halb passwd --user %s --line >> %s\n", commentSafe(imp.statsUser), statsUsersFile)
+	}
 	if len(imp.assumedUndefined) > 0 {
 		fmt.Fprintf(&b, "# .if conditions were evaluated with %s taken as undefined: the\n", commentSafe(strings.Join(imp.assumedUndefined, ", ")))
 		b.WriteString("# importer cannot see the LB hosts' environment (see the warnings).\n")
@@ -178,9 +219,6 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 	if out.noCluster {
 		b.WriteString("\n# No cluster and no vips: this host proxies but does not hold a VIP.\n")
 		b.WriteString("# Import again with --node NAME=ADDRESS for every LB host to add them.\n")
-	}
-	for _, s := range imp.stats {
-		b.WriteString(statsComment(src, s))
 	}
 	return []byte(b.String()), nil
 }
@@ -244,29 +282,4 @@ func commentSafe(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// statsComment notes an HAProxy stats page the config cannot express
-// yet, leaving the password out.
-func statsComment(src string, s statsNote) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "\n# Not imported: the HAProxy stats page (listen %s, %s:%d).\n", commentSafe(s.name), commentSafe(src), s.line)
-	b.WriteString("# halb's stats page is not configurable in this file yet. What HAProxy had:\n")
-	b.WriteString("# stats:\n")
-	for _, bind := range s.binds {
-		fmt.Fprintf(&b, "#   bind: %s\n", bind)
-	}
-	if s.uri != "" {
-		fmt.Fprintf(&b, "#   uri: %s\n", commentSafe(s.uri))
-	}
-	if s.refresh != "" {
-		fmt.Fprintf(&b, "#   refresh: %s\n", commentSafe(s.refresh))
-	}
-	if s.user != "" {
-		fmt.Fprintf(&b, "#   user: %s   # password NOT carried over: set a new one\n", commentSafe(s.user))
-	}
-	if len(s.allow) > 0 {
-		fmt.Fprintf(&b, "#   allow: [%s]\n", commentSafe(strings.Join(s.allow, ", ")))
-	}
-	return b.String()
 }

@@ -73,6 +73,15 @@ func Import(data []byte, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, Errors{{Err: err}}
 	}
+	if _, err := config.Parse(y); err != nil && out.Stats != nil {
+		// A stats page halb cannot serve (its address clashes with a
+		// frontend's) must not cost the whole import.
+		imp.changedFrom(imp.statsLine, "bind "+out.Stats.Bind, "HAProxy's stats page on "+out.Stats.Bind, "not imported", "halb refuses it: %s", strings.ReplaceAll(err.Error(), "\n", "; "))
+		out.Stats, imp.stats = nil, nil
+		if y, err = imp.render(&out); err != nil {
+			return nil, Errors{{Err: err}}
+		}
+	}
 	if _, err := config.Parse(y); err != nil {
 		es := Errors{{Err: fmt.Errorf("the imported config does not validate: %w", err)}}
 		return nil, es
@@ -96,16 +105,9 @@ func Import(data []byte, opts Options) (*Result, error) {
 	return &Result{YAML: y, Warnings: imp.warns}, nil
 }
 
-// statsNote is a stats page kept as a comment in the output.
-type statsNote struct {
-	line    int
-	name    string
-	binds   []string
-	uri     string
-	refresh string
-	user    string
-	allow   []string
-}
+// Where the imported stats section expects its logins; `halb passwd`
+// writes the lines.
+const statsUsersFile = "/etc/halb/stats.users"
 
 type importer struct {
 	opts  Options
@@ -116,7 +118,9 @@ type importer struct {
 	defaults      *proxy
 	proxies       []*proxy          // carried frontend, backend and listen sections, in file order
 	skipped       map[string]string // backend name → why it was not imported
-	stats         []statsNote
+	stats         *outStats         // the first stats page, imported
+	statsLine     int               // its section's line
+	statsUser     string            // HAProxy's stats auth user, for the header
 
 	// credentials lists the check credential files the output refers to,
 	// each with how to make it, for the output's header.
@@ -127,8 +131,25 @@ type importer struct {
 	assumedUndefined []string
 }
 
-func (imp *importer) warn(line int, directive, format string, args ...any) {
-	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...)})
+// changed notes a difference in behaviour; now says what halb does.
+func (imp *importer) changed(line int, directive, now, format string, args ...any) {
+	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...), Now: now})
+}
+
+// changedFrom is changed for a directive that does not say by itself
+// what HAProxy did.
+func (imp *importer) changedFrom(line int, directive, was, now, format string, args ...any) {
+	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...), Was: was, Now: now})
+}
+
+// confirm notes an assumption the operator should check.
+func (imp *importer) confirm(line int, directive, format string, args ...any) {
+	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...), Effect: Confirm})
+}
+
+// dropped notes something left out that nobody will miss.
+func (imp *importer) dropped(line int, directive, format string, args ...any) {
+	imp.warns = append(imp.warns, Warning{Line: line, Directive: directive, Message: fmt.Sprintf(format, args...), Effect: Dropped})
 }
 
 func (imp *importer) fail(line int, format string, args ...any) {
@@ -152,7 +173,7 @@ func (imp *importer) section(s section) {
 		imp.run(p, s)
 		imp.finish(p)
 	default:
-		imp.warn(s.line, strings.TrimSpace(s.kind+" "+s.name), "section not carried over: halb has no equivalent")
+		imp.changed(s.line, strings.TrimSpace(s.kind+" "+s.name), "", "section not carried over: halb has no equivalent")
 	}
 }
 
@@ -200,9 +221,11 @@ func (imp *importer) global(d directive) {
 	case strings.HasPrefix(kw, "ssl-default-"), strings.HasPrefix(kw, "ssl-"):
 		why = whyTLS
 	default:
-		why = whyNone
+		// An unknown global setting may well matter (tune.*, hard-stop-after).
+		imp.changed(d.line, directiveText(d.args), "", "%s", whyNone)
+		return
 	}
-	imp.warn(d.line, directiveText(d.args), "%s", why)
+	imp.dropped(d.line, directiveText(d.args), "%s", why)
 }
 
 func argAt(a []string, i int) string {
@@ -217,7 +240,7 @@ func (imp *importer) finish(p *proxy) {
 	head := p.kind + " " + p.name
 	switch {
 	case p.disabled:
-		imp.warn(p.line, head, "disabled in HAProxy; not imported")
+		imp.dropped(p.line, head, "disabled in HAProxy; not imported")
 		imp.skipped[p.name] = "it is disabled"
 		return
 	case p.mode == "http" && p.stats != nil:
@@ -229,27 +252,63 @@ func (imp *importer) finish(p *proxy) {
 		if p.modeLine < p.line {
 			from = ", inherited from defaults"
 		}
-		imp.warn(p.line, head, "mode %s (line %d%s): halb proxies TCP only; section not imported", p.mode, p.modeLine, from)
+		imp.changedFrom(p.line, head, "served in mode "+p.mode, "not served", "mode %s (line %d%s): halb proxies TCP only; section not imported", p.mode, p.modeLine, from)
 		imp.skipped[p.name] = "it is in mode " + p.mode
 		return
 	}
 	if p.stats != nil {
-		imp.warn(p.line, head, "stats directives only work in mode http; ignored")
+		imp.dropped(p.line, head, "stats directives only work in mode http; HAProxy ignored them too")
 	}
 	imp.warns = append(imp.warns, p.warns...)
 	imp.proxies = append(imp.proxies, p)
 }
 
+// statsPage turns HAProxy's stats page into halb's stats section: the
+// same address and allow-list, logins from a password file the operator
+// fills, since HAProxy's plaintext password is never carried over.
 func (imp *importer) statsPage(p *proxy) {
-	n := statsNote{line: p.line, name: p.name, uri: p.stats.uri, refresh: p.stats.refresh, user: p.stats.user, allow: p.allow}
-	for _, b := range p.binds {
-		n.binds = append(n.binds, b.addr.String())
+	head := p.kind + " " + p.name
+	if imp.stats != nil {
+		imp.changedFrom(p.line, head, "another stats page", "not imported", "halb serves one stats page; the one at line %d was imported", imp.statsLine)
+		return
 	}
-	imp.stats = append(imp.stats, n)
-	imp.warn(p.line, p.kind+" "+p.name, "stats page not imported: halb's stats page is not configured in this file yet; the output ends with a commented-out note of its bind, user and allow-list")
+	if len(p.binds) == 0 {
+		imp.dropped(p.line, head, "a stats page without a bind line, which HAProxy did not serve either: not imported")
+		return
+	}
+	st := &outStats{Bind: p.binds[0].addr.String(), PasswordFile: statsUsersFile}
+	for _, b := range p.binds[1:] {
+		imp.changedFrom(b.line, "bind "+b.addr.String(), "the stats page on "+b.addr.String(), "only on "+st.Bind, "halb's stats page listens on one address")
+	}
+	imp.changedFrom(p.line, head, "HAProxy's stats page", "halb's dashboard, with /status.json and /metrics, on "+st.Bind, "imported as the stats section; its logins come from %s (see below)", statsUsersFile)
+	if u := p.stats.uri; u != "" && u != "/" {
+		imp.changedFrom(p.line, "stats uri "+u, "the page at "+u, "the dashboard at /", "halb's stats page has fixed paths")
+	}
+	if r := p.stats.refresh; r != "" {
+		d, err := parseTime(r)
+		switch {
+		case err != nil || d < time.Second || d > config.MaxDuration:
+			imp.changedFrom(p.line, "stats refresh "+r, "refresh "+r, formatDuration(config.DefaultStatsRefresh), "halb refreshes the dashboard every 1s to 24h")
+		default:
+			st.Refresh = formatDuration(d)
+		}
+	}
+	for _, a := range p.allow {
+		if _, err := netip.ParsePrefix(a); err != nil {
+			if _, err := netip.ParseAddr(a); err != nil {
+				imp.changedFrom(p.allowLine, "acl … src "+a, "connections from "+a+" allowed", "refused", "%q is not an address or network halb can read", a)
+				continue
+			}
+		}
+		st.Allow = append(st.Allow, a)
+	}
+	user := cmp.Or(p.stats.user, "admin")
 	if p.stats.authLine > 0 {
-		imp.warn(p.stats.authLine, "stats auth "+p.stats.user+":<password not shown>", "the plaintext password was NOT carried over; choose a new one for halb's stats page")
+		imp.changedFrom(p.stats.authLine, "stats auth "+p.stats.user+":<password not shown>", "user "+p.stats.user+" with a plaintext password", "the bcrypt logins in "+statsUsersFile, "the password was NOT carried over: create the file with `halb passwd --user %s --line >> %s` (until then nobody can log in)", user, statsUsersFile)
+	} else {
+		imp.changedFrom(p.line, head, "a page without a login", "the bcrypt logins in "+statsUsersFile, "halb's stats page always asks for a login: create the file with `halb passwd --user %s --line >> %s`", user, statsUsersFile)
 	}
+	imp.stats, imp.statsLine, imp.statsUser = st, p.line, user
 }
 
 // build assembles the halb config from the carried sections.
@@ -281,21 +340,21 @@ func (imp *importer) build() outConfig {
 			target, line = p.name, p.line
 		}
 		if target == "" {
-			imp.warn(p.line, head, "no default_backend: not imported")
+			imp.changed(p.line, head, "not served", "no default_backend: not imported")
 			continue
 		}
 		if !carried[target] {
 			if why, ok := imp.skipped[target]; ok {
-				imp.warn(line, "default_backend "+target, "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
+				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
 			} else if !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }) {
 				imp.fail(line, "default_backend %s: no backend with that name", target)
 			} else {
-				imp.warn(line, "default_backend "+target, "backend %s was not imported, so frontend %s is not either", target, p.name)
+				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported, so frontend %s is not either", target, p.name)
 			}
 			continue
 		}
 		if len(p.binds) == 0 {
-			imp.warn(p.line, head, "no bind line: not imported")
+			imp.dropped(p.line, head, "no bind line, so HAProxy did not listen for it either: not imported")
 			continue
 		}
 		used[target] = true
@@ -304,13 +363,13 @@ func (imp *importer) build() outConfig {
 			name := p.name
 			if i > 0 {
 				name = fmt.Sprintf("%s_%d", p.name, i+1)
-				imp.warn(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s", name)
+				imp.dropped(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s, which listens the same way", name)
 			}
 			out.Frontends = append(out.Frontends, outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line})
 			a := b.addr.Addr()
 			switch {
 			case a.IsUnspecified():
-				imp.warn(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
+				imp.confirm(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
 			case a.IsLoopback():
 			case !vipSeen[a]:
 				vipSeen[a] = true
@@ -320,7 +379,7 @@ func (imp *importer) build() outConfig {
 	}
 	for _, p := range bprox {
 		if !used[p.name] {
-			imp.warn(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
+			imp.confirm(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
 		}
 	}
 	if len(out.Frontends) == 0 && len(imp.errs) == 0 {
@@ -330,6 +389,7 @@ func (imp *importer) build() outConfig {
 	out.Timeouts = imp.timeouts(fprox, bprox)
 	out.MaxConn = imp.globalMaxconn
 	imp.cluster(&out, vips)
+	out.Stats = imp.stats
 	return out
 }
 
@@ -342,9 +402,9 @@ func (imp *importer) balance(p *proxy) string {
 	case "leastconn", "source":
 		return p.balance
 	case "static-rr":
-		imp.warn(p.balanceLine, d, "backend %s: imported as roundrobin, which honours weights the same way", p.name)
+		imp.dropped(p.balanceLine, d, "backend %s: imported as roundrobin, which honours weights the same way", p.name)
 	default:
-		imp.warn(p.balanceLine, d, "backend %s: halb balances with roundrobin, leastconn or source; using roundrobin", p.name)
+		imp.changed(p.balanceLine, d, "balance roundrobin", "backend %s: halb balances with roundrobin, leastconn or source", p.name)
 	}
 	return "roundrobin"
 }
@@ -386,7 +446,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 	for _, s := range p.servers {
 		sp := p.defSrv.merge(s.params)
 		if isSet(sp.disabled) {
-			imp.warn(s.line, "server "+s.name+" … disabled", "disabled in HAProxy; not imported")
+			imp.dropped(s.line, "server "+s.name+" … disabled", "disabled in HAProxy; not imported")
 			continue
 		}
 		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup)}
@@ -394,9 +454,9 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 			w := *sp.weight
 			switch {
 			case w == 0:
-				imp.warn(s.line, "server "+s.name+" … weight 0", "halb has no weight 0 (no new connections): imported with weight 1; drain the server with halb's admin commands instead")
+				imp.changedFrom(s.line, "server "+s.name+" … weight 0", "weight 0: no new connections", "weight 1: its share of new connections", "halb has no weight 0; drain the server with `halb server drain` instead")
 			case w > 256:
-				imp.warn(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "halb's weights go up to 256: imported as 256")
+				imp.changed(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "weight 256", "halb's weights go up to 256, so the shares between servers differ")
 				w = 256
 				o.Weight = &w
 			default:
@@ -411,7 +471,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 			if first == nil {
 				first, firstName = &sp, s.name
 			} else if !sameCheck(*first, sp) {
-				imp.warn(s.line, "server "+s.name, "inter/fall/rise differ from server %s; halb has one health check per backend and uses %s's", firstName, firstName)
+				imp.changedFrom(s.line, "server "+s.name, "its own inter/fall/rise", "server "+firstName+"'s", "inter/fall/rise differ from server %s; halb has one health check per backend", firstName)
 			}
 		} else {
 			unchecked = append(unchecked, s)
@@ -419,19 +479,19 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		b.Servers = append(b.Servers, o)
 	}
 	if len(b.Servers) == 0 {
-		imp.warn(p.line, head, "no enabled servers: not imported")
+		imp.changedFrom(p.line, head, "a backend with no enabled server", "not imported", "no enabled servers: not imported")
 		imp.skipped[p.name] = "it has no enabled servers"
 		return b, false
 	}
 	if first == nil {
-		imp.warn(p.line, head, "no server has `check`: HAProxy never probed them; halb probes every server (see health)")
+		imp.changedFrom(p.line, head, "no server checked: always taken as up", "every server checked", "no server has `check`: HAProxy never probed them; halb probes every server (see health)")
 	} else {
 		for _, s := range unchecked {
-			imp.warn(s.line, "server "+s.name, "no `check`: HAProxy never probed it; halb probes every server of the backend")
+			imp.changedFrom(s.line, "server "+s.name, "no check: always taken as up", "checked like the others", "no `check`: HAProxy never probed it; halb probes every server of the backend")
 		}
 	}
 	if sslTraffic {
-		imp.warn(p.line, head, "servers use `ssl`: halb does not encrypt traffic to servers, it forwards the client's bytes; only the health check uses TLS")
+		imp.changedFrom(p.line, head, "traffic to the servers encrypted by HAProxy (ssl)", "the client's bytes forwarded as they are", "servers use `ssl`: halb does not encrypt traffic to servers; only the health check uses TLS")
 	}
 	params := p.defSrv
 	if first != nil {
@@ -498,12 +558,12 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		if allTalos {
 			h.Type = "tls"
 			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, path)
-			imp.warn(hc.line, d, "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, path)
+			imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, path)
 		} else {
 			h.Type = "https"
 			h.Path = path
 			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
-			imp.warn(hc.line, d, "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
+			imp.changedFrom(hc.line, d, ran, "an HTTPS GET", "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
 		}
 	case hc != nil:
 		h.Type = "http"
@@ -519,34 +579,34 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 	web := h.Type == "http" || h.Type == "https"
 	if web {
 		if method != "GET" && method != "" {
-			imp.warn(httpLine, "option httpchk "+method, "backend %s: halb checks with GET, not %s", p.name, method)
+			imp.changed(httpLine, "option httpchk "+method, "GET", "backend %s: halb checks with GET, not %s", p.name, method)
 		}
 		if !strings.HasPrefix(h.Path, "/") {
-			imp.warn(httpLine, "option httpchk", "backend %s: path %q does not start with /; using /", p.name, h.Path)
+			imp.changed(httpLine, "option httpchk", "GET /", "backend %s: path %q does not start with /", p.name, h.Path)
 			h.Path = "/"
 		}
 		h.ExpectStatus = p.expect
 	} else if len(p.expect) > 0 && !paired {
-		imp.warn(p.expectLine, "http-check expect", "backend %s: a %s check has no HTTP status; dropped", p.name, h.Type)
+		imp.dropped(p.expectLine, "http-check expect", "backend %s: a %s check has no HTTP status, in HAProxy neither", p.name, h.Type)
 	}
 
 	inter := derefOr(sp.inter, haproxyInter)
 	if inter < 10*time.Millisecond {
-		imp.warn(p.line, "inter "+formatDuration(inter), "backend %s: halb probes at most every 10ms", p.name)
+		imp.changed(p.line, "inter "+formatDuration(inter), "inter 10ms", "backend %s: halb probes at most every 10ms", p.name)
 		inter = 10 * time.Millisecond
 	}
 	if inter > config.MaxDuration {
-		imp.warn(p.line, "inter "+formatDuration(inter), "backend %s: halb probes at least every %s", p.name, formatDuration(config.MaxDuration))
+		imp.changed(p.line, "inter "+formatDuration(inter), "inter "+formatDuration(config.MaxDuration), "backend %s: halb probes at least every %s", p.name, formatDuration(config.MaxDuration))
 		inter = config.MaxDuration
 	}
 	h.Interval = formatDuration(inter)
 	fall, rise := derefOr(sp.fall, haproxyFall), derefOr(sp.rise, haproxyRise)
 	if fall < 1 {
-		imp.warn(p.line, "fall 0", "backend %s: at least 1; using %d", p.name, haproxyFall)
+		imp.changed(p.line, "fall 0", fmt.Sprintf("fall %d", haproxyFall), "backend %s: at least 1", p.name)
 		fall = haproxyFall
 	}
 	if rise < 1 {
-		imp.warn(p.line, "rise 0", "backend %s: at least 1; using %d", p.name, haproxyRise)
+		imp.changed(p.line, "rise 0", fmt.Sprintf("rise %d", haproxyRise), "backend %s: at least 1", p.name)
 		rise = haproxyRise
 	}
 	h.Fall, h.Rise = &fall, &rise
@@ -577,15 +637,15 @@ func (imp *importer) timeouts(fprox, bprox []*proxy) *outTimeouts {
 	idle := func(name, halbName string, v timeoutVal) string {
 		d := v.d
 		if d < time.Second {
-			imp.warn(v.line, "timeout "+name, "halb's idle timeouts are at least 1s; using 1s")
+			imp.changedFrom(v.line, "timeout "+name, "timeout "+name+" "+formatDuration(v.d), "1s", "halb's idle timeouts are at least 1s")
 			d = time.Second
 		}
 		if d > config.MaxDuration {
-			imp.warn(v.line, "timeout "+name, "halb's timeouts are at most %s; using %s", formatDuration(config.MaxDuration), formatDuration(config.MaxDuration))
+			imp.changedFrom(v.line, "timeout "+name, "timeout "+name+" "+formatDuration(v.d), formatDuration(config.MaxDuration), "halb's timeouts are at most %s", formatDuration(config.MaxDuration))
 			d = config.MaxDuration
 		}
 		if d < 5*time.Minute {
-			imp.warn(v.line, "timeout "+name+" "+formatDuration(d), "carried over as timeouts.%s: kubectl watches and talosctl streams idle for longer are cut, as in HAProxy (halb's default is %s)", halbName, formatDuration(config.DefaultIdleTimeout))
+			imp.confirm(v.line, "timeout "+name+" "+formatDuration(d), "carried over as timeouts.%s: kubectl watches and talosctl streams idle for longer are cut, as in HAProxy (halb's default is %s)", halbName, formatDuration(config.DefaultIdleTimeout))
 		}
 		return formatDuration(d)
 	}
@@ -593,7 +653,7 @@ func (imp *importer) timeouts(fprox, bprox []*proxy) *outTimeouts {
 	case tunnelOK:
 		// HAProxy uses the tunnel timeout instead of client and server
 		// once a TCP connection is established.
-		imp.warn(tunnel.line, "timeout tunnel "+formatDuration(tunnel.d), "used for both timeouts.client_idle and timeouts.server_idle: halb has no separate tunnel timeout")
+		imp.dropped(tunnel.line, "timeout tunnel "+formatDuration(tunnel.d), "used for both timeouts.client_idle and timeouts.server_idle, as HAProxy uses it for an established TCP connection")
 		v := idle("tunnel", "client_idle and timeouts.server_idle", tunnel)
 		t.ClientIdle, t.ServerIdle = v, v
 	default:
@@ -633,7 +693,7 @@ func (imp *importer) pick(name string, ps []*proxy) (timeoutVal, bool) {
 		}
 	}
 	if differ {
-		imp.warn(best.line, "timeout "+name, "sections set different values; halb's timeouts are global, so the longest, %s, is used", formatDuration(best.d))
+		imp.changedFrom(best.line, "timeout "+name, "a value per section", formatDuration(best.d)+" everywhere", "sections set different values; halb's timeouts are global, so the longest is used")
 	}
 	return best, true
 }
@@ -645,53 +705,68 @@ func (imp *importer) cluster(out *outConfig, vips []netip.Addr) {
 		if len(vips) > 0 {
 			addr = vips[0].String()
 		}
-		imp.warn(0, "", "no --node given: the output has no cluster and no vips section, so halb will proxy on %s but not move the address between LB hosts; run the import again with your LB hosts, e.g. --node lb1=192.168.66.151 --node lb2=192.168.66.152", addr)
+		imp.confirm(0, "", "no --node given: the output has no cluster and no vips section, so halb will proxy on %s but not move the address between LB hosts; run the import again with your LB hosts, e.g. --node lb1=192.168.66.151 --node lb2=192.168.66.152", addr)
 		out.noCluster = true
 		return
 	}
-	c := &outCluster{KeyFile: "/etc/halb/gossip.key"}
+	// A keyring file lets the first `halb keys` rotation work without a
+	// restart; it lives in the unit's StateDirectory.
+	c := &outCluster{KeyFile: "/etc/halb/gossip.key", KeyringFile: "/var/lib/halb/gossip.keyring"}
 	k := imp.opts.Keepalived
-	for _, n := range imp.opts.Nodes {
-		prio := n.Priority
-		if k != nil && prio == nil && k.Priority != nil && k.SrcIP.IsValid() && k.SrcIP == n.Address {
-			prio = k.Priority
-		}
-		c.Nodes = append(c.Nodes, outNode{Name: n.Name, Address: n.Address.String(), Priority: prio})
+	prios, note := planPriorities(imp.opts.Nodes, k)
+	for i, n := range imp.opts.Nodes {
+		c.Nodes = append(c.Nodes, outNode{Name: n.Name, Address: n.Address.String(), Priority: prios[i]})
+	}
+	if note != "" {
+		imp.warns = append(imp.warns, Warning{File: imp.opts.KeepalivedSource, Message: "priorities: " + note, Effect: Confirm})
+		c.nodesNote = "Priorities assumed from " + commentSafe(imp.opts.KeepalivedSource) + ": confirm them (see the warnings)."
 	}
 	out.Cluster = c
-	iface := func(fromKeepalived string) string {
+	// The interface comes from the flag, else keepalived; the fallback is
+	// a guess that must not pass silently.
+	guessed := false
+	iface := func(fromKeepalived string, line int) (string, string) {
 		switch {
 		case imp.opts.VIPInterface != "":
-			return imp.opts.VIPInterface
+			return imp.opts.VIPInterface, ""
 		case fromKeepalived != "":
-			return fromKeepalived
+			return fromKeepalived, fmt.Sprintf("from %s:%d; on hosts that name it otherwise set cluster.nodes[].interface", commentSafe(imp.opts.KeepalivedSource), line)
 		}
-		return "eth0"
+		guessed = true
+		return "eth0", "ASSUMED: confirm, or import again with --vip-interface"
 	}
 	seen := map[netip.Addr]bool{}
 	for _, a := range vips {
 		seen[a] = true
 		if kv, ok := k.vip(a); ok {
-			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: iface(kv.Interface)})
+			name, why := iface(kv.Interface, kv.Line)
+			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: name, ifaceNote: why})
 			continue
 		}
 		bits := 24
 		if a.Is6() {
 			bits = 64
 		}
-		out.VIPs = append(out.VIPs, outVIP{Address: netip.PrefixFrom(a, bits).String(), Interface: iface("")})
-		imp.warn(0, "", "VIP %s: prefix length /%d assumed; set it to the LB hosts' subnet", a, bits)
+		name, why := iface("", 0)
+		out.VIPs = append(out.VIPs, outVIP{Address: netip.PrefixFrom(a, bits).String(), Interface: name, ifaceNote: why, addrNote: "prefix length ASSUMED: set the LB hosts' subnet"})
+		imp.confirm(0, "", "VIP %s: prefix length /%d assumed; set it to the LB hosts' subnet", a, bits)
 	}
+	defer func() {
+		if guessed {
+			imp.confirm(0, "", "VIP interface eth0 assumed (neither --vip-interface nor --keepalived gave one): confirm it is the LB hosts' interface on the VIP's subnet")
+		}
+	}()
 	if k == nil {
 		if len(vips) == 0 {
-			imp.warn(0, "", "no frontend binds a specific address, so no VIP was derived; add a vips section by hand")
+			imp.confirm(0, "", "no frontend binds a specific address, so no VIP was derived; add a vips section by hand")
 		}
 		return
 	}
 	for _, kv := range k.VIPs {
 		if !seen[kv.Prefix.Addr()] {
 			seen[kv.Prefix.Addr()] = true
-			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: iface(kv.Interface)})
+			name, why := iface(kv.Interface, kv.Line)
+			out.VIPs = append(out.VIPs, outVIP{Address: kv.Prefix.String(), Interface: name, ifaceNote: why})
 		}
 	}
 	if k.NoPreempt {
@@ -699,9 +774,6 @@ func (imp *importer) cluster(out *outConfig, vips []netip.Addr) {
 	}
 	if k.PreemptDelay != nil {
 		c.PreemptDelay = formatDuration(*k.PreemptDelay)
-	}
-	if k.Priority != nil && !(k.SrcIP.IsValid() && slices.ContainsFunc(imp.opts.Nodes, func(n Node) bool { return n.Address == k.SrcIP })) {
-		imp.warns = append(imp.warns, Warning{File: imp.opts.KeepalivedSource, Message: fmt.Sprintf("priority %d belongs to the host this keepalived.conf came from; give each node its priority with --node NAME=ADDRESS:PRIORITY", *k.Priority)})
 	}
 }
 
@@ -734,7 +806,7 @@ func (imp *importer) kubeCheck(p *proxy, sp serverParams, h *outHealth, b *outBa
 	switch h.Type {
 	case "https":
 	case "tls":
-		imp.warn(line, "backend "+p.name, "servers on port %d, taken to be Kubernetes API servers: a TLS handshake shows an API server listens, not that it is ready; consider type: https, path: /readyz with tls.kubeconfig: %s (%s)", kubePort, healthKubeconfig, credentialsDoc)
+		imp.confirm(line, "backend "+p.name, "servers on port %d, taken to be Kubernetes API servers: a TLS handshake shows an API server listens, not that it is ready; consider type: https, path: /readyz with tls.kubeconfig: %s (%s)", kubePort, healthKubeconfig, credentialsDoc)
 		return
 	default:
 		return
@@ -743,16 +815,16 @@ func (imp *importer) kubeCheck(p *proxy, sp serverParams, h *outHealth, b *outBa
 	if p.httpchk != nil {
 		d = directiveText([]string{"option", "httpchk", p.httpchk.method, p.httpchk.path})
 	}
-	imp.warn(line, d, "backend %s: servers on port %d with an HTTPS check are taken to be the Kubernetes API of a Talos control plane; Talos runs kube-apiserver with --anonymous-auth=false, so an anonymous check gets 401 and would mark every server down. halb checks with the client certificate of %s: create it on every LB host (%s). It works on any cluster; without Talos you may drop tls.kubeconfig if your API servers answer anonymous checks", p.name, kubePort, healthKubeconfig, credentialsDoc)
+	imp.changedFrom(line, d, "an anonymous check", "a check with the client certificate of "+healthKubeconfig, "backend %s: servers on port %d with an HTTPS check are taken to be the Kubernetes API of a Talos control plane; Talos runs kube-apiserver with --anonymous-auth=false, so an anonymous check gets 401 and would mark every server down. halb checks with the client certificate of %s: create it on every LB host (%s). It works on any cluster; without Talos you may drop tls.kubeconfig if your API servers answer anonymous checks", p.name, kubePort, healthKubeconfig, credentialsDoc)
 	was := h.Path
 	if kubeReadyPaths[was] {
 		h.Path = "/readyz"
 	}
 	if was != h.Path {
-		imp.warn(line, d, "backend %s: GET %s became GET /readyz, the endpoint meant for load balancers: it fails while an API server shuts down gracefully or loses etcd, so halb stops sending it new connections and lets open ones finish (/healthz is deprecated)", p.name, was)
+		imp.changedFrom(line, d, "GET "+was, "GET /readyz", "backend %s: /readyz is the endpoint meant for load balancers: it fails while an API server shuts down gracefully or loses etcd, so halb stops sending it new connections and lets open ones finish (/healthz is deprecated)", p.name)
 	}
 	if sp.caFile != "" || sp.verify != "" {
-		imp.warn(line, "backend "+p.name, "ca-file/verify not carried over: the check verifies the API servers with the CA in %s", healthKubeconfig)
+		imp.changedFrom(line, "backend "+p.name, "ca-file/verify on the server lines", "the CA in "+healthKubeconfig, "ca-file/verify not carried over: the check verifies the API servers with the CA in %s", healthKubeconfig)
 	}
 	h.TLS = &outTLS{ServerName: sp.sni, Kubeconfig: healthKubeconfig}
 	b.healthNote = fmt.Sprintf("Talos assumed (servers on %d, HTTPS check): the API server answers\nanonymous checks with 401, so the check presents a client certificate.", kubePort)
@@ -779,9 +851,9 @@ func (imp *importer) talosCheck(p *proxy, sp serverParams, h *outHealth, b *outB
 	case p.httpchk != nil:
 		line = p.httpchk.line
 	}
-	imp.warn(line, d, "backend %s: servers on port %d are taken to be the Talos API (apid), which requires a client certificate from the Talos OS CA (mutual TLS 1.3) and refuses a handshake without one; halb's TLS check presents the os:reader certificate of %s and verifies the servers with its CA: create it on every LB host with `talosctl -n <control plane> config new %s --roles os:reader` (%s)", p.name, talosPort, healthTalosconfig, healthTalosconfig, credentialsDoc)
+	imp.changedFrom(line, d, "a handshake without a client certificate", "a handshake with the os:reader certificate of "+healthTalosconfig, "backend %s: servers on port %d are taken to be the Talos API (apid), which requires a client certificate from the Talos OS CA (mutual TLS 1.3) and refuses a handshake without one; halb's TLS check presents the os:reader certificate of %s and verifies the servers with its CA: create it on every LB host with `talosctl -n <control plane> config new %s --roles os:reader` (%s)", p.name, talosPort, healthTalosconfig, healthTalosconfig, credentialsDoc)
 	if sp.caFile != "" || sp.verify != "" {
-		imp.warn(line, d, "backend %s: ca-file/verify not carried over: the check verifies the Talos API with the CA in %s", p.name, healthTalosconfig)
+		imp.changedFrom(line, d, "ca-file/verify on the server lines", "the CA in "+healthTalosconfig, "backend %s: ca-file/verify not carried over: the check verifies the Talos API with the CA in %s", p.name, healthTalosconfig)
 	}
 	h.TLS = &outTLS{ServerName: sp.sni, Talosconfig: healthTalosconfig}
 	b.healthNote = fmt.Sprintf("Talos assumed (servers on %d): apid accepts only clients with a\ncertificate from the Talos OS CA, so the check presents an os:reader one.\nCreate the talosconfig: %s", talosPort, credentialsDoc)

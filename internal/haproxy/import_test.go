@@ -138,12 +138,13 @@ func TestImportSeedMatchesTalosExample(t *testing.T) {
 		{21, "option httplog"},
 		{26, "errorfile 400"},
 		{32, "errorfile 504"},
-		{37, "stats page not imported"},
+		{37, "imported as the stats section"},
 		{43, "password was NOT carried over"},
+		{43, "now: the bcrypt logins in /etc/halb/stats.users"},
 		{53, "option tcplog"},
 		{66, "ssl-hello-chk (line 69)"},
 		{66, "--anonymous-auth=false"},
-		{66, "GET /healthz became GET /readyz"},
+		{66, "[was: GET /healthz; now: GET /readyz]"},
 		{76, "TLS handshake"},
 		{76, "no /healthz"},
 		{79, "Talos OS CA"},
@@ -158,11 +159,22 @@ func TestImportSeedMatchesTalosExample(t *testing.T) {
 			t.Fatalf("the stats password leaked:\n%s", out)
 		}
 	}
-	// The stats page survives as a note with its bind, user and allow-list.
-	for _, want := range []string{"#   bind: 192.168.66.160:9600", "#   user: admin", "#   allow: [172.16.25.0/24]"} {
-		if !strings.Contains(string(res.YAML), want) {
-			t.Errorf("stats note lacks %q:\n%s", want, res.YAML)
-		}
+	// The stats page becomes halb's, on the same address with the same
+	// allow-list, its logins in a file the operator fills.
+	wantStats := &config.Stats{
+		Bind:         netip.MustParseAddrPort("192.168.66.160:9600"),
+		Allow:        []netip.Prefix{netip.MustParsePrefix("172.16.25.0/24")},
+		Refresh:      10 * time.Second,
+		PasswordFile: "/etc/halb/stats.users",
+	}
+	if diff := cmp.Diff(wantStats, got.Stats, netipEqual()); diff != "" {
+		t.Errorf("stats (-want +got):\n%s", diff)
+	}
+	if !strings.Contains(string(res.YAML), "halb passwd --user admin --line >> /etc/halb/stats.users") {
+		t.Errorf("output does not say how to make the stats logins:\n%s", res.YAML)
+	}
+	if got.Cluster.KeyringFile != "/var/lib/halb/gossip.keyring" {
+		t.Errorf("cluster.keyring_file = %q, want the unit's StateDirectory", got.Cluster.KeyringFile)
 	}
 }
 
@@ -313,8 +325,8 @@ func TestBalance(t *testing.T) {
 		{"balance leastconn", config.LeastConn, ""},
 		{"balance source", config.Source, ""},
 		{"balance static-rr", config.RoundRobin, "roundrobin"},
-		{"balance uri", config.RoundRobin, "using roundrobin"},
-		{"balance hdr(host)", config.RoundRobin, "using roundrobin"},
+		{"balance uri", config.RoundRobin, "now: balance roundrobin"},
+		{"balance hdr(host)", config.RoundRobin, "now: balance roundrobin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
@@ -357,7 +369,7 @@ func TestHealthMapping(t *testing.T) {
 		{"httpchk with check-ssl on 8443: https as written", []string{"option httpchk GET /healthz", "http-check expect status 204", "server s1 10.1.1.1:8443 check check-ssl verify none"},
 			config.HealthCheck{Type: config.CheckHTTPS, Path: "/healthz", ExpectStatus: []int{204}}, ""},
 		{"httpchk with check-ssl on 6443: /readyz with a kubeconfig", []string{"option httpchk GET /healthz", "http-check expect status 204", "server s1 10.1.1.1:6443 check check-ssl verify none"},
-			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{204}, TLS: kubeTLS}, "GET /healthz became GET /readyz"},
+			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{204}, TLS: kubeTLS}, "was: GET /healthz; now: GET /readyz"},
 		{"httpchk uri only", []string{"option httpchk /livez", "server s1 10.1.1.1:6443 check ssl"},
 			config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: kubeTLS}, "does not encrypt traffic"},
 		{"httpchk of another path on 6443 keeps it", []string{"option httpchk GET /version", "server s1 10.1.1.1:6443 check check-ssl"},

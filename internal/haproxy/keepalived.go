@@ -15,6 +15,8 @@ type Keepalived struct {
 	VIPs         []KeepalivedVIP
 	Priority     *int           // this host's VRRP priority
 	SrcIP        netip.Addr     // unicast_src_ip: this host, if set
+	State        string         // MASTER or BACKUP; "" when not given
+	RouterID     string         // global_defs router_id, often the host name
 	NoPreempt    bool           // nopreempt: the holder keeps the VIP → policy sticky
 	PreemptDelay *time.Duration // preempt_delay
 	Warnings     []Warning
@@ -44,8 +46,14 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 		return nil, blockErrs
 	}
 	k := &Keepalived{}
-	warn := func(b *kaBlock, format string, args ...any) {
-		k.Warnings = append(k.Warnings, Warning{Line: b.line, Directive: directiveText(b.args), Message: fmt.Sprintf(format, args...)})
+	// now "" files a warning as dropped; otherwise it says what halb
+	// does instead of the directive.
+	warn := func(b *kaBlock, now, format string, args ...any) {
+		w := Warning{Line: b.line, Directive: directiveText(b.args), Message: fmt.Sprintf(format, args...), Now: now}
+		if now == "" {
+			w.Effect = Dropped
+		}
+		k.Warnings = append(k.Warnings, w)
 	}
 	instances := 0
 	var errs Errors
@@ -54,16 +62,23 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 		case "vrrp_instance":
 			instances++
 			if instances > 1 {
-				warn(b, "halb elects one holder for all VIPs; only the first vrrp_instance is imported")
+				warn(b, "not imported", "halb elects one holder for all VIPs; only the first vrrp_instance is imported")
 				continue
 			}
 			errs = append(errs, k.instance(b, warn)...)
 		case "virtual_server", "virtual_server_group":
-			warn(b, "LVS virtual servers are not carried over: halb's frontends proxy instead")
+			warn(b, "not carried over", "LVS virtual servers are not carried over: halb's frontends proxy instead")
 		case "vrrp_script", "vrrp_sync_group":
-			warn(b, "not carried over: a node is eligible for the VIP while its backends are healthy (cluster.eligibility)")
+			warn(b, "eligible while its backends are healthy", "not carried over: a node is eligible for the VIP while its backends are healthy (cluster.eligibility)")
+		case "global_defs":
+			for _, c := range b.children {
+				if c.args[0] == "router_id" && len(c.args) > 1 {
+					k.RouterID = c.args[1]
+				}
+			}
+			warn(b, "", "global settings are not carried over (router_id only helps to tell which host this file came from)")
 		default:
-			warn(b, "%s", whyNone)
+			warn(b, "not carried over", "%s", whyNone)
 		}
 	}
 	if instances == 0 {
@@ -77,7 +92,7 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 
 // instance reads one vrrp_instance and returns every error in it, so an
 // operator fixes the file in one pass.
-func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)) Errors {
+func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, string, ...any)) Errors {
 	var errs Errors
 	fail := func(line int, err error) { errs = append(errs, &LineError{Line: line, Err: err}) }
 	iface := ""
@@ -92,7 +107,14 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 	for _, b := range inst.children {
 		arg := argAt(b.args, 1)
 		switch b.args[0] {
-		case "interface", "state":
+		case "interface":
+		case "state":
+			switch s := strings.ToUpper(arg); s {
+			case "MASTER", "BACKUP":
+				k.State = s
+			default:
+				warn(b, "taken as BACKUP", "keepalived knows only MASTER and BACKUP")
+			}
 		case "priority":
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 1 || n > 255 {
@@ -127,19 +149,19 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, ...any)
 				k.VIPs = append(k.VIPs, vip)
 			}
 		case "advert_int":
-			warn(b, "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
+			warn(b, "", "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
 		case "virtual_router_id":
-			warn(b, "halb needs no router id: nodes find each other through cluster.nodes")
+			warn(b, "", "halb needs no router id: nodes find each other through cluster.nodes")
 		case "authentication":
-			warn(b, "not carried over (and not shown): halb encrypts gossip with cluster.key_file")
+			warn(b, "", "not carried over (and not shown): halb encrypts gossip with cluster.key_file")
 		case "unicast_peer":
-			warn(b, "peers are the --node hosts: halb gossips between cluster.nodes")
+			warn(b, "", "peers are the --node hosts: halb gossips between cluster.nodes")
 		case "track_script", "track_interface", "track_process", "track_file":
-			warn(b, "not carried over: a node is eligible for the VIP while its backends are healthy")
+			warn(b, "eligible while its backends are healthy", "not carried over: a node is eligible for the VIP while its backends are healthy")
 		case "garp_master_delay", "garp_master_repeat", "garp_master_refresh":
-			warn(b, "see vips[].garp_count, garp_interval and garp_refresh")
+			warn(b, "vips[].garp_count, garp_interval and garp_refresh (3 × 250ms, every 10s)", "not carried over")
 		default:
-			warn(b, "%s", whyNone)
+			warn(b, "not carried over", "%s", whyNone)
 		}
 	}
 	return errs

@@ -65,7 +65,7 @@ func TestParseKeepalived(t *testing.T) {
 	for _, w := range k.Warnings {
 		all.WriteString(w.Format("keepalived.conf") + "\n")
 	}
-	for _, want := range []string{":14: warning: advert_int", ":21: warning: authentication", ":28: warning: track_script", ":5: warning: vrrp_script"} {
+	for _, want := range []string{":14: dropped, no effect: advert_int", ":21: dropped, no effect: authentication", ":28: changes behaviour: track_script", ":5: changes behaviour: vrrp_script"} {
 		if !strings.Contains(all.String(), want) {
 			t.Errorf("warnings lack %q:\n%s", want, all.String())
 		}
@@ -102,16 +102,17 @@ func TestImportWithKeepalived(t *testing.T) {
 	if c.Cluster.Policy != config.Sticky || c.Cluster.PreemptDelay != 15*time.Second {
 		t.Errorf("policy %s delay %s, want sticky 15s (nopreempt, preempt_delay 15)", c.Cluster.Policy, c.Cluster.PreemptDelay)
 	}
-	// unicast_src_ip names lb1, so keepalived's priority is lb1's.
-	if c.Cluster.Nodes[0].Priority != 150 || c.Cluster.Nodes[1].Priority != config.DefaultPriority {
-		t.Errorf("priorities %d, %d; want 150 and the default", c.Cluster.Nodes[0].Priority, c.Cluster.Nodes[1].Priority)
+	// unicast_src_ip names lb1, a BACKUP at 150, so keepalived's priority
+	// is lb1's and lb2 is taken to be the MASTER, above it.
+	if c.Cluster.Nodes[0].Priority != 150 || c.Cluster.Nodes[1].Priority != 160 {
+		t.Errorf("priorities %d, %d; want 150 and 160", c.Cluster.Nodes[0].Priority, c.Cluster.Nodes[1].Priority)
 	}
 	for _, w := range res.Warnings {
 		if strings.Contains(w.Message, "prefix length /24 assumed") {
 			t.Errorf("assumed a prefix although keepalived gave one: %s", w.Format("f"))
 		}
 	}
-	if !warningAt(res.Warnings, 14, "ka.conf:14: warning: advert_int") {
+	if !warningAt(res.Warnings, 14, "ka.conf:14: dropped, no effect: advert_int") {
 		t.Errorf("keepalived warnings not carried with their file: %v", res.Warnings)
 	}
 }

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -15,9 +16,44 @@ type Warning struct {
 	Line      int    // 0 when not tied to one line
 	Directive string // as written, with secrets masked
 	Message   string
+	Effect    Effect
+	// Was and Now are, for Changes, what HAProxy or keepalived did and
+	// what halb will do instead; Was "" means the directive itself.
+	Was, Now string
 }
 
-// Format prints the warning as FILE:LINE: DIRECTIVE: MESSAGE.
+// Effect sorts warnings by what they mean for the imported config, so
+// that the few that change behaviour are not lost among the many that
+// change nothing.
+type Effect int
+
+// Warning effects, in the order they are printed.
+const (
+	// Changes: halb will behave differently from HAProxy or keepalived.
+	// The zero value, so a warning nobody classified is never filed as
+	// harmless.
+	Changes Effect = iota
+	// Confirm: an assumption the importer made, or a value it kept that
+	// halb would choose differently; the operator should confirm it.
+	Confirm
+	// Dropped: not carried over, or carried over in another form, with
+	// no effect on what clients or operators see.
+	Dropped
+)
+
+func (e Effect) String() string {
+	switch e {
+	case Changes:
+		return "changes behaviour"
+	case Confirm:
+		return "confirm"
+	default:
+		return "dropped, no effect"
+	}
+}
+
+// Format prints the warning as FILE:LINE: EFFECT: DIRECTIVE: MESSAGE, with
+// the old and the new behaviour for one that changes behaviour.
 func (w Warning) Format(file string) string {
 	if w.File != "" {
 		file = w.File
@@ -26,10 +62,48 @@ func (w Warning) Format(file string) string {
 	if w.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", file, w.Line)
 	}
-	if w.Directive == "" {
-		return fmt.Sprintf("%s: warning: %s", loc, w.Message)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s: ", loc, w.Effect)
+	if w.Directive != "" {
+		b.WriteString(w.Directive + ": ")
 	}
-	return fmt.Sprintf("%s: warning: %s: %s", loc, w.Directive, w.Message)
+	b.WriteString(w.Message)
+	if w.Effect == Changes {
+		was := cmp.Or(w.Was, w.Directive)
+		fmt.Fprintf(&b, " [was: %s; now: %s]", cmp.Or(was, "?"), cmp.Or(w.Now, "not carried over"))
+	}
+	return b.String()
+}
+
+// FormatWarnings prints warnings grouped by effect, each group under a
+// heading with its count, those that change behaviour first.
+func FormatWarnings(ws []Warning, file string) string {
+	var b strings.Builder
+	for _, e := range []Effect{Changes, Confirm, Dropped} {
+		var group []Warning
+		for _, w := range ws {
+			if w.Effect == e {
+				group = append(group, w)
+			}
+		}
+		if len(group) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s: %d warning(s)%s\n", e, len(group), effectHint[e])
+		for _, w := range group {
+			b.WriteString(w.Format(file) + "\n")
+		}
+	}
+	return b.String()
+}
+
+var effectHint = map[Effect]string{
+	Changes: ", read each one: halb will not do what HAProxy or keepalived did",
+	Confirm: ", assumptions to check before cutting over",
+	Dropped: ", nothing to do",
 }
 
 type timeoutVal struct {
@@ -118,8 +192,16 @@ func inherit(d *proxy, kind, name string, line int) *proxy {
 	return p
 }
 
-func (p *proxy) warn(d directive, format string, args ...any) {
-	p.warns = append(p.warns, Warning{Line: d.line, Directive: directiveText(d.args), Message: fmt.Sprintf(format, args...)})
+// dropped notes a directive that is not carried over and whose loss
+// nobody will notice.
+func (p *proxy) dropped(d directive, format string, args ...any) {
+	p.warns = append(p.warns, Warning{Line: d.line, Directive: directiveText(d.args), Message: fmt.Sprintf(format, args...), Effect: Dropped})
+}
+
+// changed notes a directive whose loss or translation changes behaviour;
+// now says what halb does instead.
+func (p *proxy) changed(d directive, now, format string, args ...any) {
+	p.warns = append(p.warns, Warning{Line: d.line, Directive: directiveText(d.args), Message: fmt.Sprintf(format, args...), Now: now})
 }
 
 func (p *proxy) isFrontend() bool { return p.kind == "frontend" || p.kind == "listen" }
@@ -156,7 +238,7 @@ func (p *proxy) directive(d directive) error {
 		}
 		p.defaultBackend, p.defaultBackendLine = arg(1), d.line
 	case "use_backend":
-		p.warn(d, "not carried over: halb sends every connection of a frontend to its one backend (default_backend)")
+		p.changed(d, "every connection goes to default_backend", "not carried over: halb sends every connection of a frontend to its one backend (default_backend)")
 	case "maxconn":
 		n, err := parseCount(arg(1))
 		if err != nil {
@@ -166,7 +248,7 @@ func (p *proxy) directive(d directive) error {
 	case "balance":
 		p.balance, p.balanceLine = arg(1), d.line
 		if len(a) > 2 {
-			p.warn(d, "balance arguments after %q are not carried over", arg(1))
+			p.changed(d, "balance "+arg(1), "balance arguments after %q are not carried over", arg(1))
 		}
 	case "retries":
 		n, err := parseCount(arg(1))
@@ -176,7 +258,7 @@ func (p *proxy) directive(d directive) error {
 		p.retries = &n
 	case "server":
 		if !p.isBackend() {
-			p.warn(d, "servers belong in a backend or listen section; ignored")
+			p.dropped(d, "servers belong in a backend or listen section; ignored, as HAProxy would refuse it")
 			return nil
 		}
 		s, drop, err := parseServer(d)
@@ -184,7 +266,7 @@ func (p *proxy) directive(d directive) error {
 			return err
 		}
 		for _, x := range drop {
-			p.warns = append(p.warns, Warning{Line: d.line, Directive: "server " + s.name + " " + x.option, Message: x.why})
+			p.warns = append(p.warns, x.warning(d.line, "server "+s.name+" "+x.option))
 		}
 		p.servers = append(p.servers, s)
 	case "default-server":
@@ -193,7 +275,7 @@ func (p *proxy) directive(d directive) error {
 			return fmt.Errorf("default-server: %w", err)
 		}
 		for _, x := range drop {
-			p.warns = append(p.warns, Warning{Line: d.line, Directive: "default-server " + x.option, Message: x.why})
+			p.warns = append(p.warns, x.warning(d.line, "default-server "+x.option))
 		}
 		p.defSrv = p.defSrv.merge(params)
 	case "option":
@@ -212,38 +294,38 @@ func (p *proxy) directive(d directive) error {
 			}
 			p.timeouts[arg(1)] = timeoutVal{d: t, line: d.line}
 		case "http-request", "http-keep-alive", "tarpit":
-			p.warn(d, whyHTTPOnly)
+			p.dropped(d, whyHTTPOnly)
 		default:
-			p.warn(d, whyNone)
+			p.changed(d, "", whyNone)
 		}
 	case "acl":
 		if arg(2) == "src" && len(a) > 3 {
 			p.acls[arg(1)] = append(p.acls[arg(1)], a[3:]...)
 		} else {
-			p.warn(d, "not carried over: halb has no ACLs")
+			p.dropped(d, "not carried over: halb has no ACLs (the rules using it are reported on their own lines)")
 		}
 	case "http-request":
 		if !p.sourceRule(d, "deny", "allow") {
-			p.warn(d, whyHTTPOnly)
+			p.dropped(d, whyHTTPOnly)
 		}
 	case "tcp-request":
 		if len(a) > 2 && (arg(1) == "connection" || arg(1) == "content") && p.sourceRule(directive{line: d.line, args: a[1:]}, "reject", "accept") {
 			// Only the stats page keeps its allow-list (as a note); for a
 			// TCP frontend the filter would silently vanish, so say so.
-			p.warn(d, "NOT carried over: halb has no source filter, so every address that reaches the frontend is accepted; restrict access with a firewall (nftables) instead")
+			p.changed(d, "every source address is accepted", "NOT carried over: halb has no source filter; restrict access with a firewall (nftables) instead")
 			return nil
 		}
-		p.warn(d, whyNone)
+		p.changed(d, "", whyNone)
 	case "stats":
 		p.statsDirective(d)
 	case "log":
-		p.warn(d, whyLog)
+		p.dropped(d, whyLog)
 	case "errorfile", "errorfiles", "errorloc", "errorloc302", "errorloc303":
-		p.warn(d, "error pages are not carried over: %s", whyHTTPOnly)
+		p.dropped(d, "error pages are not carried over: %s", whyHTTPOnly)
 	case "disabled":
 		p.disabled = true
 	default:
-		p.warn(d, whyNone)
+		p.changed(d, "", whyNone)
 	}
 	return nil
 }
@@ -252,7 +334,7 @@ func (p *proxy) directive(d directive) error {
 // frontend.
 func (p *proxy) bind(d directive) error {
 	if !p.isFrontend() {
-		p.warn(d, "bind belongs in a frontend or listen section; ignored")
+		p.dropped(d, "bind belongs in a frontend or listen section; ignored, as HAProxy would refuse it")
 		return nil
 	}
 	if len(d.args) < 2 {
@@ -266,16 +348,16 @@ func (p *proxy) bind(d directive) error {
 		p.binds = append(p.binds, bindAddr{line: d.line, addr: ap})
 	}
 	if len(d.args) > 2 {
-		why := "bind options are not carried over"
+		why, now := "bind options are not carried over", "a plain TCP listener"
 		for _, opt := range d.args[2:] {
 			switch opt {
 			case "ssl", "crt", "crt-list":
-				why = whyTLS
+				why, now = whyTLS, "TLS passes through to the servers"
 			case "accept-proxy":
-				why = "halb does not read the PROXY protocol from clients"
+				why, now = "halb does not read the PROXY protocol from clients", "the PROXY header reaches the servers as data"
 			}
 		}
-		p.warn(d, "%s", why)
+		p.changed(d, now, "%s", why)
 	}
 	return nil
 }
@@ -284,7 +366,7 @@ func (p *proxy) bind(d directive) error {
 func (p *proxy) option(d directive) {
 	a := d.args
 	if len(a) < 2 {
-		p.warn(d, whyNone)
+		p.dropped(d, "an option without a name does nothing")
 		return
 	}
 	switch a[1] {
@@ -297,7 +379,7 @@ func (p *proxy) option(d directive) {
 		default:
 			h.method, h.path = a[2], a[3]
 			if len(a) > 5 {
-				p.warn(d, "words after the HTTP version are not carried over")
+				p.changed(d, "GET "+h.path+" without extra headers", "words after the HTTP version (headers) are not carried over")
 			}
 		}
 		p.httpchk = h
@@ -308,15 +390,15 @@ func (p *proxy) option(d directive) {
 		p.otherCheckLine = d.line
 	case "mysql-check", "pgsql-check", "redis-check", "smtpchk", "ldap-check", "spop-check", "external-check":
 		p.otherCheckLine = d.line
-		p.warn(d, "halb has no %s: it checks these servers with a TCP connect", a[1])
+		p.changed(d, "a TCP connect check", "halb has no %s: it checks these servers with a TCP connect", a[1])
 	case "httplog", "tcplog", "dontlognull", "logasap", "log-health-checks", "log-separate-errors", "httpslog":
-		p.warn(d, "%s", whyLog)
+		p.dropped(d, "%s", whyLog)
 	case "redispatch":
 		// halb always tries another server after a failed connect.
 	case "forwardfor", "http-server-close", "http-keep-alive", "httpclose", "http-buffer-request":
-		p.warn(d, whyHTTPOnly)
+		p.dropped(d, whyHTTPOnly)
 	default:
-		p.warn(d, whyNone)
+		p.changed(d, "", whyNone)
 	}
 }
 
@@ -343,16 +425,16 @@ func (p *proxy) httpCheck(d directive) error {
 			case "uri":
 				p.sendPath = a[i+1]
 			default:
-				p.warn(d, "http-check send %s is not carried over: halb sends a plain GET", a[i])
+				p.changed(d, "a plain GET", "http-check send %s is not carried over: halb sends a plain GET", a[i])
 			}
 		}
 		return nil
 	}
 	if len(a) >= 2 && a[1] == "expect" {
-		p.warn(d, "halb only expects status codes (http-check expect status N); the check keeps its default, status 200")
+		p.changed(d, "expect status 200", "halb only expects status codes (http-check expect status N); the check keeps its default, status 200")
 		return nil
 	}
-	p.warn(d, whyNone)
+	p.changed(d, "", whyNone)
 	return nil
 }
 

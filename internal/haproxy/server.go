@@ -79,6 +79,12 @@ type server struct {
 type dropped struct {
 	option string
 	why    string
+	effect Effect
+	now    string // for Changes: what halb does instead
+}
+
+func (x dropped) warning(line int, directive string) Warning {
+	return Warning{Line: line, Directive: directive, Message: x.why, Effect: x.effect, Now: x.now}
 }
 
 // serverArgOptions take one argument; others are flags. Knowing them keeps
@@ -99,20 +105,26 @@ var serverArgOptions = map[string]bool{
 	"verifyhost": true, "weight": true, "ws": true, "set-proxy-v2-tlv-fmt": true,
 }
 
-// droppedWhy explains the server options whose loss matters most.
-var droppedWhy = map[string]string{
-	"send-proxy":    "halb does not send the PROXY protocol: servers that require it will reject connections",
-	"send-proxy-v2": "halb does not send the PROXY protocol: servers that require it will reject connections",
-	"port":          "halb checks the server's own address and port",
-	"addr":          "halb checks the server's own address and port",
-	"maxconn":       "halb has no per-server connection limit; use frontend or global maxconn",
-	"slowstart":     "halb sends a recovered server its full share at once",
-	"track":         "halb checks every server itself",
-	"agent-check":   "halb has no agent checks",
-	"resolvers":     "halb does not resolve host names",
-	"fastinter":     "halb probes at one interval whatever the server's state",
-	"downinter":     "halb probes at one interval whatever the server's state",
-	"crt":           "client certificates are only used by health checks: set health.tls.cert_file/key_file",
+// droppedWhy explains the server options whose loss matters most, and
+// what halb does instead; an option not listed changes behaviour.
+var droppedWhy = map[string]dropped{
+	"send-proxy":    {why: "halb does not send the PROXY protocol: servers that require it will reject connections", now: "no PROXY header"},
+	"send-proxy-v2": {why: "halb does not send the PROXY protocol: servers that require it will reject connections", now: "no PROXY header"},
+	"port":          {why: "halb checks the server's own address and port", now: "checks on the server's address and port"},
+	"addr":          {why: "halb checks the server's own address and port", now: "checks on the server's address and port"},
+	"maxconn":       {why: "halb has no per-server connection limit; use frontend or global maxconn", now: "no per-server limit"},
+	"slowstart":     {why: "halb sends a recovered server its full share at once", now: "full share at once"},
+	"track":         {why: "halb checks every server itself", now: "the server's own check"},
+	"agent-check":   {why: "halb has no agent checks", now: "no agent check"},
+	"resolvers":     {why: "halb does not resolve host names", now: "the address as written"},
+	"fastinter":     {why: "halb probes at one interval whatever the server's state", now: "one interval (inter)"},
+	"downinter":     {why: "halb probes at one interval whatever the server's state", now: "one interval (inter)"},
+	"crt":           {why: "client certificates are only used by health checks: set health.tls.cert_file/key_file", now: "no client certificate towards the server"},
+	// Only HTTP persistence or HAProxy's own bookkeeping: nothing changes
+	// for a TCP proxy.
+	"cookie": {why: "HTTP persistence cookies do not apply to a TCP proxy", effect: Dropped},
+	"id":     {why: "halb names servers, it has no numeric ids", effect: Dropped},
+	"guid":   {why: "halb names servers, it has no global ids", effect: Dropped},
 }
 
 // parseServerParams reads the options after "server NAME ADDR" or
@@ -188,11 +200,12 @@ func parseServerParams(args []string) (serverParams, []dropped, error) {
 			if val != "" {
 				text += " " + val
 			}
-			why, ok := droppedWhy[opt]
+			x, ok := droppedWhy[opt]
 			if !ok {
-				why = "halb has no equivalent"
+				x = dropped{why: "halb has no equivalent"}
 			}
-			drop = append(drop, dropped{option: text, why: why})
+			x.option = text
+			drop = append(drop, x)
 		}
 	}
 	return p, drop, nil
