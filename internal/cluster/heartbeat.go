@@ -59,6 +59,7 @@ type beatTiming struct {
 	probeTimeout time.Duration // how long a probe waits for the peer's kernel
 	lost         int           // unanswered probes in a row an unreachable peer needs
 	deadline     time.Duration // silence an unreachable peer needs before it is down
+	evidence     time.Duration // how long a beat keeps memberlist's "failed" in dispute
 }
 
 // beatTimings per cluster profile. A beat is overdue after 1.5 intervals;
@@ -70,16 +71,23 @@ type beatTiming struct {
 // interval apart make one lost packet harmless. The deadline is also
 // two overdue periods, by which a third node's beats have stopped vouching
 // for a dead peer, so a real death is never held back by a voucher.
+//
+// The evidence window is longer than the deadline on purpose: it is how
+// long a beat outweighs memberlist's verdict of "failed", which comes from
+// memberlist's own missed probes. A node busy enough to miss those probes
+// also reads beats late, so the window must cover such a pause (soak runs
+// under heavy load saw pauses of 150-500 ms); a dead peer's evidence runs
+// out after it anyway.
 var beatTimings = map[string]beatTiming{
 	"lan": {
 		interval: 50 * time.Millisecond, check: 5 * time.Millisecond,
 		probeEvery: 25 * time.Millisecond, probeTimeout: 50 * time.Millisecond,
-		lost: 2, deadline: 150 * time.Millisecond,
+		lost: 2, deadline: 150 * time.Millisecond, evidence: 500 * time.Millisecond,
 	},
 	"fast": {
 		interval: 25 * time.Millisecond, check: 2500 * time.Microsecond,
 		probeEvery: 12500 * time.Microsecond, probeTimeout: 25 * time.Millisecond,
-		lost: 2, deadline: 75 * time.Millisecond,
+		lost: 2, deadline: 75 * time.Millisecond, evidence: 250 * time.Millisecond,
 	},
 }
 
@@ -277,9 +285,9 @@ func (d *detector) voucher(name string, now time.Time) string {
 }
 
 // evidence reports whether anything says name is alive: its own beats within
-// the down deadline, or another peer hearing it.
+// the evidence window, or another peer hearing it.
 func (d *detector) evidence(name string, now time.Time) bool {
-	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.deadline() {
+	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.timing.evidence {
 		return true
 	}
 	return d.voucher(name, now) != ""
@@ -520,7 +528,9 @@ func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 		for _, name := range due {
 			addr, member := addrs[name]
 			if !member {
-				c.probed(name, now, probeUnreachable)
+				// Not (or no longer) a member: there is no address to
+				// ask, which says nothing of the peer's host.
+				c.probed(name, now, probeInconclusive)
 				continue
 			}
 			probes.Add(1)
