@@ -97,10 +97,7 @@ func TestHalbBGP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Failures != 0 || r.Successes == 0 {
-		t.Fatalf("client -> VIP across lb3's withdrawal: %v; want no failed connection%s", r, failures(r))
-	}
-	t.Logf("client -> VIP across the withdrawal: %d connections, none failed", r.Successes)
+	noNewFailed(t, "lb3's withdrawal", r)
 	s, err := l.Status(ctx, "lb3")
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +118,44 @@ func TestHalbBGP(t *testing.T) {
 	}
 	t.Logf("kill -9 of lb2: 1 way after %s (hold time %s)", took.Round(time.Millisecond), bgpHold)
 	servedBy(t, ctx, l, target, []string{"lb1", "lb3"}, lbs[:1])
+
+	// lb3 out of maintenance announces again; then a graceful stop of it
+	// withdraws before its listeners close: no new connection fails.
+	if out, err := runBounded(ctx, env.halb, "node", "maintenance", "off", "--socket", l.AdminSocket("lb3")); err != nil {
+		t.Fatalf("halb node maintenance off: %v\n%s", err, out)
+	}
+	if _, err := l.WaitRouterNextHops(ctx, vip, []netip.Addr{all[0], all[2]}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run, err = l.StartProbe(ctx, target, probe.ModeHTTPS, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StopHalb("lb3", syscall.SIGTERM); err != nil {
+		_, _ = run.Stop()
+		t.Fatal(err)
+	}
+	if _, err := l.WaitRouterNextHops(ctx, vip, all[:1], time.Second); err != nil {
+		_, _ = run.Stop()
+		t.Fatal(err)
+	}
+	if r, err = run.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	noNewFailed(t, "lb3's graceful stop", r)
+}
+
+// noNewFailed fails unless every new connection of r was accepted. A
+// reset is a connection in flight when the route changed that the
+// router's plain (hash-threshold) ECMP moved to another node, which has
+// no socket for it: the flow-stability limit docs/bgp.md describes (FRR
+// 8.4 uses no resilient nexthop groups), not a refused new connection.
+func noNewFailed(t *testing.T, what string, r probe.Report) {
+	t.Helper()
+	if r.Successes == 0 || r.Failures != r.Errors["reset"] {
+		t.Fatalf("client -> VIP across %s: %v; want no new connection refused or timed out%s", what, r, failures(r))
+	}
+	t.Logf("client -> VIP across %s: %d connections, none refused; %d in flight reset by the ECMP re-hash", what, r.Successes, r.Failures)
 }
 
 // announcing checks that a node's status shows its BGP VIP announced (or
