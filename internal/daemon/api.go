@@ -89,6 +89,9 @@ func (o *operatorAPI) Snapshot() admin.Snapshot {
 	}
 	s.Node.Roles, s.VIPs = o.vips(v, now)
 	s.Members = o.members(cfg, v)
+	if o.ctl.bgp != nil {
+		s.BGP = o.ctl.bgp.status()
+	}
 	for _, fr := range fronts {
 		fs := fr.f.Stats()
 		fc := fr.cfg
@@ -144,6 +147,7 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 			Transitions: st.Transitions,
 			LastError:   st.LastError,
 			PreemptAt:   at,
+			Mode:        string(config.AnnounceARP),
 		})
 	}
 	return roles, vips

@@ -152,7 +152,13 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 		garp = vip.NewGARP()
 		d.ctl.watchARP = true // the real link, so the real ARP traffic to watch
 	}
+	if d.ctl.bgp, err = newBGPVIPs(cfg, self, link, opts.Log); err != nil {
+		return err
+	}
 	for _, v := range cfg.VIPs {
+		if v.Announce == config.AnnounceBGP {
+			continue // no election: d.ctl.bgp announces it from every eligible node
+		}
 		ifname := v.Interface
 		if self.Interface != "" {
 			ifname = self.Interface
@@ -216,6 +222,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if ctx.Err() != nil && d.ctl.cluster != nil {
 		d.ctl.handover(cctx)
+		d.ctl.withdrawBGP(cctx)
 	}
 	// No reload from here on: it would start what is being stopped.
 	d.reload.stop()
@@ -224,6 +231,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopProxy()
 	errP := pg.Wait()
 	d.srv.tasks.Wait()
+	if d.ctl.bgp != nil {
+		// Only now: open sessions to a BGP VIP needed its address to drain.
+		d.ctl.bgp.removeAll()
+	}
 	if err := errors.Join(errC, errP); err != nil {
 		return err
 	}
@@ -287,6 +298,11 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 	g.Go(func() error { return c.cluster.Run(ctx) })
 	if c.witness != nil {
 		g.Go(func() error { return c.witness.Run(ctx) })
+	}
+	if c.bgp != nil && c.bgp.speaker != nil {
+		// Cancelled after withdrawBGP: its stop withdraws what is left and
+		// closes the sessions with a Cease.
+		g.Go(func() error { return c.bgp.speaker.Run(ctx) })
 	}
 	for _, a := range c.announcers {
 		g.Go(func() error { return a.a.Run(ctx) })

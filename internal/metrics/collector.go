@@ -25,6 +25,8 @@ type snapshotCollector struct {
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
+
+	bgpSessionUp, bgpAnnounced *prometheus.Desc
 }
 
 func newSnapshotCollector(src admin.Source) *snapshotCollector {
@@ -69,6 +71,8 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
 		maintenance:    d("halb_node_maintenance", "Whether this node is in maintenance mode.", nil, nil),
+		bgpSessionUp:   d("halb_bgp_session_up", "Whether this node's BGP session with the peer is established (1) or not (0).", []string{"peer"}, nil),
+		bgpAnnounced:   d("halb_bgp_announced", "Whether this node announces the VIP to its BGP peers (1) or has withdrawn it (0).", vip, nil),
 		buildInfo:      d("halb_build_info", "Always 1; the version label names the running build.", []string{"version"}, nil),
 	}
 }
@@ -82,6 +86,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
+		c.bgpSessionUp, c.bgpAnnounced,
 	}
 }
 
@@ -155,6 +160,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.vipTransitions, float64(v.Transitions), addr)
 		counter(c.vipGARPs, float64(v.GARPsSent), addr)
 		gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
+	}
+	if s.BGP != nil {
+		for _, p := range s.BGP.Peers {
+			gauge(c.bgpSessionUp, boolValue(p.State == "established"), p.Address)
+		}
+		for _, v := range s.BGP.VIPs {
+			gauge(c.bgpAnnounced, boolValue(v.Announced), v.Address)
+		}
 	}
 	alive := 0
 	for _, m := range s.Members {
