@@ -86,6 +86,13 @@ type VIP struct {
 	// holder (policy preempt, once eligible for preempt_delay), if nothing
 	// changes before; absent when no preemption is pending.
 	PreemptAt time.Time `json:"preempt_at,omitzero"`
+	// ConnTable is how many client connections the holder's table of this
+	// VIP lists, as known here (tickle ACKs, docs/tickle.md); LastTickled
+	// how many this node tickled when it last took the VIP over, at
+	// LastTakeover.
+	ConnTable    int       `json:"conn_table"`
+	LastTickled  int       `json:"last_tickled"`
+	LastTakeover time.Time `json:"last_takeover,omitzero"`
 }
 
 // Frontend is one listener and its connection counters.

@@ -145,6 +145,9 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 			LastError:   st.LastError,
 			PreemptAt:   at,
 		})
+		tk := o.ctl.tickles.status(a.cfg.Address.Addr())
+		last := &vips[len(vips)-1]
+		last.ConnTable, last.LastTickled, last.LastTakeover = tk.Table, tk.LastTickled, tk.LastMove
 	}
 	return roles, vips
 }

@@ -34,6 +34,7 @@ type controller struct {
 	announcers []*announcer
 	witness    *witness.Witness // nil without cluster.witness
 	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
+	tickles    *tickles         // connection tables and tickle ACKs on takeover (tickles.go)
 
 	wake     chan struct{} // coalesced requests for a round
 	messages func([]byte)  // a peer's request: drills are the only kind
@@ -201,6 +202,9 @@ func (c *controller) onMessage(b []byte) {
 func (c *controller) reconcile(mem round.Memory, ready bool, now time.Time) (round.Memory, time.Time) {
 	p := round.Decide(c.gather(mem, ready, now), mem)
 	c.apply(p, now)
+	for _, a := range c.announcers {
+		c.tickles.observe(a.cfg.Address.Addr(), a.a.Held())
+	}
 	c.lastRun.Store(time.Now().UnixNano())
 	return p.Memory, p.WakeAt
 }

@@ -44,6 +44,9 @@ type Options struct {
 	Notify *sdnotify.Notifier
 	// Clock drives health-check scheduling; nil means the real clock.
 	Clock health.Clock
+	// TickleOpen opens the raw socket tickle ACKs are sent on; nil means
+	// tickle.OpenRaw. Tests pass fakes.
+	TickleOpen TickleOpener
 }
 
 // Daemon is one running halb node: it wires the parts together and runs
@@ -152,13 +155,20 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 		garp = vip.NewGARP()
 		d.ctl.watchARP = true // the real link, so the real ARP traffic to watch
 	}
-	for _, v := range cfg.VIPs {
+	ifnames := make([]string, len(cfg.VIPs))
+	for i, v := range cfg.VIPs {
 		ifname := v.Interface
 		if self.Interface != "" {
 			ifname = self.Interface
 		}
+		ifnames[i] = ifname
 		d.ctl.announcers = append(d.ctl.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp, opts.Log)})
 	}
+	open := opts.TickleOpen
+	if open == nil {
+		open = openRaw
+	}
+	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv.clients, open, opts.Log)
 	return nil
 }
 
@@ -285,6 +295,7 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 		return
 	}
 	g.Go(func() error { return c.cluster.Run(ctx) })
+	g.Go(func() error { return c.tickles.run(ctx) })
 	if c.witness != nil {
 		g.Go(func() error { return c.witness.Run(ctx) })
 	}
