@@ -92,6 +92,13 @@ type VIP struct {
 	// Mode is how the network learns where the VIP is: "arp" here; the
 	// VIPs announced by BGP are listed in Snapshot.BGP.
 	Mode string `json:"mode,omitempty"`
+	// ConnTable is how many client connections the holder's table of this
+	// VIP lists, as known here (tickle ACKs, docs/tickle.md); LastTickled
+	// how many this node tickled when it last took the VIP over, at
+	// LastTakeover.
+	ConnTable    int       `json:"conn_table"`
+	LastTickled  int       `json:"last_tickled"`
+	LastTakeover time.Time `json:"last_takeover,omitzero"`
 }
 
 // BGP is this node's BGP speaker: its sessions and the VIPs it announces.

@@ -163,6 +163,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 	}
 	cfg.VIPs = v.vips(raw.VIPs, cfg.Cluster)
 	v.announce(raw.VIPs, cfg)
+	v.tickles(raw.VIPs, cfg.VIPs)
 	if raw.Stats != nil {
 		cfg.Stats = v.stats(raw.Stats)
 	}

@@ -149,6 +149,9 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 			PreemptAt:   at,
 			Mode:        string(config.AnnounceARP),
 		})
+		tk := o.ctl.tickles.status(a.cfg.Address.Addr())
+		last := &vips[len(vips)-1]
+		last.ConnTable, last.LastTickled, last.LastTakeover = tk.Table, tk.LastTickled, tk.LastMove
 	}
 	return roles, vips
 }

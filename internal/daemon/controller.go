@@ -35,6 +35,7 @@ type controller struct {
 	witness    *witness.Witness // nil without cluster.witness
 	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
 	bgp        *bgpVIPs         // nil without a bgp section
+	tickles    *tickles         // connection tables and tickle ACKs on takeover (tickles.go)
 
 	wake     chan struct{} // coalesced requests for a round
 	messages func([]byte)  // a peer's request: drills are the only kind
@@ -206,6 +207,9 @@ func (c *controller) reconcile(mem round.Memory, ready bool, now time.Time) (rou
 	if c.bgp != nil {
 		cfg, _ := c.srv.current()
 		c.bgp.apply(round.DecideBGP(in, p, c.bgp.addrs()), now, cfg.Timeouts.Drain)
+	}
+	for _, a := range c.announcers {
+		c.tickles.observe(a.cfg.Address.Addr(), a.a.Held())
 	}
 	c.lastRun.Store(time.Now().UnixNano())
 	return p.Memory, p.WakeAt

@@ -44,6 +44,9 @@ type Options struct {
 	Notify *sdnotify.Notifier
 	// Clock drives health-check scheduling; nil means the real clock.
 	Clock health.Clock
+	// TickleOpen opens the raw socket tickle ACKs are sent on; nil means
+	// tickle.OpenRaw. Tests pass fakes.
+	TickleOpen TickleOpener
 }
 
 // Daemon is one running halb node: it wires the parts together and runs
@@ -155,7 +158,8 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 	if d.ctl.bgp, err = newBGPVIPs(cfg, self, link, opts.Log); err != nil {
 		return err
 	}
-	for _, v := range cfg.VIPs {
+	ifnames := make([]string, len(cfg.VIPs))
+	for i, v := range cfg.VIPs {
 		if v.Announce == config.AnnounceBGP {
 			continue // no election: d.ctl.bgp announces it from every eligible node
 		}
@@ -163,8 +167,14 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 		if self.Interface != "" {
 			ifname = self.Interface
 		}
+		ifnames[i] = ifname
 		d.ctl.announcers = append(d.ctl.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp, opts.Log)})
 	}
+	open := opts.TickleOpen
+	if open == nil {
+		open = openRaw
+	}
+	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv.clients, open, opts.Log)
 	return nil
 }
 
@@ -296,6 +306,7 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 		return
 	}
 	g.Go(func() error { return c.cluster.Run(ctx) })
+	g.Go(func() error { return c.tickles.run(ctx) })
 	if c.witness != nil {
 		g.Go(func() error { return c.witness.Run(ctx) })
 	}
