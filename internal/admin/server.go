@@ -86,6 +86,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
+	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("POST /v1/cluster/servers/{match}", s.clusterServerAdmin)
 	s.keyRoutes(mux)
 	mux.HandleFunc("/", notFound(mux))
 	return mux
@@ -268,6 +270,9 @@ func (s *Server) Run(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Requests end with the server: an events stream would otherwise
+		// hold the shutdown for its whole timeout.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
