@@ -135,7 +135,9 @@ func waitIdle(ctx context.Context, status func(context.Context) (admin.Snapshot,
 			return fmt.Errorf("wait for %s to drain: %w", match, err)
 		}
 		total, parts := openConns(snap, match)
-		fmt.Fprintf(out, "%s  %s: %d open connection(s)%s\n", time.Since(start).Round(time.Second), match, total, parts)
+		if _, err := fmt.Fprintf(out, "%s  %s: %d open connection(s)%s\n", time.Since(start).Round(time.Second), match, total, parts); err != nil {
+			return err
+		}
 		if total == 0 {
 			_, err := fmt.Fprintf(out, "%s is idle on this node\n", match)
 			return err
