@@ -19,6 +19,7 @@ type Keepalived struct {
 	RouterID     string         // global_defs router_id, often the host name
 	NoPreempt    bool           // nopreempt: the holder keeps the VIP → policy sticky
 	PreemptDelay *time.Duration // preempt_delay
+	Hooks        []KeepalivedHook // notify scripts (notify.go)
 	Warnings     []Warning
 }
 
@@ -148,6 +149,8 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, string,
 				}
 				k.VIPs = append(k.VIPs, vip)
 			}
+		case "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify":
+			k.notify(b, argAt(inst.args, 1))
 		case "advert_int":
 			warn(b, "", "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
 		case "virtual_router_id":
