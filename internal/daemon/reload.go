@@ -340,6 +340,9 @@ func restartOnly(old, next *config.Config, self string) error {
 	if old.Admin != next.Admin {
 		need("admin")
 	}
+	if !reflect.DeepEqual(old.Hooks, next.Hooks) {
+		need("hooks") // the hook runner is built once, at start
+	}
 	if !reflect.DeepEqual(old.Stats, next.Stats) {
 		need("stats")
 	}
