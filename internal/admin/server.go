@@ -149,10 +149,7 @@ func (s *Server) serverAdmin(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	switch req.State {
-	case ActionEnable, ActionDisable, ActionDrain:
-	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want enable, disable or drain", req.State))
+	if !validAction(w, req.State) {
 		return
 	}
 	backend, server := r.PathValue("backend"), r.PathValue("server")
@@ -163,6 +160,17 @@ func (s *Server) serverAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("server state set by operator", "backend", backend, "server", server, "state", req.State)
 	writeJSON(w, http.StatusOK, map[string]string{"backend": backend, "server": server, "state": req.State})
+}
+
+// validAction reports whether state is a server admin action, answering
+// the request with 400 when it is not.
+func validAction(w http.ResponseWriter, state string) bool {
+	switch state {
+	case ActionEnable, ActionDisable, ActionDrain:
+		return true
+	}
+	writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want enable, disable or drain", state))
+	return false
 }
 
 func actionStatus(err error) int {

@@ -50,10 +50,7 @@ func (s *Server) clusterServerAdmin(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	switch req.State {
-	case ActionEnable, ActionDisable, ActionDrain:
-	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want enable, disable or drain", req.State))
+	if !validAction(w, req.State) {
 		return
 	}
 	match := r.PathValue("match")

@@ -11,15 +11,10 @@ import (
 	"halb/internal/events"
 )
 
-func TestNotifyScriptsBecomeHooks(t *testing.T) {
-	ka := strings.Replace(seedKeepalived, "    nopreempt\n", `    nopreempt
-    notify_master "/etc/keepalived/master.sh --vip 192.168.66.160"
-    notify_backup /etc/keepalived/backup.sh
-    notify_fault /etc/keepalived/fault.sh
-    notify_stop /etc/keepalived/stop.sh
-    notify /usr/local/bin/keepalived-notify
-    notify_master relative.sh
-`, 1)
+// importSeedWith imports the seed haproxy.cfg with keepalived.conf ka
+// (named ka.conf) for nodes lb1 and lb2, and checks the output as halb would.
+func importSeedWith(t *testing.T, ka string) (*Result, *config.Config) {
+	t.Helper()
 	k, err := ParseKeepalived([]byte(ka))
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +35,19 @@ func TestNotifyScriptsBecomeHooks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the imported config fails halb's checks: %v\n%s", err, res.YAML)
 	}
+	return res, c
+}
+
+func TestNotifyScriptsBecomeHooks(t *testing.T) {
+	ka := strings.Replace(seedKeepalived, "    nopreempt\n", `    nopreempt
+    notify_master "/etc/keepalived/master.sh --vip 192.168.66.160"
+    notify_backup /etc/keepalived/backup.sh
+    notify_fault /etc/keepalived/fault.sh
+    notify_stop /etc/keepalived/stop.sh
+    notify /usr/local/bin/keepalived-notify
+    notify_master relative.sh
+`, 1)
+	res, c := importSeedWith(t, ka)
 	type hook struct {
 		on  events.Kind
 		cmd string
