@@ -13,12 +13,12 @@ import (
 // Keepalived is what a keepalived.conf says about the VIP and the election.
 type Keepalived struct {
 	VIPs         []KeepalivedVIP
-	Priority     *int           // this host's VRRP priority
-	SrcIP        netip.Addr     // unicast_src_ip: this host, if set
-	State        string         // MASTER or BACKUP; "" when not given
-	RouterID     string         // global_defs router_id, often the host name
-	NoPreempt    bool           // nopreempt: the holder keeps the VIP → policy sticky
-	PreemptDelay *time.Duration // preempt_delay
+	Priority     *int             // this host's VRRP priority
+	SrcIP        netip.Addr       // unicast_src_ip: this host, if set
+	State        string           // MASTER or BACKUP; "" when not given
+	RouterID     string           // global_defs router_id, often the host name
+	NoPreempt    bool             // nopreempt: the holder keeps the VIP → policy sticky
+	PreemptDelay *time.Duration   // preempt_delay
 	Hooks        []KeepalivedHook // notify scripts (notify.go)
 	Warnings     []Warning
 }
