@@ -110,15 +110,24 @@ func TestTalosChecksAuthenticated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := reach(t, ctx, l, soak)
+	api, err := l.Probe(ctx, vipAPI, probe.ModeHTTPS, soak)
+	if err != nil {
+		t.Fatal(err)
+	}
 	talos, err := tlsRun.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if talos.Failures != 0 || talos.Successes == 0 {
-		t.Fatalf("Talos API through the VIP: %d failures, %d successes: %v", talos.Failures, talos.Successes, talos.Errors)
-	}
-	t.Logf("%s through the VIP: %d HTTPS requests, %d Talos connections, 0 failed", soak, api.Successes, talos.Successes)
+	// The clients' view is judged after the control planes' counters, so a
+	// long run on a starved machine still reports what the checks did.
+	defer func() {
+		for _, r := range []probe.Report{api, talos} {
+			if r.Failures != 0 || r.Successes == 0 {
+				t.Errorf("client through the VIP: %s %s: %d of %d failed: %v%s", r.Mode, r.Target, r.Failures, r.Attempts, r.Errors, failures(r))
+			}
+		}
+		t.Logf("%s through the VIP: %d HTTPS requests (%d failed), %d Talos connections (%d failed)", soak, api.Successes, api.Failures, talos.Successes, talos.Failures)
+	}()
 
 	// No check of any LB caused a failed handshake, a 401 or a 403 on any
 	// control plane, and the checks did authenticate.

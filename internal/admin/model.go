@@ -10,6 +10,9 @@ type Snapshot struct {
 	VIPs      []VIP      `json:"vips"`
 	Frontends []Frontend `json:"frontends"`
 	Backends  []Backend  `json:"backends"`
+	// BGP is the state of the VIPs announced by BGP; nil without a bgp
+	// section.
+	BGP *BGP `json:"bgp,omitempty"`
 	// Time is when the snapshot was taken; durations such as "since" are
 	// shown relative to it, so a rendering never depends on the reader's clock.
 	Time time.Time `json:"time"`
@@ -86,6 +89,49 @@ type VIP struct {
 	// holder (policy preempt, once eligible for preempt_delay), if nothing
 	// changes before; absent when no preemption is pending.
 	PreemptAt time.Time `json:"preempt_at,omitzero"`
+	// Mode is how the network learns where the VIP is: "arp" here; the
+	// VIPs announced by BGP are listed in Snapshot.BGP.
+	Mode string `json:"mode,omitempty"`
+	// ConnTable is how many client connections the holder's table of this
+	// VIP lists, as known here (tickle ACKs, docs/tickle.md); LastTickled
+	// how many this node tickled when it last took the VIP over, at
+	// LastTakeover.
+	ConnTable    int       `json:"conn_table"`
+	LastTickled  int       `json:"last_tickled"`
+	LastTakeover time.Time `json:"last_takeover,omitzero"`
+}
+
+// BGP is this node's BGP speaker: its sessions and the VIPs it announces.
+type BGP struct {
+	Peers []BGPPeer `json:"peers"`
+	VIPs  []BGPVIP  `json:"vips"`
+}
+
+// BGPPeer is one BGP session of this node.
+type BGPPeer struct {
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// State is the BGP FSM state: idle, connect, active, opensent,
+	// openconfirm or established.
+	State string    `json:"state"`
+	Since time.Time `json:"since,omitzero"` // when the session entered State
+}
+
+// BGPVIP is one VIP announced by BGP and whether this node announces it.
+// Every eligible node announces (ECMP), so there is no holder.
+type BGPVIP struct {
+	Address   string `json:"address"` // the bare IP
+	Interface string `json:"interface"`
+	Mode      string `json:"mode"` // "bgp"
+	Announced bool   `json:"announced"`
+	// Why is the reason of the last decision, e.g. "eligible" or
+	// "maintenance".
+	Why   string    `json:"why"`
+	Since time.Time `json:"since,omitzero"` // when Announced last changed
+	// Draining: withdrawn, the address kept for timeouts.drain so open
+	// sessions finish.
+	Draining  bool   `json:"draining,omitempty"`
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Frontend is one listener and its connection counters.

@@ -28,6 +28,7 @@ func Render(w io.Writer, s Snapshot, color bool) {
 	r := renderer{buf: &b, s: s, color: color}
 	r.header()
 	r.vips()
+	r.bgp()
 	r.members()
 	r.frontends()
 	r.backends()
@@ -91,6 +92,43 @@ func (r *renderer) vips() {
 		if v.LastError != "" {
 			t.note(cell{text: "  last error: " + v.LastError, color: red})
 		}
+	}
+	r.section(t)
+}
+
+// bgp shows the VIPs announced by BGP (whether this node announces each,
+// and why) and this node's sessions with its BGP peers.
+func (r *renderer) bgp() {
+	b := r.s.BGP
+	if b == nil {
+		return
+	}
+	if len(b.VIPs) > 0 {
+		t := &table{}
+		t.header("BGP VIP", "IFACE", "MODE", "THIS NODE", "SINCE", "WHY")
+		for _, v := range b.VIPs {
+			state := cell{text: "withdrawn", color: yellow}
+			switch {
+			case v.Announced:
+				state = cell{text: "announces", color: green}
+			case v.Draining:
+				state.text = "withdrawn, draining"
+			}
+			t.row(plain(v.Address), plain(orDash(v.Interface)), plain(orDash(v.Mode)), state, plain(r.ago(v.Since)), plain(orDash(v.Why)))
+			if v.LastError != "" {
+				t.note(cell{text: "  last error: " + v.LastError, color: red})
+			}
+		}
+		r.section(t)
+	}
+	t := &table{}
+	t.header("BGP PEER", "ASN", "SESSION", "SINCE")
+	for _, p := range b.Peers {
+		st := cell{text: orDash(p.State), color: yellow}
+		if p.State == "established" {
+			st.color = green
+		}
+		t.row(plain(p.Address), plain(strconv.FormatUint(uint64(p.ASN), 10)), st, plain(r.ago(p.Since)))
 	}
 	r.section(t)
 }

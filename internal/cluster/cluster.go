@@ -82,6 +82,7 @@ type Cluster struct {
 	meta  []byte
 	peers map[string]*peer
 	msgs  chan []byte                           // user messages from peers, dropped when full
+	conns chan ConnsMsg                         // connection-table messages (conns.go), dropped when full
 	ml    atomic.Pointer[memberlist.Memberlist] // set while Run runs
 	// keyring is memberlist's, shared with it; keysMu orders our edits.
 	keyring *memberlist.Keyring
@@ -161,6 +162,7 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		changed: make(chan struct{}, 1),
 		update:  make(chan struct{}, 1),
 		msgs:    make(chan []byte, msgQueue),
+		conns:   make(chan ConnsMsg, connsQueue),
 		peers:   map[string]*peer{},
 		hb:      newHeartbeat(cfg.Profile),
 		limits:  newStreamLimits(maxInboundStreams, maxStreamBytes),
@@ -653,7 +655,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // NotifyMsg queues a peer's message; memberlist reuses the buffer, so it
 // is copied, and a full queue drops the message rather than block gossip.
 func (d *delegate) NotifyMsg(b []byte) {
-	if d.c.receiveBeat(b) {
+	if d.c.receiveBeat(b) || d.c.receiveConns(b) {
 		return
 	}
 	select {

@@ -8,12 +8,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"golang.org/x/sys/unix"
 )
 
 // Fast failure detection. memberlist alone needs a probe round, a probe
@@ -22,17 +23,19 @@ import (
 // memberlist's packet channel (so it is encrypted with the gossip keyring,
 // labelled, and silenced by a hard drill like all gossip). When a peer's
 // beat is half an interval overdue, this node opens a TCP connection to the
-// peer's gossip port, once per interval while the silence lasts, and reads
-// the answer of the peer's kernel:
+// peer's gossip port, again every half interval while the silence lasts,
+// and reads the answer of the peer's kernel:
 //
 //   - refused: the host is up but nothing listens on the gossip port any
 //     more: the process died (kill -9, crash, OOM kill). The peer is down
 //     at once.
-//   - no answer within an interval, several times in a row: the host or its
-//     link is gone (or drops everything). The peer is down once it has also
-//     missed the profile's beats. One lost SYN is not enough, and a probe
-//     that came back late is discarded: that is this node starved of CPU,
-//     not the peer gone.
+//   - no answer: the host or its link is gone (or drops everything). The
+//     peer is down once enough probes in a row went unanswered for their
+//     whole timeout and it has been silent for the profile's deadline. One
+//     lost SYN is not enough. "Unanswered" is read from the kernel's own
+//     state of the probe's socket (still SYN-SENT), not from a timer, so a
+//     probe whose answer arrived while this node was starved of CPU counts
+//     as answered: starvation here cannot make a peer look dead.
 //   - connected: the process exists but does not beat: it is stalled (CPU
 //     starvation, SIGSTOP, a long pause). It is not down: a stall is not a
 //     death, and memberlist's slower detector decides if it lasts.
@@ -50,26 +53,52 @@ import (
 
 // beatTiming is a profile's heartbeat timing.
 type beatTiming struct {
-	interval time.Duration // between two beats to each peer; also the probe timeout
-	misses   int           // beats an unreachable peer misses before it is down
-	lost     int           // unanswered probes in a row an unreachable peer needs
+	interval     time.Duration // between two beats to each peer
+	check        time.Duration // between two looks at the peers' beats
+	probeEvery   time.Duration // between two probe starts while a peer is silent
+	probeTimeout time.Duration // how long a probe waits for the peer's kernel
+	lost         int           // unanswered probes in a row an unreachable peer needs
+	deadline     time.Duration // silence an unreachable peer needs before it is down
+	evidence     time.Duration // how long a beat keeps memberlist's "failed" in dispute
 }
 
-// beatTimings per cluster profile. On "lan" an unreachable peer is down
-// after 500 ms (probes at 150, 250 and 350 ms have timed out by 450 ms);
-// on "fast" after 175 ms (the second probe's timeout).
+// beatTimings per cluster profile. A beat is overdue after 1.5 intervals;
+// probes then start every half interval. On "lan" an unreachable peer is
+// down 150 ms after its last beat (probes at 75 and 100 ms, each unanswered
+// for 50 ms); on "fast" after 75 ms (probes at 37.5 and 50 ms, 25 ms each).
+// A SYN-ACK on a LAN takes well under a millisecond, so the timeouts leave
+// two orders of magnitude for a busy peer kernel; two probes a quarter
+// interval apart make one lost packet harmless. The deadline is also
+// two overdue periods, by which a third node's beats have stopped vouching
+// for a dead peer, so a real death is never held back by a voucher.
+//
+// The evidence window is longer than the deadline on purpose: it is how
+// long a beat outweighs memberlist's verdict of "failed", which comes from
+// memberlist's own missed probes. A node busy enough to miss those probes
+// also reads beats late, so the window must cover such a pause (soak runs
+// under heavy load saw pauses of 150-500 ms); a dead peer's evidence runs
+// out after it anyway.
 var beatTimings = map[string]beatTiming{
-	"lan":  {interval: 100 * time.Millisecond, misses: 5, lost: 3},
-	"fast": {interval: 50 * time.Millisecond, misses: 3, lost: 2},
+	"lan": {
+		interval: 50 * time.Millisecond, check: 5 * time.Millisecond,
+		probeEvery: 25 * time.Millisecond, probeTimeout: 50 * time.Millisecond,
+		lost: 2, deadline: 150 * time.Millisecond, evidence: 500 * time.Millisecond,
+	},
+	"fast": {
+		interval: 25 * time.Millisecond, check: 2500 * time.Microsecond,
+		probeEvery: 12500 * time.Microsecond, probeTimeout: 25 * time.Millisecond,
+		lost: 2, deadline: 75 * time.Millisecond, evidence: 250 * time.Millisecond,
+	},
 }
 
 // probeOutcome is what a peer's kernel said to a TCP connection attempt.
 type probeOutcome int
 
 const (
-	probeConnected   probeOutcome = iota + 1 // the process holds its socket: alive, maybe stalled
-	probeRefused                             // the host answers, the process is gone
-	probeUnreachable                         // no answer: host or link down
+	probeConnected    probeOutcome = iota + 1 // the process holds its socket: alive, maybe stalled
+	probeRefused                              // the host answers, the process is gone
+	probeUnreachable                          // no answer for the whole timeout: host or link down
+	probeInconclusive                         // this node could not probe (no socket, address gone): says nothing of the peer
 )
 
 func (o probeOutcome) String() string {
@@ -80,6 +109,8 @@ func (o probeOutcome) String() string {
 		return "refused"
 	case probeUnreachable:
 		return "unreachable"
+	case probeInconclusive:
+		return "inconclusive"
 	}
 	return "none"
 }
@@ -187,15 +218,20 @@ type detector struct {
 
 type beatPeer struct {
 	boot, seq uint64
-	hears     []string     // the peers its latest beat says it hears
-	cutOff    string       // a peer that vouched for it while it was unreachable from here
-	last      time.Time    // latest beat
-	probing   time.Time    // start of the pending probe; zero if none
-	probed    time.Time    // start of the latest finished probe
-	outcome   probeOutcome // of that probe, if it started after last; else 0
-	lost      int          // unreachable outcomes in a row since last
+	hears     []string    // the peers its latest beat says it hears
+	cutOff    string      // a peer that vouched for it while it was unreachable from here
+	last      time.Time   // latest beat
+	pending   []time.Time // starts of the probes still out, all after last
+	probed    time.Time   // start of the latest probe since last; zero if none
+	answered  time.Time   // when a probe since last last found the process there
+	refused   bool        // a probe since last found the port closed
+	lost      int         // probes started after answered that went unanswered
 	down      bool
 }
+
+// maxPending bounds the probes out to one peer; with a timeout of two
+// probe periods there are at most three.
+const maxPending = 4
 
 func newDetector(t beatTiming) *detector {
 	return &detector{timing: t, peers: map[string]*beatPeer{}}
@@ -203,7 +239,8 @@ func newDetector(t beatTiming) *detector {
 
 // beat records a heartbeat; a replayed or reordered one (same process,
 // sequence not newer) is ignored. It reports whether the sender was down
-// and is now back.
+// and is now back. Probes still out are forgotten: their answers say
+// nothing the beat does not.
 func (d *detector) beat(m beat, now time.Time) (back bool) {
 	p, ok := d.peers[m.node]
 	if !ok {
@@ -215,8 +252,7 @@ func (d *detector) beat(m beat, now time.Time) (back bool) {
 	} else if p.boot == m.boot && m.seq <= p.seq {
 		return false
 	}
-	p.boot, p.seq, p.hears, p.cutOff = m.boot, m.seq, m.hears, ""
-	p.last, p.probing, p.outcome, p.lost = now, time.Time{}, 0, 0
+	*p = beatPeer{boot: m.boot, seq: m.seq, hears: m.hears, last: now, down: p.down}
 	back, p.down = p.down, false
 	return back
 }
@@ -249,9 +285,9 @@ func (d *detector) voucher(name string, now time.Time) string {
 }
 
 // evidence reports whether anything says name is alive: its own beats within
-// the down deadline, or another peer hearing it.
+// the evidence window, or another peer hearing it.
 func (d *detector) evidence(name string, now time.Time) bool {
-	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.deadline() {
+	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.timing.evidence {
 		return true
 	}
 	return d.voucher(name, now) != ""
@@ -261,47 +297,52 @@ func (d *detector) evidence(name string, now time.Time) bool {
 func (d *detector) overdue() time.Duration { return d.timing.interval * 3 / 2 }
 
 // deadline is how long an unreachable peer may be silent before it is down.
-func (d *detector) deadline() time.Duration {
-	return d.timing.interval * time.Duration(d.timing.misses)
-}
+func (d *detector) deadline() time.Duration { return d.timing.deadline }
 
 // probes returns the peers to probe now: silent for longer than overdue,
-// not down, no probe pending, the last one an interval ago or more. It
-// marks them as probed from now.
+// not down, the latest probe a probe period ago or more, and not too many
+// out. It records them as probed from now.
 func (d *detector) probes(now time.Time) []string {
 	var out []string
 	for name, p := range d.peers {
-		if p.down || !p.probing.IsZero() || now.Sub(p.last) < d.overdue() {
+		if p.down || len(p.pending) >= maxPending || now.Sub(p.last) < d.overdue() {
 			continue
 		}
-		if p.probed.After(p.last) && now.Sub(p.probed) < d.timing.interval {
+		if !p.probed.IsZero() && now.Sub(p.probed) < d.timing.probeEvery {
 			continue
 		}
-		p.probing = now
+		p.probed = now
+		p.pending = append(p.pending, now)
 		out = append(out, name)
 	}
 	return out
 }
 
-// probed records the outcome of the probe of name started at started,
-// whose timeout is one interval. A probe that found no answer but came
-// back late says more about this node (starved of CPU: the connection may
-// have been accepted while nobody looked) than about the peer, and is
-// discarded.
+// probed records the outcome of the probe of name started at started. A
+// probe a beat has overtaken is ignored. An answer voids the unanswered
+// probes started before it was seen: the peer's kernel was there then, and
+// a probe that overlapped it says nothing new. An unanswered probe counts
+// however late it comes back, because the probe reads "unanswered" from the
+// kernel's socket state rather than from a timer this node may have missed.
 func (d *detector) probed(name string, started time.Time, o probeOutcome, now time.Time) {
 	p, ok := d.peers[name]
-	if !ok || !p.probing.Equal(started) {
-		return // a beat came since
-	}
-	p.probing = time.Time{}
-	if o == probeUnreachable && now.Sub(started) > d.timing.interval+d.timing.interval/4 {
+	if !ok {
 		return
 	}
-	p.probed, p.outcome = started, o
-	if o == probeUnreachable {
-		p.lost++
-	} else {
-		p.lost = 0
+	i := slices.IndexFunc(p.pending, started.Equal)
+	if i < 0 {
+		return // a beat came since
+	}
+	p.pending = slices.Delete(p.pending, i, i+1)
+	switch o {
+	case probeConnected:
+		p.answered, p.lost = now, 0
+	case probeRefused:
+		p.refused = true
+	case probeUnreachable:
+		if started.After(p.answered) {
+			p.lost++
+		}
 	}
 }
 
@@ -323,9 +364,11 @@ func (d *detector) check(now time.Time) verdicts {
 		if p.down || silent < d.overdue() {
 			continue
 		}
+		o := probeRefused
 		switch {
-		case p.outcome == probeRefused:
+		case p.refused:
 		case p.lost >= d.timing.lost && silent >= d.deadline():
+			o = probeUnreachable
 			if by := d.voucher(name, now); by != "" {
 				if p.cutOff == "" {
 					p.cutOff = by
@@ -343,7 +386,7 @@ func (d *detector) check(now time.Time) verdicts {
 		if v.down == nil {
 			v.down = map[string]probeOutcome{}
 		}
-		v.down[name] = p.outcome
+		v.down[name] = o
 	}
 	return v
 }
@@ -430,13 +473,13 @@ func (c *Cluster) receiveBeat(b []byte) bool {
 }
 
 // heartbeatLoop sends this node's beats every interval and checks the
-// peers' eight times per interval, probing those whose beats are overdue.
+// peers' every check period, probing those whose beats are overdue.
 func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	var probes sync.WaitGroup
 	defer probes.Wait()
 	send := time.NewTicker(c.hb.timing.interval)
 	defer send.Stop()
-	check := time.NewTicker(c.hb.timing.interval / 8)
+	check := time.NewTicker(c.hb.timing.check)
 	defer check.Stop()
 	for {
 		select {
@@ -485,13 +528,15 @@ func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 		for _, name := range due {
 			addr, member := addrs[name]
 			if !member {
-				c.probed(name, now, probeUnreachable)
+				// Not (or no longer) a member: there is no address to
+				// ask, which says nothing of the peer's host.
+				c.probed(name, now, probeInconclusive)
 				continue
 			}
 			probes.Add(1)
 			go func() {
 				defer probes.Done()
-				c.probed(name, now, c.hb.probe(ctx, c.cfg.BindAddr, addr, c.hb.timing.interval))
+				c.probed(name, now, c.hb.probe(ctx, c.cfg.BindAddr, addr, c.hb.timing.probeTimeout))
 				// A refusal decides at once; do not wait for the next tick.
 				c.judge(time.Now())
 			}()
@@ -547,22 +592,128 @@ func (c *Cluster) probed(name string, started time.Time, o probeOutcome) {
 	c.hb.det.probed(name, started, o, time.Now())
 }
 
+// The TCP states of include/net/tcp_states.h that a probe's socket can be
+// in while it waits.
+const (
+	tcpEstablished = 1
+	tcpSynSent     = 2
+)
+
 // tcpProbe opens a TCP connection from this node's gossip address to the
-// peer's gossip port and classifies the answer of the peer's kernel. On
-// success it sends memberlist's label header before closing, so the peer's
-// memberlist reads a clean end of stream instead of logging an error.
+// peer's gossip port and classifies the answer of the peer's kernel.
+//
+// It drives a non-blocking socket itself instead of using net.Dialer: a
+// dialer that times out says only that a timer fired, and on a node starved
+// of CPU the timer may fire long after a SYN-ACK arrived. After the wait
+// this probe asks the kernel: a socket still in SYN-SENT has had no answer
+// for the whole wait, however late this goroutine runs; one that is
+// established was answered. On success it sends memberlist's label header
+// before closing, so the peer's memberlist reads a clean end of stream
+// instead of logging an error.
 func tcpProbe(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout time.Duration) probeOutcome {
-	d := net.Dialer{Timeout: timeout, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))}
-	conn, err := d.DialContext(ctx, "tcp", to.String())
+	to = netip.AddrPortFrom(to.Addr().Unmap(), to.Port())
+	family := unix.AF_INET
+	if to.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return probeInconclusive
+	}
+	owned := true
+	defer func() {
+		if owned {
+			_ = unix.Close(fd)
+		}
+	}()
+	if from.IsValid() && !from.IsUnspecified() {
+		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(from.Unmap(), 0))); err != nil {
+			return probeInconclusive
+		}
+	}
+	start := time.Now()
+	err = unix.Connect(fd, sockaddr(to))
 	switch {
 	case err == nil:
+	case errors.Is(err, unix.ECONNREFUSED):
+		return probeRefused
+	case errors.Is(err, unix.EINPROGRESS):
+		if o := awaitConnect(ctx, fd, start, timeout); o != probeConnected {
+			return o
+		}
+	default:
+		// EHOSTUNREACH, ENETUNREACH: the kernel already knows the peer
+		// cannot be reached.
+		return probeUnreachable
+	}
+	owned = false
+	f := os.NewFile(uintptr(fd), "probe")
+	conn, err := net.FileConn(f)
+	_ = f.Close()
+	if err == nil {
 		// A few bytes into a fresh socket's empty buffer never block.
 		_ = memberlist.AddLabelHeaderToStream(conn, gossipLabel)
 		_ = conn.Close()
-		return probeConnected
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return probeRefused
-	default:
-		return probeUnreachable
 	}
+	return probeConnected
+}
+
+// awaitConnect waits until the connection on fd is settled or timeout has
+// passed since start, then reads the outcome from the kernel. The wait is
+// short (a probe timeout), so it blocks its thread in poll(2) rather than
+// going through Go's poller, and looks at ctx only before each wait.
+func awaitConnect(ctx context.Context, fd int, start time.Time, timeout time.Duration) probeOutcome {
+	for {
+		if ctx.Err() != nil {
+			return probeInconclusive
+		}
+		o, settled := connectState(fd)
+		if settled {
+			return o
+		}
+		left := timeout - time.Since(start)
+		if left <= 0 {
+			// Still SYN-SENT a whole timeout after the SYN left.
+			return probeUnreachable
+		}
+		ms := int((left + time.Millisecond - 1) / time.Millisecond)
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if _, err := unix.Poll(pfd, ms); err != nil && !errors.Is(err, unix.EINTR) {
+			return probeInconclusive
+		}
+	}
+}
+
+// connectState reads what the kernel knows of a connect in progress on fd:
+// settled is false while it still waits for the peer's answer.
+func connectState(fd int) (o probeOutcome, settled bool) {
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		return probeInconclusive, true
+	case soErr == int(unix.ECONNREFUSED):
+		return probeRefused, true
+	case soErr != 0:
+		return probeUnreachable, true
+	}
+	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+	switch {
+	case err != nil:
+		return probeInconclusive, true
+	case info.State == tcpSynSent:
+		return 0, false
+	case info.State == tcpEstablished:
+		return probeConnected, true
+	}
+	// Any later state (the peer accepted and already closed) needed an
+	// answer from the peer's kernel.
+	return probeConnected, true
+}
+
+// sockaddr converts an address and port for the socket calls.
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 }

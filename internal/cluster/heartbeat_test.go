@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -16,22 +17,23 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"golang.org/x/sys/unix"
 )
 
-// step is the resolution of the fake clock; it divides interval/8 of both
-// profiles.
+// step is the resolution of the fake clock; it divides every period of
+// both profiles.
 const step = 250 * time.Microsecond
 
 // sim drives a detector the way heartbeatLoop does, on a fake clock: checks
-// every interval/8 and after each probe, probes that finish after
-// rtt with the outcome answer gives (or after the interval, for
+// every check period and after each probe, probes that finish after
+// rtt with the outcome answer gives (or after the probe timeout, for
 // probeUnreachable).
 type sim struct {
 	d          *detector
 	start, now time.Time
 	rtt        time.Duration
 	answer     func(started time.Time) probeOutcome
-	pending    map[string]pendingProbe
+	pending    []pendingProbe
 	seq        uint64
 	boot       uint64
 	outcomes   []probeOutcome // of the downs, in order
@@ -41,11 +43,12 @@ func newSim(t beatTiming, answer func(time.Time) probeOutcome) *sim {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	return &sim{
 		d: newDetector(t), start: start, now: start, rtt: time.Millisecond,
-		answer: answer, pending: map[string]pendingProbe{}, boot: 1,
+		answer: answer, boot: 1,
 	}
 }
 
 type pendingProbe struct {
+	name    string
 	started time.Time
 	outcome probeOutcome
 }
@@ -57,7 +60,7 @@ func (s *sim) at(off time.Duration) time.Time { return s.start.Add(off) }
 // time in beats that falls in the span, and returns the times at which
 // lb1 went down and came back.
 func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time.Duration) {
-	tick := s.d.timing.interval / 8
+	tick := s.d.timing.check
 	i := 0
 	for !s.now.After(s.at(until)) {
 		off := s.now.Sub(s.start)
@@ -68,20 +71,21 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 			}
 			i++
 		}
-		for name, pp := range s.pending {
+		s.pending = slices.DeleteFunc(s.pending, func(pp pendingProbe) bool {
 			took := s.rtt
 			if pp.outcome == probeUnreachable {
-				took = s.d.timing.interval
+				took = s.d.timing.probeTimeout
 			}
-			if !s.now.Before(pp.started.Add(took)) {
-				s.d.probed(name, pp.started, pp.outcome, s.now)
-				delete(s.pending, name)
-				s.check(off, &downs)
+			if s.now.Before(pp.started.Add(took)) {
+				return false
 			}
-		}
+			s.d.probed(pp.name, pp.started, pp.outcome, s.now)
+			s.check(off, &downs)
+			return true
+		})
 		if off%tick == 0 {
 			for _, name := range s.d.probes(s.now) {
-				s.pending[name] = pendingProbe{started: s.now, outcome: s.answer(s.now)}
+				s.pending = append(s.pending, pendingProbe{name: name, started: s.now, outcome: s.answer(s.now)})
 			}
 			s.check(off, &downs)
 		}
@@ -120,15 +124,14 @@ func TestDetectorDeadPeerDown(t *testing.T) {
 		{"killed: port refuses", probeRefused, func(d *detector) (time.Duration, time.Duration) {
 			// Half an interval overdue, then at most one check period
 			// until the probe starts, then its round trip.
-			return d.overdue() + time.Millisecond, d.overdue() + d.timing.interval/8 + time.Millisecond
+			return d.overdue() + time.Millisecond, d.overdue() + d.timing.check + time.Millisecond
 		}},
 		{"host gone: no answer", probeUnreachable, func(d *detector) (time.Duration, time.Duration) {
-			// The deadline (misses × interval), or the last needed
-			// probe's timeout if that comes later, plus up to one check
-			// period.
+			// The deadline, or the end of the last needed probe if that
+			// comes later, plus up to one check period.
 			tm := d.timing
-			want := max(time.Duration(tm.misses)*tm.interval, d.overdue()+time.Duration(tm.lost)*tm.interval)
-			return want, want + tm.interval/8
+			want := max(tm.deadline, d.overdue()+time.Duration(tm.lost-1)*tm.probeEvery+tm.probeTimeout)
+			return want, want + tm.check
 		}},
 	} {
 		for profile, tm := range beatTimings {
@@ -187,8 +190,8 @@ func TestDetectorFrozenThenKilled(t *testing.T) {
 		return probeRefused
 	})
 	downs, _ := s.run(3*time.Second, every(0, time.Second, tm.interval))
-	if len(downs) != 1 || downs[0] < killed || downs[0] > killed+tm.interval+tm.interval/8+s.rtt {
-		t.Fatalf("downs %v, want one within an interval of the kill at %s", downs, killed)
+	if len(downs) != 1 || downs[0] < killed || downs[0] > killed+tm.probeEvery+tm.check+s.rtt {
+		t.Fatalf("downs %v, want one within a probe period of the kill at %s", downs, killed)
 	}
 }
 
@@ -199,7 +202,7 @@ func TestDetectorToleratesJitter(t *testing.T) {
 		t.Run(profile, func(t *testing.T) {
 			r := rand.New(rand.NewPCG(6, 1))
 			var beats []time.Duration
-			maxGap := time.Duration(tm.misses)*tm.interval - 2*time.Millisecond
+			maxGap := tm.deadline - 2*time.Millisecond
 			for at := time.Duration(0); at < 60*time.Second; {
 				beats = append(beats, at)
 				at += tm.interval/2 + time.Duration(r.Int64N(int64(maxGap-tm.interval/2)))
@@ -223,7 +226,7 @@ func TestDetectorPausedHostComesBackAtItsFirstBeat(t *testing.T) {
 	pauseAt, resumeAt := time.Second, 3*time.Second
 	beats := append(every(0, pauseAt, tm.interval), every(resumeAt, resumeAt+time.Second, tm.interval)...)
 	downs, ups := s.run(resumeAt+time.Second, beats)
-	if len(downs) != 1 || downs[0] > pauseAt+time.Duration(tm.misses+1)*tm.interval {
+	if len(downs) != 1 || downs[0] > pauseAt+tm.deadline+tm.interval {
 		t.Fatalf("downs %v: want one soon after the pause at %s", downs, pauseAt)
 	}
 	if len(ups) != 1 || ups[0] != resumeAt {
@@ -267,7 +270,7 @@ func TestDetectorIgnoresReplayedBeats(t *testing.T) {
 	}
 }
 
-func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
+func TestDetectorStaleProbeIgnoredLateOneCounts(t *testing.T) {
 	tm := beatTimings["lan"]
 	d := newDetector(tm)
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -283,23 +286,161 @@ func TestDetectorStaleOrStarvedProbeIgnored(t *testing.T) {
 		t.Fatalf("down %v on a probe that a newer beat made stale", down)
 	}
 
-	// This node was starved: its probe "timed out" long after its
-	// deadline. That says nothing about the peer.
+	// This node was starved: its probes come back long after their
+	// timeout, still unanswered. The probe read that from the kernel's
+	// socket state, so the silence is real and counts.
 	last := probeAt.Add(10 * time.Millisecond)
-	probeAt = last.Add(d.overdue())
-	if got := d.probes(probeAt); len(got) != 1 {
-		t.Fatalf("probes %v, want lb1", got)
+	var started []time.Time
+	for at := last.Add(d.overdue()); len(started) < tm.lost; at = at.Add(tm.probeEvery) {
+		if got := d.probes(at); len(got) != 1 {
+			t.Fatalf("probes at %s: %v, want lb1", at.Sub(last), got)
+		}
+		started = append(started, at)
 	}
-	for range tm.lost {
-		late := probeAt.Add(3 * tm.interval)
-		d.probed("lb1", probeAt, probeUnreachable, late)
-		if down := d.check(late).down; len(down) != 0 {
-			t.Fatalf("down %v on probes that each came back %s after they started", down, late.Sub(probeAt))
+	late := started[len(started)-1].Add(3 * tm.probeTimeout)
+	for _, s := range started {
+		d.probed("lb1", s, probeUnreachable, late)
+	}
+	if down := d.check(late).down; down["lb1"] != probeUnreachable {
+		t.Fatalf("down %v, want lb1 unreachable after %d late but unanswered probes", down, tm.lost)
+	}
+}
+
+// The decision rules of the detector, one observation sequence each: lb1
+// beats at 0, then the listed things happen, and check runs at the end.
+func TestDetectorRules(t *testing.T) {
+	tm := beatTimings["lan"]
+	ov := time.Duration(tm.interval * 3 / 2) // overdue
+	type op struct {
+		at      time.Duration
+		do      string // "probe", "result", "beat", "vouch" (lb3 beats, hearing lb1), "quiet" (lb3 beats, hearing nobody)
+		started time.Duration
+		o       probeOutcome
+	}
+	probe := func(at time.Duration) op { return op{at: at, do: "probe"} }
+	result := func(at, started time.Duration, o probeOutcome) op {
+		return op{at: at, do: "result", started: started, o: o}
+	}
+	p2 := ov + tm.probeEvery
+	end := p2 + tm.probeTimeout // the second probe times out
+	for _, tt := range []struct {
+		name string
+		ops  []op
+		at   time.Duration
+		want probeOutcome // the verdict on lb1, 0 if not down
+		cut  bool         // whether lb1 is found cut off from here only
+	}{
+		{"two probes unanswered by the deadline: down", []op{
+			probe(ov), probe(p2), result(ov+tm.probeTimeout, ov, probeUnreachable), result(end, p2, probeUnreachable),
+		}, tm.deadline, probeUnreachable, false},
+		{"two unanswered, deadline not yet reached", []op{
+			probe(ov), probe(p2), result(ov+tm.probeTimeout, ov, probeUnreachable), result(end, p2, probeUnreachable),
+		}, tm.deadline - time.Millisecond, 0, false},
+		{"one unanswered probe is not enough, however long the silence", []op{
+			probe(ov), result(ov+tm.probeTimeout, ov, probeUnreachable),
+		}, 10 * tm.deadline, 0, false},
+		{"refused: down at once, before the deadline", []op{
+			probe(ov), result(ov+time.Millisecond, ov, probeRefused),
+		}, ov + time.Millisecond, probeRefused, false},
+		{"connected: stalled, never down", []op{
+			probe(ov), result(ov+time.Millisecond, ov, probeConnected),
+		}, 10 * tm.deadline, 0, false},
+		{"an answer between two losses resets the count", []op{
+			probe(ov), result(ov+tm.probeTimeout, ov, probeUnreachable),
+			probe(p2), result(p2+time.Millisecond, p2, probeConnected),
+			probe(p2 + tm.probeEvery), result(p2+tm.probeEvery+tm.probeTimeout, p2+tm.probeEvery, probeUnreachable),
+		}, 10 * tm.deadline, 0, false},
+		{"a loss that overlapped an answer does not count", []op{
+			probe(ov), probe(p2), result(p2+time.Millisecond, p2, probeConnected),
+			result(ov+tm.probeTimeout, ov, probeUnreachable),
+			probe(p2 + tm.probeEvery), result(p2+tm.probeEvery+tm.probeTimeout, p2+tm.probeEvery, probeUnreachable),
+		}, 10 * tm.deadline, 0, false},
+		{"inconclusive probes (this node could not probe) count for nothing", []op{
+			probe(ov), result(ov+time.Millisecond, ov, probeInconclusive),
+			probe(p2), result(p2+time.Millisecond, p2, probeInconclusive),
+			probe(p2 + tm.probeEvery), result(p2+tm.probeEvery+time.Millisecond, p2+tm.probeEvery, probeInconclusive),
+		}, 10 * tm.deadline, 0, false},
+		{"a beat while probes are out voids them", []op{
+			probe(ov), probe(p2), {at: p2 + time.Millisecond, do: "beat"},
+			result(ov+tm.probeTimeout, ov, probeUnreachable), result(end, p2, probeUnreachable),
+		}, p2 + time.Millisecond + tm.deadline - time.Millisecond, 0, false},
+		{"unreachable but heard by lb3: cut off, not down", []op{
+			{at: 0, do: "vouch"}, probe(ov), probe(p2),
+			{at: tm.interval, do: "vouch"}, {at: 2 * tm.interval, do: "vouch"},
+			result(ov+tm.probeTimeout, ov, probeUnreachable), result(end, p2, probeUnreachable),
+			{at: 3 * tm.interval, do: "vouch"},
+		}, tm.deadline, 0, true},
+		{"lb3 stops hearing it: down", []op{
+			{at: 0, do: "vouch"}, probe(ov), probe(p2),
+			{at: tm.interval, do: "quiet"},
+			result(ov+tm.probeTimeout, ov, probeUnreachable), result(end, p2, probeUnreachable),
+			{at: 2 * tm.interval, do: "quiet"}, {at: 3 * tm.interval, do: "quiet"},
+		}, tm.deadline, probeUnreachable, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := newDetector(tm)
+			t0 := time.Unix(1000, 0)
+			seq := map[string]uint64{"lb1": 1}
+			d.beat(beat{node: "lb1", boot: 1, seq: 1}, t0)
+			for _, o := range tt.ops {
+				now := t0.Add(o.at)
+				switch o.do {
+				case "probe":
+					if got := d.probes(now); !slices.Contains(got, "lb1") {
+						t.Fatalf("probes at %s = %v, want lb1", o.at, got)
+					}
+				case "result":
+					d.probed("lb1", t0.Add(o.started), o.o, now)
+				case "beat":
+					seq["lb1"]++
+					d.beat(beat{node: "lb1", boot: 1, seq: seq["lb1"]}, now)
+				case "vouch", "quiet":
+					seq["lb3"]++
+					m := beat{node: "lb3", boot: 3, seq: seq["lb3"]}
+					if o.do == "vouch" {
+						m.hears = []string{"lb1"}
+					}
+					d.beat(m, now)
+				}
+			}
+			v := d.check(t0.Add(tt.at))
+			if got := v.down["lb1"]; got != tt.want {
+				t.Errorf("verdict on lb1 = %v, want %v", got, tt.want)
+			}
+			if _, cut := v.cutOff["lb1"]; cut != tt.cut {
+				t.Errorf("lb1 cut off = %v, want %v", cut, tt.cut)
+			}
+		})
+	}
+}
+
+// A probe goes out every probe period while the silence lasts, never more
+// than maxPending at once, and none once the peer is down.
+func TestDetectorProbeSchedule(t *testing.T) {
+	tm := beatTimings["lan"]
+	d := newDetector(tm)
+	t0 := time.Unix(1000, 0)
+	d.beat(beat{node: "lb1", boot: 1, seq: 1}, t0)
+	var starts []time.Duration
+	for off := time.Duration(0); off <= time.Second; off += tm.check {
+		if got := d.probes(t0.Add(off)); len(got) > 0 {
+			starts = append(starts, off)
 		}
-		if got := d.probes(late); len(got) != 1 {
-			t.Fatalf("probes %v, want lb1 again at once", got)
-		}
-		probeAt = late
+	}
+	ov := tm.interval * 3 / 2
+	want := make([]time.Duration, maxPending)
+	for i := range want {
+		want[i] = ov + time.Duration(i)*tm.probeEvery
+	}
+	if !slices.Equal(starts, want) {
+		t.Fatalf("probes started at %v, want %v (none answered: at most %d out)", starts, want, maxPending)
+	}
+	d.probed("lb1", t0.Add(ov), probeRefused, t0.Add(time.Second))
+	if v := d.check(t0.Add(time.Second)); v.down["lb1"] != probeRefused {
+		t.Fatalf("verdict %v, want lb1 refused", v.down)
+	}
+	if got := d.probes(t0.Add(2 * time.Second)); len(got) != 0 {
+		t.Fatalf("probes %v of a peer that is down", got)
 	}
 }
 
@@ -358,7 +499,7 @@ func TestDetectorPartialPartition(t *testing.T) {
 	var down []string
 	var cut map[string]string
 	lb3HearsLb1Until := 1500 * time.Millisecond
-	for off := time.Duration(0); off <= 3*time.Second; off += tm.interval / 8 {
+	for off := time.Duration(0); off <= 3*time.Second; off += tm.check {
 		now := t0.Add(off)
 		if off%tm.interval == 0 {
 			if off < lb3HearsLb1Until {
@@ -368,7 +509,7 @@ func TestDetectorPartialPartition(t *testing.T) {
 			}
 		}
 		for _, name := range d.probes(now) {
-			d.probed(name, now, probeUnreachable, now.Add(tm.interval))
+			d.probed(name, now, probeUnreachable, now.Add(tm.probeTimeout))
 		}
 		v := d.check(now)
 		for name := range v.down {
@@ -401,18 +542,23 @@ func TestDetectorPartialPartition(t *testing.T) {
 // What a node's beats report: the peers beating on time, not the late or
 // down ones.
 func TestDetectorHeard(t *testing.T) {
-	d := newDetector(beatTimings["lan"])
+	tm := beatTimings["lan"]
+	d := newDetector(tm)
 	t0 := time.Unix(1000, 0)
 	d.beat(beat{node: "lb3", boot: 1, seq: 1}, t0)
-	d.beat(beat{node: "lb2", boot: 1, seq: 1}, t0.Add(100*time.Millisecond))
-	if got := d.heard(t0.Add(120 * time.Millisecond)); !slices.Equal(got, []string{"lb2", "lb3"}) {
+	d.beat(beat{node: "lb2", boot: 1, seq: 1}, t0.Add(tm.interval))
+	if got := d.heard(t0.Add(tm.interval + tm.interval/5)); !slices.Equal(got, []string{"lb2", "lb3"}) {
 		t.Errorf("heard = %v, want both", got)
 	}
-	if got := d.heard(t0.Add(200 * time.Millisecond)); !slices.Equal(got, []string{"lb2"}) {
+	if got := d.heard(t0.Add(2 * tm.interval)); !slices.Equal(got, []string{"lb2"}) {
 		t.Errorf("heard = %v, want lb2 only: lb3 is overdue", got)
 	}
-	if !d.evidence("lb3", t0.Add(200*time.Millisecond)) || d.evidence("lb3", t0.Add(d.deadline())) {
-		t.Error("evidence for lb3 should last until its down deadline")
+	// Beats outweigh memberlist's "failed" for the evidence window, longer
+	// than the down deadline: a node too busy for memberlist's probes reads
+	// beats late too.
+	if !d.evidence("lb3", t0.Add(tm.deadline)) || !d.evidence("lb3", t0.Add(tm.evidence-time.Millisecond)) ||
+		d.evidence("lb3", t0.Add(tm.evidence)) {
+		t.Errorf("evidence for lb3 should last %s after its last beat", tm.evidence)
 	}
 }
 
@@ -536,6 +682,91 @@ func TestTCPProbe(t *testing.T) {
 	}
 }
 
+func TestTCPProbeIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer func() { _ = ln.Close() }()
+	open := netip.MustParseAddrPort(ln.Addr().String())
+	if o := tcpProbe(context.Background(), netip.MustParseAddr("::1"), open, time.Second); o != probeConnected {
+		t.Errorf("open port: %v, want connected", o)
+	}
+}
+
+// A port whose SYNs go unanswered (here: a listener whose accept queue is
+// full, so the kernel drops them, as a vanished host's silence looks) is
+// unreachable once the timeout has passed, and not before.
+func TestTCPProbeUnanswered(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 41}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), uint16(sa.(*unix.SockaddrInet4).Port))
+	from := netip.MustParseAddr("127.0.0.42")
+	// Fill the accept queue: nobody accepts, so connections stay in it
+	// until the kernel drops every further SYN.
+	ctx := context.Background()
+	var filled bool
+	for range 8 {
+		if tcpProbe(ctx, from, to, 200*time.Millisecond) == probeUnreachable {
+			filled = true
+			break
+		}
+	}
+	if !filled {
+		t.Fatal("the listener's full accept queue still answered SYNs")
+	}
+	const timeout = 60 * time.Millisecond
+	start := time.Now()
+	if o := tcpProbe(ctx, from, to, timeout); o != probeUnreachable {
+		t.Fatalf("unanswered port: %v, want unreachable", o)
+	}
+	if took := time.Since(start); took < timeout {
+		t.Fatalf("gave up after %s, before its %s timeout", took, timeout)
+	}
+}
+
+// The probe judges by the kernel's state of its socket, not by its timer:
+// looked at long after its timeout (this node was starved of CPU), a
+// connection the peer's kernel answered in time is connected.
+func TestTCPProbeLateLookSeesTheAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.43:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	to := netip.MustParseAddrPort(ln.Addr().String())
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = unix.Close(fd) }()
+	if err := unix.Connect(fd, sockaddr(to)); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		t.Fatal(err)
+	}
+	// Wait for the handshake the way the kernel reports it, not by time.
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, 5000); n != 1 || err != nil {
+		t.Fatalf("poll: %d %v", n, err)
+	}
+	long := time.Now().Add(-time.Hour)
+	if o := awaitConnect(context.Background(), fd, long, 50*time.Millisecond); o != probeConnected {
+		t.Fatalf("late look at an answered connect: %v, want connected", o)
+	}
+}
+
 // memberlist declaring a member failed while its beats still arrive (a
 // suspicion that outlived a healed partition) must not remove it: that
 // would elect a second holder. It goes once its beats have stopped, and a
@@ -571,11 +802,11 @@ func TestFailedVerdictDisputedByBeats(t *testing.T) {
 	if rec.count(slog.LevelWarn, "heartbeats say it lives", "peer=lb2") != 1 {
 		t.Error("the disputed verdict was not logged")
 	}
-	c.judge(now.Add(c.hb.det.deadline() / 2))
+	c.judge(now.Add(c.hb.timing.evidence / 2))
 	if !listed("lb2") {
 		t.Fatal("lb2 removed while its last beat was recent")
 	}
-	c.judge(now.Add(c.hb.det.deadline()))
+	c.judge(now.Add(c.hb.timing.evidence))
 	if listed("lb2") {
 		t.Fatal("lb2 still listed after its beats stopped")
 	}

@@ -156,3 +156,20 @@ func TestLongValuesClipped(t *testing.T) {
 		}
 	}
 }
+
+// A refused interval falls back to its default; comparing the timeout
+// with that default gave a second, misleading error (W11).
+func TestNoFollowUpForARefusedInterval(t *testing.T) {
+	doc := `frontends:
+  - {name: api, bind: "127.0.0.1:6443", backend: cp}
+backends:
+  - name: cp
+    health: {type: tcp, interval: 5 seconds, timeout: 3s}
+    servers: [{name: s0, address: "127.0.0.2:6443"}]
+`
+	_, err := Parse([]byte(doc))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 || es[0].Path != "backends[0].health.interval" {
+		t.Fatalf("errors %v, want only the interval's", err)
+	}
+}

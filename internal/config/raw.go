@@ -130,6 +130,9 @@ type rawVIP struct {
 	LocalPref   *int64   `yaml:"local_pref"`
 	MED         *int64   `yaml:"med"`
 	Prefer      string   `yaml:"prefer"`
+	// Tickle ACKs on takeover, see tickle.go.
+	Tickle     *bool `yaml:"tickle"`
+	TickleRate *int  `yaml:"tickle_rate"`
 }
 
 type rawAdmin struct {

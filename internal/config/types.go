@@ -183,6 +183,10 @@ type VIP struct {
 	// Prefer names the node whose route wins (primary/backup); "" for
 	// ECMP over every eligible node.
 	Prefer string
+	// Tickle: on takeover, reset the previous holder's client connections
+	// with tickle ACKs, at most TickleRate packets per second.
+	Tickle     bool
+	TickleRate int
 }
 
 // Stats configures the HTTP stats dashboard and Prometheus metrics.

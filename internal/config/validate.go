@@ -167,6 +167,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 	}
 	cfg.VIPs = v.vips(raw.VIPs, cfg.Cluster)
 	v.announce(raw.VIPs, cfg)
+	v.tickles(raw.VIPs, cfg.VIPs)
 	if raw.Stats != nil {
 		cfg.Stats = v.stats(raw.Stats)
 	}
@@ -350,6 +351,7 @@ func (v *validator) health(p string, r *rawHealth) HealthCheck {
 	if r == nil {
 		r = &rawHealth{}
 	}
+	before := len(v.errs)
 	h := HealthCheck{
 		Type:     CheckType(r.Type),
 		Path:     r.Path,
@@ -394,7 +396,9 @@ func (v *validator) health(p string, r *rawHealth) HealthCheck {
 			v.fail(p+".expect_status", "only http and https checks expect a status (type is %s)", h.Type)
 		}
 	}
-	if h.Timeout > h.Interval {
+	// Compared only when both parsed: a refused interval falls back to its
+	// default, and the comparison with it would be a follow-up error.
+	if len(v.errs) == before && h.Timeout > h.Interval {
 		v.fail(p+".timeout", "%s is longer than the interval %s: probes would overlap", h.Timeout, h.Interval)
 	}
 	if h.Fall < 1 {

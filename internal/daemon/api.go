@@ -90,6 +90,9 @@ func (o *operatorAPI) Snapshot() admin.Snapshot {
 	}
 	s.Node.Roles, s.VIPs = o.vips(v, now)
 	s.Members = o.members(cfg, v)
+	if o.ctl.bgp != nil {
+		s.BGP = o.ctl.bgp.status()
+	}
 	for _, fr := range fronts {
 		fs := fr.f.Stats()
 		fc := fr.cfg
@@ -145,7 +148,11 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 			Transitions: st.Transitions,
 			LastError:   st.LastError,
 			PreemptAt:   at,
+			Mode:        string(config.AnnounceARP),
 		})
+		tk := o.ctl.tickles.status(a.cfg.Address.Addr())
+		last := &vips[len(vips)-1]
+		last.ConnTable, last.LastTickled, last.LastTakeover = tk.Table, tk.LastTickled, tk.LastMove
 	}
 	return roles, vips
 }

@@ -34,6 +34,8 @@ type controller struct {
 	announcers []*announcer
 	witness    *witness.Witness // nil without cluster.witness
 	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
+	bgp        *bgpVIPs         // nil without a bgp section
+	tickles    *tickles         // connection tables and tickle ACKs on takeover (tickles.go)
 
 	wake     chan struct{} // coalesced requests for a round
 	messages func([]byte)  // a peer's request: drills are the only kind
@@ -200,8 +202,16 @@ func (c *controller) onMessage(b []byte) {
 // decides, and applies the plan; it returns the memory for the next round
 // and when a pending decision needs one, zero for no such time.
 func (c *controller) reconcile(mem round.Memory, ready bool, now time.Time) (round.Memory, time.Time) {
-	p := round.Decide(c.gather(mem, ready, now), mem)
+	in := c.gather(mem, ready, now)
+	p := round.Decide(in, mem)
 	c.apply(p, now)
+	if c.bgp != nil {
+		cfg, _ := c.srv.current()
+		c.bgp.apply(round.DecideBGP(in, p, c.bgp.addrs()), now, cfg.Timeouts.Drain)
+	}
+	for _, a := range c.announcers {
+		c.tickles.observe(a.cfg.Address.Addr(), a.a.Held())
+	}
 	c.lastRun.Store(time.Now().UnixNano())
 	return p.Memory, p.WakeAt
 }

@@ -45,6 +45,9 @@ type Options struct {
 	Notify *sdnotify.Notifier
 	// Clock drives health-check scheduling; nil means the real clock.
 	Clock health.Clock
+	// TickleOpen opens the raw socket tickle ACKs are sent on; nil means
+	// tickle.OpenRaw. Tests pass fakes.
+	TickleOpen TickleOpener
 }
 
 // Daemon is one running halb node: it wires the parts together and runs
@@ -160,13 +163,26 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 		garp = vip.NewGARP()
 		d.ctl.watchARP = true // the real link, so the real ARP traffic to watch
 	}
-	for _, v := range cfg.VIPs {
+	if d.ctl.bgp, err = newBGPVIPs(cfg, self, link, opts.Log); err != nil {
+		return err
+	}
+	ifnames := make([]string, len(cfg.VIPs))
+	for i, v := range cfg.VIPs {
+		if v.Announce == config.AnnounceBGP {
+			continue // no election: d.ctl.bgp announces it from every eligible node
+		}
 		ifname := v.Interface
 		if self.Interface != "" {
 			ifname = self.Interface
 		}
+		ifnames[i] = ifname
 		d.ctl.announcers = append(d.ctl.announcers, &announcer{cfg: v, a: vip.NewAnnouncer(v, ifname, link, garp, opts.Log)})
 	}
+	open := opts.TickleOpen
+	if open == nil {
+		open = openRaw
+	}
+	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv.clients, open, opts.Log)
 	return nil
 }
 
@@ -228,6 +244,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if ctx.Err() != nil && d.ctl.cluster != nil {
 		d.ctl.handover(cctx)
+		d.ctl.withdrawBGP(cctx)
 	}
 	// No reload from here on: it would start what is being stopped.
 	d.reload.stop()
@@ -236,6 +253,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopProxy()
 	errP := pg.Wait()
 	d.srv.tasks.Wait()
+	if d.ctl.bgp != nil {
+		// Only now: open sessions to a BGP VIP needed its address to drain.
+		d.ctl.bgp.removeAll()
+	}
 	if err := errors.Join(errC, errP); err != nil {
 		return err
 	}
@@ -297,8 +318,14 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 		return
 	}
 	g.Go(func() error { return c.cluster.Run(ctx) })
+	g.Go(func() error { return c.tickles.run(ctx) })
 	if c.witness != nil {
 		g.Go(func() error { return c.witness.Run(ctx) })
+	}
+	if c.bgp != nil && c.bgp.speaker != nil {
+		// Cancelled after withdrawBGP: its stop withdraws what is left and
+		// closes the sessions with a Cease.
+		g.Go(func() error { return c.bgp.speaker.Run(ctx) })
 	}
 	for _, a := range c.announcers {
 		g.Go(func() error { return a.a.Run(ctx) })

@@ -337,6 +337,9 @@ func restartOnly(old, next *config.Config, self string) error {
 	if !reflect.DeepEqual(old.VIPs, next.VIPs) {
 		need("vips")
 	}
+	if !reflect.DeepEqual(old.BGP, next.BGP) {
+		need("bgp")
+	}
 	if old.Admin != next.Admin {
 		need("admin")
 	}

@@ -172,3 +172,12 @@ func (o observed) ReportCheck(r health.Result) {
 	o.m.ObserveCheck(o.backend, o.server, r.Latency, r.OK)
 	o.Target.ReportCheck(r)
 }
+
+// clients appends every frontend's open sessions' addresses to dst.
+func (s *serving) clients(dst []proxy.ClientPair) []proxy.ClientPair {
+	_, fronts := s.parts()
+	for _, f := range fronts {
+		dst = f.f.Clients(dst)
+	}
+	return dst
+}

@@ -292,6 +292,11 @@ func (l *Lab) startFakeCP(ctx context.Context, proc, host, name string, addr net
 	_ = os.Remove(sock)
 	c := fakecp.NewClient(sock)
 	args := []string{"fakecp", "--name", name, "--listen", addr.String(), "--san", VIP().String(), "--pki", l.PKIDir(), "--control", sock}
+	if l.opts.Router {
+		// Behind the router the client reaches the control plane through
+		// halb on the BGP VIP, which the certificates must name too.
+		args = append(args, "--san", bgpVIP.String())
+	}
 	return l.startReady(ctx, proc, host, l.opts.LabBin, args, func() bool {
 		_, err := c.Status(ctx)
 		return err == nil

@@ -23,8 +23,11 @@ type snapshotCollector struct {
 	verdict, problems *prometheus.Desc
 
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
+	vipConnTable, vipLastTickled                      *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
+
+	bgpSessionUp, bgpAnnounced *prometheus.Desc
 }
 
 func newSnapshotCollector(src admin.Source) *snapshotCollector {
@@ -65,10 +68,14 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		vipTransitions: d("halb_vip_transitions_total", "Times the VIP's holder changed as this node saw it.", vip, nil),
 		vipGARPs:       d("halb_vip_garp_sent_total", "Gratuitous ARP (or unsolicited NA) packets this node sent for the VIP.", vip, nil),
 		electionAgreed: d("halb_election_agreed", "Whether every alive member elects the same holder for the VIP (1) or not (0).", vip, nil),
+		vipConnTable:   d("halb_vip_conn_table_connections", "Client connections in the VIP holder's shared table, as known on this node (tickled on takeover).", vip, nil),
+		vipLastTickled: d("halb_vip_last_takeover_tickled_connections", "Connections this node tickled when it last took the VIP over.", vip, nil),
 
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
 		maintenance:    d("halb_node_maintenance", "Whether this node is in maintenance mode.", nil, nil),
+		bgpSessionUp:   d("halb_bgp_session_up", "Whether this node's BGP session with the peer is established (1) or not (0).", []string{"peer"}, nil),
+		bgpAnnounced:   d("halb_bgp_announced", "Whether this node announces the VIP to its BGP peers (1) or has withdrawn it (0).", vip, nil),
 		buildInfo:      d("halb_build_info", "Always 1; the version label names the running build.", []string{"version"}, nil),
 	}
 }
@@ -81,7 +88,9 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.backendPanic, c.srvCheckFailure, c.feLimit,
 		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
+		c.vipConnTable, c.vipLastTickled,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
+		c.bgpSessionUp, c.bgpAnnounced,
 	}
 }
 
@@ -155,6 +164,16 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.vipTransitions, float64(v.Transitions), addr)
 		counter(c.vipGARPs, float64(v.GARPsSent), addr)
 		gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
+		gauge(c.vipConnTable, float64(v.ConnTable), addr)
+		gauge(c.vipLastTickled, float64(v.LastTickled), addr)
+	}
+	if s.BGP != nil {
+		for _, p := range s.BGP.Peers {
+			gauge(c.bgpSessionUp, boolValue(p.State == "established"), p.Address)
+		}
+		for _, v := range s.BGP.VIPs {
+			gauge(c.bgpAnnounced, boolValue(v.Announced), v.Address)
+		}
 	}
 	alive := 0
 	for _, m := range s.Members {

@@ -290,3 +290,29 @@ halb_server_check_failure{backend="talos",kind="rejected",server="cp03"} 0
 		t.Fatal(err)
 	}
 }
+
+// TestBGPMetrics: each peer's session state and each BGP VIP's
+// announcement are exported, and nothing BGP without a bgp section.
+func TestBGPMetrics(t *testing.T) {
+	s := pair()
+	s.BGP = &admin.BGP{
+		Peers: []admin.BGPPeer{{Address: "192.168.66.1", ASN: 64512, State: "established"}, {Address: "192.168.66.2", ASN: 64512, State: "active"}},
+		VIPs:  []admin.BGPVIP{{Address: "192.168.70.160", Mode: "bgp", Announced: true}, {Address: "192.168.70.161", Mode: "bgp"}},
+	}
+	want := `# HELP halb_bgp_session_up Whether this node's BGP session with the peer is established (1) or not (0).
+# TYPE halb_bgp_session_up gauge
+halb_bgp_session_up{peer="192.168.66.1"} 1
+halb_bgp_session_up{peer="192.168.66.2"} 0
+# HELP halb_bgp_announced Whether this node announces the VIP to its BGP peers (1) or has withdrawn it (0).
+# TYPE halb_bgp_announced gauge
+halb_bgp_announced{vip="192.168.70.160"} 1
+halb_bgp_announced{vip="192.168.70.161"} 0
+`
+	c := newSnapshotCollector(fakeSource{s})
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want), "halb_bgp_session_up", "halb_bgp_announced"); err != nil {
+		t.Fatal(err)
+	}
+	if n := testutil.CollectAndCount(newSnapshotCollector(fakeSource{pair()}), "halb_bgp_session_up", "halb_bgp_announced"); n != 0 {
+		t.Fatalf("%d BGP series without a bgp section, want 0", n)
+	}
+}

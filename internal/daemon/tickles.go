@@ -1,0 +1,396 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"time"
+
+	"halb/internal/cluster"
+	"halb/internal/config"
+	"halb/internal/conntable"
+	"halb/internal/proxy"
+	"halb/internal/tickle"
+)
+
+// Tickle ACKs on takeover (docs/tickle.md): the holder of a VIP keeps the
+// table of its client connections through it and shares it with the peers;
+// the node that takes the VIP over tickles every connection the previous
+// holder had, so idle clients learn at once that the connection is gone.
+
+// Timing of the connection-table sharing.
+const (
+	// shareEvery is how often a holder syncs its tables from the proxy
+	// and sends the peers what changed.
+	shareEvery = 200 * time.Millisecond
+	// expireEvery is how often replicas of silent nodes are dropped.
+	expireEvery = time.Minute
+	// requestEvery bounds the snapshot requests to one origin's table: a
+	// receiver that is behind gets several deltas before the snapshot
+	// arrives, and each would otherwise ask again.
+	requestEvery = time.Second
+)
+
+// TickleWriter is the raw socket tickles are written to.
+type TickleWriter interface {
+	tickle.Writer
+	Close() error
+}
+
+// TickleOpener opens the raw socket on the VIP's interface; tickle.OpenRaw
+// wrapped by openRaw is the real one.
+type TickleOpener func(ifname string, ipv6 bool) (TickleWriter, error)
+
+func openRaw(ifname string, ipv6 bool) (TickleWriter, error) { return tickle.OpenRaw(ifname, ipv6) }
+
+// connShare is the cluster's part: sending and receiving table messages.
+type connShare interface {
+	SendConns(node string, m cluster.ConnsMsg) error
+	ConnsMessages() <-chan cluster.ConnsMsg
+	Members() []cluster.Member
+}
+
+// tickles keeps this node's connection tables, its replicas of the peers'
+// and tickles on takeover. observe is called by the election loop; run
+// does the rest in its own goroutine.
+type tickles struct {
+	log     *slog.Logger
+	self    string
+	net     connShare
+	clients func(dst []proxy.ClientPair) []proxy.ClientPair // every frontend's open sessions
+	open    TickleOpener
+	rounds  []time.Duration // nil: tickle.DefaultRounds; tests shorten them
+	store   *conntable.Store
+
+	kick chan struct{} // a takeover is pending
+
+	mu   sync.Mutex
+	vips map[netip.Addr]*vipConns
+}
+
+// vipConns is the tickle state of one VIP.
+type vipConns struct {
+	ifname string
+	on     bool // vips[].tickle
+	rate   int
+	table  *conntable.Table // this node's, synced while it holds the VIP
+	sent   uint64           // the table version the peers were last sent
+
+	held    bool // as the election loop last saw it
+	pending bool // taken over, tickles not yet started
+	asked   map[string]time.Time
+
+	lastTickled int       // connections tickled at the last takeover
+	lastMove    time.Time // when that takeover started
+}
+
+// TickleStatus is one VIP's connection table and last tickle, for status.
+type TickleStatus struct {
+	Table       int // connections in the holder's table as known here
+	LastTickled int
+	LastMove    time.Time
+}
+
+func newTickles(self string, net connShare, vips []config.VIP, ifnames []string,
+	clients func([]proxy.ClientPair) []proxy.ClientPair, open TickleOpener, log *slog.Logger) *tickles {
+	t := &tickles{
+		log: log.With("component", "tickle"), self: self, net: net, clients: clients, open: open,
+		store: conntable.NewStore(conntable.Limits{}),
+		kick:  make(chan struct{}, 1),
+		vips:  map[netip.Addr]*vipConns{},
+	}
+	epoch := rand.Uint64()
+	for i, v := range vips {
+		// With BGP every eligible node holds the VIP and serves its own
+		// connections: a node that starts announcing must not reset its
+		// peers' live ones.
+		if v.Announce == config.AnnounceBGP {
+			continue
+		}
+		addr := v.Address.Addr()
+		t.vips[addr] = &vipConns{ifname: ifnames[i], on: v.Tickle, rate: v.TickleRate,
+			table: conntable.NewTable(addr, epoch), asked: map[string]time.Time{}}
+	}
+	return t
+}
+
+// observe takes whether this node holds the VIP now, after the election
+// loop applied a round. A VIP that became held here is a takeover; run
+// tickles in its own goroutine, so the loop never waits for the sending.
+func (t *tickles) observe(addr netip.Addr, held bool) {
+	if t == nil {
+		return // no cluster section: no VIPs
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.vips[addr]
+	if !ok || v.held == held {
+		return
+	}
+	v.held = held
+	if held {
+		v.pending = true
+		select {
+		case t.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// status describes the VIP's table and last tickle.
+func (t *tickles) status(addr netip.Addr) TickleStatus {
+	if t == nil {
+		return TickleStatus{}
+	}
+	t.mu.Lock()
+	v, ok := t.vips[addr]
+	if !ok {
+		t.mu.Unlock()
+		return TickleStatus{}
+	}
+	st := TickleStatus{LastTickled: v.lastTickled, LastMove: v.lastMove}
+	if v.held {
+		st.Table = v.table.Len()
+	}
+	t.mu.Unlock()
+	if st.Table == 0 {
+		// A standby shows the holder's table, as it last received it.
+		for _, s := range t.store.Stats() {
+			if s.VIP == addr {
+				st.Table += s.Conns
+			}
+		}
+	}
+	return st
+}
+
+// run shares the tables, applies the peers' and tickles on takeover until
+// ctx ends; it returns once the tickles it started have stopped.
+func (t *tickles) run(ctx context.Context) error {
+	var sends sync.WaitGroup
+	defer sends.Wait()
+	share := time.NewTicker(shareEvery)
+	defer share.Stop()
+	expire := time.NewTicker(expireEvery)
+	defer expire.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.kick:
+			for _, job := range t.takeovers() {
+				sends.Go(func() { t.send(ctx, job) })
+			}
+		case <-share.C:
+			t.share()
+		case m := <-t.net.ConnsMessages():
+			t.receive(m, time.Now())
+		case now := <-expire.C:
+			if n := t.store.Expire(now); n > 0 {
+				t.log.Info("dropped the connection tables of silent nodes", "tables", n)
+			}
+		}
+	}
+}
+
+// tickleJob is one takeover's tickles.
+type tickleJob struct {
+	vip     netip.Addr
+	ifname  string
+	rate    int
+	targets []tickle.Target
+}
+
+// takeovers collects, for each VIP taken over since the last call, the
+// connections to tickle: every peer's replica of that VIP (the previous
+// holder's, and any older holder's not yet expired) and this node's own
+// table from an earlier tenure, which the next sync replaces. The
+// replicas are forgotten: their connections are dealt with.
+func (t *tickles) takeovers() []tickleJob {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var jobs []tickleJob
+	stats := t.store.Stats()
+	for addr, v := range t.vips {
+		if !v.pending {
+			continue
+		}
+		v.pending = false
+		seen := map[conntable.Conn]struct{}{}
+		for _, c := range v.table.Conns() {
+			seen[c] = struct{}{}
+		}
+		for _, s := range stats {
+			if s.VIP != addr || s.Node == t.self {
+				continue
+			}
+			conns, _ := t.store.Conns(s.Source)
+			for _, c := range conns {
+				seen[c] = struct{}{}
+			}
+			t.store.Forget(s.Source)
+		}
+		v.lastMove = time.Now()
+		if !v.on {
+			v.lastTickled = 0
+			t.log.Info("took the VIP over; tickles are off", "vip", addr, "connections", len(seen))
+			continue
+		}
+		job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, targets: make([]tickle.Target, 0, len(seen))}
+		for c := range seen {
+			job.targets = append(job.targets, tickle.Target{VIP: c.VIP, Client: c.Client})
+		}
+		v.lastTickled = len(job.targets)
+		if len(job.targets) == 0 {
+			t.log.Info("took the VIP over; no connections of a previous holder to tickle", "vip", addr)
+			continue
+		}
+		jobs = append(jobs, job)
+	}
+	return jobs
+}
+
+// send tickles one takeover's connections and logs the counts.
+func (t *tickles) send(ctx context.Context, job tickleJob) {
+	log := t.log.With("vip", job.vip, "iface", job.ifname)
+	w, err := t.open(job.ifname, job.vip.Is6())
+	if err != nil {
+		log.Warn("cannot tickle the previous holder's connections: clients learn at their next keep-alive", "connections", len(job.targets), "err", err)
+		return
+	}
+	defer func() { _ = w.Close() }()
+	s, err := tickle.NewSender(w, tickle.Options{Rate: job.rate, Rounds: t.rounds})
+	if err != nil {
+		log.Warn("cannot tickle the previous holder's connections", "err", err)
+		return
+	}
+	start := time.Now()
+	res, err := s.Send(ctx, job.targets)
+	attrs := []any{"connections", res.Targets, "built", res.Built, "sent", res.Sent, "failed", res.Failed,
+		"took", time.Since(start).Round(time.Millisecond)}
+	if res.FirstErr != nil {
+		attrs = append(attrs, "err", res.FirstErr)
+	}
+	switch {
+	case errors.Is(err, context.Canceled):
+		log.Info("tickles stopped: shutting down", attrs...)
+	case err != nil || res.Failed > 0 || res.Built < res.Targets:
+		log.Warn("tickled the previous holder's connections, some not", attrs...)
+	default:
+		log.Info("tickled the previous holder's connections", attrs...)
+	}
+}
+
+// share syncs the tables of the VIPs held here from the proxy's sessions
+// and sends every alive peer what changed since the last time: a delta,
+// empty when nothing did, which also tells the peers the table is alive.
+func (t *tickles) share() {
+	var peers []string
+	for _, m := range t.net.Members() {
+		if m.Alive && !m.Local {
+			peers = append(peers, m.Name)
+		}
+	}
+	var pairs []proxy.ClientPair
+	t.mu.Lock()
+	held := false
+	for _, v := range t.vips {
+		held = held || v.held
+	}
+	t.mu.Unlock()
+	if !held {
+		return
+	}
+	pairs = t.clients(pairs)
+	byVIP := map[netip.Addr][]conntable.Conn{}
+	for _, p := range pairs {
+		byVIP[p.Local.Addr()] = append(byVIP[p.Local.Addr()], conntable.Conn{VIP: p.Local, Client: p.Client})
+	}
+	t.mu.Lock()
+	var out [][]byte
+	for addr, v := range t.vips {
+		if !v.held || v.pending {
+			continue // a pending takeover still needs the earlier tenure's table
+		}
+		if err := v.table.Sync(byVIP[addr]); err != nil {
+			t.log.Warn("sync the connection table", "vip", addr, "err", err)
+			continue
+		}
+		chunks, err := v.table.Encode(v.sent, conntable.DefaultChunk)
+		if err != nil {
+			t.log.Warn("encode the connection table", "vip", addr, "err", err)
+			continue
+		}
+		v.sent = v.table.Version()
+		out = append(out, chunks...)
+	}
+	t.mu.Unlock()
+	for _, p := range peers {
+		for _, c := range out {
+			if err := t.net.SendConns(p, cluster.ConnsMsg{Kind: cluster.ConnsChunk, Payload: c}); err != nil {
+				t.log.Debug("send the connection table", "peer", p, "err", err)
+				break
+			}
+		}
+	}
+}
+
+// receive applies a peer's chunk to the replicas, or answers its snapshot
+// request.
+func (t *tickles) receive(m cluster.ConnsMsg, now time.Time) {
+	switch m.Kind {
+	case cluster.ConnsChunk:
+		src, st, err := t.store.Apply(m.From, m.Payload, now)
+		if err != nil {
+			t.log.Debug("ignored a connection-table chunk", "peer", m.From, "err", err)
+			return
+		}
+		if st != conntable.NeedSnapshot || !t.mayAsk(src, now) {
+			return
+		}
+		if err := t.net.SendConns(m.From, cluster.ConnsMsg{Kind: cluster.ConnsRequest, Payload: src.VIP.AsSlice()}); err != nil {
+			t.log.Debug("ask for a connection-table snapshot", "peer", m.From, "err", err)
+		}
+	case cluster.ConnsRequest:
+		addr, ok := netip.AddrFromSlice(m.Payload)
+		if !ok {
+			return
+		}
+		t.mu.Lock()
+		v, ok := t.vips[addr]
+		var chunks [][]byte
+		var err error
+		if ok && v.held {
+			chunks, err = v.table.Snapshot(conntable.DefaultChunk)
+		}
+		t.mu.Unlock()
+		if err != nil {
+			t.log.Warn("encode a connection-table snapshot", "vip", addr, "err", err)
+		}
+		for _, c := range chunks {
+			if err := t.net.SendConns(m.From, cluster.ConnsMsg{Kind: cluster.ConnsChunk, Payload: c}); err != nil {
+				t.log.Debug("send a connection-table snapshot", "peer", m.From, "err", err)
+				return
+			}
+		}
+	}
+}
+
+// mayAsk reports whether a snapshot of src may be requested now, and if
+// so notes the request.
+func (t *tickles) mayAsk(src conntable.Source, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.vips[src.VIP]
+	if !ok {
+		return false // a VIP this node does not serve: nothing to tickle
+	}
+	if now.Sub(v.asked[src.Node]) < requestEvery {
+		return false
+	}
+	v.asked[src.Node] = now
+	return true
+}

@@ -1,0 +1,314 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"halb/internal/cluster"
+	"halb/internal/config"
+	"halb/internal/proxy"
+	"halb/internal/tickle"
+)
+
+// fakeNet connects tickles of several nodes in one test: SendConns
+// delivers to the named node's queue, as the cluster's transport does.
+type fakeNet struct {
+	self string
+	all  *fakeNets
+	in   chan cluster.ConnsMsg
+}
+
+// fakeNets are the members of a fake cluster, by name.
+type fakeNets struct {
+	mu    sync.Mutex
+	nodes map[string]*fakeNet
+}
+
+func newFakeNets(names ...string) *fakeNets {
+	all := &fakeNets{nodes: map[string]*fakeNet{}}
+	for _, n := range names {
+		all.add(n)
+	}
+	return all
+}
+
+func (all *fakeNets) add(name string) *fakeNet {
+	all.mu.Lock()
+	defer all.mu.Unlock()
+	n := &fakeNet{self: name, all: all, in: make(chan cluster.ConnsMsg, 64)}
+	all.nodes[name] = n
+	return n
+}
+
+func (all *fakeNets) get(name string) *fakeNet {
+	all.mu.Lock()
+	defer all.mu.Unlock()
+	return all.nodes[name]
+}
+
+// kill makes a node vanish from the cluster.
+func (all *fakeNets) kill(name string) {
+	all.mu.Lock()
+	defer all.mu.Unlock()
+	delete(all.nodes, name)
+}
+
+func (f *fakeNet) SendConns(node string, m cluster.ConnsMsg) error {
+	to := f.all.get(node)
+	if to == nil {
+		return errors.New("not a member")
+	}
+	m.From = f.self
+	m.Payload = slices.Clone(m.Payload)
+	select {
+	case to.in <- m:
+	default:
+		return errors.New("queue full")
+	}
+	return nil
+}
+
+func (f *fakeNet) ConnsMessages() <-chan cluster.ConnsMsg { return f.in }
+
+func (f *fakeNet) Members() []cluster.Member {
+	f.all.mu.Lock()
+	defer f.all.mu.Unlock()
+	var ms []cluster.Member
+	for n := range f.all.nodes {
+		ms = append(ms, cluster.Member{Name: n, Alive: true, Local: n == f.self})
+	}
+	return ms
+}
+
+// fakeWriter records the tickles instead of sending them.
+type fakeWriter struct {
+	mu     sync.Mutex
+	ifname string
+	pkts   map[netip.Addr]int // client address -> tickles written to it
+	closed bool
+}
+
+func (w *fakeWriter) WritePacket(_ []byte, dst netip.Addr) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.pkts[dst]++
+	return nil
+}
+
+func (w *fakeWriter) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	return nil
+}
+
+// fakeSessions stands in for the proxy's session list.
+type fakeSessions struct {
+	mu    sync.Mutex
+	pairs []proxy.ClientPair
+}
+
+func (s *fakeSessions) set(pairs ...proxy.ClientPair) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pairs = pairs
+}
+
+func (s *fakeSessions) clients(dst []proxy.ClientPair) []proxy.ClientPair {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append(dst, s.pairs...)
+}
+
+// tickleNode is one node's tickles with fakes around it.
+type tickleNode struct {
+	t        *tickles
+	sessions *fakeSessions
+	mu       sync.Mutex
+	writers  []*fakeWriter
+}
+
+func (n *tickleNode) opened() []*fakeWriter {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.writers)
+}
+
+var tickleVIP = netip.MustParseAddr("10.0.0.5")
+
+func newTickleNode(name string, net *fakeNet, vips []config.VIP) *tickleNode {
+	n := &tickleNode{sessions: &fakeSessions{}}
+	open := func(ifname string, ipv6 bool) (TickleWriter, error) {
+		w := &fakeWriter{ifname: ifname, pkts: map[netip.Addr]int{}}
+		n.mu.Lock()
+		n.writers = append(n.writers, w)
+		n.mu.Unlock()
+		return w, nil
+	}
+	ifnames := make([]string, len(vips))
+	for i := range vips {
+		ifnames[i] = "eth0"
+	}
+	n.t = newTickles(name, net, vips, ifnames, n.sessions.clients, open, slog.New(slog.DiscardHandler))
+	return n
+}
+
+func tickleVIPConfig(on bool) config.VIP {
+	return config.VIP{Address: netip.PrefixFrom(tickleVIP, 32), Interface: "eth0", Announce: config.AnnounceARP,
+		Tickle: on, TickleRate: config.DefaultTickleRate}
+}
+
+func pair(local, client string) proxy.ClientPair {
+	return proxy.ClientPair{Local: netip.MustParseAddrPort(local), Client: netip.MustParseAddrPort(client)}
+}
+
+// The holder shares its sessions through the VIP; when it is gone and
+// the standby takes the VIP, the standby tickles each of them (in every
+// round) on the VIP's interface, and no other address.
+func TestTakeoverTicklesPreviousHoldersConnections(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nets := newFakeNets("lb1", "lb2")
+		a := newTickleNode("lb1", nets.get("lb1"), []config.VIP{tickleVIPConfig(true)})
+		b := newTickleNode("lb2", nets.get("lb2"), []config.VIP{tickleVIPConfig(true)})
+		a.sessions.set(
+			pair("10.0.0.5:6443", "10.0.0.21:40001"),
+			pair("10.0.0.5:50000", "10.0.0.21:40002"),
+			pair("10.0.0.5:6443", "10.0.0.22:40003"),
+			pair("10.0.0.9:6443", "10.0.0.23:40004"), // the node's own address, not the VIP
+		)
+		ctx, cancel := context.WithCancel(t.Context())
+		aCtx, killA := context.WithCancel(ctx)
+		var wg, aDone sync.WaitGroup
+		aDone.Go(func() { _ = a.t.run(aCtx) })
+		wg.Go(func() { _ = b.t.run(ctx) })
+
+		a.t.observe(tickleVIP, true)
+		time.Sleep(3 * shareEvery)
+		synctest.Wait()
+		if got := b.t.status(tickleVIP).Table; got != 3 {
+			t.Fatalf("the standby's copy of the holder's table has %d connections, want 3", got)
+		}
+		if got := a.t.status(tickleVIP).Table; got != 3 {
+			t.Fatalf("the holder's table has %d connections, want 3", got)
+		}
+
+		// lb1 dies: its tables stay on lb2, which takes the VIP.
+		killA()
+		aDone.Wait()
+		nets.kill("lb1")
+		b.t.observe(tickleVIP, true)
+		time.Sleep(time.Second) // past the last of tickle.DefaultRounds
+		synctest.Wait()
+
+		ws := b.opened()
+		if len(ws) != 1 {
+			t.Fatalf("opened %d raw sockets, want 1", len(ws))
+		}
+		w := ws[0]
+		w.mu.Lock()
+		got, closed := w.pkts, w.closed
+		w.mu.Unlock()
+		rounds := len(tickle.DefaultRounds)
+		want := map[netip.Addr]int{
+			netip.MustParseAddr("10.0.0.21"): 2 * rounds,
+			netip.MustParseAddr("10.0.0.22"): rounds,
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("tickles by client (-want +got):\n%s", diff)
+		}
+		if !closed || w.ifname != "eth0" {
+			t.Errorf("socket on %q closed %v, want eth0 closed after sending", w.ifname, closed)
+		}
+		st := b.t.status(tickleVIP)
+		if st.LastTickled != 3 || st.LastMove.IsZero() {
+			t.Errorf("status = %+v, want 3 tickled at a takeover time", st)
+		}
+		// The replica is forgotten once tickled: a later takeover does
+		// not reset those clients again.
+		if n := len(b.t.store.Stats()); n != 0 {
+			t.Errorf("%d replicas kept after the tickles, want 0", n)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// A standby that joins late (or lost a chunk) receives deltas it cannot
+// apply; it asks for a snapshot and ends up with the holder's table.
+func TestLateStandbyAsksForSnapshot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nets := newFakeNets("lb1")
+		a := newTickleNode("lb1", nets.get("lb1"), []config.VIP{tickleVIPConfig(true)})
+		a.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"), pair("10.0.0.5:6443", "10.0.0.22:40002"))
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = a.t.run(ctx) })
+		a.t.observe(tickleVIP, true)
+		time.Sleep(3 * shareEvery) // shared with nobody
+		synctest.Wait()
+
+		b := newTickleNode("lb2", nets.add("lb2"), []config.VIP{tickleVIPConfig(true)})
+		wg.Go(func() { _ = b.t.run(ctx) })
+		time.Sleep(3 * shareEvery)
+		synctest.Wait()
+		if got := b.t.status(tickleVIP).Table; got != 2 {
+			t.Fatalf("the late standby's copy has %d connections, want 2", got)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// With vips[].tickle false nothing is sent on takeover, but the replica is
+// dropped all the same.
+func TestTickleOffSendsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nets := newFakeNets("lb1", "lb2")
+		a := newTickleNode("lb1", nets.get("lb1"), []config.VIP{tickleVIPConfig(false)})
+		b := newTickleNode("lb2", nets.get("lb2"), []config.VIP{tickleVIPConfig(false)})
+		a.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"))
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = a.t.run(ctx) })
+		wg.Go(func() { _ = b.t.run(ctx) })
+		a.t.observe(tickleVIP, true)
+		time.Sleep(3 * shareEvery)
+		synctest.Wait()
+		if got := b.t.status(tickleVIP).Table; got != 1 {
+			t.Fatalf("the standby's copy has %d connections, want 1 (sharing stays on)", got)
+		}
+		nets.kill("lb1")
+		b.t.observe(tickleVIP, true)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if ws := b.opened(); len(ws) != 0 {
+			t.Errorf("opened %d raw sockets with tickle off, want 0", len(ws))
+		}
+		if st := b.t.status(tickleVIP); st.LastTickled != 0 {
+			t.Errorf("last tickled %d with tickle off, want 0", st.LastTickled)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// A VIP announced by BGP is held by every eligible node at once: a node
+// that starts announcing must not reset its peers' live connections.
+func TestBGPVIPIsNeverTickled(t *testing.T) {
+	v := tickleVIPConfig(true)
+	v.Announce = config.AnnounceBGP
+	n := newTickleNode("lb2", newFakeNets("lb2").get("lb2"), []config.VIP{v})
+	n.t.observe(tickleVIP, true)
+	if jobs := n.t.takeovers(); len(jobs) != 0 {
+		t.Fatalf("takeover of a BGP VIP tickles %v, want nothing", jobs)
+	}
+}
