@@ -86,6 +86,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("POST /v1/drill", s.drillStart)
 	mux.HandleFunc("DELETE /v1/drill", s.drillEnd)
+	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("POST /v1/cluster/servers/{match}", s.clusterServerAdmin)
 	s.keyRoutes(mux)
 	mux.HandleFunc("/", notFound(mux))
 	return mux
@@ -147,10 +149,7 @@ func (s *Server) serverAdmin(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	switch req.State {
-	case ActionEnable, ActionDisable, ActionDrain:
-	default:
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want enable, disable or drain", req.State))
+	if !validAction(w, req.State) {
 		return
 	}
 	backend, server := r.PathValue("backend"), r.PathValue("server")
@@ -161,6 +160,17 @@ func (s *Server) serverAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("server state set by operator", "backend", backend, "server", server, "state", req.State)
 	writeJSON(w, http.StatusOK, map[string]string{"backend": backend, "server": server, "state": req.State})
+}
+
+// validAction reports whether state is a server admin action, answering
+// the request with 400 when it is not.
+func validAction(w http.ResponseWriter, state string) bool {
+	switch state {
+	case ActionEnable, ActionDisable, ActionDrain:
+		return true
+	}
+	writeError(w, http.StatusBadRequest, fmt.Sprintf("state %q: want enable, disable or drain", state))
+	return false
 }
 
 func actionStatus(err error) int {
@@ -268,6 +278,9 @@ func (s *Server) Run(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		// Requests end with the server: an events stream would otherwise
+		// hold the shutdown for its whole timeout.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

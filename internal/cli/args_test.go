@@ -12,7 +12,7 @@ func TestMissingArgumentsAreNamed(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"server", "drain"}, "halb: server drain: missing BACKEND/SERVER, the server as named in the config (e.g. k8s_controlplane/talos-lon-cp01)\n"},
+		{[]string{"server", "drain"}, "halb: server drain: missing NAME|ADDRESS|BACKEND/SERVER, the server: its name or address in every backend, or one backend's server (e.g. talos-lon-cp01)\n"},
 		{[]string{"node", "maintenance"}, "halb: node maintenance: missing on|off"},
 		{[]string{"import", "haproxy"}, "halb: import haproxy: missing FILE, the haproxy.cfg to translate"},
 		{[]string{"import", "haproxy", "a.cfg", "b.cfg"}, "halb: import haproxy: takes one FILE, got 2: a.cfg b.cfg\n"},

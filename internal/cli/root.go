@@ -80,6 +80,7 @@ local address or the host name. man halb-run, and /usr/share/doc/halb, say more.
 		newStatusCmd(),
 		newServerCmd(),
 		newNodeCmd(),
+		newEventsCmd(),
 		newImportCmd(),
 		newDrillCmd(),
 		newReloadCmd(),

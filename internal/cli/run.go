@@ -19,7 +19,7 @@ import (
 )
 
 func newRunCmd() *cobra.Command {
-	var path, node, logLevel, socket string
+	var path, node, logLevel, socket, stateFile string
 	cmd := &cobra.Command{
 		Use:   "run --config FILE [--node NAME]",
 		Short: "Run the load balancer daemon in the foreground",
@@ -65,6 +65,9 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 				if socket != "" {
 					c.Admin.Socket = socket
 				}
+				if stateFile != "" {
+					c.Admin.StateFile = stateFile
+				}
 			}
 			override(cfg)
 			if node, err = chooseNode(node, cfg.Cluster); err != nil {
@@ -97,6 +100,7 @@ open connections finish for up to timeouts.drain, and exits 0.`,
 	cmd.Flags().StringVar(&node, "node", "", "this node's name in cluster.nodes (default: $HALB_NODE, else the entry with a local address, else the host name)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "", "override log.level: debug, info, warn, error")
 	cmd.Flags().StringVar(&socket, "socket", "", "override admin.socket")
+	cmd.Flags().StringVar(&stateFile, "state-file", "", "override admin.state_file")
 	return cmd
 }
 

@@ -242,8 +242,8 @@ func TestServerAndNodeCommands(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, `backend "kubernetes" has no server "cp9"`) {
 		t.Errorf("unknown server: exit %d, stderr %q", code, errOut)
 	}
-	_, errOut, code = run(ctx, newServerCmd(), "enable", "cp1", "--socket", sock)
-	if code != 1 || !strings.Contains(errOut, "want BACKEND/SERVER") {
+	_, errOut, code = run(ctx, newServerCmd(), "enable", "kubernetes/", "--socket", sock)
+	if code != 1 || !strings.Contains(errOut, "want NAME, ADDRESS or BACKEND/SERVER") {
 		t.Errorf("no backend: exit %d, stderr %q", code, errOut)
 	}
 	out, _, code = run(ctx, newNodeCmd(), "maintenance", "on", "--socket", sock)

@@ -15,6 +15,7 @@ type rawConfig struct {
 	Admin     *rawAdmin     `yaml:"admin"`
 	Stats     *rawStats     `yaml:"stats"`
 	BGP       *rawBGP       `yaml:"bgp"`
+	Hooks     []rawHook     `yaml:"hooks"`
 }
 
 type rawStats struct {
@@ -135,6 +136,7 @@ type rawVIP struct {
 }
 
 type rawAdmin struct {
-	Socket string `yaml:"socket"`
-	Group  string `yaml:"group"`
+	Socket    string `yaml:"socket"`
+	Group     string `yaml:"group"`
+	StateFile string `yaml:"state_file"`
 }

@@ -46,6 +46,7 @@ type Config struct {
 	Cluster   *Cluster // nil: a single proxy host without VIP management
 	VIPs      []VIP
 	Admin     Admin
+	Hooks     []Hook
 	Stats     *Stats // nil: no stats page
 	BGP       *BGP   // nil: no VIP is announced by BGP
 
@@ -215,6 +216,8 @@ type StatUser struct {
 type Admin struct {
 	Socket string
 	Group  string
+	// StateFile keeps admin states across restarts; see DefaultStateFile.
+	StateFile string
 }
 
 // Node returns the cluster node called name.

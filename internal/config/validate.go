@@ -130,7 +130,7 @@ func (v *validator) config(raw *rawConfig) *Config {
 	cfg := &Config{
 		Log:     v.log(raw.Log),
 		MaxConn: intOr(raw.MaxConn, DefaultMaxConn),
-		Admin:   Admin{Socket: DefaultAdminSocket},
+		Admin:   Admin{Socket: DefaultAdminSocket, StateFile: DefaultStateFile},
 	}
 	if cfg.MaxConn < 0 {
 		v.fail("maxconn", "%d: must be 0 (unlimited) or more", cfg.MaxConn)
@@ -151,7 +151,11 @@ func (v *validator) config(raw *rawConfig) *Config {
 			cfg.Admin.Socket = raw.Admin.Socket
 		}
 		cfg.Admin.Group = raw.Admin.Group
+		if raw.Admin.StateFile != "" {
+			cfg.Admin.StateFile = raw.Admin.StateFile
+		}
 	}
+	cfg.Hooks = v.hooks(raw.Hooks)
 
 	cfg.Backends = v.backends(raw.Backends)
 	cfg.Frontends = v.frontends(raw.Frontends, cfg)

@@ -25,6 +25,7 @@ type operatorAPI struct {
 	reloader *reloader
 	drills   *drills
 	keys     *keyManager
+	state    *adminStore // the state file and cluster-wide changes (adminstate.go)
 
 	mu    sync.Mutex
 	rates map[string]rateSample // frontend -> last look, for the rate
@@ -234,12 +235,13 @@ func backendServer(st pool.ServerStats, now time.Time) admin.BackendServer {
 
 // SetMaintenance implements admin.Controller: a node in maintenance is not
 // eligible, so the election hands its VIPs to a peer, make before break.
-// The state lives in memory only: a restart leaves maintenance.
+// It is kept in the state file, so a restart stays in maintenance.
 func (o *operatorAPI) SetMaintenance(on bool) error {
 	if o.ctl.cluster == nil {
 		return fmt.Errorf("this node has no cluster section: nothing to hand over: %w", admin.ErrInvalid)
 	}
 	o.ctl.update(func(f *facts) { f.maintained = on })
+	o.persist()
 	o.ctl.log.Info("maintenance mode changed by operator", "on", on)
 	return nil
 }
@@ -272,6 +274,7 @@ func (o *operatorAPI) SetServerAdmin(backend, server, state string) error {
 		return fmt.Errorf("state %q: want enable, disable or drain: %w", state, admin.ErrInvalid)
 	}
 	srv.SetAdmin(st)
+	o.persist()
 	o.ctl.log.Info("server state changed by operator", "backend", backend, "server", server, "state", st.String())
 	return nil
 }

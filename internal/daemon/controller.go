@@ -41,6 +41,7 @@ type controller struct {
 	messages func([]byte)  // a peer's request: drills are the only kind
 	watch    poolWatch     // forwards each pool's changes to the loop
 	lastRun  atomic.Int64  // unix nanoseconds of the last finished round, for the watchdog
+	feed     *eventFeed    // VIP and member events (events.go); nil publishes none
 
 	mu    sync.Mutex
 	facts facts
@@ -315,6 +316,7 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		}
 		preempt[v.VIP] = v.PreemptAt
 	}
+	c.publishRound(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// Copy on write: snapshot hands the maps out to read without the lock.

@@ -14,6 +14,7 @@ import (
 	"halb/internal/admin"
 	"halb/internal/cluster"
 	"halb/internal/config"
+	"halb/internal/events"
 	"halb/internal/health"
 	"halb/internal/metrics"
 	"halb/internal/pool"
@@ -87,15 +88,22 @@ func New(cfg *config.Config, opts Options) (*Daemon, error) {
 			return nil, err
 		}
 	}
+	d.srv.bus, d.srv.node = events.New(events.DefaultRing), d.ctl.name
+	d.ctl.feed = &eventFeed{bus: d.srv.bus, node: d.ctl.name}
 	d.reload = &reloader{opts: opts, log: opts.Log, srv: d.srv, ctl: d.ctl, running: d.running}
 	d.drills = &drills{log: opts.Log, ctl: d.ctl}
-	d.ctl.messages = d.drills.handle
 	d.api = &operatorAPI{name: d.ctl.name, version: opts.Version, srv: d.srv, ctl: d.ctl,
 		reloader: d.reload, drills: d.drills, rates: map[string]rateSample{},
-		keys: &keyManager{log: opts.Log, srv: d.srv, cluster: d.ctl.cluster}}
+		keys:  &keyManager{log: opts.Log, srv: d.srv, cluster: d.ctl.cluster},
+		state: &adminStore{path: cfg.Admin.StateFile, log: opts.Log.With("component", "adminstate")}}
+	d.ctl.messages = d.api.dispatch
+	if cl := d.ctl.cluster; cl != nil {
+		d.api.state.peers, d.api.state.send = clusterPeers(cl), cl.Send
+	}
 	d.srv.metrics = metrics.New(d.api)
 	for _, b := range cfg.Backends {
 		d.srv.pools[b.Name] = pool.New(b, opts.Log.With("component", "pool"))
+		d.srv.observe(d.srv.pools[b.Name])
 	}
 	for _, f := range cfg.Frontends {
 		d.srv.frontends = append(d.srv.frontends, d.srv.newFrontend(cfg, f, d.srv.pools))
@@ -191,6 +199,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	base := context.WithoutCancel(ctx)
+	// Admin states first: no client reaches a drained server at start.
+	d.api.restore()
+	stopHooks := d.runHooks(base)
+	defer stopHooks()
 
 	proxyCtx, stopProxy := context.WithCancel(base)
 	defer stopProxy()

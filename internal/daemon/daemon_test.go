@@ -118,6 +118,7 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
+	c.Admin.StateFile = filepath.Join(dir, name+"-state.json")
 	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
 	tw := &testWriter{t: t, name: name}
 	// Registered before the node's own cleanup, so it runs after it: a

@@ -48,9 +48,9 @@ cluster:
   join_timeout: 100ms
   nodes:
     - {name: a, address: 127.0.0.63}
-admin: {socket: %s}
+admin: {socket: %s, state_file: %s}
 %s
-`, freePort(t, "127.0.0.1"), filepath.Join(dir, "gossip.key"), keyringLine, gossip, filepath.Join(dir, "a.sock"), more)
+`, freePort(t, "127.0.0.1"), filepath.Join(dir, "gossip.key"), keyringLine, gossip, filepath.Join(dir, "a.sock"), filepath.Join(dir, "state.json"), more)
 	path := filepath.Join(dir, "halb.yaml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

@@ -166,6 +166,7 @@ func (r *reloader) applyBackends(next *config.Config) (map[string]*pool.Pool, []
 		p, ok := oldPools[b.Name]
 		if !ok {
 			p = pool.New(b, r.log.With("component", "pool"))
+			r.srv.observe(p)
 			added = append(added, p)
 			changes = append(changes, "backend "+b.Name+" added")
 		} else if change := r.updatePool(p, b, next.Timeouts.Drain); change != "" {
@@ -341,6 +342,9 @@ func restartOnly(old, next *config.Config, self string) error {
 	}
 	if old.Admin != next.Admin {
 		need("admin")
+	}
+	if !reflect.DeepEqual(old.Hooks, next.Hooks) {
+		need("hooks") // the hook runner is built once, at start
 	}
 	if !reflect.DeepEqual(old.Stats, next.Stats) {
 		need("stats")

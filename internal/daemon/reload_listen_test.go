@@ -206,7 +206,7 @@ func TestFrontendWithoutListenerMakesIneligible(t *testing.T) {
 // Run returns the reason and leaves no listener behind.
 func TestStatsErrorStopsStartCleanly(t *testing.T) {
 	a := freePort(t, "127.0.0.1")
-	cfg, err := config.Parse([]byte(proxyConfig(a, "100ms", "s0="+echoServer(t)) + "admin: {socket: " + filepath.Join(t.TempDir(), "a.sock") + "}\n"))
+	cfg, err := config.Parse([]byte(proxyConfig(a, "100ms", "s0="+echoServer(t)) + "admin: {socket: " + filepath.Join(t.TempDir(), "a.sock") + ", state_file: " + filepath.Join(t.TempDir(), "state.json") + "}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ func runFromFile(t *testing.T, doc string) (*Daemon, func(string)) {
 	path := filepath.Join(dir, "halb.yaml")
 	write := func(doc string) {
 		t.Helper()
-		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+"}\n"), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(doc+"admin: {socket: "+filepath.Join(dir, "a.sock")+", state_file: "+filepath.Join(dir, "state.json")+"}\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

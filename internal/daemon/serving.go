@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/internal/events"
 	"halb/internal/health"
 	"halb/internal/metrics"
 	"halb/internal/pool"
@@ -26,6 +27,8 @@ type serving struct {
 	metrics *metrics.Metrics
 	// poke asks the election loop for a round, e.g. when a frontend stops.
 	poke func()
+	bus  *events.Bus // state changes, for hooks and `halb events` (events.go)
+	node string      // this node's name, for the events
 
 	mu        sync.Mutex
 	cfg       *config.Config

@@ -19,9 +19,17 @@ type outConfig struct {
 	Backends  []outBackend  `yaml:"backends"`
 	Cluster   *outCluster   `yaml:"cluster,omitempty"`
 	VIPs      []outVIP      `yaml:"vips,omitempty"`
+	Hooks     []outHook     `yaml:"hooks,omitempty"`
 	Stats     *outStats     `yaml:"stats,omitempty"`
 
 	noCluster bool
+}
+
+type outHook struct {
+	On      []string `yaml:"on,flow"`
+	Command []string `yaml:"command,flow"`
+
+	line int
 }
 
 type outStats struct {
@@ -170,6 +178,15 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 				}
 				if v := mapValue(item, "interface"); v != nil && out.VIPs[j].ifaceNote != "" {
 					v.LineComment = out.VIPs[j].ifaceNote
+				}
+			}
+		case "hooks":
+			key.HeadComment = "keepalived's notify scripts, run by halb on its events (argv, no shell)."
+			for j, item := range val.Content {
+				if j < len(out.Hooks) {
+					if v := mapValue(item, "on"); v != nil {
+						v.LineComment = fmt.Sprintf("%s:%d", commentSafe(imp.opts.KeepalivedSource), out.Hooks[j].line)
+					}
 				}
 			}
 		case "stats":

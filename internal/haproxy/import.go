@@ -389,6 +389,11 @@ func (imp *importer) build() outConfig {
 	out.Timeouts = imp.timeouts(fprox, bprox)
 	out.MaxConn = imp.globalMaxconn
 	imp.cluster(&out, vips)
+	if k := imp.opts.Keepalived; k != nil {
+		for _, h := range k.Hooks {
+			out.Hooks = append(out.Hooks, outHook{On: h.On, Command: h.Command, line: h.Line})
+		}
+	}
 	out.Stats = imp.stats
 	return out
 }

@@ -13,12 +13,13 @@ import (
 // Keepalived is what a keepalived.conf says about the VIP and the election.
 type Keepalived struct {
 	VIPs         []KeepalivedVIP
-	Priority     *int           // this host's VRRP priority
-	SrcIP        netip.Addr     // unicast_src_ip: this host, if set
-	State        string         // MASTER or BACKUP; "" when not given
-	RouterID     string         // global_defs router_id, often the host name
-	NoPreempt    bool           // nopreempt: the holder keeps the VIP → policy sticky
-	PreemptDelay *time.Duration // preempt_delay
+	Priority     *int             // this host's VRRP priority
+	SrcIP        netip.Addr       // unicast_src_ip: this host, if set
+	State        string           // MASTER or BACKUP; "" when not given
+	RouterID     string           // global_defs router_id, often the host name
+	NoPreempt    bool             // nopreempt: the holder keeps the VIP → policy sticky
+	PreemptDelay *time.Duration   // preempt_delay
+	Hooks        []KeepalivedHook // notify scripts (notify.go)
 	Warnings     []Warning
 }
 
@@ -148,6 +149,8 @@ func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, string,
 				}
 				k.VIPs = append(k.VIPs, vip)
 			}
+		case "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify":
+			k.notify(b, argAt(inst.args, 1))
 		case "advert_int":
 			warn(b, "", "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
 		case "virtual_router_id":

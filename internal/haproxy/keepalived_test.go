@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -76,26 +75,7 @@ func TestParseKeepalived(t *testing.T) {
 }
 
 func TestImportWithKeepalived(t *testing.T) {
-	data, err := os.ReadFile(seedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := ParseKeepalived([]byte(seedKeepalived))
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes := []Node{
-		{Name: "lb1", Address: netip.MustParseAddr("192.168.66.151")},
-		{Name: "lb2", Address: netip.MustParseAddr("192.168.66.152")},
-	}
-	res, err := Import(data, Options{Nodes: nodes, Keepalived: k, KeepalivedSource: "ka.conf"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := config.Parse(res.YAML)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, res.YAML)
-	}
+	res, c := importSeedWith(t, seedKeepalived)
 	if len(c.VIPs) != 1 || c.VIPs[0].Address != netip.MustParsePrefix("192.168.66.160/25") || c.VIPs[0].Interface != "ens19" {
 		t.Errorf("vips = %+v, want keepalived's prefix and device", c.VIPs)
 	}

@@ -152,7 +152,10 @@ func (l *Lab) StartHalb(ctx context.Context, node string) error {
 	if err := os.Remove(sock); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove old admin socket of %s: %w", node, err)
 	}
-	args := append([]string{"run", "--config", l.ConfigFile(node), "--node", node, "--socket", sock}, l.opts.HalbArgs...)
+	// Each node keeps its own admin states, in the lab's directory, not
+	// the host's /var/lib/halb.
+	state := filepath.Join(filepath.Dir(sock), node+"-state.json")
+	args := append([]string{"run", "--config", l.ConfigFile(node), "--node", node, "--socket", sock, "--state-file", state}, l.opts.HalbArgs...)
 	p, err := l.start(node, l.NS(node), l.opts.HalbBin, args...)
 	if err != nil {
 		return err

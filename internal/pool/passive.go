@@ -210,4 +210,5 @@ func (s *Server) MarkDown(reason string) {
 	}
 	s.pool.log.Info("server down", "server", s.name, "reason", reason, "closed_sessions", 0)
 	s.pool.notify()
+	s.observe(false, reason)
 }

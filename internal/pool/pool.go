@@ -36,7 +36,8 @@ type Pool struct {
 	servers []*Server
 	lcNext  int
 
-	changed chan struct{}
+	changed  chan struct{}
+	observer atomic.Pointer[func(Transition)] // see SetObserver
 }
 
 // New builds a pool for cfg. It does no I/O. Every server starts in the

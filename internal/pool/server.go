@@ -271,6 +271,7 @@ func (s *Server) ReportCheck(r health.Result) {
 		s.logFailure("server down", r, len(doomed))
 	}
 	s.pool.notify()
+	s.observe(up, r.Reason)
 }
 
 // logFailure logs a failed check that changed something. A rejected check
