@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A check the server rejects for credentials is a problem of its own,
@@ -85,6 +86,23 @@ func TestPrintable(t *testing.T) {
 	} {
 		if got := Printable(in); got != want {
 			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The connection table and the last takeover's tickles are in the status
+// text, not only in the JSON (issue 17).
+func TestRenderShowsTickles(t *testing.T) {
+	s := healthyPair()
+	s.VIPs[0].ConnTable = 212
+	s.VIPs[0].LastTickled = 198
+	s.VIPs[0].LastTakeover = s.Time.Add(-3 * time.Second)
+	var buf bytes.Buffer
+	Render(&buf, s, false)
+	out := buf.String()
+	for _, want := range []string{"CONNS", " 212 ", "last takeover here 3s ago: 198 client connection(s) of the previous holder tickled"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
 		}
 	}
 }

@@ -71,7 +71,7 @@ func (r *renderer) vips() {
 		roles[BareIP(ro.VIP)] = ro
 	}
 	t := &table{}
-	t.header("VIP", "IFACE", "HOLDER", "SINCE", "LAST GARP", "GARPS", "MOVES", "THIS NODE")
+	t.header("VIP", "IFACE", "HOLDER", "SINCE", "LAST GARP", "GARPS", "MOVES", "CONNS", "THIS NODE")
 	for _, v := range r.s.VIPs {
 		holder := cell{text: orNone(v.Holder)}
 		if v.Holder == "" {
@@ -87,8 +87,14 @@ func (r *renderer) vips() {
 				role += ": " + ro.Why
 			}
 		}
+		// CONNS: the client connections the holder's shared table lists,
+		// which the next holder tickles (docs/tickle.md).
 		t.row(plain(v.Address), plain(orDash(v.Interface)), holder, plain(r.ago(v.Since)),
-			plain(r.ago(v.LastGARP)), plain(fmt.Sprint(v.GARPsSent)), plain(fmt.Sprint(v.Transitions)), plain(role))
+			plain(r.ago(v.LastGARP)), plain(fmt.Sprint(v.GARPsSent)), plain(fmt.Sprint(v.Transitions)),
+			plain(fmt.Sprint(v.ConnTable)), plain(role))
+		if !v.LastTakeover.IsZero() {
+			t.note(plain(fmt.Sprintf("  last takeover here %s: %d client connection(s) of the previous holder tickled", r.ago(v.LastTakeover), v.LastTickled)))
+		}
 		if v.LastError != "" {
 			t.note(cell{text: "  last error: " + v.LastError, color: red})
 		}
