@@ -90,7 +90,16 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/cluster/servers/{match}", s.clusterServerAdmin)
 	s.keyRoutes(mux)
 	mux.HandleFunc("/", notFound(mux))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux answers a target that is not a path ("*", as in
+		// OPTIONS *) with a plain-text 400 of its own; every answer of
+		// this API is JSON.
+		if !strings.HasPrefix(r.URL.Path, "/") {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q: not a path of this API", r.Method, r.URL.Path))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // snapshot fills what a Source may leave out, so clients always get
