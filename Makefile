@@ -24,7 +24,7 @@ LDFLAGS := -X halb/internal/version.stamped=$(VERSION) \
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/halb ./cmd/halb
-	$(GO) build -o $(BIN)/halb-lab ./cmd/halb-lab
+	$(GO) build -o $(BIN)/halb-lab ./test/cmd/halb-lab
 
 ## test: every test — unit and loopback (with -race), short fuzz runs, and the namespace lab (root)
 test: unit fuzz-short integration
@@ -47,7 +47,7 @@ lint: $(GOLANGCI)
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GOLANGCI) run ./...
 	$(GOLANGCI) run --build-tags integration ./integration/...
-	$(GOLANGCI) run --build-tags soak ./internal/soak/...
+	$(GOLANGCI) run --build-tags soak ./test/soak/...
 	$(GOLANGCI) run --build-tags browser ./internal/stats/...
 
 $(GOLANGCI):
@@ -104,7 +104,7 @@ SOAK_DURATION ?= 10m
 SOAK_CONNS    ?= 6000
 soak-conns: build
 	HALB_BIN=$(abspath $(BIN)/halb) SOAK_DURATION=$(SOAK_DURATION) SOAK_CONNS=$(SOAK_CONNS) SOAK_OUT=$(abspath $(BIN)/soak-conns.json) \
-		$(GO) test -tags soak -count=1 -timeout 3h -run TestSoakConns -v ./internal/soak/
+		$(GO) test -tags soak -count=1 -timeout 3h -run TestSoakConns -v ./test/soak/
 
 ## bench: halb beside HAProxy, keepalived and the direct path in a namespace lab (root);
 ## never part of `make test`. Results: bench/results/<date>.json and <date>-<part>.md.
@@ -117,7 +117,7 @@ bench: bench-proxy bench-failover
 
 bench-proxy: build
 	command -v haproxy >/dev/null || apt-get install -y haproxy
-	$(GO) build -o $(BIN)/halb-bench ./cmd/halb-bench
+	$(GO) build -o $(BIN)/halb-bench ./test/cmd/halb-bench
 	$(BIN)/halb-bench proxy --halb $(abspath $(BIN)/halb) --halb-lab $(abspath $(BIN)/halb-lab) \
 		$(if $(BENCH_QUICK),--quick) $(if $(BENCH_ONLY),--only $(BENCH_ONLY))
 
@@ -146,7 +146,7 @@ BENCH_SCENARIOS ?=
 BENCH_SYSTEMS   ?=
 bench-failover: build
 	apt-get install -y haproxy keepalived stress-ng >/dev/null
-	$(GO) build -o $(BIN)/halb-bench-failover ./cmd/halb-bench-failover
+	$(GO) build -o $(BIN)/halb-bench-failover ./test/cmd/halb-bench-failover
 	$(BIN)/halb-bench-failover run --results bench/results \
 		$(if $(filter-out 0,$(BENCH_QUICK)),--quick) \
 		$(if $(BENCH_SCENARIOS),--scenarios $(BENCH_SCENARIOS)) \

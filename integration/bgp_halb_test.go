@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"halb/internal/admin"
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // bgpConfig turns the lab's config into BGP mode: the frontends listen on

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // bgpHold is the speakers' hold time: the bound on how long a hung node

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/chaos"
+	"halb/test/chaos"
 )
 
 // Issue 8: a short `make chaos`: 24 random faults from a fixed seed, one at

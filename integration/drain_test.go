@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/admin"
-	"halb/internal/lab"
+	"halb/test/lab"
 )
 
 // serverStates returns node's state of server in every backend.

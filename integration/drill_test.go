@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/cli"
-	"halb/internal/lab"
+	"halb/test/lab"
 )
 
 // drill runs the real `halb drill -o json` on node, inside its namespace.

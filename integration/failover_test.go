@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // Bounds from the project's acceptance criteria.

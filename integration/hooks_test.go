@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
+	"halb/test/lab"
 )
 
 // Issue 15: hooks run on events with the facts in their environment, and

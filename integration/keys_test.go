@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"halb/internal/keyring"
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // withKeyring gives each node its own cluster.keyring_file next to the

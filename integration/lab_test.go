@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/fakecp"
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/fakecp"
+	"halb/test/lab"
 )
 
 // TestLabSelf checks the lab itself, without halb: the client reaches a

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // bins are the binaries under test, built once by TestMain.
@@ -54,7 +54,7 @@ func testMain(m *testing.M) int {
 	env.halb, env.lab = os.Getenv("HALB_BIN"), os.Getenv("HALB_LAB_BIN")
 	if env.lab == "" {
 		env.lab = filepath.Join(dir, "halb-lab")
-		if err := build(env.lab, "./cmd/halb-lab"); err != nil {
+		if err := build(env.lab, "./test/cmd/halb-lab"); err != nil {
 			fmt.Fprintln(os.Stderr, "integration:", err)
 			return 1
 		}

@@ -19,9 +19,9 @@ import (
 	"github.com/vishvananda/netns"
 
 	"halb/internal/admin"
-	"halb/internal/fakecp"
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/fakecp"
+	"halb/test/lab"
 )
 
 // halbStatus runs the real `halb status` against node's admin socket.

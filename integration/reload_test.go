@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/lab"
 )
 
 // reloadAll rewrites every LB's config with edit and runs `halb reload`

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"halb/internal/admin"
-	"halb/internal/lab"
+	"halb/test/lab"
 )
 
 // Storm parameters: stormClients connect through the VIP at the same

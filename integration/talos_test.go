@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"halb/internal/admin"
-	"halb/internal/fakecp"
-	"halb/internal/lab"
 	"halb/internal/probe"
+	"halb/test/fakecp"
+	"halb/test/lab"
 )
 
 // Issue 13: the lab's control planes authenticate like a stock Talos node

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/fakecp"
-	"halb/internal/lab"
+	"halb/test/fakecp"
+	"halb/test/lab"
 )
 
 // tickleConns is how many idle long-lived connections the client holds.

@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"halb/internal/cli"
-	"halb/internal/tool"
+	"halb/test/tool"
 )
 
 func main() {

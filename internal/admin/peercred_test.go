@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 func TestAccessRules(t *testing.T) {

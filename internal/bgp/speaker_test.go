@@ -19,7 +19,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 const (

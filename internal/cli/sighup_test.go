@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 // buildHalb builds cmd/halb into a temporary directory.

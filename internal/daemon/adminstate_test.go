@@ -12,7 +12,7 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/pool"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 // twoBackends is a config whose control plane cp1 serves two backends on

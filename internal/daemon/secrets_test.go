@@ -16,8 +16,8 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/keyring"
-	"halb/internal/testlog"
 	"halb/internal/vip"
+	"halb/test/testlog"
 )
 
 // TestLogsHoldNoSecrets drives what handles secrets — failed and good

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/config"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 // wait bounds every wait on the runner goroutine.

@@ -15,7 +15,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/events"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 // recorder is a fake ExecFunc: it records each run's argv and env, and

@@ -23,10 +23,6 @@ const (
 	ModeHTTPS = "https" // TLS, then GET Path over a fresh connection; success is a 2xx status
 )
 
-// ResponderHeader is the response header naming the server that answered an
-// HTTPS probe; when it is absent the first word after "ok" in the body is used.
-const ResponderHeader = "X-Fakecp"
-
 // Defaults applied by Run to zero Options fields.
 const (
 	DefaultInterval = 10 * time.Millisecond
@@ -41,6 +37,11 @@ type Options struct {
 	Interval time.Duration // time between the starts of two attempts
 	Timeout  time.Duration // bound on one whole attempt (connect, handshake, request)
 	Path     string        // https only
+	// ResponderHeader names the response header that says which server
+	// answered an https attempt (a test server's, say); without it, or
+	// when a response lacks it, the first word after "ok" in the body is
+	// used, and otherwise the answer counts without a name.
+	ResponderHeader string
 	// TLS is the client configuration of tls and https attempts, to
 	// present a client certificate and verify the server as kubectl and
 	// talosctl do; its ServerName defaults to the target's address. nil
@@ -234,7 +235,7 @@ func get(conn net.Conn, opts Options) (string, error) {
 	if resp.StatusCode/100 != 2 {
 		return "", fmt.Errorf("status %d", resp.StatusCode)
 	}
-	if name := resp.Header.Get(ResponderHeader); name != "" {
+	if name := resp.Header.Get(opts.ResponderHeader); opts.ResponderHeader != "" && name != "" {
 		return name, nil
 	}
 	f := strings.Fields(string(body))

@@ -3,8 +3,12 @@ package probe
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -12,7 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"halb/internal/fakecp"
+	"halb/test/fakecp"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -58,7 +62,7 @@ func TestHealthyTargetNamesResponder(t *testing.T) {
 		t.Run(tc.mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
-			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode})
+			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, ResponderHeader: fakecp.NameHeader})
 			if r.Attempts < 5 || r.Failures != 0 || r.Successes != r.Attempts {
 				t.Fatalf("report %v: want >= 5 attempts and no failures", r)
 			}
@@ -166,7 +170,7 @@ func TestClientCredentials(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 			defer cancel()
-			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, TLS: tc.tls})
+			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, TLS: tc.tls, ResponderHeader: fakecp.NameHeader})
 			if tc.ok && (r.Failures != 0 || r.Responders["cp7"] != r.Successes || r.Successes == 0) {
 				t.Errorf("report %v: want only successes answered by cp7", r)
 			}
@@ -174,5 +178,33 @@ func TestClientCredentials(t *testing.T) {
 				t.Errorf("report %v: want only failures %s", r, tc.err)
 			}
 		})
+	}
+}
+
+// TestResponderHeaderIsTheCallers: a probe names the answering server from
+// the header its caller names, and from no header by default, so a real
+// API server's headers are never mistaken for a name.
+func TestResponderHeaderIsTheCallers(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("X-Served-By", "cp3")
+		_, _ = io.WriteString(w, "healthy\n")
+	}))
+	defer srv.Close()
+	target := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	for _, tc := range []struct {
+		header string
+		want   map[string]int
+	}{
+		{"", map[string]int{}},
+		{"X-Served-By", map[string]int{"cp3": 1}},
+		{"X-Other", map[string]int{}},
+	} {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := Run(ctx, Options{Target: target, Mode: ModeHTTPS, ResponderHeader: tc.header,
+			TLS: &tls.Config{InsecureSkipVerify: true}, Started: cancel}) //nolint:gosec // test server
+		cancel()
+		if r.Successes != 1 || !maps.Equal(r.Responders, tc.want) {
+			t.Errorf("header %q: %v, responders %v; want 1 success answered by %v", tc.header, r, r.Responders, tc.want)
+		}
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"halb/internal/config"
-	"halb/internal/loadgen"
+	"halb/test/loadgen"
 )
 
 // sinkServer accepts connections, reads them to EOF and answers with one

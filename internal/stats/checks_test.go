@@ -9,7 +9,7 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/metrics"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 // A check rejected for credentials and a backend in panic are spelled out

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/config"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/health"
-	"halb/internal/testlog"
+	"halb/test/testlog"
 )
 
 var (

@@ -1,0 +1,253 @@
+// Command halb-bench-failover measures failover in the namespace lab — halb
+// against keepalived + HAProxy — and soaks halb for false failovers; see
+// docs/performance.md. It runs behind `make bench-failover`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"halb/test/benchresult"
+	"halb/test/failbench"
+	"halb/test/keepalivedlab"
+	"halb/test/tool"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	root := &cobra.Command{
+		Use:   "halb-bench-failover",
+		Short: "Failover and false-failover benchmarks in the namespace lab (needs root)",
+	}
+	root.AddCommand(newRunCmd(stderr), newCheckCmd(), newRenderCmd())
+	return tool.Main(root, args, stdout, stderr)
+}
+
+type runFlags struct {
+	halb, labBin, results, workdir string
+	systems, scenarios, soakOn     []string
+	reps                           int
+	quick, keep                    bool
+	idle, stress                   time.Duration
+	cpus, loadProbes               int
+	verbose                        bool
+}
+
+func newRunCmd(stderr io.Writer) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the failover scenarios and the soak, and merge the results into bench/results",
+		Long: `run builds one namespace lab per system (client, 2 LBs, 3 control planes),
+makes the client open a connection to VIP:6443 every 10 ms, and times the
+outage of each scenario:
+
+  kill      the holder is frozen (SIGSTOP) and killed (SIGKILL)
+  linkdown  the holder's link goes down
+  backends  the holder can no longer reach any control plane
+  planned   planned handover: halb drill / keepalived stopped with SIGTERM
+  failback  the preferred node returns after a crash and takes the VIP back
+  baseline  nothing fails: the probe's noise floor on this machine
+  soak      false failovers: halb idle, then under CPU stress and load
+
+Systems: halb-lan, halb-fast (halb's profiles), keepalived-default (VRRPv2
+advert_int 1) and keepalived-tuned (VRRPv3 advert_int 0.1), each with HAProxy.
+Results go to <results>/<date>.json (parts "failover" and "soak"), a table to
+stdout and <results>/<date>-failover.md.`,
+		Example: `  halb-bench-failover run --quick
+  halb-bench-failover run --systems halb-fast --scenarios kill,planned
+  halb-bench-failover run --scenarios soak --soak-idle 10m --soak-stress 10m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runBench(cmd.Context(), cmd.OutOrStdout(), stderr, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.halb, "halb", "", "halb binary (default: next to this program)")
+	fl.StringVar(&f.labBin, "lab-bin", "", "halb-lab binary (default: next to this program)")
+	fl.StringVar(&f.results, "results", "bench/results", "directory of the results files")
+	fl.StringVar(&f.workdir, "workdir", "", "labs' configs and logs (default: a temporary directory, removed unless --keep)")
+	fl.BoolVar(&f.keep, "keep", false, "keep the workdir with every config and log")
+	fl.StringSliceVar(&f.systems, "systems", nil, "systems to measure (default all): "+strings.Join(failbench.AllSystems(), ","))
+	fl.StringSliceVar(&f.scenarios, "scenarios", nil, "scenarios to run (default all): "+strings.Join(append(failbench.AllScenarios(), "soak"), ","))
+	fl.IntVar(&f.reps, "reps", 0, "repetitions per scenario and system (default 10, 3 with --quick)")
+	fl.BoolVar(&f.quick, "quick", false, "3 repetitions and a 1+1 minute soak")
+	fl.DurationVar(&f.idle, "soak-idle", 0, "soak phase with no traffic (default 10m, 1m with --quick)")
+	fl.DurationVar(&f.stress, "soak-stress", 0, "soak phase under stress and load (default 10m, 1m with --quick)")
+	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast, failbench.KeepalivedTuned}, "systems soaked side by side (keepalived ones as a reference)")
+	fl.IntVar(&f.cpus, "soak-cpus", 2, "stress-ng --cpu workers during the stress phase")
+	fl.IntVar(&f.loadProbes, "soak-load", 2, "connection probes through each VIP during the stress phase")
+	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log the labs' steps")
+	return cmd
+}
+
+func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the namespace lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	bins := failbench.Bins{Halb: f.halb, Lab: f.labBin, Check: self}
+	if bins.Halb == "" {
+		bins.Halb = filepath.Join(filepath.Dir(self), "halb")
+	}
+	if bins.Lab == "" {
+		bins.Lab = filepath.Join(filepath.Dir(self), "halb-lab")
+	}
+	for _, b := range []string{bins.Halb, bins.Lab} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%w (build with `make build`, or pass --halb/--lab-bin)", err)
+		}
+	}
+	scenarios := f.scenarios
+	soak := len(scenarios) == 0 || slices.Contains(scenarios, "soak")
+	scenarios = slices.DeleteFunc(slices.Clone(scenarios), func(s string) bool { return s == "soak" })
+	failover := len(f.scenarios) == 0 || len(scenarios) > 0
+	for _, need := range needs(f, failover, soak) {
+		if _, err := exec.LookPath(need); err != nil {
+			return fmt.Errorf("%s is needed: apt-get install -y %s", need, need)
+		}
+	}
+	workdir := f.workdir
+	if workdir == "" {
+		if workdir, err = os.MkdirTemp("", "halb-bench-failover-"); err != nil {
+			return err
+		}
+	}
+	if !f.keep {
+		defer func() { _ = os.RemoveAll(workdir) }()
+	} else {
+		_, _ = fmt.Fprintf(out, "workdir kept: %s\n", workdir)
+	}
+	level := slog.LevelWarn
+	if f.verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	machine := benchresult.ReadMachine(commit())
+	var errs []error
+	if failover {
+		_, err := failbench.RunFailover(ctx, failbench.Options{
+			Bins: bins, Systems: f.systems, Scenarios: scenarios, Reps: f.reps, Quick: f.quick,
+			WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
+		})
+		errs = append(errs, err)
+	}
+	if soak && ctx.Err() == nil {
+		idle, stress := f.idle, f.stress
+		if idle == 0 {
+			idle = pick(f.quick, time.Minute, 10*time.Minute)
+		}
+		if stress == 0 {
+			stress = pick(f.quick, time.Minute, 10*time.Minute)
+		}
+		_, err := failbench.RunSoak(ctx, failbench.SoakOptions{
+			Bins: bins, Systems: f.soakOn, Idle: idle, Stress: stress, CPUs: f.cpus, LoadProbes: f.loadProbes,
+			Quick: f.quick, WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
+		})
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	_, _ = fmt.Fprintf(out, "markdown: %s\n", failbench.MarkdownPath(f.results, time.Now()))
+	return nil
+}
+
+// needs lists the programs the chosen parts run.
+func needs(f runFlags, failover, soak bool) []string {
+	out := []string{"ip"}
+	var systems []string
+	if failover {
+		systems = f.systems
+		if len(systems) == 0 {
+			systems = failbench.AllSystems()
+		}
+	}
+	if soak {
+		systems = append(systems, f.soakOn...)
+		out = append(out, "stress-ng")
+	}
+	if slices.ContainsFunc(systems, func(s string) bool { return strings.HasPrefix(s, "keepalived") }) {
+		out = append(out, "keepalived", "haproxy")
+	}
+	return out
+}
+
+func pick(quick bool, q, full time.Duration) time.Duration {
+	if quick {
+		return q
+	}
+	return full
+}
+
+// commit names the source measured: the short hash, "-dirty" with local changes.
+func commit() string {
+	b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(b))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+		c += "-dirty"
+	}
+	return c
+}
+
+func newCheckCmd() *cobra.Command {
+	var sock string
+	cmd := &cobra.Command{
+		Use:   "chk-haproxy --socket PATH",
+		Short: "Exit 0 when HAProxy answers and each of its backends has a server up (keepalived's track_script)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return keepalivedlab.BackendsUp(cmd.Context(), sock, keepalivedlab.Backends())
+		},
+	}
+	cmd.Flags().StringVar(&sock, "socket", "", "HAProxy stats socket")
+	_ = cmd.MarkFlagRequired("socket")
+	return cmd
+}
+
+func newRenderCmd() *cobra.Command {
+	var results, date string
+	cmd := &cobra.Command{
+		Use:   "render [--date YYYY-MM-DD]",
+		Short: "Write <results>/<date>-failover.md again from <results>/<date>.json (after merging results files by hand)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			day := time.Now()
+			if date != "" {
+				d, err := time.Parse("2006-01-02", date)
+				if err != nil {
+					return fmt.Errorf("--date %q: want YYYY-MM-DD", date)
+				}
+				day = d
+			}
+			if err := failbench.WriteMarkdown(results, day); err != nil {
+				return err
+			}
+			_, _ = fmt.Fprintln(cmd.OutOrStdout(), failbench.MarkdownPath(results, day))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&results, "results", "bench/results", "directory of the results files")
+	cmd.Flags().StringVar(&date, "date", "", "day of the results (default today, UTC)")
+	return cmd
+}
