@@ -682,6 +682,43 @@ func TestTCPProbe(t *testing.T) {
 	}
 }
 
+// TestTCPProbeAlwaysLabelsItsStream: a probe whose verdict was settled
+// before its connection was (here: its context had ended) still sends
+// memberlist's label header on a connection that did get established, so
+// the peer never reads an unlabelled stream and logs it as refused gossip.
+func TestTCPProbeAlwaysLabelsItsStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.38:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	to := netip.MustParseAddrPort(ln.Addr().String())
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	accepted := 0
+	for i := 0; i < 20 && accepted < 3; i++ {
+		_ = tcpProbe(ended, netip.MustParseAddr("127.0.0.39"), to, time.Second)
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+		conn, err := ln.Accept()
+		if err != nil {
+			continue // the probe closed before the handshake finished: nothing reached the peer
+		}
+		accepted++
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		rest, label, err := memberlist.RemoveLabelHeaderFromStream(conn)
+		if err != nil || label != gossipLabel {
+			t.Fatalf("the peer read label %q (%v) from an abandoned probe, want %q", label, err, gossipLabel)
+		}
+		if more, err := io.ReadAll(rest); err != nil || len(more) != 0 {
+			t.Errorf("after the label the probe sent %q (%v), want a clean end of stream", more, err)
+		}
+		_ = conn.Close()
+	}
+	if accepted == 0 {
+		t.Fatal("no abandoned probe ever got connected; the test checked nothing")
+	}
+}
+
 func TestTCPProbeIPv6(t *testing.T) {
 	ln, err := net.Listen("tcp", "[::1]:0")
 	if err != nil {
