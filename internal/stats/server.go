@@ -3,8 +3,8 @@ package stats
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/sha256"
+	"crypto/tls"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
@@ -56,7 +56,7 @@ type Server struct {
 
 	login    *logins
 	certs    *certFiles // nil: plain HTTP
-	maxConns int // per listener; a field so tests can lower it
+	maxConns int        // per listener; a field so tests can lower it
 	tmpl     *template.Template
 	style    template.CSS
 	script   template.JS
