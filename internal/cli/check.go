@@ -6,10 +6,12 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"halb/internal/config"
+	"halb/internal/stats"
 )
 
 func newCheckCmd() *cobra.Command {
@@ -89,6 +91,8 @@ a probe failed.`,
 			}
 			keyErrs, keyWarns := keyFileProblems(cfg)
 			credErrs, credWarns := credentialProblems(cfg)
+			tlsErrs, tlsWarns := statsTLSProblems(cfg, time.Now())
+			credErrs, credWarns = append(credErrs, tlsErrs...), append(credWarns, tlsWarns...)
 			for _, w := range slices.Concat(fileWarnings(cfg), keyWarns, credWarns) {
 				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", path, w)
 			}
@@ -242,6 +246,10 @@ func fileWarnings(cfg *config.Config) []string {
 	}
 	if cfg.Stats != nil {
 		check("stats.password_file", cfg.Stats.PasswordFile)
+		if t := cfg.Stats.TLS; t != nil {
+			check("stats.tls.cert_file", t.CertFile)
+			check("stats.tls.key_file", t.KeyFile)
+		}
 	}
 	for i, b := range cfg.Backends {
 		for _, f := range tlsFiles(b.Health) {
@@ -249,4 +257,28 @@ func fileWarnings(cfg *config.Config) []string {
 		}
 	}
 	return ws
+}
+
+// statsTLSProblems loads the stats listener's certificate and key when
+// both are readable here (fileWarnings reports those that are not): a pair
+// that does not load is an error, as `halb run` refuses it; an expired
+// certificate a warning, as it still serves.
+func statsTLSProblems(cfg *config.Config, now time.Time) (errs []error, warns []string) {
+	if cfg.Stats == nil || cfg.Stats.TLS == nil {
+		return nil, nil
+	}
+	files := *cfg.Stats.TLS
+	for _, f := range []string{files.CertFile, files.KeyFile} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, nil
+		}
+	}
+	cert, err := stats.LoadKeyPair(files)
+	if err != nil {
+		return []error{err}, nil
+	}
+	if w := stats.ExpiryWarning(files, cert, now); w != "" {
+		warns = append(warns, w)
+	}
+	return nil, warns
 }

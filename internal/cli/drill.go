@@ -52,9 +52,11 @@ successful probes), the failed probes, and a verdict.
 
 A planned drill is make-before-break: the new holder adds and announces the
 VIP before the old one removes it, so no new connection should fail.
---hard exercises the real failure path without killing anything: the holder
-goes silent on gossip for a bounded time, as if it had crashed, and drops the
-VIP; the report shows how long the cluster took to notice.
+--hard simulates a crash of the holder's process without killing it: for a
+bounded time (--hold) the holder drops all gossip, stops its heartbeats and
+closes its gossip port, so peers are refused as after kill -9, and drops the
+VIP; then it comes back as a restarted process. The report shows how long
+the cluster took to notice. It is not a link or host failure.
 
 It refuses when no other node is eligible or a drill is already running.
 After the drill the election decides again: with policy preempt a
@@ -65,7 +67,7 @@ Exit status: 0 pass, 1 fail (outage above --max-outage, or a failed probe in
 a planned drill) or error.`,
 		Example: `  halb drill                          # planned move of the first VIP to the best other node
   halb drill --to lb2 --back          # to lb2, then back again
-  halb drill --hard --max-outage 2s   # silent holder, as in a crash
+  halb drill --hard --max-outage 2s   # the holder plays dead, as after kill -9
   halb drill -o json | jq .outage_ns`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -117,7 +119,7 @@ a planned drill) or error.`,
 	f := cmd.Flags()
 	f.StringVar(&o.vip, "vip", "", "VIP to move (default: the first)")
 	f.StringVar(&o.to, "to", "", "node to move it to (default: the best other eligible node)")
-	f.BoolVar(&o.hard, "hard", false, "the holder goes silent on gossip as if crashed, instead of handing over")
+	f.BoolVar(&o.hard, "hard", false, "simulate a crash of the holder (gossip port closed, no heartbeats) instead of a hand-over")
 	f.BoolVar(&o.back, "back", false, "move the VIP back to its holder afterwards (a second drill)")
 	f.DurationVar(&o.maxOutage, "max-outage", time.Second, "longest acceptable gap between successful probes")
 	f.StringVar(&o.mode, "probe", probe.ModeTCP, "probe kind: tcp (connect), tls (handshake) or https (GET /healthz)")

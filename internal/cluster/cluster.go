@@ -224,16 +224,12 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return errors.New("cluster: Run called twice")
 	}
 	bind := netip.AddrPortFrom(c.cfg.BindAddr, uint16(c.cfg.Port))
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{c.cfg.BindAddr.String()},
-		BindPort:  c.cfg.Port,
-		Logger:    c.refusals.logger(),
-	})
+	nt, err := listenGossip(bind, c.refusals, c.log)
 	if err != nil {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}
 	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals)
-	port := nt.GetAutoBindPort()
+	port := nt.Port()
 	c.port.Store(int32(port))
 	mc := c.memberlistConfig(port)
 	mc.Transport = tr
@@ -252,7 +248,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() { defer wg.Done(); c.joinLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
-	go func() { defer wg.Done(); c.heartbeatLoop(ctx, ml) }()
+	go func() { defer wg.Done(); c.heartbeatLoop(ctx, ml, nt) }()
 
 	var joinTimeout <-chan time.Time
 	if len(c.configuredPeers()) == 0 || c.cfg.JoinTimeout == 0 {
@@ -568,9 +564,11 @@ func (c *Cluster) Send(node string, msg []byte) error {
 // Messages delivers what peers sent with Send, in arrival order.
 func (c *Cluster) Messages() <-chan []byte { return c.msgs }
 
-// Silence makes this node drop all incoming and outgoing gossip for d, as if
-// it had crashed, so peers declare it dead; afterwards it rejoins. It is for
-// failover drills.
+// Silence makes this node play dead for d, as if its process had been
+// killed: it drops all gossip, sends no heartbeats and closes its gossip
+// sockets, so peers' probes are refused and they declare it dead at once;
+// afterwards it opens them again and rejoins as a restarted process would
+// (heartbeat.go). It is for failover drills.
 func (c *Cluster) Silence(d time.Duration) {
 	c.silence.Store(time.Now().Add(d).UnixNano())
 	c.log.Warn("gossip silenced for a drill", "duration", d)

@@ -430,6 +430,15 @@ func newHeartbeat(profile string) *heartbeat {
 	return &heartbeat{timing: t, boot: rand.Uint64(), det: newDetector(t), probe: tcpProbe}
 }
 
+// restart forgets every peer and takes a new boot identity, as a
+// restarted process starts, so the silence of a hard drill is not read as
+// the peers' silence.
+func (h *heartbeat) restart() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.boot, h.seq, h.det = rand.Uint64(), 0, newDetector(h.timing)
+}
+
 // isDown reports whether the detector has marked name down.
 func (h *heartbeat) isDown(name string) bool {
 	h.mu.Lock()
@@ -473,24 +482,90 @@ func (c *Cluster) receiveBeat(b []byte) bool {
 }
 
 // heartbeatLoop sends this node's beats every interval and checks the
-// peers' every check period, probing those whose beats are overdue.
-func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist) {
+// peers' every check period, probing those whose beats are overdue. While a
+// hard drill silences the node it plays dead instead (see playDead).
+func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist, sock *gossipSockets) {
 	var probes sync.WaitGroup
 	defer probes.Wait()
 	send := time.NewTicker(c.hb.timing.interval)
 	defer send.Stop()
 	check := time.NewTicker(c.hb.timing.check)
 	defer check.Stop()
+	var dead deadness
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-send.C:
-			c.sendBeats(ml)
+			if !c.playDead(&dead, sock, time.Now()) {
+				c.sendBeats(ml)
+			}
 		case <-check.C:
-			c.checkBeats(ctx, &probes)
+			if !c.playDead(&dead, sock, time.Now()) {
+				c.checkBeats(ctx, &probes)
+			}
 		}
 	}
+}
+
+// deadness is the heartbeat loop's memory of a hard drill.
+type deadness struct {
+	dead      bool
+	reopenErr string // the last failure to open the sockets again, logged once
+}
+
+// deadStep is what the heartbeat loop does about a hard drill at one tick.
+type deadStep int
+
+const (
+	stayAlive deadStep = iota // not silenced: beat and probe as usual
+	die                       // silence began: close the gossip sockets
+	stayDead                  // silenced: neither beat nor probe
+	revive                    // silence over: open the sockets, start afresh
+)
+
+// nextDeadStep decides the step from whether the node was playing dead and
+// whether it is silenced now.
+func nextDeadStep(dead, silenced bool) deadStep {
+	switch {
+	case silenced && !dead:
+		return die
+	case silenced:
+		return stayDead
+	case dead:
+		return revive
+	}
+	return stayAlive
+}
+
+// playDead carries out a hard drill's part here and reports whether the
+// node is (still) dead. A killed process neither beats nor probes its
+// peers, and the kernel refuses connections to its closed ports: peers'
+// probes read "refused" and declare it down at once, as after kill -9,
+// rather than "connected" (a stall, left to memberlist's slower detector).
+// Coming back, it opens the sockets again on the same port and beats
+// under a new boot identity with a fresh detector, as a restarted process
+// would; if the port cannot be bound yet it stays dead and retries.
+func (c *Cluster) playDead(d *deadness, sock *gossipSockets, now time.Time) bool {
+	switch nextDeadStep(d.dead, now.UnixNano() < c.silence.Load()) {
+	case die:
+		d.dead = true
+		sock.closeSockets()
+		c.log.Warn("hard drill: playing dead, gossip sockets closed")
+	case revive:
+		if err := sock.open(); err != nil {
+			if err.Error() != d.reopenErr {
+				c.log.Error("hard drill over but the gossip port cannot be opened again; retrying", "err", err)
+				d.reopenErr = err.Error()
+			}
+			return true
+		}
+		*d = deadness{}
+		c.hb.restart()
+		c.log.Info("hard drill over: gossip sockets open again, rejoining as a restarted process")
+		return false
+	}
+	return d.dead
 }
 
 // peerAddrs returns the members' gossip addresses by name.

@@ -104,16 +104,13 @@ func newBareTransport(t *testing.T, ip string, rec *recorder) (*silenceTransport
 	t.Helper()
 	log := slog.New(rec)
 	refusals := newRefusalLog(logBridge{log: log}, log, time.Now)
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{ip},
-		Logger:    refusals.logger(),
-	})
+	nt, err := listenGossip(netip.AddrPortFrom(netip.MustParseAddr(ip), 0), refusals, log)
 	if err != nil {
 		t.Fatalf("listen on %s: %v", ip, err)
 	}
 	tr := newSilenceTransport(nt, &atomic.Int64{}, newStreamLimits(maxInboundStreams, maxStreamBytes), refusals)
 	t.Cleanup(func() { _ = tr.Shutdown() })
-	return tr, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(nt.GetAutoBindPort()))
+	return tr, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(nt.Port()))
 }
 
 // receive waits for the transport to hand over a stream.

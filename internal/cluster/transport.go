@@ -18,7 +18,7 @@ var errSilenced = errors.New("gossip silenced by drill")
 // while the process keeps running. It also applies the stream limits
 // (limits.go): memberlist has no setting for them.
 type silenceTransport struct {
-	inner    *memberlist.NetTransport
+	inner    *gossipSockets
 	until    *atomic.Int64 // unix nanoseconds; silent while now is before it
 	limits   *streamLimits
 	refusals *refusalLog // reports streams closed on arrival
@@ -30,7 +30,7 @@ type silenceTransport struct {
 	once     sync.Once
 }
 
-func newSilenceTransport(inner *memberlist.NetTransport, until *atomic.Int64, limits *streamLimits, refusals *refusalLog) *silenceTransport {
+func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog) *silenceTransport {
 	t := &silenceTransport{
 		inner:    inner,
 		until:    until,

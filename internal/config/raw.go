@@ -25,6 +25,12 @@ type rawStats struct {
 	Allow        []string      `yaml:"allow"`
 	Refresh      string        `yaml:"refresh"`
 	MetricsBind  string        `yaml:"metrics_bind"`
+	TLS          *rawStatsTLS  `yaml:"tls"`
+}
+
+type rawStatsTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 type rawStatUser struct {

@@ -56,6 +56,7 @@ func TestLoadRefusesWhatRunRefuses(t *testing.T) {
 		{"server address multicast", strings.Replace(minimal, "127.0.0.2:6443", "224.0.0.1:6443", 1), "backends[0].servers[0].address", "multicast"},
 		{"server address unspecified", strings.Replace(minimal, "127.0.0.2:6443", "0.0.0.0:6443", 1), "backends[0].servers[0].address", "unspecified"},
 		{"frontend on a multicast address", strings.Replace(minimal, "127.0.0.1:6443", "239.1.1.1:6443", 1), "frontends[0].bind", "multicast"},
+		{"stats cert without key", minimal + stats("  tls: {cert_file: /etc/halb/stats.crt}\n"), "stats.tls", "cert_file and key_file go together"},
 		{"stats port 0", minimal + strings.Replace(stats(""), "127.0.0.1:9600", "127.0.0.1:0", 1), "stats.bind", "port must be 1-65535"},
 		{"witness multicast", minimal + cluster1 + "  witness: 224.0.0.1\n", "cluster.witness", "multicast"},
 		{"VIP multicast", minimal + cluster1 + "vips: [{address: 224.0.0.5, interface: eth0}]\n", "vips[0].address", "multicast"},
@@ -133,5 +134,15 @@ func TestLoadRefusesNonRegularFiles(t *testing.T) {
 	_, err := Load("/dev/zero")
 	if err == nil || !strings.Contains(err.Error(), "/dev/zero") || !strings.Contains(err.Error(), "not a regular file") {
 		t.Fatalf("Load(/dev/zero) = %v, want a refusal naming the file", err)
+	}
+}
+
+func TestStatsTLSLoads(t *testing.T) {
+	cfg, err := load(t, minimal+stats("  tls: {cert_file: /etc/halb/stats.crt, key_file: /etc/halb/stats.key}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Stats.TLS; got == nil || *got != (StatsTLS{CertFile: "/etc/halb/stats.crt", KeyFile: "/etc/halb/stats.key"}) {
+		t.Fatalf("stats.tls = %+v", got)
 	}
 }

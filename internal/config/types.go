@@ -204,6 +204,15 @@ type Stats struct {
 	// (e.g. 127.0.0.1:9601 for a local Prometheus agent); invalid: /metrics
 	// is served on Bind under the same rules as the dashboard.
 	MetricsBind netip.AddrPort
+	// TLS, when set, serves the dashboard over HTTPS (TLS 1.2 or later).
+	TLS *StatsTLS
+}
+
+// StatsTLS names the stats listener's certificate and key, PEM files
+// re-read when they change on disk.
+type StatsTLS struct {
+	CertFile string
+	KeyFile  string
 }
 
 // StatUser is one stats-page login.

@@ -215,7 +215,20 @@ func (v *validator) stats(r *rawStats) *Stats {
 		}
 		st.Allow = append(st.Allow, pfx.Masked())
 	}
+	st.TLS = v.statsTLS(r.TLS)
 	return st
+}
+
+// statsTLS checks that the stats listener's certificate and key come as a
+// pair; whether they load and match is checked where the files are read.
+func (v *validator) statsTLS(r *rawStatsTLS) *StatsTLS {
+	if r == nil {
+		return nil
+	}
+	if r.CertFile == "" || r.KeyFile == "" {
+		v.fail("stats.tls", "cert_file and key_file go together: give both PEM files, or drop stats.tls to serve plain HTTP")
+	}
+	return &StatsTLS{CertFile: r.CertFile, KeyFile: r.KeyFile}
 }
 
 func (v *validator) log(raw *rawLog) Log {

@@ -28,7 +28,7 @@ type drillMsg struct {
 const (
 	opYield   = "yield"   // the holder leaves the election for a while
 	opBoost   = "boost"   // the target outranks every node for a while
-	opSilence = "silence" // the holder goes silent on gossip, as if crashed
+	opSilence = "silence" // the holder plays dead, as if its process were killed (cluster.Silence)
 	opEnd     = "end"     // yield and boost end now
 
 	defaultDrillHold = 30 * time.Second

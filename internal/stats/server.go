@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"embed"
 	"encoding/base64"
 	"encoding/json"
@@ -54,7 +55,8 @@ type Server struct {
 	log     *slog.Logger
 
 	login    *logins
-	maxConns int // per listener; a field so tests can lower it
+	certs    *certFiles // nil: plain HTTP
+	maxConns int        // per listener; a field so tests can lower it
 	tmpl     *template.Template
 	style    template.CSS
 	script   template.JS
@@ -87,6 +89,11 @@ func New(cfg config.Stats, src admin.Source, metrics http.Handler, log *slog.Log
 		login:    newLogins(users, decoyHash(users), time.Now, hashSlotsFor(runtime.GOMAXPROCS(0))),
 		maxConns: maxConns,
 		ready:    make(chan struct{}),
+	}
+	if cfg.TLS != nil {
+		if s.certs, err = loadCertFiles(*cfg.TLS, s.log); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.loadAssets(); err != nil {
 		return nil, err
@@ -160,7 +167,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for stats on %s: %w", s.cfg.Bind, err)
 	}
 	servers := []*http.Server{s.httpServer(s.handler)}
-	listeners := []net.Listener{newGatedListener(ln, s.allowed, s.maxConns, s.log)}
+	var main net.Listener = newGatedListener(ln, s.allowed, s.maxConns, s.log)
+	if s.certs != nil {
+		// The gate comes first: a refused source costs no handshake.
+		main = tls.NewListener(main, s.certs.tlsConfig())
+	}
+	listeners := []net.Listener{main}
 	if s.cfg.MetricsBind.IsValid() {
 		mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsBind.String())
 		if err != nil {
@@ -178,7 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.metricsAddr = addrPort(listeners[1].Addr())
 	}
 	s.mu.Unlock()
-	attrs := []any{"addr", s.Addr().String()}
+	attrs := []any{"addr", s.Addr().String(), "https", s.certs != nil}
 	if ma := s.MetricsAddr(); ma.IsValid() {
 		attrs = append(attrs, "metrics_addr", ma.String())
 	} else {
