@@ -528,73 +528,101 @@ func derefOr[T any](p *T, def T) T {
 // health maps HAProxy's check options onto one halb health check.
 func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, b *outBackend) *outHealth {
 	h := &outHealth{}
-	hc := p.httpchk
-	httpLine := 0
-	if hc != nil {
-		httpLine = hc.line
-	}
-	method, path := "", ""
-	paired := hc != nil && p.sslHelloLine > 0 && p.otherCheckLine < max(httpLine, p.sslHelloLine)
-	if hc != nil {
-		method, path = hc.method, hc.path
-		if p.sendMethod != "" {
-			method = p.sendMethod
-		}
-		if p.sendPath != "" {
-			path = p.sendPath
-		}
-	}
+	req := checkRequestOf(p)
+	// HAProxy runs only the last of httpchk and ssl-hello-chk; paired
+	// is both, with no later check option overriding them.
+	paired := p.httpchk != nil && p.sslHelloLine > 0 && p.otherCheckLine < max(req.line, p.sslHelloLine)
 	switch {
-	case p.otherCheckLine > max(httpLine, p.sslHelloLine):
+	case p.otherCheckLine > max(req.line, p.sslHelloLine):
 		h.Type = "tcp"
 		if tlsCheck {
 			h.Type = "tls"
 		}
 	case paired:
-		ran := "option ssl-hello-chk, an SSL hello"
-		if hc.line > p.sslHelloLine {
-			ran = "option httpchk, an HTTP request"
-		}
-		pair := fmt.Sprintf("together with option ssl-hello-chk (line %d): the two are alternatives and HAProxy runs only the last one given (%s)", p.sslHelloLine, ran)
-		d := directiveText([]string{"option", "httpchk", method, path})
-		if hc.method == "OPTIONS" && len(hc.path) == 1 {
-			d = "option httpchk"
-		}
-		if allTalos {
-			h.Type = "tls"
-			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, path)
-			imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, path)
-		} else {
-			h.Type = "https"
-			h.Path = path
-			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
-			imp.changedFrom(hc.line, d, ran, "an HTTPS GET", "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
-		}
-	case hc != nil:
+		imp.pairedCheck(p, req, allTalos, h, b)
+	case p.httpchk != nil:
 		h.Type = "http"
 		if tlsCheck {
 			h.Type = "https"
 		}
-		h.Path = path
+		h.Path = req.path
 	case p.sslHelloLine > 0 || tlsCheck:
 		h.Type = "tls"
 	default:
 		h.Type = "tcp"
 	}
-	web := h.Type == "http" || h.Type == "https"
-	if web {
-		if method != "GET" && method != "" {
-			imp.changed(httpLine, "option httpchk "+method, "GET", "backend %s: halb checks with GET, not %s", p.name, method)
-		}
-		if !strings.HasPrefix(h.Path, "/") {
-			imp.changed(httpLine, "option httpchk", "GET /", "backend %s: path %q does not start with /", p.name, h.Path)
-			h.Path = "/"
-		}
-		h.ExpectStatus = p.expect
+	if h.Type == "http" || h.Type == "https" {
+		imp.webCheck(p, req, h)
 	} else if len(p.expect) > 0 && !paired {
 		imp.dropped(p.expectLine, "http-check expect", "backend %s: a %s check has no HTTP status, in HAProxy neither", p.name, h.Type)
 	}
+	inter := imp.checkInterval(p, sp)
+	h.Interval = formatDuration(inter)
+	h.Fall, h.Rise = imp.checkCounts(p, sp)
+	h.Timeout = checkTimeout(p, inter)
+	if (h.Type == "tls" || h.Type == "https") && (sp.caFile != "" || sp.verify == "required" || sp.sni != "") {
+		h.TLS = &outTLS{CAFile: sp.caFile, Verify: sp.verify == "required", ServerName: sp.sni}
+	}
+	return h
+}
 
+// checkRequest is the HTTP request of a check: option httpchk as
+// overridden by http-check send. line is option httpchk's, 0 without
+// one.
+type checkRequest struct {
+	line         int
+	method, path string
+}
+
+func checkRequestOf(p *proxy) checkRequest {
+	hc := p.httpchk
+	if hc == nil {
+		return checkRequest{}
+	}
+	return checkRequest{line: hc.line, method: cmp.Or(p.sendMethod, hc.method), path: cmp.Or(p.sendPath, hc.path)}
+}
+
+// pairedCheck decides the check of a backend with both option httpchk
+// and option ssl-hello-chk, which HAProxy treats as alternatives but
+// configs use together to mean an HTTPS check.
+func (imp *importer) pairedCheck(p *proxy, req checkRequest, allTalos bool, h *outHealth, b *outBackend) {
+	hc := p.httpchk
+	ran := "option ssl-hello-chk, an SSL hello"
+	if hc.line > p.sslHelloLine {
+		ran = "option httpchk, an HTTP request"
+	}
+	pair := fmt.Sprintf("together with option ssl-hello-chk (line %d): the two are alternatives and HAProxy runs only the last one given (%s)", p.sslHelloLine, ran)
+	d := directiveText([]string{"option", "httpchk", req.method, req.path})
+	if hc.method == "OPTIONS" && len(hc.path) == 1 {
+		d = "option httpchk"
+	}
+	if allTalos {
+		h.Type = "tls"
+		b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, req.path)
+		imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, req.path)
+		return
+	}
+	h.Type = "https"
+	h.Path = req.path
+	b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
+	imp.changedFrom(hc.line, d, ran, "an HTTPS GET", "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
+}
+
+// webCheck fits an HTTP or HTTPS check to what halb sends: a GET of an
+// absolute path.
+func (imp *importer) webCheck(p *proxy, req checkRequest, h *outHealth) {
+	if req.method != "GET" && req.method != "" {
+		imp.changed(req.line, "option httpchk "+req.method, "GET", "backend %s: halb checks with GET, not %s", p.name, req.method)
+	}
+	if !strings.HasPrefix(h.Path, "/") {
+		imp.changed(req.line, "option httpchk", "GET /", "backend %s: path %q does not start with /", p.name, h.Path)
+		h.Path = "/"
+	}
+	h.ExpectStatus = p.expect
+}
+
+// checkInterval is the server's inter, within what halb accepts.
+func (imp *importer) checkInterval(p *proxy, sp serverParams) time.Duration {
 	inter := derefOr(sp.inter, haproxyInter)
 	if inter < 10*time.Millisecond {
 		imp.changed(p.line, "inter "+formatDuration(inter), "inter 10ms", "backend %s: halb probes at most every 10ms", p.name)
@@ -604,7 +632,12 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		imp.changed(p.line, "inter "+formatDuration(inter), "inter "+formatDuration(config.MaxDuration), "backend %s: halb probes at least every %s", p.name, formatDuration(config.MaxDuration))
 		inter = config.MaxDuration
 	}
-	h.Interval = formatDuration(inter)
+	return inter
+}
+
+// checkCounts are the server's fall and rise, HAProxy's defaults where
+// they are below 1.
+func (imp *importer) checkCounts(p *proxy, sp serverParams) (*int, *int) {
 	fall, rise := derefOr(sp.fall, haproxyFall), derefOr(sp.rise, haproxyRise)
 	if fall < 1 {
 		imp.changed(p.line, "fall 0", fmt.Sprintf("fall %d", haproxyFall), "backend %s: at least 1", p.name)
@@ -614,19 +647,20 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		imp.changed(p.line, "rise 0", fmt.Sprintf("rise %d", haproxyRise), "backend %s: at least 1", p.name)
 		rise = haproxyRise
 	}
-	h.Fall, h.Rise = &fall, &rise
+	return &fall, &rise
+}
+
+// checkTimeout is timeout check, kept within the interval; "" leaves
+// halb's default.
+func checkTimeout(p *proxy, inter time.Duration) string {
 	if t, ok := p.timeouts["check"]; ok && t.d > 0 {
-		h.Timeout = formatDuration(max(min(t.d, inter), time.Millisecond))
-	} else if inter < config.DefaultCheckTimeout {
+		return formatDuration(max(min(t.d, inter), time.Millisecond))
+	}
+	if inter < config.DefaultCheckTimeout {
 		// halb's default probe timeout would outlast the interval.
-		h.Timeout = h.Interval
+		return formatDuration(inter)
 	}
-	if h.Type == "tls" || h.Type == "https" {
-		if sp.caFile != "" || sp.verify == "required" || sp.sni != "" {
-			h.TLS = &outTLS{CAFile: sp.caFile, Verify: sp.verify == "required", ServerName: sp.sni}
-		}
-	}
-	return h
+	return ""
 }
 
 // timeouts merges the sections' timeouts into halb's global ones.
