@@ -314,69 +314,8 @@ func (imp *importer) statsPage(p *proxy) {
 // build assembles the halb config from the carried sections.
 func (imp *importer) build() outConfig {
 	var out outConfig
-	carried := map[string]bool{}
-	var bprox []*proxy
-	for _, p := range imp.proxies {
-		if !p.isBackend() || (p.kind == "listen" && len(p.servers) == 0) {
-			continue
-		}
-		if b, ok := imp.backend(p); ok {
-			out.Backends = append(out.Backends, b)
-			carried[p.name] = true
-			bprox = append(bprox, p)
-		}
-	}
-	used := map[string]bool{}
-	var fprox []*proxy
-	vipSeen := map[netip.Addr]bool{}
-	var vips []netip.Addr
-	for _, p := range imp.proxies {
-		if !p.isFrontend() {
-			continue
-		}
-		head := p.kind + " " + p.name
-		target, line := p.defaultBackend, p.defaultBackendLine
-		if p.kind == "listen" && len(p.servers) > 0 {
-			target, line = p.name, p.line
-		}
-		if target == "" {
-			imp.changed(p.line, head, "not served", "no default_backend: not imported")
-			continue
-		}
-		if !carried[target] {
-			if why, ok := imp.skipped[target]; ok {
-				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
-			} else if !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }) {
-				imp.fail(line, "default_backend %s: no backend with that name", target)
-			} else {
-				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported, so frontend %s is not either", target, p.name)
-			}
-			continue
-		}
-		if len(p.binds) == 0 {
-			imp.dropped(p.line, head, "no bind line, so HAProxy did not listen for it either: not imported")
-			continue
-		}
-		used[target] = true
-		fprox = append(fprox, p)
-		for i, b := range p.binds {
-			name := p.name
-			if i > 0 {
-				name = fmt.Sprintf("%s_%d", p.name, i+1)
-				imp.dropped(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s, which listens the same way", name)
-			}
-			out.Frontends = append(out.Frontends, outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line})
-			a := b.addr.Addr()
-			switch {
-			case a.IsUnspecified():
-				imp.confirm(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
-			case a.IsLoopback():
-			case !vipSeen[a]:
-				vipSeen[a] = true
-				vips = append(vips, a)
-			}
-		}
-	}
+	bprox := imp.buildBackends(&out)
+	fprox, used, vips := imp.buildFrontends(&out, bprox)
 	for _, p := range bprox {
 		if !used[p.name] {
 			imp.confirm(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
@@ -396,6 +335,97 @@ func (imp *importer) build() outConfig {
 	}
 	out.Stats = imp.stats
 	return out
+}
+
+// buildBackends adds the backends that can be imported and returns their
+// sections. A listen section without servers is only a frontend.
+func (imp *importer) buildBackends(out *outConfig) []*proxy {
+	var bprox []*proxy
+	for _, p := range imp.proxies {
+		if !p.isBackend() || (p.kind == "listen" && len(p.servers) == 0) {
+			continue
+		}
+		if b, ok := imp.backend(p); ok {
+			out.Backends = append(out.Backends, b)
+			bprox = append(bprox, p)
+		}
+	}
+	return bprox
+}
+
+// buildFrontends adds a frontend per bind address of each frontend whose
+// backend was imported. It returns their sections, the backends they use
+// and the addresses they bind that can be VIPs, in file order.
+func (imp *importer) buildFrontends(out *outConfig, bprox []*proxy) (fprox []*proxy, used map[string]bool, vips []netip.Addr) {
+	carried := map[string]bool{}
+	for _, p := range bprox {
+		carried[p.name] = true
+	}
+	used = map[string]bool{}
+	vipSeen := map[netip.Addr]bool{}
+	for _, p := range imp.proxies {
+		if !p.isFrontend() {
+			continue
+		}
+		target, ok := imp.frontendTarget(p, carried)
+		if !ok {
+			continue
+		}
+		used[target] = true
+		fprox = append(fprox, p)
+		for i, b := range p.binds {
+			out.Frontends = append(out.Frontends, imp.frontend(p, i, target))
+			a := b.addr.Addr()
+			switch {
+			case a.IsUnspecified():
+				imp.confirm(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
+			case a.IsLoopback():
+			case !vipSeen[a]:
+				vipSeen[a] = true
+				vips = append(vips, a)
+			}
+		}
+	}
+	return fprox, used, vips
+}
+
+// frontendTarget returns the backend a frontend or listen section sends
+// its connections to, or false when the section is not imported as a
+// frontend, with the warning or error that says why.
+func (imp *importer) frontendTarget(p *proxy, carried map[string]bool) (string, bool) {
+	head := p.kind + " " + p.name
+	target, line := p.defaultBackend, p.defaultBackendLine
+	if p.kind == "listen" && len(p.servers) > 0 {
+		target, line = p.name, p.line
+	}
+	why, skipped := imp.skipped[target]
+	switch {
+	case target == "":
+		imp.changed(p.line, head, "not served", "no default_backend: not imported")
+	case carried[target] && len(p.binds) == 0:
+		imp.dropped(p.line, head, "no bind line, so HAProxy did not listen for it either: not imported")
+	case carried[target]:
+		return target, true
+	case skipped:
+		imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
+	case !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }):
+		imp.fail(line, "default_backend %s: no backend with that name", target)
+	default:
+		imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported, so frontend %s is not either", target, p.name)
+	}
+	return "", false
+}
+
+// frontend is bind i of section p; halb binds one address per frontend,
+// so binds after the first become frontends of their own.
+func (imp *importer) frontend(p *proxy, i int, target string) outFrontend {
+	b := p.binds[i]
+	name := p.name
+	if i > 0 {
+		name = fmt.Sprintf("%s_%d", p.name, i+1)
+		imp.dropped(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s, which listens the same way", name)
+	}
+	return outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line}
 }
 
 // balance maps HAProxy's algorithm to one halb has.
