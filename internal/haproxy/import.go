@@ -484,20 +484,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 			imp.dropped(s.line, "server "+s.name+" … disabled", "disabled in HAProxy; not imported")
 			continue
 		}
-		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup)}
-		if sp.weight != nil {
-			w := *sp.weight
-			switch {
-			case w == 0:
-				imp.changedFrom(s.line, "server "+s.name+" … weight 0", "weight 0: no new connections", "weight 1: its share of new connections", "halb has no weight 0; drain the server with `halb server drain` instead")
-			case w > 256:
-				imp.changed(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "weight 256", "halb's weights go up to 256, so the shares between servers differ")
-				w = 256
-				o.Weight = &w
-			default:
-				o.Weight = &w
-			}
-		}
+		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup), Weight: imp.weight(s, sp.weight)}
 		sslTraffic = sslTraffic || isSet(sp.ssl)
 		tlsCheck = tlsCheck || isSet(sp.ssl) || isSet(sp.checkSSL)
 		allTalos = allTalos && s.addr.Port() == talosPort
@@ -540,6 +527,24 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 		imp.talosCheck(p, params, b.Health, &b)
 	}
 	return b, true
+}
+
+// weight is a server's weight within halb's 1 to 256; nil leaves
+// halb's default, 1.
+func (imp *importer) weight(s server, weight *int) *int {
+	if weight == nil {
+		return nil
+	}
+	w := *weight
+	switch {
+	case w == 0:
+		imp.changedFrom(s.line, "server "+s.name+" … weight 0", "weight 0: no new connections", "weight 1: its share of new connections", "halb has no weight 0; drain the server with `halb server drain` instead")
+		return nil
+	case w > 256:
+		imp.changed(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "weight 256", "halb's weights go up to 256, so the shares between servers differ")
+		w = 256
+	}
+	return &w
 }
 
 func sameCheck(a, b serverParams) bool {
