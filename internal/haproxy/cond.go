@@ -389,9 +389,6 @@ func expandVar(raw string, i int, env map[string]string, undefined *[]string) (s
 // or {NAME-default}. next is the index after it; name is "" when there
 // is none.
 func varRef(s string, i int) (name, def string, hasDef bool, next int) {
-	isName := func(c byte) bool {
-		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-	}
 	if s[i] == '{' {
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
@@ -400,17 +397,22 @@ func varRef(s string, i int) (name, def string, hasDef bool, next int) {
 		body := s[i+1 : i+end]
 		name, def, hasDef = strings.Cut(body, "-")
 		for j := 0; j < len(name); j++ {
-			if !isName(name[j]) {
+			if !isNameByte(name[j]) {
 				return "", "", false, i
 			}
 		}
 		return name, def, hasDef, i + end + 1
 	}
 	j := i
-	for j < len(s) && isName(s[j]) {
+	for j < len(s) && isNameByte(s[j]) {
 		j++
 	}
 	return s[i:j], "", false, j
+}
+
+// isNameByte says whether c may be part of a variable or predicate name.
+func isNameByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // tri is a truth value that may be unknown to the importer; "&&" and "||"
@@ -531,8 +533,14 @@ func (p *condParser) operand(depth int) (condValue, error) {
 		}
 		return condValue{v: triFalse}, nil
 	}
-	j := p.i
-	for j < len(p.s) && (p.s[j] == '_' || p.s[j] >= 'a' && p.s[j] <= 'z' || p.s[j] >= 'A' && p.s[j] <= 'Z' || p.s[j] >= '0' && p.s[j] <= '9') {
+	return p.call()
+}
+
+// call reads a predicate, with its arguments in parentheses if it has
+// any, and evaluates it.
+func (p *condParser) call() (condValue, error) {
+	start, j := p.i, p.i
+	for j < len(p.s) && isNameByte(p.s[j]) {
 		j++
 	}
 	name := p.s[p.i:j]
