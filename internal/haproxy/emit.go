@@ -151,7 +151,7 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 // comment adds the comments of one top-level key: where each item came
 // from and what the operator should know about it.
 func (imp *importer) comment(key, val *yaml.Node, out *outConfig) {
-	src := imp.opts.Source
+	src := commentSafe(imp.opts.Source)
 	switch key.Value {
 	case "frontends":
 		for j, item := range val.Content {
@@ -181,7 +181,7 @@ func (imp *importer) comment(key, val *yaml.Node, out *outConfig) {
 			}
 		}
 	case "stats":
-		key.HeadComment = fmt.Sprintf("HAProxy's stats page (%s:%d), now halb's dashboard, /status.json and /metrics.", commentSafe(src), imp.statsLine)
+		key.HeadComment = fmt.Sprintf("HAProxy's stats page (%s:%d), now halb's dashboard, /status.json and /metrics.", src, imp.statsLine)
 		if v := mapValue(val, "password_file"); v != nil {
 			v.LineComment = fmt.Sprintf("halb passwd --user %s --line >> %s", commentSafe(imp.statsUser), statsUsersFile)
 		}
@@ -314,7 +314,9 @@ func spaceTopLevel(s string) string {
 	return b.String()
 }
 
-// commentSafe keeps a file name from breaking out of a YAML comment.
+// commentSafe keeps text from the input or the command line from
+// breaking out of a YAML comment, or the encoder: line breaks become
+// spaces and invalid UTF-8 becomes U+FFFD.
 func commentSafe(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\r' {

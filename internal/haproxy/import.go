@@ -633,7 +633,7 @@ func (imp *importer) pairedCheck(p *proxy, req checkRequest, allTalos bool, h *o
 	}
 	if allTalos {
 		h.Type = "tls"
-		b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, req.path)
+		b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, commentSafe(req.path))
 		imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, req.path)
 		return
 	}
