@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -210,5 +211,61 @@ f:1: dropped, no effect: log global: m1
 `
 	if diff := cmp.Diff(want, FormatWarnings(ws, "f")); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// The keepalived.conf's host is the node with its unicast_src_ip; its
+// router_id, often only a host name, counts only when there is no
+// unicast_src_ip, so a file naming a foreign address matches nobody.
+func TestKeepalivedHost(t *testing.T) {
+	nodes := []Node{
+		{Name: "lb1", Address: netip.MustParseAddr("10.0.0.1")},
+		{Name: "lb2", Address: netip.MustParseAddr("10.0.0.2")},
+	}
+	tests := []struct {
+		name     string
+		k        Keepalived
+		wantSelf int
+		wantHow  string
+	}{
+		{"by unicast_src_ip", Keepalived{SrcIP: netip.MustParseAddr("10.0.0.2"), RouterID: "lb1"}, 1, "its unicast_src_ip 10.0.0.2"},
+		{"by router_id", Keepalived{RouterID: "lb2"}, 1, "its router_id lb2"},
+		{"router_id ignored beside a foreign unicast_src_ip", Keepalived{SrcIP: netip.MustParseAddr("10.0.0.9"), RouterID: "lb1"}, -1, ""},
+		{"neither", Keepalived{RouterID: "lb9"}, -1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			self, how := keepalivedHost(nodes, &tt.k)
+			if self != tt.wantSelf || how != tt.wantHow {
+				t.Fatalf("keepalivedHost = %d, %q; want %d, %q", self, how, tt.wantSelf, tt.wantHow)
+			}
+		})
+	}
+}
+
+// A check's timeout never outlasts its interval: HAProxy's timeout check
+// is cut to inter, and without one a short inter replaces halb's default.
+func TestCheckTimeout(t *testing.T) {
+	withCheck := func(d time.Duration) *proxy {
+		return &proxy{timeouts: map[string]timeoutVal{"check": {d: d}}}
+	}
+	tests := []struct {
+		name  string
+		p     *proxy
+		inter time.Duration
+		want  string
+	}{
+		{"timeout check kept", withCheck(500 * time.Millisecond), 2 * time.Second, "500ms"},
+		{"timeout check cut to inter", withCheck(5 * time.Second), 2 * time.Second, "2s"},
+		{"timeout check 0 ignored", withCheck(0), 2 * time.Second, ""},
+		{"no timeout check: halb's default", &proxy{}, 2 * time.Second, ""},
+		{"no timeout check, short inter: inter", &proxy{}, 300 * time.Millisecond, "300ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := checkTimeout(tt.p, tt.inter); got != tt.want {
+				t.Fatalf("checkTimeout = %q; want %q", got, tt.want)
+			}
+		})
 	}
 }

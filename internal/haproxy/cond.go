@@ -54,140 +54,184 @@ const (
 // returns keep[i] for line i+1; the .if/.elif/.else/.endif lines and
 // HAProxy's .diag/.notice/.warning lines are never kept.
 func conditionals(lines []string, env map[string]string) (keep []bool, warns []Warning, errs Errors, assumed []string) {
-	keep = make([]bool, len(lines))
-	var stack []*condFrame
-	active := func() bool { return len(stack) == 0 || stack[len(stack)-1].state == branchTake }
-	fail := func(n int, format string, args ...any) {
-		errs = append(errs, &LineError{Line: n, Err: fmt.Errorf(format, args...)})
-	}
-	seenVar := map[string]bool{}
-	eval := func(n int, kw, raw string) (bool, bool) {
-		v, vars, err := evalCondition(raw, env)
-		for _, name := range vars {
-			warns = append(warns, Warning{Line: n, Directive: kw + " " + strings.TrimSpace(raw),
-				Message: fmt.Sprintf("environment variable %s taken as undefined: the importer cannot see the environment HAProxy ran with, so this condition is %t here; if %s is set on your LB hosts, import again with --define %s=VALUE", name, v, name, name), Effect: Confirm})
-			if !seenVar[name] {
-				seenVar[name] = true
-				assumed = append(assumed, name)
-			}
-		}
-		if err != nil {
-			fail(n, "%s %s: %v", kw, strings.TrimSpace(raw), err)
-			return false, false
-		}
-		return v, true
-	}
-	// endBranch notes the directive lines a false branch left out.
-	endBranch := func(f *condFrame) {
-		if f.dropped > 0 {
-			warns = append(warns, Warning{Line: f.branchLine, Directive: f.branchWhy,
-				Message: fmt.Sprintf("%d line(s) up to line %d not imported: HAProxy does not read this branch", f.dropped, f.lastDrop), Effect: Dropped})
-		}
-		f.dropped, f.lastDrop = 0, 0
-	}
-	startBranch := func(f *condFrame, n int, why string) {
-		f.branchLine, f.branchWhy = n, why
-	}
+	r := &condReader{env: env, keep: make([]bool, len(lines)), seenVar: map[string]bool{}}
 	for i, raw := range lines {
-		n := i + 1
-		line := strings.TrimSuffix(raw, "\r")
-		kw, rest := dotDirective(line)
-		if kw == "" {
-			if active() {
-				keep[i] = true
-			} else if f := dropper(stack); f != nil {
-				if w, err := splitWords(line); err == nil && len(w) > 0 {
-					f.dropped++
-					f.lastDrop = n
-				}
-			}
-			continue
+		if !r.line(i+1, strings.TrimSuffix(raw, "\r")) {
+			return r.keep, r.warns, r.errs, r.assumed
 		}
-		switch kw {
-		case ".if":
-			if len(stack) >= maxCondNesting {
-				fail(n, ".if: more than %d nested blocks", maxCondNesting)
-				return keep, warns, errs, assumed
-			}
-			f := &condFrame{line: n, state: branchSkip}
-			if active() {
-				if v, ok := eval(n, kw, rest); ok {
-					f.state = branchDrop
-					if v {
-						f.state, f.takenAt = branchTake, n
-					}
-				}
-			}
-			startBranch(f, n, ".if "+strings.TrimSpace(rest)+" (false)")
-			stack = append(stack, f)
-		case ".elif", ".else":
-			if len(stack) == 0 {
-				fail(n, "%s without a matching .if", kw)
-				continue
-			}
-			f := stack[len(stack)-1]
-			if f.sawElse {
-				fail(n, "%s after .else (line %d) of the .if at line %d", kw, f.branchLine, f.line)
-				continue
-			}
-			endBranch(f)
-			why := kw
-			if kw == ".elif" {
-				why = ".elif " + strings.TrimSpace(rest)
-			}
-			switch f.state {
-			case branchTake:
-				f.state = branchDone
-				why += fmt.Sprintf(" (an earlier branch, line %d, is taken)", f.takenAt)
-			case branchDone:
-				why += fmt.Sprintf(" (an earlier branch, line %d, is taken)", f.takenAt)
-			case branchDrop:
-				take := true
-				if kw == ".elif" {
-					v, ok := eval(n, kw, rest)
-					take = v
-					if !ok {
-						// Refused: read nothing more of this block, so one
-						// error does not cascade into others.
-						f.state = branchSkip
-						continue
-					}
-				}
-				if take {
-					f.state, f.takenAt = branchTake, n
-				} else {
-					why += " (false)"
-				}
-			}
-			if kw == ".else" {
-				f.sawElse = true
-			}
-			startBranch(f, n, why)
-		case ".endif":
-			if len(stack) == 0 {
-				fail(n, ".endif without a matching .if")
-				continue
-			}
-			endBranch(stack[len(stack)-1])
-			stack = stack[:len(stack)-1]
-		case ".diag", ".notice", ".warning":
-			if active() {
-				warns = append(warns, Warning{Line: n, Directive: kw, Message: "HAProxy prints this message at startup; halb does not: " + strings.TrimSpace(rest), Effect: Dropped})
-			}
-		case ".alert":
-			if active() {
-				fail(n, ".alert: HAProxy refuses to start with this file here (%s); fix the conditions above it first", strings.TrimSpace(rest))
-			}
-		default:
-			if active() {
-				fail(n, "%s: not an HAProxy directive (want .if, .elif, .else, .endif, .diag, .notice, .warning or .alert)", kw)
+	}
+	for _, f := range slices.Backward(r.stack) {
+		r.fail(f.line, ".if without a matching .endif")
+	}
+	return r.keep, r.warns, r.errs, r.assumed
+}
+
+// condReader is the state of conditionals between lines.
+type condReader struct {
+	env     map[string]string
+	keep    []bool
+	stack   []*condFrame // the open .if blocks, innermost last
+	warns   []Warning
+	errs    Errors
+	assumed []string        // variables taken as undefined, in first-use order
+	seenVar map[string]bool // the set of assumed
+}
+
+// active says whether HAProxy reads the current line.
+func (r *condReader) active() bool {
+	return len(r.stack) == 0 || r.stack[len(r.stack)-1].state == branchTake
+}
+
+func (r *condReader) fail(n int, format string, args ...any) {
+	r.errs = append(r.errs, &LineError{Line: n, Err: fmt.Errorf(format, args...)})
+}
+
+// line reads line n; it returns false when the rest of the file cannot
+// be read.
+func (r *condReader) line(n int, line string) bool {
+	kw, rest := dotDirective(line)
+	switch kw {
+	case "":
+		r.plain(n, line)
+	case ".if":
+		return r.open(n, rest)
+	case ".elif", ".else":
+		r.branch(n, kw, rest)
+	case ".endif":
+		if len(r.stack) == 0 {
+			r.fail(n, ".endif without a matching .if")
+			return true
+		}
+		r.endBranch(r.stack[len(r.stack)-1])
+		r.stack = r.stack[:len(r.stack)-1]
+	case ".diag", ".notice", ".warning":
+		if r.active() {
+			r.warns = append(r.warns, Warning{Line: n, Directive: kw, Message: "HAProxy prints this message at startup; halb does not: " + strings.TrimSpace(rest), Effect: Dropped})
+		}
+	case ".alert":
+		if r.active() {
+			r.fail(n, ".alert: HAProxy refuses to start with this file here (%s); fix the conditions above it first", strings.TrimSpace(rest))
+		}
+	default:
+		if r.active() {
+			r.fail(n, "%s: not an HAProxy directive (want .if, .elif, .else, .endif, .diag, .notice, .warning or .alert)", kw)
+		}
+	}
+	return true
+}
+
+// plain keeps a line that is not a dot directive if HAProxy reads it, and
+// otherwise counts it for the note about lines left out.
+func (r *condReader) plain(n int, line string) {
+	if r.active() {
+		r.keep[n-1] = true
+		return
+	}
+	if f := dropper(r.stack); f != nil {
+		if w, err := splitWords(line); err == nil && len(w) > 0 {
+			f.dropped++
+			f.lastDrop = n
+		}
+	}
+}
+
+// open starts an .if block; it returns false when blocks nest too deeply
+// to read on.
+func (r *condReader) open(n int, rest string) bool {
+	if len(r.stack) >= maxCondNesting {
+		r.fail(n, ".if: more than %d nested blocks", maxCondNesting)
+		return false
+	}
+	f := &condFrame{line: n, state: branchSkip}
+	if r.active() {
+		if v, ok := r.eval(n, ".if", rest); ok {
+			f.state = branchDrop
+			if v {
+				f.state, f.takenAt = branchTake, n
 			}
 		}
 	}
-	for _, f := range slices.Backward(stack) {
-		fail(f.line, ".if without a matching .endif")
+	f.startBranch(n, ".if "+strings.TrimSpace(rest)+" (false)")
+	r.stack = append(r.stack, f)
+	return true
+}
+
+// branch moves the innermost block on to its .elif or .else branch.
+func (r *condReader) branch(n int, kw, rest string) {
+	if len(r.stack) == 0 {
+		r.fail(n, "%s without a matching .if", kw)
+		return
 	}
-	return keep, warns, errs, assumed
+	f := r.stack[len(r.stack)-1]
+	if f.sawElse {
+		r.fail(n, "%s after .else (line %d) of the .if at line %d", kw, f.branchLine, f.line)
+		return
+	}
+	r.endBranch(f)
+	why := kw
+	if kw == ".elif" {
+		why = ".elif " + strings.TrimSpace(rest)
+	}
+	switch f.state {
+	case branchTake:
+		f.state = branchDone
+		why += fmt.Sprintf(" (an earlier branch, line %d, is taken)", f.takenAt)
+	case branchDone:
+		why += fmt.Sprintf(" (an earlier branch, line %d, is taken)", f.takenAt)
+	case branchDrop:
+		take := true
+		if kw == ".elif" {
+			v, ok := r.eval(n, kw, rest)
+			if !ok {
+				// Refused: read nothing more of this block, so one
+				// error does not cascade into others.
+				f.state = branchSkip
+				return
+			}
+			take = v
+		}
+		if take {
+			f.state, f.takenAt = branchTake, n
+		} else {
+			why += " (false)"
+		}
+	}
+	if kw == ".else" {
+		f.sawElse = true
+	}
+	f.startBranch(n, why)
+}
+
+// eval evaluates the condition of an .if or .elif; ok is false when it
+// was refused.
+func (r *condReader) eval(n int, kw, raw string) (v, ok bool) {
+	v, vars, err := evalCondition(raw, r.env)
+	for _, name := range vars {
+		r.warns = append(r.warns, Warning{Line: n, Directive: kw + " " + strings.TrimSpace(raw),
+			Message: fmt.Sprintf("environment variable %s taken as undefined: the importer cannot see the environment HAProxy ran with, so this condition is %t here; if %s is set on your LB hosts, import again with --define %s=VALUE", name, v, name, name), Effect: Confirm})
+		if !r.seenVar[name] {
+			r.seenVar[name] = true
+			r.assumed = append(r.assumed, name)
+		}
+	}
+	if err != nil {
+		r.fail(n, "%s %s: %v", kw, strings.TrimSpace(raw), err)
+		return false, false
+	}
+	return v, true
+}
+
+// endBranch notes the directive lines a false branch left out.
+func (r *condReader) endBranch(f *condFrame) {
+	if f.dropped > 0 {
+		r.warns = append(r.warns, Warning{Line: f.branchLine, Directive: f.branchWhy,
+			Message: fmt.Sprintf("%d line(s) up to line %d not imported: HAProxy does not read this branch", f.dropped, f.lastDrop), Effect: Dropped})
+	}
+	f.dropped, f.lastDrop = 0, 0
+}
+
+func (f *condFrame) startBranch(n int, why string) {
+	f.branchLine, f.branchWhy = n, why
 }
 
 // dropper is the innermost block whose own condition leaves the current
@@ -284,20 +328,7 @@ func expandCondition(raw string, env map[string]string) (string, []string, error
 			}
 			cur.WriteByte(c)
 		case c == '$' && i+1 < len(raw):
-			name, def, hasDef, next := varRef(raw, i+1)
-			if name == "" {
-				cur.WriteByte(c)
-				in = true
-				continue
-			}
-			v, ok := env[name]
-			if !ok {
-				if hasDef {
-					v = def
-				} else if !slices.Contains(vars, name) {
-					vars = append(vars, name)
-				}
-			}
+			v, next := expandVar(raw, i, env, &vars)
 			cur.WriteString(v)
 			in = true
 			i = next - 1
@@ -334,13 +365,30 @@ func expandCondition(raw string, env map[string]string) (string, []string, error
 	return strings.Join(words, " "), vars, nil
 }
 
+// expandVar returns the value of the variable reference at the '$' at
+// raw[i], or the '$' itself when none follows, and the index after it.
+// A variable env does not define and that has no default is added to
+// *undefined.
+func expandVar(raw string, i int, env map[string]string, undefined *[]string) (string, int) {
+	name, def, hasDef, next := varRef(raw, i+1)
+	if name == "" {
+		return "$", i + 1
+	}
+	v, ok := env[name]
+	switch {
+	case ok:
+	case hasDef:
+		v = def
+	case !slices.Contains(*undefined, name):
+		*undefined = append(*undefined, name)
+	}
+	return v, next
+}
+
 // varRef reads a variable reference after a '$' at s[i:]: NAME, {NAME}
 // or {NAME-default}. next is the index after it; name is "" when there
 // is none.
 func varRef(s string, i int) (name, def string, hasDef bool, next int) {
-	isName := func(c byte) bool {
-		return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-	}
 	if s[i] == '{' {
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
@@ -349,17 +397,22 @@ func varRef(s string, i int) (name, def string, hasDef bool, next int) {
 		body := s[i+1 : i+end]
 		name, def, hasDef = strings.Cut(body, "-")
 		for j := 0; j < len(name); j++ {
-			if !isName(name[j]) {
+			if !isNameByte(name[j]) {
 				return "", "", false, i
 			}
 		}
 		return name, def, hasDef, i + end + 1
 	}
 	j := i
-	for j < len(s) && isName(s[j]) {
+	for j < len(s) && isNameByte(s[j]) {
 		j++
 	}
 	return s[i:j], "", false, j
+}
+
+// isNameByte says whether c may be part of a variable or predicate name.
+func isNameByte(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // tri is a truth value that may be unknown to the importer; "&&" and "||"
@@ -480,8 +533,14 @@ func (p *condParser) operand(depth int) (condValue, error) {
 		}
 		return condValue{v: triFalse}, nil
 	}
-	j := p.i
-	for j < len(p.s) && (p.s[j] == '_' || p.s[j] >= 'a' && p.s[j] <= 'z' || p.s[j] >= 'A' && p.s[j] <= 'Z' || p.s[j] >= '0' && p.s[j] <= '9') {
+	return p.call()
+}
+
+// call reads a predicate, with its arguments in parentheses if it has
+// any, and evaluates it.
+func (p *condParser) call() (condValue, error) {
+	start, j := p.i, p.i
+	for j < len(p.s) && isNameByte(p.s[j]) {
 		j++
 	}
 	name := p.s[p.i:j]

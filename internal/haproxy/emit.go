@@ -124,77 +124,8 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 	if err := root.Encode(out); err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
-	src := imp.opts.Source
 	for i := 0; i+1 < len(root.Content); i += 2 {
-		key, val := root.Content[i], root.Content[i+1]
-		switch key.Value {
-		case "frontends":
-			for j, item := range val.Content {
-				if j < len(out.Frontends) {
-					nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, out.Frontends[j].line)
-				}
-			}
-		case "backends":
-			for j, item := range val.Content {
-				if j >= len(out.Backends) {
-					continue
-				}
-				b := out.Backends[j]
-				nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, b.line)
-				if b.typeNote != "" {
-					if t := mapValue(mapValue(item, "health"), "type"); t != nil {
-						t.LineComment = b.typeNote
-					}
-				}
-				if b.healthNote != "" {
-					if k := mapKey(item, "health"); k != nil {
-						k.HeadComment = b.healthNote
-					}
-				}
-				if b.credNote != "" {
-					tls := mapValue(mapValue(item, "health"), "tls")
-					for _, f := range []string{"kubeconfig", "talosconfig"} {
-						if v := mapValue(tls, f); v != nil {
-							v.LineComment = b.credNote
-						}
-					}
-				}
-			}
-		case "cluster":
-			key.HeadComment = "Gossip between the LB hosts. Each host runs: halb run --config FILE --node NAME"
-			if k := mapKey(val, "keyring_file"); k != nil {
-				k.HeadComment = "Where `halb keys` saves a rotated keyring (the unit's StateDirectory)."
-			}
-			if k := mapKey(val, "nodes"); k != nil && out.Cluster.nodesNote != "" {
-				k.HeadComment = out.Cluster.nodesNote
-			}
-		case "vips":
-			for j, item := range val.Content {
-				if j >= len(out.VIPs) {
-					continue
-				}
-				if v := mapValue(item, "address"); v != nil && out.VIPs[j].addrNote != "" {
-					v.LineComment = out.VIPs[j].addrNote
-				}
-				if v := mapValue(item, "interface"); v != nil && out.VIPs[j].ifaceNote != "" {
-					v.LineComment = out.VIPs[j].ifaceNote
-				}
-			}
-		case "hooks":
-			key.HeadComment = "keepalived's notify scripts, run by halb on its events (argv, no shell)."
-			for j, item := range val.Content {
-				if j < len(out.Hooks) {
-					if v := mapValue(item, "on"); v != nil {
-						v.LineComment = fmt.Sprintf("%s:%d", commentSafe(imp.opts.KeepalivedSource), out.Hooks[j].line)
-					}
-				}
-			}
-		case "stats":
-			key.HeadComment = fmt.Sprintf("HAProxy's stats page (%s:%d), now halb's dashboard, /status.json and /metrics.", commentSafe(src), imp.statsLine)
-			if v := mapValue(val, "password_file"); v != nil {
-				v.LineComment = fmt.Sprintf("halb passwd --user %s --line >> %s", commentSafe(imp.statsUser), statsUsersFile)
-			}
-		}
+		imp.comment(root.Content[i], root.Content[i+1], out)
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
@@ -207,7 +138,106 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 	}
 
 	var b strings.Builder
-	fmt.Fprintf(&b, "# halb config imported from %s by `halb import haproxy`.\n", commentSafe(src))
+	imp.writeHeader(&b, out)
+	b.WriteString("\n")
+	b.WriteString(spaceTopLevel(buf.String()))
+	if out.noCluster {
+		b.WriteString("\n# No cluster and no vips: this host proxies but does not hold a VIP.\n")
+		b.WriteString("# Import again with --node NAME=ADDRESS for every LB host to add them.\n")
+	}
+	return []byte(b.String()), nil
+}
+
+// comment adds the comments of one top-level key: where each item came
+// from and what the operator should know about it.
+func (imp *importer) comment(key, val *yaml.Node, out *outConfig) {
+	src := commentSafe(imp.opts.Source)
+	switch key.Value {
+	case "frontends":
+		for j, item := range val.Content {
+			if j < len(out.Frontends) {
+				nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, out.Frontends[j].line)
+			}
+		}
+	case "backends":
+		for j, item := range val.Content {
+			if j < len(out.Backends) {
+				commentBackend(item, out.Backends[j], src)
+			}
+		}
+	case "cluster":
+		commentCluster(key, val, out.Cluster)
+	case "vips":
+		for j, item := range val.Content {
+			if j < len(out.VIPs) {
+				commentVIP(item, out.VIPs[j])
+			}
+		}
+	case "hooks":
+		key.HeadComment = "keepalived's notify scripts, run by halb on its events (argv, no shell)."
+		for j, item := range val.Content {
+			if v := mapValue(item, "on"); v != nil && j < len(out.Hooks) {
+				v.LineComment = fmt.Sprintf("%s:%d", commentSafe(imp.opts.KeepalivedSource), out.Hooks[j].line)
+			}
+		}
+	case "stats":
+		key.HeadComment = fmt.Sprintf("HAProxy's stats page (%s:%d), now halb's dashboard, /status.json and /metrics.", src, imp.statsLine)
+		if v := mapValue(val, "password_file"); v != nil {
+			v.LineComment = fmt.Sprintf("halb passwd --user %s --line >> %s", commentSafe(imp.statsUser), statsUsersFile)
+		}
+	}
+}
+
+// commentCluster says how the cluster section is used and, when the
+// priorities were assumed, where from.
+func commentCluster(key, val *yaml.Node, c *outCluster) {
+	key.HeadComment = "Gossip between the LB hosts. Each host runs: halb run --config FILE --node NAME"
+	if k := mapKey(val, "keyring_file"); k != nil {
+		k.HeadComment = "Where `halb keys` saves a rotated keyring (the unit's StateDirectory)."
+	}
+	if k := mapKey(val, "nodes"); k != nil && c.nodesNote != "" {
+		k.HeadComment = c.nodesNote
+	}
+}
+
+// commentBackend notes the backend's source line and, where the importer
+// chose the check, why and how to make its credentials.
+func commentBackend(item *yaml.Node, b outBackend, src string) {
+	nameValue(item).LineComment = fmt.Sprintf("%s:%d", src, b.line)
+	if b.typeNote != "" {
+		if t := mapValue(mapValue(item, "health"), "type"); t != nil {
+			t.LineComment = b.typeNote
+		}
+	}
+	if b.healthNote != "" {
+		if k := mapKey(item, "health"); k != nil {
+			k.HeadComment = b.healthNote
+		}
+	}
+	if b.credNote != "" {
+		tls := mapValue(mapValue(item, "health"), "tls")
+		for _, f := range []string{"kubeconfig", "talosconfig"} {
+			if v := mapValue(tls, f); v != nil {
+				v.LineComment = b.credNote
+			}
+		}
+	}
+}
+
+// commentVIP marks what was assumed about a VIP.
+func commentVIP(item *yaml.Node, v outVIP) {
+	if n := mapValue(item, "address"); n != nil && v.addrNote != "" {
+		n.LineComment = v.addrNote
+	}
+	if n := mapValue(item, "interface"); n != nil && v.ifaceNote != "" {
+		n.LineComment = v.ifaceNote
+	}
+}
+
+// writeHeader writes the comment above the config: where it came from
+// and what to do before using it.
+func (imp *importer) writeHeader(b *strings.Builder, out *outConfig) {
+	fmt.Fprintf(b, "# halb config imported from %s by `halb import haproxy`.\n", commentSafe(imp.opts.Source))
 	b.WriteString("# Read the warnings printed with it: HAProxy settings without a halb\n")
 	b.WriteString("# equivalent were left out. Then:\n")
 	if out.Cluster != nil {
@@ -219,25 +249,18 @@ func (imp *importer) render(out *outConfig) ([]byte, error) {
 		b.WriteString("# The Talos control planes authenticate health checks: create on every LB\n")
 		b.WriteString("# host, readable by the halb user only (0600), before cutting over:\n")
 		for _, c := range imp.credentials {
-			fmt.Fprintf(&b, "#   %s\n", c)
+			fmt.Fprintf(b, "#   %s\n", c)
 		}
 		b.WriteString("# Step by step: docs/getting-started-talos.md#check-credentials\n")
 	}
 	if out.Stats != nil {
 		b.WriteString("# The stats page's logins (HAProxy's password is never carried over):\n")
-		fmt.Fprintf(&b, "#   halb passwd --user %s --line >> %s\n", commentSafe(imp.statsUser), statsUsersFile)
+		fmt.Fprintf(b, "#   halb passwd --user %s --line >> %s\n", commentSafe(imp.statsUser), statsUsersFile)
 	}
 	if len(imp.assumedUndefined) > 0 {
-		fmt.Fprintf(&b, "# .if conditions were evaluated with %s taken as undefined: the\n", commentSafe(strings.Join(imp.assumedUndefined, ", ")))
+		fmt.Fprintf(b, "# .if conditions were evaluated with %s taken as undefined: the\n", commentSafe(strings.Join(imp.assumedUndefined, ", ")))
 		b.WriteString("# importer cannot see the LB hosts' environment (see the warnings).\n")
 	}
-	b.WriteString("\n")
-	b.WriteString(spaceTopLevel(buf.String()))
-	if out.noCluster {
-		b.WriteString("\n# No cluster and no vips: this host proxies but does not hold a VIP.\n")
-		b.WriteString("# Import again with --node NAME=ADDRESS for every LB host to add them.\n")
-	}
-	return []byte(b.String()), nil
 }
 
 // nameValue returns the value node of a mapping's "name" key.
@@ -291,7 +314,9 @@ func spaceTopLevel(s string) string {
 	return b.String()
 }
 
-// commentSafe keeps a file name from breaking out of a YAML comment.
+// commentSafe keeps text from the input or the command line from
+// breaking out of a YAML comment, or the encoder: line breaks become
+// spaces and invalid UTF-8 becomes U+FFFD.
 func commentSafe(s string) string {
 	return strings.Map(func(r rune) rune {
 		if r == '\n' || r == '\r' {

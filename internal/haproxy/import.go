@@ -314,69 +314,8 @@ func (imp *importer) statsPage(p *proxy) {
 // build assembles the halb config from the carried sections.
 func (imp *importer) build() outConfig {
 	var out outConfig
-	carried := map[string]bool{}
-	var bprox []*proxy
-	for _, p := range imp.proxies {
-		if !p.isBackend() || (p.kind == "listen" && len(p.servers) == 0) {
-			continue
-		}
-		if b, ok := imp.backend(p); ok {
-			out.Backends = append(out.Backends, b)
-			carried[p.name] = true
-			bprox = append(bprox, p)
-		}
-	}
-	used := map[string]bool{}
-	var fprox []*proxy
-	vipSeen := map[netip.Addr]bool{}
-	var vips []netip.Addr
-	for _, p := range imp.proxies {
-		if !p.isFrontend() {
-			continue
-		}
-		head := p.kind + " " + p.name
-		target, line := p.defaultBackend, p.defaultBackendLine
-		if p.kind == "listen" && len(p.servers) > 0 {
-			target, line = p.name, p.line
-		}
-		if target == "" {
-			imp.changed(p.line, head, "not served", "no default_backend: not imported")
-			continue
-		}
-		if !carried[target] {
-			if why, ok := imp.skipped[target]; ok {
-				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
-			} else if !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }) {
-				imp.fail(line, "default_backend %s: no backend with that name", target)
-			} else {
-				imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported, so frontend %s is not either", target, p.name)
-			}
-			continue
-		}
-		if len(p.binds) == 0 {
-			imp.dropped(p.line, head, "no bind line, so HAProxy did not listen for it either: not imported")
-			continue
-		}
-		used[target] = true
-		fprox = append(fprox, p)
-		for i, b := range p.binds {
-			name := p.name
-			if i > 0 {
-				name = fmt.Sprintf("%s_%d", p.name, i+1)
-				imp.dropped(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s, which listens the same way", name)
-			}
-			out.Frontends = append(out.Frontends, outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line})
-			a := b.addr.Addr()
-			switch {
-			case a.IsUnspecified():
-				imp.confirm(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
-			case a.IsLoopback():
-			case !vipSeen[a]:
-				vipSeen[a] = true
-				vips = append(vips, a)
-			}
-		}
-	}
+	bprox := imp.buildBackends(&out)
+	fprox, used, vips := imp.buildFrontends(&out, bprox)
 	for _, p := range bprox {
 		if !used[p.name] {
 			imp.confirm(p.line, p.kind+" "+p.name, "no imported frontend uses this backend; it is imported anyway and its servers are health-checked")
@@ -396,6 +335,97 @@ func (imp *importer) build() outConfig {
 	}
 	out.Stats = imp.stats
 	return out
+}
+
+// buildBackends adds the backends that can be imported and returns their
+// sections. A listen section without servers is only a frontend.
+func (imp *importer) buildBackends(out *outConfig) []*proxy {
+	var bprox []*proxy
+	for _, p := range imp.proxies {
+		if !p.isBackend() || (p.kind == "listen" && len(p.servers) == 0) {
+			continue
+		}
+		if b, ok := imp.backend(p); ok {
+			out.Backends = append(out.Backends, b)
+			bprox = append(bprox, p)
+		}
+	}
+	return bprox
+}
+
+// buildFrontends adds a frontend per bind address of each frontend whose
+// backend was imported. It returns their sections, the backends they use
+// and the addresses they bind that can be VIPs, in file order.
+func (imp *importer) buildFrontends(out *outConfig, bprox []*proxy) (fprox []*proxy, used map[string]bool, vips []netip.Addr) {
+	carried := map[string]bool{}
+	for _, p := range bprox {
+		carried[p.name] = true
+	}
+	used = map[string]bool{}
+	vipSeen := map[netip.Addr]bool{}
+	for _, p := range imp.proxies {
+		if !p.isFrontend() {
+			continue
+		}
+		target, ok := imp.frontendTarget(p, carried)
+		if !ok {
+			continue
+		}
+		used[target] = true
+		fprox = append(fprox, p)
+		for i, b := range p.binds {
+			out.Frontends = append(out.Frontends, imp.frontend(p, i, target))
+			a := b.addr.Addr()
+			switch {
+			case a.IsUnspecified():
+				imp.confirm(b.line, "bind "+b.addr.String(), "binds every address; no VIP can be derived from it")
+			case a.IsLoopback():
+			case !vipSeen[a]:
+				vipSeen[a] = true
+				vips = append(vips, a)
+			}
+		}
+	}
+	return fprox, used, vips
+}
+
+// frontendTarget returns the backend a frontend or listen section sends
+// its connections to, or false when the section is not imported as a
+// frontend, with the warning or error that says why.
+func (imp *importer) frontendTarget(p *proxy, carried map[string]bool) (string, bool) {
+	head := p.kind + " " + p.name
+	target, line := p.defaultBackend, p.defaultBackendLine
+	if p.kind == "listen" && len(p.servers) > 0 {
+		target, line = p.name, p.line
+	}
+	why, skipped := imp.skipped[target]
+	switch {
+	case target == "":
+		imp.changed(p.line, head, "not served", "no default_backend: not imported")
+	case carried[target] && len(p.binds) == 0:
+		imp.dropped(p.line, head, "no bind line, so HAProxy did not listen for it either: not imported")
+	case carried[target]:
+		return target, true
+	case skipped:
+		imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported (%s), so frontend %s is not either", target, why, p.name)
+	case !slices.ContainsFunc(imp.proxies, func(q *proxy) bool { return q.name == target && q.isBackend() }):
+		imp.fail(line, "default_backend %s: no backend with that name", target)
+	default:
+		imp.changedFrom(line, "default_backend "+target, "frontend "+p.name+" served", "not served", "backend %s was not imported, so frontend %s is not either", target, p.name)
+	}
+	return "", false
+}
+
+// frontend is bind i of section p; halb binds one address per frontend,
+// so binds after the first become frontends of their own.
+func (imp *importer) frontend(p *proxy, i int, target string) outFrontend {
+	b := p.binds[i]
+	name := p.name
+	if i > 0 {
+		name = fmt.Sprintf("%s_%d", p.name, i+1)
+		imp.dropped(b.line, "bind "+b.addr.String(), "halb binds one address per frontend: imported as frontend %s, which listens the same way", name)
+	}
+	return outFrontend{Name: name, Bind: b.addr.String(), Backend: target, MaxConn: p.maxconn, line: b.line}
 }
 
 // balance maps HAProxy's algorithm to one halb has.
@@ -454,20 +484,7 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 			imp.dropped(s.line, "server "+s.name+" … disabled", "disabled in HAProxy; not imported")
 			continue
 		}
-		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup)}
-		if sp.weight != nil {
-			w := *sp.weight
-			switch {
-			case w == 0:
-				imp.changedFrom(s.line, "server "+s.name+" … weight 0", "weight 0: no new connections", "weight 1: its share of new connections", "halb has no weight 0; drain the server with `halb server drain` instead")
-			case w > 256:
-				imp.changed(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "weight 256", "halb's weights go up to 256, so the shares between servers differ")
-				w = 256
-				o.Weight = &w
-			default:
-				o.Weight = &w
-			}
-		}
+		o := outServer{Name: s.name, Address: s.addr.String(), Backup: isSet(sp.backup), Weight: imp.weight(s, sp.weight)}
 		sslTraffic = sslTraffic || isSet(sp.ssl)
 		tlsCheck = tlsCheck || isSet(sp.ssl) || isSet(sp.checkSSL)
 		allTalos = allTalos && s.addr.Port() == talosPort
@@ -512,6 +529,24 @@ func (imp *importer) backend(p *proxy) (outBackend, bool) {
 	return b, true
 }
 
+// weight is a server's weight within halb's 1 to 256; nil leaves
+// halb's default, 1.
+func (imp *importer) weight(s server, weight *int) *int {
+	if weight == nil {
+		return nil
+	}
+	w := *weight
+	switch {
+	case w == 0:
+		imp.changedFrom(s.line, "server "+s.name+" … weight 0", "weight 0: no new connections", "weight 1: its share of new connections", "halb has no weight 0; drain the server with `halb server drain` instead")
+		return nil
+	case w > 256:
+		imp.changed(s.line, fmt.Sprintf("server %s … weight %d", s.name, w), "weight 256", "halb's weights go up to 256, so the shares between servers differ")
+		w = 256
+	}
+	return &w
+}
+
 func sameCheck(a, b serverParams) bool {
 	return derefOr(a.inter, haproxyInter) == derefOr(b.inter, haproxyInter) &&
 		derefOr(a.fall, haproxyFall) == derefOr(b.fall, haproxyFall) &&
@@ -528,73 +563,101 @@ func derefOr[T any](p *T, def T) T {
 // health maps HAProxy's check options onto one halb health check.
 func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, b *outBackend) *outHealth {
 	h := &outHealth{}
-	hc := p.httpchk
-	httpLine := 0
-	if hc != nil {
-		httpLine = hc.line
-	}
-	method, path := "", ""
-	paired := hc != nil && p.sslHelloLine > 0 && p.otherCheckLine < max(httpLine, p.sslHelloLine)
-	if hc != nil {
-		method, path = hc.method, hc.path
-		if p.sendMethod != "" {
-			method = p.sendMethod
-		}
-		if p.sendPath != "" {
-			path = p.sendPath
-		}
-	}
+	req := checkRequestOf(p)
+	// HAProxy runs only the last of httpchk and ssl-hello-chk; paired
+	// is both, with no later check option overriding them.
+	paired := p.httpchk != nil && p.sslHelloLine > 0 && p.otherCheckLine < max(req.line, p.sslHelloLine)
 	switch {
-	case p.otherCheckLine > max(httpLine, p.sslHelloLine):
+	case p.otherCheckLine > max(req.line, p.sslHelloLine):
 		h.Type = "tcp"
 		if tlsCheck {
 			h.Type = "tls"
 		}
 	case paired:
-		ran := "option ssl-hello-chk, an SSL hello"
-		if hc.line > p.sslHelloLine {
-			ran = "option httpchk, an HTTP request"
-		}
-		pair := fmt.Sprintf("together with option ssl-hello-chk (line %d): the two are alternatives and HAProxy runs only the last one given (%s)", p.sslHelloLine, ran)
-		d := directiveText([]string{"option", "httpchk", method, path})
-		if hc.method == "OPTIONS" && len(hc.path) == 1 {
-			d = "option httpchk"
-		}
-		if allTalos {
-			h.Type = "tls"
-			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, path)
-			imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, path)
-		} else {
-			h.Type = "https"
-			h.Path = path
-			b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
-			imp.changedFrom(hc.line, d, ran, "an HTTPS GET", "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
-		}
-	case hc != nil:
+		imp.pairedCheck(p, req, allTalos, h, b)
+	case p.httpchk != nil:
 		h.Type = "http"
 		if tlsCheck {
 			h.Type = "https"
 		}
-		h.Path = path
+		h.Path = req.path
 	case p.sslHelloLine > 0 || tlsCheck:
 		h.Type = "tls"
 	default:
 		h.Type = "tcp"
 	}
-	web := h.Type == "http" || h.Type == "https"
-	if web {
-		if method != "GET" && method != "" {
-			imp.changed(httpLine, "option httpchk "+method, "GET", "backend %s: halb checks with GET, not %s", p.name, method)
-		}
-		if !strings.HasPrefix(h.Path, "/") {
-			imp.changed(httpLine, "option httpchk", "GET /", "backend %s: path %q does not start with /", p.name, h.Path)
-			h.Path = "/"
-		}
-		h.ExpectStatus = p.expect
+	if h.Type == "http" || h.Type == "https" {
+		imp.webCheck(p, req, h)
 	} else if len(p.expect) > 0 && !paired {
 		imp.dropped(p.expectLine, "http-check expect", "backend %s: a %s check has no HTTP status, in HAProxy neither", p.name, h.Type)
 	}
+	inter := imp.checkInterval(p, sp)
+	h.Interval = formatDuration(inter)
+	h.Fall, h.Rise = imp.checkCounts(p, sp)
+	h.Timeout = checkTimeout(p, inter)
+	if (h.Type == "tls" || h.Type == "https") && (sp.caFile != "" || sp.verify == "required" || sp.sni != "") {
+		h.TLS = &outTLS{CAFile: sp.caFile, Verify: sp.verify == "required", ServerName: sp.sni}
+	}
+	return h
+}
 
+// checkRequest is the HTTP request of a check: option httpchk as
+// overridden by http-check send. line is option httpchk's, 0 without
+// one.
+type checkRequest struct {
+	line         int
+	method, path string
+}
+
+func checkRequestOf(p *proxy) checkRequest {
+	hc := p.httpchk
+	if hc == nil {
+		return checkRequest{}
+	}
+	return checkRequest{line: hc.line, method: cmp.Or(p.sendMethod, hc.method), path: cmp.Or(p.sendPath, hc.path)}
+}
+
+// pairedCheck decides the check of a backend with both option httpchk
+// and option ssl-hello-chk, which HAProxy treats as alternatives but
+// configs use together to mean an HTTPS check.
+func (imp *importer) pairedCheck(p *proxy, req checkRequest, allTalos bool, h *outHealth, b *outBackend) {
+	hc := p.httpchk
+	ran := "option ssl-hello-chk, an SSL hello"
+	if hc.line > p.sslHelloLine {
+		ran = "option httpchk, an HTTP request"
+	}
+	pair := fmt.Sprintf("together with option ssl-hello-chk (line %d): the two are alternatives and HAProxy runs only the last one given (%s)", p.sslHelloLine, ran)
+	d := directiveText([]string{"option", "httpchk", req.method, req.path})
+	if hc.method == "OPTIONS" && len(hc.path) == 1 {
+		d = "option httpchk"
+	}
+	if allTalos {
+		h.Type = "tls"
+		b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d); the Talos API (gRPC) has no %s", hc.line, p.sslHelloLine, commentSafe(req.path))
+		imp.changedFrom(hc.line, d, ran, "a TLS handshake", "backend %s: %s; its servers are the Talos API on port %d (gRPC), which has no %s, so halb checks them with a TLS handshake; the path and expected status are dropped", p.name, pair, talosPort, req.path)
+		return
+	}
+	h.Type = "https"
+	h.Path = req.path
+	b.typeNote = fmt.Sprintf("HAProxy: option httpchk (line %d) + ssl-hello-chk (line %d)", hc.line, p.sslHelloLine)
+	imp.changedFrom(hc.line, d, ran, "an HTTPS GET", "backend %s: %s; halb runs what the pair means for the Kubernetes API: an HTTPS GET (set health.type: tls for a handshake only)", p.name, pair)
+}
+
+// webCheck fits an HTTP or HTTPS check to what halb sends: a GET of an
+// absolute path.
+func (imp *importer) webCheck(p *proxy, req checkRequest, h *outHealth) {
+	if req.method != "GET" && req.method != "" {
+		imp.changed(req.line, "option httpchk "+req.method, "GET", "backend %s: halb checks with GET, not %s", p.name, req.method)
+	}
+	if !strings.HasPrefix(h.Path, "/") {
+		imp.changed(req.line, "option httpchk", "GET /", "backend %s: path %q does not start with /", p.name, h.Path)
+		h.Path = "/"
+	}
+	h.ExpectStatus = p.expect
+}
+
+// checkInterval is the server's inter, within what halb accepts.
+func (imp *importer) checkInterval(p *proxy, sp serverParams) time.Duration {
 	inter := derefOr(sp.inter, haproxyInter)
 	if inter < 10*time.Millisecond {
 		imp.changed(p.line, "inter "+formatDuration(inter), "inter 10ms", "backend %s: halb probes at most every 10ms", p.name)
@@ -604,7 +667,12 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		imp.changed(p.line, "inter "+formatDuration(inter), "inter "+formatDuration(config.MaxDuration), "backend %s: halb probes at least every %s", p.name, formatDuration(config.MaxDuration))
 		inter = config.MaxDuration
 	}
-	h.Interval = formatDuration(inter)
+	return inter
+}
+
+// checkCounts are the server's fall and rise, HAProxy's defaults where
+// they are below 1.
+func (imp *importer) checkCounts(p *proxy, sp serverParams) (*int, *int) {
 	fall, rise := derefOr(sp.fall, haproxyFall), derefOr(sp.rise, haproxyRise)
 	if fall < 1 {
 		imp.changed(p.line, "fall 0", fmt.Sprintf("fall %d", haproxyFall), "backend %s: at least 1", p.name)
@@ -614,19 +682,20 @@ func (imp *importer) health(p *proxy, sp serverParams, tlsCheck, allTalos bool, 
 		imp.changed(p.line, "rise 0", fmt.Sprintf("rise %d", haproxyRise), "backend %s: at least 1", p.name)
 		rise = haproxyRise
 	}
-	h.Fall, h.Rise = &fall, &rise
+	return &fall, &rise
+}
+
+// checkTimeout is timeout check, kept within the interval; "" leaves
+// halb's default.
+func checkTimeout(p *proxy, inter time.Duration) string {
 	if t, ok := p.timeouts["check"]; ok && t.d > 0 {
-		h.Timeout = formatDuration(max(min(t.d, inter), time.Millisecond))
-	} else if inter < config.DefaultCheckTimeout {
+		return formatDuration(max(min(t.d, inter), time.Millisecond))
+	}
+	if inter < config.DefaultCheckTimeout {
 		// halb's default probe timeout would outlast the interval.
-		h.Timeout = h.Interval
+		return formatDuration(inter)
 	}
-	if h.Type == "tls" || h.Type == "https" {
-		if sp.caFile != "" || sp.verify == "required" || sp.sni != "" {
-			h.TLS = &outTLS{CAFile: sp.caFile, Verify: sp.verify == "required", ServerName: sp.sni}
-		}
-	}
-	return h
+	return ""
 }
 
 // timeouts merges the sections' timeouts into halb's global ones.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -649,5 +650,30 @@ func TestFormatDuration(t *testing.T) {
 		if back, err := time.ParseDuration(formatDuration(d)); err != nil || back != d {
 			t.Errorf("%q does not parse back to %v", formatDuration(d), d)
 		}
+	}
+}
+
+// Text from the input that ends up in a YAML comment must not break the
+// encoder: invalid UTF-8 there once made the import panic.
+func TestCommentsTakeAnyBytes(t *testing.T) {
+	talosPair := tcpPair("option httpchk GET /\xff", "option ssl-hello-chk", "server s1 10.1.1.1:50000 check")
+	tests := []struct {
+		name string
+		cfg  string
+		opts Options
+	}{
+		{"check path in the type note", talosPair, Options{}},
+		{"source name in the line comments", tcpPair("server s1 10.1.1.1:6443 check"), Options{Source: "ha\xffproxy.cfg"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := Import([]byte(tt.cfg), tt.opts)
+			if err != nil {
+				t.Fatalf("import: %v", err)
+			}
+			if !utf8.Valid(res.YAML) {
+				t.Fatalf("output is not UTF-8:\n%s", res.YAML)
+			}
+		})
 	}
 }

@@ -91,84 +91,143 @@ func ParseKeepalived(data []byte) (*Keepalived, error) {
 	return k, nil
 }
 
+// kaWarn files a warning about a keepalived keyword; now "" files it as
+// dropped, otherwise it says what halb does instead.
+type kaWarn func(b *kaBlock, now, format string, args ...any)
+
+// instanceReader reads the keywords of one vrrp_instance into k.
+type instanceReader struct {
+	k     *Keepalived
+	name  string // the instance's name, for its notify scripts
+	iface string // its interface, the default for its VIPs
+	warn  kaWarn
+	errs  Errors
+}
+
+func (r *instanceReader) fail(line int, err error) {
+	r.errs = append(r.errs, &LineError{Line: line, Err: err})
+}
+
 // instance reads one vrrp_instance and returns every error in it, so an
 // operator fixes the file in one pass.
-func (k *Keepalived) instance(inst *kaBlock, warn func(*kaBlock, string, string, ...any)) Errors {
-	var errs Errors
-	fail := func(line int, err error) { errs = append(errs, &LineError{Line: line, Err: err}) }
-	iface := ""
+func (k *Keepalived) instance(inst *kaBlock, warn kaWarn) Errors {
+	r := &instanceReader{k: k, name: argAt(inst.args, 1), warn: warn}
+	// The interface is read first: VIPs listed above it still default
+	// to it.
 	for _, b := range inst.children {
 		if b.args[0] == "interface" && len(b.args) > 1 {
-			iface = b.args[1]
-			if err := config.CheckInterface(iface); err != nil {
-				fail(b.line, fmt.Errorf("interface %w", err))
+			r.iface = b.args[1]
+			if err := config.CheckInterface(r.iface); err != nil {
+				r.fail(b.line, fmt.Errorf("interface %w", err))
 			}
 		}
 	}
 	for _, b := range inst.children {
-		arg := argAt(b.args, 1)
-		switch b.args[0] {
-		case "interface":
-		case "state":
-			switch s := strings.ToUpper(arg); s {
-			case "MASTER", "BACKUP":
-				k.State = s
-			default:
-				warn(b, "taken as BACKUP", "keepalived knows only MASTER and BACKUP")
-			}
-		case "priority":
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 || n > 255 {
-				fail(b.line, fmt.Errorf("priority %q: want 1-255", arg))
-				continue
-			}
-			k.Priority = &n
-		case "nopreempt":
-			k.NoPreempt = true
-		case "preempt_delay":
-			secs, err := strconv.ParseFloat(arg, 64)
-			if err != nil || secs < 0 || secs > 3600 {
-				fail(b.line, fmt.Errorf("preempt_delay %q: want seconds", arg))
-				continue
-			}
-			d := time.Duration(secs * float64(time.Second))
-			k.PreemptDelay = &d
-		case "unicast_src_ip":
-			a, err := netip.ParseAddr(arg)
-			if err != nil {
-				fail(b.line, fmt.Errorf("unicast_src_ip %q is not an IP address", arg))
-				continue
-			}
-			k.SrcIP = a
-		case "virtual_ipaddress", "virtual_ipaddress_excluded":
-			for _, v := range b.children {
-				vip, err := parseKeepalivedVIP(v, iface)
-				if err != nil {
-					fail(v.line, err)
-					continue
-				}
-				k.VIPs = append(k.VIPs, vip)
-			}
-		case "notify_master", "notify_backup", "notify_fault", "notify_stop", "notify":
-			k.notify(b, argAt(inst.args, 1))
-		case "advert_int":
-			warn(b, "", "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)")
-		case "virtual_router_id":
-			warn(b, "", "halb needs no router id: nodes find each other through cluster.nodes")
-		case "authentication":
-			warn(b, "", "not carried over (and not shown): halb encrypts gossip with cluster.key_file")
-		case "unicast_peer":
-			warn(b, "", "peers are the --node hosts: halb gossips between cluster.nodes")
-		case "track_script", "track_interface", "track_process", "track_file":
-			warn(b, "eligible while its backends are healthy", "not carried over: a node is eligible for the VIP while its backends are healthy")
-		case "garp_master_delay", "garp_master_repeat", "garp_master_refresh":
-			warn(b, "vips[].garp_count, garp_interval and garp_refresh (3 × 250ms, every 10s)", "not carried over")
-		default:
+		kw := b.args[0]
+		if read, ok := instanceKeywords[kw]; ok {
+			read(r, b)
+		} else if n, ok := instanceNotes[kw]; ok {
+			warn(b, n.now, "%s", n.why)
+		} else {
 			warn(b, "not carried over", "%s", whyNone)
 		}
 	}
-	return errs
+	return r.errs
 }
+
+// instanceKeywords are the vrrp_instance keywords halb carries over.
+var instanceKeywords = map[string]func(*instanceReader, *kaBlock){
+	"interface":                  func(*instanceReader, *kaBlock) {}, // read before the others
+	"state":                      (*instanceReader).state,
+	"priority":                   (*instanceReader).priority,
+	"nopreempt":                  func(r *instanceReader, _ *kaBlock) { r.k.NoPreempt = true },
+	"preempt_delay":              (*instanceReader).preemptDelay,
+	"unicast_src_ip":             (*instanceReader).srcIP,
+	"virtual_ipaddress":          (*instanceReader).vips,
+	"virtual_ipaddress_excluded": (*instanceReader).vips,
+	"notify_master":              (*instanceReader).notify,
+	"notify_backup":              (*instanceReader).notify,
+	"notify_fault":               (*instanceReader).notify,
+	"notify_stop":                (*instanceReader).notify,
+	"notify":                     (*instanceReader).notify,
+}
+
+// kaNote is why a keepalived keyword is not carried over and, unless it
+// is merely dropped, what halb does instead.
+type kaNote struct{ now, why string }
+
+var (
+	noteTrack = kaNote{"eligible while its backends are healthy", "not carried over: a node is eligible for the VIP while its backends are healthy"}
+	noteGARP  = kaNote{"vips[].garp_count, garp_interval and garp_refresh (3 × 250ms, every 10s)", "not carried over"}
+)
+
+// instanceNotes are the vrrp_instance keywords halb does without.
+var instanceNotes = map[string]kaNote{
+	"advert_int":          {"", "halb has no adverts: gossip detects a dead node well under a second (cluster.profile)"},
+	"virtual_router_id":   {"", "halb needs no router id: nodes find each other through cluster.nodes"},
+	"authentication":      {"", "not carried over (and not shown): halb encrypts gossip with cluster.key_file"},
+	"unicast_peer":        {"", "peers are the --node hosts: halb gossips between cluster.nodes"},
+	"track_script":        noteTrack,
+	"track_interface":     noteTrack,
+	"track_process":       noteTrack,
+	"track_file":          noteTrack,
+	"garp_master_delay":   noteGARP,
+	"garp_master_repeat":  noteGARP,
+	"garp_master_refresh": noteGARP,
+}
+
+func (r *instanceReader) state(b *kaBlock) {
+	switch s := strings.ToUpper(argAt(b.args, 1)); s {
+	case "MASTER", "BACKUP":
+		r.k.State = s
+	default:
+		r.warn(b, "taken as BACKUP", "keepalived knows only MASTER and BACKUP")
+	}
+}
+
+func (r *instanceReader) priority(b *kaBlock) {
+	arg := argAt(b.args, 1)
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 || n > 255 {
+		r.fail(b.line, fmt.Errorf("priority %q: want 1-255", arg))
+		return
+	}
+	r.k.Priority = &n
+}
+
+func (r *instanceReader) preemptDelay(b *kaBlock) {
+	arg := argAt(b.args, 1)
+	secs, err := strconv.ParseFloat(arg, 64)
+	if err != nil || secs < 0 || secs > 3600 {
+		r.fail(b.line, fmt.Errorf("preempt_delay %q: want seconds", arg))
+		return
+	}
+	d := time.Duration(secs * float64(time.Second))
+	r.k.PreemptDelay = &d
+}
+
+func (r *instanceReader) srcIP(b *kaBlock) {
+	arg := argAt(b.args, 1)
+	a, err := netip.ParseAddr(arg)
+	if err != nil {
+		r.fail(b.line, fmt.Errorf("unicast_src_ip %q is not an IP address", arg))
+		return
+	}
+	r.k.SrcIP = a
+}
+
+func (r *instanceReader) vips(b *kaBlock) {
+	for _, v := range b.children {
+		vip, err := parseKeepalivedVIP(v, r.iface)
+		if err != nil {
+			r.fail(v.line, err)
+			continue
+		}
+		r.k.VIPs = append(r.k.VIPs, vip)
+	}
+}
+
+func (r *instanceReader) notify(b *kaBlock) { r.k.notify(b, r.name) }
 
 // parseKeepalivedVIP reads "ADDRESS[/LEN] [dev IFACE] [label …]".
 func parseKeepalivedVIP(b *kaBlock, iface string) (KeepalivedVIP, error) {

@@ -38,15 +38,7 @@ func planPriorities(nodes []Node, k *Keepalived) (prios []*int, note string) {
 	if state == "" {
 		state, stateSaid = keepalivedState, "no state (keepalived starts it as "+keepalivedState+")"
 	}
-	self, how := -1, ""
-	for i, n := range nodes {
-		switch {
-		case k.SrcIP.IsValid() && n.Address == k.SrcIP:
-			self, how = i, "its unicast_src_ip "+k.SrcIP.String()
-		case self < 0 && !k.SrcIP.IsValid() && k.RouterID != "" && n.Name == k.RouterID:
-			self, how = i, "its router_id "+k.RouterID
-		}
-	}
+	self, how := keepalivedHost(nodes, k)
 	if self < 0 {
 		return prios, fmt.Sprintf("keepalived.conf says %s, priority %d, for its own host, which is none of the --node hosts (matched by unicast_src_ip, else router_id): every node without NAME=ADDRESS:PRIORITY gets halb's default, so the preferred node may change; give each node its priority", stateSaid, p)
 	}
@@ -84,4 +76,20 @@ func planPriorities(nodes []Node, k *Keepalived) (prios []*int, note string) {
 	}
 	b.WriteString(". Check against each host's keepalived.conf, or give NAME=ADDRESS:PRIORITY")
 	return prios, b.String()
+}
+
+// keepalivedHost returns the index of the node the keepalived.conf
+// describes and how it was recognised, or -1. unicast_src_ip names the
+// host exactly; router_id, often the host name, is used only without it.
+func keepalivedHost(nodes []Node, k *Keepalived) (int, string) {
+	self, how := -1, ""
+	for i, n := range nodes {
+		switch {
+		case k.SrcIP.IsValid() && n.Address == k.SrcIP:
+			self, how = i, "its unicast_src_ip "+k.SrcIP.String()
+		case self < 0 && !k.SrcIP.IsValid() && k.RouterID != "" && n.Name == k.RouterID:
+			self, how = i, "its router_id "+k.RouterID
+		}
+	}
+	return self, how
 }

@@ -220,114 +220,170 @@ const (
 // section. It returns an error only for input that is wrong, not merely
 // unsupported.
 func (p *proxy) directive(d directive) error {
-	a := d.args
-	arg := func(i int) string {
-		if i < len(a) {
-			return a[i]
-		}
-		return ""
+	if handle, ok := proxyDirectives[d.args[0]]; ok {
+		return handle(p, d)
 	}
-	switch a[0] {
-	case "mode":
-		p.mode, p.modeLine = arg(1), d.line
-	case "bind":
-		return p.bind(d)
-	case "default_backend":
-		if arg(1) == "" {
-			return fmt.Errorf("default_backend needs a backend name")
+	p.changed(d, "", whyNone)
+	return nil
+}
+
+// proxyDirectives maps a section keyword to its handler; a keyword not
+// listed has no equivalent in halb, which changes behaviour.
+var proxyDirectives = map[string]func(*proxy, directive) error{
+	"mode":            (*proxy).setMode,
+	"bind":            (*proxy).bind,
+	"default_backend": (*proxy).setDefaultBackend,
+	"use_backend":     (*proxy).useBackend,
+	"maxconn":         (*proxy).setMaxconn,
+	"balance":         (*proxy).setBalance,
+	"retries":         (*proxy).setRetries,
+	"server":          (*proxy).addServer,
+	"default-server":  (*proxy).setDefaultServer,
+	"option":          noError((*proxy).option),
+	"http-check":      (*proxy).httpCheck,
+	"timeout":         (*proxy).timeout,
+	"acl":             noError((*proxy).acl),
+	"http-request":    noError((*proxy).httpRequest),
+	"tcp-request":     noError((*proxy).tcpRequest),
+	"stats":           noError((*proxy).statsDirective),
+	"log":             dropAs(whyLog),
+	"errorfile":       dropAs("error pages are not carried over: " + whyHTTPOnly),
+	"errorfiles":      dropAs("error pages are not carried over: " + whyHTTPOnly),
+	"errorloc":        dropAs("error pages are not carried over: " + whyHTTPOnly),
+	"errorloc302":     dropAs("error pages are not carried over: " + whyHTTPOnly),
+	"errorloc303":     dropAs("error pages are not carried over: " + whyHTTPOnly),
+	"disabled":        noError(func(p *proxy, _ directive) { p.disabled = true }),
+}
+
+// noError adapts a handler that cannot fail.
+func noError(handle func(*proxy, directive)) func(*proxy, directive) error {
+	return func(p *proxy, d directive) error {
+		handle(p, d)
+		return nil
+	}
+}
+
+// dropAs handles a directive halb does without, for the reason why.
+func dropAs(why string) func(*proxy, directive) error {
+	return func(p *proxy, d directive) error {
+		p.dropped(d, "%s", why)
+		return nil
+	}
+}
+
+func (p *proxy) setMode(d directive) error {
+	p.mode, p.modeLine = argAt(d.args, 1), d.line
+	return nil
+}
+
+func (p *proxy) setDefaultBackend(d directive) error {
+	name := argAt(d.args, 1)
+	if name == "" {
+		return fmt.Errorf("default_backend needs a backend name")
+	}
+	p.defaultBackend, p.defaultBackendLine = name, d.line
+	return nil
+}
+
+func (p *proxy) useBackend(d directive) error {
+	p.changed(d, "every connection goes to default_backend", "not carried over: halb sends every connection of a frontend to its one backend (default_backend)")
+	return nil
+}
+
+func (p *proxy) setMaxconn(d directive) error {
+	return setCount(&p.maxconn, "maxconn", argAt(d.args, 1))
+}
+
+func (p *proxy) setRetries(d directive) error {
+	return setCount(&p.retries, "retries", argAt(d.args, 1))
+}
+
+func (p *proxy) setBalance(d directive) error {
+	algo := argAt(d.args, 1)
+	p.balance, p.balanceLine = algo, d.line
+	if len(d.args) > 2 {
+		p.changed(d, "balance "+algo, "balance arguments after %q are not carried over", algo)
+	}
+	return nil
+}
+
+func (p *proxy) addServer(d directive) error {
+	if !p.isBackend() {
+		p.dropped(d, "servers belong in a backend or listen section; ignored, as HAProxy would refuse it")
+		return nil
+	}
+	s, drop, err := parseServer(d)
+	if err != nil {
+		return err
+	}
+	for _, x := range drop {
+		p.warns = append(p.warns, x.warning(d.line, "server "+s.name+" "+x.option))
+	}
+	p.servers = append(p.servers, s)
+	return nil
+}
+
+func (p *proxy) setDefaultServer(d directive) error {
+	params, drop, err := parseServerParams(d.args[1:])
+	if err != nil {
+		return fmt.Errorf("default-server: %w", err)
+	}
+	for _, x := range drop {
+		p.warns = append(p.warns, x.warning(d.line, "default-server "+x.option))
+	}
+	p.defSrv = p.defSrv.merge(params)
+	return nil
+}
+
+// timeout handles "timeout NAME VALUE"; only the timeouts of a TCP
+// connection and its check carry over.
+func (p *proxy) timeout(d directive) error {
+	name := argAt(d.args, 1)
+	switch name {
+	case "connect", "client", "server", "check", "tunnel":
+		if len(d.args) != 3 {
+			return fmt.Errorf("timeout %s takes one value (e.g. 5s)", name)
 		}
-		p.defaultBackend, p.defaultBackendLine = arg(1), d.line
-	case "use_backend":
-		p.changed(d, "every connection goes to default_backend", "not carried over: halb sends every connection of a frontend to its one backend (default_backend)")
-	case "maxconn":
-		n, err := parseCount(arg(1))
+		t, err := parseTime(d.args[2])
 		if err != nil {
-			return fmt.Errorf("maxconn: %w", err)
+			return fmt.Errorf("timeout %s: %w", name, err)
 		}
-		p.maxconn = &n
-	case "balance":
-		p.balance, p.balanceLine = arg(1), d.line
-		if len(a) > 2 {
-			p.changed(d, "balance "+arg(1), "balance arguments after %q are not carried over", arg(1))
-		}
-	case "retries":
-		n, err := parseCount(arg(1))
-		if err != nil {
-			return fmt.Errorf("retries: %w", err)
-		}
-		p.retries = &n
-	case "server":
-		if !p.isBackend() {
-			p.dropped(d, "servers belong in a backend or listen section; ignored, as HAProxy would refuse it")
-			return nil
-		}
-		s, drop, err := parseServer(d)
-		if err != nil {
-			return err
-		}
-		for _, x := range drop {
-			p.warns = append(p.warns, x.warning(d.line, "server "+s.name+" "+x.option))
-		}
-		p.servers = append(p.servers, s)
-	case "default-server":
-		params, drop, err := parseServerParams(a[1:])
-		if err != nil {
-			return fmt.Errorf("default-server: %w", err)
-		}
-		for _, x := range drop {
-			p.warns = append(p.warns, x.warning(d.line, "default-server "+x.option))
-		}
-		p.defSrv = p.defSrv.merge(params)
-	case "option":
-		p.option(d)
-	case "http-check":
-		return p.httpCheck(d)
-	case "timeout":
-		switch arg(1) {
-		case "connect", "client", "server", "check", "tunnel":
-			if len(a) != 3 {
-				return fmt.Errorf("timeout %s takes one value (e.g. 5s)", arg(1))
-			}
-			t, err := parseTime(arg(2))
-			if err != nil {
-				return fmt.Errorf("timeout %s: %w", arg(1), err)
-			}
-			p.timeouts[arg(1)] = timeoutVal{d: t, line: d.line}
-		case "http-request", "http-keep-alive", "tarpit":
-			p.dropped(d, whyHTTPOnly)
-		default:
-			p.changed(d, "", whyNone)
-		}
-	case "acl":
-		if arg(2) == "src" && len(a) > 3 {
-			p.acls[arg(1)] = append(p.acls[arg(1)], a[3:]...)
-		} else {
-			p.dropped(d, "not carried over: halb has no ACLs (the rules using it are reported on their own lines)")
-		}
-	case "http-request":
-		if !p.sourceRule(d, "deny", "allow") {
-			p.dropped(d, whyHTTPOnly)
-		}
-	case "tcp-request":
-		if len(a) > 2 && (arg(1) == "connection" || arg(1) == "content") && p.sourceRule(directive{line: d.line, args: a[1:]}, "reject", "accept") {
-			// Only the stats page keeps its allow-list (as a note); for a
-			// TCP frontend the filter would silently vanish, so say so.
-			p.changed(d, "every source address is accepted", "NOT carried over: halb has no source filter; restrict access with a firewall (nftables) instead")
-			return nil
-		}
-		p.changed(d, "", whyNone)
-	case "stats":
-		p.statsDirective(d)
-	case "log":
-		p.dropped(d, whyLog)
-	case "errorfile", "errorfiles", "errorloc", "errorloc302", "errorloc303":
-		p.dropped(d, "error pages are not carried over: %s", whyHTTPOnly)
-	case "disabled":
-		p.disabled = true
+		p.timeouts[name] = timeoutVal{d: t, line: d.line}
+	case "http-request", "http-keep-alive", "tarpit":
+		p.dropped(d, whyHTTPOnly)
 	default:
 		p.changed(d, "", whyNone)
 	}
 	return nil
+}
+
+// acl keeps "acl NAME src NETWORK…" for the rules that allow-list by
+// source; every other ACL is dropped.
+func (p *proxy) acl(d directive) {
+	a := d.args
+	if argAt(a, 2) == "src" && len(a) > 3 {
+		p.acls[a[1]] = append(p.acls[a[1]], a[3:]...)
+		return
+	}
+	p.dropped(d, "not carried over: halb has no ACLs (the rules using it are reported on their own lines)")
+}
+
+func (p *proxy) httpRequest(d directive) {
+	if !p.sourceRule(d, "deny", "allow") {
+		p.dropped(d, whyHTTPOnly)
+	}
+}
+
+func (p *proxy) tcpRequest(d directive) {
+	a := d.args
+	stage := argAt(a, 1)
+	if len(a) > 2 && (stage == "connection" || stage == "content") && p.sourceRule(directive{line: d.line, args: a[1:]}, "reject", "accept") {
+		// Only the stats page keeps its allow-list (as a note); for a
+		// TCP frontend the filter would silently vanish, so say so.
+		p.changed(d, "every source address is accepted", "NOT carried over: halb has no source filter; restrict access with a firewall (nftables) instead")
+		return
+	}
+	p.changed(d, "", whyNone)
 }
 
 // bind records each address of a bind line; halb binds one address per

@@ -133,12 +133,9 @@ func parseServerParams(args []string) (serverParams, []dropped, error) {
 	var (
 		p    serverParams
 		drop []dropped
-		yes  = true
-		no   = false
 	)
 	for i := 0; i < len(args); i++ {
-		opt := args[i]
-		val := ""
+		opt, val := args[i], ""
 		if serverArgOptions[opt] {
 			if i+1 >= len(args) {
 				return p, drop, fmt.Errorf("server option %q needs a value", opt)
@@ -146,69 +143,92 @@ func parseServerParams(args []string) (serverParams, []dropped, error) {
 			i++
 			val = args[i]
 		}
-		switch opt {
-		case "check":
-			p.check = &yes
-		case "no-check":
-			p.check = &no
-		case "check-ssl":
-			p.checkSSL = &yes
-		case "no-check-ssl":
-			p.checkSSL = &no
-		case "ssl":
-			p.ssl = &yes
-		case "no-ssl":
-			p.ssl = &no
-		case "backup":
-			p.backup = &yes
-		case "no-backup":
-			p.backup = &no
-		case "disabled":
-			p.disabled = &yes
-		case "enabled":
-			p.disabled = &no
-		case "inter":
-			d, err := parseTime(val)
-			if err != nil {
-				return p, drop, fmt.Errorf("inter: %w", err)
-			}
-			if d <= 0 {
-				return p, drop, fmt.Errorf("inter %s: must be more than 0", val)
-			}
-			p.inter = &d
-		case "fall", "rise", "weight":
-			n, err := parseCount(val)
-			if err != nil {
-				return p, drop, fmt.Errorf("%s: %w", opt, err)
-			}
-			switch opt {
-			case "fall":
-				p.fall = &n
-			case "rise":
-				p.rise = &n
-			default:
-				p.weight = &n
-			}
-		case "ca-file":
-			p.caFile = val
-		case "verify":
-			p.verify = val
-		case "sni", "check-sni":
-			p.sni = val
-		default:
-			text := opt
-			if val != "" {
-				text += " " + val
-			}
-			x, ok := droppedWhy[opt]
-			if !ok {
-				x = dropped{why: "halb has no equivalent"}
-			}
-			x.option = text
-			drop = append(drop, x)
+		if field, on := p.flag(opt); field != nil {
+			*field = &on
+			continue
+		}
+		used, err := p.setValue(opt, val)
+		if err != nil {
+			return p, drop, err
+		}
+		if !used {
+			drop = append(drop, droppedOption(opt, val))
 		}
 	}
 	return p, drop, nil
+}
+
+// flag returns the field an on/off option such as "check" or "no-check"
+// sets and the value it sets, or nil when opt is not one halb uses.
+func (p *serverParams) flag(opt string) (**bool, bool) {
+	switch opt {
+	case "check", "no-check":
+		return &p.check, opt == "check"
+	case "check-ssl", "no-check-ssl":
+		return &p.checkSSL, opt == "check-ssl"
+	case "ssl", "no-ssl":
+		return &p.ssl, opt == "ssl"
+	case "backup", "no-backup":
+		return &p.backup, opt == "backup"
+	case "disabled", "enabled":
+		return &p.disabled, opt == "disabled"
+	}
+	return nil, false
+}
+
+// setValue stores an option that takes a value, reporting whether opt is
+// one halb uses.
+func (p *serverParams) setValue(opt, val string) (bool, error) {
+	switch opt {
+	case "inter":
+		d, err := parseTime(val)
+		if err != nil {
+			return true, fmt.Errorf("inter: %w", err)
+		}
+		if d <= 0 {
+			return true, fmt.Errorf("inter %s: must be more than 0", val)
+		}
+		p.inter = &d
+	case "fall":
+		return true, setCount(&p.fall, opt, val)
+	case "rise":
+		return true, setCount(&p.rise, opt, val)
+	case "weight":
+		return true, setCount(&p.weight, opt, val)
+	case "ca-file":
+		p.caFile = val
+	case "verify":
+		p.verify = val
+	case "sni", "check-sni":
+		p.sni = val
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// setCount reads the count val of option opt into *dst, which keeps its
+// value when val is not a count.
+func setCount(dst **int, opt, val string) error {
+	n, err := parseCount(val)
+	if err != nil {
+		return fmt.Errorf("%s: %w", opt, err)
+	}
+	*dst = &n
+	return nil
+}
+
+// droppedOption explains a server option halb does not carry over.
+func droppedOption(opt, val string) dropped {
+	x, ok := droppedWhy[opt]
+	if !ok {
+		x = dropped{why: "halb has no equivalent"}
+	}
+	x.option = opt
+	if val != "" {
+		x.option += " " + val
+	}
+	return x
 }
 
 // parseServer reads "server NAME ADDR [options]".
