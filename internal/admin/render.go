@@ -144,7 +144,7 @@ func (r *renderer) members() {
 		return
 	}
 	ref := ReferenceViews(r.s)
-	multi := multiplyHeld(r.s.Members)
+	multi := HeldByMany(r.s.Members)
 	t := &table{}
 	t.header("MEMBER", "ADDRESS", "ALIVE", "PRIO", "ELIGIBLE", "HOLDS", "VIEW", "CONFIG", "VERSION", "NOTES")
 	for _, m := range r.s.Members {
@@ -162,24 +162,6 @@ func (r *renderer) members() {
 			memberHolds(m, multi), view, cfg, plain(orDash(m.Version)), memberNotes(m, disagrees, cfgDiffers))
 	}
 	r.section(t)
-}
-
-// multiplyHeld marks the VIPs (bare IPs) that more than one alive member
-// holds.
-func multiplyHeld(members []Member) map[string]bool {
-	held := map[string]int{}
-	for _, m := range members {
-		for _, h := range m.Holds {
-			if m.Alive {
-				held[BareIP(h)]++
-			}
-		}
-	}
-	multi := map[string]bool{}
-	for a, n := range held {
-		multi[a] = n > 1
-	}
-	return multi
 }
 
 // memberAlive shows whether m is alive and, if not, when it was last heard.
@@ -211,10 +193,8 @@ func memberEligible(m Member) cell {
 // with another alive member.
 func memberHolds(m Member, multi map[string]bool) cell {
 	holds := cell{text: orDash(strings.Join(m.Holds, ","))}
-	for _, h := range m.Holds {
-		if m.Alive && multi[BareIP(h)] {
-			holds.color = red
-		}
+	if HoldsShared(m, multi) {
+		holds.color = red
 	}
 	return holds
 }

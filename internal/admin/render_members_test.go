@@ -9,15 +9,20 @@ import (
 // A VIP counts as held twice only when two alive members hold it: a dead
 // member's last gossip says nothing about who answers ARP now, and the
 // prefix length does not make two claims different.
-func TestMultiplyHeld(t *testing.T) {
+func TestHeldByMany(t *testing.T) {
 	members := []Member{
 		{Name: "a", Alive: true, Holds: []string{"10.0.0.1/24", "10.0.0.2/24"}},
 		{Name: "b", Alive: true, Holds: []string{"10.0.0.1/32"}},
 		{Name: "c", Alive: false, Holds: []string{"10.0.0.2/24"}},
 	}
 	want := map[string]bool{"10.0.0.1": true, "10.0.0.2": false}
-	if diff := cmp.Diff(want, multiplyHeld(members)); diff != "" {
-		t.Fatalf("multiply held (-want +got):\n%s", diff)
+	if diff := cmp.Diff(want, HeldByMany(members)); diff != "" {
+		t.Fatalf("held by many (-want +got):\n%s", diff)
+	}
+	for _, m := range members {
+		if got, want := HoldsShared(m, HeldByMany(members)), m.Name == "a" || m.Name == "b"; got != want {
+			t.Errorf("HoldsShared(%s) = %v, want %v", m.Name, got, want)
+		}
 	}
 }
 
