@@ -271,7 +271,7 @@ func (c *chunk) decodeHeader(r *reader) error {
 	default:
 		return fmt.Errorf("address family %d unknown", fam[0])
 	}
-	return c.header.check()
+	return c.check()
 }
 
 // check refuses a header whose numbers contradict each other.
