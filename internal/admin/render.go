@@ -144,20 +144,7 @@ func (r *renderer) members() {
 		return
 	}
 	ref := ReferenceViews(r.s)
-	single := len(r.s.VIPs) == 1
-	// multi marks VIPs that more than one alive member holds.
-	held := map[string]int{}
-	for _, m := range r.s.Members {
-		for _, h := range m.Holds {
-			if m.Alive {
-				held[BareIP(h)]++
-			}
-		}
-	}
-	multi := map[string]bool{}
-	for a, n := range held {
-		multi[a] = n > 1
-	}
+	multi := HeldByMany(r.s.Members)
 	t := &table{}
 	t.header("MEMBER", "ADDRESS", "ALIVE", "PRIO", "ELIGIBLE", "HOLDS", "VIEW", "CONFIG", "VERSION", "NOTES")
 	for _, m := range r.s.Members {
@@ -165,80 +152,109 @@ func (r *renderer) members() {
 		if m.Local {
 			name += " *"
 		}
-		alive := cell{text: "yes", color: green}
-		if !m.Alive {
-			alive = cell{text: "no", color: red}
-			if !m.LastHeard.IsZero() {
-				alive.text += ", heard " + r.ago(m.LastHeard)
-			}
-		}
-		eligible := cell{text: "yes"}
-		if !m.Eligible {
-			eligible = cell{text: "no", color: yellow}
-			if bad := strings.Join(UnhealthyFrontends(m), ","); bad != "" {
-				eligible.text += " (" + bad + ")"
-			}
-		}
-		holds := cell{text: orDash(strings.Join(m.Holds, ","))}
-		for _, h := range m.Holds {
-			if m.Alive && multi[BareIP(h)] {
-				holds.color = red
-			}
-		}
-		var notes []string
-		disagrees := false
-		var views []string
-		for _, v := range r.s.VIPs {
-			view, ok := MemberView(m, v)
-			text := orNone(view)
-			if !ok {
-				text = "?"
-			}
-			if !single {
-				text = v.Address + "=" + text
-			}
-			views = append(views, text)
-			if m.Alive && ok && view != ref[v.Address] {
-				disagrees = true
-			}
-		}
-		if disagrees {
-			notes = append(notes, "DISAGREES")
-		}
+		view, disagrees := r.memberView(m, ref)
 		cfgDiffers := m.Fingerprint != "" && r.s.Node.Fingerprint != "" && m.Fingerprint != r.s.Node.Fingerprint
-		if cfgDiffers {
-			notes = append(notes, "CONFIG DIFFERS")
-		}
-		if m.Maintenance {
-			notes = append(notes, "maintenance")
-		}
-		if m.StateErr != "" {
-			notes = append(notes, "state: "+m.StateErr)
-		}
-		if m.HeardVia != "" {
-			notes = append(notes, "UNREACHABLE FROM HERE, heard by "+m.HeardVia)
-		}
-		if m.Disputed {
-			notes = append(notes, "gossip says failed, heartbeats say alive")
-		}
-		note := cell{text: strings.Join(notes, ", ")}
-		if disagrees || cfgDiffers || m.StateErr != "" {
-			note.color = red
-		} else if m.Maintenance || m.HeardVia != "" || m.Disputed {
-			note.color = yellow
-		}
-		view := cell{text: strings.Join(views, ",")}
-		if disagrees {
-			view.color = red
-		}
 		cfg := cell{text: orDash(m.Fingerprint)}
 		if cfgDiffers {
 			cfg.color = red
 		}
-		t.row(plain(name), plain(orDash(m.Address)), alive, plain(fmt.Sprint(m.Priority)), eligible,
-			holds, view, cfg, plain(orDash(m.Version)), note)
+		t.row(plain(name), plain(orDash(m.Address)), r.memberAlive(m), plain(fmt.Sprint(m.Priority)), memberEligible(m),
+			memberHolds(m, multi), view, cfg, plain(orDash(m.Version)), memberNotes(m, disagrees, cfgDiffers))
 	}
 	r.section(t)
+}
+
+// memberAlive shows whether m is alive and, if not, when it was last heard.
+func (r *renderer) memberAlive(m Member) cell {
+	if m.Alive {
+		return cell{text: "yes", color: green}
+	}
+	alive := cell{text: "no", color: red}
+	if !m.LastHeard.IsZero() {
+		alive.text += ", heard " + r.ago(m.LastHeard)
+	}
+	return alive
+}
+
+// memberEligible shows whether m may hold a VIP and, if not, which
+// frontends have no healthy server there.
+func memberEligible(m Member) cell {
+	if m.Eligible {
+		return cell{text: "yes"}
+	}
+	eligible := cell{text: "no", color: yellow}
+	if bad := strings.Join(UnhealthyFrontends(m), ","); bad != "" {
+		eligible.text += " (" + bad + ")"
+	}
+	return eligible
+}
+
+// memberHolds lists the VIPs m holds, red when an alive m shares one
+// with another alive member.
+func memberHolds(m Member, multi map[string]bool) cell {
+	holds := cell{text: orDash(strings.Join(m.Holds, ","))}
+	if HoldsShared(m, multi) {
+		holds.color = red
+	}
+	return holds
+}
+
+// memberView shows whom m elected for each VIP ("?" when its state
+// cannot tell), prefixed with the VIP when there are several; disagrees
+// says an alive m elected someone other than the reference view.
+func (r *renderer) memberView(m Member, ref map[string]string) (view cell, disagrees bool) {
+	single := len(r.s.VIPs) == 1
+	var views []string
+	for _, v := range r.s.VIPs {
+		elected, ok := MemberView(m, v)
+		text := orNone(elected)
+		if !ok {
+			text = "?"
+		}
+		if !single {
+			text = v.Address + "=" + text
+		}
+		views = append(views, text)
+		if m.Alive && ok && elected != ref[v.Address] {
+			disagrees = true
+		}
+	}
+	view = cell{text: strings.Join(views, ",")}
+	if disagrees {
+		view.color = red
+	}
+	return view, disagrees
+}
+
+// memberNotes lists what is unusual about m: red for what makes members
+// elect differently, yellow for what an operator chose or the network did.
+func memberNotes(m Member, disagrees, cfgDiffers bool) cell {
+	var notes []string
+	if disagrees {
+		notes = append(notes, "DISAGREES")
+	}
+	if cfgDiffers {
+		notes = append(notes, "CONFIG DIFFERS")
+	}
+	if m.Maintenance {
+		notes = append(notes, "maintenance")
+	}
+	if m.StateErr != "" {
+		notes = append(notes, "state: "+m.StateErr)
+	}
+	if m.HeardVia != "" {
+		notes = append(notes, "UNREACHABLE FROM HERE, heard by "+m.HeardVia)
+	}
+	if m.Disputed {
+		notes = append(notes, "gossip says failed, heartbeats say alive")
+	}
+	note := cell{text: strings.Join(notes, ", ")}
+	if disagrees || cfgDiffers || m.StateErr != "" {
+		note.color = red
+	} else if m.Maintenance || m.HeardVia != "" || m.Disputed {
+		note.color = yellow
+	}
+	return note
 }
 
 func (r *renderer) frontends() {

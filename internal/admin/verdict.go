@@ -219,48 +219,53 @@ func (j *judge) members() {
 		j.add(LevelDegraded, "member %s (this node) is in maintenance: it will not take a VIP", orDash(s.Node.Name))
 	}
 	for _, m := range s.Members {
-		who := "member " + m.Name
-		if m.Local {
-			who += " (this node)"
-		}
-		if !m.Alive {
-			if m.Local {
-				continue // this node answers, whatever gossip says
-			}
+		j.member(m)
+	}
+}
+
+// member judges one member as a standby for the VIPs.
+func (j *judge) member(m Member) {
+	s := j.s
+	who := "member " + m.Name
+	if m.Local {
+		who += " (this node)"
+	}
+	if !m.Alive {
+		if !m.Local { // this node answers, whatever gossip says
 			heard := "never heard from"
 			if !m.LastHeard.IsZero() && !s.Time.IsZero() {
 				heard = "last heard " + Duration(s.Time.Sub(m.LastHeard)) + " ago"
 			}
 			j.add(LevelDegraded, "%s (%s) is not reachable (%s): no failover to it", who, m.Address, heard)
-			continue
 		}
-		switch {
-		case m.Maintenance:
-			j.add(LevelDegraded, "%s is in maintenance: it will not take a VIP", who)
-		case m.StateErr != "":
-			j.add(LevelDegraded, "%s: its gossiped state cannot be read (%s): it counts as not eligible", who, m.StateErr)
-		case !m.Eligible:
-			why := ""
-			if bad := UnhealthyFrontends(m); len(bad) > 0 {
-				why = " (no healthy server for " + strings.Join(bad, ", ") + ")"
-			}
-			j.add(LevelDegraded, "%s is not eligible%s: no failover to it", who, why)
+		return
+	}
+	switch {
+	case m.Maintenance:
+		j.add(LevelDegraded, "%s is in maintenance: it will not take a VIP", who)
+	case m.StateErr != "":
+		j.add(LevelDegraded, "%s: its gossiped state cannot be read (%s): it counts as not eligible", who, m.StateErr)
+	case !m.Eligible:
+		why := ""
+		if bad := UnhealthyFrontends(m); len(bad) > 0 {
+			why = " (no healthy server for " + strings.Join(bad, ", ") + ")"
 		}
-		if m.HeardVia != "" {
-			j.add(LevelDegraded, "%s is unreachable from this node but heard by %s: the path between them is broken", who, m.HeardVia)
-		}
-		if m.Disputed {
-			j.add(LevelDegraded, "%s: gossip says failed, heartbeats say alive", who)
-		}
-		if m.Local {
-			continue
-		}
-		if m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint {
-			j.add(LevelDegraded, "%s runs another config (fingerprint %s, this node %s): members may elect differently", who, m.Fingerprint, s.Node.Fingerprint)
-		}
-		if m.Version != "" && s.Node.Version != "" && m.Version != s.Node.Version {
-			j.add(LevelDegraded, "%s runs version %s, this node %s", who, m.Version, s.Node.Version)
-		}
+		j.add(LevelDegraded, "%s is not eligible%s: no failover to it", who, why)
+	}
+	if m.HeardVia != "" {
+		j.add(LevelDegraded, "%s is unreachable from this node but heard by %s: the path between them is broken", who, m.HeardVia)
+	}
+	if m.Disputed {
+		j.add(LevelDegraded, "%s: gossip says failed, heartbeats say alive", who)
+	}
+	if m.Local {
+		return
+	}
+	if m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint {
+		j.add(LevelDegraded, "%s runs another config (fingerprint %s, this node %s): members may elect differently", who, m.Fingerprint, s.Node.Fingerprint)
+	}
+	if m.Version != "" && s.Node.Version != "" && m.Version != s.Node.Version {
+		j.add(LevelDegraded, "%s runs version %s, this node %s", who, m.Version, s.Node.Version)
 	}
 }
 

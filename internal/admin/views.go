@@ -65,6 +65,36 @@ func UnhealthyFrontends(m Member) []string {
 	return bad
 }
 
+// HeldByMany marks the VIPs (bare IPs) that more than one alive member
+// holds. A dead member's last gossip is left out: it says nothing about
+// who answers for the VIP now.
+func HeldByMany(members []Member) map[string]bool {
+	held := map[string]int{}
+	for _, m := range members {
+		for _, h := range m.Holds {
+			if m.Alive {
+				held[BareIP(h)]++
+			}
+		}
+	}
+	many := map[string]bool{}
+	for a, n := range held {
+		many[a] = n > 1
+	}
+	return many
+}
+
+// HoldsShared reports whether m is alive and holds a VIP that many, from
+// HeldByMany, marks as held by another alive member too.
+func HoldsShared(m Member, many map[string]bool) bool {
+	for _, h := range m.Holds {
+		if m.Alive && many[BareIP(h)] {
+			return true
+		}
+	}
+	return false
+}
+
 // BareIP drops a prefix length, so "192.168.66.160/24" and
 // "192.168.66.160" name the same VIP.
 func BareIP(a string) string {

@@ -188,19 +188,32 @@ func (c Config) check() error {
 			continue
 		case seen[p.Address]:
 			errs = append(errs, fmt.Errorf("peer %s is listed twice", p.Address))
-		case p.ASN == 0:
-			errs = append(errs, fmt.Errorf("peer %s: ASN is 0", p.Address))
-		case p.HoldTime != 0 && (p.HoldTime < MinHoldTime || p.HoldTime > MaxHoldTime || p.HoldTime%time.Second != 0):
-			errs = append(errs, fmt.Errorf("peer %s: hold time %s: want whole seconds from %s to %s", p.Address, p.HoldTime, MinHoldTime, MaxHoldTime))
-		case p.Keepalive != 0 && (p.Keepalive < time.Second || p.Keepalive%time.Second != 0):
-			errs = append(errs, fmt.Errorf("peer %s: keepalive %s: want whole seconds, at least 1s", p.Address, p.Keepalive))
-		case p.Keepalive != 0 && p.Keepalive >= cmp.Or(p.HoldTime, DefaultHoldTime):
-			errs = append(errs, fmt.Errorf("peer %s: keepalive %s is not shorter than the hold time %s", p.Address, p.Keepalive, cmp.Or(p.HoldTime, DefaultHoldTime)))
+		default:
+			if err := p.check(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		seen[p.Address] = true
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bgp speaker: %w", err)
+	}
+	return nil
+}
+
+// check reports the first thing wrong with an addressed peer: its ASN or
+// timers. A zero timer takes the default.
+func (p Peer) check() error {
+	hold := cmp.Or(p.HoldTime, DefaultHoldTime)
+	switch {
+	case p.ASN == 0:
+		return fmt.Errorf("peer %s: ASN is 0", p.Address)
+	case p.HoldTime != 0 && (p.HoldTime < MinHoldTime || p.HoldTime > MaxHoldTime || p.HoldTime%time.Second != 0):
+		return fmt.Errorf("peer %s: hold time %s: want whole seconds from %s to %s", p.Address, p.HoldTime, MinHoldTime, MaxHoldTime)
+	case p.Keepalive != 0 && (p.Keepalive < time.Second || p.Keepalive%time.Second != 0):
+		return fmt.Errorf("peer %s: keepalive %s: want whole seconds, at least 1s", p.Address, p.Keepalive)
+	case p.Keepalive != 0 && p.Keepalive >= hold:
+		return fmt.Errorf("peer %s: keepalive %s is not shorter than the hold time %s", p.Address, p.Keepalive, hold)
 	}
 	return nil
 }

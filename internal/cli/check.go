@@ -14,9 +14,14 @@ import (
 	"halb/internal/stats"
 )
 
+// checkOptions are the flags of halb check.
+type checkOptions struct {
+	path, node, user string
+	probe, host      bool
+}
+
 func newCheckCmd() *cobra.Command {
-	var path, node, user string
-	var probe, host bool
+	var o checkOptions
 	cmd := &cobra.Command{
 		Use:   "check --config FILE [--node NAME | --host] [--user USER] [--probe]",
 		Short: "Validate a config file, like haproxy -c; with --node, this host too; with --probe, run every health check once",
@@ -77,62 +82,80 @@ a probe failed.`,
   halb check --config /etc/halb/halb.yaml --probe --node lb1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(path)
-			if err != nil {
-				var es config.Errors
-				if !errors.As(err, &es) {
-					return err
-				}
-				for _, e := range es {
-					_, _ = fmt.Fprintln(cmd.ErrOrStderr(), locate(path, e))
-				}
-				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(es))
-				return exitError{code: 1}
-			}
-			keyErrs, keyWarns := keyFileProblems(cfg)
-			credErrs, credWarns := credentialProblems(cfg)
-			tlsErrs, tlsWarns := statsTLSProblems(cfg, time.Now())
-			credErrs, credWarns = append(credErrs, tlsErrs...), append(credWarns, tlsWarns...)
-			for _, w := range slices.Concat(fileWarnings(cfg), keyWarns, credWarns) {
-				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", path, w)
-			}
-			if errs := slices.Concat(keyErrs, credErrs); len(errs) > 0 {
-				for _, e := range errs {
-					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", path, e)
-				}
-				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(errs))
-				return exitError{code: 1}
-			}
-			if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg)); err != nil {
-				return err
-			}
-			var hostErr error
-			if node != "" || host {
-				if node, err = chooseNode(node, cfg.Cluster); err != nil {
-					_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%v\n", err)
-					return exitError{code: 1}
-				}
-				if hostErr = runHostCheck(cmd, cfg, path, node, user); hostErr != nil && !errors.As(hostErr, new(exitError)) {
-					return hostErr
-				}
-			}
-			if probe {
-				// A host problem (1) wins over a failed probe (2): it is
-				// the one to fix first.
-				err := runProbe(cmd, cfg, node)
-				if hostErr == nil || (err != nil && !errors.As(err, new(exitError))) {
-					return err
-				}
-			}
-			return hostErr
+			return runCheck(cmd, o)
 		},
 	}
-	cmd.Flags().StringVarP(&path, "config", "c", "/etc/halb/halb.yaml", "config file to check")
-	cmd.Flags().BoolVar(&probe, "probe", false, "run every health check once against every server, from this host")
-	cmd.Flags().StringVar(&node, "node", "", "check this host as this entry of cluster.nodes; with --probe, this host's name in the output (default: host name)")
-	cmd.Flags().BoolVar(&host, "host", false, "check this host as the entry of cluster.nodes that halb run would pick")
-	cmd.Flags().StringVar(&user, "user", "halb", "with --node or --host: the user halb runs as, who must be able to read its files")
+	cmd.Flags().StringVarP(&o.path, "config", "c", "/etc/halb/halb.yaml", "config file to check")
+	cmd.Flags().BoolVar(&o.probe, "probe", false, "run every health check once against every server, from this host")
+	cmd.Flags().StringVar(&o.node, "node", "", "check this host as this entry of cluster.nodes; with --probe, this host's name in the output (default: host name)")
+	cmd.Flags().BoolVar(&o.host, "host", false, "check this host as the entry of cluster.nodes that halb run would pick")
+	cmd.Flags().StringVar(&o.user, "user", "halb", "with --node or --host: the user halb runs as, who must be able to read its files")
 	return cmd
+}
+
+// runCheck is `halb check`: the config and the files it names, then,
+// as asked, this host and the health checks.
+func runCheck(cmd *cobra.Command, o checkOptions) error {
+	cfg, err := checkConfig(cmd, o.path)
+	if err != nil {
+		return err
+	}
+	var hostErr error
+	node := o.node
+	if node != "" || o.host {
+		if node, err = chooseNode(node, cfg.Cluster); err != nil {
+			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%v\n", err)
+			return exitError{code: 1}
+		}
+		if hostErr = runHostCheck(cmd, cfg, o.path, node, o.user); hostErr != nil && !errors.As(hostErr, new(exitError)) {
+			return hostErr
+		}
+	}
+	if o.probe {
+		// A host problem (1) wins over a failed probe (2): it is
+		// the one to fix first.
+		err := runProbe(cmd, cfg, node)
+		if hostErr == nil || (err != nil && !errors.As(err, new(exitError))) {
+			return err
+		}
+	}
+	return hostErr
+}
+
+// checkConfig loads and validates the config at path and checks the
+// files it names, printing every problem and warning; on success it
+// prints the one-line summary.
+func checkConfig(cmd *cobra.Command, path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var es config.Errors
+		if !errors.As(err, &es) {
+			return nil, err
+		}
+		for _, e := range es {
+			_, _ = fmt.Fprintln(cmd.ErrOrStderr(), locate(path, e))
+		}
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(es))
+		return nil, exitError{code: 1}
+	}
+	keyErrs, keyWarns := keyFileProblems(cfg)
+	credErrs, credWarns := credentialProblems(cfg)
+	tlsErrs, tlsWarns := statsTLSProblems(cfg, time.Now())
+	credErrs, credWarns = append(credErrs, tlsErrs...), append(credWarns, tlsWarns...)
+	for _, w := range slices.Concat(fileWarnings(cfg), keyWarns, credWarns) {
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", path, w)
+	}
+	if errs := slices.Concat(keyErrs, credErrs); len(errs) > 0 {
+		for _, e := range errs {
+			_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %v\n", path, e)
+		}
+		_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "%s: %d error(s)\n", path, len(errs))
+		return nil, exitError{code: 1}
+	}
+	if _, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %s\n", path, summary(cfg)); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 // runHostCheck is `halb check --node`: it gathers this host's facts,
@@ -246,10 +269,6 @@ func fileWarnings(cfg *config.Config) []string {
 	}
 	if cfg.Stats != nil {
 		check("stats.password_file", cfg.Stats.PasswordFile)
-		if t := cfg.Stats.TLS; t != nil {
-			check("stats.tls.cert_file", t.CertFile)
-			check("stats.tls.key_file", t.KeyFile)
-		}
 	}
 	for i, b := range cfg.Backends {
 		for _, f := range tlsFiles(b.Health) {

@@ -25,15 +25,18 @@ does the same, as far as halb can, with a warning for everything left out.`,
 	return cmd
 }
 
+// importOptions are the flags of halb import haproxy.
+type importOptions struct {
+	iface  string
+	kaPath string
+	out    string
+	force  bool
+	nodes  []string
+	define []string
+}
+
 func newImportHAProxyCmd() *cobra.Command {
-	var (
-		iface  string
-		kaPath string
-		out    string
-		force  bool
-		nodes  []string
-		define []string
-	)
+	var o importOptions
 	cmd := &cobra.Command{
 		Use:   "haproxy FILE [--node NAME=ADDRESS[:PRIORITY]]... [--out FILE]",
 		Short: "Translate haproxy.cfg (TCP mode) into a halb config",
@@ -67,68 +70,83 @@ cannot be read or yields no usable config; the errors name their lines.`,
   halb check --config /etc/halb/halb.yaml`,
 		Args: oneArg("FILE", "the haproxy.cfg to translate", "/etc/haproxy/haproxy.cfg"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := args[0]
-			data, err := smallfile.Read(path, config.MaxFileSize)
-			if err != nil {
-				return fmt.Errorf("read haproxy config: %w", err)
-			}
-			opts := haproxy.Options{Source: path, VIPInterface: iface, KeepalivedSource: kaPath}
-			if len(define) > 0 {
-				opts.Env = map[string]string{}
-				for _, d := range define {
-					name, value, ok := strings.Cut(d, "=")
-					if !ok || name == "" {
-						return fmt.Errorf("--define %q: want NAME=VALUE, e.g. --define HAPROXY_LOCALPEER=lb1", d)
-					}
-					opts.Env[name] = value
-				}
-			}
-			if !cmd.Flags().Changed("vip-interface") {
-				// Let keepalived's interface win over the default.
-				opts.VIPInterface = ""
-			}
-			if kaPath != "" {
-				kdata, err := smallfile.Read(kaPath, config.MaxFileSize)
-				if err != nil {
-					return fmt.Errorf("read keepalived config: %w", err)
-				}
-				k, err := haproxy.ParseKeepalived(kdata)
-				if err != nil {
-					return printImportErrors(cmd, kaPath, err)
-				}
-				opts.Keepalived = k
-			}
-			for _, s := range nodes {
-				n, err := haproxy.ParseNode(s)
-				if err != nil {
-					return err
-				}
-				opts.Nodes = append(opts.Nodes, n)
-			}
-			stderr := cmd.ErrOrStderr()
-			res, err := haproxy.Import(data, opts)
-			if err != nil {
-				return printImportErrors(cmd, path, err)
-			}
-			_, _ = fmt.Fprint(stderr, haproxy.FormatWarnings(res.Warnings, path))
-			if out == "" || out == "-" {
-				_, err := cmd.OutOrStdout().Write(res.YAML)
-				return err
-			}
-			if err := writeImportOutput(out, res.YAML, force); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintf(stderr, "wrote %s with %d warning(s); next: halb check --config %s\n", out, len(res.Warnings), out)
-			return err
+			return runImportHAProxy(cmd, args[0], o)
 		},
 	}
-	cmd.Flags().StringVar(&iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts (without the flag: keepalived's, else eth0)")
-	cmd.Flags().StringVar(&kaPath, "keepalived", "", "keepalived.conf to take the VIP's prefix and interface, nopreempt/preempt_delay and priority from")
-	cmd.Flags().StringArrayVar(&nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
-	cmd.Flags().StringArrayVar(&define, "define", nil, "an environment variable HAProxy runs with, NAME=VALUE, for .if defined(NAME) and $NAME; repeat for each")
-	cmd.Flags().StringVar(&out, "out", "", "file to write (default: standard output)")
-	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing output file")
+	cmd.Flags().StringVar(&o.iface, "vip-interface", "eth0", "interface that carries the VIP on the LB hosts (without the flag: keepalived's, else eth0)")
+	cmd.Flags().StringVar(&o.kaPath, "keepalived", "", "keepalived.conf to take the VIP's prefix and interface, nopreempt/preempt_delay and priority from")
+	cmd.Flags().StringArrayVar(&o.nodes, "node", nil, "an LB host as NAME=ADDRESS[:PRIORITY]; repeat for each host")
+	cmd.Flags().StringArrayVar(&o.define, "define", nil, "an environment variable HAProxy runs with, NAME=VALUE, for .if defined(NAME) and $NAME; repeat for each")
+	cmd.Flags().StringVar(&o.out, "out", "", "file to write (default: standard output)")
+	cmd.Flags().BoolVar(&o.force, "force", false, "overwrite an existing output file")
 	return cmd
+}
+
+// runImportHAProxy is `halb import haproxy`: it translates the
+// haproxy.cfg at path and writes the result where o says.
+func runImportHAProxy(cmd *cobra.Command, path string, o importOptions) error {
+	data, err := smallfile.Read(path, config.MaxFileSize)
+	if err != nil {
+		return fmt.Errorf("read haproxy config: %w", err)
+	}
+	opts, err := o.haproxyOptions(cmd, path)
+	if err != nil {
+		return err
+	}
+	stderr := cmd.ErrOrStderr()
+	res, err := haproxy.Import(data, opts)
+	if err != nil {
+		return printImportErrors(cmd, path, err)
+	}
+	_, _ = fmt.Fprint(stderr, haproxy.FormatWarnings(res.Warnings, path))
+	if o.out == "" || o.out == "-" {
+		_, err := cmd.OutOrStdout().Write(res.YAML)
+		return err
+	}
+	if err := writeImportOutput(o.out, res.YAML, o.force); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stderr, "wrote %s with %d warning(s); next: halb check --config %s\n", o.out, len(res.Warnings), o.out)
+	return err
+}
+
+// haproxyOptions turns the flags into the importer's options, reading
+// the keepalived.conf if one is named.
+func (o importOptions) haproxyOptions(cmd *cobra.Command, path string) (haproxy.Options, error) {
+	opts := haproxy.Options{Source: path, VIPInterface: o.iface, KeepalivedSource: o.kaPath}
+	if len(o.define) > 0 {
+		opts.Env = map[string]string{}
+		for _, d := range o.define {
+			name, value, ok := strings.Cut(d, "=")
+			if !ok || name == "" {
+				return opts, fmt.Errorf("--define %q: want NAME=VALUE, e.g. --define HAPROXY_LOCALPEER=lb1", d)
+			}
+			opts.Env[name] = value
+		}
+	}
+	if !cmd.Flags().Changed("vip-interface") {
+		// Let keepalived's interface win over the default.
+		opts.VIPInterface = ""
+	}
+	if o.kaPath != "" {
+		kdata, err := smallfile.Read(o.kaPath, config.MaxFileSize)
+		if err != nil {
+			return opts, fmt.Errorf("read keepalived config: %w", err)
+		}
+		k, err := haproxy.ParseKeepalived(kdata)
+		if err != nil {
+			return opts, printImportErrors(cmd, o.kaPath, err)
+		}
+		opts.Keepalived = k
+	}
+	for _, s := range o.nodes {
+		n, err := haproxy.ParseNode(s)
+		if err != nil {
+			return opts, err
+		}
+		opts.Nodes = append(opts.Nodes, n)
+	}
+	return opts, nil
 }
 
 // printImportErrors prints each error of an import as FILE:LINE: MESSAGE

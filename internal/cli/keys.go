@@ -46,6 +46,19 @@ is printed).`,
   halb keys remove 2c26b46b68ffc68f              # on lb1, then on lb2`,
 	}
 	sock.register(cmd.PersistentFlags())
+	cmd.AddCommand(newKeysListCmd(&sock), newKeysInstallCmd(&sock))
+	for _, op := range []keyChange{
+		{"use", "Make an installed key the primary one, which encrypts this node's gossip",
+			"now encrypting with %s: once every node does, remove the old key on each"},
+		{"remove", "Remove a key that is not primary: gossip sealed with it is refused",
+			"removed %s"},
+	} {
+		cmd.AddCommand(newKeyChangeCmd(&sock, op))
+	}
+	return cmd
+}
+
+func newKeysListCmd(sock *socketFlags) *cobra.Command {
 	var output string
 	list := &cobra.Command{
 		Use:     "list [-o text|json]",
@@ -56,14 +69,16 @@ is printed).`,
 			if output != "text" && output != "json" {
 				return fmt.Errorf("-o %q: want text or json", output)
 			}
-			return keysDo(cmd, &sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
+			return keysDo(cmd, sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
 				return c.Keys(ctx)
 			}, output, "")
 		},
 	}
 	list.Flags().StringVarP(&output, "output", "o", "text", "text or json")
-	cmd.AddCommand(list)
+	return list
+}
 
+func newKeysInstallCmd(sock *socketFlags) *cobra.Command {
 	var installFile string
 	install := &cobra.Command{
 		Use:   "install --key-file FILE",
@@ -79,53 +94,51 @@ command line, where other users could see it.`,
 				return err
 			}
 			req := admin.KeyRequest{Key: keyring.Encode(key)}
-			return keysDo(cmd, &sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
+			return keysDo(cmd, sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
 				return c.ChangeKey(ctx, "install", req)
 			}, "text", fmt.Sprintf("installed %s: once every node has it, run `halb keys use %s` on each", keyring.ID(key), keyring.ID(key)))
 		},
 	}
 	install.Flags().StringVar(&installFile, "key-file", "", "file holding the key (- for standard input)")
 	_ = install.MarkFlagRequired("key-file")
-	cmd.AddCommand(install)
+	return install
+}
 
-	for _, op := range []struct{ name, short, done string }{
-		{"use", "Make an installed key the primary one, which encrypts this node's gossip",
-			"now encrypting with %s: once every node does, remove the old key on each"},
-		{"remove", "Remove a key that is not primary: gossip sealed with it is refused",
-			"removed %s"},
-	} {
-		var file string
-		c := &cobra.Command{
-			Use:     op.name + " ID | --key-file FILE",
-			Short:   op.short,
-			Example: fmt.Sprintf("  halb keys %s 9f86d081884c7d65\n  halb keys %s --key-file /root/old.key", op.name, op.name),
-			Args:    cobra.MaximumNArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				var req admin.KeyRequest
-				var id string
-				switch {
-				case len(args) == 1 && file != "":
-					return errors.New("give an ID or --key-file, not both")
-				case len(args) == 1:
-					req.ID, id = args[0], args[0]
-				case file != "":
-					key, err := readOneKey(cmd.InOrStdin(), file)
-					if err != nil {
-						return err
-					}
-					req.Key, id = keyring.Encode(key), keyring.ID(key)
-				default:
-					return errors.New("which key? give its ID (see halb keys list) or --key-file FILE")
+// keyChange is a keys subcommand that names one installed key: use or
+// remove. done is the message on success, with the key's ID.
+type keyChange struct{ name, short, done string }
+
+func newKeyChangeCmd(sock *socketFlags, op keyChange) *cobra.Command {
+	var file string
+	c := &cobra.Command{
+		Use:     op.name + " ID | --key-file FILE",
+		Short:   op.short,
+		Example: fmt.Sprintf("  halb keys %s 9f86d081884c7d65\n  halb keys %s --key-file /root/old.key", op.name, op.name),
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var req admin.KeyRequest
+			var id string
+			switch {
+			case len(args) == 1 && file != "":
+				return errors.New("give an ID or --key-file, not both")
+			case len(args) == 1:
+				req.ID, id = args[0], args[0]
+			case file != "":
+				key, err := readOneKey(cmd.InOrStdin(), file)
+				if err != nil {
+					return err
 				}
-				return keysDo(cmd, &sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
-					return c.ChangeKey(ctx, op.name, req)
-				}, "text", fmt.Sprintf(op.done, id))
-			},
-		}
-		c.Flags().StringVar(&file, "key-file", "", "file holding the key (- for standard input)")
-		cmd.AddCommand(c)
+				req.Key, id = keyring.Encode(key), keyring.ID(key)
+			default:
+				return errors.New("which key? give its ID (see halb keys list) or --key-file FILE")
+			}
+			return keysDo(cmd, sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
+				return c.ChangeKey(ctx, op.name, req)
+			}, "text", fmt.Sprintf(op.done, id))
+		},
 	}
-	return cmd
+	c.Flags().StringVar(&file, "key-file", "", "file holding the key (- for standard input)")
+	return c
 }
 
 // keysDo runs one admin request and prints the keyring it returns.

@@ -108,6 +108,28 @@ type decoder struct {
 var errTruncated = errors.New("truncated")
 
 func (d *decoder) state() (State, error) {
+	s, err := d.head()
+	if err != nil {
+		return s, err
+	}
+	if s.Frontends, err = d.frontends(); err != nil {
+		return s, err
+	}
+	if s.Holds, err = d.holds(); err != nil {
+		return s, err
+	}
+	if s.Holder, err = d.holders(); err != nil {
+		return s, err
+	}
+	if len(d.b) != 0 {
+		return s, fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	return s, nil
+}
+
+// head reads the format version, the flags, the priority, the config
+// fingerprint and the build version.
+func (d *decoder) head() (State, error) {
 	var s State
 	if len(d.b) == 0 {
 		return s, errors.New("empty")
@@ -135,70 +157,82 @@ func (d *decoder) state() (State, error) {
 	if s.Fingerprint, err = d.string(); err != nil {
 		return s, err
 	}
-	if s.Version, err = d.string(); err != nil {
-		return s, err
-	}
+	s.Version, err = d.string()
+	return s, err
+}
 
+// frontends reads each frontend's health; nil when there are none.
+func (d *decoder) frontends() (map[string]bool, error) {
 	count, err := d.count()
 	if err != nil {
-		return s, err
+		return nil, err
 	}
+	var out map[string]bool
 	for range count {
 		k, err := d.string()
 		if err != nil {
-			return s, err
+			return nil, err
 		}
 		v, err := d.byte()
 		if err != nil {
-			return s, err
+			return nil, err
 		}
 		if v > 1 {
-			return s, fmt.Errorf("frontend %q: bad health byte %d", k, v)
+			return nil, fmt.Errorf("frontend %q: bad health byte %d", k, v)
 		}
-		if s.Frontends == nil {
-			s.Frontends = make(map[string]bool, count)
+		if out == nil {
+			out = make(map[string]bool, count)
 		}
-		if _, dup := s.Frontends[k]; dup {
-			return s, fmt.Errorf("frontend %q listed twice", k)
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("frontend %q listed twice", k)
 		}
-		s.Frontends[k] = v == 1
+		out[k] = v == 1
 	}
+	return out, nil
+}
 
-	if count, err = d.count(); err != nil {
-		return s, err
+// holds reads the VIPs the member holds; nil when none.
+func (d *decoder) holds() ([]string, error) {
+	count, err := d.count()
+	if err != nil {
+		return nil, err
 	}
+	var out []string
 	for range count {
 		h, err := d.string()
 		if err != nil {
-			return s, err
+			return nil, err
 		}
-		s.Holds = append(s.Holds, h)
+		out = append(out, h)
 	}
+	return out, nil
+}
 
-	if count, err = d.count(); err != nil {
-		return s, err
+// holders reads whom the member elected for each VIP; nil when none.
+func (d *decoder) holders() (map[string]string, error) {
+	count, err := d.count()
+	if err != nil {
+		return nil, err
 	}
+	var out map[string]string
 	for range count {
 		k, err := d.string()
 		if err != nil {
-			return s, err
+			return nil, err
 		}
 		v, err := d.string()
 		if err != nil {
-			return s, err
+			return nil, err
 		}
-		if s.Holder == nil {
-			s.Holder = make(map[string]string, count)
+		if out == nil {
+			out = make(map[string]string, count)
 		}
-		if _, dup := s.Holder[k]; dup {
-			return s, fmt.Errorf("holder of %q listed twice", k)
+		if _, dup := out[k]; dup {
+			return nil, fmt.Errorf("holder of %q listed twice", k)
 		}
-		s.Holder[k] = v
+		out[k] = v
 	}
-	if len(d.b) != 0 {
-		return s, fmt.Errorf("%d trailing bytes", len(d.b))
-	}
-	return s, nil
+	return out, nil
 }
 
 func (d *decoder) byte() (byte, error) {

@@ -82,23 +82,7 @@ func (v *validator) bgp(r *rawBGP, c *Cluster) *BGP {
 	} else {
 		b.LocalASN = v.asn("bgp.local_asn", *r.LocalASN)
 	}
-	if r.RouterID != "" {
-		a, err := netip.ParseAddr(r.RouterID)
-		switch {
-		case err != nil || !a.Is4():
-			v.fail("bgp.router_id", "%q is not an IPv4 address (BGP identifiers are 32 bits)", r.RouterID)
-		case c != nil && len(c.Nodes) > 1:
-			v.fail("bgp.router_id", "every node would use %s, but routers need a distinct identifier per peer: leave router_id unset so each node uses its own cluster address", a)
-		default:
-			b.RouterID = a
-		}
-	} else if c != nil {
-		for i, n := range c.Nodes {
-			if n.Address.IsValid() && !n.Address.Unmap().Is4() {
-				v.fail(fmt.Sprintf("cluster.nodes[%d].address", i), "%s is IPv6, so it cannot be node %q's BGP router id: give nodes IPv4 addresses or set bgp.router_id on a single node", n.Address, n.Name)
-			}
-		}
-	}
+	b.RouterID = v.routerID(r.RouterID, c)
 	if r.ListenPort != nil {
 		if *r.ListenPort < 0 || *r.ListenPort > 65535 {
 			v.fail("bgp.listen_port", "%d: want 1-65535, or 0 to only dial the peers", *r.ListenPort)
@@ -114,27 +98,13 @@ func (v *validator) bgp(r *rawBGP, c *Cluster) *BGP {
 	for i, rp := range r.Peers {
 		p := fmt.Sprintf("bgp.peers[%d]", i)
 		peer := BGPPeer{Port: DefaultBGPPort, PasswordFile: rp.PasswordFile}
-		a, err := netip.ParseAddr(rp.Address)
-		switch {
-		case rp.Address == "":
-			v.fail(p+".address", "the router's address is required")
-		case err != nil:
-			v.fail(p+".address", "%q is not an IP address (host names are not resolved)", rp.Address)
-		case CheckHostAddress(a) != nil:
-			v.fail(p+".address", "%s: %v: a peer is one router", a, CheckHostAddress(a))
-		default:
-			peer.Address = a.Unmap()
+		peer.Address = v.peerAddress(p+".address", rp.Address)
+		if peer.Address.IsValid() {
 			if first, dup := seen[peer.Address]; dup {
 				v.fail(p+".address", "%s is also bgp.peers[%d]", peer.Address, first)
 			}
 			seen[peer.Address] = i
-			if c != nil {
-				for _, n := range c.Nodes {
-					if n.Address.Unmap() == peer.Address {
-						v.fail(p+".address", "%s is node %q's own address", peer.Address, n.Name)
-					}
-				}
-			}
+			v.notANode(p+".address", peer.Address, c)
 		}
 		if rp.ASN == nil {
 			v.fail(p+".asn", "the router's asn is required")
@@ -155,6 +125,63 @@ func (v *validator) bgp(r *rawBGP, c *Cluster) *BGP {
 		b.Peers = append(b.Peers, peer)
 	}
 	return b
+}
+
+// routerID validates bgp.router_id, which only a single node may set;
+// left unset, every node's cluster address must be IPv4 to serve as its
+// identifier. It returns the zero Addr when each node uses its own.
+func (v *validator) routerID(s string, c *Cluster) netip.Addr {
+	if s == "" {
+		if c != nil {
+			for i, n := range c.Nodes {
+				if n.Address.IsValid() && !n.Address.Unmap().Is4() {
+					v.fail(fmt.Sprintf("cluster.nodes[%d].address", i), "%s is IPv6, so it cannot be node %q's BGP router id: give nodes IPv4 addresses or set bgp.router_id on a single node", n.Address, n.Name)
+				}
+			}
+		}
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil || !a.Is4():
+		v.fail("bgp.router_id", "%q is not an IPv4 address (BGP identifiers are 32 bits)", s)
+	case c != nil && len(c.Nodes) > 1:
+		v.fail("bgp.router_id", "every node would use %s, but routers need a distinct identifier per peer: leave router_id unset so each node uses its own cluster address", a)
+	default:
+		return a
+	}
+	return netip.Addr{}
+}
+
+// peerAddress parses a BGP peer's address, which must be one router's.
+// It returns the zero Addr if it is not.
+func (v *validator) peerAddress(path, s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case s == "":
+		v.fail(path, "the router's address is required")
+		return netip.Addr{}
+	case err != nil:
+		v.fail(path, "%q is not an IP address (host names are not resolved)", s)
+		return netip.Addr{}
+	case CheckHostAddress(a) != nil:
+		v.fail(path, "%s: %v: a peer is one router", a, CheckHostAddress(a))
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// notANode refuses a peer address that is one of the cluster's nodes: a
+// node cannot be its own router.
+func (v *validator) notANode(path string, a netip.Addr, c *Cluster) {
+	if c == nil {
+		return
+	}
+	for _, n := range c.Nodes {
+		if n.Address.Unmap() == a {
+			v.fail(path, "%s is node %q's own address", a, n.Name)
+		}
+	}
 }
 
 // bgpTimers validates a hold time and keepalive at path. The keepalive

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -319,13 +320,7 @@ func (v *validator) backends(raws []rawBackend) []Backend {
 			PassiveFall:  v.passiveFall(p+".passive_fall", r.PassiveFall),
 		}
 		v.healthMore(p+".health", b.Health)
-		switch b.Balance {
-		case "":
-			b.Balance = RoundRobin
-		case RoundRobin, LeastConn, Source:
-		default:
-			v.fail(p+".balance", "%q: want roundrobin, leastconn or source", r.Balance)
-		}
+		choose(v, p+".balance", &b.Balance, RoundRobin, RoundRobin, LeastConn, Source)
 		if b.Retries < 0 {
 			v.fail(p+".retries", "%d: must be 0 or more", b.Retries)
 		}
@@ -377,30 +372,9 @@ func (v *validator) health(p string, r *rawHealth) HealthCheck {
 	if r.Jitter != nil {
 		h.Jitter = *r.Jitter
 	}
-	switch h.Type {
-	case "":
-		h.Type = CheckTCP
-	case CheckTCP, CheckTLS, CheckHTTP, CheckHTTPS:
-	default:
-		v.fail(p+".type", "%q: want tcp, tls, http or https", r.Type)
-	}
-	web := h.Type == CheckHTTP || h.Type == CheckHTTPS
-	if web {
-		if h.Path == "" {
-			h.Path = "/healthz"
-		}
-		if !strings.HasPrefix(h.Path, "/") {
-			v.fail(p+".path", "%q must start with /", h.Path)
-		}
-		h.ExpectStatus = r.ExpectStatus
-		if len(h.ExpectStatus) == 0 {
-			h.ExpectStatus = []int{200}
-		}
-		for i, s := range h.ExpectStatus {
-			if s < 100 || s > 599 {
-				v.fail(fmt.Sprintf("%s.expect_status[%d]", p, i), "%d is not an HTTP status", s)
-			}
-		}
+	choose(v, p+".type", &h.Type, CheckTCP, CheckTCP, CheckTLS, CheckHTTP, CheckHTTPS)
+	if h.Type == CheckHTTP || h.Type == CheckHTTPS {
+		v.webCheck(p, r, &h)
 	} else {
 		if r.Path != "" {
 			v.fail(p+".path", "only http and https checks use a path (type is %s)", h.Type)
@@ -424,29 +398,72 @@ func (v *validator) health(p string, r *rawHealth) HealthCheck {
 		v.fail(p+".jitter", "%v: want a fraction of the interval between 0 and 1", h.Jitter)
 	}
 	if r.TLS != nil {
-		if h.Type != CheckTLS && h.Type != CheckHTTPS {
-			v.fail(p+".tls", "only tls and https checks use TLS options (type is %s)", h.Type)
-		}
-		h.TLS = TLSOptions(*r.TLS)
-		if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
-			v.fail(p+".tls", "cert_file and key_file go together")
-		}
-		var sources []string
-		for _, s := range []struct{ name, file string }{
-			{"talosconfig", h.TLS.Talosconfig}, {"kubeconfig", h.TLS.Kubeconfig}, {"cert_file", h.TLS.CertFile},
-		} {
-			if s.file != "" {
-				sources = append(sources, s.name)
-			}
-		}
-		if len(sources) > 1 {
-			v.fail(p+".tls", "%s are mutually exclusive: give the check one client certificate (a talosconfig for the Talos API, a kubeconfig for the Kubernetes API)", strings.Join(sources, " and "))
-		}
-		if h.TLS.Context != "" && h.TLS.Talosconfig == "" && h.TLS.Kubeconfig == "" {
-			v.fail(p+".tls.context", "%q names a context of a talosconfig or kubeconfig: set health.tls.talosconfig or health.tls.kubeconfig", h.TLS.Context)
-		}
+		h.TLS = v.checkTLS(p, *r.TLS, h.Type)
 	}
 	return h
+}
+
+// choose sets *val to def when it is empty and refuses a value that is
+// none of allowed, listing them.
+func choose[T ~string](v *validator, path string, val *T, def T, allowed ...T) {
+	switch {
+	case *val == "":
+		*val = def
+	case !slices.Contains(allowed, *val):
+		names := make([]string, len(allowed))
+		for i, a := range allowed {
+			names[i] = string(a)
+		}
+		last := len(names) - 1
+		v.fail(path, "%q: want %s or %s", string(*val), strings.Join(names[:last], ", "), names[last])
+	}
+}
+
+// webCheck fills in the path and the statuses an http or https check
+// expects, defaulting to GET /healthz answered with 200.
+func (v *validator) webCheck(p string, r *rawHealth, h *HealthCheck) {
+	if h.Path == "" {
+		h.Path = "/healthz"
+	}
+	if !strings.HasPrefix(h.Path, "/") {
+		v.fail(p+".path", "%q must start with /", h.Path)
+	}
+	h.ExpectStatus = r.ExpectStatus
+	if len(h.ExpectStatus) == 0 {
+		h.ExpectStatus = []int{200}
+	}
+	for i, s := range h.ExpectStatus {
+		if s < 100 || s > 599 {
+			v.fail(fmt.Sprintf("%s.expect_status[%d]", p, i), "%d is not an HTTP status", s)
+		}
+	}
+}
+
+// checkTLS validates the TLS options of a check of type typ: only tls and
+// https checks use them, and they give at most one client certificate.
+func (v *validator) checkTLS(p string, r rawTLS, typ CheckType) TLSOptions {
+	if typ != CheckTLS && typ != CheckHTTPS {
+		v.fail(p+".tls", "only tls and https checks use TLS options (type is %s)", typ)
+	}
+	o := TLSOptions(r)
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		v.fail(p+".tls", "cert_file and key_file go together")
+	}
+	var sources []string
+	for _, s := range []struct{ name, file string }{
+		{"talosconfig", o.Talosconfig}, {"kubeconfig", o.Kubeconfig}, {"cert_file", o.CertFile},
+	} {
+		if s.file != "" {
+			sources = append(sources, s.name)
+		}
+	}
+	if len(sources) > 1 {
+		v.fail(p+".tls", "%s are mutually exclusive: give the check one client certificate (a talosconfig for the Talos API, a kubeconfig for the Kubernetes API)", strings.Join(sources, " and "))
+	}
+	if o.Context != "" && o.Talosconfig == "" && o.Kubeconfig == "" {
+		v.fail(p+".tls.context", "%q names a context of a talosconfig or kubeconfig: set health.tls.talosconfig or health.tls.kubeconfig", o.Context)
+	}
+	return o
 }
 
 func (v *validator) cluster(r *rawCluster) *Cluster {
@@ -465,6 +482,29 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 	if c.Port < 1 || c.Port > 65535 {
 		v.fail("cluster.port", "%d: want 1-65535", c.Port)
 	}
+	v.gossipKeys(c)
+	choose(v, "cluster.profile", &c.Profile, "lan", "lan", "fast")
+	choose(v, "cluster.policy", &c.Policy, Preempt, Preempt, Sticky)
+	choose(v, "cluster.eligibility", &c.Eligibility, "all_frontends", "all_frontends", "any_frontend")
+	if r.Witness != "" {
+		a, err := netip.ParseAddr(r.Witness)
+		if err != nil {
+			v.fail("cluster.witness", "%q is not an IP address", r.Witness)
+		} else if err := CheckHostAddress(a); err != nil {
+			v.fail("cluster.witness", "%s: %v: the witness is one host that answers ping", a, err)
+		}
+		c.Witness = a
+	}
+	c.Nodes = v.nodes(r.Nodes)
+	if c.Quorum && len(c.Nodes) < 3 {
+		v.fail("cluster.quorum", "needs at least 3 nodes: with %d a single failure loses the majority; use a witness for a pair", len(c.Nodes))
+	}
+	return c
+}
+
+// gossipKeys checks that gossip is either encrypted with a key file or
+// insecure by choice, and that the keyring has a file of its own.
+func (v *validator) gossipKeys(c *Cluster) {
 	switch {
 	case c.KeyFile == "" && !c.InsecureGossip:
 		v.fail("cluster.key_file", "gossip must be encrypted: create a key with `halb keygen --out /etc/halb/gossip.key` and set key_file, or set insecure_gossip: true for a lab")
@@ -477,42 +517,17 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 	case c.KeyringFile != "" && c.KeyringFile == c.KeyFile:
 		v.fail("cluster.keyring_file", "is key_file: halb rewrites the keyring, so give it its own file (e.g. /var/lib/halb/gossip.keyring)")
 	}
-	switch c.Profile {
-	case "":
-		c.Profile = "lan"
-	case "lan", "fast":
-	default:
-		v.fail("cluster.profile", "%q: want lan or fast", r.Profile)
-	}
-	switch c.Policy {
-	case "":
-		c.Policy = Preempt
-	case Preempt, Sticky:
-	default:
-		v.fail("cluster.policy", "%q: want preempt or sticky", r.Policy)
-	}
-	switch c.Eligibility {
-	case "":
-		c.Eligibility = "all_frontends"
-	case "all_frontends", "any_frontend":
-	default:
-		v.fail("cluster.eligibility", "%q: want all_frontends or any_frontend", r.Eligibility)
-	}
-	if r.Witness != "" {
-		a, err := netip.ParseAddr(r.Witness)
-		if err != nil {
-			v.fail("cluster.witness", "%q is not an IP address", r.Witness)
-		} else if err := CheckHostAddress(a); err != nil {
-			v.fail("cluster.witness", "%s: %v: the witness is one host that answers ping", a, err)
-		}
-		c.Witness = a
-	}
-	if len(r.Nodes) == 0 {
+}
+
+// nodes validates cluster.nodes: at least one, names and addresses unique.
+func (v *validator) nodes(raws []rawNode) []Node {
+	if len(raws) == 0 {
 		v.fail("cluster.nodes", "list every LB node (name and address); a single node is a valid cluster")
 	}
 	names := map[string]bool{}
 	addrs := map[netip.Addr]string{}
-	for i, rn := range r.Nodes {
+	var out []Node
+	for i, rn := range raws {
 		p := fmt.Sprintf("cluster.nodes[%d]", i)
 		v.name(p+".name", rn.Name, "node")
 		if names[rn.Name] && rn.Name != "" {
@@ -523,27 +538,34 @@ func (v *validator) cluster(r *rawCluster) *Cluster {
 		if err := CheckInterface(rn.Interface); err != nil {
 			v.fail(p+".interface", "%v", err)
 		}
-		a, err := netip.ParseAddr(rn.Address)
-		if err != nil {
-			v.fail(p+".address", "%q is not an IP address (the address gossip binds to on that node)", rn.Address)
-		} else if err := CheckHostAddress(a); err != nil {
-			v.fail(p+".address", "%s: %v: gossip binds to and advertises the node's own address", a, err)
-		} else {
-			n.Address = a
-			if other, dup := addrs[a]; dup {
-				v.fail(p+".address", "%s is also node %q's address", a, other)
+		n.Address = v.nodeAddress(p+".address", rn.Address)
+		if n.Address.IsValid() {
+			if other, dup := addrs[n.Address]; dup {
+				v.fail(p+".address", "%s is also node %q's address", n.Address, other)
 			}
-			addrs[a] = rn.Name
+			addrs[n.Address] = rn.Name
 		}
 		if n.Priority < 0 || n.Priority > 1000 {
 			v.fail(p+".priority", "%d: want 0-1000", n.Priority)
 		}
-		c.Nodes = append(c.Nodes, n)
+		out = append(out, n)
 	}
-	if c.Quorum && len(c.Nodes) < 3 {
-		v.fail("cluster.quorum", "needs at least 3 nodes: with %d a single failure loses the majority; use a witness for a pair", len(c.Nodes))
+	return out
+}
+
+// nodeAddress parses a node's gossip address; the zero Addr if it is not
+// one.
+func (v *validator) nodeAddress(path, s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		v.fail(path, "%q is not an IP address (the address gossip binds to on that node)", s)
+		return netip.Addr{}
 	}
-	return c
+	if err := CheckHostAddress(a); err != nil {
+		v.fail(path, "%s: %v: gossip binds to and advertises the node's own address", a, err)
+		return netip.Addr{}
+	}
+	return a
 }
 
 func (v *validator) vips(raws []rawVIP, c *Cluster) []VIP {

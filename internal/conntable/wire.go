@@ -208,15 +208,42 @@ func maxConnsPerChunk(n int) int { return n / 2 }
 func decode(b []byte) (chunk, error) {
 	var c chunk
 	r := &reader{b: b}
+	if err := c.decodeHeader(r); err != nil {
+		return c, fmt.Errorf("decode connection table chunk: %w", err)
+	}
+	c.conns = make([]Conn, 0, min(64, maxConnsPerChunk(len(b))))
+	sections := r.u16()
+	for range sections {
+		vip := netip.AddrPortFrom(c.vip, uint16(r.u16()))
+		groups := r.u16()
+		for range groups {
+			if !c.decodeGroup(r, vip) {
+				break
+			}
+		}
+	}
+	if r.err != nil {
+		return c, fmt.Errorf("decode connection table chunk %d of %d: entries %w", c.index, c.count, r.err)
+	}
+	if len(r.b) != 0 {
+		return c, fmt.Errorf("decode connection table chunk %d of %d: %d bytes after the entries", c.index, c.count, len(r.b))
+	}
+	return c, nil
+}
+
+// decodeHeader reads the chunk's header and refuses one that is not a
+// chunk of this format or contradicts itself. A VIP address cut short is
+// left for the entries to report.
+func (c *chunk) decodeHeader(r *reader) error {
 	m := r.take(4)
 	if r.err != nil {
-		return c, fmt.Errorf("decode connection table chunk: header %w", r.err)
+		return fmt.Errorf("header %w", r.err)
 	}
 	if m[0] != magic0 || m[1] != magic1 {
-		return c, errors.New("decode connection table chunk: not a connection table chunk")
+		return errors.New("not a connection table chunk")
 	}
 	if m[2] != format {
-		return c, fmt.Errorf("decode connection table chunk: format %d, this version reads %d", m[2], format)
+		return fmt.Errorf("format %d, this version reads %d", m[2], format)
 	}
 	switch m[3] {
 	case kindSnapshot:
@@ -224,13 +251,13 @@ func decode(b []byte) (chunk, error) {
 	case kindDelta, kindDelta + 1:
 		c.kind, c.removes = kindDelta, m[3] == kindDelta+1
 	default:
-		return c, fmt.Errorf("decode connection table chunk: kind %d unknown", m[3])
+		return fmt.Errorf("kind %d unknown", m[3])
 	}
 	c.epoch, c.base, c.version = r.u64(), r.u64(), r.u64()
 	c.index, c.count = r.u16(), r.u16()
 	fam := r.take(1)
 	if r.err != nil {
-		return c, fmt.Errorf("decode connection table chunk: header %w", r.err)
+		return fmt.Errorf("header %w", r.err)
 	}
 	switch fam[0] {
 	case 4:
@@ -242,50 +269,45 @@ func decode(b []byte) (chunk, error) {
 			c.vip = netip.AddrFrom16([16]byte(a))
 		}
 	default:
-		return c, fmt.Errorf("decode connection table chunk: address family %d unknown", fam[0])
+		return fmt.Errorf("address family %d unknown", fam[0])
 	}
-	if c.count == 0 || c.index >= c.count {
-		return c, fmt.Errorf("decode connection table chunk: chunk %d of %d", c.index, c.count)
+	return c.check()
+}
+
+// check refuses a header whose numbers contradict each other.
+func (h *header) check() error {
+	if h.count == 0 || h.index >= h.count {
+		return fmt.Errorf("chunk %d of %d", h.index, h.count)
 	}
-	if c.kind == kindSnapshot && c.base != 0 {
-		return c, fmt.Errorf("decode connection table chunk: snapshot with base version %d", c.base)
+	if h.kind == kindSnapshot && h.base != 0 {
+		return fmt.Errorf("snapshot with base version %d", h.base)
 	}
-	if c.kind == kindDelta && c.base > c.version {
-		return c, fmt.Errorf("decode connection table chunk: delta from version %d back to %d", c.base, c.version)
+	if h.kind == kindDelta && h.base > h.version {
+		return fmt.Errorf("delta from version %d back to %d", h.base, h.version)
 	}
-	alen := addrLen(c.vip)
-	sections := r.u16()
-	c.conns = make([]Conn, 0, min(64, maxConnsPerChunk(len(b))))
-	for range sections {
-		port := r.u16()
-		vip := netip.AddrPortFrom(c.vip, uint16(port))
-		groups := r.u16()
-		for range groups {
-			a := r.take(alen)
-			ports := r.u16()
-			if r.err != nil {
-				break
-			}
-			var client netip.Addr
-			if alen == 4 {
-				client = netip.AddrFrom4([4]byte(a))
-			} else {
-				client = netip.AddrFrom16([16]byte(a))
-			}
-			for range ports {
-				p := r.u16()
-				if r.err != nil {
-					break
-				}
-				c.conns = append(c.conns, Conn{VIP: vip, Client: netip.AddrPortFrom(client, uint16(p))})
-			}
-		}
-	}
+	return nil
+}
+
+// decodeGroup reads one client address and its ports, connections to
+// vip. It reports false when the chunk ran out.
+func (c *chunk) decodeGroup(r *reader, vip netip.AddrPort) bool {
+	a := r.take(addrLen(c.vip))
+	ports := r.u16()
 	if r.err != nil {
-		return c, fmt.Errorf("decode connection table chunk %d of %d: entries %w", c.index, c.count, r.err)
+		return false
 	}
-	if len(r.b) != 0 {
-		return c, fmt.Errorf("decode connection table chunk %d of %d: %d bytes after the entries", c.index, c.count, len(r.b))
+	var client netip.Addr
+	if len(a) == 4 {
+		client = netip.AddrFrom4([4]byte(a))
+	} else {
+		client = netip.AddrFrom16([16]byte(a))
 	}
-	return c, nil
+	for range ports {
+		p := r.u16()
+		if r.err != nil {
+			return false
+		}
+		c.conns = append(c.conns, Conn{VIP: vip, Client: netip.AddrPortFrom(client, uint16(p))})
+	}
+	return true
 }

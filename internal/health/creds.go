@@ -260,6 +260,18 @@ func namesOf[T any](entries []T, name func(T) string) []string {
 	return names
 }
 
+// kubeContext is the context a check uses out of a kubeconfig, with the
+// paths of its parts inside the file for error messages.
+type kubeContext struct {
+	user    string // the user's name
+	cluster *kubeCluster
+	u       *kubeUser
+	cp      string // the context's path: "contexts[0].context"
+	clp     string // the cluster's path: "clusters[0].cluster"
+	up      string // the user's path: "users[0].user"
+	rel     func(string) string
+}
+
 // kubeconfig takes the user's client certificate or token and the
 // cluster's CA of a kubeconfig context. Paths inside the file are relative
 // to its directory, as kubectl reads them.
@@ -272,15 +284,35 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 	if err := yaml.Unmarshal(data, &f); err != nil {
 		return fmt.Errorf("parse: %w", err)
 	}
+	kc, err := f.pick(o.Context)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Dir(o.Kubeconfig)
-	rel := func(p string) string {
+	kc.rel = func(p string) string {
 		if filepath.IsAbs(p) {
 			return p
 		}
 		return filepath.Join(dir, p)
 	}
+	if err := cr.kubeTrust(kc, o.Verify); err != nil {
+		return err
+	}
+	if err := cr.kubeCert(kc, o.Kubeconfig); err != nil {
+		return err
+	}
+	if err := cr.kubeToken(kc, o.Kubeconfig, typ); err != nil {
+		return err
+	}
+	if !cr.hasCert && cr.token == "" {
+		return kubeNoCredentials(kc)
+	}
+	return nil
+}
 
-	name := o.Context
+// pick finds the context named name, or the current one if name is "",
+// and the cluster and user it names.
+func (f *kubeFile) pick(name string) (kubeContext, error) {
 	if name == "" {
 		name = f.CurrentContext
 	}
@@ -288,113 +320,147 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 	ci := slices.Index(ctxNames, name)
 	switch {
 	case name == "":
-		return fmt.Errorf("current-context: the file names none; set health.tls.context (contexts: %s)", list(ctxNames))
+		return kubeContext{}, fmt.Errorf("current-context: the file names none; set health.tls.context (contexts: %s)", list(ctxNames))
 	case ci < 0:
-		return fmt.Errorf("context %q not found (contexts: %s)", name, list(ctxNames))
+		return kubeContext{}, fmt.Errorf("context %q not found (contexts: %s)", name, list(ctxNames))
 	}
-	kc := f.Contexts[ci].Context
-	cp := fmt.Sprintf("contexts[%d].context", ci)
+	c := f.Contexts[ci].Context
+	kc := kubeContext{user: c.User, cp: fmt.Sprintf("contexts[%d].context", ci)}
 
 	clNames := namesOf(f.Clusters, func(c kubeCluster) string { return c.Name })
-	cli := slices.Index(clNames, kc.Cluster)
+	cli := slices.Index(clNames, c.Cluster)
 	if cli < 0 {
-		return fmt.Errorf("%s.cluster: cluster %q not found (clusters: %s)", cp, kc.Cluster, list(clNames))
+		return kubeContext{}, fmt.Errorf("%s.cluster: cluster %q not found (clusters: %s)", kc.cp, c.Cluster, list(clNames))
 	}
-	cl := f.Clusters[cli].Cluster
-	clp := fmt.Sprintf("clusters[%d].cluster", cli)
+	kc.cluster, kc.clp = &f.Clusters[cli], fmt.Sprintf("clusters[%d].cluster", cli)
 
 	uNames := namesOf(f.Users, func(u kubeUser) string { return u.Name })
-	ui := slices.Index(uNames, kc.User)
+	ui := slices.Index(uNames, c.User)
 	if ui < 0 {
-		return fmt.Errorf("%s.user: user %q not found (users: %s)", cp, kc.User, list(uNames))
+		return kubeContext{}, fmt.Errorf("%s.user: user %q not found (users: %s)", kc.cp, c.User, list(uNames))
 	}
-	u := f.Users[ui].User
-	up := fmt.Sprintf("users[%d].user", ui)
+	kc.u, kc.up = &f.Users[ui], fmt.Sprintf("users[%d].user", ui)
+	return kc, nil
+}
 
-	// The cluster: whom to trust.
+// kubeTrust takes from the context's cluster whom to trust and by which
+// name. verify (health.tls.verify) overrides the cluster's
+// insecure-skip-tls-verify.
+func (cr *credentials) kubeTrust(kc kubeContext, verify bool) error {
+	cl, clp := kc.cluster.Cluster, kc.clp
 	var ca []byte
+	var err error
+	field := clp + ".certificate-authority-data"
 	switch {
 	case cl.CAData != "":
-		if ca, err = decodeBase64(clp+".certificate-authority-data", cl.CAData); err != nil {
+		if ca, err = decodeBase64(field, cl.CAData); err != nil {
 			return err
 		}
 	case cl.CA != "":
-		if ca, err = readCredentialFile(rel(cl.CA)); err != nil {
-			return fmt.Errorf("%s.certificate-authority: %w", clp, err)
+		field = clp + ".certificate-authority"
+		if ca, err = readCredentialFile(kc.rel(cl.CA)); err != nil {
+			return fmt.Errorf("%s: %w", field, err)
 		}
 	}
 	if ca != nil {
-		field := clp + ".certificate-authority-data"
-		if cl.CAData == "" {
-			field = clp + ".certificate-authority"
-		}
 		if err := cr.trust(ca); err != nil {
 			return fmt.Errorf("%s: %w", field, err)
 		}
 	}
-	if cl.Insecure && !o.Verify {
+	if cl.Insecure && !verify {
 		cr.tls.InsecureSkipVerify = true
 	}
 	if cl.TLSServerName != "" && cr.tls.ServerName == "" {
 		cr.tls.ServerName = cl.TLSServerName
 	}
+	return nil
+}
 
-	// The user: what to present.
-	var certPEM, keyPEM []byte
-	certField, keyField := up+".client-certificate-data", up+".client-key-data"
+// pemPair is a client certificate and key as read from a kubeconfig
+// user, with the fields they came from.
+type pemPair struct {
+	cert, key           []byte
+	certField, keyField string
+}
+
+// kubeCertPEM reads the user's client certificate and key, inline or
+// from files. Both are nil when the user has none.
+func kubeCertPEM(kc kubeContext) (pemPair, error) {
+	u, up := kc.u.User, kc.up
+	p := pemPair{certField: up + ".client-certificate-data", keyField: up + ".client-key-data"}
+	var err error
 	switch {
 	case u.CertData != "" || u.KeyData != "":
-		if certPEM, err = decodeBase64(certField, u.CertData); err != nil {
-			return err
+		if p.cert, err = decodeBase64(p.certField, u.CertData); err != nil {
+			return p, err
 		}
-		if keyPEM, err = decodeBase64(keyField, u.KeyData); err != nil {
-			return err
+		if p.key, err = decodeBase64(p.keyField, u.KeyData); err != nil {
+			return p, err
 		}
 	case u.Cert != "" || u.Key != "":
-		certField, keyField = up+".client-certificate", up+".client-key"
+		p.certField, p.keyField = up+".client-certificate", up+".client-key"
 		if u.Cert == "" || u.Key == "" {
-			return fmt.Errorf("%s and %s go together", certField, keyField)
+			return p, fmt.Errorf("%s and %s go together", p.certField, p.keyField)
 		}
-		if certPEM, err = readCredentialFile(rel(u.Cert)); err != nil {
-			return fmt.Errorf("%s: %w", certField, err)
+		if p.cert, err = readCredentialFile(kc.rel(u.Cert)); err != nil {
+			return p, fmt.Errorf("%s: %w", p.certField, err)
 		}
-		if keyPEM, err = readCredentialFile(rel(u.Key)); err != nil {
-			return fmt.Errorf("%s: %w", keyField, err)
-		}
-	}
-	if certPEM != nil || keyPEM != nil {
-		if len(certPEM) == 0 || len(keyPEM) == 0 {
-			return fmt.Errorf("%s and %s go together", certField, keyField)
-		}
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err != nil {
-			return fmt.Errorf("%s with %s: %w", certField, keyField, err)
-		}
-		cr.tls.Certificates = []tls.Certificate{cert}
-		cr.hasCert, cr.source = true, "health.tls.kubeconfig"
-		if cert.Leaf != nil && slices.Contains(cert.Leaf.Subject.Organization, "system:masters") {
-			cr.warnings = append(cr.warnings, fmt.Sprintf(
-				"health.tls.kubeconfig %s: user %q has a client certificate in group system:masters (cluster-admin, beyond the reach of RBAC) for a health check: use a client certificate for a user with no rights beyond the health endpoints (any authenticated user may read /healthz, /livez and /readyz)",
-				o.Kubeconfig, kc.User))
+		if p.key, err = readCredentialFile(kc.rel(u.Key)); err != nil {
+			return p, fmt.Errorf("%s: %w", p.keyField, err)
 		}
 	}
+	return p, nil
+}
+
+// kubeCert takes the user's client certificate, if it has one, and warns
+// about one that can do anything in the cluster.
+func (cr *credentials) kubeCert(kc kubeContext, path string) error {
+	p, err := kubeCertPEM(kc)
+	if err != nil {
+		return err
+	}
+	if p.cert == nil && p.key == nil {
+		return nil
+	}
+	if len(p.cert) == 0 || len(p.key) == 0 {
+		return fmt.Errorf("%s and %s go together", p.certField, p.keyField)
+	}
+	cert, err := tls.X509KeyPair(p.cert, p.key)
+	if err != nil {
+		return fmt.Errorf("%s with %s: %w", p.certField, p.keyField, err)
+	}
+	cr.tls.Certificates = []tls.Certificate{cert}
+	cr.hasCert, cr.source = true, "health.tls.kubeconfig"
+	if cert.Leaf != nil && slices.Contains(cert.Leaf.Subject.Organization, "system:masters") {
+		cr.warnings = append(cr.warnings, fmt.Sprintf(
+			"health.tls.kubeconfig %s: user %q has a client certificate in group system:masters (cluster-admin, beyond the reach of RBAC) for a health check: use a client certificate for a user with no rights beyond the health endpoints (any authenticated user may read /healthz, /livez and /readyz)",
+			path, kc.user))
+	}
+	return nil
+}
+
+// kubeToken takes the user's bearer token, if it has one, refuses it on a
+// check that cannot send it and warns when it would go to servers the
+// check does not verify.
+func (cr *credentials) kubeToken(kc kubeContext, path string, typ config.CheckType) error {
+	u, up := kc.u.User, kc.up
 	switch {
 	case u.Token != "":
 		cr.token = strings.TrimSpace(u.Token)
 	case u.TokenFile != "":
-		tok, err := readCredentialFile(rel(u.TokenFile))
+		tok, err := readCredentialFile(kc.rel(u.TokenFile))
 		if err != nil {
 			return fmt.Errorf("%s.tokenFile: %w", up, err)
 		}
 		cr.token = strings.TrimSpace(string(tok))
 		if cr.token == "" {
-			return fmt.Errorf("%s.tokenFile %s: empty", up, rel(u.TokenFile))
+			return fmt.Errorf("%s.tokenFile %s: empty", up, kc.rel(u.TokenFile))
 		}
 	}
 	if cr.token != "" && cr.tls.InsecureSkipVerify {
 		cr.warnings = append(cr.warnings, fmt.Sprintf(
 			"health.tls.kubeconfig %s: user %q sends a bearer token to servers whose certificate the check does not verify, so anyone in the path can take it: give the cluster a certificate-authority-data, or set health.tls.ca_file",
-			o.Kubeconfig, kc.User))
+			path, kc.user))
 	}
 	if cr.token != "" && !cr.hasCert {
 		if typ != config.CheckHTTPS {
@@ -402,16 +468,20 @@ func (cr *credentials) kubeconfig(o config.TLSOptions, typ config.CheckType) err
 		}
 		cr.source = "health.tls.kubeconfig"
 	}
-	if !cr.hasCert && cr.token == "" {
-		switch {
-		case u.Exec != nil:
-			return fmt.Errorf("%s.exec: halb does not run credential plugins; it needs a user with a client certificate (client-certificate-data and client-key-data) or a token: issue a certificate for a user with no other rights, or a service account token (kubectl create token), see %s", up, DocCheckCredentials)
-		case u.AuthProvider != nil:
-			return fmt.Errorf("%s.auth-provider: halb does not run auth providers; it needs a user with a client certificate (client-certificate-data and client-key-data) or a token: issue a certificate for a user with no other rights, or a service account token (kubectl create token), see %s", up, DocCheckCredentials)
-		}
-		return fmt.Errorf("%s: user %q has neither a client certificate nor a token; halb needs one of them, see %s", up, kc.User, DocCheckCredentials)
-	}
 	return nil
+}
+
+// kubeNoCredentials explains why a user with neither a client certificate
+// nor a token cannot serve a check.
+func kubeNoCredentials(kc kubeContext) error {
+	u, up := kc.u.User, kc.up
+	switch {
+	case u.Exec != nil:
+		return fmt.Errorf("%s.exec: halb does not run credential plugins; it needs a user with a client certificate (client-certificate-data and client-key-data) or a token: issue a certificate for a user with no other rights, or a service account token (kubectl create token), see %s", up, DocCheckCredentials)
+	case u.AuthProvider != nil:
+		return fmt.Errorf("%s.auth-provider: halb does not run auth providers; it needs a user with a client certificate (client-certificate-data and client-key-data) or a token: issue a certificate for a user with no other rights, or a service account token (kubectl create token), see %s", up, DocCheckCredentials)
+	}
+	return fmt.Errorf("%s: user %q has neither a client certificate nor a token; halb needs one of them, see %s", up, kc.user, DocCheckCredentials)
 }
 
 // decodeBase64 decodes a base64 field of a credential file; whitespace,

@@ -104,96 +104,120 @@ func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.src.Snapshot()
-	emit := func(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
-		m, err := prometheus.NewConstMetric(desc, t, v, labels...)
-		if err != nil {
-			m = prometheus.NewInvalidMetric(desc, err)
-		}
-		ch <- m
-	}
-	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
-		emit(desc, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
-		emit(desc, prometheus.CounterValue, v, labels...)
-	}
-
+	e := emitter(ch)
 	for _, f := range s.Frontends {
-		gauge(c.feConns, float64(f.Current), f.Name)
-		counter(c.feConnsTotal, float64(f.Total), f.Name)
-		counter(c.feRejected, float64(f.Rejected), f.Name)
-		counter(c.feBytesIn, float64(f.BytesIn), f.Name)
-		counter(c.feBytesOut, float64(f.BytesOut), f.Name)
-		if f.MaxConn > 0 {
-			gauge(c.feLimit, float64(f.MaxConn), f.Name)
-		}
+		c.frontend(e, f)
 	}
 	for _, b := range s.Backends {
-		healthy := b.Healthy
-		for _, sv := range b.Servers {
-			up := sv.State == admin.StateUp
-			healthy = healthy || up
-			gauge(c.srvUp, boolValue(up), b.Name, sv.Name)
-			for _, st := range []string{admin.StateUp, admin.StateDown, admin.StateDrain, admin.StateDisabled, admin.StateUnknown} {
-				gauge(c.srvState, boolValue(sv.State == st), b.Name, sv.Name, st)
-			}
-			gauge(c.srvConns, float64(sv.Current), b.Name, sv.Name)
-			counter(c.srvConnsTotal, float64(sv.Total), b.Name, sv.Name)
-			counter(c.srvBytesIn, float64(sv.BytesIn), b.Name, sv.Name)
-			counter(c.srvBytesOut, float64(sv.BytesOut), b.Name, sv.Name)
-			counter(c.srvConnectFailures, float64(sv.ConnectFailures), b.Name, sv.Name)
-			counter(c.srvRetries, float64(sv.Retries), b.Name, sv.Name)
-			counter(c.srvDowntime, sv.Downtime, b.Name, sv.Name)
-			counter(c.srvDownTransitions, float64(sv.DownTransitions), b.Name, sv.Name)
-			gauge(c.srvPeak, float64(sv.Peak), b.Name, sv.Name)
-			gauge(c.srvWeight, float64(sv.Weight), b.Name, sv.Name, strconv.FormatBool(sv.Backup))
-			for _, kind := range []string{admin.CheckGone, admin.CheckNotReady, admin.CheckRejected} {
-				gauge(c.srvCheckFailure, boolValue(sv.CheckFailure == kind), b.Name, sv.Name, kind)
-			}
-			// Before the first check there is no latency; 0 would read as "instant".
-			if sv.LastCheck != "" {
-				gauge(c.srvCheckLatency, sv.CheckLatencyMS/1000, b.Name, sv.Name)
-			}
-		}
-		gauge(c.backendHealthy, boolValue(healthy), b.Name)
-		gauge(c.backendPanic, boolValue(b.Panic), b.Name)
+		c.backend(e, b)
 	}
 	for _, v := range s.VIPs {
 		addr := admin.BareIP(v.Address)
-		gauge(c.vipHeld, boolValue(v.HeldHere), addr)
-		counter(c.vipTransitions, float64(v.Transitions), addr)
-		counter(c.vipGARPs, float64(v.GARPsSent), addr)
-		gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
-		gauge(c.vipConnTable, float64(v.ConnTable), addr)
-		gauge(c.vipLastTickled, float64(v.LastTickled), addr)
+		e.gauge(c.vipHeld, boolValue(v.HeldHere), addr)
+		e.counter(c.vipTransitions, float64(v.Transitions), addr)
+		e.counter(c.vipGARPs, float64(v.GARPsSent), addr)
+		e.gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
+		e.gauge(c.vipConnTable, float64(v.ConnTable), addr)
+		e.gauge(c.vipLastTickled, float64(v.LastTickled), addr)
 	}
 	if s.BGP != nil {
 		for _, p := range s.BGP.Peers {
-			gauge(c.bgpSessionUp, boolValue(p.State == "established"), p.Address)
+			e.gauge(c.bgpSessionUp, boolValue(p.State == "established"), p.Address)
 		}
 		for _, v := range s.BGP.VIPs {
-			gauge(c.bgpAnnounced, boolValue(v.Announced), v.Address)
+			e.gauge(c.bgpAnnounced, boolValue(v.Announced), v.Address)
 		}
 	}
+	c.node(e, s)
+}
+
+// emitter sends constant metrics to a Collect channel.
+type emitter chan<- prometheus.Metric
+
+func (e emitter) emit(desc *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+	m, err := prometheus.NewConstMetric(desc, t, v, labels...)
+	if err != nil {
+		m = prometheus.NewInvalidMetric(desc, err)
+	}
+	e <- m
+}
+
+func (e emitter) gauge(desc *prometheus.Desc, v float64, labels ...string) {
+	e.emit(desc, prometheus.GaugeValue, v, labels...)
+}
+
+func (e emitter) counter(desc *prometheus.Desc, v float64, labels ...string) {
+	e.emit(desc, prometheus.CounterValue, v, labels...)
+}
+
+func (c *snapshotCollector) frontend(e emitter, f admin.Frontend) {
+	e.gauge(c.feConns, float64(f.Current), f.Name)
+	e.counter(c.feConnsTotal, float64(f.Total), f.Name)
+	e.counter(c.feRejected, float64(f.Rejected), f.Name)
+	e.counter(c.feBytesIn, float64(f.BytesIn), f.Name)
+	e.counter(c.feBytesOut, float64(f.BytesOut), f.Name)
+	if f.MaxConn > 0 {
+		e.gauge(c.feLimit, float64(f.MaxConn), f.Name)
+	}
+}
+
+// backend emits b's servers and whether b is healthy: it is when a
+// server is up, even if the snapshot said otherwise.
+func (c *snapshotCollector) backend(e emitter, b admin.Backend) {
+	healthy := b.Healthy
+	for _, sv := range b.Servers {
+		healthy = healthy || sv.State == admin.StateUp
+		c.server(e, b.Name, sv)
+	}
+	e.gauge(c.backendHealthy, boolValue(healthy), b.Name)
+	e.gauge(c.backendPanic, boolValue(b.Panic), b.Name)
+}
+
+func (c *snapshotCollector) server(e emitter, backend string, sv admin.BackendServer) {
+	e.gauge(c.srvUp, boolValue(sv.State == admin.StateUp), backend, sv.Name)
+	for _, st := range []string{admin.StateUp, admin.StateDown, admin.StateDrain, admin.StateDisabled, admin.StateUnknown} {
+		e.gauge(c.srvState, boolValue(sv.State == st), backend, sv.Name, st)
+	}
+	e.gauge(c.srvConns, float64(sv.Current), backend, sv.Name)
+	e.counter(c.srvConnsTotal, float64(sv.Total), backend, sv.Name)
+	e.counter(c.srvBytesIn, float64(sv.BytesIn), backend, sv.Name)
+	e.counter(c.srvBytesOut, float64(sv.BytesOut), backend, sv.Name)
+	e.counter(c.srvConnectFailures, float64(sv.ConnectFailures), backend, sv.Name)
+	e.counter(c.srvRetries, float64(sv.Retries), backend, sv.Name)
+	e.counter(c.srvDowntime, sv.Downtime, backend, sv.Name)
+	e.counter(c.srvDownTransitions, float64(sv.DownTransitions), backend, sv.Name)
+	e.gauge(c.srvPeak, float64(sv.Peak), backend, sv.Name)
+	e.gauge(c.srvWeight, float64(sv.Weight), backend, sv.Name, strconv.FormatBool(sv.Backup))
+	for _, kind := range []string{admin.CheckGone, admin.CheckNotReady, admin.CheckRejected} {
+		e.gauge(c.srvCheckFailure, boolValue(sv.CheckFailure == kind), backend, sv.Name, kind)
+	}
+	// Before the first check there is no latency; 0 would read as "instant".
+	if sv.LastCheck != "" {
+		e.gauge(c.srvCheckLatency, sv.CheckLatencyMS/1000, backend, sv.Name)
+	}
+}
+
+// node emits the members, this node's own state and the verdict.
+func (c *snapshotCollector) node(e emitter, s admin.Snapshot) {
 	alive := 0
 	for _, m := range s.Members {
 		if m.Alive {
 			alive++
 		}
-		gauge(c.memberEligible, boolValue(m.Eligible), m.Name)
+		e.gauge(c.memberEligible, boolValue(m.Eligible), m.Name)
 	}
-	gauge(c.membersAlive, float64(alive))
-	gauge(c.maintenance, boolValue(s.Node.Maintenance))
-	gauge(c.buildInfo, 1, s.Node.Version)
+	e.gauge(c.membersAlive, float64(alive))
+	e.gauge(c.maintenance, boolValue(s.Node.Maintenance))
+	e.gauge(c.buildInfo, 1, s.Node.Version)
 
 	a := admin.Assess(s)
-	gauge(c.verdict, float64(a.Verdict))
+	e.gauge(c.verdict, float64(a.Verdict))
 	count := map[admin.Level]int{}
 	for _, p := range a.Problems {
 		count[p.Level]++
 	}
 	for _, l := range []admin.Level{admin.LevelDegraded, admin.LevelFail} {
-		gauge(c.problems, float64(count[l]), l.String())
+		e.gauge(c.problems, float64(count[l]), l.String())
 	}
 }
 

@@ -125,69 +125,15 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 	for _, pr := range a.Problems {
 		p.Problems = append(p.Problems, problemView{Text: pr.Text, Fail: pr.Level == admin.LevelFail})
 	}
-	ago := func(t time.Time) string { return ago(s.Time, t) }
-
-	roles := map[string]admin.VIPRole{}
-	for _, r := range s.Node.Roles {
-		roles[admin.BareIP(r.VIP)] = r
-	}
+	p.VIPs = vipViews(s, problems)
 	for _, v := range s.VIPs {
-		vp := problemsAbout(problems, "VIP "+v.Address+":")
-		vv := vipView{
-			Address: v.Address, Interface: v.Interface, Holder: v.Holder, HeldHere: v.HeldHere,
-			Agreed: len(vp) == 0, Problems: vp, Since: ago(v.Since), LastGARP: ago(v.LastGARP),
-			GARPs: v.GARPsSent, Moves: v.Transitions, LastError: v.LastError,
-		}
-		if r, ok := roles[admin.BareIP(v.Address)]; ok {
-			vv.Role = r.Role
-			if r.Why != "" {
-				vv.Role += ": " + r.Why
-			}
-		}
-		p.VIPs = append(p.VIPs, vv)
 		p.ViewHeaders = append(p.ViewHeaders, admin.BareIP(v.Address))
 	}
-
 	ref := admin.ReferenceViews(s)
-	holders := map[string]int{} // VIP -> alive members that hold it
+	many := admin.HeldByMany(s.Members)
 	for _, m := range s.Members {
-		for _, h := range m.Holds {
-			if m.Alive {
-				holders[admin.BareIP(h)]++
-			}
-		}
+		p.Members = append(p.Members, newMemberView(s, m, ref, many))
 	}
-	for _, m := range s.Members {
-		mv := memberView{
-			Name: m.Name, Address: m.Address, Local: m.Local, Alive: m.Alive, Priority: m.Priority,
-			Eligible: m.Eligible, Holds: strings.Join(m.Holds, ", "), Maintenance: m.Maintenance,
-			Fingerprint: m.Fingerprint, Version: m.Version, StateErr: m.StateErr,
-			ConfigDiffer: m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint,
-		}
-		for _, h := range m.Holds {
-			mv.HoldsShared = mv.HoldsShared || (m.Alive && holders[admin.BareIP(h)] > 1)
-		}
-		if !m.Alive && !m.LastHeard.IsZero() {
-			mv.Heard = ago(m.LastHeard)
-		}
-		if !m.Eligible {
-			mv.Unhealthy = strings.Join(admin.UnhealthyFrontends(m), ", ")
-		}
-		for _, v := range s.VIPs {
-			view, ok := admin.MemberView(m, v)
-			c := cellView{Text: orNone(view)}
-			switch {
-			case !ok:
-				c = cellView{Text: "no view", Class: "warn"}
-			case m.Alive && view != ref[v.Address]:
-				c.Class = "bad"
-				mv.Disagrees = true
-			}
-			mv.Views = append(mv.Views, c)
-		}
-		p.Members = append(p.Members, mv)
-	}
-
 	for _, f := range s.Frontends {
 		conns := fmt.Sprint(f.Current)
 		if f.MaxConn > 0 {
@@ -199,43 +145,110 @@ func newPage(s admin.Snapshot, refresh time.Duration) page {
 			Problems: problemsAbout(problems, "frontend "+f.Name+":"),
 		})
 	}
-
 	for _, b := range s.Backends {
-		bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy, Panic: b.Panic}
-		var in, out int64
-		for _, sv := range b.Servers {
-			if sv.State == admin.StateUp {
-				bv.Up++
-				bv.Healthy = true
-				bv.Totals.Weight += sv.Weight
-			}
-			tot := &bv.Totals
-			tot.Current += sv.Current
-			tot.Total += sv.Total
-			tot.Fails += sv.ConnectFailures
-			tot.Retries += sv.Retries
-			tot.FailedChecks += sv.FailedChecks
-			tot.Transitions += sv.DownTransitions
-			in += sv.BytesIn
-			out += sv.BytesOut
-			lat := "–"
-			if sv.CheckLatencyMS > 0 {
-				lat = fmt.Sprintf("%.1f ms", sv.CheckLatencyMS)
-			}
-			bv.Servers = append(bv.Servers, serverView{
-				Name: sv.Name, Address: sv.Address, Backup: sv.Backup, Weight: sv.Weight,
-				State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(sv.Since), SinceAt: clock(sv.Since),
-				Check: orDash(sv.LastCheck), CheckOK: sv.LastCheck == "" || sv.LastCheckOK, Latency: lat,
-				CheckKind: sv.CheckFailure, CheckLabel: checkLabel(sv.CheckFailure),
-				Current: sv.Current, Peak: sv.Peak, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
-				Fails: sv.ConnectFailures, Retries: sv.Retries,
-				FailedChecks: sv.FailedChecks, Transitions: sv.DownTransitions, Downtime: downtime(sv.Downtime),
-			})
-		}
-		bv.Totals.In, bv.Totals.Out = bytesIEC(in), bytesIEC(out)
-		p.Backends = append(p.Backends, bv)
+		p.Backends = append(p.Backends, newBackendView(b, s.Time))
 	}
 	return p
+}
+
+// vipViews digests the VIPs with the problems the verdict found about
+// each and this node's role for it.
+func vipViews(s admin.Snapshot, problems []string) []vipView {
+	roles := map[string]admin.VIPRole{}
+	for _, r := range s.Node.Roles {
+		roles[admin.BareIP(r.VIP)] = r
+	}
+	var out []vipView
+	for _, v := range s.VIPs {
+		vp := problemsAbout(problems, "VIP "+v.Address+":")
+		vv := vipView{
+			Address: v.Address, Interface: v.Interface, Holder: v.Holder, HeldHere: v.HeldHere,
+			Agreed: len(vp) == 0, Problems: vp, Since: ago(s.Time, v.Since), LastGARP: ago(s.Time, v.LastGARP),
+			GARPs: v.GARPsSent, Moves: v.Transitions, LastError: v.LastError,
+		}
+		if r, ok := roles[admin.BareIP(v.Address)]; ok {
+			vv.Role = r.Role
+			if r.Why != "" {
+				vv.Role += ": " + r.Why
+			}
+		}
+		out = append(out, vv)
+	}
+	return out
+}
+
+// newMemberView digests m, comparing its view of each VIP with ref
+// (admin.ReferenceViews) and its holds with many (admin.HeldByMany).
+func newMemberView(s admin.Snapshot, m admin.Member, ref map[string]string, many map[string]bool) memberView {
+	mv := memberView{
+		Name: m.Name, Address: m.Address, Local: m.Local, Alive: m.Alive, Priority: m.Priority,
+		Eligible: m.Eligible, Holds: strings.Join(m.Holds, ", "), Maintenance: m.Maintenance,
+		Fingerprint: m.Fingerprint, Version: m.Version, StateErr: m.StateErr,
+		ConfigDiffer: m.Fingerprint != "" && s.Node.Fingerprint != "" && m.Fingerprint != s.Node.Fingerprint,
+		HoldsShared:  admin.HoldsShared(m, many),
+	}
+	if !m.Alive && !m.LastHeard.IsZero() {
+		mv.Heard = ago(s.Time, m.LastHeard)
+	}
+	if !m.Eligible {
+		mv.Unhealthy = strings.Join(admin.UnhealthyFrontends(m), ", ")
+	}
+	for _, v := range s.VIPs {
+		view, ok := admin.MemberView(m, v)
+		c := cellView{Text: orNone(view)}
+		switch {
+		case !ok:
+			c = cellView{Text: "no view", Class: "warn"}
+		case m.Alive && view != ref[v.Address]:
+			c.Class = "bad"
+			mv.Disagrees = true
+		}
+		mv.Views = append(mv.Views, c)
+	}
+	return mv
+}
+
+// newBackendView digests b and sums its servers' counters; now is the
+// snapshot's time, for how long ago states changed.
+func newBackendView(b admin.Backend, now time.Time) backendView {
+	bv := backendView{Name: b.Name, Balance: b.Balance, Count: len(b.Servers), Healthy: b.Healthy, Panic: b.Panic}
+	var in, out int64
+	for _, sv := range b.Servers {
+		if sv.State == admin.StateUp {
+			bv.Up++
+			bv.Healthy = true
+			bv.Totals.Weight += sv.Weight
+		}
+		tot := &bv.Totals
+		tot.Current += sv.Current
+		tot.Total += sv.Total
+		tot.Fails += sv.ConnectFailures
+		tot.Retries += sv.Retries
+		tot.FailedChecks += sv.FailedChecks
+		tot.Transitions += sv.DownTransitions
+		in += sv.BytesIn
+		out += sv.BytesOut
+		bv.Servers = append(bv.Servers, newServerView(sv, now))
+	}
+	bv.Totals.In, bv.Totals.Out = bytesIEC(in), bytesIEC(out)
+	return bv
+}
+
+// newServerView digests one server; now is the snapshot's time.
+func newServerView(sv admin.BackendServer, now time.Time) serverView {
+	lat := "–"
+	if sv.CheckLatencyMS > 0 {
+		lat = fmt.Sprintf("%.1f ms", sv.CheckLatencyMS)
+	}
+	return serverView{
+		Name: sv.Name, Address: sv.Address, Backup: sv.Backup, Weight: sv.Weight,
+		State: orDash(sv.State), StateClass: stateClass(sv.State), Since: ago(now, sv.Since), SinceAt: clock(sv.Since),
+		Check: orDash(sv.LastCheck), CheckOK: sv.LastCheck == "" || sv.LastCheckOK, Latency: lat,
+		CheckKind: sv.CheckFailure, CheckLabel: checkLabel(sv.CheckFailure),
+		Current: sv.Current, Peak: sv.Peak, Total: sv.Total, In: bytesIEC(sv.BytesIn), Out: bytesIEC(sv.BytesOut),
+		Fails: sv.ConnectFailures, Retries: sv.Retries,
+		FailedChecks: sv.FailedChecks, Transitions: sv.DownTransitions, Downtime: downtime(sv.Downtime),
+	}
 }
 
 // checkLabel names a failed check's kind where it changes what an operator

@@ -243,109 +243,116 @@ func (a *Announcer) Run(ctx context.Context) error {
 	}
 }
 
-// step does whatever is due at now and returns when it next has work.
-func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
+// wish is what a step reads of the state that other goroutines change.
+type wish struct {
+	want       bool
+	reason     string
+	gen        uint64
+	reann      string // pending Reannounce reason; "" if none
+	held       bool
+	foreignAt  time.Time
+	foreignMAC string
+}
+
+// takeWish reads the shared state for one step and consumes the pending
+// Reannounce. An announcement by another host is forgotten while the VIP
+// is not held: it cannot have misled anyone about us.
+func (a *Announcer) takeWish() wish {
 	a.mu.Lock()
-	want, reason, gen := a.want, a.wantReason, a.wantGen
-	reann := a.reannounce
+	defer a.mu.Unlock()
+	w := wish{
+		want: a.want, reason: a.wantReason, gen: a.wantGen,
+		reann: a.reannounce, held: a.st.Held,
+		foreignAt: a.foreignAt, foreignMAC: a.foreignMAC,
+	}
 	a.reannounce = ""
-	held := a.st.Held
-	foreignAt, foreignMAC := a.foreignAt, a.foreignMAC
-	if !held {
+	if !w.held {
 		a.foreignAt = time.Time{}
 	}
-	a.mu.Unlock()
+	return w
+}
 
-	if gen != l.gen {
+// step does whatever is due at now and returns when it next has work.
+func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
+	w := a.takeWish()
+	if w.gen != l.gen {
 		// A new decision deserves a prompt attempt, not the old backoff.
-		l.gen, l.retryAt, l.backoff = gen, time.Time{}, a.backoffMin
+		l.gen, l.retryAt, l.backoff = w.gen, time.Time{}, a.backoffMin
 	}
-	if !want || !held {
+	if !w.want || !w.held {
 		// Reannounce means nothing without the address; the claim that
 		// may follow announces anyway.
-		reann = ""
+		w.reann = ""
 		l.burstLeft = 0
 	}
-	if now.Before(l.retryAt) && (!l.checked || want != held) {
+	if now.Before(l.retryAt) && (!l.checked || w.want != w.held) {
 		return l.retryAt, nil
 	}
 
 	if !l.checked {
-		if err := a.checkStale(want); err != nil {
+		if err := a.checkStale(w.want); err != nil {
 			return a.failed(l, now, err)
 		}
 		l.checked = true
 	}
 
 	switch {
-	case want && !held:
-		foreign, err := a.claim(reason)
-		if err != nil {
-			return a.failed(l, now, err)
+	case w.want && !w.held:
+		if next, stop, err := a.claimStep(l, now, w.reason); stop {
+			return next, err
 		}
-		if foreign {
-			if !l.foreign {
-				a.log.Warn("VIP is configured on the interface by someone else; not taking it over",
-					"reason", reason)
-				l.foreign = true
-			}
-			a.setError(fmt.Errorf("%s on %s is configured by someone else", a.vip.Addr(), a.ifname))
-			l.retryAt = now.Add(a.backoffMax)
-			return l.retryAt, nil
-		}
-		l.foreign = false
-		a.succeeded(l)
-		a.startBurst(l, now, a.cfg.GARPCount, "claimed: "+reason)
-		l.nextRefresh = now.Add(a.refreshEvery)
-		if a.cfg.GARPRefresh > 0 {
-			l.nextPeriod = now.Add(a.cfg.GARPRefresh)
-		}
-	case !want && held:
-		if err := a.release(reason); err != nil {
+	case !w.want && w.held:
+		if err := a.release(w.reason); err != nil {
 			return a.failed(l, now, err)
 		}
 		a.succeeded(l)
 		return time.Time{}, nil
-	case !want:
+	case !w.want:
 		return time.Time{}, nil
 	}
+	return a.hold(l, now, w)
+}
 
-	// Holding.
-	if reann != "" {
-		a.startBurst(l, now, a.cfg.GARPCount, "reannounce: "+reann)
+// claimStep adds the VIP and starts the claim's burst. stop says the step
+// ends there, to resume at next: the claim failed, or someone else
+// configured the VIP's IP on the interface.
+func (a *Announcer) claimStep(l *loop, now time.Time, reason string) (next time.Time, stop bool, err error) {
+	foreign, err := a.claim(reason)
+	if err != nil {
+		next, err = a.failed(l, now, err)
+		return next, true, err
 	}
-	foreignDue := time.Time{}
-	if !foreignAt.IsZero() {
-		// At most one answer per answerGap: two nodes that both hold the
-		// VIP and hear each other would otherwise answer each other forever.
-		due := foreignAt.Add(a.foreignQuiet())
-		if !l.answeredAt.IsZero() {
-			due = later(due, l.answeredAt.Add(a.answerGap()))
+	if foreign {
+		if !l.foreign {
+			a.log.Warn("VIP is configured on the interface by someone else; not taking it over",
+				"reason", reason)
+			l.foreign = true
 		}
-		if now.Before(due) {
-			foreignDue = due
-		} else {
-			a.mu.Lock()
-			if a.foreignAt.Equal(foreignAt) {
-				a.foreignAt = time.Time{}
-			}
-			a.mu.Unlock()
-			l.answeredAt = now
-			a.startBurst(l, now, a.cfg.GARPCount, "another host ("+foreignMAC+") announced the VIP")
-		}
+		a.setError(fmt.Errorf("%s on %s is configured by someone else", a.vip.Addr(), a.ifname))
+		l.retryAt = now.Add(a.backoffMax)
+		return l.retryAt, true, nil
 	}
-	if !now.Before(l.nextRefresh) {
-		l.nextRefresh = now.Add(a.refreshEvery)
-		missing, err := a.refresh()
-		if err != nil {
-			if fatal := (errFatal{}); errors.As(err, &fatal) {
-				return time.Time{}, err
-			}
-			a.setError(err)
-			a.log.Warn("refresh VIP failed", "err", err)
-		} else if missing {
-			a.startBurst(l, now, a.cfg.GARPCount, "re-added after it vanished")
-		}
+	l.foreign = false
+	a.succeeded(l)
+	a.startBurst(l, now, a.cfg.GARPCount, "claimed: "+reason)
+	l.nextRefresh = now.Add(a.refreshEvery)
+	if a.cfg.GARPRefresh > 0 {
+		l.nextPeriod = now.Add(a.cfg.GARPRefresh)
+	}
+	return time.Time{}, false, nil
+}
+
+// hold does the work of a held VIP that is due at now: bursts asked for,
+// answers to other hosts' announcements, the lifetime refresh, the
+// periodic announcement and the next announcement of a burst, in that
+// order. It returns when the next of them is due.
+func (a *Announcer) hold(l *loop, now time.Time, w wish) (time.Time, error) {
+	if w.reann != "" {
+		a.startBurst(l, now, a.cfg.GARPCount, "reannounce: "+w.reann)
+	}
+	foreignDue := a.answerForeign(l, now, w.foreignAt, w.foreignMAC)
+	if err := a.refreshIfDue(l, now); err != nil {
+		return time.Time{}, err
 	}
 	if a.cfg.GARPRefresh > 0 && !now.Before(l.nextPeriod) {
 		l.nextPeriod = now.Add(a.cfg.GARPRefresh)
@@ -359,7 +366,62 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 		}
 		l.nextGARP = now.Add(a.cfg.GARPInterval)
 	}
+	return a.nextWake(l, foreignDue), nil
+}
 
+// answerForeign starts a burst to answer another host's announcement of
+// the VIP at foreignAt once that host has been quiet long enough, and
+// returns when the answer is due if it is not yet (zero if none waits).
+func (a *Announcer) answerForeign(l *loop, now, foreignAt time.Time, mac string) time.Time {
+	if foreignAt.IsZero() {
+		return time.Time{}
+	}
+	// At most one answer per answerGap: two nodes that both hold the
+	// VIP and hear each other would otherwise answer each other forever.
+	due := foreignAt.Add(a.foreignQuiet())
+	if !l.answeredAt.IsZero() {
+		due = later(due, l.answeredAt.Add(a.answerGap()))
+	}
+	if now.Before(due) {
+		return due
+	}
+	a.mu.Lock()
+	if a.foreignAt.Equal(foreignAt) {
+		a.foreignAt = time.Time{}
+	}
+	a.mu.Unlock()
+	l.answeredAt = now
+	a.startBurst(l, now, a.cfg.GARPCount, "another host ("+mac+") announced the VIP")
+	return time.Time{}
+}
+
+// refreshIfDue renews the held VIP when its refresh is due and announces
+// it again if it had vanished. Only a fatal error is returned; others are
+// recorded and retried at the next refresh.
+func (a *Announcer) refreshIfDue(l *loop, now time.Time) error {
+	if now.Before(l.nextRefresh) {
+		return nil
+	}
+	l.nextRefresh = now.Add(a.refreshEvery)
+	missing, err := a.refresh()
+	if err != nil {
+		if fatal := (errFatal{}); errors.As(err, &fatal) {
+			return err
+		}
+		a.setError(err)
+		a.log.Warn("refresh VIP failed", "err", err)
+		return nil
+	}
+	if missing {
+		a.startBurst(l, now, a.cfg.GARPCount, "re-added after it vanished")
+	}
+	return nil
+}
+
+// nextWake is the earliest of the held VIP's pending work: the refresh,
+// the periodic announcement, the burst's next announcement and the answer
+// to another host (foreignDue, zero if none waits).
+func (a *Announcer) nextWake(l *loop, foreignDue time.Time) time.Time {
 	next := l.nextRefresh
 	if a.cfg.GARPRefresh > 0 && l.nextPeriod.Before(next) {
 		next = l.nextPeriod
@@ -370,7 +432,7 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 	if !foreignDue.IsZero() && foreignDue.Before(next) {
 		next = foreignDue
 	}
-	return next, nil
+	return next
 }
 
 func (a *Announcer) startBurst(l *loop, now time.Time, n int, why string) {
