@@ -103,15 +103,38 @@ type Bounds struct {
 // Check judges one observation. base holds each node's baseline by name;
 // a node whose PID differs from its baseline's is not judged for leaks.
 func Check(o Observation, b Bounds, base map[string]Baseline) []Violation {
-	var vs []Violation
-	add := func(inv, format string, args ...any) {
-		vs = append(vs, Violation{Invariant: inv, Detail: fmt.Sprintf(format, args...)})
-	}
+	var c checker
 	if !o.Settled {
-		add(InvSettle, "no agreed holder after %s: %s", o.Settle.Round(time.Millisecond), o.SettleErr)
+		c.add(InvSettle, "no agreed holder after %s: %s", o.Settle.Round(time.Millisecond), o.SettleErr)
 	}
-	var holders, eligible []string
+	eligible := c.holders(o.Nodes)
+	// The agreed holder is the one the nodes' own elections name.
+	holder := agreed(o.Nodes)
 	for _, n := range o.Nodes {
+		c.views(n, holder)
+	}
+	if holder != "" && len(eligible) > 0 && !slices.Contains(eligible, holder) {
+		c.add(InvEligible, "%s holds the VIP but is not eligible; %s are", holder, strings.Join(eligible, ", "))
+	}
+	c.client(o, b, holder)
+	for _, n := range o.Nodes {
+		c.leaks(n, b, base)
+	}
+	return c.vs
+}
+
+// checker collects the violations Check finds.
+type checker struct{ vs []Violation }
+
+func (c *checker) add(inv, format string, args ...any) {
+	c.vs = append(c.vs, Violation{Invariant: inv, Detail: fmt.Sprintf(format, args...)})
+}
+
+// holders checks that one node has the VIP, unless none is eligible, and
+// returns the eligible nodes.
+func (c *checker) holders(nodes []Node) (eligible []string) {
+	var holders []string
+	for _, n := range nodes {
 		if n.HasVIP {
 			holders = append(holders, n.Name)
 		}
@@ -121,65 +144,68 @@ func Check(o Observation, b Bounds, base map[string]Baseline) []Violation {
 	}
 	switch {
 	case len(holders) > 1:
-		add(InvOneHolder, "%d nodes have the VIP: %s", len(holders), strings.Join(holders, ", "))
+		c.add(InvOneHolder, "%d nodes have the VIP: %s", len(holders), strings.Join(holders, ", "))
 	case len(holders) == 0 && len(eligible) > 0:
-		add(InvOneHolder, "no node has the VIP, though %s are eligible", strings.Join(eligible, ", "))
+		c.add(InvOneHolder, "no node has the VIP, though %s are eligible", strings.Join(eligible, ", "))
 	}
-	// The agreed holder is the one the nodes' own elections name.
-	holder := agreed(o.Nodes)
-	for _, n := range o.Nodes {
-		if n.StatusErr != "" {
-			add(InvViews, "%s: admin API: %s", n.Name, n.StatusErr)
-			continue
-		}
-		if n.View != holder {
-			add(InvViews, "%s elects %q, the others %q", n.Name, n.View, holder)
-		}
-		for _, peer := range sortedKeys(n.Peers) {
-			if v := n.Peers[peer]; v != holder {
-				add(InvViews, "%s hears %s gossip holder %q, want %q", n.Name, peer, v, holder)
-			}
-		}
-		if n.HasVIP && n.Name != holder {
-			add(InvLeftover, "%s has the VIP on its interface but %q holds it", n.Name, holder)
-		}
-		if n.Claims != (n.Name == holder) {
-			add(InvLeftover, "%s claims the VIP: %v, but the holder is %q", n.Name, n.Claims, holder)
+	return eligible
+}
+
+// views checks that n answers, names holder as do the peers it hears, and
+// neither has nor claims the VIP unless it is the holder.
+func (c *checker) views(n Node, holder string) {
+	if n.StatusErr != "" {
+		c.add(InvViews, "%s: admin API: %s", n.Name, n.StatusErr)
+		return
+	}
+	if n.View != holder {
+		c.add(InvViews, "%s elects %q, the others %q", n.Name, n.View, holder)
+	}
+	for _, peer := range sortedKeys(n.Peers) {
+		if v := n.Peers[peer]; v != holder {
+			c.add(InvViews, "%s hears %s gossip holder %q, want %q", n.Name, peer, v, holder)
 		}
 	}
-	if holder != "" && len(eligible) > 0 && !slices.Contains(eligible, holder) {
-		add(InvEligible, "%s holds the VIP but is not eligible; %s are", holder, strings.Join(eligible, ", "))
+	if n.HasVIP && n.Name != holder {
+		c.add(InvLeftover, "%s has the VIP on its interface but %q holds it", n.Name, holder)
 	}
+	if n.Claims != (n.Name == holder) {
+		c.add(InvLeftover, "%s claims the VIP: %v, but the holder is %q", n.Name, n.Claims, holder)
+	}
+}
+
+// client checks what the client saw: every port reached, its neighbour
+// entry on the holder's MAC, no long wait on a dead control plane.
+func (c *checker) client(o Observation, b Bounds, holder string) {
 	for _, r := range o.Reach {
 		if !r.OK {
-			add(InvReach, "VIP:%d not reached within %s: %s", r.Port, b.Reach, r.Err)
+			c.add(InvReach, "VIP:%d not reached within %s: %s", r.Port, b.Reach, r.Err)
 		}
 	}
-	if holder != "" {
-		for _, n := range o.Nodes {
-			if n.Name == holder && n.MAC != "" && o.ClientMAC != n.MAC {
-				add(InvNeighbour, "the client's neighbour entry for the VIP is %q, want %s's %s", o.ClientMAC, holder, n.MAC)
-			}
+	for _, n := range o.Nodes {
+		if holder != "" && n.Name == holder && n.MAC != "" && o.ClientMAC != n.MAC {
+			c.add(InvNeighbour, "the client's neighbour entry for the VIP is %q, want %s's %s", o.ClientMAC, holder, n.MAC)
 		}
 	}
 	for _, w := range o.Waits {
 		if w.Took > b.HealthCheck {
-			add(InvDeadCP, "a client connection waited %s (bound %s) on %s: %s", w.Took.Round(time.Millisecond), b.HealthCheck, orNone(w.CP), w.What)
+			c.add(InvDeadCP, "a client connection waited %s (bound %s) on %s: %s", w.Took.Round(time.Millisecond), b.HealthCheck, orNone(w.CP), w.What)
 		}
 	}
-	for _, n := range o.Nodes {
-		bl, ok := base[n.Name]
-		if !ok || bl.PID != n.PID || n.PID == 0 {
-			continue
-		}
-		if n.Goroutines > 0 && bl.Goroutines > 0 && n.Goroutines > bl.Goroutines+b.Goroutines {
-			add(InvLeak, "%s (pid %d) has %d goroutines, baseline %d", n.Name, n.PID, n.Goroutines, bl.Goroutines)
-		}
-		if n.RSS > 0 && bl.RSS > 0 && float64(n.RSS) > float64(bl.RSS)*b.RSSFactor+float64(b.RSSSlack) {
-			add(InvLeak, "%s (pid %d) RSS %d MiB, baseline %d MiB", n.Name, n.PID, n.RSS>>20, bl.RSS>>20)
-		}
+}
+
+// leaks compares n's goroutines and RSS with its process's baseline.
+func (c *checker) leaks(n Node, b Bounds, base map[string]Baseline) {
+	bl, ok := base[n.Name]
+	if !ok || bl.PID != n.PID || n.PID == 0 {
+		return
 	}
-	return vs
+	if n.Goroutines > 0 && bl.Goroutines > 0 && n.Goroutines > bl.Goroutines+b.Goroutines {
+		c.add(InvLeak, "%s (pid %d) has %d goroutines, baseline %d", n.Name, n.PID, n.Goroutines, bl.Goroutines)
+	}
+	if n.RSS > 0 && bl.RSS > 0 && float64(n.RSS) > float64(bl.RSS)*b.RSSFactor+float64(b.RSSSlack) {
+		c.add(InvLeak, "%s (pid %d) RSS %d MiB, baseline %d MiB", n.Name, n.PID, n.RSS>>20, bl.RSS>>20)
+	}
 }
 
 // agreed returns the holder most nodes that answered elect ("" if none).

@@ -107,16 +107,7 @@ type soakLab struct {
 // RunSoak runs the soak and merges its result into the day's file. It
 // returns an error when a VIP moved.
 func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
-	if len(o.Systems) == 0 {
-		o.Systems = []string{HalbLAN, HalbFast, KeepalivedTuned}
-	}
-	if o.CPUs <= 0 {
-		o.CPUs = 2
-	}
-	if o.LoadProbes <= 0 {
-		o.LoadProbes = 2
-	}
-	all := specs()
+	o.defaults()
 	var labs []*soakLab
 	defer func() {
 		for _, s := range labs {
@@ -125,21 +116,8 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 			}
 		}
 	}()
-	for _, name := range o.Systems {
-		spec, ok := all[name]
-		if !ok {
-			return nil, fmt.Errorf("soak: unknown system %q: want some of %v", name, AllSystems())
-		}
-		l, sys, err := spec.build(ctx, o.Bins, filepath.Join(o.WorkDir, "soak-"+name), o.Log)
-		labs = append(labs, &soakLab{name: name, title: spec.title, l: l, has: map[string]bool{}, seen: map[string]bool{},
-			admin: strings.HasPrefix(name, "halb-")})
-		if err != nil {
-			return nil, fmt.Errorf("soak %s: build lab: %w", name, err)
-		}
-		r := &runner{l: l, sys: sys}
-		if err := r.settled(ctx, preferred); err != nil {
-			return nil, fmt.Errorf("soak %s: %w", name, err)
-		}
+	if err := buildSoakLabs(ctx, o, &labs); err != nil {
+		return nil, err
 	}
 
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -157,6 +135,54 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	for _, s := range labs {
 		res.Systems[s.name] = &SoakSystem{Title: s.title}
 	}
+	changes, err := runPhases(ctx, o, labs, res)
+	if err != nil {
+		return nil, err
+	}
+	stopWatch()
+	wg.Wait()
+	return res, finishSoak(o, res, changes)
+}
+
+// defaults fills in the systems, CPU stressors and load probes not set.
+func (o *SoakOptions) defaults() {
+	if len(o.Systems) == 0 {
+		o.Systems = []string{HalbLAN, HalbFast, KeepalivedTuned}
+	}
+	if o.CPUs <= 0 {
+		o.CPUs = 2
+	}
+	if o.LoadProbes <= 0 {
+		o.LoadProbes = 2
+	}
+}
+
+// buildSoakLabs builds a settled lab per system, appending each to labs
+// as soon as it exists so the caller tears down even a half-built one.
+func buildSoakLabs(ctx context.Context, o SoakOptions, labs *[]*soakLab) error {
+	all := specs()
+	for _, name := range o.Systems {
+		spec, ok := all[name]
+		if !ok {
+			return fmt.Errorf("soak: unknown system %q: want some of %v", name, AllSystems())
+		}
+		l, sys, err := spec.build(ctx, o.Bins, filepath.Join(o.WorkDir, "soak-"+name), o.Log)
+		*labs = append(*labs, &soakLab{name: name, title: spec.title, l: l, has: map[string]bool{}, seen: map[string]bool{},
+			admin: strings.HasPrefix(name, "halb-")})
+		if err != nil {
+			return fmt.Errorf("soak %s: build lab: %w", name, err)
+		}
+		r := &runner{l: l, sys: sys}
+		if err := r.settled(ctx, preferred); err != nil {
+			return fmt.Errorf("soak %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// runPhases runs the idle and the stress phase, recording each system's
+// phase in res, and returns the number of VIP changes seen.
+func runPhases(ctx context.Context, o SoakOptions, labs []*soakLab, res *SoakResult) (int, error) {
 	changes := 0
 	for _, ph := range []struct {
 		name   string
@@ -176,39 +202,49 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		}
 		start := time.Now()
 		if err := runPhase(ctx, o, labs, ph.d, ph.loaded); err != nil {
-			return nil, err
+			return changes, err
 		}
 		for _, s := range labs {
-			s.mu.Lock()
-			s.phase.Seconds = time.Since(start).Round(time.Second).Seconds()
-			s.phase.LoadAvgEnd = loadAvg()
-			res.FalseFailovers += s.phase.FalseFailovers
-			changes += s.phase.VIPChanges
-			_, _ = fmt.Fprintf(o.Out, "soak %s %s: %d false failover(s), %d VIP change(s), %d peer-down sighting(s) in %d polls, load %d connections %d failed\n",
-				s.name, ph.name, s.phase.FalseFailovers, s.phase.VIPChanges, s.phase.MemberDown, s.phase.AdminPolls, s.phase.LoadAttempts, s.phase.LoadFailed)
-			s.mu.Unlock()
+			changes += s.endPhase(o.Out, res, start)
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("soak interrupted: %w", err)
+		return changes, fmt.Errorf("soak interrupted: %w", err)
 	}
-	stopWatch()
-	wg.Wait()
+	return changes, nil
+}
+
+// endPhase closes s's current phase, adds its false failovers to res,
+// prints a line on it and returns its VIP changes.
+func (s *soakLab) endPhase(out io.Writer, res *SoakResult, start time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.phase.Seconds = time.Since(start).Round(time.Second).Seconds()
+	s.phase.LoadAvgEnd = loadAvg()
+	res.FalseFailovers += s.phase.FalseFailovers
+	_, _ = fmt.Fprintf(out, "soak %s %s: %d false failover(s), %d VIP change(s), %d peer-down sighting(s) in %d polls, load %d connections %d failed\n",
+		s.name, s.phase.Name, s.phase.FalseFailovers, s.phase.VIPChanges, s.phase.MemberDown, s.phase.AdminPolls, s.phase.LoadAttempts, s.phase.LoadFailed)
+	return s.phase.VIPChanges
+}
+
+// finishSoak judges the soak, merges res into the day's results and
+// prints them.
+func finishSoak(o SoakOptions, res *SoakResult, changes int) error {
 	res.Pass = res.FalseFailovers == 0 && changes == 0
 	now := time.Now()
 	path, err := benchresult.Merge(o.ResultsDir, "soak", o.Machine, res, now)
 	if err != nil {
-		return res, err
+		return err
 	}
 	if err := WriteMarkdown(o.ResultsDir, now); err != nil {
-		return res, err
+		return err
 	}
 	_, _ = fmt.Fprintf(o.Out, "soak: results merged into %s\n\n", path)
 	res.WriteTable(o.Out)
 	if !res.Pass {
-		return res, fmt.Errorf("soak: %d false failover(s) and %d VIP change(s), want 0", res.FalseFailovers, changes)
+		return fmt.Errorf("soak: %d false failover(s) and %d VIP change(s), want 0", res.FalseFailovers, changes)
 	}
-	return res, nil
+	return nil
 }
 
 // runPhase waits d, with stress and load when loaded.

@@ -124,6 +124,22 @@ var (
 )
 
 func (d *demo) run(ctx context.Context) error {
+	scenes := []func(context.Context) error{
+		d.up, d.status, d.credentials, d.clientProbes, d.drill, d.cpDies,
+		func(ctx context.Context) error { return d.upgrade(ctx, 3) },
+		d.holderCrashes, d.holderReturns, d.maintenance,
+	}
+	for _, scene := range scenes {
+		if err := scene(ctx); err != nil {
+			return err
+		}
+	}
+	d.say("\nlogs of every process: %s", filepath.Join(d.l.WorkDir(), "*.log"))
+	return nil
+}
+
+// up builds the lab and sees lb1 take the VIP.
+func (d *demo) up(ctx context.Context) error {
 	l := d.l
 	d.title("build the lab: namespaces, bridge, 3 fake control planes, halb on lb1 and lb2")
 	if err := l.Up(ctx); err != nil {
@@ -138,11 +154,17 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.expect(holder == "lb1", "%s holds the VIP (lb1 has the higher priority)", holder)
+	return nil
+}
 
+// status shows `halb status` as lb2 sees the cluster.
+func (d *demo) status(ctx context.Context) error {
+	l := d.l
 	d.title("halb status, asked on lb2: who holds the VIP, do the members agree, how are the backends")
 	// Gossip carries lb1's claim to lb2 within tens of milliseconds; ask
 	// until lb2 agrees, bounded, and show the last answer either way.
 	var out []byte
+	var err error
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		out, err = exec.CommandContext(ctx, d.halb, "status", "--socket", l.AdminSocket("lb2")).CombinedOutput()
 		if err == nil || time.Now().After(deadline) {
@@ -154,7 +176,12 @@ func (d *demo) run(ctx context.Context) error {
 		d.say("   %s", line)
 	}
 	d.expect(err == nil, "halb status exits 0: one agreed holder, every frontend has a healthy server")
+	return nil
+}
 
+// credentials checks that no control plane rejected halb's health checks.
+func (d *demo) credentials(ctx context.Context) error {
+	l := d.l
 	d.title("the control planes authenticate, like Talos: halb's checks carry credentials")
 	d.say("   checks: %s (least privilege), %s (os:reader)", fakecp.HealthKubeconfig, fakecp.HealthTalosconfig)
 	rejected := 0
@@ -172,7 +199,12 @@ func (d *demo) run(ctx context.Context) error {
 		}
 	}
 	d.expect(rejected == 0, "no check was rejected: %d failed handshakes, 401s or 403s on the control planes", rejected)
+	return nil
+}
 
+// clientProbes probes both VIP ports with the admin's credentials.
+func (d *demo) clientProbes(ctx context.Context) error {
+	l := d.l
 	d.title("the client uses the VIP with the admin's credentials: Kubernetes API on 6443, Talos API on 50000")
 	r, err := l.Probe(ctx, demoAPI, probe.ModeHTTPS, 2*time.Second)
 	if err != nil {
@@ -186,20 +218,28 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	d.report(r)
 	d.expect(r.Failures == 0 && len(r.Responders) == 3, "no failed connection, all three control planes answer")
+	return nil
+}
 
+// drill runs a planned failover drill from lb2 and back.
+func (d *demo) drill(ctx context.Context) error {
+	l := d.l
 	d.title("a planned failover drill, run on lb2: lb1 -> lb2 and back, measured")
-	out, err = exec.CommandContext(ctx, "ip", "netns", "exec", l.NS("lb2"), d.halb, "drill", "--back",
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.NS("lb2"), d.halb, "drill", "--back",
 		"--socket", l.AdminSocket("lb2")).CombinedOutput()
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
 		d.say("   %s", line)
 	}
 	d.expect(err == nil, "halb drill passes: make-before-break both ways, no failed probe")
-	if _, err := l.WaitHolder(ctx, 5*time.Second, lab.Only("lb1")); err != nil {
-		return err
-	}
+	_, err = l.WaitHolder(ctx, 5*time.Second, lab.Only("lb1"))
+	return err
+}
 
+// cpDies stops cp2's API server under client traffic.
+func (d *demo) cpDies(ctx context.Context) error {
+	l := d.l
 	d.title("cp2's API server dies (connections refused)")
-	err = d.during(ctx, 3*time.Second, func() error {
+	err := d.during(ctx, 3*time.Second, func() error {
 		return l.CP(2).SetState(ctx, fakecp.Stopped)
 	}, func(r probe.Report) {
 		d.expect(r.Failures == 0, "the client never notices: halb retries the next server and marks cp2 down")
@@ -208,14 +248,12 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.CP(2).SetState(ctx, fakecp.Serving); err != nil {
-		return err
-	}
+	return l.CP(2).SetState(ctx, fakecp.Serving)
+}
 
-	if err := d.upgrade(ctx, 3); err != nil {
-		return err
-	}
-
+// holderCrashes kills the holder lb1 and times the failover to lb2.
+func (d *demo) holderCrashes(ctx context.Context) error {
+	l := d.l
 	d.title("the VIP holder lb1 crashes (kill -9: no goodbye, no cleanup)")
 	mac2, err := l.MAC(ctx, "lb2")
 	if err != nil {
@@ -248,9 +286,14 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	d.expect(n.MAC == mac2, "the client's ARP entry for the VIP now names lb2 (%s %s)", n.MAC, strings.Join(n.State, ","))
+	return nil
+}
 
+// holderReturns restarts lb1, which takes the VIP back after preempt_delay.
+func (d *demo) holderReturns(ctx context.Context) error {
+	l := d.l
 	d.title("lb1 comes back; after preempt_delay (3s) it takes the VIP back, make-before-break")
-	err = d.during(ctx, 0, func() error {
+	return d.during(ctx, 0, func() error {
 		if err := l.StartHalb(ctx, "lb1"); err != nil {
 			return err
 		}
@@ -261,12 +304,13 @@ func (d *demo) run(ctx context.Context) error {
 	}, func(r probe.Report) {
 		d.expect(r.Failures == 0, "no client connection failed during the handback")
 	})
-	if err != nil {
-		return err
-	}
+}
 
+// maintenance stops lb1 with SIGTERM: a planned handover, then a drain.
+func (d *demo) maintenance(ctx context.Context) error {
+	l := d.l
 	d.title("lb1 is stopped for maintenance (SIGTERM): it hands over first, then drains")
-	err = d.during(ctx, 0, func() error {
+	return d.during(ctx, 0, func() error {
 		if err := l.StopHalb("lb1", syscall.SIGTERM); err != nil {
 			return err
 		}
@@ -275,11 +319,6 @@ func (d *demo) run(ctx context.Context) error {
 	}, func(r probe.Report) {
 		d.expect(r.Failures == 0, "no client connection failed during the planned handover")
 	})
-	if err != nil {
-		return err
-	}
-	d.say("\nlogs of every process: %s", filepath.Join(l.WorkDir(), "*.log"))
-	return nil
 }
 
 // upgrade restarts control plane n gracefully, as `talosctl upgrade` does
