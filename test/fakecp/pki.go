@@ -105,6 +105,28 @@ func loadPool(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// newClusterCAs makes a Talos cluster's two CAs: kube-apiserver's
+// (ECDSA P-256, as on Talos) and the OS CA of apid (Ed25519).
+func newClusterCAs() (k8sCA *x509.Certificate, k8sKey *ecdsa.PrivateKey, osCA *x509.Certificate, osKey ed25519.PrivateKey, err error) {
+	k8sKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("generate kubernetes CA key: %w", err)
+	}
+	k8sCA, err = selfSignCA(pkix.Name{CommonName: "kubernetes", Organization: []string{"kubernetes"}}, k8sKey)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("make kubernetes CA: %w", err)
+	}
+	_, osKey, err = ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("generate OS CA key: %w", err)
+	}
+	osCA, err = selfSignCA(pkix.Name{CommonName: "talos", Organization: []string{"talos"}}, osKey)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("make OS CA: %w", err)
+	}
+	return k8sCA, k8sKey, osCA, osKey, nil
+}
+
 // WritePKI makes the two CAs of a Talos cluster and the client credentials
 // a user has (kubeconfigs, talosconfigs, certificates, a bearer token) in
 // dir, which it creates. endpoint is the cluster endpoint (the VIP) the
@@ -116,22 +138,9 @@ func WritePKI(dir string, endpoint netip.Addr, nodes []netip.Addr) error {
 		return fmt.Errorf("make PKI dir: %w", err)
 	}
 	w := &pkiWriter{dir: dir}
-	// kube-apiserver's CA is ECDSA P-256 on Talos; the OS CA is Ed25519.
-	k8sKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k8sCA, k8sKey, osCA, osKey, err := newClusterCAs()
 	if err != nil {
-		return fmt.Errorf("generate kubernetes CA key: %w", err)
-	}
-	k8sCA, err := selfSignCA(pkix.Name{CommonName: "kubernetes", Organization: []string{"kubernetes"}}, k8sKey)
-	if err != nil {
-		return fmt.Errorf("make kubernetes CA: %w", err)
-	}
-	_, osKey, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return fmt.Errorf("generate OS CA key: %w", err)
-	}
-	osCA, err := selfSignCA(pkix.Name{CommonName: "talos", Organization: []string{"talos"}}, osKey)
-	if err != nil {
-		return fmt.Errorf("make OS CA: %w", err)
+		return err
 	}
 	w.cert(K8sCACert, k8sCA.Raw)
 	w.key(K8sCAKey, k8sKey, "")
