@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/lab"
+	"halb/test/lab"
 )
 
 // hardDrillBound is the new-connection outage a hard drill may cost: the
