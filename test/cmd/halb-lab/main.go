@@ -40,6 +40,7 @@ The integration tests use it; so can you:
 		newStreamsCmd(),
 		newBGPSpeakerCmd(log),
 		newStormCmd(),
+		newFlowsCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }
