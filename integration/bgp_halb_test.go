@@ -4,16 +4,19 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"halb/internal/admin"
+	halbdrill "halb/internal/drill"
 	"halb/internal/probe"
 	"halb/test/lab"
 )
@@ -75,6 +78,10 @@ func TestHalbBGP(t *testing.T) {
 		}
 	}
 	servedBy(t, ctx, l, target, lbs, lbs)
+	if a := statusVerdict(t, ctx, l, "lb1"); a.Verdict != admin.LevelOK {
+		t.Fatalf("lb1's status with three nodes announcing: %v %v, want ok", a.Verdict, a.Texts())
+	}
+	bgpDrill(t, ctx, l, all)
 
 	// Maintenance on lb3: it withdraws first and serves what the router
 	// still sends it meanwhile, so no new connection fails.
@@ -106,6 +113,10 @@ func TestHalbBGP(t *testing.T) {
 		t.Fatalf("lb3 in maintenance: %v", err)
 	}
 	servedBy(t, ctx, l, target, lbs, lbs[:2])
+	a := statusVerdict(t, ctx, l, "lb1")
+	if a.Verdict != admin.LevelDegraded || !slices.Contains(a.Texts(), "BGP VIP "+vip.String()+": announced by 2 of 3 members (lb1, lb2); not by lb3") {
+		t.Fatalf("lb1's status with lb3 in maintenance: %v %v, want degraded, naming lb3 as not announcing", a.Verdict, a.Texts())
+	}
 
 	// kill -9 of lb2: the kernel closes its BGP session, so the router
 	// drops its route without waiting for the hold time.
@@ -384,5 +395,42 @@ func survivors(t *testing.T, what string, rep lab.FlowsReport, gone netip.Addr, 
 	}
 	if !withdrawal && ownOK != 0 {
 		t.Fatalf("%s: %d of the killed node's %d flows finished; a kill -9 must break them (is the test measuring anything?)", what, ownOK, own)
+	}
+}
+
+// statusVerdict is node's `halb status` verdict.
+func statusVerdict(t *testing.T, ctx context.Context, l *lab.Lab, node string) admin.Assessment {
+	t.Helper()
+	s, err := l.Status(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admin.Assess(s)
+}
+
+// bgpDrill runs `halb drill` from the client, behind the router, with
+// lb1's admin socket (a unix socket in the lab's directory, which every
+// namespace sees, as an operator would forward it with ssh -L): lb2
+// withdraws, no probe fails, and lb2 announces again when the drill ends.
+func bgpDrill(t *testing.T, ctx context.Context, l *lab.Lab, all []netip.Addr) {
+	t.Helper()
+	out, err := runBounded(ctx, "ip", "netns", "exec", l.NS("cl"), env.halb, "drill", "--socket", l.AdminSocket("lb1"),
+		"--node", "lb2", "--settle", "2s", "-o", "json")
+	var rep halbdrill.Report
+	if jerr := json.Unmarshal([]byte(out), &rep); jerr != nil {
+		t.Fatalf("halb drill: %v, %v\n%s", err, jerr, out)
+	}
+	if err != nil || !rep.Pass || rep.Mode != halbdrill.ModeBGP || rep.From != "lb2" || rep.Failed != 0 {
+		t.Fatalf("halb drill --node lb2: %v: %+v", err, rep)
+	}
+	for _, e := range rep.Timeline {
+		t.Logf("drill +%s %s", e.After.Round(time.Millisecond), e.What)
+		if strings.Contains(e.What, "do not cross the routers") {
+			t.Fatalf("the client's drill says its probes stay on the host: %s", e.What)
+		}
+	}
+	t.Logf("drill: %s", rep.Verdict)
+	if _, err := l.WaitRouterNextHops(ctx, lab.BGPVIP(), all, 10*time.Second); err != nil {
+		t.Fatalf("after the drill: %v", err)
 	}
 }

@@ -620,12 +620,7 @@ func tcpProbe(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout t
 	if err != nil {
 		return probeInconclusive
 	}
-	owned := true
-	defer func() {
-		if owned {
-			_ = unix.Close(fd)
-		}
-	}()
+	defer closeProbe(fd)
 	if from.IsValid() && !from.IsUnspecified() {
 		if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(from.Unmap(), 0))); err != nil {
 			return probeInconclusive
@@ -646,16 +641,29 @@ func tcpProbe(ctx context.Context, from netip.Addr, to netip.AddrPort, timeout t
 		// cannot be reached.
 		return probeUnreachable
 	}
-	owned = false
+	return probeConnected
+}
+
+// closeProbe closes a probe's socket. One that got connected — even after
+// its verdict was settled otherwise, say because ctx ended while the
+// SYN-ACK was on its way — first sends memberlist's label header, so the
+// peer reads a clean end of stream instead of an unlabelled one that it
+// logs as refused gossip (and that would use up the peer's quota of
+// refusal lines for this sender).
+func closeProbe(fd int) {
+	if o, settled := connectState(fd); !settled || o != probeConnected {
+		_ = unix.Close(fd)
+		return
+	}
 	f := os.NewFile(uintptr(fd), "probe")
 	conn, err := net.FileConn(f)
 	_ = f.Close()
-	if err == nil {
-		// A few bytes into a fresh socket's empty buffer never block.
-		_ = memberlist.AddLabelHeaderToStream(conn, gossipLabel)
-		_ = conn.Close()
+	if err != nil {
+		return
 	}
-	return probeConnected
+	// A few bytes into a fresh socket's empty buffer never block.
+	_ = memberlist.AddLabelHeaderToStream(conn, gossipLabel)
+	_ = conn.Close()
 }
 
 // awaitConnect waits until the connection on fd is settled or timeout has

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -679,6 +680,42 @@ func TestTCPProbe(t *testing.T) {
 	_ = ln.Close()
 	if o := tcpProbe(ctx, from, open, time.Second); o != probeRefused {
 		t.Errorf("closed port: %v, want refused", o)
+	}
+}
+
+// TestTCPProbeAlwaysLabelsItsStream: a probe whose verdict was settled
+// before its connection was (here: its context had ended) still sends
+// memberlist's label header on a connection that did get established, so
+// the peer never reads an unlabelled stream and logs it as refused gossip.
+func TestTCPProbeAlwaysLabelsItsStream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.38:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	to := netip.MustParseAddrPort(ln.Addr().String())
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	want := []byte{byte(memberlist.HasLabelMsg), byte(len(gossipLabel))}
+	want = append(want, gossipLabel...)
+	accepted := 0
+	for i := 0; i < 20 && accepted < 3; i++ {
+		_ = tcpProbe(ended, netip.MustParseAddr("127.0.0.39"), to, time.Second)
+		_ = ln.(*net.TCPListener).SetDeadline(time.Now().Add(200 * time.Millisecond))
+		conn, err := ln.Accept()
+		if err != nil {
+			continue // the probe closed before the handshake finished: nothing reached the peer
+		}
+		accepted++
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		got, err := io.ReadAll(conn)
+		_ = conn.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the peer read %q (%v) from an abandoned probe, want the label header %q", got, err, want)
+		}
+	}
+	if accepted == 0 {
+		t.Fatal("no abandoned probe ever got connected; the test checked nothing")
 	}
 }
 
