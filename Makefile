@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak
+.PHONY: all build test unit integration lint vet fmt demo demo-bgp lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak
 
 all: build
 
@@ -56,6 +56,14 @@ $(GOLANGCI):
 ## demo: the whole job of halb in a namespace lab (root): two LBs, three control planes, a client
 demo: build
 	$(BIN)/halb-lab demo --halb $(abspath $(BIN)/halb)
+
+## demo-bgp: three LB nodes announcing one VIP by BGP to an FRR router (root): ECMP, a maintenance
+## withdrawal, a kill -9, with measured figures. DEMO_ROUTER=plain: FRR's hash-threshold ECMP as it comes
+DEMO_ROUTER ?= pinned
+demo-bgp: build
+	@test -x /usr/lib/frr/bgpd || apt-get install -y frr
+	@command -v nft >/dev/null || apt-get install -y nftables
+	$(BIN)/halb-lab demo-bgp --halb $(abspath $(BIN)/halb) --router $(DEMO_ROUTER)
 
 ## lab-up / lab-down: the same lab, left running to poke at with `ip netns exec`
 lab-up: build

@@ -23,14 +23,7 @@ import (
 
 // bgpConfig turns the lab's config into BGP mode: the frontends listen on
 // the BGP VIP, which every node announces to the lab's router.
-func bgpConfig(_, text string) string {
-	text = strings.ReplaceAll(text, "bind: "+lab.VIP().String()+":", "bind: "+lab.BGPVIP().String()+":")
-	arp := "vips:\n  - address: " + lab.VIP().String() + "/24\n    interface: eth0\n"
-	bgp := fmt.Sprintf("bgp:\n  local_asn: %d\n  hold_time: %s\n  peers:\n    - {address: %s, asn: %d}\n"+
-		"vips:\n  - address: %s\n    announce: bgp\n",
-		lab.LBASN, bgpHold, lab.RouterAddr(), lab.RouterASN, lab.BGPVIP())
-	return strings.Replace(text, arp, bgp, 1)
-}
+var bgpConfig = lab.BGPMode(bgpHold, 0)
 
 // TestHalbBGP runs the real halb on three LB nodes in BGP mode behind the
 // lab's FRR router: a 3-way ECMP route with every node serving; a node in
@@ -237,9 +230,7 @@ const (
 )
 
 // bgpDrainConfig is bgpConfig with a drain long enough for the flows.
-func bgpDrainConfig(node, text string) string {
-	return strings.Replace(bgpConfig(node, text), "drain: 2s", "drain: 8s", 1)
-}
+var bgpDrainConfig = lab.BGPMode(bgpHold, 8*time.Second)
 
 // TestHalbBGPFlows holds established connections through the three nodes
 // while one withdraws (maintenance) and one is killed with -9, and counts

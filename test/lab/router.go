@@ -356,3 +356,31 @@ func (l *Lab) startReady(ctx context.Context, name, host, bin string, args []str
 		return ready(), nil
 	})
 }
+
+// BGPMode returns an Options.Mutate that turns the lab's config into BGP
+// mode: the frontends listen on BGPVIP, which every node announces to
+// the router with hold time hold; a drain other than 0 replaces
+// timeouts.drain, so open sessions can outlive a withdrawal.
+func BGPMode(hold, drain time.Duration) func(node, text string) string {
+	return func(_, text string) string {
+		text = strings.ReplaceAll(text, "bind: "+VIP().String()+":", "bind: "+bgpVIP.String()+":")
+		arp := fmt.Sprintf("vips:\n  - address: %s/%d\n    interface: eth0\n", VIP(), subnet.Bits())
+		bgp := fmt.Sprintf("bgp:\n  local_asn: %d\n  hold_time: %s\n  peers:\n    - {address: %s, asn: %d}\n"+
+			"vips:\n  - address: %s\n    announce: bgp\n", LBASN, hold, routerLAN, RouterASN, bgpVIP)
+		text = strings.Replace(text, arp, bgp, 1)
+		if drain > 0 {
+			text = strings.Replace(text, "\n  drain: 2s\n", fmt.Sprintf("\n  drain: %s\n", drain), 1)
+		}
+		return text
+	}
+}
+
+// RouterRoute is the router's kernel route to dst as `ip route` prints
+// it, with the nexthop group it uses, for people to read.
+func (l *Lab) RouterRoute(ctx context.Context, dst netip.Addr) string {
+	out, err := l.ip(ctx, "rt", "route", "show", "exact", netip.PrefixFrom(dst, dst.BitLen()).String())
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -41,6 +41,7 @@ The integration tests use it; so can you:
 		newBGPSpeakerCmd(log),
 		newStormCmd(),
 		newFlowsCmd(),
+		newDemoBGPCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }
