@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 
 	"halb/internal/probe"
 	"halb/test/lab"
-	"halb/test/tool"
 )
 
 // demoBGP bounds: the flows outlive each route change and end within the
@@ -65,55 +63,19 @@ Exit status: 0 when every step behaved as expected, 1 otherwise.`,
 			if router != "pinned" && router != "plain" {
 				return fmt.Errorf("--router %q: want pinned or plain", router)
 			}
-			self, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("find halb-lab binary: %w", err)
-			}
-			if halbBin == "" {
-				halbBin = findHalb(self)
-			}
-			if halbBin == "" {
-				return errors.New("no halb binary: pass --halb PATH")
-			}
-			if os.Geteuid() != 0 {
-				return errors.New("the demo builds network namespaces and needs root: sudo make demo-bgp")
-			}
 			if _, err := os.Stat(filepath.Join(lab.DefaultFRRDir, "bgpd")); err != nil {
 				return fmt.Errorf("the demo's router needs FRR: apt-get install -y frr (%w)", err)
 			}
 			if _, err := exec.LookPath("nft"); err != nil && router == "pinned" {
 				return errors.New("the pinned router needs nft: apt-get install -y nftables")
 			}
-			dir, err := os.MkdirTemp("", "halb-demo-bgp-")
-			if err != nil {
-				return fmt.Errorf("make demo workdir: %w", err)
-			}
-			quiet := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			l := lab.New(lab.Options{
-				LabBin: self, HalbBin: halbBin, WorkDir: dir, StartHalb: true, LBs: 3, CPs: 2,
-				Router: true, PinFlows: router == "pinned", Mutate: lab.BGPMode(demoBGPHold, demoBGPDrain),
-			}, quiet)
-			d := &demo{l: l, out: cmd.OutOrStdout(), halb: halbBin}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
-			defer cancel()
-			runErr := (&demoBGP{demo: d, pinned: router == "pinned"}).run(ctx)
-			if err := l.Close(); err != nil {
-				runErr = errors.Join(runErr, fmt.Errorf("tear down: %w", err))
-			}
-			if keep || runErr != nil || d.failed > 0 {
-				d.say("\nlogs and configs kept in %s", dir)
-			} else {
-				_ = os.RemoveAll(dir)
-			}
-			if runErr != nil {
-				return runErr
-			}
-			if d.failed > 0 {
-				d.say("\n%d step(s) did not behave as expected", d.failed)
-				return tool.ExitError{Code: 1}
-			}
-			d.say("\nevery step behaved as expected; the lab is gone")
-			return nil
+			opts := lab.Options{LBs: 3, CPs: 2, Router: true, PinFlows: router == "pinned",
+				Mutate: lab.BGPMode(demoBGPHold, demoBGPDrain)}
+			return runDemo(cmd, halbBin, "demo-bgp", keep, opts, func(ctx context.Context, d *demo) error {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+				defer cancel()
+				return (&demoBGP{demo: d, pinned: router == "pinned"}).run(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&halbBin, "halb", "", "halb binary (default: next to halb-lab, then $PATH)")

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -44,16 +42,7 @@ and writes a JSON report to --out (or standard output) when all have ended.`,
 			if err != nil {
 				return err
 			}
-			b, err := json.MarshalIndent(rep, "", "  ")
-			if err != nil {
-				return fmt.Errorf("encode report: %w", err)
-			}
-			b = append(b, '\n')
-			if out == "" {
-				_, err = cmd.OutOrStdout().Write(b)
-				return err
-			}
-			return os.WriteFile(out, b, 0o644)
+			return writeReport(cmd, out, rep)
 		},
 	}
 	f := cmd.Flags()
