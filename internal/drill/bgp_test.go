@@ -28,7 +28,7 @@ func (f *bgpNode) Status(context.Context) (admin.Snapshot, error) {
 	vip := strings.Split(f.bind, ":")[0]
 	s := admin.Snapshot{Node: admin.NodeInfo{Name: "a"},
 		Frontends: []admin.Frontend{{Name: "api", Bind: f.bind}},
-		BGP:       &admin.BGP{VIPs: []admin.BGPVIP{{Address: vip, Mode: ModeBGP, Announced: !(f.started && f.withdraws)}}}}
+		BGP:       &admin.BGP{VIPs: []admin.BGPVIP{{Address: vip, Mode: ModeBGP, Announced: !f.started || !f.withdraws}}}}
 	for _, n := range []string{"a", "b"} {
 		s.Members = append(s.Members, admin.Member{Name: n, Alive: true, Eligible: true, Holds: []string{vip}, Local: n == "a"})
 	}
