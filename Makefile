@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak
+.PHONY: all build test unit integration lint vet fmt demo demo-bgp lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak bench-bgp
 
 all: build
 
@@ -56,6 +56,14 @@ $(GOLANGCI):
 ## demo: the whole job of halb in a namespace lab (root): two LBs, three control planes, a client
 demo: build
 	$(BIN)/halb-lab demo --halb $(abspath $(BIN)/halb)
+
+## demo-bgp: three LB nodes announcing one VIP by BGP to an FRR router (root): ECMP, a maintenance
+## withdrawal, a kill -9, with measured figures. DEMO_ROUTER=plain: FRR's hash-threshold ECMP as it comes
+DEMO_ROUTER ?= pinned
+demo-bgp: build
+	@test -x /usr/lib/frr/bgpd || apt-get install -y frr
+	@command -v nft >/dev/null || apt-get install -y nftables
+	$(BIN)/halb-lab demo-bgp --halb $(abspath $(BIN)/halb) --router $(DEMO_ROUTER)
 
 ## lab-up / lab-down: the same lab, left running to poke at with `ip netns exec`
 lab-up: build
@@ -113,7 +121,7 @@ soak-conns: build
 ##   make bench-proxy BENCH_ONLY=rr,idle  some measurements of the proxy part (bulk, churn, rr, idle)
 BENCH_QUICK ?=
 BENCH_ONLY  ?=
-bench: bench-proxy bench-failover
+bench: bench-proxy bench-failover bench-bgp
 
 bench-proxy: build
 	command -v haproxy >/dev/null || apt-get install -y haproxy
@@ -155,6 +163,15 @@ bench-failover: build
 ## bench-soak: only the false-failover soak (10 min idle + 10 min under stress; BENCH_QUICK=1: 1 + 1)
 bench-soak:
 	$(MAKE) bench-failover BENCH_SCENARIOS=soak
+
+## bench-bgp: one LB node leaves an ECMP set of three behind FRR (withdraw, crash, link down), beside ARP
+## mode: new-connection outage and the share of established connections that live (root). Results:
+## bench/results/<date>.json (part bgp) and <date>-bgp.md. BENCH_QUICK=1: 2 repetitions instead of 5.
+bench-bgp: build
+	@test -x /usr/lib/frr/bgpd || apt-get install -y frr
+	@command -v nft >/dev/null || apt-get install -y nftables
+	$(GO) build -o $(BIN)/halb-bench-failover ./test/cmd/halb-bench-failover
+	$(BIN)/halb-bench-failover bgp --results bench/results $(if $(filter-out 0,$(BENCH_QUICK)),--quick)
 
 clean:
 	rm -rf $(BIN)

@@ -14,6 +14,9 @@ type DrillRequest struct {
 	// Hold bounds how long the holder stays out of the election; the drill
 	// ends earlier with EndDrill.
 	Hold time.Duration `json:"hold_ns,omitempty"`
+	// Node is, for a VIP announced by BGP, the node that withdraws it; ""
+	// is the node that answers. A BGP VIP has no holder to move.
+	Node string `json:"node,omitempty"`
 }
 
 // DrillStart is what the cluster was asked to do.
@@ -23,6 +26,10 @@ type DrillStart struct {
 	To      string    `json:"to"`
 	Hard    bool      `json:"hard"`
 	Started time.Time `json:"started"`
+	// Mode is "bgp" for a withdrawal drill of a BGP VIP: From withdraws
+	// its route and To lists the nodes still announcing it. "" for a
+	// move of an ARP VIP.
+	Mode string `json:"mode,omitempty"`
 }
 
 // Driller is implemented by a daemon that can run failover drills.

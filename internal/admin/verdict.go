@@ -127,6 +127,7 @@ func Assess(s Snapshot) Assessment {
 		j.vip(v)
 	}
 	j.members()
+	j.bgp()
 	for _, b := range s.Backends {
 		j.servers(b)
 	}

@@ -29,6 +29,7 @@ type drillOptions struct {
 	settle    time.Duration
 	hold      time.Duration
 	output    string
+	node      string
 }
 
 // DrillReport is what `halb drill -o json` prints.
@@ -63,6 +64,15 @@ After the drill the election decides again: with policy preempt a
 higher-priority old holder takes the VIP back after preempt_delay. --back
 moves it back at once, with a second measured drill.
 
+A VIP announced by BGP has no holder: every eligible node announces it. A
+drill of one withdraws one node (--node, default the node asked) for --hold or
+until the drill ends, while the other nodes keep announcing it; the report
+shows when the node withdrew, and no new connection should fail (the node
+serves what the routers still send it until they converge). The probes must
+cross the routers to mean anything: run such a drill from a client host with
+the node's admin socket forwarded (ssh -L /tmp/halb.sock:/run/halb/admin.sock
+lb1), not on an LB node, which has the VIP itself.
+
 Exit status: 0 pass, 1 fail (outage above --max-outage, or a failed probe in
 a planned drill) or error.`,
 		Example: `  halb drill                          # planned move of the first VIP to the best other node
@@ -88,11 +98,13 @@ a planned drill) or error.`,
 			c := admin.Dial(path)
 			do := drill.Options{MaxOutage: o.maxOutage, Mode: o.mode, Interval: o.interval, Timeout: o.timeout,
 				Settle: o.settle, RequestTimeout: requestTimeout}
-			rep, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: o.vip, To: o.to, Hard: o.hard, Hold: o.hold})
+			rep, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: o.vip, To: o.to, Hard: o.hard, Hold: o.hold, Node: o.node})
 			if err != nil {
 				return err
 			}
-			if o.back && rep.Pass {
+			// A BGP drill's node announces again when the drill ends: there
+			// is nothing to move back.
+			if o.back && rep.Pass && rep.Mode != drill.ModeBGP {
 				back, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: rep.VIP, To: rep.From, Hold: o.hold})
 				if err != nil {
 					return fmt.Errorf("move back: %w", err)
@@ -119,6 +131,7 @@ a planned drill) or error.`,
 	f := cmd.Flags()
 	f.StringVar(&o.vip, "vip", "", "VIP to move (default: the first)")
 	f.StringVar(&o.to, "to", "", "node to move it to (default: the best other eligible node)")
+	f.StringVar(&o.node, "node", "", "BGP VIP: the node that withdraws (default: the node asked)")
 	f.BoolVar(&o.hard, "hard", false, "simulate a crash of the holder (gossip port closed, no heartbeats) instead of a hand-over")
 	f.BoolVar(&o.back, "back", false, "move the VIP back to its holder afterwards (a second drill)")
 	f.DurationVar(&o.maxOutage, "max-outage", time.Second, "longest acceptable gap between successful probes")
@@ -136,7 +149,11 @@ func printDrill(w io.Writer, r DrillReport) {
 	if r.Hard {
 		kind = "hard"
 	}
-	_, _ = fmt.Fprintf(w, "%s drill of %s: %s -> %s\n", kind, r.VIP, r.From, r.To)
+	if r.Mode == drill.ModeBGP {
+		_, _ = fmt.Fprintf(w, "BGP withdrawal drill of %s: %s withdraws, %s announce\n", r.VIP, r.From, r.To)
+	} else {
+		_, _ = fmt.Fprintf(w, "%s drill of %s: %s -> %s\n", kind, r.VIP, r.From, r.To)
+	}
 	for _, e := range r.Timeline {
 		_, _ = fmt.Fprintf(w, "  +%-8s %s\n", e.After.Round(time.Millisecond), e.What)
 	}

@@ -193,6 +193,20 @@ func (b *bgpVIPs) anyAnnounced() bool {
 	return false
 }
 
+// announced lists the addresses of the VIPs announced now, in config
+// order; nil for none.
+func (b *bgpVIPs) announced() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, v := range b.vips {
+		if v.announced {
+			out = append(out, v.cfg.Address.Addr().String())
+		}
+	}
+	return out
+}
+
 // removeAll takes every address off its link, once the proxy has drained
 // on stop.
 func (b *bgpVIPs) removeAll() {

@@ -92,7 +92,13 @@ func TestBGPVIPsWithdrawThenDrain(t *testing.T) {
 		t.Fatalf("status = %+v, want announced on lo for eligible", st)
 	}
 
+	if got := b.announced(); !slices.Equal(got, []string{"192.168.70.160"}) {
+		t.Fatalf("announced = %v, want the VIP gossiped as announced", got)
+	}
 	b.apply(plan(false, "maintenance"), t0.Add(2*time.Second), drain)
+	if got := b.announced(); got != nil {
+		t.Fatalf("announced after the withdrawal = %v, want none", got)
+	}
 	if got := fb.calls(); got[len(got)-1] != "withdraw 192.168.70.160/32" {
 		t.Fatalf("calls = %v, want a withdrawal last", got)
 	}

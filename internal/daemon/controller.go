@@ -258,6 +258,9 @@ func (c *controller) gather(mem round.Memory, ready bool, now time.Time) round.I
 		st := a.a.Status()
 		in.VIPs = append(in.VIPs, round.VIP{Addr: a.cfg.Address.Addr().String(), Held: st.Held, HeldSince: st.Since})
 	}
+	if c.bgp != nil {
+		in.Local.Announced = c.bgp.announced()
+	}
 	if !ready {
 		return in
 	}

@@ -130,6 +130,9 @@ func holdFor(req admin.DrillRequest) (time.Duration, error) {
 // a hard drill) and the target to outrank everyone, so the election moves
 // the VIP, make before break.
 func (d *drills) start(req admin.DrillRequest) (admin.DrillStart, error) {
+	if vip, ok := d.bgpVIP(req.VIP); ok {
+		return d.startBGP(req, vip)
+	}
 	a, err := d.pick(req.VIP)
 	if err != nil {
 		return admin.DrillStart{}, err
@@ -191,6 +194,9 @@ func (d *drills) end() error {
 	}
 	var errs []error
 	for _, n := range []string{from, to} {
+		if n == "" {
+			continue // a BGP drill has no target
+		}
 		if err := d.send(n, drillMsg{Op: opEnd}); err != nil && !strings.Contains(err.Error(), "not a member") {
 			errs = append(errs, err)
 		}

@@ -33,10 +33,12 @@ type Options struct {
 
 // Report is one drill's outcome; `halb drill -o json` prints it.
 type Report struct {
-	VIP      string         `json:"vip"`
-	From     string         `json:"from"`
-	To       string         `json:"to"`
-	Hard     bool           `json:"hard"`
+	VIP  string `json:"vip"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	Hard bool   `json:"hard"`
+	// Mode is "bgp" for a withdrawal drill of a BGP VIP.
+	Mode     string         `json:"mode,omitempty"`
 	Timeline []Event        `json:"timeline"`
 	Outage   time.Duration  `json:"outage_ns"` // longest gap between successes, any frontend
 	Detected time.Duration  `json:"detected_ns,omitempty"`
@@ -87,8 +89,18 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		rep.Timeline = append(rep.Timeline, Event{What: "note: this node is the holder and goes deaf during the drill; run hard drills from another node"})
 	}
 	w := watch{rep: &rep, t0: time.Now(), start: start}
-	w.event("requested: " + start.From + " -> " + start.To)
-	moved := w.follow(ctx, n, o, pr)
+	var moved bool
+	if start.Mode == ModeBGP {
+		rep.Mode = ModeBGP
+		w.event("requested: " + start.From + " withdraws; still announcing: " + start.To)
+		if local(start.VIP) {
+			w.event("note: this host has the VIP on an interface itself, so the probes do not cross the routers; run the drill from a client host (admin socket forwarded, e.g. ssh -L) to measure what clients see")
+		}
+		moved = w.followBGP(ctx, n, o)
+	} else {
+		w.event("requested: " + start.From + " -> " + start.To)
+		moved = w.follow(ctx, n, o, pr)
+	}
 	if moved {
 		select {
 		case <-ctx.Done():
@@ -110,6 +122,9 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 func targetsOn(snap admin.Snapshot, vip string) ([]netip.AddrPort, error) {
 	if vip == "" && len(snap.VIPs) > 0 {
 		vip = snap.VIPs[0].Address
+	}
+	if vip == "" && snap.BGP != nil && len(snap.BGP.VIPs) > 0 {
+		vip = snap.BGP.VIPs[0].Address
 	}
 	var targets []netip.AddrPort
 	for _, f := range snap.Frontends {
@@ -258,6 +273,8 @@ func judge(rep *Report, moved bool, o Options) {
 		rep.Failed += r.Failures
 	}
 	switch {
+	case !moved && rep.Mode == ModeBGP:
+		rep.Verdict = fmt.Sprintf("FAIL: %s did not withdraw the VIP within %s", rep.From, o.Timeout)
 	case !moved:
 		rep.Verdict = fmt.Sprintf("FAIL: the VIP did not move within %s", o.Timeout)
 	case rep.Outage > o.MaxOutage:

@@ -86,3 +86,23 @@ func TestDecideBGPNoVIPs(t *testing.T) {
 		t.Fatalf("plan for no VIPs = %+v, want empty", got)
 	}
 }
+
+// TestAnnouncedGossiped: the BGP VIPs a node announces are gossiped with
+// the VIPs it holds, so other nodes' status can count the announcers,
+// and they do not make the node a holder of an ARP VIP.
+func TestAnnouncedGossiped(t *testing.T) {
+	const vipB = "10.0.0.161"
+	in, mem := pair(peer("b", 100, true, true))
+	in.Local.Announced = []string{vipB}
+	p := Decide(in, mem)
+	if p.Publish == nil {
+		t.Fatal("Decide published no state")
+	}
+	if diff := cmp.Diff([]string{vipB}, p.Publish.Holds); diff != "" {
+		t.Fatalf("gossiped holds (-want +got):\n%s", diff)
+	}
+	in.Local.Announced = nil
+	if p := Decide(in, mem); p.Publish == nil || len(p.Publish.Holds) != 0 {
+		t.Fatalf("after the withdrawal the node gossips %+v, want no holds", p.Publish)
+	}
+}

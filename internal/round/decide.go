@@ -92,6 +92,9 @@ func localState(in Inputs, mem *Memory) cluster.State {
 			holds = append(holds, v.Addr)
 		}
 	}
+	// A BGP VIP is on this node's interface while announced too; no ARP
+	// VIP shares its address, so the election is not affected.
+	holds = append(holds, l.Announced...)
 	return cluster.State{
 		Priority:    priority,
 		Eligible:    eligible,

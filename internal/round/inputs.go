@@ -52,6 +52,10 @@ type Local struct {
 	Drill            Drill
 	// Incompatible counts configured peers answering with another gossip key.
 	Incompatible int
+	// Announced are the BGP VIPs this node announces now. They are
+	// gossiped with the held VIPs, so that every node's status can count
+	// how many nodes carry each BGP VIP.
+	Announced []string
 }
 
 // Frontend is what eligibility needs to know of one frontend.

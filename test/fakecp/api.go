@@ -3,6 +3,7 @@ package fakecp
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -24,6 +25,9 @@ func healthChecks(endpoint string) []string {
 func (s *Server) apiHandler(g *generation) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(NameHeader, s.opts.Name)
+		// Behind a proxy the client's address is the proxy's: a client of
+		// several LB nodes learns which one carried its connection.
+		w.Header().Set(PeerHeader, remoteAddr(r).(*net.TCPAddr).IP.String())
 		u, ok := s.authenticate(r)
 		if !ok {
 			s.note(apiListener, evUnauthorized, remoteAddr(r))

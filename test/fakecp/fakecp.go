@@ -36,6 +36,10 @@ const (
 // NameHeader is the response header naming the control plane that answered.
 const NameHeader = "X-Fakecp"
 
+// PeerHeader is the response header naming the address the request came
+// from: the LB node's, for a request halb proxied.
+const PeerHeader = "X-Fakecp-Peer"
+
 // tick is how often a watch or a Talos stream writes.
 const tick = 100 * time.Millisecond
 

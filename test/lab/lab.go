@@ -75,6 +75,12 @@ type Options struct {
 	// router namespace running FRR (zebra and bgpd) that peers with the LB
 	// nodes, instead of the client on the LB segment.
 	Router bool
+	// PinFlows makes the router stateful (router.go, pinFlows): an
+	// established flow keeps the LB node its first packet was routed to,
+	// whatever the ECMP route becomes, as a router with flow pinning
+	// would. Without it the router hashes every packet over the current
+	// paths (plain ECMP), as FRR 8.4 on Linux does.
+	PinFlows bool
 	// FRRDir holds FRR's zebra and bgpd; "" is DefaultFRRDir.
 	FRRDir string
 	// NoCheckCredentials renders the health checks without their tls

@@ -90,6 +90,45 @@ func (l *Lab) buildRouterNet(ctx context.Context) error {
 			return fmt.Errorf("configure the lab's router: %w", err)
 		}
 	}
+	if l.opts.PinFlows {
+		return l.pinFlows(ctx)
+	}
+	return nil
+}
+
+// pinFlows makes the router remember, per connection to BGPVIP, the LB
+// node its first packet went to (conntrack mark), and route the rest of
+// the connection there by that mark, whatever the ECMP route becomes:
+// what "flow pinning" / a stateful load-balancing router does. A node
+// that withdraws then keeps its open sessions until they end, and one
+// that leaves moves no other node's flows.
+func (l *Lab) pinFlows(ctx context.Context) error {
+	rt := l.NS("rt")
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "table ip halbpin {\n chain pin_forward {\n  type filter hook forward priority 0; policy accept;\n")
+	for i := range l.LBNames() {
+		fmt.Fprintf(&rules, "  ip daddr %s ct state new rt ip nexthop %s ct mark set %d\n", bgpVIP, LBAddr(i+1), i+1)
+	}
+	fmt.Fprintf(&rules, " }\n chain pin_prerouting {\n  type filter hook prerouting priority mangle; policy accept;\n"+
+		"  ip daddr %s ct mark != 0 meta mark set ct mark\n }\n}\n", bgpVIP)
+	path := filepath.Join(l.dir, "rt-pin.nft")
+	if err := os.WriteFile(path, []byte(rules.String()), 0o644); err != nil {
+		return fmt.Errorf("write the router's flow pinning rules: %w", err)
+	}
+	if _, err := run(ctx, "ip", "netns", "exec", rt, "nft", "-f", path); err != nil {
+		return fmt.Errorf("load the router's flow pinning rules: %w", err)
+	}
+	for i := range l.LBNames() {
+		mark, table := strconv.Itoa(i+1), strconv.Itoa(100+i+1)
+		for _, s := range [][]string{
+			{"-n", rt, "route", "add", netip.PrefixFrom(bgpVIP, 32).String(), "via", LBAddr(i + 1).String(), "dev", "eth0", "table", table},
+			{"-n", rt, "rule", "add", "fwmark", mark, "table", table, "priority", "100"},
+		} {
+			if _, err := run(ctx, "ip", s...); err != nil {
+				return fmt.Errorf("pin the router's flows to lb%d: %w", i+1, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -316,4 +355,32 @@ func (l *Lab) startReady(ctx context.Context, name, host, bin string, args []str
 		}
 		return ready(), nil
 	})
+}
+
+// BGPMode returns an Options.Mutate that turns the lab's config into BGP
+// mode: the frontends listen on BGPVIP, which every node announces to
+// the router with hold time hold; a drain other than 0 replaces
+// timeouts.drain, so open sessions can outlive a withdrawal.
+func BGPMode(hold, drain time.Duration) func(node, text string) string {
+	return func(_, text string) string {
+		text = strings.ReplaceAll(text, "bind: "+VIP().String()+":", "bind: "+bgpVIP.String()+":")
+		arp := fmt.Sprintf("vips:\n  - address: %s/%d\n    interface: eth0\n", VIP(), subnet.Bits())
+		bgp := fmt.Sprintf("bgp:\n  local_asn: %d\n  hold_time: %s\n  peers:\n    - {address: %s, asn: %d}\n"+
+			"vips:\n  - address: %s\n    announce: bgp\n", LBASN, hold, routerLAN, RouterASN, bgpVIP)
+		text = strings.Replace(text, arp, bgp, 1)
+		if drain > 0 {
+			text = strings.Replace(text, "\n  drain: 2s\n", fmt.Sprintf("\n  drain: %s\n", drain), 1)
+		}
+		return text
+	}
+}
+
+// RouterRoute is the router's kernel route to dst as `ip route` prints
+// it, with the nexthop group it uses, for people to read.
+func (l *Lab) RouterRoute(ctx context.Context, dst netip.Addr) string {
+	out, err := l.ip(ctx, "rt", "route", "show", "exact", netip.PrefixFrom(dst, dst.BitLen()).String())
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(string(out))
 }

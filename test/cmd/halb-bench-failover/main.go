@@ -33,7 +33,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Use:   "halb-bench-failover",
 		Short: "Failover and false-failover benchmarks in the namespace lab (needs root)",
 	}
-	root.AddCommand(newRunCmd(stderr), newCheckCmd(), newRenderCmd())
+	root.AddCommand(newRunCmd(stderr), newCheckCmd(), newRenderCmd(), newBGPCmd(stderr))
 	return tool.Main(root, args, stdout, stderr)
 }
 

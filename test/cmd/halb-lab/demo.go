@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -21,7 +19,6 @@ import (
 	"halb/internal/probe"
 	"halb/test/fakecp"
 	"halb/test/lab"
-	"halb/test/tool"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -42,51 +39,8 @@ Exit status: 0 when every step behaved as halb promises, 1 otherwise.`,
   sudo halb-lab demo --halb bin/halb`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("find halb-lab binary: %w", err)
-			}
-			if halbBin == "" {
-				halbBin = findHalb(self)
-			}
-			if halbBin == "" {
-				return errors.New("no halb binary: pass --halb PATH")
-			}
-			if os.Geteuid() != 0 {
-				return errors.New("the demo builds network namespaces and needs root: sudo make demo")
-			}
-			if _, err := exec.LookPath("ip"); err != nil {
-				return errors.New("the demo needs the ip command: apt-get install -y iproute2")
-			}
-			dir, err := os.MkdirTemp("", "halb-demo-")
-			if err != nil {
-				return fmt.Errorf("make demo workdir: %w", err)
-			}
-			// Only the lab's warnings: the demo narrates the rest.
-			quiet := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-			l := lab.New(lab.Options{
-				LabBin: self, HalbBin: halbBin, WorkDir: dir, StartHalb: true,
-				Policy: "preempt", PreemptDelay: 3 * time.Second,
-			}, quiet)
-			d := &demo{l: l, out: cmd.OutOrStdout(), halb: halbBin}
-			runErr := d.run(cmd.Context())
-			if err := l.Close(); err != nil {
-				runErr = errors.Join(runErr, fmt.Errorf("tear down: %w", err))
-			}
-			if keep || runErr != nil || d.failed > 0 {
-				d.say("\nlogs and configs kept in %s", dir)
-			} else {
-				_ = os.RemoveAll(dir)
-			}
-			if runErr != nil {
-				return runErr
-			}
-			if d.failed > 0 {
-				d.say("\n%d step(s) did not behave as expected", d.failed)
-				return tool.ExitError{Code: 1}
-			}
-			d.say("\nevery step behaved as expected; the lab is gone")
-			return nil
+			opts := lab.Options{Policy: "preempt", PreemptDelay: 3 * time.Second}
+			return runDemo(cmd, halbBin, "demo", keep, opts, func(ctx context.Context, d *demo) error { return d.run(ctx) })
 		},
 	}
 	cmd.Flags().StringVar(&halbBin, "halb", "", "halb binary (default: next to halb-lab, then $PATH)")

@@ -40,6 +40,8 @@ The integration tests use it; so can you:
 		newStreamsCmd(),
 		newBGPSpeakerCmd(log),
 		newStormCmd(),
+		newFlowsCmd(),
+		newDemoBGPCmd(),
 	)
 	return tool.Main(root, args, stdout, stderr)
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,16 +60,7 @@ streams are being opened.`,
 			if err != nil {
 				return err
 			}
-			b, err := json.MarshalIndent(rep, "", "  ")
-			if err != nil {
-				return fmt.Errorf("encode report: %w", err)
-			}
-			b = append(b, '\n')
-			if out == "" {
-				_, err = cmd.OutOrStdout().Write(b)
-				return err
-			}
-			return os.WriteFile(out, b, 0o644)
+			return writeReport(cmd, out, rep)
 		},
 	}
 	f := cmd.Flags()
