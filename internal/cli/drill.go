@@ -81,50 +81,7 @@ a planned drill) or error.`,
   halb drill -o json | jq .outage_ns`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, err := sock.path()
-			if err != nil {
-				return err
-			}
-			if o.output != "text" && o.output != "json" {
-				return fmt.Errorf("-o %q: want text or json", o.output)
-			}
-			switch o.mode {
-			case probe.ModeTCP, probe.ModeTLS, probe.ModeHTTPS:
-			default:
-				return fmt.Errorf("--probe %q: want tcp, tls or https", o.mode)
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			c := admin.Dial(path)
-			do := drill.Options{MaxOutage: o.maxOutage, Mode: o.mode, Interval: o.interval, Timeout: o.timeout,
-				Settle: o.settle, RequestTimeout: requestTimeout}
-			rep, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: o.vip, To: o.to, Hard: o.hard, Hold: o.hold, Node: o.node})
-			if err != nil {
-				return err
-			}
-			// A BGP drill's node announces again when the drill ends: there
-			// is nothing to move back.
-			if o.back && rep.Pass && rep.Mode != drill.ModeBGP {
-				back, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: rep.VIP, To: rep.From, Hold: o.hold})
-				if err != nil {
-					return fmt.Errorf("move back: %w", err)
-				}
-				rep.Back = &back
-				rep.Pass = back.Pass
-			}
-			if o.output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
-					return err
-				}
-			} else {
-				printDrill(cmd.OutOrStdout(), rep)
-			}
-			if !rep.Pass {
-				return exitError{code: 1}
-			}
-			return nil
+			return runDrill(cmd, sock, o)
 		},
 	}
 	sock.register(cmd.Flags())
@@ -142,6 +99,55 @@ a planned drill) or error.`,
 	f.DurationVar(&o.hold, "hold", 0, "how long the old holder stays out (default 30s planned, 5s hard); the drill ends it earlier")
 	f.StringVarP(&o.output, "output", "o", "text", "output: text or json")
 	return cmd
+}
+
+// runDrill runs one drill (and, with --back, the move back) against the
+// daemon behind sock and prints the report.
+func runDrill(cmd *cobra.Command, sock socketFlags, o drillOptions) error {
+	path, err := sock.path()
+	if err != nil {
+		return err
+	}
+	if o.output != "text" && o.output != "json" {
+		return fmt.Errorf("-o %q: want text or json", o.output)
+	}
+	switch o.mode {
+	case probe.ModeTCP, probe.ModeTLS, probe.ModeHTTPS:
+	default:
+		return fmt.Errorf("--probe %q: want tcp, tls or https", o.mode)
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c := admin.Dial(path)
+	do := drill.Options{MaxOutage: o.maxOutage, Mode: o.mode, Interval: o.interval, Timeout: o.timeout,
+		Settle: o.settle, RequestTimeout: requestTimeout}
+	rep, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: o.vip, To: o.to, Hard: o.hard, Hold: o.hold, Node: o.node})
+	if err != nil {
+		return err
+	}
+	// A BGP drill's node announces again when the drill ends: there
+	// is nothing to move back.
+	if o.back && rep.Pass && rep.Mode != drill.ModeBGP {
+		back, err := drill.Run(ctx, c, do, admin.DrillRequest{VIP: rep.VIP, To: rep.From, Hold: o.hold})
+		if err != nil {
+			return fmt.Errorf("move back: %w", err)
+		}
+		rep.Back = &back
+		rep.Pass = back.Pass
+	}
+	if o.output == "json" {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printDrill(cmd.OutOrStdout(), rep)
+	}
+	if !rep.Pass {
+		return exitError{code: 1}
+	}
+	return nil
 }
 
 func printDrill(w io.Writer, r DrillReport) {
