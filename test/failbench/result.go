@@ -69,6 +69,8 @@ type ScenarioResult struct {
 	Failed     Summary   `json:"failed_connections"`
 	TakeoverMS Summary   `json:"takeover_ms"`
 	Runs       []rep     `json:"runs"`
+	// LongLived sums up the long-lived connection scenarios.
+	LongLived *longLivedSummary `json:"long_lived,omitempty"`
 }
 
 func scenarioResult(title string, quick bool, load string, at time.Time, runs []rep, errs []string) *ScenarioResult {
@@ -81,6 +83,7 @@ func scenarioResult(title string, quick bool, load string, at time.Time, runs []
 	return &ScenarioResult{
 		Title: title, At: at, Quick: quick, LoadAvg: load, Reps: len(runs), Errors: errs,
 		OutageMS: summarize(out), Failed: summarize(failed), TakeoverMS: summarize(took), Runs: runs,
+		LongLived: summarizeLongLived(runs),
 	}
 }
 
@@ -157,6 +160,11 @@ func (f *FailoverResult) rows(yield func(sc, sys string, r *ScenarioResult)) {
 func (f *FailoverResult) WriteTable(w io.Writer) {
 	_, _ = fmt.Fprintf(w, "%-9s %-19s %4s  %-31s %-21s %s\n", "scenario", "system", "reps", "outage ms min/med/p90/max", "failed min/med/p90/max", "takeover ms median")
 	f.rows(func(sc, sys string, r *ScenarioResult) {
+		if l := r.LongLived; l != nil {
+			_, _ = fmt.Fprintf(w, "%-9s %-19s %4d  failed median %.0f ms, max %.0f ms; new connection works median %.0f ms, max %.0f ms; never told %d; takeover %s\n",
+				sc, sys, r.Reps, l.FailedMedian.Median, l.FailedMax.Max, l.RecoveredMed.Median, l.RecoveredMax.Max, l.StillOpen, takeover(sc, r))
+			return
+		}
 		note := ""
 		if len(r.Errors) > 0 {
 			note = fmt.Sprintf("  (%d attempt(s) not measured)", len(r.Errors))
@@ -171,6 +179,9 @@ func (f *FailoverResult) Markdown() string {
 	b.WriteString("| scenario | system | reps | outage ms (min / median / p90 / max) | failed connections (min / median / p90 / max) | VIP moved after, ms (median) |\n|---|---|---:|---|---|---:|\n")
 	titles := scenarioTitles()
 	f.rows(func(sc, sys string, r *ScenarioResult) {
+		if r.LongLived != nil {
+			return // their own table below
+		}
 		reps := fmt.Sprint(r.Reps)
 		if r.Quick {
 			reps += " (quick)"
@@ -188,5 +199,6 @@ func (f *FailoverResult) Markdown() string {
 		}
 	}
 	b.WriteString(strings.Join(parts, "; ") + ".\n")
+	b.WriteString(f.longLivedMarkdown())
 	return b.String()
 }
