@@ -513,14 +513,18 @@ func TickleSummary(o *TickleOutcome) string {
 			fmt.Fprintf(&b, ", %d already closed", o.AlreadyClosed)
 		}
 	}
+	return b.String() + "; " + o.ReconnectSummary()
+}
+
+// ReconnectSummary says how many of the tickled clients are back and how
+// soon: "all 12 client(s) reconnected within 400ms".
+func (o *TickleOutcome) ReconnectSummary() string {
 	within := time.Duration(o.ReconnectedWithin * float64(time.Second)).Round(time.Millisecond)
 	switch o.Reconnected {
 	case 0:
-		fmt.Fprintf(&b, "; none of %d client(s) reconnected yet", o.Clients)
+		return fmt.Sprintf("none of %d client(s) reconnected yet", o.Clients)
 	case o.Clients:
-		fmt.Fprintf(&b, "; all %d client(s) reconnected within %s", o.Clients, within)
-	default:
-		fmt.Fprintf(&b, "; %d of %d client(s) reconnected within %s", o.Reconnected, o.Clients, within)
+		return fmt.Sprintf("all %d client(s) reconnected within %s", o.Clients, within)
 	}
-	return b.String()
+	return fmt.Sprintf("%d of %d client(s) reconnected within %s", o.Reconnected, o.Clients, within)
 }

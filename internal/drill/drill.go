@@ -326,16 +326,7 @@ func longLived(snap admin.Snapshot, vip, to string, since time.Time) string {
 		} else {
 			fmt.Fprintf(&b, "long-lived connections: %d tickled", v.LastTickled)
 		}
-		within := time.Duration(o.ReconnectedWithin * float64(time.Second)).Round(time.Millisecond)
-		switch o.Reconnected {
-		case 0:
-			fmt.Fprintf(&b, ", none of %d client(s) reconnected yet", o.Clients)
-		case o.Clients:
-			fmt.Fprintf(&b, ", clients reconnected within %s", within)
-		default:
-			fmt.Fprintf(&b, ", %d of %d client(s) reconnected within %s", o.Reconnected, o.Clients, within)
-		}
-		return b.String()
+		return b.String() + ", " + o.ReconnectSummary()
 	}
 	return ""
 }

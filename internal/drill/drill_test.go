@@ -183,7 +183,7 @@ func TestLongLived(t *testing.T) {
 		{"nothing to tickle", snap("b", admin.VIP{LastTakeover: after}), "long-lived connections: none of the old holder's to reset (or tickles off)"},
 		{"reset and reconnected", snap("b", admin.VIP{LastTakeover: after, LastTickled: 1000,
 			LastTickles: &admin.TickleOutcome{Counted: true, Acknowledged: 998, AlreadyClosed: 2, Clients: 3, Reconnected: 3, ReconnectedWithin: 0.6}}),
-			"long-lived connections: 998 reset (1000 tickled, 2 already closed), clients reconnected within 600ms"},
+			"long-lived connections: 998 reset (1000 tickled, 2 already closed), all 3 client(s) reconnected within 600ms"},
 		{"not counted, some back", snap("b", admin.VIP{LastTakeover: after, LastTickled: 40,
 			LastTickles: &admin.TickleOutcome{Clients: 4, Reconnected: 1, ReconnectedWithin: 0.2}}),
 			"long-lived connections: 40 tickled, 1 of 4 client(s) reconnected within 200ms"},
