@@ -16,7 +16,7 @@ import (
 
 // LongLived is a set of idle long-lived Kubernetes API connections through
 // the VIP from the client, as kubelets and controllers hold between
-// requests: one request answered, then nothing, no TCP keep-alive. Watch
+// requests: one request answered, then nothing, TCP keep-alive off. Watch
 // times how long each takes to fail after a failure and a new one to
 // work.
 type LongLived struct {
@@ -90,6 +90,17 @@ func (h *LongLived) request(ctx context.Context) (*tls.Conn, error) {
 	raw, err := h.l.Dial(ctx, "cl", h.target.String())
 	if err != nil {
 		return nil, err
+	}
+	// No keep-alive (Go's dialer turns a 15 s one on): an idle client
+	// then learns of a dead connection only from the network.
+	if tc, ok := raw.(*net.TCPConn); ok {
+		if err := tc.SetKeepAlive(false); err != nil {
+			_ = raw.Close()
+			return nil, fmt.Errorf("turn keep-alive off: %w", err)
+		}
+	} else {
+		_ = raw.Close()
+		return nil, fmt.Errorf("dial %s: got a %T, want a TCP connection", h.target, raw)
 	}
 	c := tls.Client(raw, h.cfg.Clone())
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
