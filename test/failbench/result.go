@@ -176,12 +176,17 @@ func (f *FailoverResult) WriteTable(w io.Writer) {
 // Markdown renders the results as a markdown table with its legend.
 func (f *FailoverResult) Markdown() string {
 	var b strings.Builder
-	b.WriteString("| scenario | system | reps | outage ms (min / median / p90 / max) | failed connections (min / median / p90 / max) | VIP moved after, ms (median) |\n|---|---|---:|---|---|---:|\n")
 	titles := scenarioTitles()
+	header := func() {
+		if b.Len() == 0 {
+			b.WriteString("| scenario | system | reps | outage ms (min / median / p90 / max) | failed connections (min / median / p90 / max) | VIP moved after, ms (median) |\n|---|---|---:|---|---|---:|\n")
+		}
+	}
 	f.rows(func(sc, sys string, r *ScenarioResult) {
 		if r.LongLived != nil {
 			return // their own table below
 		}
+		header()
 		reps := fmt.Sprint(r.Reps)
 		if r.Quick {
 			reps += " (quick)"
@@ -191,7 +196,10 @@ func (f *FailoverResult) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", titles[sc], sys, reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), takeover(sc, r))
 	})
-	b.WriteString("\nSystems: ")
+	if b.Len() > 0 {
+		b.WriteString("\n")
+	}
+	b.WriteString("Systems: ")
 	var parts []string
 	for _, sys := range AllSystems() {
 		if s := f.Systems[sys]; s != nil {
