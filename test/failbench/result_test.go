@@ -117,3 +117,25 @@ func TestLongLivedOutcome(t *testing.T) {
 		t.Errorf("summary %+v", *s)
 	}
 }
+
+// The long-lived scenarios inject the same failures as kill and
+// linkdown, measured on held connections, and run at most
+// longLivedReps times.
+func TestLongLivedScenarios(t *testing.T) {
+	r := &runner{}
+	for _, name := range []string{LongKill, LongLinkDown} {
+		sc, err := r.scenario(name)
+		if err != nil || !sc.longLived || sc.inject == nil || sc.repair == nil || sc.to != standby {
+			t.Errorf("scenario %s: %+v, %v; want a long-lived failure of %s moving to %s", name, sc, err, preferred, standby)
+		}
+	}
+	if sc, _ := r.scenario(Kill); sc.longLived {
+		t.Error("kill measures long-lived connections, want probes")
+	}
+	if got := longLivedRepsFor(LongKill, 10); got != longLivedReps {
+		t.Errorf("reps of %s = %d, want %d", LongKill, got, longLivedReps)
+	}
+	if got := longLivedRepsFor(Kill, 10); got != 10 {
+		t.Errorf("reps of %s = %d, want 10", Kill, got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"halb/internal/probe"
@@ -141,22 +142,14 @@ type scenario struct {
 
 func (r *runner) scenario(name string) (scenario, error) {
 	switch name {
-	case LongKill:
-		return scenario{
-			// The host's kernel stays up and closes the killed
-			// process's sockets itself.
-			inject: func(_ context.Context, r *runner) error { return r.sys.crash(preferred) },
-			to:     standby, done: lab.ExactlyOne(standby),
-			repair:    restart(preferred),
-			longLived: true,
-		}, nil
-	case LongLinkDown:
-		return scenario{
-			inject: func(ctx context.Context, r *runner) error { return r.l.LinkDown(ctx, preferred) },
-			to:     standby, done: lab.ExactlyOne(standby),
-			repair:    func(ctx context.Context, r *runner) error { return r.l.LinkUp(ctx, preferred) },
-			longLived: true,
-		}, nil
+	case LongKill, LongLinkDown:
+		// The same failures as kill and linkdown, measured on idle
+		// long-lived connections. After kill -9 the host's kernel stays
+		// up and closes the process's sockets itself; after link down
+		// nothing tells the clients but the new holder.
+		sc, err := r.scenario(strings.TrimPrefix(name, "longlived-"))
+		sc.longLived = true
+		return sc, err
 	case Kill:
 		return scenario{
 			inject: func(_ context.Context, r *runner) error { return r.sys.crash(preferred) },
