@@ -106,3 +106,27 @@ func TestRenderShowsTickles(t *testing.T) {
 		}
 	}
 }
+
+// The answers and reconnections of the last takeover follow its count:
+// what "tickled 198" achieved.
+func TestTickleSummary(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		o    *TickleOutcome
+		want string
+	}{
+		{"nothing known", nil, ""},
+		{"counted, all back", &TickleOutcome{Counted: true, Acknowledged: 197, AlreadyClosed: 1, Clients: 12, Reconnected: 12, ReconnectedWithin: 0.4},
+			", 197 acknowledged (reset), 1 already closed; all 12 client(s) reconnected within 400ms"},
+		{"not counted, some back", &TickleOutcome{Clients: 12, Reconnected: 5, ReconnectedWithin: 1.25},
+			"; 5 of 12 client(s) reconnected within 1.25s"},
+		{"none back yet", &TickleOutcome{Counted: true, Acknowledged: 3, Clients: 2},
+			", 3 acknowledged (reset); none of 2 client(s) reconnected yet"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := TickleSummary(tt.o); got != tt.want {
+				t.Errorf("TickleSummary = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

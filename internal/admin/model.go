@@ -99,6 +99,27 @@ type VIP struct {
 	ConnTable    int       `json:"conn_table"`
 	LastTickled  int       `json:"last_tickled"`
 	LastTakeover time.Time `json:"last_takeover,omitzero"`
+	// LastTickles is what the last takeover's tickles achieved, when
+	// this node tickled any.
+	LastTickles *TickleOutcome `json:"last_tickles,omitempty"`
+}
+
+// TickleOutcome is what one takeover's tickles achieved.
+type TickleOutcome struct {
+	// Counted says whether the answers were counted (the capture needs
+	// CAP_NET_RAW, as the tickles do).
+	Counted bool `json:"counted"`
+	// Acknowledged connections answered with their real sequence numbers
+	// and were reset; AlreadyClosed ones answered with a reset of their
+	// own (the client had closed them already).
+	Acknowledged  int `json:"acknowledged"`
+	AlreadyClosed int `json:"already_closed"`
+	// Clients is how many distinct client addresses were tickled, and
+	// Reconnected how many of them had a connection through the VIP again
+	// ReconnectedWithin seconds after the move.
+	Clients           int     `json:"clients"`
+	Reconnected       int     `json:"reconnected"`
+	ReconnectedWithin float64 `json:"reconnected_within_seconds"`
 }
 
 // BGP is this node's BGP speaker: its sessions and the VIPs it announces.

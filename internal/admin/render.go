@@ -93,7 +93,7 @@ func (r *renderer) vips() {
 			plain(r.ago(v.LastGARP)), plain(fmt.Sprint(v.GARPsSent)), plain(fmt.Sprint(v.Transitions)),
 			plain(fmt.Sprint(v.ConnTable)), plain(role))
 		if !v.LastTakeover.IsZero() {
-			t.note(plain(fmt.Sprintf("  last takeover here %s: %d client connection(s) of the previous holder tickled", r.ago(v.LastTakeover), v.LastTickled)))
+			t.note(plain(fmt.Sprintf("  last takeover here %s: %d client connection(s) of the previous holder tickled%s", r.ago(v.LastTakeover), v.LastTickled, TickleSummary(v.LastTickles))))
 		}
 		if v.LastError != "" {
 			t.note(cell{text: "  last error: " + v.LastError, color: red})
@@ -513,4 +513,34 @@ func (t *table) write(w *bytes.Buffer, color bool) {
 			w.WriteString(t.indent + paint(n) + "\n")
 		}
 	}
+}
+
+// TickleSummary says what a takeover's tickles achieved, as a clause
+// to follow "N tickled": how many the clients acknowledged and how soon
+// the clients were back. Empty when nothing is known.
+func TickleSummary(o *TickleOutcome) string {
+	if o == nil {
+		return ""
+	}
+	var b strings.Builder
+	if o.Counted {
+		fmt.Fprintf(&b, ", %d acknowledged (reset)", o.Acknowledged)
+		if o.AlreadyClosed > 0 {
+			fmt.Fprintf(&b, ", %d already closed", o.AlreadyClosed)
+		}
+	}
+	return b.String() + "; " + o.ReconnectSummary()
+}
+
+// ReconnectSummary says how many of the tickled clients are back and how
+// soon: "all 12 client(s) reconnected within 400ms".
+func (o *TickleOutcome) ReconnectSummary() string {
+	within := time.Duration(o.ReconnectedWithin * float64(time.Second)).Round(time.Millisecond)
+	switch o.Reconnected {
+	case 0:
+		return fmt.Sprintf("none of %d client(s) reconnected yet", o.Clients)
+	case o.Clients:
+		return fmt.Sprintf("all %d client(s) reconnected within %s", o.Clients, within)
+	}
+	return fmt.Sprintf("%d of %d client(s) reconnected within %s", o.Reconnected, o.Clients, within)
 }

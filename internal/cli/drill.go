@@ -170,6 +170,9 @@ func printDrill(w io.Writer, r DrillReport) {
 	if r.Hard {
 		_, _ = fmt.Fprintf(w, "  detection: %s\n", r.Detected.Round(time.Millisecond))
 	}
+	if r.LongLived != "" {
+		_, _ = fmt.Fprintf(w, "  %s\n", r.LongLived)
+	}
 	_, _ = fmt.Fprintf(w, "  outage: %s, failed probes: %d\n%s\n", r.Outage.Round(time.Millisecond), r.Failed, r.Verdict)
 	if r.Back != nil {
 		_, _ = fmt.Fprintln(w)

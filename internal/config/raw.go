@@ -137,8 +137,9 @@ type rawVIP struct {
 	MED         *int64   `yaml:"med"`
 	Prefer      string   `yaml:"prefer"`
 	// Tickle ACKs on takeover, see tickle.go.
-	Tickle     *bool `yaml:"tickle"`
-	TickleRate *int  `yaml:"tickle_rate"`
+	Tickle       *bool  `yaml:"tickle"`
+	TickleRate   *int   `yaml:"tickle_rate"`
+	TickleSpread string `yaml:"tickle_spread"`
 }
 
 type rawAdmin struct {

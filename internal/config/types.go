@@ -184,9 +184,12 @@ type VIP struct {
 	// ECMP over every eligible node.
 	Prefer string
 	// Tickle: on takeover, reset the previous holder's client connections
-	// with tickle ACKs, at most TickleRate packets per second.
-	Tickle     bool
-	TickleRate int
+	// with tickle ACKs, at most TickleRate packets per second, the
+	// first round spread over at least TickleSpread (0: as fast as the
+	// rate allows).
+	Tickle       bool
+	TickleRate   int
+	TickleSpread time.Duration
 }
 
 // Stats configures the HTTP stats dashboard and Prometheus metrics.

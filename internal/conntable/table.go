@@ -42,7 +42,11 @@ type Table struct {
 	vip     netip.Addr
 	epoch   uint64
 	version uint64
-	live    map[Conn]struct{}
+	// live maps each connection to the Sync generation that last listed
+	// it, so a Sync marks and sweeps in place instead of building a set
+	// of the whole list every 200 ms.
+	live map[Conn]uint64
+	gen  uint64
 	// log holds the latest changes in version order (entry i is version
 	// horizon+1+i), so a delta costs what changed, not the table's size.
 	log []change
@@ -65,7 +69,7 @@ func NewTable(vip netip.Addr, epoch uint64) *Table {
 	return &Table{
 		vip:    vip.Unmap(),
 		epoch:  epoch,
-		live:   make(map[Conn]struct{}),
+		live:   make(map[Conn]uint64),
 		maxLog: DefaultMaxLog,
 	}
 }
@@ -101,9 +105,10 @@ func (t *Table) Add(c Conn) error {
 
 func (t *Table) add(c Conn) {
 	if _, ok := t.live[c]; ok {
+		t.live[c] = t.gen
 		return
 	}
-	t.live[c] = struct{}{}
+	t.live[c] = t.gen
 	t.record(change{conn: c})
 }
 
@@ -133,8 +138,10 @@ func (t *Table) remove(c Conn) {
 // naming the first connection that is not through this VIP, after
 // applying all the others.
 func (t *Table) Sync(conns []Conn) error {
-	want := make(map[Conn]struct{}, len(conns))
 	var first error
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.gen++
 	for _, c := range conns {
 		n, err := t.norm(c)
 		if err != nil {
@@ -143,17 +150,12 @@ func (t *Table) Sync(conns []Conn) error {
 			}
 			continue
 		}
-		want[n] = struct{}{}
+		t.add(n) // marks it with this generation
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for c := range t.live {
-		if _, ok := want[c]; !ok {
+	for c, g := range t.live {
+		if g != t.gen {
 			t.remove(c)
 		}
-	}
-	for c := range want {
-		t.add(c)
 	}
 	return first
 }

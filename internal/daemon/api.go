@@ -153,6 +153,12 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 		tk := o.ctl.tickles.status(a.cfg.Address.Addr())
 		last := &vips[len(vips)-1]
 		last.ConnTable, last.LastTickled, last.LastTakeover = tk.Table, tk.LastTickled, tk.LastMove
+		if tk.Clients > 0 {
+			last.LastTickles = &admin.TickleOutcome{
+				Counted: tk.Counted, Acknowledged: tk.Answers.Acknowledged, AlreadyClosed: tk.Answers.Closed,
+				Clients: tk.Clients, Reconnected: tk.Reconnected, ReconnectedWithin: tk.ReconnectedWithin.Seconds(),
+			}
+		}
 	}
 	return roles, vips
 }

@@ -32,6 +32,13 @@ const (
 	// receiver that is behind gets several deltas before the snapshot
 	// arrives, and each would otherwise ask again.
 	requestEvery = time.Second
+	// answerGrace is how long answers are counted after the last tickle
+	// was written: a client's duplicate ACK comes within a round trip,
+	// a millisecond on a LAN, or later behind a queue.
+	answerGrace = 200 * time.Millisecond
+	// reconnectWatch bounds how long a takeover waits for the tickled
+	// clients to reconnect before it reports how many did.
+	reconnectWatch = 30 * time.Second
 )
 
 // TickleWriter is the raw socket tickles are written to.
@@ -45,6 +52,20 @@ type TickleWriter interface {
 type TickleOpener func(ifname string, ipv6 bool) (TickleWriter, error)
 
 func openRaw(ifname string, ipv6 bool) (TickleWriter, error) { return tickle.OpenRaw(ifname, ipv6) }
+
+// answerCounter counts the answers to one takeover's tickles until its
+// context ends; tickle.Capture is the real one.
+type answerCounter interface {
+	Count(ctx context.Context) (tickle.Answers, error)
+}
+
+// answerListener opens an answerCounter on the VIP's interface before the
+// tickles go out.
+type answerListener func(ifname string, vip netip.Addr, targets []tickle.Target) (answerCounter, error)
+
+func openCapture(ifname string, vip netip.Addr, targets []tickle.Target) (answerCounter, error) {
+	return tickle.OpenCapture(ifname, vip, targets)
+}
 
 // connShare is the cluster's part: sending and receiving table messages.
 type connShare interface {
@@ -62,6 +83,7 @@ type tickles struct {
 	net     connShare
 	clients func(dst []proxy.ClientPair) []proxy.ClientPair // every frontend's open sessions
 	open    TickleOpener
+	listen  answerListener
 	rounds  []time.Duration // nil: tickle.DefaultRounds; tests shorten them
 	store   *conntable.Store
 
@@ -76,6 +98,7 @@ type vipConns struct {
 	ifname string
 	on     bool // vips[].tickle
 	rate   int
+	spread time.Duration
 	table  *conntable.Table // this node's, synced while it holds the VIP
 	sent   uint64           // the table version the peers were last sent
 
@@ -85,6 +108,18 @@ type vipConns struct {
 
 	lastTickled int       // connections tickled at the last takeover
 	lastMove    time.Time // when that takeover started
+	last        takeoverOutcome
+}
+
+// takeoverOutcome is what the last takeover's tickles achieved, filled in
+// as it becomes known.
+type takeoverOutcome struct {
+	answers  tickle.Answers
+	counted  bool                    // answers is known
+	waiting  map[netip.Addr]struct{} // tickled client addresses not yet back
+	clients  int                     // distinct client addresses tickled
+	backAt   time.Duration           // after the move, when the last came back
+	watching bool                    // still looking for reconnections
 }
 
 // TickleStatus is one VIP's connection table and last tickle, for status.
@@ -92,12 +127,21 @@ type TickleStatus struct {
 	Table       int // connections in the holder's table as known here
 	LastTickled int
 	LastMove    time.Time
+	// Answers counts the clients that answered the last takeover's
+	// tickles; Counted says whether it is known yet (or could be).
+	Answers tickle.Answers
+	Counted bool
+	// Clients is how many distinct client addresses were tickled, and
+	// Reconnected how many of them had a connection through the VIP again
+	// ReconnectedWithin after the move (seen at the 200 ms table sync).
+	Clients, Reconnected int
+	ReconnectedWithin    time.Duration
 }
 
 func newTickles(self string, net connShare, vips []config.VIP, ifnames []string,
 	clients func([]proxy.ClientPair) []proxy.ClientPair, open TickleOpener, log *slog.Logger) *tickles {
 	t := &tickles{
-		log: log.With("component", "tickle"), self: self, net: net, clients: clients, open: open,
+		log: log.With("component", "tickle"), self: self, net: net, clients: clients, open: open, listen: openCapture,
 		store: conntable.NewStore(conntable.Limits{}),
 		kick:  make(chan struct{}, 1),
 		vips:  map[netip.Addr]*vipConns{},
@@ -111,7 +155,7 @@ func newTickles(self string, net connShare, vips []config.VIP, ifnames []string,
 			continue
 		}
 		addr := v.Address.Addr()
-		t.vips[addr] = &vipConns{ifname: ifnames[i], on: v.Tickle, rate: v.TickleRate,
+		t.vips[addr] = &vipConns{ifname: ifnames[i], on: v.Tickle, rate: v.TickleRate, spread: v.TickleSpread,
 			table: conntable.NewTable(addr, epoch), asked: map[string]time.Time{}}
 	}
 	return t
@@ -151,7 +195,9 @@ func (t *tickles) status(addr netip.Addr) TickleStatus {
 		t.mu.Unlock()
 		return TickleStatus{}
 	}
-	st := TickleStatus{LastTickled: v.lastTickled, LastMove: v.lastMove}
+	st := TickleStatus{LastTickled: v.lastTickled, LastMove: v.lastMove,
+		Answers: v.last.answers, Counted: v.last.counted,
+		Clients: v.last.clients, Reconnected: v.last.clients - len(v.last.waiting), ReconnectedWithin: v.last.backAt}
 	if v.held {
 		st.Table = v.table.Len()
 	}
@@ -201,6 +247,7 @@ type tickleJob struct {
 	vip     netip.Addr
 	ifname  string
 	rate    int
+	spread  time.Duration
 	targets []tickle.Target
 }
 
@@ -234,15 +281,19 @@ func (t *tickles) takeovers() []tickleJob {
 			t.store.Forget(s.Source)
 		}
 		v.lastMove = time.Now()
+		v.last = takeoverOutcome{}
 		if !v.on {
 			v.lastTickled = 0
 			t.log.Info("took the VIP over; tickles are off", "vip", addr, "connections", len(seen))
 			continue
 		}
-		job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, targets: make([]tickle.Target, 0, len(seen))}
+		job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, spread: v.spread, targets: make([]tickle.Target, 0, len(seen))}
+		v.last.waiting = map[netip.Addr]struct{}{}
 		for c := range seen {
 			job.targets = append(job.targets, tickle.Target{VIP: c.VIP, Client: c.Client})
+			v.last.waiting[c.Client.Addr().Unmap()] = struct{}{}
 		}
+		v.last.clients, v.last.watching = len(v.last.waiting), len(v.last.waiting) > 0
 		v.lastTickled = len(job.targets)
 		if len(job.targets) == 0 {
 			t.log.Info("took the VIP over; no connections of a previous holder to tickle", "vip", addr)
@@ -253,7 +304,8 @@ func (t *tickles) takeovers() []tickleJob {
 	return jobs
 }
 
-// send tickles one takeover's connections and logs the counts.
+// send tickles one takeover's connections, counts the clients that
+// answer and logs both: "tickled N, acknowledged M".
 func (t *tickles) send(ctx context.Context, job tickleJob) {
 	log := t.log.With("vip", job.vip, "iface", job.ifname)
 	w, err := t.open(job.ifname, job.vip.Is6())
@@ -262,18 +314,57 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 		return
 	}
 	defer func() { _ = w.Close() }()
-	s, err := tickle.NewSender(w, tickle.Options{Rate: job.rate, Rounds: t.rounds})
+	s, err := tickle.NewSender(w, tickle.Options{Rate: job.rate, Rounds: t.rounds, Spread: job.spread})
 	if err != nil {
 		log.Warn("cannot tickle the previous holder's connections", "err", err)
 		return
 	}
+	// The count must listen before the first tickle leaves.
+	counted := make(chan tickle.Answers, 1)
+	cctx, stopCount := context.WithCancel(ctx)
+	defer stopCount()
+	if c, err := t.listen(job.ifname, job.vip, job.targets); err != nil {
+		log.Warn("cannot count the answers to the tickles", "err", err)
+		close(counted)
+	} else {
+		go func() {
+			a, err := c.Count(cctx)
+			if err != nil {
+				log.Warn("count the answers to the tickles", "err", err)
+			}
+			counted <- a
+			close(counted)
+		}()
+	}
 	start := time.Now()
 	res, err := s.Send(ctx, job.targets)
-	attrs := []any{"connections", res.Targets, "built", res.Built, "sent", res.Sent, "failed", res.Failed,
-		"took", time.Since(start).Round(time.Millisecond)}
+	took := time.Since(start)
+	if err == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(answerGrace):
+		}
+	}
+	stopCount()
+	answers, ok := <-counted
+	attrs := []any{"tickled", res.Targets}
+	if ok {
+		attrs = append(attrs, "acknowledged", answers.Acknowledged, "already_closed", answers.Closed)
+	} else {
+		attrs = append(attrs, "acknowledged", "unknown")
+	}
+	attrs = append(attrs, "sent", res.Sent, "failed", res.Failed, "took", took.Round(time.Millisecond))
+	if answers.Dropped > 0 {
+		attrs = append(attrs, "answers_dropped", answers.Dropped)
+	}
 	if res.FirstErr != nil {
 		attrs = append(attrs, "err", res.FirstErr)
 	}
+	t.mu.Lock()
+	if v := t.vips[job.vip]; v != nil {
+		v.last.answers, v.last.counted = answers, ok
+	}
+	t.mu.Unlock()
 	switch {
 	case errors.Is(err, context.Canceled):
 		log.Info("tickles stopped: shutting down", attrs...)
@@ -305,6 +396,7 @@ func (t *tickles) share() {
 		return
 	}
 	pairs = t.clients(pairs)
+	now := time.Now()
 	byVIP := map[netip.Addr][]conntable.Conn{}
 	for _, p := range pairs {
 		byVIP[p.Local.Addr()] = append(byVIP[p.Local.Addr()], conntable.Conn{VIP: p.Local, Client: p.Client})
@@ -319,6 +411,7 @@ func (t *tickles) share() {
 			t.log.Warn("sync the connection table", "vip", addr, "err", err)
 			continue
 		}
+		t.watchReconnects(addr, v, byVIP[addr], now)
 		chunks, err := v.table.Encode(v.sent, conntable.DefaultChunk)
 		if err != nil {
 			t.log.Warn("encode the connection table", "vip", addr, "err", err)
@@ -335,6 +428,34 @@ func (t *tickles) share() {
 				break
 			}
 		}
+	}
+}
+
+// watchReconnects notes which of the last takeover's tickled clients
+// have a connection through the VIP again, and logs once all have, or
+// once reconnectWatch has passed. Addresses, not connections: a client
+// reconnects from a new port.
+func (t *tickles) watchReconnects(addr netip.Addr, v *vipConns, conns []conntable.Conn, now time.Time) {
+	o := &v.last
+	if !o.watching {
+		return
+	}
+	before := len(o.waiting)
+	for _, c := range conns {
+		delete(o.waiting, c.Client.Addr().Unmap())
+	}
+	after := now.Sub(v.lastMove)
+	if len(o.waiting) < before {
+		o.backAt = after
+	}
+	switch {
+	case len(o.waiting) == 0:
+		o.watching = false
+		t.log.Info("every tickled client reconnected", "vip", addr, "clients", o.clients, "within", o.backAt.Round(time.Millisecond))
+	case after > reconnectWatch:
+		o.watching = false
+		t.log.Info("not every tickled client reconnected", "vip", addr, "clients", o.clients,
+			"reconnected", o.clients-len(o.waiting), "within", reconnectWatch)
 	}
 }
 

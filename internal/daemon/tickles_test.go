@@ -159,7 +159,19 @@ func newTickleNode(name string, net *fakeNet, vips []config.VIP) *tickleNode {
 		ifnames[i] = "eth0"
 	}
 	n.t = newTickles(name, net, vips, ifnames, n.sessions.clients, open, slog.New(slog.DiscardHandler))
+	n.t.listen = func(ifname string, vip netip.Addr, targets []tickle.Target) (answerCounter, error) {
+		return fakeCounter{answers: tickle.Answers{Acknowledged: len(targets) - 1, Closed: 1}}, nil
+	}
 	return n
+}
+
+// fakeCounter answers, once the count ends, that all but one tickled
+// client acknowledged and one had closed already.
+type fakeCounter struct{ answers tickle.Answers }
+
+func (c fakeCounter) Count(ctx context.Context) (tickle.Answers, error) {
+	<-ctx.Done()
+	return c.answers, nil
 }
 
 func tickleVIPConfig(on bool) config.VIP {
@@ -231,6 +243,28 @@ func TestTakeoverTicklesPreviousHoldersConnections(t *testing.T) {
 		st := b.t.status(tickleVIP)
 		if st.LastTickled != 3 || st.LastMove.IsZero() {
 			t.Errorf("status = %+v, want 3 tickled at a takeover time", st)
+		}
+		if want := (tickle.Answers{Acknowledged: 2, Closed: 1}); !st.Counted || st.Answers != want {
+			t.Errorf("status answers %+v (counted %v), want %+v", st.Answers, st.Counted, want)
+		}
+		if st.Clients != 2 || st.Reconnected != 0 {
+			t.Errorf("status: %d of %d clients reconnected before any did, want 0 of 2", st.Reconnected, st.Clients)
+		}
+		// The clients reconnect, from new ports, one after the other; the
+		// status says how long until the last was back.
+		b.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:41000"))
+		time.Sleep(shareEvery)
+		synctest.Wait()
+		if st := b.t.status(tickleVIP); st.Reconnected != 1 {
+			t.Errorf("%d of %d clients reconnected, want 1", st.Reconnected, st.Clients)
+		}
+		time.Sleep(2 * time.Second)
+		b.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:41000"), pair("10.0.0.5:6443", "10.0.0.22:41001"))
+		time.Sleep(shareEvery)
+		synctest.Wait()
+		st = b.t.status(tickleVIP)
+		if st.Reconnected != 2 || st.ReconnectedWithin < 3*time.Second || st.ReconnectedWithin > 3400*time.Millisecond {
+			t.Errorf("%d of %d clients reconnected within %s, want 2 within 3s..3.4s of the move", st.Reconnected, st.Clients, st.ReconnectedWithin)
 		}
 		// The replica is forgotten once tickled: a later takeover does
 		// not reset those clients again.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +48,9 @@ type Report struct {
 	Pass     bool           `json:"pass"`
 	Verdict  string         `json:"verdict"`
 	Back     *Report        `json:"back,omitempty"`
+	// LongLived says what happened to the old holder's long-lived client
+	// connections (tickle ACKs, docs/tickle.md), where this node knows.
+	LongLived string `json:"long_lived,omitempty"`
 }
 
 // Event is one step of a drill, timed from the request.
@@ -108,6 +112,11 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		}
 	}
 	rep.Probes = pr.stop()
+	if moved {
+		if s, err := status(ctx, n, o); err == nil {
+			rep.LongLived = longLived(s, rep.VIP, rep.To, w.t0)
+		}
+	}
 	// End the drill so the old holder rejoins the election; a failure here
 	// only means the drill's own bound will end it.
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.RequestTimeout)
@@ -301,4 +310,40 @@ func status(ctx context.Context, n Node, o Options) (admin.Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
 	defer cancel()
 	return n.Status(ctx)
+}
+
+// longLived says what happened to the long-lived client connections of
+// the old holder, from the status of the node the drill ran on: the new
+// holder's last takeover, if it is that node and the takeover came after
+// since (the drill's request). Tickled connections are reset; the ones
+// the clients acknowledged were still open at their end. Another node
+// does not know the new holder's count: then it says where to look.
+func longLived(snap admin.Snapshot, vip, to string, since time.Time) string {
+	if snap.Node.Name != to {
+		return "long-lived connections: counted on " + to + " (its halb status shows the last takeover's tickles)"
+	}
+	for _, v := range snap.VIPs {
+		if admin.BareIP(v.Address) != admin.BareIP(vip) {
+			continue
+		}
+		if v.LastTakeover.Before(since) {
+			return "long-lived connections: no takeover seen here"
+		}
+		if v.LastTickled == 0 || v.LastTickles == nil {
+			return "long-lived connections: none of the old holder's to reset (or tickles off)"
+		}
+		o := v.LastTickles
+		var b strings.Builder
+		if o.Counted {
+			fmt.Fprintf(&b, "long-lived connections: %d reset (%d tickled", o.Acknowledged, v.LastTickled)
+			if o.AlreadyClosed > 0 {
+				fmt.Fprintf(&b, ", %d already closed", o.AlreadyClosed)
+			}
+			b.WriteString(")")
+		} else {
+			fmt.Fprintf(&b, "long-lived connections: %d tickled", v.LastTickled)
+		}
+		return b.String() + ", " + o.ReconnectSummary()
+	}
+	return ""
 }

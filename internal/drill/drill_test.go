@@ -162,3 +162,40 @@ func TestJudge(t *testing.T) {
 		})
 	}
 }
+
+// The report's line on long-lived connections comes from the new
+// holder's status of its last takeover, and only from a takeover that
+// followed the drill's request.
+func TestLongLived(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	snap := func(node string, v admin.VIP) admin.Snapshot {
+		v.Address = "10.0.0.5/32"
+		return admin.Snapshot{Node: admin.NodeInfo{Name: node}, VIPs: []admin.VIP{v}}
+	}
+	after := t0.Add(100 * time.Millisecond)
+	tests := []struct {
+		name string
+		s    admin.Snapshot
+		want string
+	}{
+		{"run on another node", snap("a", admin.VIP{}), "long-lived connections: counted on b (its halb status shows the last takeover's tickles)"},
+		{"takeover before the drill", snap("b", admin.VIP{LastTakeover: t0.Add(-time.Minute), LastTickled: 5}), "long-lived connections: no takeover seen here"},
+		{"nothing to tickle", snap("b", admin.VIP{LastTakeover: after}), "long-lived connections: none of the old holder's to reset (or tickles off)"},
+		{"reset and reconnected", snap("b", admin.VIP{LastTakeover: after, LastTickled: 1000,
+			LastTickles: &admin.TickleOutcome{Counted: true, Acknowledged: 998, AlreadyClosed: 2, Clients: 3, Reconnected: 3, ReconnectedWithin: 0.6}}),
+			"long-lived connections: 998 reset (1000 tickled, 2 already closed), all 3 client(s) reconnected within 600ms"},
+		{"not counted, some back", snap("b", admin.VIP{LastTakeover: after, LastTickled: 40,
+			LastTickles: &admin.TickleOutcome{Clients: 4, Reconnected: 1, ReconnectedWithin: 0.2}}),
+			"long-lived connections: 40 tickled, 1 of 4 client(s) reconnected within 200ms"},
+		{"none back yet", snap("b", admin.VIP{LastTakeover: after, LastTickled: 40,
+			LastTickles: &admin.TickleOutcome{Counted: true, Acknowledged: 40, Clients: 4}}),
+			"long-lived connections: 40 reset (40 tickled), none of 4 client(s) reconnected yet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := longLived(tt.s, "10.0.0.5", "b", t0); got != tt.want {
+				t.Errorf("longLived = %q\nwant          %q", got, tt.want)
+			}
+		})
+	}
+}

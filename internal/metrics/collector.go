@@ -24,6 +24,7 @@ type snapshotCollector struct {
 
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 	vipConnTable, vipLastTickled                      *prometheus.Desc
+	vipLastAcknowledged, vipLastReconnect             *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
 
@@ -70,6 +71,10 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		electionAgreed: d("halb_election_agreed", "Whether every alive member elects the same holder for the VIP (1) or not (0).", vip, nil),
 		vipConnTable:   d("halb_vip_conn_table_connections", "Client connections in the VIP holder's shared table, as known on this node (tickled on takeover).", vip, nil),
 		vipLastTickled: d("halb_vip_last_takeover_tickled_connections", "Connections this node tickled when it last took the VIP over.", vip, nil),
+		vipLastAcknowledged: d("halb_vip_last_takeover_acknowledged_connections",
+			"Tickled connections whose client answered with its real sequence numbers (and was reset) at this node's last takeover of the VIP.", vip, nil),
+		vipLastReconnect: d("halb_vip_last_takeover_reconnect_seconds",
+			"Time from this node's last takeover of the VIP until the last tickled client address that came back had a connection again.", vip, nil),
 
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
@@ -88,7 +93,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.backendPanic, c.srvCheckFailure, c.feLimit,
 		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
-		c.vipConnTable, c.vipLastTickled,
+		c.vipConnTable, c.vipLastTickled, c.vipLastAcknowledged, c.vipLastReconnect,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
 		c.bgpSessionUp, c.bgpAnnounced,
 	}
@@ -119,6 +124,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		e.gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
 		e.gauge(c.vipConnTable, float64(v.ConnTable), addr)
 		e.gauge(c.vipLastTickled, float64(v.LastTickled), addr)
+		if o := v.LastTickles; o != nil {
+			if o.Counted {
+				e.gauge(c.vipLastAcknowledged, float64(o.Acknowledged), addr)
+			}
+			if o.Reconnected > 0 {
+				e.gauge(c.vipLastReconnect, o.ReconnectedWithin, addr)
+			}
+		}
 	}
 	if s.BGP != nil {
 		for _, p := range s.BGP.Peers {

@@ -200,12 +200,27 @@ func TestRawTickleResetsOrphanedConnection(t *testing.T) {
 				VIP:    netip.MustParseAddrPort(ln.Addr().String()),
 				Client: netip.MustParseAddrPort(tickled.LocalAddr().String()),
 			}
+			var answers Answers
 			inNetns(t, c, func() error {
 				raw, err := OpenRaw("eth0", fam.name == "ipv6")
 				if err != nil {
 					return err
 				}
 				defer func() { _ = raw.Close() }()
+				capt, err := OpenCapture("eth0", target.VIP.Addr(), []Target{target})
+				if err != nil {
+					return err
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				counted := make(chan Answers, 1)
+				go func() {
+					a, err := capt.Count(ctx)
+					if err != nil {
+						t.Errorf("count answers: %v", err)
+					}
+					counted <- a
+				}()
 				s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
 				if err != nil {
 					return err
@@ -217,8 +232,19 @@ func TestRawTickleResetsOrphanedConnection(t *testing.T) {
 				if res.Sent != 2 {
 					return fmt.Errorf("sent %+v, want 2 packets", res)
 				}
+				// The client's answer comes within a round trip of the
+				// last tickle; nothing signals that no more will come.
+				time.Sleep(100 * time.Millisecond)
+				cancel()
+				answers = <-counted
 				return nil
 			})
+			// The first round draws the client's duplicate ACK; the second
+			// only its reset (the connection is gone by then), which must
+			// not turn the count into "closed".
+			if want := (Answers{Acknowledged: 1}); answers != want {
+				t.Errorf("answers %+v, want %+v", answers, want)
+			}
 			if r := <-tickledErr; !errors.Is(r.err, syscall.ECONNRESET) {
 				t.Errorf("tickled connection: read error %v after %v, want a reset within 1s", r.err, r.after)
 			} else {

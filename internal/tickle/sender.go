@@ -45,6 +45,14 @@ type Options struct {
 	// its offset or when the previous one has been written, whichever
 	// is later.
 	Rounds []time.Duration
+	// Spread, when positive, paces each round so that it takes at least
+	// this long: the rate drops to what spreads the targets over it
+	// (never above Rate). It softens the storm of reconnections and
+	// re-lists a mass reset causes, at the cost of telling the last
+	// clients later; a round then starts when the previous one is
+	// written, so each connection's repeat follows its first tickle by
+	// about the spread.
+	Spread time.Duration
 }
 
 // Sender writes tickles for many connections, paced and repeated.
@@ -52,12 +60,16 @@ type Sender struct {
 	w      Writer
 	rate   int
 	rounds []time.Duration
+	spread time.Duration
 }
 
 // NewSender returns a Sender writing to w; it rejects options that make
 // no sense.
 func NewSender(w Writer, opts Options) (*Sender, error) {
-	s := &Sender{w: w, rate: opts.Rate, rounds: opts.Rounds}
+	s := &Sender{w: w, rate: opts.Rate, rounds: opts.Rounds, spread: opts.Spread}
+	if s.spread < 0 {
+		return nil, fmt.Errorf("tickle spread %s: must not be negative", s.spread)
+	}
 	if s.rate == 0 {
 		s.rate = DefaultRate
 	}
@@ -121,6 +133,7 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 	if len(pkts) == 0 {
 		return res, nil
 	}
+	gap := s.gap(len(pkts))
 	start := time.Now()
 	for _, offset := range s.rounds {
 		if err := sleepUntil(ctx, start.Add(offset)); err != nil {
@@ -131,7 +144,7 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 		roundStart := time.Now()
 		for i, p := range pkts {
 			// Never ahead of rate×elapsed; wake once per batch.
-			due := roundStart.Add(time.Duration(float64(i) / float64(s.rate) * float64(time.Second)))
+			due := roundStart.Add(time.Duration(float64(i) * gap))
 			if time.Until(due) > batchEvery {
 				if err := sleepUntil(ctx, due); err != nil {
 					return res, err
@@ -151,6 +164,16 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// gap is the time between two packets of a round of n, in nanoseconds:
+// the rate's, or longer to spread the round over the spread.
+func (s *Sender) gap(n int) float64 {
+	gap := float64(time.Second) / float64(s.rate)
+	if s.spread > 0 && n > 1 {
+		gap = max(gap, float64(s.spread)/float64(n-1))
+	}
+	return gap
 }
 
 // sleepUntil waits for t or the end of ctx.

@@ -89,6 +89,47 @@ func TestSendRoundsAndPacing(t *testing.T) {
 	})
 }
 
+// A spread slows a round down to cover the window, evenly; it never
+// speeds one up beyond the rate, and the repeat follows the first round.
+func TestSendSpread(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		n, rate   int
+		spread    time.Duration
+		wantRound time.Duration // the first round's last packet, ±1 ms
+	}{
+		{"spread over 2s", 1001, 50_000, 2 * time.Second, 2 * time.Second},
+		{"rate slower than the spread", 1001, 100, time.Second, 10 * time.Second},
+		{"one target", 1, 50_000, 2 * time.Second, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				rec := &recorder{start: time.Now()}
+				s, err := NewSender(rec, Options{Rate: tt.rate, Spread: tt.spread, Rounds: []time.Duration{0, 100 * time.Millisecond}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.Send(t.Context(), targets(tt.n)); err != nil {
+					t.Fatal(err)
+				}
+				if len(rec.at) != 2*tt.n {
+					t.Fatalf("%d packets, want %d", len(rec.at), 2*tt.n)
+				}
+				if got := rec.at[tt.n-1]; got < tt.wantRound-time.Millisecond || got > tt.wantRound+time.Millisecond {
+					t.Errorf("first round's last packet at %v, want %v", got, tt.wantRound)
+				}
+				// Evenly: the middle target is told halfway through.
+				if mid := rec.at[tt.n/2]; tt.n > 1 && (mid < tt.wantRound/2-time.Millisecond || mid > tt.wantRound/2+time.Millisecond) {
+					t.Errorf("middle packet at %v, want %v", mid, tt.wantRound/2)
+				}
+				if second := rec.at[tt.n]; second < rec.at[tt.n-1] || second < 100*time.Millisecond {
+					t.Errorf("repeat round started at %v, before the first ended (%v)", second, rec.at[tt.n-1])
+				}
+			})
+		})
+	}
+}
+
 // The defaults must reset 10 000 connections in well under a second.
 func TestSendDefaultsTenThousand(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -167,6 +208,7 @@ func TestNewSenderRejects(t *testing.T) {
 		{Rounds: []time.Duration{0, 2 * time.Second, time.Second}},
 		{Rounds: []time.Duration{-time.Second}},
 		{Rounds: make([]time.Duration, maxRounds+1)},
+		{Spread: -time.Second},
 	} {
 		if _, err := NewSender(&recorder{}, o); err == nil {
 			t.Errorf("NewSender(%+v) accepted", o)

@@ -69,6 +69,8 @@ type ScenarioResult struct {
 	Failed     Summary   `json:"failed_connections"`
 	TakeoverMS Summary   `json:"takeover_ms"`
 	Runs       []rep     `json:"runs"`
+	// LongLived sums up the long-lived connection scenarios.
+	LongLived *longLivedSummary `json:"long_lived,omitempty"`
 }
 
 func scenarioResult(title string, quick bool, load string, at time.Time, runs []rep, errs []string) *ScenarioResult {
@@ -81,6 +83,7 @@ func scenarioResult(title string, quick bool, load string, at time.Time, runs []
 	return &ScenarioResult{
 		Title: title, At: at, Quick: quick, LoadAvg: load, Reps: len(runs), Errors: errs,
 		OutageMS: summarize(out), Failed: summarize(failed), TakeoverMS: summarize(took), Runs: runs,
+		LongLived: summarizeLongLived(runs),
 	}
 }
 
@@ -157,6 +160,11 @@ func (f *FailoverResult) rows(yield func(sc, sys string, r *ScenarioResult)) {
 func (f *FailoverResult) WriteTable(w io.Writer) {
 	_, _ = fmt.Fprintf(w, "%-9s %-19s %4s  %-31s %-21s %s\n", "scenario", "system", "reps", "outage ms min/med/p90/max", "failed min/med/p90/max", "takeover ms median")
 	f.rows(func(sc, sys string, r *ScenarioResult) {
+		if l := r.LongLived; l != nil {
+			_, _ = fmt.Fprintf(w, "%-9s %-19s %4d  failed median %.0f ms, max %.0f ms; new connection works median %.0f ms, max %.0f ms; never told %d; takeover %s\n",
+				sc, sys, r.Reps, l.FailedMedian.Median, l.FailedMax.Max, l.RecoveredMed.Median, l.RecoveredMax.Max, l.StillOpen, takeover(sc, r))
+			return
+		}
 		note := ""
 		if len(r.Errors) > 0 {
 			note = fmt.Sprintf("  (%d attempt(s) not measured)", len(r.Errors))
@@ -168,9 +176,17 @@ func (f *FailoverResult) WriteTable(w io.Writer) {
 // Markdown renders the results as a markdown table with its legend.
 func (f *FailoverResult) Markdown() string {
 	var b strings.Builder
-	b.WriteString("| scenario | system | reps | outage ms (min / median / p90 / max) | failed connections (min / median / p90 / max) | VIP moved after, ms (median) |\n|---|---|---:|---|---|---:|\n")
 	titles := scenarioTitles()
+	header := func() {
+		if b.Len() == 0 {
+			b.WriteString("| scenario | system | reps | outage ms (min / median / p90 / max) | failed connections (min / median / p90 / max) | VIP moved after, ms (median) |\n|---|---|---:|---|---|---:|\n")
+		}
+	}
 	f.rows(func(sc, sys string, r *ScenarioResult) {
+		if r.LongLived != nil {
+			return // their own table below
+		}
+		header()
 		reps := fmt.Sprint(r.Reps)
 		if r.Quick {
 			reps += " (quick)"
@@ -180,7 +196,10 @@ func (f *FailoverResult) Markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", titles[sc], sys, reps, fmtSummary(r.OutageMS, 0), fmtSummary(r.Failed, 0), takeover(sc, r))
 	})
-	b.WriteString("\nSystems: ")
+	if b.Len() > 0 {
+		b.WriteString("\n")
+	}
+	b.WriteString("Systems: ")
 	var parts []string
 	for _, sys := range AllSystems() {
 		if s := f.Systems[sys]; s != nil {
@@ -188,5 +207,6 @@ func (f *FailoverResult) Markdown() string {
 		}
 	}
 	b.WriteString(strings.Join(parts, "; ") + ".\n")
+	b.WriteString(f.longLivedMarkdown())
 	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"halb/test/benchresult"
+	"halb/test/lab"
 )
 
 func TestSummarize(t *testing.T) {
@@ -87,5 +88,54 @@ func TestLoadPartMissingFile(t *testing.T) {
 	var f FailoverResult
 	if err := loadPart(t.TempDir(), "failover", time.Now(), &f); err != nil || f.Systems != nil {
 		t.Fatalf("missing file: %v %+v", err, f)
+	}
+}
+
+// Each held connection counts from the cut; one never told, or never
+// replaced, counts at the bound, so a system that leaves its clients
+// blind shows the bound, not a flattering median of the few it told.
+func TestLongLivedOutcome(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	res := []lab.LongLivedConn{
+		{Failed: at(200), Recovered: at(300)},
+		{Failed: at(250), Recovered: at(400)},
+		{Failed: at(900)}, // never replaced
+		{},                // never told
+	}
+	got := longLivedOutcome(t0, res, 15*time.Second)
+	want := &longLivedRep{
+		Conns: 4, StillOpen: 1, NotRecovered: 1,
+		FailedMS:    Summary{Min: 200, Median: 575, P90: 15000, Max: 15000},
+		RecoveredMS: Summary{Min: 300, Median: 7700, P90: 15000, Max: 15000},
+	}
+	if *got != *want {
+		t.Errorf("outcome %+v, want %+v", *got, *want)
+	}
+	s := summarizeLongLived([]rep{{LongLived: got}, {LongLived: got}})
+	if s.StillOpen != 2 || s.FailedMax.Max != 15000 || s.RecoveredMed.Median != 7700 {
+		t.Errorf("summary %+v", *s)
+	}
+}
+
+// The long-lived scenarios inject the same failures as kill and
+// linkdown, measured on held connections, and run at most
+// longLivedReps times.
+func TestLongLivedScenarios(t *testing.T) {
+	r := &runner{}
+	for _, name := range []string{LongKill, LongLinkDown} {
+		sc, err := r.scenario(name)
+		if err != nil || !sc.longLived || sc.inject == nil || sc.repair == nil || sc.to != standby {
+			t.Errorf("scenario %s: %+v, %v; want a long-lived failure of %s moving to %s", name, sc, err, preferred, standby)
+		}
+	}
+	if sc, _ := r.scenario(Kill); sc.longLived {
+		t.Error("kill measures long-lived connections, want probes")
+	}
+	if got := longLivedRepsFor(LongKill, 10); got != longLivedReps {
+		t.Errorf("reps of %s = %d, want %d", LongKill, got, longLivedReps)
+	}
+	if got := longLivedRepsFor(Kill, 10); got != 10 {
+		t.Errorf("reps of %s = %d, want 10", Kill, got)
 	}
 }

@@ -117,13 +117,17 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 	sr := &SystemResult{Title: spec.title, WindowMS: ms(spec.window), Scenarios: map[string]*ScenarioResult{}}
 	titles := scenarioTitles()
 	for _, scName := range sortScenarios(o.Scenarios) {
+		if spec.longLivedOnly && !isLongLived(scName) {
+			continue
+		}
 		load := loadAvg()
 		at := time.Now()
 		var runs []rep
 		var errs []string
 		// Up to reps+3 attempts: a repetition that could not be measured
 		// is reported, the lab reset, and another one tried.
-		for attempt := 0; len(runs) < o.Reps && attempt < o.Reps+3 && ctx.Err() == nil; attempt++ {
+		reps := longLivedRepsFor(scName, o.Reps)
+		for attempt := 0; len(runs) < reps && attempt < reps+3 && ctx.Err() == nil; attempt++ {
 			sc, err := r.scenario(scName)
 			if err != nil {
 				return sr, err
@@ -131,9 +135,14 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 			rp, err := r.once(ctx, sc)
 			if rp.Attempts > 0 {
 				runs = append(runs, rp)
-				_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: outage %s, %d failed of %d, VIP moved after %s (delay %s)\n",
-					spec.name, scName, len(runs), o.Reps, rp.Outage.Round(time.Millisecond), rp.Failed, rp.Attempts,
-					rp.Takeover.Round(time.Millisecond), rp.Delay.Round(time.Millisecond))
+				if l := rp.LongLived; l != nil {
+					_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: %d connections failed after %.0f ms median, %.0f ms max; new connection works after %.0f ms median, %.0f ms max; %d never told; VIP moved after %s\n",
+						spec.name, scName, len(runs), reps, l.Conns, l.FailedMS.Median, l.FailedMS.Max, l.RecoveredMS.Median, l.RecoveredMS.Max, l.StillOpen, rp.Takeover.Round(time.Millisecond))
+				} else {
+					_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: outage %s, %d failed of %d, VIP moved after %s (delay %s)\n",
+						spec.name, scName, len(runs), reps, rp.Outage.Round(time.Millisecond), rp.Failed, rp.Attempts,
+						rp.Takeover.Round(time.Millisecond), rp.Delay.Round(time.Millisecond))
+				}
 			}
 			if err != nil {
 				msg := fmt.Sprintf("attempt %d: %v", attempt+1, err)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"halb/internal/probe"
@@ -24,17 +25,21 @@ const (
 )
 
 // AllScenarios lists every failover scenario in run order.
-func AllScenarios() []string { return []string{Kill, LinkDown, Backends, Planned, Failback, Baseline} }
+func AllScenarios() []string {
+	return []string{Kill, LinkDown, Backends, Planned, Failback, Baseline, LongKill, LongLinkDown}
+}
 
 // scenarioTitles say what each scenario does, for tables.
 func scenarioTitles() map[string]string {
 	return map[string]string{
-		Kill:     "hard kill of the holder (SIGSTOP, then SIGKILL)",
-		LinkDown: "holder's link down",
-		Backends: "holder's backends all unreachable",
-		Planned:  "planned handover (halb drill / keepalived SIGTERM)",
-		Failback: "failback: the preferred node returns",
-		Baseline: "baseline: nothing fails (the probe's noise floor)",
+		Kill:         "hard kill of the holder (SIGSTOP, then SIGKILL)",
+		LinkDown:     "holder's link down",
+		Backends:     "holder's backends all unreachable",
+		Planned:      "planned handover (halb drill / keepalived SIGTERM)",
+		Failback:     "failback: the preferred node returns",
+		Baseline:     "baseline: nothing fails (the probe's noise floor)",
+		LongKill:     "long-lived connections, holder killed (kill -9)",
+		LongLinkDown: "long-lived connections, holder's link down",
 	}
 }
 
@@ -57,6 +62,8 @@ type rep struct {
 	Delay    time.Duration  `json:"delay_ns"`    // random delay before the injection
 	Errors   map[string]int `json:"errors,omitempty"`
 	Err      string         `json:"error,omitempty"` // the repetition could not be measured
+	// LongLived is set by the long-lived connection scenarios.
+	LongLived *longLivedRep `json:"long_lived,omitempty"`
 }
 
 // runner drives the scenarios against one system in its lab.
@@ -129,10 +136,20 @@ type scenario struct {
 	to     string                // the node that must end up serving
 	done   func(h []string) bool // kernel VIP holders when the move is complete
 	repair step                  // after the measurement (may be nil)
+	// longLived measures idle long-lived connections instead of probes.
+	longLived bool
 }
 
 func (r *runner) scenario(name string) (scenario, error) {
 	switch name {
+	case LongKill, LongLinkDown:
+		// The same failures as kill and linkdown, measured on idle
+		// long-lived connections. After kill -9 the host's kernel stays
+		// up and closes the process's sockets itself; after link down
+		// nothing tells the clients but the new holder.
+		sc, err := r.scenario(strings.TrimPrefix(name, "longlived-"))
+		sc.longLived = true
+		return sc, err
 	case Kill:
 		return scenario{
 			inject: func(_ context.Context, r *runner) error { return r.sys.crash(preferred) },
@@ -220,6 +237,9 @@ func restart(node string) step {
 // once runs one repetition of sc. A measured repetition may still carry an
 // error from its repair, which the caller must fix before the next.
 func (r *runner) once(ctx context.Context, sc scenario) (rep, error) {
+	if sc.longLived {
+		return r.onceLongLived(ctx, sc)
+	}
 	if err := r.settled(ctx, preferred); err != nil {
 		return rep{}, fmt.Errorf("before the repetition: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,14 +15,19 @@ import (
 
 // System names, as --systems takes them and results store them.
 const (
-	HalbLAN         = "halb-lan"
-	HalbFast        = "halb-fast"
+	HalbLAN  = "halb-lan"
+	HalbFast = "halb-fast"
+	// HalbNoTickle is halb's lan profile with vips[].tickle off: what
+	// the tickles change for long-lived connections.
+	HalbNoTickle    = "halb-lan-notickle"
 	KeepalivedDef   = "keepalived-default"
 	KeepalivedTuned = "keepalived-tuned"
 )
 
 // AllSystems lists every system in run order.
-func AllSystems() []string { return []string{HalbLAN, HalbFast, KeepalivedDef, KeepalivedTuned} }
+func AllSystems() []string {
+	return []string{HalbLAN, HalbFast, HalbNoTickle, KeepalivedDef, KeepalivedTuned}
+}
 
 // preemptDelay is halb's cluster.preempt_delay in the benchmark labs:
 // short, so failback repetitions do not wait the default 10 s; it only
@@ -56,25 +62,37 @@ type sysSpec struct {
 	title  string
 	window time.Duration
 	build  func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error)
+	// longLivedOnly runs only the long-lived connection scenarios.
+	longLivedOnly bool
 }
 
 // specs knows every system. The halb windows are the memberlist probe
 // intervals of the profiles (internal/cluster); keep them in step.
 func specs() map[string]sysSpec {
 	return map[string]sysSpec{
-		HalbLAN:         {HalbLAN, "halb, profile lan", 200 * time.Millisecond, halbBuilder("lan")},
-		HalbFast:        {HalbFast, "halb, profile fast", 100 * time.Millisecond, halbBuilder("fast")},
-		KeepalivedDef:   {KeepalivedDef, "keepalived VRRPv2 advert_int 1 + HAProxy", time.Second, keepalivedBuilder(keepalivedlab.Default())},
-		KeepalivedTuned: {KeepalivedTuned, "keepalived VRRPv3 advert_int 0.1 + HAProxy", 100 * time.Millisecond, keepalivedBuilder(keepalivedlab.Tuned())},
+		HalbLAN:         {HalbLAN, "halb, profile lan", 200 * time.Millisecond, halbBuilder("lan"), false},
+		HalbFast:        {HalbFast, "halb, profile fast", 100 * time.Millisecond, halbBuilder("fast"), false},
+		HalbNoTickle:    {HalbNoTickle, "halb, profile lan, tickles off", 200 * time.Millisecond, halbBuilder("lan", noTickle), true},
+		KeepalivedDef:   {KeepalivedDef, "keepalived VRRPv2 advert_int 1 + HAProxy", time.Second, keepalivedBuilder(keepalivedlab.Default()), false},
+		KeepalivedTuned: {KeepalivedTuned, "keepalived VRRPv3 advert_int 0.1 + HAProxy", 100 * time.Millisecond, keepalivedBuilder(keepalivedlab.Tuned()), false},
 	}
 }
 
-func halbBuilder(profile string) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
+// noTickle turns vips[].tickle off in a lab node's config.
+func noTickle(_, y string) string {
+	return strings.Replace(y, "    interface: eth0\n", "    interface: eth0\n    tickle: false\n", 1)
+}
+
+func halbBuilder(profile string, mutate ...func(node, yaml string) string) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
 	return func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error) {
-		l := lab.New(lab.Options{
+		o := lab.Options{
 			HalbBin: b.Halb, LabBin: b.Lab, WorkDir: workdir, StartHalb: true,
 			Profile: profile, Policy: "preempt", PreemptDelay: preemptDelay,
-		}, log)
+		}
+		if len(mutate) > 0 {
+			o.Mutate = mutate[0]
+		}
+		l := lab.New(o, log)
 		if err := l.Up(ctx); err != nil {
 			return l, nil, err
 		}

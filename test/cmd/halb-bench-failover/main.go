@@ -62,10 +62,14 @@ outage of each scenario:
   planned   planned handover: halb drill / keepalived stopped with SIGTERM
   failback  the preferred node returns after a crash and takes the VIP back
   baseline  nothing fails: the probe's noise floor on this machine
+  longlived-kill, longlived-linkdown
+            1000 idle connections through the VIP (no keep-alive) when the
+            holder is killed or cut off: when each fails, when a new one works
   soak      false failovers: halb idle, then under CPU stress and load
 
-Systems: halb-lan, halb-fast (halb's profiles), keepalived-default (VRRPv2
-advert_int 1) and keepalived-tuned (VRRPv3 advert_int 0.1), each with HAProxy.
+Systems: halb-lan, halb-fast (halb's profiles), halb-lan-notickle (tickle ACKs
+off; long-lived scenarios only), keepalived-default (VRRPv2 advert_int 1) and
+keepalived-tuned (VRRPv3 advert_int 0.1), each with HAProxy.
 Results go to <results>/<date>.json (parts "failover" and "soak"), a table to
 stdout and <results>/<date>-failover.md.`,
 		Example: `  halb-bench-failover run --quick
