@@ -136,17 +136,29 @@ var (
 )
 
 // reach asserts that the client reaches the VIP's Kubernetes API with no
-// failed connection over d.
+// failed connection over a window of d.
 func reach(t *testing.T, ctx context.Context, l *lab.Lab, d time.Duration) probe.Report {
 	t.Helper()
-	r, err := l.Probe(ctx, vipAPI, probe.ModeHTTPS, d)
-	if err != nil {
-		t.Fatalf("probe: %v", err)
+	// A precondition, not a measurement: on a loaded machine one probe of
+	// a window can miss its 250 ms timeout, so up to three windows are
+	// tried and each miss is logged. The failover itself is measured by
+	// its own probe, which gets no second chance.
+	var missed []string
+	for range 3 {
+		r, err := l.Probe(ctx, vipAPI, probe.ModeHTTPS, d)
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		if r.Failures == 0 && r.Successes > 0 {
+			if len(missed) > 0 {
+				t.Logf("client reached the VIP steadily after %d unsteady window(s): %v", len(missed), missed)
+			}
+			return r
+		}
+		missed = append(missed, r.String())
 	}
-	if r.Failures != 0 || r.Successes == 0 {
-		t.Fatalf("client cannot reach the VIP steadily: %v", r)
-	}
-	return r
+	t.Fatalf("client cannot reach the VIP steadily in 3 windows: %v", missed)
+	return probe.Report{}
 }
 
 // waitNeigh waits until the client's neighbour entry for the VIP names
