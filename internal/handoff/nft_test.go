@@ -85,8 +85,8 @@ func TestScriptsApplyAndCleanup(t *testing.T) {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.Command("ip", "-n", ns, "link", "add", "eth0", "type", "dummy").CombinedOutput(); err != nil {
-		t.Fatalf("add dummy: %v: %s", err, out)
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1").CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v: %s", err, out)
 	}
 	ctx := t.Context()
 	r := nsNFT{ns: ns}
