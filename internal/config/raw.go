@@ -133,6 +133,8 @@ type rawVIP struct {
 	// Tickle ACKs on takeover, see tickle.go.
 	Tickle     *bool `yaml:"tickle"`
 	TickleRate *int  `yaml:"tickle_rate"`
+	// Flow hand-off on planned moves, see tickle.go and docs/handoff.md.
+	Handoff *bool `yaml:"handoff"`
 }
 
 type rawAdmin struct {

@@ -187,6 +187,10 @@ type VIP struct {
 	// with tickle ACKs, at most TickleRate packets per second.
 	Tickle     bool
 	TickleRate int
+	// Handoff: on a planned move the new holder forwards the old holder's
+	// established connections to it until they close or the drain ends,
+	// instead of resetting them (docs/handoff.md). IPv4 VIPs only.
+	Handoff bool
 }
 
 // Stats configures the HTTP stats dashboard and Prometheus metrics.

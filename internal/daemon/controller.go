@@ -36,6 +36,7 @@ type controller struct {
 	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
 	bgp        *bgpVIPs         // nil without a bgp section
 	tickles    *tickles         // connection tables and tickle ACKs on takeover (tickles.go)
+	handoffs   *handoffs        // flow hand-off on planned moves (handoff.go); nil if off
 
 	wake     chan struct{} // coalesced requests for a round
 	messages func([]byte)  // a peer's request: drills are the only kind
@@ -305,8 +306,15 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		}
 		switch v.Action {
 		case round.Claim:
+			if !a.Held() {
+				// Forwarding first: the claim's ARP moves the clients.
+				c.handoffs.claiming(context.Background(), c.announcers[i].cfg.Address.Addr(), aliveSet(p.Alive))
+			}
 			a.SetOwner(true, v.Reason)
 		case round.Release:
+			if a.Held() {
+				c.handoffs.releasing(context.Background(), c.announcers[i].cfg.Address.Addr())
+			}
 			a.SetOwner(false, v.Reason)
 		case round.Keep:
 			c.log.Debug("VIP kept as it is", "vip", v.VIP, "why", v.Reason)
@@ -327,6 +335,15 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 	c.view.lastSeen = seen
 	c.view.holder = maps.Clone(p.Memory.Holder)
 	c.view.preempt = preempt
+}
+
+// aliveSet turns a round's alive members into a set.
+func aliveSet(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
 }
 
 // handover makes this node ineligible and waits, bounded, until the VIPs it
