@@ -312,10 +312,8 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 			}
 			a.SetOwner(true, v.Reason)
 		case round.Release:
-			if a.Held() {
-				c.handoffs.releasing(context.Background(), c.announcers[i].cfg.Address.Addr())
-			}
-			a.SetOwner(false, v.Reason)
+			// Keeps the address quietly for a hand-off (handoff.go).
+			c.handoffs.release(context.Background(), c.announcers[i].cfg.Address.Addr(), a, v.Reason)
 		case round.Keep:
 			c.log.Debug("VIP kept as it is", "vip", v.VIP, "why", v.Reason)
 		}

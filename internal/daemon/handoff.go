@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -153,6 +154,11 @@ func (h *handoffs) claiming(ctx context.Context, addr netip.Addr, alive map[stri
 	}
 	peer, ok := handoff.PickPeer(peers, now)
 	if !ok {
+		attrs := []any{"vip", addr}
+		for _, p := range peers {
+			attrs = append(attrs, p.Name, fmt.Sprintf("%s alive=%v heard %s ago", p.Offer.State, p.Alive, now.Sub(p.Heard).Round(time.Millisecond)))
+		}
+		h.log.Info("no alive peer offers a hand-off: connections of a previous holder are tickled", attrs...)
 		return
 	}
 	var local []netip.AddrPort
@@ -176,17 +182,20 @@ func (h *handoffs) claiming(ctx context.Context, addr netip.Addr, alive map[stri
 		"peer_mac", peer.Offer.MAC.String(), "iface", v.ifname, "own_connections", len(local))
 }
 
-// releasing is called by the election loop just before it tells the
-// announcer to release addr: the address is kept, quietly, while the
-// connections handed off run.
-func (h *handoffs) releasing(ctx context.Context, addr netip.Addr) {
+// release tells the announcer to release addr, keeping the address
+// quietly while the connections handed off run when hand-off is on. Both
+// happen under h.mu, so step never sees a hand-off whose VIP the election
+// still wants here.
+func (h *handoffs) release(ctx context.Context, addr netip.Addr, ann *vip.Announcer, reason string) {
 	if h == nil {
+		ann.SetOwner(false, reason)
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	defer ann.SetOwner(false, reason)
 	v, ok := h.vips[addr]
-	if !ok || !v.on || !h.usable || v.quiet != nil {
+	if !ok || !v.on || !h.usable || v.quiet != nil || !ann.Held() {
 		return
 	}
 	now := time.Now()
@@ -286,7 +295,8 @@ func (h *handoffs) step(ctx context.Context, now time.Time) {
 		if !v.on || !h.usable {
 			continue
 		}
-		held := v.ann.Held()
+		st := v.ann.Status()
+		held := st.Held
 		if v.clearKeep && (held || now.Sub(v.st.Ended) > time.Second) {
 			v.ann.HandOff(false)
 			v.clearKeep = false
@@ -300,24 +310,24 @@ func (h *handoffs) step(ctx context.Context, now time.Time) {
 				}
 				v.st.Forwarded = int(p.Offer.Left)
 			}
-			if stop := handoff.NextForward(*v.fwd, p, held, now); stop != handoff.Forward {
+			if stop := handoff.NextForward(*v.fwd, p, held || st.Owner, now); stop != handoff.Forward {
 				h.endForward(ctx, addr, v, stop, now)
 			}
 		}
 		if v.quiet != nil {
 			open := h.open(addr)
 			v.st.Forwarded = open
-			switch handoff.NextQuiet(*v.quiet, open, held, now) {
+			switch handoff.NextQuiet(*v.quiet, open, st.Owner, now) {
 			case handoff.CloseRest:
 				v.st.ClosedAtDrain = h.close(addr, "hand-off drain over")
 				v.st.Forwarded = 0
 				h.endQuiet(ctx, addr, v, "drain over: closed the rest cleanly", false, now)
 			case handoff.EndQuiet:
 				why := "every connection closed"
-				if held {
+				if st.Owner {
 					why = "the VIP came back here"
 				}
-				h.endQuiet(ctx, addr, v, why, held, now)
+				h.endQuiet(ctx, addr, v, why, st.Owner, now)
 			}
 		}
 		o := handoff.Offer{VIP: addr, MAC: v.mac}

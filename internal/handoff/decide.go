@@ -101,11 +101,13 @@ type Forwarding struct {
 
 // NextForward decides whether the new holder goes on forwarding to the
 // old holder, given what it knows of that peer now and whether it still
-// holds the VIP. An offer heard before Since belongs to the time before
-// the move and says nothing about its end.
+// holds (or is claiming) the VIP. The forwarding is installed just before
+// the claim, so for the first Fresh a VIP not held yet is no loss. An
+// offer heard before Since belongs to the time before the move and says
+// nothing about its end.
 func NextForward(f Forwarding, peer Peer, held bool, now time.Time) Stop {
 	switch {
-	case !held:
+	case !held && now.Sub(f.Since) >= Fresh:
 		return StopLost
 	case !peer.Alive:
 		return StopDead

@@ -84,7 +84,9 @@ func TestNextForward(t *testing.T) {
 			peer: Peer{Alive: true, Offer: offer(Aborted, macA, 120), Heard: after}, want: StopAborted, tickle: true},
 		{name: "deadline", held: true, now: f.Deadline,
 			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline}, want: StopDeadline},
-		{name: "VIP lost here: the old holder's connections are its own again", held: false, now: after,
+		{name: "claim not landed yet: forwarding waits for it", held: false, now: after,
+			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: Forward},
+		{name: "VIP lost here: the old holder's connections are its own again", held: false, now: t0.Add(Fresh),
 			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: StopLost},
 	}
 	for _, tt := range tests {

@@ -26,8 +26,8 @@ type Status struct {
 	Transitions uint64    // times Held changed
 	// Quiet: released, but the address is kept without announcing it
 	// while this node serves its connections handed off (HandOff).
-	Quiet bool
-	LastError   string    // latest error, "" if none since the last success
+	Quiet     bool
+	LastError string // latest error, "" if none since the last success
 }
 
 // Timing defaults. Refreshes come four times per lifetime so that one or

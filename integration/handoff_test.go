@@ -1,0 +1,284 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"halb/internal/probe"
+	"halb/test/fakecp"
+	"halb/test/lab"
+)
+
+// handoffDrain is timeouts.drain in the hand-off lab: long enough that
+// every check of "nothing was reset" runs while the old holder lives.
+const handoffDrain = 10 * time.Second
+
+// handoffStreams is how many long-lived streams the client holds (half
+// watches, half Talos streams).
+const handoffStreams = 200
+
+// Issue 20: a planned move keeps every established connection. Under
+// continuous HTTPS requests (a fresh connection each, and keep-alive
+// connections) and 200 long-lived watches and Talos streams, `halb drill
+// --back` (both ways) and a SIGTERM of the holder fail no request and
+// reset no stream while the old holder lives; the streams it kept end
+// with a FIN at the end of its drain, and every nftables table halb made
+// is gone afterwards. With vips[].handoff off, the same move resets the
+// streams (today's behaviour), measured in the same run.
+func TestHandoffPlannedMoves(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		handoff bool
+		move    string
+	}{
+		{"drill", true, "drill"},
+		{"sigterm", true, "sigterm"},
+		{"drill-handoff-off", false, "drill"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mutate := func(_, yaml string) string {
+				yaml = strings.Replace(yaml, "drain: 2s", "drain: "+handoffDrain.String(), 1)
+				// 200 streams opening at once load the lab's fakes; checks
+				// that time out then would move the VIP before the test does.
+				yaml = strings.ReplaceAll(yaml, "interval: 500ms\n      timeout: 300ms\n      fall: 2", "interval: 1s\n      timeout: 900ms\n      fall: 3")
+				if !tc.handoff {
+					yaml = strings.Replace(yaml, "interface: eth0", "interface: eth0\n    handoff: false", 1)
+				}
+				return yaml
+			}
+			l, ctx := newLab(t, lab.Options{StartHalb: true, Mutate: mutate}, true)
+			holder, err := l.WaitStable(ctx, stableBound, l.LBNames()...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, lb := range l.LBNames() {
+				waitServers(t, ctx, l, lb, 10*time.Second, "every server up", allUp)
+			}
+			// Once more: the first seconds of a lab can still move the VIP.
+			if holder, err = l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
+				t.Fatal(err)
+			}
+			other := others(l, holder)[0]
+			for _, lb := range l.LBNames() {
+				if got := halbTables(t, ctx, l, lb); got != "" {
+					t.Fatalf("%s has hand-off tables before any move:\n%s", lb, got)
+				}
+			}
+
+			pr, err := l.StartProbe(ctx, vipAPI, probe.ModeHTTPS, 2*time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ka := startKeepAlive(t, ctx, l, 4)
+			streams, err := l.StartStreams(ctx, handoffStreams/2, handoffStreams/2, 2*time.Minute)
+			if err != nil {
+				_, _ = pr.Stop()
+				t.Fatal(err)
+			}
+			waitTable(t, ctx, l, other, handoffStreams, 10*time.Second)
+
+			moved := time.Now()
+			switch tc.move {
+			case "drill":
+				r, code := drill(t, ctx, l, other, "--back")
+				t.Logf("drill %s -> %s: outage %s, %d failed; back: %+v", r.From, r.To, r.Outage, r.Failed, r.Back)
+				if code != 0 || !r.Pass {
+					t.Errorf("drill: exit %d, report %+v", code, r)
+				}
+				if tc.handoff {
+					// The hand-back: both nodes forwarded at some point;
+					// the first holder holds again.
+					if _, err := l.WaitHolder(ctx, 5*time.Second, lab.Only(holder)); err != nil {
+						t.Error(err)
+					}
+				}
+			case "sigterm":
+				if err := l.StopHalb(holder, syscall.SIGTERM); err != nil {
+					t.Errorf("stop %s: %v", holder, err)
+				}
+				if _, err := l.WaitHolder(ctx, 5*time.Second, lab.Only(other)); err != nil {
+					t.Error(err)
+				}
+			}
+			if tc.handoff && tc.move == "sigterm" {
+				// During the hand-off the new holder forwards: its table is there.
+				if got := halbTables(t, ctx, l, other); !strings.Contains(got, "netdev") {
+					t.Errorf("%s forwards nothing after the move; nft tables:\n%s", other, got)
+				}
+			}
+			// Keep the load on until just before the old holder's drain
+			// ends: everything so far must have gone through.
+			sleepUntil(ctx, moved.Add(handoffDrain-2*time.Second))
+			rep, perr := pr.Stop()
+			kaOK, kaFailed, kaErrs := ka.stop()
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			// Then past the drain's end: the old holder closed what it kept.
+			sleepUntil(ctx, moved.Add(handoffDrain+4*time.Second))
+			srep, err := streams.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			drainEnd := moved.Add(handoffDrain - time.Second)
+			var early []lab.StreamEnd
+			fins, resets := 0, 0
+			for _, e := range srep.Cut {
+				switch {
+				case e.At.Before(drainEnd):
+					early = append(early, e)
+				case strings.Contains(e.Err, "reset"):
+					resets++
+				default:
+					fins++
+				}
+			}
+			t.Logf("%s (handoff %v): %d fresh HTTPS requests, %d failed; %d keep-alive requests, %d failed %v; "+
+				"streams: %d opened, %d ended while the old holder lived, %d closed without reset at the drain's end, %d reset then",
+				tc.name, tc.handoff, rep.Successes, rep.Failures, kaOK, kaFailed, kaErrs, srep.Opened, len(early), fins, resets)
+			if !tc.handoff {
+				if len(early) == 0 {
+					t.Errorf("hand-off off: no stream was cut by the move; the comparison shows nothing")
+				}
+				return
+			}
+			if rep.Failures != 0 || rep.Successes == 0 {
+				t.Errorf("fresh HTTPS requests: %d failed of %d: %v", rep.Failures, rep.Attempts, rep.Errors)
+			}
+			if kaFailed != 0 || kaOK == 0 {
+				t.Errorf("keep-alive HTTPS requests: %d failed (%v), %d ok", kaFailed, kaErrs, kaOK)
+			}
+			for _, e := range early {
+				t.Errorf("stream ended while the old holder lived: %+v", e)
+			}
+			if resets != 0 {
+				t.Errorf("%d streams were reset at the drain's end, want a FIN", resets)
+			}
+			for _, lb := range l.LBNames() {
+				if !l.Running(lb) {
+					continue
+				}
+				if got := halbTables(t, ctx, l, lb); got != "" {
+					t.Errorf("%s still has hand-off tables after the drain:\n%s", lb, got)
+				}
+			}
+		})
+	}
+}
+
+// halbTables lists the nftables tables halb made in node's namespace
+// (`nft list tables`), one per line, "" for none.
+func halbTables(t *testing.T, ctx context.Context, l *lab.Lab, node string) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.NS(node), "nft", "list", "tables").CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft list tables in %s: %v: %s", node, err, out)
+	}
+	var keep []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "halb_ho_") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+func sleepUntil(ctx context.Context, at time.Time) {
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// keepAlive sends GET /version over a few keep-alive HTTPS connections
+// through the VIP, back to back, until stopped.
+type keepAlive struct {
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	ok, failed   atomic.Int64
+	mu           sync.Mutex
+	errs         map[string]int
+	transportRef *http.Transport
+}
+
+func startKeepAlive(t *testing.T, ctx context.Context, l *lab.Lab, workers int) *keepAlive {
+	t.Helper()
+	tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg.ServerName = lab.VIP().String()
+	tcfg.NextProtos = []string{"http/1.1"}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			return l.Dial(ctx, "cl", addr)
+		},
+		TLSClientConfig:     tcfg,
+		MaxIdleConnsPerHost: workers,
+		IdleConnTimeout:     time.Minute,
+	}
+	c := &http.Client{Transport: tr, Timeout: 3 * time.Second}
+	ctx, cancel := context.WithCancel(ctx)
+	k := &keepAlive{cancel: cancel, errs: map[string]int{}, transportRef: tr}
+	for range workers {
+		k.wg.Go(func() {
+			for ctx.Err() == nil {
+				err := get(ctx, c, "https://"+vipAPI.String()+"/version")
+				switch {
+				case ctx.Err() != nil:
+				case err != nil:
+					k.failed.Add(1)
+					k.mu.Lock()
+					k.errs[err.Error()]++
+					k.mu.Unlock()
+				default:
+					k.ok.Add(1)
+				}
+				time.Sleep(10 * time.Millisecond) // request pacing, not synchronisation
+			}
+		})
+	}
+	t.Cleanup(func() { cancel(); k.wg.Wait(); tr.CloseIdleConnections() })
+	return k
+}
+
+func get(ctx context.Context, c *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (k *keepAlive) stop() (ok, failed int64, errs map[string]int) {
+	k.cancel()
+	k.wg.Wait()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.ok.Load(), k.failed.Load(), k.errs
+}
