@@ -304,6 +304,7 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		if v.Owner != v.Previous {
 			c.log.Info("election result", "vip", v.VIP, "owner", v.Owner, "previous", v.Previous)
 		}
+		c.handoffs.owner(context.Background(), c.announcers[i].cfg.Address.Addr(), v.Owner, c.name, a.Held())
 		switch v.Action {
 		case round.Claim:
 			if !a.Held() {

@@ -61,6 +61,9 @@ type vipHandoff struct {
 	// the address never goes in between.
 	clearKeep bool
 	counted   bool // the old holder's first Handing offer was counted
+	// arpEarly: the ARP rule is in place while this node still holds the
+	// VIP, because the election named another owner (see owner).
+	arpEarly bool
 
 	st HandoffStatus
 }
@@ -182,6 +185,39 @@ func (h *handoffs) claiming(ctx context.Context, addr netip.Addr, alive map[stri
 		"peer_mac", peer.Offer.MAC.String(), "iface", v.ifname, "own_connections", len(local))
 }
 
+// owner tells the hand-off who the election names for addr. While this
+// node still holds the VIP for another owner that is about to claim it,
+// it stops answering ARP for it at once: otherwise a client that asks
+// between the new holder's claim and this node's release can be pointed
+// back here and send a connection begun there to a node with no socket
+// for it. If the move does not happen (the owner is this node again),
+// the rule goes.
+func (h *handoffs) owner(ctx context.Context, addr netip.Addr, owner string, self string, held bool) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.vips[addr]
+	if !ok || !v.on || !h.usable || v.quiet != nil {
+		return
+	}
+	switch {
+	case held && owner != "" && owner != self && !v.arpEarly:
+		if err := h.nft.Apply(ctx, handoff.QuietScript(addr)); err != nil {
+			h.log.Warn("cannot stop answering ARP for the VIP before the move", "vip", addr, "err", err)
+			return
+		}
+		v.arpEarly = true
+	case v.arpEarly && (owner == self || !held):
+		if err := h.nft.Apply(ctx, handoff.DeleteScript("arp", handoff.QuietTable(addr))); err != nil {
+			h.log.Warn("remove the hand-off ARP rule", "vip", addr, "err", err)
+			return
+		}
+		v.arpEarly = false
+	}
+}
+
 // release tells the announcer to release addr, keeping the address
 // quietly while the connections handed off run when hand-off is on. Both
 // happen under h.mu, so step never sees a hand-off whose VIP the election
@@ -199,11 +235,14 @@ func (h *handoffs) release(ctx context.Context, addr netip.Addr, ann *vip.Announ
 		return
 	}
 	now := time.Now()
-	if err := h.nft.Apply(ctx, handoff.QuietScript(addr)); err != nil {
-		h.log.Warn("cannot keep the VIP quietly; the new holder tickles the connections", "vip", addr, "err", err)
-		v.aborted, v.doneUntil = true, now.Add(doneFor)
-		return
+	if !v.arpEarly {
+		if err := h.nft.Apply(ctx, handoff.QuietScript(addr)); err != nil {
+			h.log.Warn("cannot keep the VIP quietly; the new holder tickles the connections", "vip", addr, "err", err)
+			v.aborted, v.doneUntil = true, now.Add(doneFor)
+			return
+		}
 	}
+	v.arpEarly = false
 	v.ann.HandOff(true)
 	open := h.open(addr)
 	v.aborted = false
