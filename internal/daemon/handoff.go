@@ -49,6 +49,9 @@ type vipHandoff struct {
 	ifname string
 	ann    *vip.Announcer
 	mac    net.HardwareAddr // this node's, on ifname; read at start
+	// primary is ifname's own IPv4 address, the sender of this node's
+	// ARP requests while it keeps the VIP quietly; read at start.
+	primary netip.Addr
 
 	offers map[string]handoff.Peer // peer -> its latest offer for this VIP
 
@@ -127,6 +130,14 @@ func (h *handoffs) start(ctx context.Context) {
 			continue
 		}
 		v.mac = ifi.HardwareAddr
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && ip.Unmap() != addr && !v.primary.IsValid() {
+					v.primary = ip.Unmap()
+				}
+			}
+		}
 	}
 }
 
@@ -204,7 +215,7 @@ func (h *handoffs) owner(ctx context.Context, addr netip.Addr, owner string, sel
 	}
 	switch {
 	case held && owner != "" && owner != self && !v.arpEarly:
-		if err := h.nft.Apply(ctx, handoff.QuietScript(addr)); err != nil {
+		if err := h.nft.Apply(ctx, handoff.QuietScript(addr, v.primary)); err != nil {
 			h.log.Warn("cannot stop answering ARP for the VIP before the move", "vip", addr, "err", err)
 			return
 		}
@@ -236,7 +247,7 @@ func (h *handoffs) release(ctx context.Context, addr netip.Addr, ann *vip.Announ
 	}
 	now := time.Now()
 	if !v.arpEarly {
-		if err := h.nft.Apply(ctx, handoff.QuietScript(addr)); err != nil {
+		if err := h.nft.Apply(ctx, handoff.QuietScript(addr, v.primary)); err != nil {
 			h.log.Warn("cannot keep the VIP quietly; the new holder tickles the connections", "vip", addr, "err", err)
 			v.aborted, v.doneUntil = true, now.Add(doneFor)
 			return

@@ -85,18 +85,25 @@ func (r ForwardRules) Script() string {
 }
 
 // QuietScript renders the nft script that keeps the old holder from
-// answering ARP for vip, or announcing it in the requests it sends, while
-// it keeps the address: Linux answers for any local address by default
-// (arp_ignore=0), and a request with the VIP as sender would point the
-// neighbours back at this node. The old holder reaches its clients from
-// its neighbour cache, which its own traffic keeps confirmed.
-func QuietScript(vip netip.Addr) string {
+// answering ARP for vip while it keeps the address: Linux answers for any
+// local address by default (arp_ignore=0), so requests for the VIP are
+// dropped on input. Its own requests must not name the VIP as sender
+// either, or they would point the neighbours back at this node; but it
+// still has to resolve its clients (its replies come from the VIP, and
+// Linux takes the sender address from the packet waiting), so such
+// requests get the interface's own address, primary, instead; without
+// one they are dropped.
+func QuietScript(vip, primary netip.Addr) string {
 	name := QuietTable(vip)
 	a := vip.Unmap()
+	out := fmt.Sprintf("arp saddr ip %s drop", a)
+	if primary.Is4() && primary != a {
+		out = fmt.Sprintf("arp saddr ip %s arp saddr ip set %s", a, primary)
+	}
 	return fmt.Sprintf("table arp %s {}\ndelete table arp %s\ntable arp %s {\n"+
 		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\tarp operation request arp daddr ip %s drop\n\t}\n"+
-		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\tarp saddr ip %s drop\n\t}\n}\n",
-		name, name, name, a, a)
+		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\t%s\n\t}\n}\n",
+		name, name, name, a, out)
 }
 
 // DeleteScript renders the script removing a table if it exists.

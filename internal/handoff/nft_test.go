@@ -37,6 +37,16 @@ func TestForwardScript(t *testing.T) {
 	}
 }
 
+func TestQuietScript(t *testing.T) {
+	if got := QuietScript(vip, netip.MustParseAddr("192.168.66.151")); !strings.Contains(got, "arp saddr ip 192.168.66.160 arp saddr ip set 192.168.66.151") ||
+		!strings.Contains(got, "arp operation request arp daddr ip 192.168.66.160 drop") {
+		t.Errorf("quiet script:\n%s", got)
+	}
+	if got := QuietScript(vip, netip.Addr{}); !strings.Contains(got, "arp saddr ip 192.168.66.160 drop") {
+		t.Errorf("quiet script without a primary address:\n%s", got)
+	}
+}
+
 func TestParseTables(t *testing.T) {
 	out := "table inet filter\ntable netdev halb_ho_fwd_10_0_0_1\n\ntable arp halb_ho_arp_10_0_0_1\n"
 	want := []Table{{"inet", "filter"}, {"netdev", "halb_ho_fwd_10_0_0_1"}, {"arp", "halb_ho_arp_10_0_0_1"}}
@@ -96,7 +106,7 @@ func TestScriptsApplyAndCleanup(t *testing.T) {
 	fwd := ForwardRules{Iface: "eth0", VIP: vip, Self: macC, Peer: macA, Timeout: time.Minute,
 		Local: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.7:40000")}}
 	for range 2 {
-		for _, s := range []string{fwd.Script(), QuietScript(vip)} {
+		for _, s := range []string{fwd.Script(), QuietScript(vip, netip.MustParseAddr("192.168.66.151"))} {
 			if err := r.Apply(ctx, s); err != nil {
 				t.Fatalf("apply:\n%s\n%v", s, err)
 			}
