@@ -99,6 +99,26 @@ type VIP struct {
 	ConnTable    int       `json:"conn_table"`
 	LastTickled  int       `json:"last_tickled"`
 	LastTakeover time.Time `json:"last_takeover,omitzero"`
+	// Handoff is this node's part in the VIP's running or last flow
+	// hand-off (docs/handoff.md); absent if it never had one.
+	Handoff *Handoff `json:"handoff,omitempty"`
+}
+
+// Handoff is one node's side of a planned move that kept the old holder's
+// connections: "forwarding" on the new holder, "handing off" on the old
+// one, "" once it ended.
+type Handoff struct {
+	Role string `json:"role,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// HandedOff: connections the old holder had when it started; Forwarded:
+	// how many it still serves; ClosedAtDrain: how many it closed (FIN)
+	// when timeouts.drain ended.
+	HandedOff     int       `json:"handed_off"`
+	Forwarded     int       `json:"forwarded"`
+	ClosedAtDrain int       `json:"closed_at_drain"`
+	Since         time.Time `json:"since,omitzero"`
+	Ended         time.Time `json:"ended,omitzero"`
+	EndReason     string    `json:"end_reason,omitempty"`
 }
 
 // BGP is this node's BGP speaker: its sessions and the VIPs it announces.

@@ -95,6 +95,9 @@ func (r *renderer) vips() {
 		if !v.LastTakeover.IsZero() {
 			t.note(plain(fmt.Sprintf("  last takeover here %s: %d client connection(s) of the previous holder tickled", r.ago(v.LastTakeover), v.LastTickled)))
 		}
+		if h := v.Handoff; h != nil {
+			t.note(plain("  " + handoffLine(r, h)))
+		}
 		if v.LastError != "" {
 			t.note(cell{text: "  last error: " + v.LastError, color: red})
 		}
@@ -497,4 +500,18 @@ func (t *table) write(w *bytes.Buffer, color bool) {
 			w.WriteString(t.indent + paint(n) + "\n")
 		}
 	}
+}
+
+// handoffLine says what this node's last flow hand-off of a VIP did.
+func handoffLine(r *renderer, h *Handoff) string {
+	switch h.Role {
+	case "forwarding":
+		return fmt.Sprintf("hand-off since %s: forwarding the connections of %s to it: %d handed off, %d still open there",
+			r.ago(h.Since), h.Peer, h.HandedOff, h.Forwarded)
+	case "handing off":
+		return fmt.Sprintf("hand-off since %s: serving %d of %d handed-off connection(s) until they close or the drain ends",
+			r.ago(h.Since), h.Forwarded, h.HandedOff)
+	}
+	return fmt.Sprintf("last hand-off %s: %d connection(s) handed off, %d closed at the end of drain; ended %s: %s",
+		r.ago(h.Since), h.HandedOff, h.ClosedAtDrain, r.ago(h.Ended), h.EndReason)
 }

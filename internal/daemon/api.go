@@ -153,6 +153,10 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 		tk := o.ctl.tickles.status(a.cfg.Address.Addr())
 		last := &vips[len(vips)-1]
 		last.ConnTable, last.LastTickled, last.LastTakeover = tk.Table, tk.LastTickled, tk.LastMove
+		if h := o.ctl.handoffs.status(a.cfg.Address.Addr()); !h.Since.IsZero() {
+			last.Handoff = &admin.Handoff{Role: h.Role, Peer: h.Peer, HandedOff: h.HandedOff, Forwarded: h.Forwarded,
+				ClosedAtDrain: h.ClosedAtDrain, Since: h.Since, Ended: h.Ended, EndReason: h.EndReason}
+		}
 	}
 	return roles, vips
 }

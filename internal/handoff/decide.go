@@ -118,8 +118,6 @@ func NextForward(f Forwarding, peer Peer, held bool, now time.Time) Stop {
 			return StopAborted
 		case peer.Offer.State == Done:
 			return StopDone
-		case peer.Offer.State == Handing && peer.Offer.Left == 0:
-			return StopDone
 		}
 	}
 	if !now.Before(f.Deadline) {
@@ -161,12 +159,20 @@ func (s QuietStep) String() string {
 	return "unknown"
 }
 
+// MinQuiet is the least time the old holder keeps the address after the
+// move even with no connection left: a handshake in flight at the move
+// (its SYN answered here, its ACK forwarded) is not a session yet, and
+// ending at once would reset it.
+const MinQuiet = time.Second
+
 // NextQuiet decides the old holder's next step from how many client
 // connections it still has through the VIP and whether it holds the VIP
-// again (a hand-back: its connections are its own again).
+// again (a hand-back: its connections are its own again). Only the old
+// holder decides that its connections are over: the new holder stops
+// forwarding when it says Done.
 func NextQuiet(q Quiet, open int, heldAgain bool, now time.Time) QuietStep {
 	switch {
-	case heldAgain || open == 0:
+	case heldAgain || (open == 0 && now.Sub(q.Since) >= MinQuiet):
 		return EndQuiet
 	case !now.Before(q.Deadline):
 		return CloseRest

@@ -72,8 +72,8 @@ func TestNextForward(t *testing.T) {
 			peer: Peer{Alive: true, Offer: offer(Handing, macA, 120), Heard: after}, want: Forward},
 		{name: "old holder has not released yet", held: true, now: after,
 			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: Forward},
-		{name: "its last connection closed", held: true, now: after,
-			peer: Peer{Alive: true, Offer: offer(Handing, macA, 0), Heard: after}, want: StopDone},
+		{name: "no connection left there, but only the old holder says it is over", held: true, now: after,
+			peer: Peer{Alive: true, Offer: offer(Handing, macA, 0), Heard: after}, want: Forward},
 		{name: "it said done", held: true, now: after,
 			peer: Peer{Alive: true, Offer: offer(Done, macA, 0), Heard: after}, want: StopDone},
 		{name: "a done from before the move says nothing", held: true, now: after,
@@ -109,7 +109,8 @@ func TestNextQuiet(t *testing.T) {
 		want      QuietStep
 	}{
 		{name: "connections open, drain running", open: 200, now: t0.Add(time.Second), want: KeepQuiet},
-		{name: "all closed before the drain ends", open: 0, now: t0.Add(time.Second), want: EndQuiet},
+		{name: "all closed before the drain ends", open: 0, now: t0.Add(MinQuiet), want: EndQuiet},
+		{name: "none open just after the move: a handshake may be in flight", open: 0, now: t0.Add(MinQuiet / 2), want: KeepQuiet},
 		{name: "drain over: close the rest cleanly", open: 12, now: q.Deadline, want: CloseRest},
 		{name: "nothing left at the deadline", open: 0, now: q.Deadline, want: EndQuiet},
 		{name: "VIP back here: keep serving as holder", open: 200, heldAgain: true, now: q.Deadline, want: EndQuiet},

@@ -24,6 +24,7 @@ type snapshotCollector struct {
 
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 	vipConnTable, vipLastTickled                      *prometheus.Desc
+	vipHandedOff, vipForwarded, vipClosedAtDrain      *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
 
@@ -64,12 +65,15 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 		problems:           d("halb_status_problems", "Problems halb status reports on this node, by severity (degraded or fail).", []string{"severity"}, nil),
 		srvCheckFailure:    d("halb_server_check_failure", "What the server's last failed health check found: 1 for the current one of gone, not_ready, rejected (credentials refused); all 0 while checks pass.", append(srv, "kind"), nil),
 
-		vipHeld:        d("halb_vip_held", "Whether this node holds the VIP (1) or not (0).", vip, nil),
-		vipTransitions: d("halb_vip_transitions_total", "Times the VIP's holder changed as this node saw it.", vip, nil),
-		vipGARPs:       d("halb_vip_garp_sent_total", "Gratuitous ARP (or unsolicited NA) packets this node sent for the VIP.", vip, nil),
-		electionAgreed: d("halb_election_agreed", "Whether every alive member elects the same holder for the VIP (1) or not (0).", vip, nil),
-		vipConnTable:   d("halb_vip_conn_table_connections", "Client connections in the VIP holder's shared table, as known on this node (tickled on takeover).", vip, nil),
-		vipLastTickled: d("halb_vip_last_takeover_tickled_connections", "Connections this node tickled when it last took the VIP over.", vip, nil),
+		vipHeld:          d("halb_vip_held", "Whether this node holds the VIP (1) or not (0).", vip, nil),
+		vipTransitions:   d("halb_vip_transitions_total", "Times the VIP's holder changed as this node saw it.", vip, nil),
+		vipGARPs:         d("halb_vip_garp_sent_total", "Gratuitous ARP (or unsolicited NA) packets this node sent for the VIP.", vip, nil),
+		electionAgreed:   d("halb_election_agreed", "Whether every alive member elects the same holder for the VIP (1) or not (0).", vip, nil),
+		vipConnTable:     d("halb_vip_conn_table_connections", "Client connections in the VIP holder's shared table, as known on this node (tickled on takeover).", vip, nil),
+		vipLastTickled:   d("halb_vip_last_takeover_tickled_connections", "Connections this node tickled when it last took the VIP over.", vip, nil),
+		vipHandedOff:     d("halb_vip_handoff_handed_off_connections", "Connections the old holder had when this node's last flow hand-off of the VIP started.", vip, nil),
+		vipForwarded:     d("halb_vip_handoff_forwarded_connections", "Connections of the running flow hand-off still open at the old holder (forwarded to it); 0 when none runs.", vip, nil),
+		vipClosedAtDrain: d("halb_vip_handoff_closed_at_drain_connections", "Connections the old holder closed at the end of drain in this node's last flow hand-off.", vip, nil),
 
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
@@ -88,7 +92,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.backendPanic, c.srvCheckFailure, c.feLimit,
 		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
-		c.vipConnTable, c.vipLastTickled,
+		c.vipConnTable, c.vipLastTickled, c.vipHandedOff, c.vipForwarded, c.vipClosedAtDrain,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
 		c.bgpSessionUp, c.bgpAnnounced,
 	}
@@ -166,6 +170,17 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.electionAgreed, boolValue(agreed(s, v)), addr)
 		gauge(c.vipConnTable, float64(v.ConnTable), addr)
 		gauge(c.vipLastTickled, float64(v.LastTickled), addr)
+		var ho admin.Handoff
+		if v.Handoff != nil {
+			ho = *v.Handoff
+		}
+		forwarded := 0
+		if ho.Role != "" {
+			forwarded = ho.Forwarded
+		}
+		gauge(c.vipHandedOff, float64(ho.HandedOff), addr)
+		gauge(c.vipForwarded, float64(forwarded), addr)
+		gauge(c.vipClosedAtDrain, float64(ho.ClosedAtDrain), addr)
 	}
 	if s.BGP != nil {
 		for _, p := range s.BGP.Peers {
