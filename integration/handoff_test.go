@@ -255,7 +255,7 @@ func startRequests(t *testing.T, ctx context.Context, l *lab.Lab, workers int, k
 				case err != nil:
 					k.failed.Add(1)
 					k.mu.Lock()
-					k.errs[err.Error()]++
+					k.errs[time.Now().Format("15:04:05.000")+" "+err.Error()]++
 					k.mu.Unlock()
 				default:
 					k.ok.Add(1)

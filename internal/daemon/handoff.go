@@ -287,7 +287,12 @@ func (h *handoffs) endQuiet(ctx context.Context, addr netip.Addr, v *vipHandoff,
 		v.ann.HandOff(false)
 	}
 	h.tickles.setHanding(addr, false)
-	v.quiet, v.doneUntil = nil, now.Add(doneFor)
+	v.quiet = nil
+	if !reclaimed {
+		// A hand-back says nothing: the other node's forwarding must go
+		// on until it lost the VIP, and this node claims it now.
+		v.doneUntil = now.Add(doneFor)
+	}
 	v.st.Role, v.st.Ended, v.st.EndReason = "", now, why
 	h.log.Info("hand-off over", "vip", addr, "why", why, "handed_off", v.st.HandedOff, "closed_at_drain", v.st.ClosedAtDrain)
 }
@@ -359,6 +364,12 @@ func (h *handoffs) step(ctx context.Context, now time.Time) {
 					v.st.HandedOff, v.counted = int(p.Offer.Left), true
 				}
 				v.st.Forwarded = int(p.Offer.Left)
+			}
+			switch {
+			case held || st.Owner:
+				v.fwd.Lost = time.Time{}
+			case v.fwd.Lost.IsZero():
+				v.fwd.Lost = now
 			}
 			if stop := handoff.NextForward(*v.fwd, p, held || st.Owner, now); stop != handoff.Forward {
 				h.endForward(ctx, addr, v, stop, now)

@@ -45,6 +45,9 @@ type Report struct {
 	Pass     bool           `json:"pass"`
 	Verdict  string         `json:"verdict"`
 	Back     *Report        `json:"back,omitempty"`
+	// Handoff is the flow hand-off of this move as the node the drill ran
+	// on saw it (docs/handoff.md); absent when that node took no part.
+	Handoff *admin.Handoff `json:"handoff,omitempty"`
 }
 
 // Event is one step of a drill, timed from the request.
@@ -96,6 +99,9 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		}
 	}
 	rep.Probes = pr.stop()
+	if moved {
+		rep.Handoff = handoffSince(ctx, n, o, start.VIP, w.t0)
+	}
 	// End the drill so the old holder rejoins the election; a failure here
 	// only means the drill's own bound will end it.
 	ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.RequestTimeout)
@@ -249,6 +255,21 @@ func (w *watch) see(m admin.Member) {
 		w.released = true
 		w.event(w.start.From + " released the VIP")
 	}
+}
+
+// handoffSince returns the VIP's hand-off as the node shows it, if one
+// started at or after t0.
+func handoffSince(ctx context.Context, n Node, o Options, vip string, t0 time.Time) *admin.Handoff {
+	s, err := status(ctx, n, o)
+	if err != nil {
+		return nil
+	}
+	for _, v := range s.VIPs {
+		if admin.BareIP(v.Address) == vip && v.Handoff != nil && !v.Handoff.Since.Before(t0) {
+			return v.Handoff
+		}
+	}
+	return nil
 }
 
 // judge sums the probes up and gives the verdict.

@@ -97,17 +97,22 @@ type Forwarding struct {
 	Peer     string
 	Since    time.Time // when forwarding was installed
 	Deadline time.Time // Since + drain + Grace
+	// Lost is when this node was first seen not holding (nor claiming)
+	// the VIP since; zero while it holds it.
+	Lost time.Time
 }
 
 // NextForward decides whether the new holder goes on forwarding to the
 // old holder, given what it knows of that peer now and whether it still
-// holds (or is claiming) the VIP. The forwarding is installed just before
-// the claim, so for the first Fresh a VIP not held yet is no loss. An
-// offer heard before Since belongs to the time before the move and says
-// nothing about its end.
+// holds (or is claiming) the VIP. Once it lost the VIP it forwards for
+// Grace more: clients whose ARP entries are younger than their locktime
+// still send here for a moment after the next holder's claim, and their
+// packets of the old holder's connections must still reach it. An offer
+// heard before Since belongs to the time before the move and says nothing
+// about its end.
 func NextForward(f Forwarding, peer Peer, held bool, now time.Time) Stop {
 	switch {
-	case !held && now.Sub(f.Since) >= Fresh:
+	case !held && !f.Lost.IsZero() && now.Sub(f.Lost) >= Grace:
 		return StopLost
 	case !peer.Alive:
 		return StopDead

@@ -64,6 +64,7 @@ func TestNextForward(t *testing.T) {
 		name   string
 		peer   Peer
 		held   bool
+		lost   time.Time
 		now    time.Time
 		want   Stop
 		tickle bool
@@ -84,13 +85,15 @@ func TestNextForward(t *testing.T) {
 			peer: Peer{Alive: true, Offer: offer(Aborted, macA, 120), Heard: after}, want: StopAborted, tickle: true},
 		{name: "deadline", held: true, now: f.Deadline,
 			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline}, want: StopDeadline},
-		{name: "claim not landed yet: forwarding waits for it", held: false, now: after,
+		{name: "VIP lost here: forwarding goes on while clients may still send here", held: false, lost: after, now: after.Add(Grace / 2),
 			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: Forward},
-		{name: "VIP lost here: the old holder's connections are its own again", held: false, now: t0.Add(Fresh),
+		{name: "VIP lost here for Grace: the old holder's connections are its own again", held: false, lost: after, now: after.Add(Grace),
 			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: StopLost},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			f := f
+			f.Lost = tt.lost
 			got := NextForward(f, tt.peer, tt.held, tt.now)
 			if got != tt.want || got.Tickle() != tt.tickle {
 				t.Fatalf("NextForward = %v (tickle %v), want %v (tickle %v)", got, got.Tickle(), tt.want, tt.tickle)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"syscall"
 	"time"
 
@@ -14,14 +15,20 @@ import (
 
 // System names, as --systems takes them and results store them.
 const (
-	HalbLAN         = "halb-lan"
-	HalbFast        = "halb-fast"
+	HalbLAN  = "halb-lan"
+	HalbFast = "halb-fast"
+	// HalbNoHandoff is halb-lan with vips[].handoff off, the planned move
+	// as it was before flow hand-off (docs/handoff.md), for comparison in
+	// the same run.
+	HalbNoHandoff   = "halb-lan-nohandoff"
 	KeepalivedDef   = "keepalived-default"
 	KeepalivedTuned = "keepalived-tuned"
 )
 
 // AllSystems lists every system in run order.
-func AllSystems() []string { return []string{HalbLAN, HalbFast, KeepalivedDef, KeepalivedTuned} }
+func AllSystems() []string {
+	return []string{HalbLAN, HalbFast, HalbNoHandoff, KeepalivedDef, KeepalivedTuned}
+}
 
 // preemptDelay is halb's cluster.preempt_delay in the benchmark labs:
 // short, so failback repetitions do not wait the default 10 s; it only
@@ -56,25 +63,35 @@ type sysSpec struct {
 	title  string
 	window time.Duration
 	build  func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error)
+	// only, if set, limits the system to these scenarios: the others
+	// would measure nothing it changes.
+	only []string
 }
 
 // specs knows every system. The halb windows are the memberlist probe
 // intervals of the profiles (internal/cluster); keep them in step.
 func specs() map[string]sysSpec {
 	return map[string]sysSpec{
-		HalbLAN:         {HalbLAN, "halb, profile lan", 200 * time.Millisecond, halbBuilder("lan")},
-		HalbFast:        {HalbFast, "halb, profile fast", 100 * time.Millisecond, halbBuilder("fast")},
-		KeepalivedDef:   {KeepalivedDef, "keepalived VRRPv2 advert_int 1 + HAProxy", time.Second, keepalivedBuilder(keepalivedlab.Default())},
-		KeepalivedTuned: {KeepalivedTuned, "keepalived VRRPv3 advert_int 0.1 + HAProxy", 100 * time.Millisecond, keepalivedBuilder(keepalivedlab.Tuned())},
+		HalbLAN:         {name: HalbLAN, title: "halb, profile lan", window: 200 * time.Millisecond, build: halbBuilder("lan", true)},
+		HalbFast:        {name: HalbFast, title: "halb, profile fast", window: 100 * time.Millisecond, build: halbBuilder("fast", true)},
+		HalbNoHandoff:   {name: HalbNoHandoff, title: "halb, profile lan, flow hand-off off", window: 200 * time.Millisecond, build: halbBuilder("lan", false), only: []string{Planned}},
+		KeepalivedDef:   {name: KeepalivedDef, title: "keepalived VRRPv2 advert_int 1 + HAProxy", window: time.Second, build: keepalivedBuilder(keepalivedlab.Default())},
+		KeepalivedTuned: {name: KeepalivedTuned, title: "keepalived VRRPv3 advert_int 0.1 + HAProxy", window: 100 * time.Millisecond, build: keepalivedBuilder(keepalivedlab.Tuned())},
 	}
 }
 
-func halbBuilder(profile string) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
+func halbBuilder(profile string, handoff bool) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
 	return func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error) {
-		l := lab.New(lab.Options{
+		o := lab.Options{
 			HalbBin: b.Halb, LabBin: b.Lab, WorkDir: workdir, StartHalb: true,
 			Profile: profile, Policy: "preempt", PreemptDelay: preemptDelay,
-		}, log)
+		}
+		if !handoff {
+			o.Mutate = func(_, yaml string) string {
+				return strings.Replace(yaml, "interface: eth0", "interface: eth0\n    handoff: false", 1)
+			}
+		}
+		l := lab.New(o, log)
 		if err := l.Up(ctx); err != nil {
 			return l, nil, err
 		}
