@@ -49,7 +49,13 @@ func TestHandoffPlannedMoves(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mutate := func(_, yaml string) string {
-				yaml = strings.Replace(yaml, "drain: 2s", "drain: "+handoffDrain.String(), 1)
+				if tc.handoff {
+					yaml = strings.Replace(yaml, "drain: 2s", "drain: "+handoffDrain.String(), 1)
+				}
+				// Without hand-off the old holder's sessions are orphaned
+				// and would hold its stop for the whole drain, past the
+				// lab's teardown bound; the lab's 2 s drain changes
+				// nothing the comparison measures.
 				// 200 streams opening at once load the lab's fakes; checks
 				// that time out then would move the VIP before the test does.
 				yaml = strings.ReplaceAll(yaml, "interval: 500ms\n      timeout: 300ms\n      fall: 2", "interval: 1s\n      timeout: 900ms\n      fall: 3")
@@ -100,6 +106,14 @@ func TestHandoffPlannedMoves(t *testing.T) {
 				t.Logf("drill %s -> %s: outage %s, %d failed; back: %+v", r.From, r.To, r.Outage, r.Failed, r.Back)
 				if code != 0 || !r.Pass {
 					t.Errorf("drill: exit %d, report %+v", code, r)
+				}
+				// The drill report says what was handed off (the node the
+				// drill ran on forwarded the first move).
+				switch {
+				case tc.handoff && (r.Handoff == nil || r.Handoff.HandedOff < handoffStreams):
+					t.Errorf("drill report's hand-off: %+v, want at least %d connections handed off", r.Handoff, handoffStreams)
+				case !tc.handoff && r.Handoff != nil:
+					t.Errorf("drill report shows a hand-off with handoff off: %+v", r.Handoff)
 				}
 				if tc.handoff {
 					// The hand-back: both nodes forwarded at some point;

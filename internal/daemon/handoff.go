@@ -220,12 +220,14 @@ func (h *handoffs) owner(ctx context.Context, addr netip.Addr, owner string, sel
 			return
 		}
 		v.arpEarly = true
+		v.ann.HandOff(true) // and no more gratuitous ARP from here
 	case v.arpEarly && (owner == self || !held):
 		if err := h.nft.Apply(ctx, handoff.DeleteScript("arp", handoff.QuietTable(addr))); err != nil {
 			h.log.Warn("remove the hand-off ARP rule", "vip", addr, "err", err)
 			return
 		}
 		v.arpEarly = false
+		v.ann.HandOff(false)
 	}
 }
 

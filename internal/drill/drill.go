@@ -79,6 +79,9 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		return Report{}, err
 	}
 	defer pr.stop()
+	// The node may move the VIP before the request returns: anything the
+	// drill caused started after this.
+	requested := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
 	start, err := n.StartDrill(rctx, req)
 	cancel()
@@ -100,7 +103,7 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 	}
 	rep.Probes = pr.stop()
 	if moved {
-		rep.Handoff = handoffSince(ctx, n, o, start.VIP, w.t0)
+		rep.Handoff = handoffSince(ctx, n, o, start.VIP, requested)
 	}
 	// End the drill so the old holder rejoins the election; a failure here
 	// only means the drill's own bound will end it.

@@ -163,7 +163,8 @@ func later(a, b time.Time) time.Time {
 // HandOff says whether a release keeps the address on the interface,
 // quietly: no gratuitous ARP, and Held false, so the election sees it
 // released, while the sockets of the connections handed off keep working
-// (docs/handoff.md). The caller keeps the kernel from answering ARP for
+// (docs/handoff.md). While it is set no announcement is sent, even before
+// the release: the new holder's claim must have the last word. The caller keeps the kernel from answering ARP for
 // it. HandOff(false) removes a quietly kept address at the next step. It
 // does not block.
 func (a *Announcer) HandOff(keep bool) {
@@ -411,7 +412,8 @@ func (a *Announcer) startBurst(l *loop, now time.Time, n int, why string) {
 // was revoked since the burst started.
 func (a *Announcer) announce(l *loop) error {
 	a.mu.Lock()
-	still := a.want
+	// A node handing the VIP off must not point clients back at itself.
+	still := a.want && !a.keepQuiet
 	a.mu.Unlock()
 	if !still {
 		l.burstLeft = 0
@@ -499,7 +501,9 @@ func (a *Announcer) claim(reason string) (foreign bool, err error) {
 	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
 	a.clearError()
 	a.mu.Lock()
-	a.st.Quiet = false
+	// Held again: a hand-off of this address is over, and its claim is
+	// announced.
+	a.st.Quiet, a.keepQuiet = false, false
 	a.mu.Unlock()
 	a.setHeld(true)
 	return false, nil

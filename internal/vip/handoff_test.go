@@ -53,9 +53,8 @@ func TestHandOffThenClaimAgainKeepsTheAddress(t *testing.T) {
 	h.awaitHeld(false)
 	before := h.garp.Count()
 
-	h.a.SetOwner(true, "drill back")
+	h.a.SetOwner(true, "drill back") // without HandOff(false): the claim ends the hand-off
 	h.awaitHeld(true)
-	h.a.HandOff(false)
 	h.sync()
 	if h.link.Count(OpDel) != 0 {
 		t.Errorf("the address was deleted during the hand-back: %+v", h.link.Calls())
@@ -80,5 +79,31 @@ func TestCancelWithdrawsQuietAddress(t *testing.T) {
 	}
 	if h.link.Has("eth0", testVIP) {
 		t.Error("quiet VIP left on the interface after Run returned")
+	}
+}
+
+// Once a hand-off is announced (the election named another owner), a
+// burst still running stops: the new holder's announcements must have
+// the last word.
+func TestHandOffStopsAnnouncing(t *testing.T) {
+	cfg := testConfig()
+	cfg.GARPCount, cfg.GARPInterval = 1000, 5*time.Millisecond
+	h := newHarness(t, cfg)
+	h.start()
+	h.a.SetOwner(true, "elected")
+	h.awaitHeld(true)
+	eventually(t, "the burst under way", func() bool { return h.garp.Count() >= 2 })
+	h.a.HandOff(true)
+	h.sync()
+	h.sync() // a send that was due in the step already running
+	n := h.garp.Count()
+	for range 5 {
+		h.sync()
+	}
+	if got := h.garp.Count(); got != n {
+		t.Errorf("%d announcements after HandOff(true), want none", got-n)
+	}
+	if !h.a.Held() {
+		t.Error("HandOff released the VIP; only SetOwner(false) does")
 	}
 }
