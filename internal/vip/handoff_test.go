@@ -5,6 +5,20 @@ import (
 	"time"
 )
 
+// handedOff starts an Announcer that claimed the VIP and then released it
+// for a hand-off.
+func handedOff(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t, testConfig())
+	h.start()
+	h.a.SetOwner(true, "elected")
+	h.awaitHeld(true)
+	h.a.HandOff(true)
+	h.a.SetOwner(false, "handed over to lb2")
+	h.awaitHeld(false)
+	return h
+}
+
 // A release during a hand-off keeps the address, quietly: Held goes false
 // (the election sees it released), no announcement is sent, the lifetime
 // keeps being renewed, and the address goes once the hand-off ends.
@@ -44,13 +58,7 @@ func TestHandOffKeepsAddressQuietlyUntilItEnds(t *testing.T) {
 // The VIP coming back during a hand-off keeps the address (no gap for the
 // connections), announces it, and leaves quiet.
 func TestHandOffThenClaimAgainKeepsTheAddress(t *testing.T) {
-	h := newHarness(t, testConfig())
-	h.start()
-	h.a.SetOwner(true, "elected")
-	h.awaitHeld(true)
-	h.a.HandOff(true)
-	h.a.SetOwner(false, "handed over to lb2")
-	h.awaitHeld(false)
+	h := handedOff(t)
 	before := h.garp.Count()
 
 	h.a.SetOwner(true, "drill back") // without HandOff(false): the claim ends the hand-off
@@ -67,13 +75,7 @@ func TestHandOffThenClaimAgainKeepsTheAddress(t *testing.T) {
 
 // Stopping during a hand-off removes the quietly kept address.
 func TestCancelWithdrawsQuietAddress(t *testing.T) {
-	h := newHarness(t, testConfig())
-	h.start()
-	h.a.SetOwner(true, "elected")
-	h.awaitHeld(true)
-	h.a.HandOff(true)
-	h.a.SetOwner(false, "handed over to lb2")
-	h.awaitHeld(false)
+	h := handedOff(t)
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
 	}
