@@ -309,3 +309,71 @@ func (k *requests) stop() (ok, failed int64, errs map[string]int) {
 	defer k.mu.Unlock()
 	return k.ok.Load(), k.failed.Load(), k.errs
 }
+
+// Issue 20: the old holder dies during the hand-off (kill -9 of its halb:
+// its kernel closes the kept connections; with link down they would be
+// tickled). The new holder removes its forwarding at once, and a stream
+// through the old holder ends within a second instead of hanging.
+func TestHandoffOldHolderDies(t *testing.T) {
+	mutate := func(_, yaml string) string {
+		return strings.Replace(yaml, "drain: 2s", "drain: 30s", 1)
+	}
+	l, ctx := newLab(t, lab.Options{StartHalb: true, Mutate: mutate}, true)
+	holder := l.LBNames()[0]
+	if _, err := l.WaitHolder(ctx, 15*time.Second, lab.Only(holder)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
+		t.Fatal(err)
+	}
+	other := others(l, holder)[0]
+	streams, err := l.StartStreams(ctx, 20, 20, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitTable(t, ctx, l, other, 40, 10*time.Second)
+	r, code := drill(t, ctx, l, other)
+	if code != 0 || !r.Pass {
+		t.Fatalf("drill: exit %d, report %+v", code, r)
+	}
+	if got := halbTables(t, ctx, l, other); !strings.Contains(got, "table netdev halb_ho_fwd_") {
+		t.Fatalf("%s forwards nothing after the drill; nft tables:\n%s", other, got)
+	}
+	killed := time.Now()
+	if err := l.StopHalb(holder, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for halbTables(t, ctx, l, other) != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still forwards to the dead old holder 5 s after the kill:\n%s", other, halbTables(t, ctx, l, other))
+		}
+		time.Sleep(50 * time.Millisecond) // polling the kernel's tables; no event to await
+	}
+	gone := time.Since(killed)
+	sleepUntil(ctx, killed.Add(3*time.Second))
+	srep, err := streams.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ended, late := 0, 0
+	for _, e := range srep.Cut {
+		if e.At.After(killed) {
+			ended++
+			if e.At.Sub(killed) > time.Second {
+				late++
+			}
+		}
+	}
+	t.Logf("old holder killed during the hand-off: forwarding gone after %s; %d of 40 streams ended after the kill, %d later than 1 s", gone.Round(time.Millisecond), ended, late)
+	if ended < 40 || late > 0 {
+		t.Errorf("streams through the dead old holder: %d ended, %d later than 1 s after the kill; want all 40 within 1 s: %+v", ended, late, srep.Cut)
+	}
+	st, err := l.Status(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := st.VIPs[0].Handoff; h == nil || h.Role != "" || h.EndReason == "" {
+		t.Errorf("status of %s after the old holder died: hand-off %+v, want it ended with a reason", other, h)
+	}
+}
