@@ -399,7 +399,7 @@ func (t *tickles) share() {
 	t.mu.Lock()
 	var out [][]byte
 	for addr, v := range t.vips {
-		if !(v.held || v.handing) || v.pending {
+		if (!v.held && !v.handing) || v.pending {
 			continue // a pending takeover still needs the earlier tenure's table
 		}
 		if err := v.table.Sync(byVIP[addr]); err != nil {

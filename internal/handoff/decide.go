@@ -118,10 +118,10 @@ func NextForward(f Forwarding, peer Peer, held bool, now time.Time) Stop {
 		return StopDead
 	}
 	if !peer.Heard.Before(f.Since) {
-		switch {
-		case peer.Offer.State == Aborted:
+		switch peer.Offer.State {
+		case Aborted:
 			return StopAborted
-		case peer.Offer.State == Done:
+		case Done:
 			return StopDone
 		}
 	}
