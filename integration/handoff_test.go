@@ -65,8 +65,7 @@ func TestHandoffPlannedMoves(t *testing.T) {
 				return yaml
 			}
 			l, ctx := newLab(t, lab.Options{StartHalb: true, Mutate: mutate}, true)
-			holder, err := l.WaitStable(ctx, stableBound, l.LBNames()...)
-			if err != nil {
+			if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
 				t.Fatal(err)
 			}
 			for _, lb := range l.LBNames() {
@@ -74,7 +73,7 @@ func TestHandoffPlannedMoves(t *testing.T) {
 			}
 			// Once more: the first seconds of a lab can still move the VIP
 			// (a node's checks settling); the preferred node ends up with it.
-			holder = l.LBNames()[0]
+			holder := l.LBNames()[0]
 			if _, err := l.WaitHolder(ctx, 15*time.Second, lab.Only(holder)); err != nil {
 				t.Fatal(err)
 			}
@@ -292,7 +291,7 @@ func get(ctx context.Context, c *http.Client, url string) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
 		return err
 	}
