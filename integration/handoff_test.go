@@ -71,16 +71,7 @@ func TestHandoffPlannedMoves(t *testing.T) {
 			for _, lb := range l.LBNames() {
 				waitServers(t, ctx, l, lb, 10*time.Second, "every server up", allUp)
 			}
-			// Once more: the first seconds of a lab can still move the VIP
-			// (a node's checks settling); the preferred node ends up with it.
-			holder := l.LBNames()[0]
-			if _, err := l.WaitHolder(ctx, 15*time.Second, lab.Only(holder)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
-				t.Fatal(err)
-			}
-			other := others(l, holder)[0]
+			holder, other := settledPair(t, ctx, l)
 			for _, lb := range l.LBNames() {
 				if got := halbTables(t, ctx, l, lb); got != "" {
 					t.Fatalf("%s has hand-off tables before any move:\n%s", lb, got)
@@ -202,6 +193,21 @@ func TestHandoffPlannedMoves(t *testing.T) {
 	}
 }
 
+// settledPair waits until the preferred node holds the VIP and the cluster
+// is stable, and returns it and the other node: the first seconds of a
+// lab can still move the VIP (a node's checks settling).
+func settledPair(t *testing.T, ctx context.Context, l *lab.Lab) (holder, other string) {
+	t.Helper()
+	holder = l.LBNames()[0]
+	if _, err := l.WaitHolder(ctx, 15*time.Second, lab.Only(holder)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
+		t.Fatal(err)
+	}
+	return holder, others(l, holder)[0]
+}
+
 // halbTables lists the nftables tables halb made in node's namespace
 // (`nft list tables`), one per line, "" for none.
 func halbTables(t *testing.T, ctx context.Context, l *lab.Lab, node string) string {
@@ -318,14 +324,7 @@ func TestHandoffOldHolderDies(t *testing.T) {
 		return strings.Replace(yaml, "drain: 2s", "drain: 30s", 1)
 	}
 	l, ctx := newLab(t, lab.Options{StartHalb: true, Mutate: mutate}, true)
-	holder := l.LBNames()[0]
-	if _, err := l.WaitHolder(ctx, 15*time.Second, lab.Only(holder)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
-		t.Fatal(err)
-	}
-	other := others(l, holder)[0]
+	holder, other := settledPair(t, ctx, l)
 	streams, err := l.StartStreams(ctx, 20, 20, time.Minute)
 	if err != nil {
 		t.Fatal(err)

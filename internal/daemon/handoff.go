@@ -215,12 +215,15 @@ func (h *handoffs) owner(ctx context.Context, addr netip.Addr, owner string, sel
 	}
 	switch {
 	case held && owner != "" && owner != self && !v.arpEarly:
+		// No more gratuitous ARP from here, first: nft takes a while, and
+		// a burst still running would point clients back at this node.
+		v.ann.HandOff(true)
 		if err := h.nft.Apply(ctx, handoff.QuietScript(addr, v.primary)); err != nil {
 			h.log.Warn("cannot stop answering ARP for the VIP before the move", "vip", addr, "err", err)
+			v.ann.HandOff(false)
 			return
 		}
 		v.arpEarly = true
-		v.ann.HandOff(true) // and no more gratuitous ARP from here
 	case v.arpEarly && (owner == self || !held):
 		if err := h.nft.Apply(ctx, handoff.DeleteScript("arp", handoff.QuietTable(addr))); err != nil {
 			h.log.Warn("remove the hand-off ARP rule", "vip", addr, "err", err)
