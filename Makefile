@@ -150,7 +150,7 @@ deb:
 ## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
 ## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback baseline
 ## longlived-kill longlived-linkdown soak), BENCH_SYSTEMS=halb-fast (halb-lan halb-fast
-## halb-lan-notickle keepalived-default keepalived-tuned).
+## halb-lan-notickle halb-lan-nohandoff keepalived-default keepalived-tuned).
 BENCH_SCENARIOS ?=
 BENCH_SYSTEMS   ?=
 bench-failover: build

@@ -102,6 +102,9 @@ type VIP struct {
 	// LastTickles is what the last takeover's tickles achieved, when
 	// this node tickled any.
 	LastTickles *TickleOutcome `json:"last_tickles,omitempty"`
+	// Handoff is this node's part in the VIP's running or last flow
+	// hand-off (docs/handoff.md); absent if it never had one.
+	Handoff *Handoff `json:"handoff,omitempty"`
 }
 
 // TickleOutcome is what one takeover's tickles achieved.
@@ -120,6 +123,23 @@ type TickleOutcome struct {
 	Clients           int     `json:"clients"`
 	Reconnected       int     `json:"reconnected"`
 	ReconnectedWithin float64 `json:"reconnected_within_seconds"`
+}
+
+// Handoff is one node's side of a planned move that kept the old holder's
+// connections: "forwarding" on the new holder, "handing off" on the old
+// one, "" once it ended.
+type Handoff struct {
+	Role string `json:"role,omitempty"`
+	Peer string `json:"peer,omitempty"`
+	// HandedOff: connections the old holder had when it started; Forwarded:
+	// how many it still serves; ClosedAtDrain: how many it closed (FIN)
+	// when timeouts.drain ended.
+	HandedOff     int       `json:"handed_off"`
+	Forwarded     int       `json:"forwarded"`
+	ClosedAtDrain int       `json:"closed_at_drain"`
+	Since         time.Time `json:"since,omitzero"`
+	Ended         time.Time `json:"ended,omitzero"`
+	EndReason     string    `json:"end_reason,omitempty"`
 }
 
 // BGP is this node's BGP speaker: its sessions and the VIPs it announces.

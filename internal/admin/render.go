@@ -95,6 +95,9 @@ func (r *renderer) vips() {
 		if !v.LastTakeover.IsZero() {
 			t.note(plain(fmt.Sprintf("  last takeover here %s: %d client connection(s) of the previous holder tickled%s", r.ago(v.LastTakeover), v.LastTickled, TickleSummary(v.LastTickles))))
 		}
+		if h := v.Handoff; h != nil {
+			t.note(plain("  " + handoffLine(r, h)))
+		}
 		if v.LastError != "" {
 			t.note(cell{text: "  last error: " + v.LastError, color: red})
 		}
@@ -543,4 +546,18 @@ func (o *TickleOutcome) ReconnectSummary() string {
 		return fmt.Sprintf("all %d client(s) reconnected within %s", o.Clients, within)
 	}
 	return fmt.Sprintf("%d of %d client(s) reconnected within %s", o.Reconnected, o.Clients, within)
+}
+
+// handoffLine says what this node's last flow hand-off of a VIP did.
+func handoffLine(r *renderer, h *Handoff) string {
+	switch h.Role {
+	case "forwarding":
+		return fmt.Sprintf("hand-off since %s: forwarding the connections of %s to it: %d handed off, %d still open there",
+			r.ago(h.Since), h.Peer, h.HandedOff, h.Forwarded)
+	case "handing off":
+		return fmt.Sprintf("hand-off since %s: serving %d of %d handed-off connection(s) until they close or the drain ends",
+			r.ago(h.Since), h.Forwarded, h.HandedOff)
+	}
+	return fmt.Sprintf("last hand-off %s: %d connection(s) handed off, %d closed at the end of drain; ended %s: %s",
+		r.ago(h.Since), h.HandedOff, h.ClosedAtDrain, r.ago(h.Ended), h.EndReason)
 }

@@ -173,9 +173,21 @@ func printDrill(w io.Writer, r DrillReport) {
 	if r.LongLived != "" {
 		_, _ = fmt.Fprintf(w, "  %s\n", r.LongLived)
 	}
+	if h := r.Handoff; h != nil {
+		_, _ = fmt.Fprintf(w, "  long-lived connections: %d handed off (%s), %d still open at the old holder, %d closed at the end of drain\n",
+			h.HandedOff, orNone(h.Role, "hand-off over: "+h.EndReason), h.Forwarded, h.ClosedAtDrain)
+	}
 	_, _ = fmt.Fprintf(w, "  outage: %s, failed probes: %d\n%s\n", r.Outage.Round(time.Millisecond), r.Failed, r.Verdict)
 	if r.Back != nil {
 		_, _ = fmt.Fprintln(w)
 		printDrill(w, *r.Back)
 	}
+}
+
+// orNone is s, or alt when s is empty.
+func orNone(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }

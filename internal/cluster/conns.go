@@ -34,6 +34,10 @@ const (
 	// ConnsRequest asks the receiver for a snapshot of its table of the
 	// VIP the payload names.
 	ConnsRequest
+	// ConnsHandoff is a holder's hand-off offer for one VIP
+	// (internal/handoff): its hardware address and how far its hand-off
+	// is, so a peer taking the VIP forwards its connections to it.
+	ConnsHandoff
 )
 
 // ConnsMsg is one connection-table message between two nodes.
@@ -107,7 +111,7 @@ func decodeConns(b []byte) (ConnsMsg, error) {
 		return ConnsMsg{}, errors.New("connection-table message: short header")
 	}
 	kind, n := ConnsKind(b[0]), int(b[1])
-	if kind > ConnsRequest {
+	if kind > ConnsHandoff {
 		return ConnsMsg{}, fmt.Errorf("connection-table message: unknown kind %d", kind)
 	}
 	b = b[2:]

@@ -140,6 +140,8 @@ type rawVIP struct {
 	Tickle       *bool  `yaml:"tickle"`
 	TickleRate   *int   `yaml:"tickle_rate"`
 	TickleSpread string `yaml:"tickle_spread"`
+	// Flow hand-off on planned moves, see tickle.go and docs/handoff.md.
+	Handoff *bool `yaml:"handoff"`
 }
 
 type rawAdmin struct {

@@ -28,6 +28,9 @@ func (v *validator) tickles(raws []rawVIP, vips []VIP) {
 		}
 		p := fmt.Sprintf("vips[%d]", i)
 		vips[i].Tickle = r.Tickle == nil || *r.Tickle
+		// Hand-off is on unless turned off: a planned move then resets
+		// nothing (docs/handoff.md).
+		vips[i].Handoff = r.Handoff == nil || *r.Handoff
 		vips[i].TickleRate = intOr(r.TickleRate, DefaultTickleRate)
 		if n := vips[i].TickleRate; n < 1 || n > MaxTickleRate {
 			v.fail(p+".tickle_rate", "%d: want 1 to %d packets per second", n, MaxTickleRate)

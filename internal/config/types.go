@@ -190,6 +190,10 @@ type VIP struct {
 	Tickle       bool
 	TickleRate   int
 	TickleSpread time.Duration
+	// Handoff: on a planned move the new holder forwards the old holder's
+	// established connections to it until they close or the drain ends,
+	// instead of resetting them (docs/handoff.md). IPv4 VIPs only.
+	Handoff bool
 }
 
 // Stats configures the HTTP stats dashboard and Prometheus metrics.

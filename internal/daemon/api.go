@@ -159,6 +159,10 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 				Clients: tk.Clients, Reconnected: tk.Reconnected, ReconnectedWithin: tk.ReconnectedWithin.Seconds(),
 			}
 		}
+		if h := o.ctl.handoffs.status(a.cfg.Address.Addr()); !h.Since.IsZero() {
+			last.Handoff = &admin.Handoff{Role: h.Role, Peer: h.Peer, HandedOff: h.HandedOff, Forwarded: h.Forwarded,
+				ClosedAtDrain: h.ClosedAtDrain, Since: h.Since, Ended: h.Ended, EndReason: h.EndReason}
+		}
 	}
 	return roles, vips
 }

@@ -36,6 +36,7 @@ type controller struct {
 	watchARP   bool             // watch the link for other hosts announcing a VIP (real links only)
 	bgp        *bgpVIPs         // nil without a bgp section
 	tickles    *tickles         // connection tables and tickle ACKs on takeover (tickles.go)
+	handoffs   *handoffs        // flow hand-off on planned moves (handoff.go); nil if off
 
 	wake     chan struct{} // coalesced requests for a round
 	messages func([]byte)  // a peer's request: drills are the only kind
@@ -306,11 +307,17 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		if v.Owner != v.Previous {
 			c.log.Info("election result", "vip", v.VIP, "owner", v.Owner, "previous", v.Previous)
 		}
+		c.handoffs.owner(context.Background(), c.announcers[i].cfg.Address.Addr(), v.Owner, c.name, a.Held())
 		switch v.Action {
 		case round.Claim:
+			if !a.Held() {
+				// Forwarding first: the claim's ARP moves the clients.
+				c.handoffs.claiming(context.Background(), c.announcers[i].cfg.Address.Addr(), aliveSet(p.Alive))
+			}
 			a.SetOwner(true, v.Reason)
 		case round.Release:
-			a.SetOwner(false, v.Reason)
+			// Keeps the address quietly for a hand-off (handoff.go).
+			c.handoffs.release(context.Background(), c.announcers[i].cfg.Address.Addr(), a, v.Reason)
 		case round.Keep:
 			c.log.Debug("VIP kept as it is", "vip", v.VIP, "why", v.Reason)
 		}
@@ -330,6 +337,15 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 	c.view.lastSeen = seen
 	c.view.holder = maps.Clone(p.Memory.Holder)
 	c.view.preempt = preempt
+}
+
+// aliveSet turns a round's alive members into a set.
+func aliveSet(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
 }
 
 // handover makes this node ineligible and waits, bounded, until the VIPs it

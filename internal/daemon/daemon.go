@@ -15,6 +15,7 @@ import (
 	"halb/internal/cluster"
 	"halb/internal/config"
 	"halb/internal/events"
+	"halb/internal/handoff"
 	"halb/internal/health"
 	"halb/internal/metrics"
 	"halb/internal/pool"
@@ -48,6 +49,10 @@ type Options struct {
 	// TickleOpen opens the raw socket tickle ACKs are sent on; nil means
 	// tickle.OpenRaw. Tests pass fakes.
 	TickleOpen TickleOpener
+	// Nft applies the flow hand-off's nftables rules; nil means the nft
+	// command, unless Link is a fake: then hand-off is off, so tests never
+	// change the host's firewall.
+	Nft handoff.Runner
 }
 
 // Daemon is one running halb node: it wires the parts together and runs
@@ -183,6 +188,12 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 		open = openRaw
 	}
 	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv.clients, open, opts.Log)
+	if opts.Nft != nil || opts.Link == nil {
+		d.ctl.handoffs = newHandoffs(cl, cfg.VIPs, ifnames, d.ctl.announcers, d.ctl.tickles, d.srv, opts.Log)
+		if opts.Nft != nil {
+			d.ctl.handoffs.nft = opts.Nft
+		}
+	}
 	return nil
 }
 
@@ -244,6 +255,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	if ctx.Err() != nil && d.ctl.cluster != nil {
 		d.ctl.handover(cctx)
+		// Connections handed off to the new holder close cleanly while
+		// their clients can still be reached (docs/handoff.md).
+		d.ctl.handoffs.finish(cctx, time.Now().Add(cfg.Timeouts.Drain))
 		d.ctl.withdrawBGP(cctx)
 	}
 	// No reload from here on: it would start what is being stopped.
@@ -319,6 +333,8 @@ func (d *Daemon) runCluster(ctx context.Context, g *errgroup.Group) {
 	}
 	g.Go(func() error { return c.cluster.Run(ctx) })
 	g.Go(func() error { return c.tickles.run(ctx) })
+	c.handoffs.start(ctx)
+	g.Go(func() error { return c.handoffs.run(ctx) })
 	if c.witness != nil {
 		g.Go(func() error { return c.witness.Run(ctx) })
 	}

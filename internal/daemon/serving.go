@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -180,4 +181,15 @@ func (s *serving) clients(dst []proxy.ClientPair) []proxy.ClientPair {
 		dst = f.f.Clients(dst)
 	}
 	return dst
+}
+
+// closeClients closes every session whose client connected to addr,
+// cleanly, and returns how many.
+func (s *serving) closeClients(addr netip.Addr, reason string) int {
+	_, fronts := s.parts()
+	n := 0
+	for _, f := range fronts {
+		n += f.f.CloseClients(addr, reason)
+	}
+	return n
 }

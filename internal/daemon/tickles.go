@@ -89,8 +89,15 @@ type tickles struct {
 
 	kick chan struct{} // a takeover is pending
 
+	// onOffer takes the peers' hand-off offers (handoff.go); nil drops
+	// them.
+	onOffer func(cluster.ConnsMsg)
+
 	mu   sync.Mutex
 	vips map[netip.Addr]*vipConns
+	// extra are tickles asked for outside a takeover: the connections of
+	// an old holder that died while handing them off.
+	extra []tickleJob
 }
 
 // vipConns is the tickle state of one VIP.
@@ -109,6 +116,14 @@ type vipConns struct {
 	lastTickled int       // connections tickled at the last takeover
 	lastMove    time.Time // when that takeover started
 	last        takeoverOutcome
+
+	// handedBy is the peer whose connections this node forwards to it
+	// (handoff.go): a takeover does not tickle them.
+	handedBy string
+	// handing: this node released the VIP and still serves its
+	// connections, so it keeps sharing its table. keepOwn: the table is
+	// of live connections, which a takeover here must not tickle.
+	handing, keepOwn bool
 }
 
 // takeoverOutcome is what the last takeover's tickles achieved, filled in
@@ -267,11 +282,14 @@ func (t *tickles) takeovers() []tickleJob {
 		}
 		v.pending = false
 		seen := map[conntable.Conn]struct{}{}
-		for _, c := range v.table.Conns() {
-			seen[c] = struct{}{}
+		if !v.keepOwn {
+			for _, c := range v.table.Conns() {
+				seen[c] = struct{}{}
+			}
 		}
+		v.keepOwn = false
 		for _, s := range stats {
-			if s.VIP != addr || s.Node == t.self {
+			if s.VIP != addr || s.Node == t.self || s.Node == v.handedBy {
 				continue
 			}
 			conns, _ := t.store.Conns(s.Source)
@@ -301,7 +319,76 @@ func (t *tickles) takeovers() []tickleJob {
 		}
 		jobs = append(jobs, job)
 	}
+	jobs = append(jobs, t.extra...)
+	t.extra = nil
 	return jobs
+}
+
+// handOff tells the tickles that this node forwards the connections of
+// peer ("" for none) through addr to it, so a takeover leaves them alone.
+// It must be called before the claim is observed.
+func (t *tickles) handOff(addr netip.Addr, peer string) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.vips[addr]; ok {
+		v.handedBy = peer
+	}
+}
+
+// setHanding says whether this node serves connections through addr it
+// handed off, which keeps its table shared.
+func (t *tickles) setHanding(addr netip.Addr, on bool) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.vips[addr]; ok {
+		v.handing = on
+		v.keepOwn = v.keepOwn || on
+	}
+}
+
+// tickleFrom tickles the connections through addr of peer as last
+// received, and forgets them: the peer died while they were handed off.
+// It returns how many it queued.
+func (t *tickles) tickleFrom(addr netip.Addr, peer string) int {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.vips[addr]
+	if !ok {
+		return 0
+	}
+	if v.handedBy == peer {
+		v.handedBy = ""
+	}
+	job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, spread: v.spread}
+	for _, s := range t.store.Stats() {
+		if s.VIP != addr || s.Node != peer {
+			continue
+		}
+		conns, _ := t.store.Conns(s.Source)
+		for _, c := range conns {
+			job.targets = append(job.targets, tickle.Target{VIP: c.VIP, Client: c.Client})
+		}
+		t.store.Forget(s.Source)
+	}
+	if !v.on || len(job.targets) == 0 {
+		return 0
+	}
+	v.lastTickled, v.lastMove = len(job.targets), time.Now()
+	t.extra = append(t.extra, job)
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+	return len(job.targets)
 }
 
 // send tickles one takeover's connections, counts the clients that
@@ -389,7 +476,7 @@ func (t *tickles) share() {
 	t.mu.Lock()
 	held := false
 	for _, v := range t.vips {
-		held = held || v.held
+		held = held || v.held || v.handing
 	}
 	t.mu.Unlock()
 	if !held {
@@ -404,7 +491,7 @@ func (t *tickles) share() {
 	t.mu.Lock()
 	var out [][]byte
 	for addr, v := range t.vips {
-		if !v.held || v.pending {
+		if (!v.held && !v.handing) || v.pending {
 			continue // a pending takeover still needs the earlier tenure's table
 		}
 		if err := v.table.Sync(byVIP[addr]); err != nil {
@@ -475,6 +562,10 @@ func (t *tickles) receive(m cluster.ConnsMsg, now time.Time) {
 		if err := t.net.SendConns(m.From, cluster.ConnsMsg{Kind: cluster.ConnsRequest, Payload: src.VIP.AsSlice()}); err != nil {
 			t.log.Debug("ask for a connection-table snapshot", "peer", m.From, "err", err)
 		}
+	case cluster.ConnsHandoff:
+		if t.onOffer != nil {
+			t.onOffer(m)
+		}
 	case cluster.ConnsRequest:
 		addr, ok := netip.AddrFromSlice(m.Payload)
 		if !ok {
@@ -484,7 +575,7 @@ func (t *tickles) receive(m cluster.ConnsMsg, now time.Time) {
 		v, ok := t.vips[addr]
 		var chunks [][]byte
 		var err error
-		if ok && v.held {
+		if ok && (v.held || v.handing) {
 			chunks, err = v.table.Snapshot(conntable.DefaultChunk)
 		}
 		t.mu.Unlock()

@@ -51,6 +51,9 @@ type Report struct {
 	// LongLived says what happened to the old holder's long-lived client
 	// connections (tickle ACKs, docs/tickle.md), where this node knows.
 	LongLived string `json:"long_lived,omitempty"`
+	// Handoff is the flow hand-off of this move as the node the drill ran
+	// on saw it (docs/handoff.md); absent when that node took no part.
+	Handoff *admin.Handoff `json:"handoff,omitempty"`
 }
 
 // Event is one step of a drill, timed from the request.
@@ -82,6 +85,9 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		return Report{}, err
 	}
 	defer pr.stop()
+	// The node may move the VIP before the request returns: anything the
+	// drill caused started after this.
+	requested := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, o.RequestTimeout)
 	start, err := n.StartDrill(rctx, req)
 	cancel()
@@ -116,6 +122,7 @@ func Run(ctx context.Context, n Node, o Options, req admin.DrillRequest) (Report
 		if s, err := status(ctx, n, o); err == nil {
 			rep.LongLived = longLived(s, rep.VIP, rep.To, w.t0)
 		}
+		rep.Handoff = handoffSince(ctx, n, o, start.VIP, requested)
 	}
 	// End the drill so the old holder rejoins the election; a failure here
 	// only means the drill's own bound will end it.
@@ -273,6 +280,21 @@ func (w *watch) see(m admin.Member) {
 		w.released = true
 		w.event(w.start.From + " released the VIP")
 	}
+}
+
+// handoffSince returns the VIP's hand-off as the node shows it, if one
+// started at or after t0.
+func handoffSince(ctx context.Context, n Node, o Options, vip string, t0 time.Time) *admin.Handoff {
+	s, err := status(ctx, n, o)
+	if err != nil {
+		return nil
+	}
+	for _, v := range s.VIPs {
+		if admin.BareIP(v.Address) == vip && v.Handoff != nil && !v.Handoff.Since.Before(t0) {
+			return v.Handoff
+		}
+	}
+	return nil
 }
 
 // judge sums the probes up and gives the verdict.

@@ -25,6 +25,7 @@ type snapshotCollector struct {
 	vipHeld, vipTransitions, vipGARPs, electionAgreed *prometheus.Desc
 	vipConnTable, vipLastTickled                      *prometheus.Desc
 	vipLastAcknowledged, vipLastReconnect             *prometheus.Desc
+	vipHandedOff, vipForwarded, vipClosedAtDrain      *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
 
@@ -75,6 +76,9 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 			"Tickled connections whose client answered with its real sequence numbers (and was reset) at this node's last takeover of the VIP.", vip, nil),
 		vipLastReconnect: d("halb_vip_last_takeover_reconnect_seconds",
 			"Time from this node's last takeover of the VIP until the last tickled client address that came back had a connection again.", vip, nil),
+		vipHandedOff:     d("halb_vip_handoff_handed_off_connections", "Connections the old holder had when this node's last flow hand-off of the VIP started.", vip, nil),
+		vipForwarded:     d("halb_vip_handoff_forwarded_connections", "Connections of the running flow hand-off still open at the old holder (forwarded to it); 0 when none runs.", vip, nil),
+		vipClosedAtDrain: d("halb_vip_handoff_closed_at_drain_connections", "Connections the old holder closed at the end of drain in this node's last flow hand-off.", vip, nil),
 
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
@@ -94,6 +98,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.srvDowntime, c.srvDownTransitions, c.srvPeak, c.srvWeight, c.verdict, c.problems,
 		c.vipHeld, c.vipTransitions, c.vipGARPs, c.electionAgreed,
 		c.vipConnTable, c.vipLastTickled, c.vipLastAcknowledged, c.vipLastReconnect,
+		c.vipHandedOff, c.vipForwarded, c.vipClosedAtDrain,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
 		c.bgpSessionUp, c.bgpAnnounced,
 	}
@@ -132,6 +137,7 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 				e.gauge(c.vipLastReconnect, o.ReconnectedWithin, addr)
 			}
 		}
+		e.handoff(c, v.Handoff, addr)
 	}
 	if s.BGP != nil {
 		for _, p := range s.BGP.Peers {
@@ -255,4 +261,20 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// handoff emits a VIP's flow hand-off figures (docs/handoff.md): zeros
+// when this node never had one, forwarded only while one runs.
+func (e emitter) handoff(c *snapshotCollector, h *admin.Handoff, addr string) {
+	var ho admin.Handoff
+	if h != nil {
+		ho = *h
+	}
+	forwarded := 0
+	if ho.Role != "" {
+		forwarded = ho.Forwarded
+	}
+	e.gauge(c.vipHandedOff, float64(ho.HandedOff), addr)
+	e.gauge(c.vipForwarded, float64(forwarded), addr)
+	e.gauge(c.vipClosedAtDrain, float64(ho.ClosedAtDrain), addr)
 }

@@ -38,3 +38,22 @@ func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {
 	ap := ta.AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
+
+// CloseClients closes, cleanly (a FIN to the client), every open session
+// whose client connected to addr, and returns how many it closed: the end
+// of a hand-off's drain on the node that handed the VIP off
+// (docs/handoff.md), while its clients can still be reached.
+func (f *Frontend) CloseClients(addr netip.Addr, reason string) int {
+	f.mu.Lock()
+	var hit []*session
+	for s := range f.sessions {
+		if local, ok := tcpAddrPort(s.client.LocalAddr()); ok && local.Addr() == addr.Unmap() {
+			hit = append(hit, s)
+		}
+	}
+	f.mu.Unlock()
+	for _, s := range hit {
+		s.closeWith(reason)
+	}
+	return len(hit)
+}

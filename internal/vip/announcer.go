@@ -24,7 +24,10 @@ type Status struct {
 	LastGARP    time.Time // zero if none was sent
 	GARPsSent   uint64    // successful announcements (each a request and a reply for IPv4)
 	Transitions uint64    // times Held changed
-	LastError   string    // latest error, "" if none since the last success
+	// Quiet: released, but the address is kept without announcing it
+	// while this node serves its connections handed off (HandOff).
+	Quiet     bool
+	LastError string // latest error, "" if none since the last success
 }
 
 // Timing defaults. Refreshes come four times per lifetime so that one or
@@ -63,6 +66,7 @@ type Announcer struct {
 	foreignAt  time.Time // last announcement of the VIP by another host while held
 	foreignMAC string
 	waiters    []chan struct{} // closed after the next full step; see barrier
+	keepQuiet  bool            // HandOff: a release keeps the address, quiet
 	st         Status
 }
 
@@ -154,6 +158,20 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// HandOff says whether a release keeps the address on the interface,
+// quietly: no gratuitous ARP, and Held false, so the election sees it
+// released, while the sockets of the connections handed off keep working
+// (docs/handoff.md). While it is set no announcement is sent, even before
+// the release: the new holder's claim must have the last word. The caller keeps the kernel from answering ARP for
+// it. HandOff(false) removes a quietly kept address at the next step. It
+// does not block.
+func (a *Announcer) HandOff(keep bool) {
+	a.mu.Lock()
+	a.keepQuiet = keep
+	a.mu.Unlock()
+	a.poke()
 }
 
 // Held reports whether the address is on the interface by our hand now.
@@ -306,9 +324,9 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 			return a.failed(l, now, err)
 		}
 		a.succeeded(l)
-		return time.Time{}, nil
+		return a.quietStep(l, now)
 	case !w.want:
-		return time.Time{}, nil
+		return a.quietStep(l, now)
 	}
 	return a.hold(l, now, w)
 }
@@ -456,7 +474,8 @@ func (a *Announcer) startBurst(l *loop, now time.Time, n int, why string) {
 // was revoked since the burst started.
 func (a *Announcer) announce(l *loop) error {
 	a.mu.Lock()
-	still := a.want
+	// A node handing the VIP off must not point clients back at itself.
+	still := a.want && !a.keepQuiet
 	a.mu.Unlock()
 	if !still {
 		l.burstLeft = 0
@@ -543,11 +562,27 @@ func (a *Announcer) claim(reason string) (foreign bool, err error) {
 	}
 	a.log.Info("added VIP", "reason", reason, "lifetime", a.cfg.Lifetime)
 	a.clearError()
+	a.mu.Lock()
+	// Held again: a hand-off of this address is over, and its claim is
+	// announced.
+	a.st.Quiet, a.keepQuiet = false, false
+	a.mu.Unlock()
 	a.setHeld(true)
 	return false, nil
 }
 
 func (a *Announcer) release(reason string) error {
+	a.mu.Lock()
+	keep := a.keepQuiet
+	a.mu.Unlock()
+	if keep {
+		a.log.Info("released VIP; keeping the address quietly for the connections handed off", "reason", reason)
+		a.mu.Lock()
+		a.st.Quiet = true
+		a.mu.Unlock()
+		a.setHeld(false)
+		return nil
+	}
 	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
 		return a.classify(fmt.Sprintf("remove %s from %s", a.vip, a.ifname), err)
 	}
@@ -581,9 +616,41 @@ func (a *Announcer) refresh() (missing bool, err error) {
 	return missing, nil
 }
 
-// withdraw removes a held VIP on the way out of Run.
+// quietStep keeps a quietly kept address's lifetime renewed while the
+// hand-off wants it, and removes it once it does not.
+func (a *Announcer) quietStep(l *loop, now time.Time) (time.Time, error) {
+	a.mu.Lock()
+	quiet, keep := a.st.Quiet, a.keepQuiet
+	a.mu.Unlock()
+	switch {
+	case !quiet:
+		return time.Time{}, nil
+	case !keep:
+		if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {
+			return a.failed(l, now, a.classify(fmt.Sprintf("remove %s from %s", a.vip, a.ifname), err))
+		}
+		a.log.Info("removed VIP", "reason", "hand-off over")
+		a.mu.Lock()
+		a.st.Quiet = false
+		a.mu.Unlock()
+		return time.Time{}, nil
+	}
+	if !now.Before(l.nextRefresh) {
+		l.nextRefresh = now.Add(a.refreshEvery)
+		if err := a.link.AddrReplace(a.ifname, a.addr()); err != nil {
+			return a.failed(l, now, a.classify(fmt.Sprintf("refresh quiet %s on %s", a.vip, a.ifname), err))
+		}
+	}
+	return l.nextRefresh, nil
+}
+
+// withdraw removes a held (or quietly kept) VIP on the way out of Run.
 func (a *Announcer) withdraw(reason string) {
-	if !a.Held() {
+	a.mu.Lock()
+	quiet := a.st.Quiet
+	a.st.Quiet = false
+	a.mu.Unlock()
+	if !a.Held() && !quiet {
 		return
 	}
 	if err := a.link.AddrDel(a.ifname, a.addr()); err != nil {

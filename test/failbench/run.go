@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -117,7 +118,7 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 	sr := &SystemResult{Title: spec.title, WindowMS: ms(spec.window), Scenarios: map[string]*ScenarioResult{}}
 	titles := scenarioTitles()
 	for _, scName := range sortScenarios(o.Scenarios) {
-		if spec.longLivedOnly && !isLongLived(scName) {
+		if spec.only != nil && !slices.Contains(spec.only, scName) {
 			continue
 		}
 		load := loadAvg()

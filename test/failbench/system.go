@@ -19,14 +19,18 @@ const (
 	HalbFast = "halb-fast"
 	// HalbNoTickle is halb's lan profile with vips[].tickle off: what
 	// the tickles change for long-lived connections.
-	HalbNoTickle    = "halb-lan-notickle"
+	HalbNoTickle = "halb-lan-notickle"
+	// HalbNoHandoff is halb-lan with vips[].handoff off, the planned move
+	// as it was before flow hand-off (docs/handoff.md), for comparison in
+	// the same run.
+	HalbNoHandoff   = "halb-lan-nohandoff"
 	KeepalivedDef   = "keepalived-default"
 	KeepalivedTuned = "keepalived-tuned"
 )
 
 // AllSystems lists every system in run order.
 func AllSystems() []string {
-	return []string{HalbLAN, HalbFast, HalbNoTickle, KeepalivedDef, KeepalivedTuned}
+	return []string{HalbLAN, HalbFast, HalbNoTickle, HalbNoHandoff, KeepalivedDef, KeepalivedTuned}
 }
 
 // preemptDelay is halb's cluster.preempt_delay in the benchmark labs:
@@ -62,25 +66,32 @@ type sysSpec struct {
 	title  string
 	window time.Duration
 	build  func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error)
-	// longLivedOnly runs only the long-lived connection scenarios.
-	longLivedOnly bool
+	// only, if set, limits the system to these scenarios: the others
+	// would measure nothing it changes.
+	only []string
 }
 
 // specs knows every system. The halb windows are the memberlist probe
 // intervals of the profiles (internal/cluster); keep them in step.
 func specs() map[string]sysSpec {
 	return map[string]sysSpec{
-		HalbLAN:         {HalbLAN, "halb, profile lan", 200 * time.Millisecond, halbBuilder("lan"), false},
-		HalbFast:        {HalbFast, "halb, profile fast", 100 * time.Millisecond, halbBuilder("fast"), false},
-		HalbNoTickle:    {HalbNoTickle, "halb, profile lan, tickles off", 200 * time.Millisecond, halbBuilder("lan", noTickle), true},
-		KeepalivedDef:   {KeepalivedDef, "keepalived VRRPv2 advert_int 1 + HAProxy", time.Second, keepalivedBuilder(keepalivedlab.Default()), false},
-		KeepalivedTuned: {KeepalivedTuned, "keepalived VRRPv3 advert_int 0.1 + HAProxy", 100 * time.Millisecond, keepalivedBuilder(keepalivedlab.Tuned()), false},
+		HalbLAN:         {name: HalbLAN, title: "halb, profile lan", window: 200 * time.Millisecond, build: halbBuilder("lan")},
+		HalbFast:        {name: HalbFast, title: "halb, profile fast", window: 100 * time.Millisecond, build: halbBuilder("fast")},
+		HalbNoTickle:    {name: HalbNoTickle, title: "halb, profile lan, tickles off", window: 200 * time.Millisecond, build: halbBuilder("lan", noTickle), only: []string{LongKill, LongLinkDown}},
+		HalbNoHandoff:   {name: HalbNoHandoff, title: "halb, profile lan, flow hand-off off", window: 200 * time.Millisecond, build: halbBuilder("lan", noHandoff), only: []string{Planned}},
+		KeepalivedDef:   {name: KeepalivedDef, title: "keepalived VRRPv2 advert_int 1 + HAProxy", window: time.Second, build: keepalivedBuilder(keepalivedlab.Default())},
+		KeepalivedTuned: {name: KeepalivedTuned, title: "keepalived VRRPv3 advert_int 0.1 + HAProxy", window: 100 * time.Millisecond, build: keepalivedBuilder(keepalivedlab.Tuned())},
 	}
 }
 
 // noTickle turns vips[].tickle off in a lab node's config.
 func noTickle(_, y string) string {
 	return strings.Replace(y, "    interface: eth0\n", "    interface: eth0\n    tickle: false\n", 1)
+}
+
+// noHandoff turns vips[].handoff off in a lab node's config.
+func noHandoff(_, y string) string {
+	return strings.Replace(y, "    interface: eth0\n", "    interface: eth0\n    handoff: false\n", 1)
 }
 
 func halbBuilder(profile string, mutate ...func(node, yaml string) string) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {

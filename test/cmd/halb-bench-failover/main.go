@@ -68,8 +68,10 @@ outage of each scenario:
   soak      false failovers: halb idle, then under CPU stress and load
 
 Systems: halb-lan, halb-fast (halb's profiles), halb-lan-notickle (tickle ACKs
-off; long-lived scenarios only), keepalived-default (VRRPv2 advert_int 1) and
-keepalived-tuned (VRRPv3 advert_int 0.1), each with HAProxy.
+off; long-lived scenarios only), halb-lan-nohandoff (halb-lan with
+vips[].handoff off, planned scenario only, to compare the flow hand-off),
+keepalived-default (VRRPv2 advert_int 1) and keepalived-tuned (VRRPv3
+advert_int 0.1), each with HAProxy.
 Results go to <results>/<date>.json (parts "failover" and "soak"), a table to
 stdout and <results>/<date>-failover.md.`,
 		Example: `  halb-bench-failover run --quick

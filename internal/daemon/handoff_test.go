@@ -1,0 +1,122 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"halb/internal/cluster"
+	"halb/internal/handoff"
+	"halb/internal/vip"
+)
+
+// fakeNFT records the scripts the hand-off applies instead of running nft.
+type fakeNFT struct {
+	mu      sync.Mutex
+	scripts []string
+}
+
+func (f *fakeNFT) Apply(_ context.Context, s string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scripts = append(f.scripts, s)
+	return nil
+}
+
+func (f *fakeNFT) Tables(context.Context) ([]handoff.Table, error) { return nil, nil }
+
+// last is the latest script applied.
+func (f *fakeNFT) last() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.scripts) == 0 {
+		return ""
+	}
+	return f.scripts[len(f.scripts)-1]
+}
+
+var hoVIP = tickleVIP
+
+// handoffNode is one node's hand-off on fakes, its announcer running.
+func handoffNode(t *testing.T, net *fakeNet) (*handoffs, *fakeNFT, *vip.Announcer, *vip.FakeLink) {
+	t.Helper()
+	cfg := tickleVIPConfig(true)
+	cfg.GARPCount, cfg.GARPInterval, cfg.Lifetime = 1, time.Millisecond, 2*time.Second
+	link := vip.NewFakeLink()
+	ann := vip.NewAnnouncer(cfg, "eth0", link, vip.NewFakeGARP(), slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = ann.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nft := &fakeNFT{}
+	h := &handoffs{log: slog.New(slog.DiscardHandler), net: net, nft: nft,
+		clients: (&fakeSessions{}).clients, close: func(netip.Addr, string) int { return 0 },
+		drain: func() time.Duration { return 30 * time.Second }, usable: true,
+		vips: map[netip.Addr]*vipHandoff{hoVIP: {on: true, ifname: "eth0", ann: ann,
+			mac: net2mac(2), primary: netip.MustParseAddr("192.168.66.152"), offers: map[string]handoff.Peer{}}}}
+	return h, nft, ann, link
+}
+
+func net2mac(b byte) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, 0, b} }
+
+// The new holder forwards to the old holder that offered, and removes the
+// forwarding when the old holder dies.
+func TestHandoffForwardingGoesWhenOldHolderDies(t *testing.T) {
+	nets := newFakeNets("lb1", "lb2")
+	h, nft, ann, _ := handoffNode(t, nets.get("lb2"))
+	h.receive(cluster.ConnsMsg{From: "lb1", Kind: cluster.ConnsHandoff,
+		Payload: handoff.Offer{VIP: hoVIP, MAC: net2mac(1), State: handoff.Holding}.Marshal()})
+
+	h.claiming(context.Background(), hoVIP, map[string]bool{"lb1": true, "lb2": true})
+	ann.SetOwner(true, "elected")
+	if s := nft.last(); !strings.Contains(s, "ether daddr set 02:00:00:00:00:01 fwd to \"eth0\"") {
+		t.Fatalf("claim applied no forwarding to lb1's MAC:\n%s", s)
+	}
+	waitFor(t, "the claim", 5*time.Second, ann.Held)
+	h.step(context.Background(), time.Now())
+	if st := h.status(hoVIP); st.Role != "forwarding" || st.Peer != "lb1" {
+		t.Fatalf("status while lb1 lives: %+v", st)
+	}
+
+	nets.kill("lb1")
+	h.step(context.Background(), time.Now())
+	if s := nft.last(); s != handoff.DeleteScript("netdev", handoff.ForwardTable(hoVIP)) {
+		t.Fatalf("forwarding not removed after lb1 died; last script:\n%s", s)
+	}
+	if st := h.status(hoVIP); st.Role != "" || st.EndReason != handoff.StopDead.String() {
+		t.Errorf("status after lb1 died: %+v", st)
+	}
+}
+
+// The old holder keeps the address quietly, without ARP, and removes both
+// the ARP rule and the address once nothing is left to serve.
+func TestHandoffOldHolderQuietThenGone(t *testing.T) {
+	nets := newFakeNets("lb1", "lb2")
+	h, nft, ann, link := handoffNode(t, nets.get("lb1"))
+	ann.SetOwner(true, "elected")
+	waitFor(t, "the claim", 5*time.Second, ann.Held)
+
+	h.owner(context.Background(), hoVIP, "lb2", "lb1", true)
+	if s := nft.last(); !strings.Contains(s, "arp saddr ip 10.0.0.5 arp saddr ip set 192.168.66.152") {
+		t.Fatalf("no ARP rule once lb2 was elected:\n%s", s)
+	}
+	h.release(context.Background(), hoVIP, ann, "handed over to lb2")
+	waitFor(t, "the release", 5*time.Second, func() bool { return !ann.Held() })
+	if !link.Has("eth0", tickleVIPConfig(true).Address) || !ann.Status().Quiet {
+		t.Fatalf("released without keeping the address: %+v", ann.Status())
+	}
+
+	h.step(context.Background(), time.Now().Add(handoff.MinQuiet))
+	if s := nft.last(); s != handoff.DeleteScript("arp", handoff.QuietTable(hoVIP)) {
+		t.Fatalf("ARP rule not removed with nothing left to serve; last script:\n%s", s)
+	}
+	waitFor(t, "the address removed", 5*time.Second, func() bool { return !link.Has("eth0", tickleVIPConfig(true).Address) })
+	if st := h.status(hoVIP); st.Role != "" || st.EndReason != "every connection closed" {
+		t.Errorf("status after the hand-off: %+v", st)
+	}
+}

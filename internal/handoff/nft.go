@@ -1,0 +1,203 @@
+package handoff
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// Prefix starts the name of every nftables table halb makes, so a
+// restarted halb removes what a crashed one left (Cleanup) and nothing
+// else.
+const Prefix = "halb_ho_"
+
+// localSetSize bounds the new holder's set of its own connections
+// learned during a hand-off; a connection past it is forwarded like an
+// old one, and the old holder resets it.
+const localSetSize = 262144
+
+// ForwardRules are the new holder's forwarding for one VIP.
+type ForwardRules struct {
+	Iface string
+	VIP   netip.Addr
+	Self  net.HardwareAddr // this node's address on Iface: the frames' new source
+	Peer  net.HardwareAddr // the old holder's
+	// Local are this node's own client connections through the VIP,
+	// which stay here; connections that start (SYN) while forwarding are
+	// learned by the rule itself.
+	Local []netip.AddrPort
+	// Timeout is how long a learned connection stays in the set; longer
+	// than the forwarding lives.
+	Timeout time.Duration
+}
+
+// ForwardTable names the forwarding table of vip.
+func ForwardTable(vip netip.Addr) string { return Prefix + "fwd_" + tableID(vip) }
+
+// QuietTable names the old holder's ARP table of vip.
+func QuietTable(vip netip.Addr) string { return Prefix + "arp_" + tableID(vip) }
+
+func tableID(vip netip.Addr) string {
+	return strings.NewReplacer(".", "_", ":", "_").Replace(vip.Unmap().String())
+}
+
+// Script renders the nft script that replaces the forwarding table: a
+// netdev ingress chain on the VIP's interface that learns every
+// connection starting here (a SYN without ACK), and sends every other
+// TCP segment to the VIP — connections of the old holder, including
+// handshakes and requests in flight at the move — back out of the same
+// interface to the old holder's hardware address. The frames' source is
+// rewritten too, or the switch would learn the clients' addresses on this
+// node's port.
+func (r ForwardRules) Script() string {
+	fam, typ := "ip", "ipv4_addr"
+	if r.VIP.Is6() {
+		fam, typ = "ip6", "ipv6_addr"
+	}
+	name := ForwardTable(r.VIP)
+	var b strings.Builder
+	// Add-delete-define in one transaction replaces the table atomically.
+	fmt.Fprintf(&b, "table netdev %s {}\ndelete table netdev %s\n", name, name)
+	fmt.Fprintf(&b, "table netdev %s {\n", name)
+	fmt.Fprintf(&b, "\tset local {\n\t\ttype %s . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t\tsize %d\n",
+		typ, int(r.Timeout.Seconds()), localSetSize)
+	if len(r.Local) > 0 {
+		els := make([]string, len(r.Local))
+		for i, c := range r.Local {
+			els[i] = fmt.Sprintf("%s . %d", c.Addr().Unmap(), c.Port())
+		}
+		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ", "))
+	}
+	b.WriteString("\t}\n")
+	fmt.Fprintf(&b, "\tchain ingress {\n\t\ttype filter hook ingress device %q priority -100; policy accept;\n", r.Iface)
+	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s tcp flags & (syn|ack) == syn update @local { %s saddr . tcp sport }\n",
+		fam, fam, r.VIP.Unmap(), fam)
+	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s meta l4proto tcp %s saddr . tcp sport != @local ether saddr set %s ether daddr set %s fwd to %q\n",
+		fam, fam, r.VIP.Unmap(), fam, r.Self, r.Peer, r.Iface)
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+// QuietScript renders the nft script that keeps the old holder from
+// answering ARP for vip while it keeps the address: Linux answers for any
+// local address by default (arp_ignore=0), so requests for the VIP are
+// dropped on input. Its own requests must not name the VIP as sender
+// either, or they would point the neighbours back at this node; but it
+// still has to resolve its clients (its replies come from the VIP, and
+// Linux takes the sender address from the packet waiting), so such
+// requests get the interface's own address, primary, instead; without
+// one they are dropped.
+func QuietScript(vip, primary netip.Addr) string {
+	name := QuietTable(vip)
+	a := vip.Unmap()
+	out := fmt.Sprintf("arp saddr ip %s drop", a)
+	if primary.Is4() && primary != a {
+		out = fmt.Sprintf("arp saddr ip %s arp saddr ip set %s", a, primary)
+	}
+	return fmt.Sprintf("table arp %s {}\ndelete table arp %s\ntable arp %s {\n"+
+		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\tarp operation request arp daddr ip %s drop\n\t}\n"+
+		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\t%s\n\t}\n}\n",
+		name, name, name, a, out)
+}
+
+// DeleteScript renders the script removing a table if it exists.
+func DeleteScript(family, name string) string {
+	return fmt.Sprintf("table %s %s {}\ndelete table %s %s\n", family, name, family, name)
+}
+
+// Runner applies nft scripts and lists tables.
+type Runner interface {
+	Apply(ctx context.Context, script string) error
+	Tables(ctx context.Context) ([]Table, error)
+}
+
+// Table is one nftables table.
+type Table struct{ Family, Name string }
+
+// NFT runs the nft command. Its zero value looks nft up in PATH.
+type NFT struct {
+	Path string
+}
+
+// nftTimeout bounds one nft run: a transaction takes milliseconds.
+const nftTimeout = 5 * time.Second
+
+func (n NFT) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	path := n.Path
+	if path == "" {
+		path = "nft"
+	}
+	return exec.CommandContext(ctx, path, args...)
+}
+
+// Apply runs script as one nft transaction.
+func (n NFT) Apply(ctx context.Context, script string) error {
+	ctx, cancel := context.WithTimeout(ctx, nftTimeout)
+	defer cancel()
+	c := n.cmd(ctx, "-f", "-")
+	c.Stdin = strings.NewReader(script)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("nft -f: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// Tables lists every table.
+func (n NFT) Tables(ctx context.Context) ([]Table, error) {
+	ctx, cancel := context.WithTimeout(ctx, nftTimeout)
+	defer cancel()
+	c := n.cmd(ctx, "list", "tables")
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nft list tables: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return ParseTables(out), nil
+}
+
+// ParseTables reads `nft list tables` output: one "table FAMILY NAME"
+// per line.
+func ParseTables(out []byte) []Table {
+	var ts []Table
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 3 && f[0] == "table" {
+			ts = append(ts, Table{Family: f[1], Name: f[2]})
+		}
+	}
+	return ts
+}
+
+// Cleanup removes every table whose name starts with Prefix: what a halb
+// that crashed mid-hand-off left behind. It returns how many it removed.
+func Cleanup(ctx context.Context, r Runner) (int, error) {
+	ts, err := r.Tables(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var b strings.Builder
+	n := 0
+	for _, t := range ts {
+		if strings.HasPrefix(t.Name, Prefix) {
+			b.WriteString(DeleteScript(t.Family, t.Name))
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	if err := r.Apply(ctx, b.String()); err != nil {
+		return 0, fmt.Errorf("remove stale hand-off tables: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,134 @@
+package handoff
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestForwardScript(t *testing.T) {
+	r := ForwardRules{Iface: "eth0", VIP: vip, Self: macC, Peer: macA, Timeout: 92 * time.Second,
+		Local: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.7:40000")}}
+	got := r.Script()
+	for _, want := range []string{
+		"delete table netdev halb_ho_fwd_192_168_66_160\n",
+		"type ipv4_addr . inet_service",
+		"timeout 92s",
+		"elements = { 10.0.0.7 . 40000 }",
+		`hook ingress device "eth0"`,
+		"tcp flags & (syn|ack) == syn update @local { ip saddr . tcp sport }",
+		`ip saddr . tcp sport != @local ether saddr set 02:00:00:00:00:0c ether daddr set 02:00:00:00:00:0a fwd to "eth0"`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("script lacks %q:\n%s", want, got)
+		}
+	}
+	r.VIP = netip.MustParseAddr("fd00::160")
+	if got := r.Script(); !strings.Contains(got, "ip6 saddr . tcp sport != @local") || !strings.Contains(got, "ipv6_addr") {
+		t.Errorf("IPv6 script:\n%s", got)
+	}
+}
+
+func TestQuietScript(t *testing.T) {
+	if got := QuietScript(vip, netip.MustParseAddr("192.168.66.151")); !strings.Contains(got, "arp saddr ip 192.168.66.160 arp saddr ip set 192.168.66.151") ||
+		!strings.Contains(got, "arp operation request arp daddr ip 192.168.66.160 drop") {
+		t.Errorf("quiet script:\n%s", got)
+	}
+	if got := QuietScript(vip, netip.Addr{}); !strings.Contains(got, "arp saddr ip 192.168.66.160 drop") {
+		t.Errorf("quiet script without a primary address:\n%s", got)
+	}
+}
+
+func TestParseTables(t *testing.T) {
+	out := "table inet filter\ntable netdev halb_ho_fwd_10_0_0_1\n\ntable arp halb_ho_arp_10_0_0_1\n"
+	want := []Table{{"inet", "filter"}, {"netdev", "halb_ho_fwd_10_0_0_1"}, {"arp", "halb_ho_arp_10_0_0_1"}}
+	if diff := cmp.Diff(want, ParseTables([]byte(out))); diff != "" {
+		t.Fatalf("tables (-want +got):\n%s", diff)
+	}
+}
+
+// nsNFT runs nft inside a network namespace the test made.
+type nsNFT struct{ ns string }
+
+func (n nsNFT) run(ctx context.Context, stdin string, args ...string) ([]byte, error) {
+	c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.ns, "nft"}, args...)...)
+	c.Stdin = strings.NewReader(stdin)
+	var stderr bytes.Buffer
+	c.Stderr = &stderr
+	out, err := c.Output()
+	if err != nil {
+		return nil, fmt.Errorf("nft %v: %w: %s", args, err, stderr.String())
+	}
+	return out, nil
+}
+
+func (n nsNFT) Apply(ctx context.Context, script string) error {
+	_, err := n.run(ctx, script, "-f", "-")
+	return err
+}
+
+func (n nsNFT) Tables(ctx context.Context) ([]Table, error) {
+	out, err := n.run(ctx, "", "list", "tables")
+	return ParseTables(out), err
+}
+
+// TestScriptsApplyAndCleanup loads both scripts into a fresh namespace's
+// kernel, twice (the replace must be idempotent), and checks that Cleanup
+// removes them and only them.
+func TestScriptsApplyAndCleanup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("HALB_REQUIRE_NETNS") != "" {
+			t.Fatal("HALB_REQUIRE_NETNS is set but the test does not run as root")
+		}
+		t.Skip("needs root for a network namespace")
+	}
+	ns := fmt.Sprintf("hoT%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1").CombinedOutput(); err != nil {
+		t.Fatalf("add veth: %v: %s", err, out)
+	}
+	ctx := t.Context()
+	r := nsNFT{ns: ns}
+	if err := r.Apply(ctx, "table inet keepme {}\n"); err != nil {
+		t.Fatal(err)
+	}
+	fwd := ForwardRules{Iface: "eth0", VIP: vip, Self: macC, Peer: macA, Timeout: time.Minute,
+		Local: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.7:40000")}}
+	for range 2 {
+		for _, s := range []string{fwd.Script(), QuietScript(vip, netip.MustParseAddr("192.168.66.151"))} {
+			if err := r.Apply(ctx, s); err != nil {
+				t.Fatalf("apply:\n%s\n%v", s, err)
+			}
+		}
+	}
+	ts, err := r.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Table{{"inet", "keepme"}, {"netdev", ForwardTable(vip)}, {"arp", QuietTable(vip)}}
+	if diff := cmp.Diff(want, ts); diff != "" {
+		t.Fatalf("tables after apply (-want +got):\n%s", diff)
+	}
+	n, err := Cleanup(ctx, r)
+	if err != nil || n != 2 {
+		t.Fatalf("Cleanup = %d, %v; want 2 tables removed", n, err)
+	}
+	ts, _ = r.Tables(ctx)
+	if diff := cmp.Diff([]Table{{"inet", "keepme"}}, ts); diff != "" {
+		t.Fatalf("tables after cleanup (-want +got):\n%s", diff)
+	}
+	if err := r.Apply(ctx, DeleteScript("netdev", ForwardTable(vip))); err != nil {
+		t.Fatalf("deleting an absent table must succeed: %v", err)
+	}
+}
