@@ -356,60 +356,19 @@ func (h *handoffs) step(ctx context.Context, now time.Time) {
 			continue
 		}
 		st := v.ann.Status()
-		held := st.Held
-		if v.clearKeep && (held || now.Sub(v.st.Ended) > time.Second) {
+		if v.clearKeep && (st.Held || now.Sub(v.st.Ended) > time.Second) {
 			v.ann.HandOff(false)
 			v.clearKeep = false
 		}
 		if v.fwd != nil {
-			p := v.offers[v.fwd.Peer]
-			p.Alive = alive[v.fwd.Peer]
-			if !p.Heard.Before(v.fwd.Since) && p.Offer.State == handoff.Handing {
-				if !v.counted {
-					v.st.HandedOff, v.counted = int(p.Offer.Left), true
-				}
-				v.st.Forwarded = int(p.Offer.Left)
-			}
-			switch {
-			case held || st.Owner:
-				v.fwd.Lost = time.Time{}
-			case v.fwd.Lost.IsZero():
-				v.fwd.Lost = now
-			}
-			if stop := handoff.NextForward(*v.fwd, p, held || st.Owner, now); stop != handoff.Forward {
-				h.endForward(ctx, addr, v, stop, now)
-			}
+			h.stepForward(ctx, addr, v, st, alive, now)
 		}
 		if v.quiet != nil {
-			open := h.open(addr)
-			v.st.Forwarded = open
-			switch handoff.NextQuiet(*v.quiet, open, st.Owner, now) {
-			case handoff.CloseRest:
-				v.st.ClosedAtDrain = h.close(addr, "hand-off drain over")
-				v.st.Forwarded = 0
-				h.endQuiet(ctx, addr, v, "drain over: closed the rest cleanly", false, now)
-			case handoff.EndQuiet:
-				why := "every connection closed"
-				if st.Owner {
-					why = "the VIP came back here"
-				}
-				h.endQuiet(ctx, addr, v, why, st.Owner, now)
-			}
+			h.stepQuiet(ctx, addr, v, st, now)
 		}
-		o := handoff.Offer{VIP: addr, MAC: v.mac}
-		switch {
-		case held:
-			o.State = handoff.Holding
-		case v.quiet != nil:
-			o.State, o.Left = handoff.Handing, uint32(v.st.Forwarded)
-		case now.Before(v.doneUntil) && v.aborted:
-			o.State = handoff.Aborted
-		case now.Before(v.doneUntil):
-			o.State = handoff.Done
-		default:
-			continue
+		if o, ok := v.offer(addr, st.Held, now); ok {
+			msgs = append(msgs, o.Marshal())
 		}
-		msgs = append(msgs, o.Marshal())
 	}
 	h.mu.Unlock()
 	for _, p := range peers {
@@ -420,6 +379,67 @@ func (h *handoffs) step(ctx context.Context, now time.Time) {
 			}
 		}
 	}
+}
+
+// stepForward advances the new holder's side: the old holder's counts
+// from its offers, and whether to stop forwarding. h.mu is held.
+func (h *handoffs) stepForward(ctx context.Context, addr netip.Addr, v *vipHandoff, st vip.Status, alive map[string]bool, now time.Time) {
+	p := v.offers[v.fwd.Peer]
+	p.Alive = alive[v.fwd.Peer]
+	if !p.Heard.Before(v.fwd.Since) && p.Offer.State == handoff.Handing {
+		if !v.counted {
+			v.st.HandedOff, v.counted = int(p.Offer.Left), true
+		}
+		v.st.Forwarded = int(p.Offer.Left)
+	}
+	held := st.Held || st.Owner
+	switch {
+	case held:
+		v.fwd.Lost = time.Time{}
+	case v.fwd.Lost.IsZero():
+		v.fwd.Lost = now
+	}
+	if stop := handoff.NextForward(*v.fwd, p, held, now); stop != handoff.Forward {
+		h.endForward(ctx, addr, v, stop, now)
+	}
+}
+
+// stepQuiet advances the old holder's side: close what is left when the
+// drain is over, or end once nothing is. h.mu is held.
+func (h *handoffs) stepQuiet(ctx context.Context, addr netip.Addr, v *vipHandoff, st vip.Status, now time.Time) {
+	open := h.open(addr)
+	v.st.Forwarded = open
+	switch handoff.NextQuiet(*v.quiet, open, st.Owner, now) {
+	case handoff.CloseRest:
+		v.st.ClosedAtDrain = h.close(addr, "hand-off drain over")
+		v.st.Forwarded = 0
+		h.endQuiet(ctx, addr, v, "drain over: closed the rest cleanly", false, now)
+	case handoff.EndQuiet:
+		why := "every connection closed"
+		if st.Owner {
+			why = "the VIP came back here"
+		}
+		h.endQuiet(ctx, addr, v, why, st.Owner, now)
+	}
+}
+
+// offer is what this node tells its peers about addr now; ok is false
+// when it has nothing to say.
+func (v *vipHandoff) offer(addr netip.Addr, held bool, now time.Time) (o handoff.Offer, ok bool) {
+	o = handoff.Offer{VIP: addr, MAC: v.mac}
+	switch {
+	case held:
+		o.State = handoff.Holding
+	case v.quiet != nil:
+		o.State, o.Left = handoff.Handing, uint32(v.st.Forwarded)
+	case now.Before(v.doneUntil) && v.aborted:
+		o.State = handoff.Aborted
+	case now.Before(v.doneUntil):
+		o.State = handoff.Done
+	default:
+		return o, false
+	}
+	return o, true
 }
 
 // receive takes a peer's offer.
