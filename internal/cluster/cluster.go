@@ -69,8 +69,9 @@ type Cluster struct {
 	changed   chan struct{}
 	update    chan struct{}
 	started   atomic.Bool
-	silence   atomic.Int64 // unix nanoseconds until which gossip is dropped
-	port      atomic.Int32 // the bound gossip port, known once Run listens
+	silence   atomic.Int64                  // unix nanoseconds until which gossip is dropped
+	port      atomic.Int32                  // the bound gossip port, known once Run listens
+	sockets   atomic.Pointer[gossipSockets] // set once Run listens, for Silence
 
 	hb *heartbeat // fast failure detection, ahead of memberlist's
 
@@ -229,6 +230,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}
 	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals)
+	c.sockets.Store(nt)
 	port := nt.Port()
 	c.port.Store(int32(port))
 	mc := c.memberlistConfig(port)
@@ -571,6 +573,12 @@ func (c *Cluster) Messages() <-chan []byte { return c.msgs }
 // (heartbeat.go). It is for failover drills.
 func (c *Cluster) Silence(d time.Duration) {
 	c.silence.Store(time.Now().Add(d).UnixNano())
+	if s := c.sockets.Load(); s != nil {
+		// At once, not at the heartbeat loop's next turn: a peer probing
+		// meanwhile would find the port open and read a stall, not a
+		// crash. The loop still waits for the readers (playDead).
+		s.closeNow()
+	}
 	c.log.Warn("gossip silenced for a drill", "duration", d)
 }
 

@@ -105,6 +105,14 @@ func (s *gossipSockets) open() error {
 // closeSockets closes both sockets, as a process's exit would, and waits
 // for their readers; open binds them again.
 func (s *gossipSockets) closeSockets() {
+	s.closeNow()
+	s.wg.Wait()
+}
+
+// closeNow closes both sockets without waiting for their readers, which
+// may be handing a last packet on: the port refuses from this moment, as
+// when a process dies.
+func (s *gossipSockets) closeNow() {
 	s.mu.Lock()
 	tcp, udp := s.tcp, s.udp
 	s.tcp, s.udp = nil, nil
@@ -113,7 +121,6 @@ func (s *gossipSockets) closeSockets() {
 		_ = tcp.Close()
 		_ = udp.Close()
 	}
-	s.wg.Wait()
 }
 
 func (s *gossipSockets) acceptStreams(ln *net.TCPListener) {

@@ -47,6 +47,7 @@ type controller struct {
 	mu    sync.Mutex
 	facts facts
 	view  view
+	dead  deadness // a hard drill's closed listeners and silent VIPs (playdead.go)
 }
 
 // facts are what only this node knows about itself, set by the operator,
@@ -203,6 +204,7 @@ func (c *controller) onMessage(b []byte) {
 // decides, and applies the plan; it returns the memory for the next round
 // and when a pending decision needs one, zero for no such time.
 func (c *controller) reconcile(mem round.Memory, ready bool, now time.Time) (round.Memory, time.Time) {
+	c.reviveIfDue(now)
 	in := c.gather(mem, ready, now)
 	p := round.Decide(in, mem)
 	c.apply(p, now)
@@ -248,7 +250,7 @@ func (c *controller) gather(mem round.Memory, ready bool, now time.Time) round.I
 	for _, f := range running {
 		in.Local.Frontends = append(in.Local.Frontends, round.Frontend{
 			Name:      f.cfg.Name,
-			Listening: f.f.ListenErr() == nil,
+			Listening: f.f.ListenErr() == nil && f.gate.Load().listening(),
 			Healthy:   pools[f.cfg.Backend].Healthy(),
 		})
 	}

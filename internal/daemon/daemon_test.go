@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -458,10 +460,27 @@ func TestHardDrillSilencesHolder(t *testing.T) {
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to hold after a went silent", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	waitFor(t, "b to hold after a went silent", 5*time.Second, b.holds)
 	waitFor(t, "b to see a gone", 5*time.Second, func() bool { return alive(b) == 1 })
+	// a is left as kill -9 leaves a node: the VIP still on its interface
+	// (unannounced) and its ports closed, so clients still sent there
+	// are reset at once rather than left to time out.
+	if !a.holds() {
+		t.Error("a removed the VIP while playing dead; a killed process leaves it")
+	}
+	_, fronts := a.d.srv.parts()
+	port := int(fronts[0].cfg.Bind.Port())
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+		_ = c.Close()
+		t.Error("a's frontend accepted a connection while a played dead")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connect to a's frontend while it played dead: %v, want refused", err)
+	}
 	// The silence is bounded: a comes back, and under preempt takes over.
 	waitFor(t, "a back and holding", 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() })
+	if !serves(port) {
+		t.Error("a's frontend does not serve after the drill")
+	}
 }
 
 func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {

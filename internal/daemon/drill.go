@@ -262,8 +262,10 @@ func (d *drills) apply(m drillMsg) {
 	d.ctl.mu.Unlock()
 	d.log.Info("drill request", "op", m.Op, "for", m.For)
 	if m.Op == opSilence {
-		// As if crashed: stop talking; the next round (poked below) drops
-		// the VIPs without a handover (round's stand-down rule).
+		// As if crashed: ports closed, VIPs left unannounced (the next
+		// round, poked below, stands down without a handover), gossip
+		// silent. Back when the silence is over (controller.reviveIfDue).
+		d.ctl.die()
 		d.ctl.cluster.Silence(m.For)
 	}
 	d.ctl.poke()

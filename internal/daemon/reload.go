@@ -240,7 +240,9 @@ func (r *reloader) applyFrontends(next *config.Config, plan []frontendStep, pool
 			if st.keep.cfg != fc {
 				changes = append(changes, "frontend "+fc.Name+" changed in place")
 			}
-			fronts = append(fronts, &frontend{cfg: fc, f: st.keep.f, stop: st.keep.stop})
+			kept := &frontend{cfg: fc, f: st.keep.f, stop: st.keep.stop}
+			kept.gate.Store(st.keep.gate.Load())
+			fronts = append(fronts, kept)
 			continue
 		}
 		if st.from != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"halb/internal/config"
@@ -43,6 +44,9 @@ type serving struct {
 	// tasks counts the goroutines serving started: checks, frontends and
 	// the closing of retired servers' connections.
 	tasks sync.WaitGroup
+	// dead: a hard drill closed the listeners; frontends a reload starts
+	// meanwhile start closed too.
+	dead bool
 }
 
 // frontend is a running listener and the config it was built from.
@@ -50,6 +54,9 @@ type frontend struct {
 	cfg  config.Frontend
 	f    *proxy.Frontend
 	stop context.CancelFunc // set once it runs; stops accepting and drains
+	// gate is its listener, which a hard drill closes and opens again
+	// (playdead.go); nil if the frontend had to bind its own.
+	gate atomic.Pointer[gateListener]
 }
 
 func (s *serving) newFrontend(cfg *config.Config, fc config.Frontend, pools map[string]*pool.Pool) *frontend {
@@ -119,8 +126,19 @@ func (s *serving) stopCheck(sv *pool.Server) {
 // serveFrontend runs f on ln (nil: f binds its address itself) until ctx
 // ends or the frontend is stopped, and waits until it accepts or failed.
 // A frontend that fails does not stop the daemon: it shows in status and
-// makes the node ineligible.
+// makes the node ineligible. The listener is wrapped so that a hard drill
+// can close it and open it again.
 func (s *serving) serveFrontend(ctx context.Context, f *frontend, ln net.Listener) {
+	if ln == nil {
+		// Bind here to have a listener to wrap; on failure Run tries once
+		// more and records why the frontend does not listen.
+		if l, err := proxy.Listen(ctx, f.cfg.Bind); err == nil {
+			ln = l
+		}
+	}
+	if ln != nil {
+		ln = s.gate(f, ln)
+	}
 	fctx, stop := context.WithCancel(ctx)
 	s.mu.Lock()
 	f.stop = stop

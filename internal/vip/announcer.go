@@ -65,6 +65,7 @@ type Announcer struct {
 	reannounce string    // pending Reannounce reason; "" if none
 	foreignAt  time.Time // last announcement of the VIP by another host while held
 	foreignMAC string
+	dead       bool            // playing dead for a hard drill; see PlayDead
 	waiters    []chan struct{} // closed after the next full step; see barrier
 	keepQuiet  bool            // HandOff: a release keeps the address, quiet
 	st         Status
@@ -117,6 +118,21 @@ func (a *Announcer) SetOwner(own bool, reason string) {
 func (a *Announcer) Reannounce(reason string) {
 	a.mu.Lock()
 	a.reannounce = reason
+	a.mu.Unlock()
+	a.poke()
+}
+
+// PlayDead makes the Announcer act as a killed process leaves its VIP
+// (dead) or as a restarted process finds it (!dead), for a hard drill.
+// While dead it touches nothing: a held address stays on the interface,
+// unrefreshed and unannounced, other hosts' announcements go unanswered,
+// and SetOwner is only remembered; Held reads false, as a process that
+// died holds nothing. Coming back it checks the interface as at start:
+// the address left there is adopted and announced if this node owns the
+// VIP by then, removed otherwise. It does not block.
+func (a *Announcer) PlayDead(dead bool) {
+	a.mu.Lock()
+	a.dead = dead
 	a.mu.Unlock()
 	a.poke()
 }
@@ -212,6 +228,7 @@ type loop struct {
 	nextPeriod  time.Time // next periodic GARP (cfg.GARPRefresh)
 	foreign     bool      // warned about a VIP someone else configured
 	answeredAt  time.Time // last answer to another host's announcement
+	dead        bool      // PlayDead acted on
 }
 
 // errFatal marks errors that retrying cannot fix.
@@ -270,6 +287,7 @@ type wish struct {
 	held       bool
 	foreignAt  time.Time
 	foreignMAC string
+	dead       bool
 }
 
 // takeWish reads the shared state for one step and consumes the pending
@@ -282,6 +300,7 @@ func (a *Announcer) takeWish() wish {
 		want: a.want, reason: a.wantReason, gen: a.wantGen,
 		reann: a.reannounce, held: a.st.Held,
 		foreignAt: a.foreignAt, foreignMAC: a.foreignMAC,
+		dead: a.dead,
 	}
 	a.reannounce = ""
 	if !w.held {
@@ -293,6 +312,9 @@ func (a *Announcer) takeWish() wish {
 // step does whatever is due at now and returns when it next has work.
 func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 	w := a.takeWish()
+	if a.playDead(l, w.dead) {
+		return time.Time{}, nil
+	}
 	if w.gen != l.gen {
 		// A new decision deserves a prompt attempt, not the old backoff.
 		l.gen, l.retryAt, l.backoff = w.gen, time.Time{}, a.backoffMin
@@ -329,6 +351,23 @@ func (a *Announcer) step(l *loop, now time.Time) (time.Time, error) {
 		return a.quietStep(l, now)
 	}
 	return a.hold(l, now, w)
+}
+
+// playDead acts on PlayDead and reports whether the step ends there. Dying
+// forgets the held address without removing it; coming back forgets the
+// loop's memory, so the next step starts with the check a restarted
+// process makes.
+func (a *Announcer) playDead(l *loop, dead bool) bool {
+	switch {
+	case dead && !l.dead:
+		a.log.Warn("hard drill: playing dead, the VIP stays on the interface unannounced", "held", a.Held())
+		*l = loop{dead: true, backoff: a.backoffMin}
+		a.setHeld(false)
+	case !dead && l.dead:
+		a.log.Info("hard drill over: checking the interface as a restarted process would")
+		*l = loop{backoff: a.backoffMin}
+	}
+	return dead
 }
 
 // claimStep adds the VIP and starts the claim's burst. stop says the step
