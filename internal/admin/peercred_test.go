@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 func TestAccessRules(t *testing.T) {
@@ -129,10 +129,10 @@ func TestAdminSocketRefusesOtherUsers(t *testing.T) {
 		t.Fatalf("client as uid %d printed no status:\n%s", nobody, out)
 		return 0, ""
 	}
-	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *testlog.Buffer) {
+	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *support.Log) {
 		t.Helper()
 		sock := filepath.Join(dir, name+".sock")
-		logs := &testlog.Buffer{}
+		logs := &support.Log{}
 		r := startLogging(t, sock, group, Snapshot{}, slog.New(slog.NewTextHandler(logs, nil)))
 		if err := os.Chmod(sock, 0o666); err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 const (
@@ -230,7 +230,7 @@ func waitEstablished(t *testing.T, s *Speaker) {
 // stopping the speaker removes the rest.
 func TestAnnounceWithdrawStop(t *testing.T) {
 	at := newPair()
-	logs := &testlog.Buffer{}
+	logs := &support.Log{}
 	s, err := New(speakerConfig(at, ""), slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

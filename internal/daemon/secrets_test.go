@@ -17,7 +17,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/keyring"
 	"halb/internal/vip"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // TestLogsHoldNoSecrets drives what handles secrets — failed and good
@@ -38,7 +38,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	statsPort := freePort(t, "127.0.0.1")
 	statsSection := fmt.Sprintf("stats:\n  bind: 127.0.0.1:%d\n  users:\n    - {name: admin, password_hash: %q}\n", statsPort, hash)
-	logs := &testlog.Buffer{}
+	logs := &support.Log{}
 	d, c, _ := keyNode(t, dir, "keyring_file: "+filepath.Join(dir, "gossip.keyring"), statsSection, logs)
 	ctx := context.Background()
 	var shown []string // errors an operator would see

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/config"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // wait bounds every wait on the runner goroutine.
@@ -181,7 +181,7 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 		<-ctx.Done()
 		return Result{OK: false, Reason: ctx.Err().Error()}
 	})
-	var logs testlog.Buffer
+	var logs support.Log
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	startRunner(t, NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
 

@@ -18,7 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/config"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -44,7 +44,7 @@ type harness struct {
 	a      *Announcer
 	link   *FakeLink
 	garp   *FakeGARP
-	logs   *testlog.Buffer
+	logs   *support.Log
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -53,7 +53,7 @@ type harness struct {
 // or tune the Announcer before start runs it.
 func newHarness(t *testing.T, cfg config.VIP) *harness {
 	t.Helper()
-	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &testlog.Buffer{}}
+	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &support.Log{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	h.a = NewAnnouncer(cfg, "", h.link, h.garp, log)
 	h.a.backoffMin, h.a.backoffMax = time.Millisecond, 4*time.Millisecond

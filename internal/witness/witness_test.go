@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"halb/internal/health"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 var (
@@ -347,7 +347,7 @@ func TestCancelWhileWaiting(t *testing.T) {
 }
 
 func TestLogsTransitionsAtInfo(t *testing.T) {
-	var buf testlog.Buffer
+	var buf support.Log
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := startWitness(t, Options{Fall: 1, Rise: 1}, log)
 	h.answer(nil)
