@@ -18,7 +18,7 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/config"
-	"halb/internal/vip"
+	"halb/internal/vip/viptest"
 	"halb/internal/witness"
 )
 
@@ -29,7 +29,7 @@ var vipPrefix = netip.MustParsePrefix("10.99.0.160/24")
 // node is one in-process daemon with its own fake interface.
 type node struct {
 	name string
-	link *vip.FakeLink
+	link *viptest.Link
 	d    *Daemon
 	stop context.CancelFunc
 	done chan error
@@ -119,13 +119,13 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
 	c.Admin.StateFile = filepath.Join(dir, name+"-state.json")
-	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
+	n := &node{name: name, link: viptest.NewLink(), done: make(chan error, 1)}
 	tw := &testWriter{t: t, name: name}
 	// Registered before the node's own cleanup, so it runs after it: a
 	// straggling gossip goroutine must not log into a finished test.
 	t.Cleanup(func() { tw.done.Store(true) })
 	log := slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP(), Witness: w})
+	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: viptest.NewGARP(), Witness: w})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +328,7 @@ func TestGracefulStopHandsOver(t *testing.T) {
 
 func TestUnknownNodeIsRefused(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
-	_, err := New(cfg, Options{NodeName: "c", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "c", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), `node "c" is not in cluster.nodes (a, b)`) {
 		t.Fatalf("New with unknown node: %v", err)
 	}
@@ -338,7 +338,7 @@ func TestMissingKeyIsExplained(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.InsecureGossip = false
 	cfg.Cluster.KeyFile = filepath.Join(t.TempDir(), "missing.key")
-	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), "halb keygen") {
 		t.Fatalf("New without key file: %v", err)
 	}

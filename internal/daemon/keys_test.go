@@ -19,7 +19,7 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/keyring"
-	"halb/internal/vip"
+	"halb/internal/vip/viptest"
 )
 
 var (
@@ -66,7 +66,7 @@ admin: {socket: %s, state_file: %s}
 		w = io.MultiWriter(tw, also)
 	}
 	d, err := New(cfg, Options{ConfigPath: path, NodeName: "a", Log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+		Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestBrokenKeyringFileStopsStart(t *testing.T) {
 	cfg.Cluster.InsecureGossip = false
 	cfg.Cluster.KeyFile = filepath.Join(dir, "gossip.key")
 	cfg.Cluster.KeyringFile = ring
-	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), "cluster.keyring_file") || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("New with a broken keyring file: %v, want an error naming cluster.keyring_file and line 2", err)
 	}

@@ -20,6 +20,9 @@ import (
 )
 
 // listen opens a TCP listener on ip with a free port, closed when the test ends.
+// wait bounds every wait on a goroutine or server of the test.
+const wait = 5 * time.Second
+
 func listen(t *testing.T, ip string) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))

@@ -1,4 +1,4 @@
-package vip
+package vip_test
 
 import (
 	"context"
@@ -18,6 +18,8 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/config"
+	"halb/internal/vip"
+	"halb/internal/vip/viptest"
 	"halb/test/support"
 )
 
@@ -41,22 +43,22 @@ func testConfig() config.VIP {
 
 type harness struct {
 	t      *testing.T
-	a      *Announcer
-	link   *FakeLink
-	garp   *FakeGARP
+	a      *vip.Announcer
+	link   *viptest.Link
+	garp   *viptest.GARP
 	logs   *support.Log
 	cancel context.CancelFunc
 	done   chan error
 }
 
-// newHarness builds an Announcer on fakes; prepare may plant addresses
-// or tune the Announcer before start runs it.
+// newHarness builds an vip.Announcer on fakes; prepare may plant addresses
+// or tune the vip.Announcer before start runs it.
 func newHarness(t *testing.T, cfg config.VIP) *harness {
 	t.Helper()
-	h := &harness{t: t, link: NewFakeLink(), garp: NewFakeGARP(), logs: &support.Log{}}
+	h := &harness{t: t, link: viptest.NewLink(), garp: viptest.NewGARP(), logs: &support.Log{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	h.a = NewAnnouncer(cfg, "", h.link, h.garp, log)
-	h.a.backoffMin, h.a.backoffMax = time.Millisecond, 4*time.Millisecond
+	h.a = vip.NewAnnouncer(cfg, "", h.link, h.garp, log)
+	h.a.SetBackoff(time.Millisecond, 4*time.Millisecond)
 	return h
 }
 
@@ -115,7 +117,7 @@ func (h *harness) awaitHeld(want bool) {
 func (h *harness) sync() {
 	h.t.Helper()
 	select {
-	case <-h.a.barrier():
+	case <-h.a.Barrier():
 	case <-time.After(waitFor):
 		h.t.Fatal("Run did not complete a step")
 	}
@@ -138,14 +140,14 @@ func TestClaimAddsLabelledAddressAndAnnouncesThenReleaseRemoves(t *testing.T) {
 
 	h.a.SetOwner(true, "elected")
 	h.awaitHeld(true)
-	want := Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: 2 * time.Second}
-	var replaced []Addr
+	want := vip.Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: 2 * time.Second}
+	var replaced []vip.Addr
 	for _, c := range h.link.Calls() {
-		if c.Op == OpReplace {
+		if c.Op == viptest.OpReplace {
 			replaced = append(replaced, c.Addr)
 		}
 	}
-	if diff := cmp.Diff([]Addr{want}, replaced, prefixes); diff != "" {
+	if diff := cmp.Diff([]vip.Addr{want}, replaced, prefixes); diff != "" {
 		t.Errorf("AddrReplace calls (-want +got):\n%s", diff)
 	}
 	addrs := h.link.Addrs("eth0")
@@ -194,8 +196,8 @@ func TestStartRemovesOnlyOurStaleAddress(t *testing.T) {
 	other := netip.MustParsePrefix("192.168.66.151/24")
 	h := newHarness(t, testConfig())
 	h.link.Set("eth0",
-		Addr{Prefix: other, Label: "eth0"},
-		Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour},
+		vip.Addr{Prefix: other, Label: "eth0"},
+		vip.Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour},
 	)
 	h.start()
 
@@ -216,7 +218,7 @@ func TestForeignAddressLeftAlone(t *testing.T) {
 	for _, label := range []string{"eth0", ""} {
 		t.Run(fmt.Sprintf("label=%q", label), func(t *testing.T) {
 			h := newHarness(t, testConfig())
-			foreign := Addr{Prefix: testVIP, Label: label}
+			foreign := vip.Addr{Prefix: testVIP, Label: label}
 			h.link.Set("eth0", foreign)
 			h.start()
 			h.a.SetOwner(true, "elected")
@@ -225,7 +227,7 @@ func TestForeignAddressLeftAlone(t *testing.T) {
 				return strings.Contains(h.a.Status().LastError, "someone else")
 			})
 			h.sync()
-			if n := h.link.Count(OpReplace) + h.link.Count(OpDel); n != 0 {
+			if n := h.link.Count(viptest.OpReplace) + h.link.Count(viptest.OpDel); n != 0 {
 				t.Errorf("%d add/remove calls on a VIP someone else configured", n)
 			}
 			if h.a.Held() || h.garp.Count() != 0 {
@@ -234,7 +236,7 @@ func TestForeignAddressLeftAlone(t *testing.T) {
 			if err := h.stop(); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff([]Addr{foreign}, h.link.Addrs("eth0"), prefixes); diff != "" {
+			if diff := cmp.Diff([]vip.Addr{foreign}, h.link.Addrs("eth0"), prefixes); diff != "" {
 				t.Errorf("addresses after shutdown (-want +got):\n%s", diff)
 			}
 			if !strings.Contains(h.logs.String(), "configured on the interface by someone else") {
@@ -249,15 +251,15 @@ func TestIPv6StaleDetectionByLifetime(t *testing.T) {
 	cfg.Address = netip.MustParsePrefix("fd00:66::160/64")
 	h := newHarness(t, cfg)
 	// Linux keeps no labels on IPv6: a finite lifetime marks halb's own.
-	h.link.Set("eth0", Addr{Prefix: cfg.Address, ValidLifetime: time.Hour})
+	h.link.Set("eth0", vip.Addr{Prefix: cfg.Address, ValidLifetime: time.Hour})
 	h.start()
 	eventually(t, "the stale IPv6 VIP to go", func() bool { return !h.link.Has("eth0", cfg.Address) })
 
 	h2 := newHarness(t, cfg)
-	h2.link.Set("eth0", Addr{Prefix: cfg.Address}) // permanent: configured by hand
+	h2.link.Set("eth0", vip.Addr{Prefix: cfg.Address}) // permanent: configured by hand
 	h2.start()
 	h2.sync()
-	if !h2.link.Has("eth0", cfg.Address) || h2.link.Count(OpDel) != 0 {
+	if !h2.link.Has("eth0", cfg.Address) || h2.link.Count(viptest.OpDel) != 0 {
 		t.Error("a permanent IPv6 address was removed")
 	}
 }
@@ -272,7 +274,7 @@ func TestRefreshKeepsAddressAliveAndReAddsLostOne(t *testing.T) {
 
 	// The fake expires addresses by the clock, so surviving several
 	// lifetimes proves the refreshes renew it.
-	eventually(t, "refreshes over two lifetimes", func() bool { return h.link.Count(OpReplace) >= 9 })
+	eventually(t, "refreshes over two lifetimes", func() bool { return h.link.Count(viptest.OpReplace) >= 9 })
 	if !h.link.Has("eth0", testVIP) {
 		t.Fatal("VIP expired while held")
 	}
@@ -303,7 +305,7 @@ func TestOwnershipRevokedMidBurstStopsBurst(t *testing.T) {
 	h.start()
 	h.a.SetOwner(true, "elected")
 	eventually(t, "the VIP to be released", func() bool {
-		return h.garp.Count() >= 2 && !h.a.Held() && h.link.Count(OpDel) == 1
+		return h.garp.Count() >= 2 && !h.a.Held() && h.link.Count(viptest.OpDel) == 1
 	})
 	if err := h.stop(); err != nil {
 		t.Fatal(err)
@@ -331,7 +333,7 @@ func TestCancelWithdrawsVIP(t *testing.T) {
 
 func TestPermissionErrorIsFatal(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.link.SetErr(OpReplace, fmt.Errorf("netlink: %w", syscall.EPERM))
+	h.link.SetErr(viptest.OpReplace, fmt.Errorf("netlink: %w", syscall.EPERM))
 	h.start()
 	h.a.SetOwner(true, "elected")
 	err := h.wait()
@@ -362,14 +364,14 @@ func TestGARPPermissionErrorIsFatalAndWithdraws(t *testing.T) {
 
 func TestTransientErrorsAreRetried(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.link.SetErr(OpReplace, syscall.EBUSY)
+	h.link.SetErr(viptest.OpReplace, syscall.EBUSY)
 	h.start()
 	h.a.SetOwner(true, "elected")
-	eventually(t, "retries", func() bool { return h.link.Count(OpReplace) >= 3 })
+	eventually(t, "retries", func() bool { return h.link.Count(viptest.OpReplace) >= 3 })
 	if st := h.a.Status(); st.Held || !strings.Contains(st.LastError, "add 192.168.66.160/24 to eth0") {
 		t.Errorf("status while failing = %+v", st)
 	}
-	h.link.SetErr(OpReplace, nil)
+	h.link.SetErr(viptest.OpReplace, nil)
 	h.awaitHeld(true)
 	if st := h.a.Status(); st.LastError != "" {
 		t.Errorf("LastError = %q after success, want empty", st.LastError)
@@ -433,11 +435,11 @@ func TestPeriodicGARPWhileHolding(t *testing.T) {
 
 func TestSetOwnerBeforeRunAdoptsOwnStaleAddress(t *testing.T) {
 	h := newHarness(t, testConfig())
-	h.link.Set("eth0", Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour})
+	h.link.Set("eth0", vip.Addr{Prefix: testVIP, Label: "eth0:halb", ValidLifetime: time.Hour})
 	h.a.SetOwner(true, "elected")
 	h.start()
 	h.awaitHeld(true)
-	if h.link.Count(OpDel) != 0 {
+	if h.link.Count(viptest.OpDel) != 0 {
 		t.Error("removed the VIP it was about to hold")
 	}
 	if !h.link.Has("eth0", testVIP) {
@@ -461,7 +463,7 @@ func TestForeignAnnouncementIsAnsweredOnceQuiet(t *testing.T) {
 	// answer would have come.
 	noAnswer := func(want int, why string) {
 		t.Helper()
-		time.Sleep(2 * h.a.foreignQuiet())
+		time.Sleep(2 * h.a.ForeignQuiet())
 		h.sync()
 		if n := h.garp.Count(); n != want {
 			t.Fatalf("%d announcements, want %d: %s", n, want, why)
@@ -485,8 +487,8 @@ func TestForeignAnnouncementIsAnsweredOnceQuiet(t *testing.T) {
 	start := time.Now()
 	h.a.Foreign(peer)
 	eventually(t, "the answer to the peer's announcement", func() bool { return h.garp.Count() == 6 })
-	if quiet := time.Since(start); quiet < h.a.foreignQuiet() {
-		t.Errorf("answered after %s, before the peer's burst (%s) could have ended", quiet, h.a.foreignQuiet())
+	if quiet := time.Since(start); quiet < h.a.ForeignQuiet() {
+		t.Errorf("answered after %s, before the peer's burst (%s) could have ended", quiet, h.a.ForeignQuiet())
 	}
 	if !strings.Contains(h.logs.String(), "another host (02:00:00:00:00:02) announced the VIP") {
 		t.Errorf("no log line naming the other host:\n%s", h.logs)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/health"
+	"halb/internal/health/healthtest"
 	"halb/test/support"
 )
 
@@ -47,7 +47,7 @@ func (f *fakeProber) Probe(ctx context.Context, target netip.Addr) error {
 type harness struct {
 	t       *testing.T
 	w       *Witness
-	clock   *health.FakeClock
+	clock   *healthtest.Clock
 	prober  *fakeProber
 	cancel  context.CancelFunc
 	done    chan error
@@ -60,7 +60,7 @@ const testInterval = time.Minute
 
 func startWitness(t *testing.T, opts Options, log *slog.Logger) *harness {
 	t.Helper()
-	clock := health.NewFakeClock(time.Unix(1000, 0))
+	clock := healthtest.NewClock(time.Unix(1000, 0))
 	opts.Clock = clock
 	if opts.Interval == 0 {
 		opts.Interval = testInterval
