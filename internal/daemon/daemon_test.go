@@ -20,6 +20,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/vip/viptest"
 	"halb/internal/witness"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -168,18 +169,6 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // neverBoth records whether both nodes ever held the VIP at once and
 // whether neither did, sampling the fake links until stop is closed.
 func watchGap(a, b *node, stop <-chan struct{}) <-chan time.Duration {
@@ -214,15 +203,10 @@ func TestPairElectsHigherPriority(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	// Started together, both may claim for a gossip round before they see
 	// each other's state; within a bound exactly a must hold it.
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	// b must stay standby: check over a few election rounds.
-	deadline := time.Now().Add(5 * reconcileEvery)
-	for time.Now().Before(deadline) {
-		if b.holds() {
-			t.Fatal("b holds the VIP while a, with higher priority, holds it too")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.Consistently(t, 5*reconcileEvery, func() bool { return !b.holds() },
+		"b stays standby while a, with higher priority, holds the VIP")
 	snap := b.d.api.Snapshot()
 	if len(snap.VIPs) != 1 || snap.VIPs[0].Holder != "a" || snap.VIPs[0].HeldHere {
 		t.Errorf("b's view of the VIP = %+v, want holder a, not held here", snap.VIPs)
@@ -236,13 +220,13 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	if err := a.d.api.SetMaintenance(true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.holds() && !a.holds() }, "b to hold and a to release")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned handover", g)
@@ -258,13 +242,13 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	// settle check rely on it).
 	var pending admin.VIP
 	var role admin.VIPRole
-	waitFor(t, "a to announce its preemption", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		s := a.d.api.Snapshot()
 		if len(s.VIPs) == 1 && !s.VIPs[0].PreemptAt.IsZero() {
 			pending, role = s.VIPs[0], s.Node.Roles[0]
 		}
 		return !pending.PreemptAt.IsZero() || a.holds()
-	})
+	}, "a to announce its preemption")
 	if pending.PreemptAt.IsZero() {
 		t.Fatal("a took the VIP back without ever announcing the preemption")
 	}
@@ -274,7 +258,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	if !strings.Contains(role.Why, "takes it over in") {
 		t.Errorf("a's role %+v does not say it will take the VIP over", role)
 	}
-	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a to take the VIP back")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during preemption", g)
@@ -289,19 +273,12 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 func TestStickyKeepsHolder(t *testing.T) {
 	cfg := pairConfig(t, "sticky")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a to see b", 5*time.Second, func() bool { return alive(a) == 2 })
-	deadline := time.Now().Add(cfg.Cluster.PreemptDelay + 5*reconcileEvery)
-	for time.Now().Before(deadline) {
-		if a.holds() {
-			t.Fatal("a took the VIP from a healthy holder under the sticky policy")
-		}
-		if at := a.d.api.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
-			t.Fatalf("a announces a preemption at %s under the sticky policy", at)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(a) == 2 }, "a to see b")
+	support.Consistently(t, cfg.Cluster.PreemptDelay+5*reconcileEvery, func() bool {
+		return !a.holds() && a.d.api.Snapshot().VIPs[0].PreemptAt.IsZero()
+	}, "under the sticky policy, a neither takes the VIP from a healthy holder nor announces a preemption")
 	if !b.holds() {
 		t.Fatal("b lost the VIP")
 	}
@@ -311,12 +288,12 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
-	waitFor(t, "b to see a", 5*time.Second, func() bool { return alive(b) == 2 && alive(a) == 2 })
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(b) == 2 && alive(a) == 2 }, "b to see a")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	a.shutdown(t)
-	waitFor(t, "b to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b to hold the VIP")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a graceful stop", g)
@@ -363,11 +340,11 @@ func TestWitnessUnreachableMakesIneligible(t *testing.T) {
 	wb.reachable.Store(true)
 	a := startNodeWith(t, cfg, "a", wa)
 	b := startNodeWith(t, cfg, "b", wb)
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	// a loses sight of the witness: it is probably the one cut off, so b
 	// takes over although a has the higher priority.
 	wa.reachable.Store(false)
-	waitFor(t, "b to take the VIP from a that lost the witness", 10*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 10*time.Second, func() bool { return b.holds() && !a.holds() }, "b to take the VIP from a that lost the witness")
 	if snap := a.d.api.Snapshot(); snap.Members[0].Eligible {
 		t.Errorf("a still gossips itself eligible without its witness: %+v", snap.Members[0])
 	}
@@ -381,22 +358,17 @@ func TestCutOffNodeWithoutWitnessHoldsNothing(t *testing.T) {
 	a := startNodeWith(t, cfg, "a", w)
 	// Alone and unable to reach the witness, a must stay empty-handed for
 	// several rounds after its join timeout.
-	deadline := time.Now().Add(cfg.Cluster.JoinTimeout + 2*time.Second)
-	for time.Now().Before(deadline) {
-		if a.holds() {
-			t.Fatal("a node cut off from its peer and its witness took the VIP")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.Consistently(t, cfg.Cluster.JoinTimeout+2*time.Second, func() bool { return !a.holds() },
+		"a node cut off from its peer and its witness stays without the VIP")
 	w.reachable.Store(true)
-	waitFor(t, "a to take the VIP once the witness answers", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to take the VIP once the witness answers")
 }
 
 func TestSnapshotShowsAbsentNode(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a, alone, to hold the VIP")
 	snap := a.d.api.Snapshot()
 	var names []string
 	for _, m := range snap.Members {
@@ -422,8 +394,8 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
@@ -437,7 +409,7 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second drill: %v, want refused as already running", err)
 	}
-	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.holds() && !a.holds() }, "b to hold and a to release")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned drill", g)
@@ -446,29 +418,29 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With preempt, a takes it back once stable again, again without a gap.
-	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a to take the VIP back")
 }
 
 func TestHardDrillSilencesHolder(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to hold after a went silent", 5*time.Second, func() bool { return b.holds() && !a.holds() })
-	waitFor(t, "b to see a gone", 5*time.Second, func() bool { return alive(b) == 1 })
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.holds() && !a.holds() }, "b to hold after a went silent")
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(b) == 1 }, "b to see a gone")
 	// The silence is bounded: a comes back, and under preempt takes over.
-	waitFor(t, "a back and holding", 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() })
+	support.WaitUntil(t, 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() }, "a back and holding")
 }
 
 func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	_, err := a.d.api.StartDrill(admin.DrillRequest{})
 	if err == nil || !strings.Contains(err.Error(), "no node other than the holder a is eligible") {
 		t.Fatalf("drill with no peer: %v", err)

@@ -20,6 +20,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/keyring"
 	"halb/internal/vip/viptest"
+	"halb/test/support"
 )
 
 var (
@@ -86,10 +87,10 @@ admin: {socket: %s, state_file: %s}
 	}
 	t.Cleanup(stop)
 	c := admin.Dial(filepath.Join(dir, "a.sock"))
-	waitFor(t, "admin socket answers", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		_, err := c.Status(context.Background())
 		return err == nil
-	})
+	}, "admin socket answers")
 	return d, c, stop
 }
 
@@ -268,16 +269,11 @@ func withKey(t *testing.T, cfg *config.Config, key []byte) *config.Config {
 func TestStaleKeyNodeTakesNothingAndHolderKeeps(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	b := startNode(t, withKey(t, cfg, newKey), "b")
-	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, withKey(t, cfg, oldKey), "a")
-	waitFor(t, "both to see the other answer with another key", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		return len(a.d.ctl.cluster.Incompatible()) == 1 && len(b.d.ctl.cluster.Incompatible()) == 1
-	})
-	deadline := time.Now().Add(5 * reconcileEvery)
-	for time.Now().Before(deadline) {
-		if a.holds() || !b.holds() {
-			t.Fatalf("a (stale key) holds %v, b (holder) holds %v: want only b", a.holds(), b.holds())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}, "both to see the other answer with another key")
+	support.Consistently(t, 5*reconcileEvery, func() bool { return !a.holds() && b.holds() },
+		"b (holder) alone holds the VIP, not a (stale key)")
 }

@@ -2,6 +2,7 @@ package support
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"regexp"
 	"strings"
@@ -19,6 +20,7 @@ type Log struct {
 	mu      sync.Mutex
 	partial []byte   // an unterminated last line
 	lines   []string // complete lines, oldest first
+	records []slog.Record
 	changed chan struct{}
 }
 
@@ -28,7 +30,7 @@ func NewLog() *Log { return &Log{changed: make(chan struct{})} }
 // Logger returns a logger writing every record, Debug and up, into l in
 // slog's text format without the time, so lines are easy to match.
 func (l *Log) Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{
+	return slog.New(recordingHandler{log: l, text: slog.NewTextHandler(l, &slog.HandlerOptions{
 		Level: slog.LevelDebug,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if len(groups) == 0 && a.Key == slog.TimeKey {
@@ -36,7 +38,39 @@ func (l *Log) Logger() *slog.Logger {
 			}
 			return a
 		},
-	}))
+	})})
+}
+
+// Records returns the records logged through Logger so far, oldest first,
+// for tests that look at attributes by key. Attributes added with With are
+// in the lines but not in the records.
+func (l *Log) Records() []slog.Record {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]slog.Record(nil), l.records...)
+}
+
+// recordingHandler keeps each record before formatting it as a line.
+type recordingHandler struct {
+	log  *Log
+	text slog.Handler
+}
+
+func (h recordingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h recordingHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.log.mu.Lock()
+	h.log.records = append(h.log.records, r.Clone())
+	h.log.mu.Unlock()
+	return h.text.Handle(ctx, r)
+}
+
+func (h recordingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return recordingHandler{log: h.log, text: h.text.WithAttrs(as)}
+}
+
+func (h recordingHandler) WithGroup(name string) slog.Handler {
+	return recordingHandler{log: h.log, text: h.text.WithGroup(name)}
 }
 
 // Write implements io.Writer, splitting p into lines.

@@ -215,6 +215,9 @@ func TestLogWaitFor(t *testing.T) {
 		if n := l.Count(slog.LevelWarn, "peer=lb2"); n != 1 {
 			t.Errorf("%d warnings for lb2, want 1", n)
 		}
+		if rs := l.Records(); len(rs) != 2 || rs[1].Level != slog.LevelWarn {
+			t.Errorf("records %v, want the debug and the warning", rs)
+		}
 		if n := l.Count(slog.LevelDebug); n != 2 {
 			t.Errorf("%d lines at debug and up, want 2", n)
 		}
@@ -271,4 +274,22 @@ func TestCAIssuesVerifiableCertificates(t *testing.T) {
 	if _, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM); err != nil {
 		t.Errorf("PEM pair: %v", err)
 	}
+}
+
+func TestConsistently(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		Consistently(t, time.Second, func() bool { return true }, "always")
+		if took := time.Since(start); took != time.Second {
+			t.Errorf("watched for %s, want 1s", took)
+		}
+		r := &recTB{TB: t}
+		start = time.Now()
+		r.run(func() {
+			Consistently(r, time.Second, func() bool { return time.Since(start) < 300*time.Millisecond }, "the calm")
+		})
+		if got := r.failed(); !strings.Contains(got, "the calm: stopped holding after 300ms") {
+			t.Errorf("failure %q, want it to name what and when", got)
+		}
+	})
 }

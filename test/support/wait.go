@@ -49,3 +49,22 @@ func Receive[T any](t testing.TB, ch <-chan T, within time.Duration, what string
 	var zero T
 	return zero
 }
+
+// Consistently checks that cond keeps returning true for the whole of d,
+// polling every 10 ms, and fails t naming what at the first false. It is
+// for asserting that something does not happen ("b never takes the VIP
+// while a holds it"), where the waiting is the behaviour under test.
+func Consistently(t testing.TB, d time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if !cond() {
+			t.Fatalf("%s: stopped holding after %s of %s", what, d-time.Until(deadline), d)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(10*time.Millisecond, left))
+	}
+}
