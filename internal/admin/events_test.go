@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/internal/events"
+	"halb/test/support"
 )
 
 type eventSource struct {
@@ -42,18 +43,13 @@ func serve(t *testing.T, src Source, ctl Controller) (sock string, stop func() e
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			_ = c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket never answered: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a socket that has no event to await
-	}
+		return err == nil
+	}, "the admin socket to answer")
 	return sock, func() error { cancel(); return <-done }
 }
 

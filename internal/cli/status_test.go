@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/admin"
+	"halb/test/support"
 )
 
 // fakeDaemon serves a fixed snapshot and records actions; after
@@ -108,16 +109,9 @@ func serve(t *testing.T, d interface {
 		}
 		_ = os.RemoveAll(dir)
 	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("admin socket never appeared")
-		}
-		time.Sleep(5 * time.Millisecond) // polling for the file; Run has no ready signal
-	}
+	// Run has no ready signal: poll for the socket file.
+	support.WaitUntil(t, 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }, "the admin socket to appear")
+	return sock
 }
 
 // run executes cmd with args and returns stdout, stderr and exit status

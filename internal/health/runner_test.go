@@ -258,7 +258,9 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error, 1)
-		go func() { errc <- health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx) }()
+		go func() {
+			errc <- health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx)
+		}()
 		select {
 		case <-entered:
 		case <-time.After(wait):

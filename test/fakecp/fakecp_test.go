@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -135,17 +137,15 @@ func do(t *testing.T, hc *http.Client, addr netip.AddrPort, path string, hdr ...
 // waitStatus polls the control API until cond holds (at most 5 s).
 func waitStatus(t *testing.T, c *Client, what string, cond func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err == nil && cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: status %+v, %v", what, st, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var st Status
+	var err error
+	if !support.Eventually(5*time.Second, func() bool {
+		st, err = c.Status(context.Background())
+		return err == nil && cond(st)
+	}) {
+		t.Fatalf("waiting for %s: status %+v, %v", what, st, err)
 	}
+	return st
 }
 
 const unauthorizedBody = `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}` + "\n"

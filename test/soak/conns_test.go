@@ -179,12 +179,9 @@ func TestSoakConns(t *testing.T) {
 		after = sampler.take(t, start, 0)
 		return after.FDs <= res.Idle.FDs+16 && after.Goroutines <= res.Idle.Goroutines+16
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !back() && time.Now().Before(deadline) {
-		time.Sleep(time.Second)
-	}
+	ok := support.Eventually(30*time.Second, back)
 	res.After = after
-	if !back() {
+	if !ok {
 		res.Violations = append(res.Violations, fmt.Sprintf("after the clients left: %d fds and %d goroutines, idle was %d and %d",
 			after.FDs, after.Goroutines, res.Idle.FDs, res.Idle.Goroutines))
 	}
