@@ -40,9 +40,7 @@ func serve(t *testing.T, src Source, ctl Controller) (sock string, stop func() e
 	t.Helper()
 	sock = filepath.Join(shortDir(t), "s")
 	srv := NewServer(sock, "", src, ctl, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
+	k := support.Go(t, srv.Run)
 	support.WaitUntil(t, 5*time.Second, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
@@ -50,7 +48,7 @@ func serve(t *testing.T, src Source, ctl Controller) (sock string, stop func() e
 		}
 		return err == nil
 	}, "the admin socket to answer")
-	return sock, func() error { cancel(); return <-done }
+	return sock, func() error { return k.Stop(t) }
 }
 
 func TestEventsStreamPastThenLive(t *testing.T) {

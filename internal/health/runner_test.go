@@ -58,21 +58,12 @@ const testAddrText = "127.0.0.9:6443"
 // startRunner runs r until the test ends and checks Run returned nil.
 func startRunner(t *testing.T, r *health.Runner) context.CancelFunc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil", err)
-			}
-		case <-time.After(wait):
-			t.Error("Run did not return after cancel")
+	k := support.Go(t, r.Run)
+	return func() {
+		if err := k.Stop(t); err != nil {
+			t.Errorf("Run returned %v, want nil", err)
 		}
-	})
-	return cancel
+	}
 }
 
 func blockUntil(t *testing.T, c *healthtest.Clock, n int) {

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/test/fakecp"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,22 +33,7 @@ func startCPWith(t *testing.T, ip, pki string) (*fakecp.Client, netip.AddrPort, 
 	a := netip.MustParseAddrPort(ip + ":0")
 	s := fakecp.New(fakecp.Options{Name: "cp7", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock, PKIDir: pki},
 		slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("fakecp: %v", err)
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-errc:
-		t.Fatalf("fakecp: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("fakecp not ready")
-	}
+	support.Go(t, s.Run).AwaitReady(t, s.Ready(), 5*time.Second)
 	h, l := s.Addrs()
 	return fakecp.NewClient(sock), h[0], l[0]
 }

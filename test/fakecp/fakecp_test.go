@@ -48,22 +48,7 @@ func start(t *testing.T, ip string, withPKI bool) *cp {
 	a := netip.MustParseAddrPort(ip + ":0")
 	f.s = New(Options{Name: "cp1", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock, PKIDir: f.pki},
 		slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- f.s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-f.s.Ready():
-	case err := <-errc:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("not ready after 5s")
-	}
+	support.Go(t, f.s.Run).AwaitReady(t, f.s.Ready(), 5*time.Second)
 	https, tlsAddrs := f.s.Addrs()
 	f.c, f.api, f.talos = NewClient(sock), https[0], tlsAddrs[0]
 	return f

@@ -85,3 +85,21 @@ func (k *Task) waitFor(within time.Duration) bool {
 		return false
 	}
 }
+
+// AwaitReady waits until ready is closed (a component's Ready channel),
+// failing t if fn returns first, with its error, or if within passes.
+func (k *Task) AwaitReady(t testing.TB, ready <-chan struct{}, within time.Duration) {
+	t.Helper()
+	timer := time.NewTimer(within)
+	defer timer.Stop()
+	select {
+	case <-ready:
+	case <-k.done:
+		k.mu.Lock()
+		k.observed = true
+		k.mu.Unlock()
+		t.Fatalf("background function returned before it was ready: %v", k.err)
+	case <-timer.C:
+		t.Fatalf("not ready within %s", within)
+	}
+}

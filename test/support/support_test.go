@@ -293,3 +293,25 @@ func TestConsistently(t *testing.T) {
 		}
 	})
 }
+
+func TestAwaitReady(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ready := make(chan struct{})
+		k := Go(t, func(ctx context.Context) error {
+			time.Sleep(time.Second)
+			close(ready)
+			<-ctx.Done()
+			return nil
+		})
+		k.AwaitReady(t, ready, 2*time.Second)
+
+		r := &recTB{TB: t}
+		r.run(func() {
+			k := Go(r, func(context.Context) error { return errors.New("address in use") })
+			k.AwaitReady(r, make(chan struct{}), time.Second)
+		})
+		if got := r.failed(); !strings.Contains(got, "address in use") || strings.Count(got, "address in use") != 1 {
+			t.Errorf("failure %q, want the function's error once", got)
+		}
+	})
+}
