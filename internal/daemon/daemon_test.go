@@ -37,6 +37,11 @@ type node struct {
 }
 
 // freePort finds a port free for TCP and UDP on all the given addresses.
+// The daemon's config has one gossip port for every node (cluster.port),
+// so an in-process pair needs a port free on both addresses before either
+// starts; port 0 cannot express that. Ports are taken below the ephemeral
+// range so that other tests' outgoing connections cannot take them between
+// the check and the daemon's bind. Frontends use port 0 where they can.
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
 	for range 50 {
@@ -110,9 +115,11 @@ func startNode(t *testing.T, cfg *config.Config, name string) *node {
 func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prober) *node {
 	t.Helper()
 	c := *cfg
-	// Both nodes live in one process, so each needs its own listener.
+	// Both nodes live in one process, so each needs its own listener: port
+	// 0, set after validation (which wants a real port), lets the kernel
+	// pick one for each.
 	c.Frontends = append([]config.Frontend(nil), cfg.Frontends...)
-	c.Frontends[0].Bind = netip.AddrPortFrom(c.Frontends[0].Bind.Addr(), uint16(freePort(t, "127.0.0.1")))
+	c.Frontends[0].Bind = netip.AddrPortFrom(c.Frontends[0].Bind.Addr(), 0)
 	dir, err := os.MkdirTemp("", "hd")
 	if err != nil {
 		t.Fatal(err)
