@@ -1,7 +1,6 @@
 package vip_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,13 +42,12 @@ func testConfig() config.VIP {
 }
 
 type harness struct {
-	t      *testing.T
-	a      *vip.Announcer
-	link   *viptest.Link
-	garp   *viptest.GARP
-	logs   *support.Log
-	cancel context.CancelFunc
-	done   chan error
+	t    *testing.T
+	a    *vip.Announcer
+	link *viptest.Link
+	garp *viptest.GARP
+	logs *support.Log
+	run  *support.Task
 }
 
 // newHarness builds an vip.Announcer on fakes; prepare may plant addresses
@@ -64,43 +62,25 @@ func newHarness(t *testing.T, cfg config.VIP) *harness {
 }
 
 func (h *harness) start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	h.done = make(chan error, 1)
-	go func() { h.done <- h.a.Run(ctx) }()
+	// Registered first, so it runs after Run has stopped.
 	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-h.done:
-			if err != nil {
-				h.t.Logf("Run: %v", err)
-			}
-		case <-time.After(waitFor):
-			h.t.Error("Run did not return after cancel")
-		}
 		if h.t.Failed() {
 			h.t.Logf("logs:\n%s", h.logs)
 		}
 	})
+	h.run = support.Go(h.t, h.a.Run)
 }
 
 // stop cancels Run and returns its result.
 func (h *harness) stop() error {
 	h.t.Helper()
-	h.cancel()
-	return h.wait()
+	return h.run.Stop(h.t)
 }
 
+// wait returns Run's result once it has returned on its own.
 func (h *harness) wait() error {
 	h.t.Helper()
-	select {
-	case err := <-h.done:
-		h.done <- err // for Cleanup
-		return err
-	case <-time.After(waitFor):
-		h.t.Fatal("Run did not return")
-		return nil
-	}
+	return h.run.Wait(h.t, waitFor)
 }
 
 func (h *harness) awaitHeld(want bool) {
