@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -54,10 +53,10 @@ func bound(t *testing.T, n *node) netip.AddrPort {
 }
 
 type node struct {
-	c      *Cluster
-	rec    *support.Log
-	cancel context.CancelFunc
-	done   chan error
+	c       *Cluster
+	rec     *support.Log
+	task    *support.Task
+	stopped bool
 }
 
 // start runs a node until stop or the end of the test.
@@ -75,28 +74,18 @@ func start(t *testing.T, cfg Config) *node {
 // the test.
 func run(t *testing.T, c *Cluster, rec *support.Log) *node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{c: c, rec: rec, cancel: cancel, done: make(chan error, 1)}
-	go func() { n.done <- c.Run(ctx) }()
-	t.Cleanup(func() { n.stop(t) })
-	return n
+	return &node{c: c, rec: rec, task: support.Go(t, c.Run)}
 }
 
 // stop cancels the node and waits for Run to return; it is idempotent.
 func (n *node) stop(t *testing.T) {
 	t.Helper()
-	if n.cancel == nil {
+	if n.stopped {
 		return
 	}
-	n.cancel()
-	n.cancel = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("run %s: %v", n.c.cfg.NodeName, err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("run %s did not return within 5s of cancel", n.c.cfg.NodeName)
+	n.stopped = true
+	if err := n.task.Stop(t); err != nil {
+		t.Errorf("run %s: %v", n.c.cfg.NodeName, err)
 	}
 }
 
