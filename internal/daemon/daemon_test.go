@@ -29,11 +29,11 @@ var vipPrefix = netip.MustParsePrefix("10.99.0.160/24")
 
 // node is one in-process daemon with its own fake interface.
 type node struct {
-	name string
-	link *viptest.Link
-	d    *Daemon
-	stop context.CancelFunc
-	done chan error
+	name    string
+	link    *viptest.Link
+	d       *Daemon
+	task    *support.Task
+	stopped bool
 }
 
 // freePort finds a port free for TCP and UDP on all the given addresses.
@@ -127,7 +127,7 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
 	c.Admin.StateFile = filepath.Join(dir, name+"-state.json")
-	n := &node{name: name, link: viptest.NewLink(), done: make(chan error, 1)}
+	n := &node{name: name, link: viptest.NewLink()}
 	tw := &testWriter{t: t, name: name}
 	// Registered before the node's own cleanup, so it runs after it: a
 	// straggling gossip goroutine must not log into a finished test.
@@ -137,27 +137,19 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stop = cancel
-	go func() { n.done <- n.d.Run(ctx) }()
-	t.Cleanup(func() { n.shutdown(t) })
+	n.task = support.Go(t, n.d.Run)
 	return n
 }
 
+// shutdown stops the node and waits for Run; it is idempotent.
 func (n *node) shutdown(t *testing.T) {
 	t.Helper()
-	if n.stop == nil {
+	if n.stopped {
 		return
 	}
-	n.stop()
-	n.stop = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("node %s: Run: %v", n.name, err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("node %s did not stop", n.name)
+	n.stopped = true
+	if err := n.task.Stop(t); err != nil {
+		t.Errorf("node %s: Run: %v", n.name, err)
 	}
 }
 
