@@ -7,8 +7,9 @@ import (
 )
 
 // TestProductImportsNoTooling keeps the labs, fakes and benchmarks under
-// test/ out of the shipped binary: `go list -deps` of halb must name no
-// package of halb/test/ (depguard in .golangci.yml says the same per file).
+// test/, and the fakes in internal/…/…test packages, out of the shipped
+// binary: `go list -deps` of halb must name none of them (depguard in
+// .golangci.yml says the same per file).
 func TestProductImportsNoTooling(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "halb/cmd/halb").CombinedOutput()
 	if err != nil {
@@ -21,6 +22,11 @@ func TestProductImportsNoTooling(t *testing.T) {
 		}
 		if strings.HasPrefix(pkg, "halb/internal/") {
 			own++
+			// Fakes live in …test packages beside what they fake
+			// (vip/viptest, health/healthtest); the binary carries none.
+			if strings.HasSuffix(pkg, "test") {
+				t.Errorf("halb imports the test fakes of %s: only tests may", pkg)
+			}
 		}
 	}
 	if own < 10 {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/internal/events"
+	"halb/test/support"
 )
 
 type eventSource struct {
@@ -39,22 +40,15 @@ func serve(t *testing.T, src Source, ctl Controller) (sock string, stop func() e
 	t.Helper()
 	sock = filepath.Join(shortDir(t), "s")
 	srv := NewServer(sock, "", src, ctl, nil)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	k := support.Go(t, srv.Run)
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		c, err := net.Dial("unix", sock)
 		if err == nil {
 			_ = c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("socket never answered: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a socket that has no event to await
-	}
-	return sock, func() error { cancel(); return <-done }
+		return err == nil
+	}, "the admin socket to answer")
+	return sock, func() error { return k.Stop(t) }
 }
 
 func TestEventsStreamPastThenLive(t *testing.T) {

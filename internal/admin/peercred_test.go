@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 func TestAccessRules(t *testing.T) {
@@ -73,12 +73,7 @@ func TestPeerCredHelper(t *testing.T) {
 // group. The socket file is made world-writable on purpose, so that the
 // refusal shown is the daemon's own check, not the file's mode.
 func TestAdminSocketRefusesOtherUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("HALB_REQUIRE_NETNS") == "1" {
-			t.Fatal("HALB_REQUIRE_NETNS=1 but not root: running a client as another uid needs root")
-		}
-		t.Skip("needs root to run a client as another uid (set HALB_REQUIRE_NETNS=1 to fail instead)")
-	}
+	support.RequireRoot(t, "run a client as another uid")
 	const nobody = 65534
 	nogroup, err := user.LookupGroupId(strconv.Itoa(nobody))
 	if err != nil {
@@ -129,10 +124,10 @@ func TestAdminSocketRefusesOtherUsers(t *testing.T) {
 		t.Fatalf("client as uid %d printed no status:\n%s", nobody, out)
 		return 0, ""
 	}
-	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *testlog.Buffer) {
+	serveAs := func(t *testing.T, name, group string) (string, *fakeController, *support.Log) {
 		t.Helper()
 		sock := filepath.Join(dir, name+".sock")
-		logs := &testlog.Buffer{}
+		logs := &support.Log{}
 		r := startLogging(t, sock, group, Snapshot{}, slog.New(slog.NewTextHandler(logs, nil)))
 		if err := os.Chmod(sock, 0o666); err != nil {
 			t.Fatal(err)

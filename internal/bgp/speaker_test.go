@@ -4,7 +4,6 @@ package bgp
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -19,7 +18,7 @@ import (
 	api "github.com/osrg/gobgp/v3/api"
 	"github.com/osrg/gobgp/v3/pkg/server"
 
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 const (
@@ -171,32 +170,9 @@ func u32(v uint32) *uint32 { return &v }
 // cancels Run and waits for its result.
 func runSpeaker(t *testing.T, s *Speaker) (stop func() error) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop = func() error {
-		if stopped {
-			return nil
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(10 * time.Second):
-			return errors.New("run did not return 10s after cancel")
-		}
-	}
-	t.Cleanup(func() { _ = stop() })
-	select {
-	case <-s.Started():
-	case err := <-done:
-		t.Fatalf("run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("speaker did not start in 10s")
-	}
-	return stop
+	k := support.Go(t, s.Run)
+	k.AwaitReady(t, s.Started(), 10*time.Second)
+	return func() error { return k.Stop(t) }
 }
 
 func speakerConfig(at pair, password string) Config {
@@ -230,7 +206,7 @@ func waitEstablished(t *testing.T, s *Speaker) {
 // stopping the speaker removes the rest.
 func TestAnnounceWithdrawStop(t *testing.T) {
 	at := newPair()
-	logs := &testlog.Buffer{}
+	logs := &support.Log{}
 	s, err := New(speakerConfig(at, ""), slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -2,17 +2,11 @@ package cli
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,9 +16,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"halb/internal/health"
+	"halb/test/support"
 )
 
 // listenOn opens a listener on ip with a free port, closed at the end.
@@ -162,33 +156,12 @@ backends:
 	})
 }
 
-// clientCertB64 returns a self-signed client certificate and key with the
-// given organizations, base64-encoded PEM as kubeconfigs carry them.
+// clientCertB64 returns a client certificate and key with the given
+// organizations, base64-encoded PEM as kubeconfigs carry them.
 func clientCertB64(t *testing.T, orgs ...string) (cert, key string) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "admin", Organization: orgs},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc := func(typ string, b []byte) string {
-		return base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}))
-	}
-	return enc("CERTIFICATE", der), enc("EC PRIVATE KEY", kder)
+	c := support.NewCA(t, "kubernetes").Issue(t, support.Leaf{CommonName: "admin", Orgs: orgs, Usage: x509.ExtKeyUsageClientAuth})
+	return base64.StdEncoding.EncodeToString(c.CertPEM), base64.StdEncoding.EncodeToString(c.KeyPEM)
 }
 
 func TestCheckReadsCredentialFiles(t *testing.T) {

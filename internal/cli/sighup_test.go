@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // buildHalb builds cmd/halb into a temporary directory.
@@ -93,7 +93,7 @@ backends:
 		t.Fatal(err)
 	}
 
-	var logs testlog.Buffer
+	var logs support.Log
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--socket", filepath.Join(dir, "a.sock"), "--node", "lb1")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	// Hang up on halb the moment it opens its config: it is starting then,

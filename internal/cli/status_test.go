@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"halb/internal/admin"
+	"halb/test/support"
 )
 
 // fakeDaemon serves a fixed snapshot and records actions; after
@@ -98,26 +99,11 @@ func serve(t *testing.T, d interface {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "admin.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- admin.NewServer(sock, "", d, d, nil).Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("admin server: %v", err)
-		}
-		_ = os.RemoveAll(dir)
-	})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			return sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("admin socket never appeared")
-		}
-		time.Sleep(5 * time.Millisecond) // polling for the file; Run has no ready signal
-	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) }) // after the server stops: cleanups run last first
+	support.Go(t, admin.NewServer(sock, "", d, d, nil).Run)
+	// Run has no ready signal: poll for the socket file.
+	support.WaitUntil(t, 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }, "the admin socket to appear")
+	return sock
 }
 
 // run executes cmd with args and returns stdout, stderr and exit status

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"halb/test/support"
 )
 
 // lossyAdvertiser stands in for memberlist: it drops the first update, as
@@ -58,17 +60,12 @@ func TestLostStateUpdateIsReadvertised(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	c.SetLocal(State{Priority: 100, Eligible: true, Holder: map[string]string{"192.168.66.160": "b"}})
-	deadline := time.Now().Add(5 * readvertiseEvery)
-	for {
+	want := func() []byte {
 		c.mu.Lock()
-		want := bytes.Clone(c.meta)
-		c.mu.Unlock()
-		if bytes.Equal(ml.advertised(), want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("memberlist still advertises %q, want the state set: %q", ml.advertised(), want)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a fake; no event to await
+		defer c.mu.Unlock()
+		return bytes.Clone(c.meta)
+	}
+	if !support.Eventually(5*readvertiseEvery, func() bool { return bytes.Equal(ml.advertised(), want()) }) {
+		t.Fatalf("memberlist still advertises %q, want the state set: %q", ml.advertised(), want())
 	}
 }

@@ -1,17 +1,17 @@
 package cluster
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"halb/test/support"
 )
 
 var (
@@ -19,55 +19,16 @@ var (
 	otherKey = []byte("fedcba9876543210fedcba9876543210")
 )
 
-// recorder is a slog handler that keeps records so tests can assert on logs.
-type recorder struct {
-	mu      sync.Mutex
-	records []slog.Record
-}
-
-func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
-func (r *recorder) WithAttrs([]slog.Attr) slog.Handler       { return r }
-func (r *recorder) WithGroup(string) slog.Handler            { return r }
-func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.records = append(r.records, rec.Clone())
-	return nil
-}
-
-// count returns how many records at level or above contain every one of
-// parts in their message or attributes.
-func (r *recorder) count(level slog.Level, parts ...string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, rec := range r.records {
-		text := rec.Message
-		rec.Attrs(func(a slog.Attr) bool {
-			text += " " + a.String()
-			return true
-		})
-		match := rec.Level >= level
-		for _, p := range parts {
-			match = match && strings.Contains(text, p)
-		}
-		if match {
-			n++
-		}
-	}
-	return n
-}
-
-// freePort finds a port free for both TCP and UDP on addr, so a node can be
-// given a fixed address before its peers start (and keep it across restarts).
+// freePort finds a port free for both TCP and UDP on addr, for the few tests
+// that must know a node's address before it starts: a peer that never
+// runs, or a node restarted on the address it had. Everything else starts
+// nodes on port 0 and reads the address back with bound, which cannot race
+// with other tests taking the port between the pick and the bind.
 func freePort(t *testing.T, addr string) netip.AddrPort {
 	t.Helper()
 	for range 20 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-		if err != nil {
-			t.Fatalf("listen on %s: %v", addr, err)
-		}
-		ap := netip.MustParseAddrPort(ln.Addr().String())
+		ln := support.Listen(t, net.JoinHostPort(addr, "0"))
+		ap := support.AddrPort(t, ln.Addr())
 		pc, err := net.ListenPacket("udp", ap.String())
 		_ = ln.Close()
 		if err != nil {
@@ -80,18 +41,29 @@ func freePort(t *testing.T, addr string) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
+// anyPort is ip with port 0: the node binds whatever port the kernel gives.
+func anyPort(ip string) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(ip), 0) }
+
+// bound returns the address n gossips on once Run has bound it and its
+// memberlist runs, so a peer started with that address finds it running.
+func bound(t *testing.T, n *node) netip.AddrPort {
+	t.Helper()
+	support.WaitUntil(t, 5*time.Second, func() bool { return n.c.ml.Load() != nil }, n.c.cfg.NodeName+" runs gossip")
+	return n.c.localAddr()
+}
+
 type node struct {
-	c      *Cluster
-	rec    *recorder
-	cancel context.CancelFunc
-	done   chan error
+	c       *Cluster
+	rec     *support.Log
+	task    *support.Task
+	stopped bool
 }
 
 // start runs a node until stop or the end of the test.
 func start(t *testing.T, cfg Config) *node {
 	t.Helper()
-	rec := &recorder{}
-	c, err := New(cfg, slog.New(rec))
+	rec := support.NewLog()
+	c, err := New(cfg, rec.Logger())
 	if err != nil {
 		t.Fatalf("new %s: %v", cfg.NodeName, err)
 	}
@@ -100,30 +72,20 @@ func start(t *testing.T, cfg Config) *node {
 
 // run runs c, built with a logger writing to rec, until stop or the end of
 // the test.
-func run(t *testing.T, c *Cluster, rec *recorder) *node {
+func run(t *testing.T, c *Cluster, rec *support.Log) *node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{c: c, rec: rec, cancel: cancel, done: make(chan error, 1)}
-	go func() { n.done <- c.Run(ctx) }()
-	t.Cleanup(func() { n.stop(t) })
-	return n
+	return &node{c: c, rec: rec, task: support.Go(t, c.Run)}
 }
 
 // stop cancels the node and waits for Run to return; it is idempotent.
 func (n *node) stop(t *testing.T) {
 	t.Helper()
-	if n.cancel == nil {
+	if n.stopped {
 		return
 	}
-	n.cancel()
-	n.cancel = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("run %s: %v", n.c.cfg.NodeName, err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Errorf("run %s did not return within 5s of cancel", n.c.cfg.NodeName)
+	n.stopped = true
+	if err := n.task.Stop(t); err != nil {
+		t.Errorf("run %s: %v", n.c.cfg.NodeName, err)
 	}
 }
 
@@ -187,9 +149,11 @@ func nodeConfig(name string, self netip.AddrPort, peers ...netip.AddrPort) Confi
 // pair starts two nodes that list each other and waits until each sees both.
 func pair(t *testing.T, ipA, ipB string) (a, b *node, addrA, addrB netip.AddrPort) {
 	t.Helper()
-	addrA, addrB = freePort(t, ipA), freePort(t, ipB)
-	a = start(t, nodeConfig("lb1", addrA, addrB))
-	b = start(t, nodeConfig("lb2", addrB, addrA))
+	a = start(t, nodeConfig("lb1", anyPort(ipA)))
+	addrA = bound(t, a)
+	b = start(t, nodeConfig("lb2", anyPort(ipB), addrA))
+	addrB = bound(t, b)
+	a.c.SetPeers([]netip.AddrPort{addrB}) // so lb1 re-joins lb2 as a configured peer
 	for _, n := range []*node{a, b} {
 		waitReady(t, n, 5*time.Second)
 		waitFor(t, n.c, 5*time.Second, "both members seen", func() bool { return len(n.c.Members()) == 2 })
@@ -241,9 +205,9 @@ func TestStatePropagatesAndStoppedNodeLeaves(t *testing.T) {
 }
 
 func TestWrongKeyDoesNotJoin(t *testing.T) {
-	addrA, addrB := freePort(t, "127.0.0.13"), freePort(t, "127.0.0.14")
-	a := start(t, nodeConfig("lb1", addrA))
-	cfgB := nodeConfig("lb2", addrB, addrA)
+	a := start(t, nodeConfig("lb1", anyPort("127.0.0.13")))
+	addrA := bound(t, a)
+	cfgB := nodeConfig("lb2", anyPort("127.0.0.14"), addrA)
 	cfgB.Key = otherKey
 	cfgB.JoinTimeout = 300 * time.Millisecond
 	b := start(t, cfgB)
@@ -251,9 +215,9 @@ func TestWrongKeyDoesNotJoin(t *testing.T) {
 	// Wait for a few attempts of the rejoin loop: the first logs at Warn, the
 	// repeats at Debug.
 	waitFor(t, b.c, 5*time.Second, "join failures logged", func() bool {
-		return b.rec.count(slog.LevelDebug, "join peer failed") >= 3
+		return b.rec.Count(slog.LevelDebug, "join peer failed") >= 3
 	})
-	if got := b.rec.count(slog.LevelWarn, "join peer failed", "peer="+addrA.String(), "no installed keys could decrypt"); got != 1 {
+	if got := b.rec.Count(slog.LevelWarn, "join peer failed", "peer="+addrA.String(), "no installed keys could decrypt"); got != 1 {
 		t.Fatalf("want exactly one Warn naming the peer and the key mismatch for a peer that keeps failing the same way, got %d", got)
 	}
 	waitReady(t, b, time.Second) // alone after the join timeout
@@ -273,7 +237,7 @@ func TestAbsentPeerIsNotIncompatible(t *testing.T) {
 	cfg := nodeConfig("lb1", self, missing)
 	n := start(t, cfg)
 	waitFor(t, n.c, 5*time.Second, "join failures logged", func() bool {
-		return n.rec.count(slog.LevelWarn, "join peer failed") >= 1
+		return n.rec.Count(slog.LevelWarn, "join peer failed") >= 1
 	})
 	if inc := n.c.Incompatible(); len(inc) != 0 {
 		t.Fatalf("Incompatible() = %v for a peer nobody answers at", inc)
@@ -281,13 +245,12 @@ func TestAbsentPeerIsNotIncompatible(t *testing.T) {
 }
 
 func TestInsecureNodeDoesNotJoinEncrypted(t *testing.T) {
-	addrA, addrB := freePort(t, "127.0.0.15"), freePort(t, "127.0.0.16")
-	a := start(t, nodeConfig("lb1", addrA))
-	cfgB := nodeConfig("lb2", addrB, addrA)
+	a := start(t, nodeConfig("lb1", anyPort("127.0.0.15")))
+	cfgB := nodeConfig("lb2", anyPort("127.0.0.16"), bound(t, a))
 	cfgB.Key, cfgB.Insecure = nil, true
 	b := start(t, cfgB)
 	waitFor(t, b.c, 5*time.Second, "join failures logged", func() bool {
-		return b.rec.count(slog.LevelDebug, "join peer failed") >= 2
+		return b.rec.Count(slog.LevelDebug, "join peer failed") >= 2
 	})
 	for _, n := range []*node{a, b} {
 		if got := names(n.c.Members()); len(got) != 1 {
@@ -307,7 +270,7 @@ func TestReady(t *testing.T) {
 		if took := time.Since(begin); took < cfg.JoinTimeout {
 			t.Fatalf("ready after %s, before the join timeout %s", took, cfg.JoinTimeout)
 		}
-		if n.rec.count(slog.LevelInfo, "no peer answered within the join timeout") != 1 {
+		if n.rec.Count(slog.LevelInfo, "no peer answered within the join timeout") != 1 {
 			t.Fatal("join timeout not logged")
 		}
 	})
@@ -379,11 +342,10 @@ func TestSilenceLooksLikeACrash(t *testing.T) {
 }
 
 func TestDuplicateNameIsLogged(t *testing.T) {
-	addrA, addrB := freePort(t, "127.0.0.23"), freePort(t, "127.0.0.24")
-	a := start(t, nodeConfig("lb1", addrA))
-	b := start(t, nodeConfig("lb1", addrB, addrA))
+	a := start(t, nodeConfig("lb1", anyPort("127.0.0.23")))
+	b := start(t, nodeConfig("lb1", anyPort("127.0.0.24"), bound(t, a)))
 	waitFor(t, a.c, 5*time.Second, "name conflict logged", func() bool {
-		return a.rec.count(slog.LevelWarn, "two nodes claim the same name", "peer=lb1") > 0
+		return a.rec.Count(slog.LevelWarn, "two nodes claim the same name", "peer=lb1") > 0
 	})
 	// Neither node lists the impostor as a second member.
 	for _, n := range []*node{a, b} {
@@ -394,14 +356,11 @@ func TestDuplicateNameIsLogged(t *testing.T) {
 }
 
 func TestSendReachesPeer(t *testing.T) {
-	addrA, addrB := freePort(t, "127.0.0.21"), freePort(t, "127.0.0.22")
-	a := start(t, nodeConfig("lb1", addrA, addrB))
-	b := start(t, nodeConfig("lb2", addrB, addrA))
-	// lb2 can join lb1 while lb1's memberlist is still being created, so
-	// lb1 may list lb2 before its own gossip counts as running: wait for
-	// both, or Send fails with "gossip is not running" (a flake seen under
-	// load, issue 14).
-	waitFor(t, a.c, 5*time.Second, "lb1 sees lb2 and runs", func() bool { return len(a.c.Members()) == 2 && a.c.ml.Load() != nil })
+	// lb1 runs before lb2 is started with its address, and both are on
+	// ports the kernel gave them: "gossip is not running" (a flake seen
+	// under load, issue 14) came from lb2 joining while lb1's memberlist
+	// was still being created, on ports picked before they were bound.
+	a, b, _, _ := pair(t, "127.0.0.21", "127.0.0.22")
 	if err := a.c.Send("lb2", []byte(`{"op":"yield"}`)); err != nil {
 		t.Fatal(err)
 	}

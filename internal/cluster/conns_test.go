@@ -11,10 +11,7 @@ import (
 // A holder's table chunk reaches the peer on the connection-table queue,
 // named with its sender, and not on the queue drills read.
 func TestSendConnsReachesPeer(t *testing.T) {
-	addrA, addrB := freePort(t, "127.0.0.25"), freePort(t, "127.0.0.26")
-	a := start(t, nodeConfig("lb1", addrA, addrB))
-	b := start(t, nodeConfig("lb2", addrB, addrA))
-	waitFor(t, a.c, 5*time.Second, "lb1 sees lb2 and runs", func() bool { return len(a.c.Members()) == 2 && a.c.ml.Load() != nil })
+	a, b, _, _ := pair(t, "127.0.0.25", "127.0.0.26")
 	want := ConnsMsg{From: "lb1", Kind: ConnsChunk, Payload: []byte("ht-chunk")}
 	// Best effort: UDP on loopback is not lost in practice, but resend a
 	// few times rather than flake.

@@ -95,14 +95,14 @@ func TestSilencedNodeIsRefusedLikeAKilledOne(t *testing.T) {
 	if took > 600*time.Millisecond {
 		t.Errorf("silenced node seen down after %s, want the refusal path (< 600ms)", took)
 	}
-	if a.rec.count(slog.LevelWarn, "refuses connections", "peer=lb2") == 0 {
+	if a.rec.Count(slog.LevelWarn, "refuses connections", "peer=lb2") == 0 {
 		t.Error("lb2 was not declared down for refusing connections")
 	}
 	waitFor(t, a.c, silence+5*time.Second, "lb2 back and alive", func() bool {
 		m, ok := member(a.c, "lb2")
 		return ok && m.Alive
 	})
-	if b.rec.count(slog.LevelInfo, "hard drill over") != 1 {
+	if b.rec.Count(slog.LevelInfo, "hard drill over") != 1 {
 		t.Error("lb2 did not log its return once")
 	}
 }

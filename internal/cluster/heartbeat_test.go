@@ -18,6 +18,8 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"golang.org/x/sys/unix"
+
+	"halb/test/support"
 )
 
 // step is the resolution of the fake clock; it divides every period of
@@ -616,15 +618,15 @@ func TestBeatWithWrongKeyIgnored(t *testing.T) {
 	if recorded("lb7") {
 		t.Fatal("a heartbeat encrypted with another key was accepted")
 	}
-	if a.rec.count(slog.LevelDebug, "decrypt") == 0 {
+	if a.rec.Count(slog.LevelDebug, "decrypt") == 0 {
 		t.Error("the dropped beats left no trace in the log")
 	}
 }
 
 func TestRefusedPeerMarkedDownThenBack(t *testing.T) {
 	addrA, addrB := freePort(t, "127.0.0.34"), freePort(t, "127.0.0.35")
-	rec := &recorder{}
-	c, err := New(nodeConfig("lb1", addrA, addrB), slog.New(rec))
+	rec := support.NewLog()
+	c, err := New(nodeConfig("lb1", addrA, addrB), rec.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +662,7 @@ func TestRefusedPeerMarkedDownThenBack(t *testing.T) {
 		m, ok := member(c, "lb2")
 		return ok && m.Alive
 	})
-	if rec.count(slog.LevelWarn, "refuses connections", "peer=lb2") != 1 {
+	if rec.Count(slog.LevelWarn, "refuses connections", "peer=lb2") != 1 {
 		t.Error("the down verdict was not logged once")
 	}
 }
@@ -810,8 +812,8 @@ func TestTCPProbeLateLookSeesTheAnswer(t *testing.T) {
 // member leaving on purpose goes at once.
 func TestFailedVerdictDisputedByBeats(t *testing.T) {
 	addrA, addrB, addrC := freePort(t, "127.0.0.36"), freePort(t, "127.0.0.37"), freePort(t, "127.0.0.38")
-	rec := &recorder{}
-	c, err := New(nodeConfig("lb1", addrA, addrB, addrC), slog.New(rec))
+	rec := support.NewLog()
+	c, err := New(nodeConfig("lb1", addrA, addrB, addrC), rec.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -836,7 +838,7 @@ func TestFailedVerdictDisputedByBeats(t *testing.T) {
 	if m, ok := member(c, "lb2"); !ok || !m.Alive || !m.Disputed {
 		t.Fatalf("lb2, beating a moment ago, was removed or not marked disputed on memberlist's word alone: %+v", m)
 	}
-	if rec.count(slog.LevelWarn, "heartbeats say it lives", "peer=lb2") != 1 {
+	if rec.Count(slog.LevelWarn, "heartbeats say it lives", "peer=lb2") != 1 {
 		t.Error("the disputed verdict was not logged")
 	}
 	c.judge(now.Add(c.hb.timing.evidence / 2))

@@ -12,6 +12,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"halb/test/support"
 )
 
 var newKey = bytes.Repeat([]byte{'n'}, 32)
@@ -54,10 +56,10 @@ func TestKeyRotationKeepsTheClusterAndRefusesTheOldKey(t *testing.T) {
 	// Let a few probe rounds run under the new key alone.
 	time.Sleep(time.Second) // nothing to await: the assertion is that nothing happens
 	for _, n := range []*node{a, b} {
-		if got := n.rec.count(slog.LevelInfo, "peer left or failed"); got != 0 {
+		if got := n.rec.Count(slog.LevelInfo, "peer left or failed"); got != 0 {
 			t.Fatalf("%s saw its peer leave %d time(s) during the rotation", n.c.cfg.NodeName, got)
 		}
-		if got := n.rec.count(slog.LevelWarn, "refused gossip"); got != 0 {
+		if got := n.rec.Count(slog.LevelWarn, "refused gossip"); got != 0 {
 			t.Fatalf("%s refused gossip %d time(s) during the rotation", n.c.cfg.NodeName, got)
 		}
 	}
@@ -67,21 +69,21 @@ func TestKeyRotationKeepsTheClusterAndRefusesTheOldKey(t *testing.T) {
 	addrC := freePort(t, "127.0.0.73")
 	c := start(t, nodeConfig("lb3", addrC, addrA, addrB))
 	waitFor(t, c.c, 5*time.Second, "lb3's join attempts refused", func() bool {
-		return c.rec.count(slog.LevelDebug, "join peer failed") >= 3
+		return c.rec.Count(slog.LevelDebug, "join peer failed") >= 3
 	})
 	if inc := c.c.Incompatible(); len(inc) != 2 {
 		t.Fatalf("lb3 Incompatible() = %v, want both peers", inc)
 	}
-	if got := c.rec.count(slog.LevelError, "cannot gossip with this node", "peer="+addrA.String()); got != 1 {
+	if got := c.rec.Count(slog.LevelError, "cannot gossip with this node", "peer="+addrA.String()); got != 1 {
 		t.Fatalf("lb3 logged %d errors naming lb1 as a peer it cannot gossip with, want 1", got)
 	}
 	// memberlist dials without binding its address, so on loopback lb3's
 	// joins come from 127.0.0.1; the namespace lab checks the exact peer.
 	waitFor(t, a.c, 5*time.Second, "lb1 refuses lb3 twice", func() bool { return a.c.refusals.handled() >= 2 })
-	if got := a.rec.count(slog.LevelWarn, "refused gossip from a node with another gossip key", "peer=127.", "decrypt"); got != 1 {
+	if got := a.rec.Count(slog.LevelWarn, "refused gossip from a node with another gossip key", "peer=127.", "decrypt"); got != 1 {
 		t.Fatalf("lb1 logged %d warnings naming lb3's address as refused, want exactly 1 (then counted)", got)
 	}
-	if got := a.rec.count(slog.LevelDebug, "refused gossip"); got != 1 {
+	if got := a.rec.Count(slog.LevelDebug, "refused gossip"); got != 1 {
 		t.Fatalf("lb1 logged %d refusals of lb3 in all, want 1 a minute", got)
 	}
 	if names := names(a.c.Members()); slices.Contains(names, "lb3") {
@@ -121,10 +123,10 @@ func TestSetKeysRefusesBadInput(t *testing.T) {
 }
 
 func TestRefusalLogNamesTheSenderOncePerMinute(t *testing.T) {
-	rec := &recorder{}
+	rec := support.NewLog()
 	now := time.Unix(1000, 0)
 	var passed bytes.Buffer
-	r := newRefusalLog(&passed, slog.New(rec), func() time.Time { return now })
+	r := newRefusalLog(&passed, rec.Logger(), func() time.Time { return now })
 	line := func(from string) string {
 		return fmt.Sprintf("[ERR] memberlist: failed to receive: No installed keys could decrypt the message from=%s\n", from)
 	}
@@ -135,20 +137,20 @@ func TestRefusalLogNamesTheSenderOncePerMinute(t *testing.T) {
 	_, _ = r.Write([]byte("[DEBUG] memberlist: Stream connection from=192.0.2.7:1\n"))
 	// This node's own failed join names no sender: joinLoop reports it.
 	_, _ = r.Write([]byte("[DEBUG] memberlist: Failed to join 192.0.2.8:7946: No installed keys could decrypt the message\n"))
-	if got := rec.count(slog.LevelWarn, "refused gossip", "peer=192.0.2.7", "failed to receive: No installed keys could decrypt the message"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "refused gossip", "peer=192.0.2.7", "failed to receive: No installed keys could decrypt the message"); got != 1 {
 		t.Fatalf("%d warnings for 192.0.2.7, want 1", got)
 	}
 	// The next line logged counts what was not, from any sender.
-	if got := rec.count(slog.LevelWarn, "refused gossip", "peer=2001:db8::9", "suppressed=2"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "refused gossip", "peer=2001:db8::9", "suppressed=2"); got != 1 {
 		t.Fatalf("%d warnings for the IPv6 sender counting the 2 repeats before it, want 1", got)
 	}
-	if got := rec.count(slog.LevelDebug, "refused gossip"); got != 2 {
+	if got := rec.Count(slog.LevelDebug, "refused gossip"); got != 2 {
 		t.Fatalf("%d refusal records in all, want 2: repeats within a minute are counted, not logged", got)
 	}
 	if got := r.handled(); got != 4 {
 		t.Fatalf("%d refusals handled, want 4", got)
 	}
-	if rec.count(slog.LevelDebug, "from=") != 0 {
+	if rec.Count(slog.LevelDebug, "from=") != 0 {
 		t.Fatal("the refusal repeats memberlist's from= text")
 	}
 	if got := passed.String(); !strings.Contains(got, "Stream connection") || !strings.Contains(got, "Failed to join") || strings.Contains(got, "failed to receive") {
@@ -156,7 +158,7 @@ func TestRefusalLogNamesTheSenderOncePerMinute(t *testing.T) {
 	}
 	now = now.Add(refusalEvery)
 	_, _ = r.Write([]byte(line("192.0.2.7:1")))
-	if got := rec.count(slog.LevelWarn, "refused gossip", "peer=192.0.2.7"); got != 2 {
+	if got := rec.Count(slog.LevelWarn, "refused gossip", "peer=192.0.2.7"); got != 2 {
 		t.Fatalf("%d warnings for 192.0.2.7 a minute later, want 2", got)
 	}
 }

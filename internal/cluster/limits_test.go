@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"halb/test/support"
 )
 
 // memberlist's message type for an encrypted message (net.go).
@@ -100,9 +102,9 @@ func TestJunkStreamsCannotMakeTheNodeBufferMuch(t *testing.T) {
 
 // newBareTransport is the node's transport without memberlist behind it,
 // so a test can hold the streams it hands over as long as it likes.
-func newBareTransport(t *testing.T, ip string, rec *recorder) (*silenceTransport, netip.AddrPort) {
+func newBareTransport(t *testing.T, ip string, rec *support.Log) (*silenceTransport, netip.AddrPort) {
 	t.Helper()
-	log := slog.New(rec)
+	log := rec.Logger()
 	refusals := newRefusalLog(logBridge{log: log}, log, time.Now)
 	nt, err := listenGossip(netip.AddrPortFrom(netip.MustParseAddr(ip), 0), refusals, log)
 	if err != nil {
@@ -138,7 +140,7 @@ func closedAtOnce(t *testing.T, c net.Conn) bool {
 }
 
 func TestInboundStreamsAreCappedAndExcessClosedAtOnce(t *testing.T) {
-	rec := &recorder{}
+	rec := support.NewLog()
 	tr, addr := newBareTransport(t, "127.0.0.83", rec)
 	dial := func() net.Conn {
 		t.Helper()
@@ -162,7 +164,7 @@ func TestInboundStreamsAreCappedAndExcessClosedAtOnce(t *testing.T) {
 	if got := tr.limits.refused.Load(); got != 1 {
 		t.Fatalf("%d streams refused, want 1", got)
 	}
-	if got := rec.count(slog.LevelWarn, "dropped gossip from a sender", "too many gossip streams"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "dropped gossip from a sender", "too many gossip streams"); got != 1 {
 		t.Fatalf("%d warnings about the refused stream, want 1", got)
 	}
 	// Done with one: its slot is free for the next stream.
@@ -178,7 +180,7 @@ func TestInboundStreamsAreCappedAndExcessClosedAtOnce(t *testing.T) {
 }
 
 func TestStreamReadsStopAtTheLimit(t *testing.T) {
-	tr, addr := newBareTransport(t, "127.0.0.84", &recorder{})
+	tr, addr := newBareTransport(t, "127.0.0.84", support.NewLog())
 	c, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
 	if err != nil {
 		t.Fatal(err)

@@ -6,11 +6,13 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"halb/test/support"
 )
 
 func TestLogBridgeLevels(t *testing.T) {
-	rec := &recorder{}
-	l := log.New(logBridge{log: slog.New(rec)}, "", 0)
+	rec := support.NewLog()
+	l := log.New(logBridge{log: rec.Logger()}, "", 0)
 	l.Printf("[DEBUG] memberlist: Stream connection from=127.0.0.1:1")
 	l.Printf("[INFO] memberlist: Suspect lb2 has failed, no acks received")
 	l.Printf("[WARN] memberlist: Was able to connect to lb2 over TCP but UDP probes failed")
@@ -21,7 +23,7 @@ func TestLogBridgeLevels(t *testing.T) {
 		Msg   string
 	}
 	var got []line
-	for _, r := range rec.records {
+	for _, r := range rec.Records() {
 		got = append(got, line{r.Level, r.Message})
 	}
 	want := []line{

@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hashicorp/memberlist"
+
+	"halb/test/support"
 )
 
 // A peer with the right key can still gossip metadata this node cannot
@@ -18,8 +20,8 @@ import (
 // previous state, not half of a decode — so the election sees a member that
 // is neither eligible nor holding anything.
 func TestUnreadablePeerStateCarriesNoFacts(t *testing.T) {
-	rec := &recorder{}
-	c, err := New(Config{NodeName: "lb1", BindAddr: netip.MustParseAddr("127.0.0.1"), Insecure: true}, slog.New(rec))
+	rec := support.NewLog()
+	c, err := New(Config{NodeName: "lb1", BindAddr: netip.MustParseAddr("127.0.0.1"), Insecure: true}, rec.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestUnreadablePeerStateCarriesNoFacts(t *testing.T) {
 		}
 	}
 	// Each distinct problem is logged once, naming the peer.
-	if n := rec.count(slog.LevelWarn, "peer state unreadable", "peer=lb9"); n != 4 {
+	if n := rec.Count(slog.LevelWarn, "peer state unreadable", "peer=lb9"); n != 4 {
 		t.Errorf("%d warnings about lb9's state, want 4 (one per change of problem)", n)
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"halb/test/support"
 )
 
 // The budget the docs promise (docs/security.md): one line per sender a
@@ -21,10 +23,10 @@ const documentedRefusalBurst = 10
 // handful of lines come out, and the next one after the minute says how
 // many were not logged.
 func TestRefusalLogBoundsAFlood(t *testing.T) {
-	rec := &recorder{}
+	rec := support.NewLog()
 	now := time.Unix(1000, 0)
 	var passed bytes.Buffer
-	r := newRefusalLog(&passed, slog.New(rec), func() time.Time { return now })
+	r := newRefusalLog(&passed, rec.Logger(), func() time.Time { return now })
 	ml := log.New(r, "", 0)
 	for i := range 1000 {
 		ml.Printf(`[ERR] memberlist: discarding packet with unacceptable label "": from=192.0.2.1:%d`, 1000+i)
@@ -32,10 +34,10 @@ func TestRefusalLogBoundsAFlood(t *testing.T) {
 	for i := range 1000 {
 		ml.Printf("[ERR] memberlist: Decrypt packet failed: No installed keys could decrypt the message from=10.%d.%d.1:7946", i/256, i%256)
 	}
-	if got := len(rec.records); got > documentedRefusalBurst {
+	if got := len(rec.Records()); got > documentedRefusalBurst {
 		t.Fatalf("2000 junk packets logged %d lines, want at most %d", got, documentedRefusalBurst)
 	}
-	if got := rec.count(slog.LevelWarn, "dropped gossip from a sender", "peer=192.0.2.1", "unacceptable label"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "dropped gossip from a sender", "peer=192.0.2.1", "unacceptable label"); got != 1 {
 		t.Fatalf("%d lines for the one-address flood, want 1", got)
 	}
 	if passed.Len() != 0 {
@@ -43,12 +45,12 @@ func TestRefusalLogBoundsAFlood(t *testing.T) {
 	}
 	now = now.Add(refusalEvery)
 	ml.Printf(`[ERR] memberlist: discarding packet with unacceptable label "x": from=192.0.2.1:1`)
-	if got := rec.count(slog.LevelWarn, "dropped gossip", "peer=192.0.2.1"); got != 2 {
+	if got := rec.Count(slog.LevelWarn, "dropped gossip", "peer=192.0.2.1"); got != 2 {
 		t.Fatalf("%d lines for the one-address flood after a minute, want 2", got)
 	}
 	// Every refusal is logged or counted on a later line, exactly once.
 	lines, counted := 0, int64(0)
-	for _, r := range rec.records {
+	for _, r := range rec.Records() {
 		lines++
 		r.Attrs(func(a slog.Attr) bool {
 			if a.Key == "suppressed" {
@@ -68,17 +70,17 @@ func TestRefusalLogBoundsAFlood(t *testing.T) {
 // TestRefusalLogWordsWhatFailed: junk and failed exchanges are told apart,
 // and a sender's lines below WARN pass on unchanged.
 func TestRefusalLogWordsWhatFailed(t *testing.T) {
-	rec := &recorder{}
+	rec := support.NewLog()
 	var passed bytes.Buffer
-	r := newRefusalLog(&passed, slog.New(rec), time.Now)
+	r := newRefusalLog(&passed, rec.Logger(), time.Now)
 	ml := log.New(r, "", 0)
 	ml.Printf("[ERR] memberlist: failed to receive: %v from=192.0.2.1:1", errStreamTooLong)
 	ml.Printf("[ERR] memberlist: Failed to send ack: write: broken pipe from=192.0.2.2:1")
 	ml.Printf("[DEBUG] memberlist: Stream connection from=192.0.2.3:1")
-	if got := rec.count(slog.LevelWarn, "dropped gossip from a sender", "peer=192.0.2.1", "gossip stream longer than"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "dropped gossip from a sender", "peer=192.0.2.1", "gossip stream longer than"); got != 1 {
 		t.Errorf("an oversized stream: %d lines naming it junk, want 1", got)
 	}
-	if got := rec.count(slog.LevelWarn, "gossip with a sender failed", "peer=192.0.2.2", "broken pipe"); got != 1 {
+	if got := rec.Count(slog.LevelWarn, "gossip with a sender failed", "peer=192.0.2.2", "broken pipe"); got != 1 {
 		t.Errorf("a failed ack: %d lines, want 1", got)
 	}
 	if !bytes.Contains(passed.Bytes(), []byte("Stream connection")) {
@@ -131,13 +133,13 @@ func TestJunkGossipIsLoggedBounded(t *testing.T) {
 	}
 	waitFor(t, n.c, 5*time.Second, "junk streams handled", func() bool { return n.c.refusals.handled() >= packets+streams })
 
-	if got := n.rec.count(slog.LevelInfo); got > documentedRefusalBurst+5 {
+	if got := n.rec.Count(slog.LevelInfo); got > documentedRefusalBurst+5 {
 		t.Errorf("%d junk packets and %d streams logged %d lines at Info or above, want a handful", packets, streams, got)
 	}
-	if got := n.rec.count(slog.LevelDebug, "gossip", "peer=127.0.0.86"); got != 1 {
+	if got := n.rec.Count(slog.LevelDebug, "gossip", "peer=127.0.0.86"); got != 1 {
 		t.Errorf("the junk sender was named %d times, want once", got)
 	}
-	if got := n.rec.count(slog.LevelError); got != 0 {
+	if got := n.rec.Count(slog.LevelError); got != 0 {
 		t.Errorf("junk logged %d errors, want none: it is the sender's fault", got)
 	}
 }

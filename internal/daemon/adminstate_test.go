@@ -12,7 +12,7 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/pool"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // twoBackends is a config whose control plane cp1 serves two backends on
@@ -148,7 +148,7 @@ func TestCorruptStateFileStartsWithDefaults(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"version":1,"servers":[`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var logs testlog.Buffer
+	var logs support.Log
 	d := newTestDaemon(t, twoBackends(t, path), slog.New(slog.NewTextHandler(&logs, nil)))
 	d.api.restore()
 	if got := adminOf(t, d, "k8s", "cp1"); got != pool.Enabled {

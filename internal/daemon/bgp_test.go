@@ -12,14 +12,14 @@ import (
 	"halb/internal/bgp"
 	"halb/internal/config"
 	"halb/internal/round"
-	"halb/internal/vip"
+	"halb/internal/vip/viptest"
 )
 
 // fakeBGP records announcements and, for each, whether the VIP was on
 // its link by then: a route to an address no interface has would
 // blackhole the flows the routers send.
 type fakeBGP struct {
-	link *vip.FakeLink
+	link *viptest.Link
 	mu   sync.Mutex
 	log  []string
 	err  error
@@ -52,9 +52,9 @@ func (f *fakeBGP) calls() []string {
 	return slices.Clone(f.log)
 }
 
-func newTestBGP(t *testing.T) (*bgpVIPs, *fakeBGP, *vip.FakeLink) {
+func newTestBGP(t *testing.T) (*bgpVIPs, *fakeBGP, *viptest.Link) {
 	t.Helper()
-	link := vip.NewFakeLink()
+	link := viptest.NewLink()
 	fb := &fakeBGP{link: link}
 	b := &bgpVIPs{log: slog.New(slog.DiscardHandler), ann: fb, link: link}
 	b.add([]config.VIP{
@@ -140,7 +140,7 @@ func TestBGPVIPsReannounceDuringDrain(t *testing.T) {
 	if !slices.Equal(fb.calls(), want) {
 		t.Fatalf("calls = %v, want %v", fb.calls(), want)
 	}
-	if n := link.Count(vip.OpDel); n != 0 {
+	if n := link.Count(viptest.OpDel); n != 0 {
 		t.Fatalf("address removed %d times while draining, want 0", n)
 	}
 	if st := b.status().VIPs[0]; st.Draining || !st.Announced {
@@ -153,7 +153,7 @@ func TestBGPVIPsReannounceDuringDrain(t *testing.T) {
 func TestBGPVIPsRetry(t *testing.T) {
 	b, fb, link := newTestBGP(t)
 	t0 := time.Unix(1_000_000, 0)
-	link.SetErr(vip.OpReplace, errors.New("operation not permitted"))
+	link.SetErr(viptest.OpReplace, errors.New("operation not permitted"))
 	b.apply(plan(true, "eligible"), t0, time.Second)
 	if len(fb.calls()) != 0 {
 		t.Fatalf("announced without the address on lo: %v", fb.calls())
@@ -161,7 +161,7 @@ func TestBGPVIPsRetry(t *testing.T) {
 	if st := b.status().VIPs[0]; st.Announced || st.LastError == "" {
 		t.Fatalf("status = %+v, want not announced with the error", st)
 	}
-	link.SetErr(vip.OpReplace, nil)
+	link.SetErr(viptest.OpReplace, nil)
 	fb.err = errors.New("speaker down")
 	b.apply(plan(true, "eligible"), t0.Add(time.Second), time.Second)
 	if st := b.status().VIPs[0]; st.Announced || st.LastError != "speaker down" {
@@ -199,7 +199,7 @@ vips:
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	d, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err != nil {
 		t.Fatal(err)
 	}

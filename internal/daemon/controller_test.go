@@ -10,6 +10,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/health"
 	"halb/internal/pool"
+	"halb/test/support"
 )
 
 // A pool added while the election loop runs (a reload) wakes it on a
@@ -46,7 +47,7 @@ func TestWatchdogFollowsElectionProgress(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a, alone, to hold the VIP")
 	if !a.d.alive() {
 		t.Fatal("the watchdog is not fed while the election loop runs")
 	}

@@ -20,8 +20,9 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/config"
-	"halb/internal/vip"
+	"halb/internal/vip/viptest"
 	"halb/internal/witness"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,14 +31,19 @@ var vipPrefix = netip.MustParsePrefix("10.99.0.160/24")
 
 // node is one in-process daemon with its own fake interface.
 type node struct {
-	name string
-	link *vip.FakeLink
-	d    *Daemon
-	stop context.CancelFunc
-	done chan error
+	name    string
+	link    *viptest.Link
+	d       *Daemon
+	task    *support.Task
+	stopped bool
 }
 
 // freePort finds a port free for TCP and UDP on all the given addresses.
+// The daemon's config has one gossip port for every node (cluster.port),
+// so an in-process pair needs a port free on both addresses before either
+// starts; port 0 cannot express that. Ports are taken below the ephemeral
+// range so that other tests' outgoing connections cannot take them between
+// the check and the daemon's bind. Frontends use port 0 where they can.
 func freePort(t *testing.T, addrs ...string) int {
 	t.Helper()
 	for range 50 {
@@ -111,9 +117,11 @@ func startNode(t *testing.T, cfg *config.Config, name string) *node {
 func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prober) *node {
 	t.Helper()
 	c := *cfg
-	// Both nodes live in one process, so each needs its own listener.
+	// Both nodes live in one process, so each needs its own listener: port
+	// 0, set after validation (which wants a real port), lets the kernel
+	// pick one for each.
 	c.Frontends = append([]config.Frontend(nil), cfg.Frontends...)
-	c.Frontends[0].Bind = netip.AddrPortFrom(c.Frontends[0].Bind.Addr(), uint16(freePort(t, "127.0.0.1")))
+	c.Frontends[0].Bind = netip.AddrPortFrom(c.Frontends[0].Bind.Addr(), 0)
 	dir, err := os.MkdirTemp("", "hd")
 	if err != nil {
 		t.Fatal(err)
@@ -121,37 +129,29 @@ func startNodeWith(t *testing.T, cfg *config.Config, name string, w witness.Prob
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	c.Admin.Socket = filepath.Join(dir, name+".sock")
 	c.Admin.StateFile = filepath.Join(dir, name+"-state.json")
-	n := &node{name: name, link: vip.NewFakeLink(), done: make(chan error, 1)}
+	n := &node{name: name, link: viptest.NewLink()}
 	tw := &testWriter{t: t, name: name}
 	// Registered before the node's own cleanup, so it runs after it: a
 	// straggling gossip goroutine must not log into a finished test.
 	t.Cleanup(func() { tw.done.Store(true) })
 	log := slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: vip.NewFakeGARP(), Witness: w})
+	n.d, err = New(&c, Options{NodeName: name, Version: "test", Log: log, Link: n.link, GARP: viptest.NewGARP(), Witness: w})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stop = cancel
-	go func() { n.done <- n.d.Run(ctx) }()
-	t.Cleanup(func() { n.shutdown(t) })
+	n.task = support.Go(t, n.d.Run)
 	return n
 }
 
+// shutdown stops the node and waits for Run; it is idempotent.
 func (n *node) shutdown(t *testing.T) {
 	t.Helper()
-	if n.stop == nil {
+	if n.stopped {
 		return
 	}
-	n.stop()
-	n.stop = nil
-	select {
-	case err := <-n.done:
-		if err != nil {
-			t.Errorf("node %s: Run: %v", n.name, err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("node %s did not stop", n.name)
+	n.stopped = true
+	if err := n.task.Stop(t); err != nil {
+		t.Errorf("node %s: Run: %v", n.name, err)
 	}
 }
 
@@ -168,18 +168,6 @@ func (w *testWriter) Write(p []byte) (int, error) {
 		w.t.Logf("[%s] %s", w.name, strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // neverBoth records whether both nodes ever held the VIP at once and
@@ -216,15 +204,10 @@ func TestPairElectsHigherPriority(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	// Started together, both may claim for a gossip round before they see
 	// each other's state; within a bound exactly a must hold it.
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	// b must stay standby: check over a few election rounds.
-	deadline := time.Now().Add(5 * reconcileEvery)
-	for time.Now().Before(deadline) {
-		if b.holds() {
-			t.Fatal("b holds the VIP while a, with higher priority, holds it too")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.Consistently(t, 5*reconcileEvery, func() bool { return !b.holds() },
+		"b stays standby while a, with higher priority, holds the VIP")
 	snap := b.d.api.Snapshot()
 	if len(snap.VIPs) != 1 || snap.VIPs[0].Holder != "a" || snap.VIPs[0].HeldHere {
 		t.Errorf("b's view of the VIP = %+v, want holder a, not held here", snap.VIPs)
@@ -238,13 +221,13 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	if err := a.d.api.SetMaintenance(true); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.holds() && !a.holds() }, "b to hold and a to release")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned handover", g)
@@ -260,13 +243,13 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	// settle check rely on it).
 	var pending admin.VIP
 	var role admin.VIPRole
-	waitFor(t, "a to announce its preemption", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		s := a.d.api.Snapshot()
 		if len(s.VIPs) == 1 && !s.VIPs[0].PreemptAt.IsZero() {
 			pending, role = s.VIPs[0], s.Node.Roles[0]
 		}
 		return !pending.PreemptAt.IsZero() || a.holds()
-	})
+	}, "a to announce its preemption")
 	if pending.PreemptAt.IsZero() {
 		t.Fatal("a took the VIP back without ever announcing the preemption")
 	}
@@ -276,7 +259,7 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	if !strings.Contains(role.Why, "takes it over in") {
 		t.Errorf("a's role %+v does not say it will take the VIP over", role)
 	}
-	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a to take the VIP back")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during preemption", g)
@@ -291,19 +274,12 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 func TestStickyKeepsHolder(t *testing.T) {
 	cfg := pairConfig(t, "sticky")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a to see b", 5*time.Second, func() bool { return alive(a) == 2 })
-	deadline := time.Now().Add(cfg.Cluster.PreemptDelay + 5*reconcileEvery)
-	for time.Now().Before(deadline) {
-		if a.holds() {
-			t.Fatal("a took the VIP from a healthy holder under the sticky policy")
-		}
-		if at := a.d.api.Snapshot().VIPs[0].PreemptAt; !at.IsZero() {
-			t.Fatalf("a announces a preemption at %s under the sticky policy", at)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(a) == 2 }, "a to see b")
+	support.Consistently(t, cfg.Cluster.PreemptDelay+5*reconcileEvery, func() bool {
+		return !a.holds() && a.d.api.Snapshot().VIPs[0].PreemptAt.IsZero()
+	}, "under the sticky policy, a neither takes the VIP from a healthy holder nor announces a preemption")
 	if !b.holds() {
 		t.Fatal("b lost the VIP")
 	}
@@ -313,12 +289,12 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
-	waitFor(t, "b to see a", 5*time.Second, func() bool { return alive(b) == 2 && alive(a) == 2 })
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(b) == 2 && alive(a) == 2 }, "b to see a")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	a.shutdown(t)
-	waitFor(t, "b to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b to hold the VIP")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a graceful stop", g)
@@ -330,7 +306,7 @@ func TestGracefulStopHandsOver(t *testing.T) {
 
 func TestUnknownNodeIsRefused(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
-	_, err := New(cfg, Options{NodeName: "c", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "c", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), `node "c" is not in cluster.nodes (a, b)`) {
 		t.Fatalf("New with unknown node: %v", err)
 	}
@@ -340,7 +316,7 @@ func TestMissingKeyIsExplained(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.InsecureGossip = false
 	cfg.Cluster.KeyFile = filepath.Join(t.TempDir(), "missing.key")
-	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), "halb keygen") {
 		t.Fatalf("New without key file: %v", err)
 	}
@@ -365,11 +341,11 @@ func TestWitnessUnreachableMakesIneligible(t *testing.T) {
 	wb.reachable.Store(true)
 	a := startNodeWith(t, cfg, "a", wa)
 	b := startNodeWith(t, cfg, "b", wb)
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	// a loses sight of the witness: it is probably the one cut off, so b
 	// takes over although a has the higher priority.
 	wa.reachable.Store(false)
-	waitFor(t, "b to take the VIP from a that lost the witness", 10*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 10*time.Second, func() bool { return b.holds() && !a.holds() }, "b to take the VIP from a that lost the witness")
 	if snap := a.d.api.Snapshot(); snap.Members[0].Eligible {
 		t.Errorf("a still gossips itself eligible without its witness: %+v", snap.Members[0])
 	}
@@ -383,22 +359,17 @@ func TestCutOffNodeWithoutWitnessHoldsNothing(t *testing.T) {
 	a := startNodeWith(t, cfg, "a", w)
 	// Alone and unable to reach the witness, a must stay empty-handed for
 	// several rounds after its join timeout.
-	deadline := time.Now().Add(cfg.Cluster.JoinTimeout + 2*time.Second)
-	for time.Now().Before(deadline) {
-		if a.holds() {
-			t.Fatal("a node cut off from its peer and its witness took the VIP")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	support.Consistently(t, cfg.Cluster.JoinTimeout+2*time.Second, func() bool { return !a.holds() },
+		"a node cut off from its peer and its witness stays without the VIP")
 	w.reachable.Store(true)
-	waitFor(t, "a to take the VIP once the witness answers", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to take the VIP once the witness answers")
 }
 
 func TestSnapshotShowsAbsentNode(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a, alone, to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a, alone, to hold the VIP")
 	snap := a.d.api.Snapshot()
 	var names []string
 	for _, m := range snap.Members {
@@ -424,8 +395,8 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
@@ -439,7 +410,7 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{}); err == nil || !strings.Contains(err.Error(), "already running") {
 		t.Errorf("second drill: %v, want refused as already running", err)
 	}
-	waitFor(t, "b to hold and a to release", 5*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.holds() && !a.holds() }, "b to hold and a to release")
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned drill", g)
@@ -448,28 +419,34 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With preempt, a takes it back once stable again, again without a gap.
-	waitFor(t, "a to take the VIP back", 5*time.Second, func() bool { return a.holds() && !b.holds() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a to take the VIP back")
 }
 
 func TestHardDrillSilencesHolder(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a alone to hold the VIP", 5*time.Second, func() bool { return a.holds() && !b.holds() })
-	waitFor(t, "b to know a holds it", 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to hold after a went silent", 5*time.Second, b.holds)
-	waitFor(t, "b to see a gone", 5*time.Second, func() bool { return alive(b) == 1 })
+	support.WaitUntil(t, 5*time.Second, b.holds, "b to hold after a went silent")
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(b) == 1 }, "b to see a gone")
 	// a is left as kill -9 leaves a node: the VIP still on its interface
 	// (unannounced) and its ports closed, so clients still sent there
 	// are reset at once rather than left to time out.
 	if !a.holds() {
 		t.Error("a removed the VIP while playing dead; a killed process leaves it")
 	}
+	// The frontend binds port 0 in these tests: the kernel's pick is the
+	// gate's address, which the drill opens again.
 	_, fronts := a.d.srv.parts()
-	port := int(fronts[0].cfg.Bind.Port())
+	g := fronts[0].gate.Load()
+	if g == nil {
+		t.Fatal("a's frontend has no gate listener to close")
+	}
+	port := int(g.bind.Port())
 	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
 		_ = c.Close()
 		t.Error("a's frontend accepted a connection while a played dead")
@@ -477,7 +454,7 @@ func TestHardDrillSilencesHolder(t *testing.T) {
 		t.Errorf("connect to a's frontend while it played dead: %v, want refused", err)
 	}
 	// The silence is bounded: a comes back, and under preempt takes over.
-	waitFor(t, "a back and holding", 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() })
+	support.WaitUntil(t, 15*time.Second, func() bool { return alive(b) == 2 && a.holds() && !b.holds() }, "a back and holding")
 	if !serves(port) {
 		t.Error("a's frontend does not serve after the drill")
 	}
@@ -487,7 +464,7 @@ func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	_, err := a.d.api.StartDrill(admin.DrillRequest{})
 	if err == nil || !strings.Contains(err.Error(), "no node other than the holder a is eligible") {
 		t.Fatalf("drill with no peer: %v", err)

@@ -13,6 +13,8 @@ import (
 	"halb/internal/cluster"
 	"halb/internal/handoff"
 	"halb/internal/vip"
+	"halb/internal/vip/viptest"
+	"halb/test/support"
 )
 
 // fakeNFT records the scripts the hand-off applies instead of running nft.
@@ -43,12 +45,12 @@ func (f *fakeNFT) last() string {
 var hoVIP = tickleVIP
 
 // handoffNode is one node's hand-off on fakes, its announcer running.
-func handoffNode(t *testing.T, net *fakeNet) (*handoffs, *fakeNFT, *vip.Announcer, *vip.FakeLink) {
+func handoffNode(t *testing.T, net *fakeNet) (*handoffs, *fakeNFT, *vip.Announcer, *viptest.Link) {
 	t.Helper()
 	cfg := tickleVIPConfig(true)
 	cfg.GARPCount, cfg.GARPInterval, cfg.Lifetime = 1, time.Millisecond, 2*time.Second
-	link := vip.NewFakeLink()
-	ann := vip.NewAnnouncer(cfg, "eth0", link, vip.NewFakeGARP(), slog.New(slog.DiscardHandler))
+	link := viptest.NewLink()
+	ann := vip.NewAnnouncer(cfg, "eth0", link, viptest.NewGARP(), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = ann.Run(ctx); close(done) }()
@@ -77,7 +79,7 @@ func TestHandoffForwardingGoesWhenOldHolderDies(t *testing.T) {
 	if s := nft.last(); !strings.Contains(s, "ether daddr set 02:00:00:00:00:01 fwd to \"eth0\"") {
 		t.Fatalf("claim applied no forwarding to lb1's MAC:\n%s", s)
 	}
-	waitFor(t, "the claim", 5*time.Second, ann.Held)
+	support.WaitUntil(t, 5*time.Second, ann.Held, "the claim")
 	h.step(context.Background(), time.Now())
 	if st := h.status(hoVIP); st.Role != "forwarding" || st.Peer != "lb1" {
 		t.Fatalf("status while lb1 lives: %+v", st)
@@ -99,14 +101,14 @@ func TestHandoffOldHolderQuietThenGone(t *testing.T) {
 	nets := newFakeNets("lb1", "lb2")
 	h, nft, ann, link := handoffNode(t, nets.get("lb1"))
 	ann.SetOwner(true, "elected")
-	waitFor(t, "the claim", 5*time.Second, ann.Held)
+	support.WaitUntil(t, 5*time.Second, ann.Held, "the claim")
 
 	h.owner(context.Background(), hoVIP, "lb2", "lb1", true)
 	if s := nft.last(); !strings.Contains(s, "arp saddr ip 10.0.0.5 arp saddr ip set 192.168.66.152") {
 		t.Fatalf("no ARP rule once lb2 was elected:\n%s", s)
 	}
 	h.release(context.Background(), hoVIP, ann, "handed over to lb2")
-	waitFor(t, "the release", 5*time.Second, func() bool { return !ann.Held() })
+	support.WaitUntil(t, 5*time.Second, func() bool { return !ann.Held() }, "the release")
 	if !link.Has("eth0", tickleVIPConfig(true).Address) || !ann.Status().Quiet {
 		t.Fatalf("released without keeping the address: %+v", ann.Status())
 	}
@@ -115,7 +117,7 @@ func TestHandoffOldHolderQuietThenGone(t *testing.T) {
 	if s := nft.last(); s != handoff.DeleteScript("arp", handoff.QuietTable(hoVIP)) {
 		t.Fatalf("ARP rule not removed with nothing left to serve; last script:\n%s", s)
 	}
-	waitFor(t, "the address removed", 5*time.Second, func() bool { return !link.Has("eth0", tickleVIPConfig(true).Address) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return !link.Has("eth0", tickleVIPConfig(true).Address) }, "the address removed")
 	if st := h.status(hoVIP); st.Role != "" || st.EndReason != "every connection closed" {
 		t.Errorf("status after the hand-off: %+v", st)
 	}

@@ -19,7 +19,8 @@ import (
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/keyring"
-	"halb/internal/vip"
+	"halb/internal/vip/viptest"
+	"halb/test/support"
 )
 
 var (
@@ -66,7 +67,7 @@ admin: {socket: %s, state_file: %s}
 		w = io.MultiWriter(tw, also)
 	}
 	d, err := New(cfg, Options{ConfigPath: path, NodeName: "a", Log: slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+		Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,10 +87,10 @@ admin: {socket: %s, state_file: %s}
 	}
 	t.Cleanup(stop)
 	c := admin.Dial(filepath.Join(dir, "a.sock"))
-	waitFor(t, "admin socket answers", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		_, err := c.Status(context.Background())
 		return err == nil
-	})
+	}, "admin socket answers")
 	return d, c, stop
 }
 
@@ -239,7 +240,7 @@ func TestBrokenKeyringFileStopsStart(t *testing.T) {
 	cfg.Cluster.InsecureGossip = false
 	cfg.Cluster.KeyFile = filepath.Join(dir, "gossip.key")
 	cfg.Cluster.KeyringFile = ring
-	_, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()})
+	_, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()})
 	if err == nil || !strings.Contains(err.Error(), "cluster.keyring_file") || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("New with a broken keyring file: %v, want an error naming cluster.keyring_file and line 2", err)
 	}
@@ -268,16 +269,11 @@ func withKey(t *testing.T, cfg *config.Config, key []byte) *config.Config {
 func TestStaleKeyNodeTakesNothingAndHolderKeeps(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	b := startNode(t, withKey(t, cfg, newKey), "b")
-	waitFor(t, "b, alone, to hold the VIP", 5*time.Second, b.holds)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, withKey(t, cfg, oldKey), "a")
-	waitFor(t, "both to see the other answer with another key", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		return len(a.d.ctl.cluster.Incompatible()) == 1 && len(b.d.ctl.cluster.Incompatible()) == 1
-	})
-	deadline := time.Now().Add(5 * reconcileEvery)
-	for time.Now().Before(deadline) {
-		if a.holds() || !b.holds() {
-			t.Fatalf("a (stale key) holds %v, b (holder) holds %v: want only b", a.holds(), b.holds())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	}, "both to see the other answer with another key")
+	support.Consistently(t, 5*reconcileEvery, func() bool { return !a.holds() && b.holds() },
+		"b (holder) alone holds the VIP, not a (stale key)")
 }

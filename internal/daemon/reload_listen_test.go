@@ -13,6 +13,7 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // session is an open client connection through the proxy to an echo
@@ -79,7 +80,7 @@ func TestReloadToOccupiedPortChangesNothing(t *testing.T) {
 
 	doc := proxyConfig(a, "100ms", "s0="+s0)
 	d, write := runFromFile(t, doc)
-	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(a) }, "the frontend to serve")
 	open := openSession(t, a)
 	before := d.api.Snapshot()
 
@@ -116,7 +117,7 @@ func TestReloadToOccupiedPortChangesNothing(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatalf("reload of the same file once the port is free: %v", err)
 	}
-	waitFor(t, "the frontend to move", 5*time.Second, func() bool { return serves(b) && !serves(a) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(b) && !serves(a) }, "the frontend to move")
 	if got := d.api.Snapshot().Frontends[0]; got.Bind != fmt.Sprintf("127.0.0.1:%d", b) || got.ListenError != "" {
 		t.Fatalf("after the reload: %+v", got)
 	}
@@ -127,7 +128,7 @@ func TestReloadMaxConnKeepsSessionsAndSocket(t *testing.T) {
 	s0, s1 := echoServer(t), echoServer(t)
 	doc := proxyConfig(a, "100ms", "s0="+s0)
 	d, write := runFromFile(t, doc)
-	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(a) }, "the frontend to serve")
 	open := openSession(t, a)
 	_, fronts := d.srv.parts()
 	socket := fronts[0].f
@@ -160,7 +161,7 @@ func TestReloadMaxConnKeepsSessionsAndSocket(t *testing.T) {
 func TestFrontendWithoutListener(t *testing.T) {
 	a := freePort(t, "127.0.0.1")
 	d, _ := runFromFile(t, proxyConfig(a, "100ms", "s0="+echoServer(t)))
-	waitFor(t, "the frontend to serve", 5*time.Second, func() bool { return serves(a) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(a) }, "the frontend to serve")
 	_, fronts := d.srv.parts()
 	ln, err := fronts[0].f.HandOver() // stands in for a listener that died
 	if err != nil {
@@ -187,14 +188,14 @@ func TestFrontendWithoutListenerMakesIneligible(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
-	waitFor(t, "a to hold the VIP", 5*time.Second, a.holds)
+	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
 	_, fronts := a.d.srv.parts()
 	ln, err := fronts[0].f.HandOver()
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = ln.Close()
-	waitFor(t, "b to take the VIP from a without a listener", 10*time.Second, func() bool { return b.holds() && !a.holds() })
+	support.WaitUntil(t, 10*time.Second, func() bool { return b.holds() && !a.holds() }, "b to take the VIP from a without a listener")
 	for _, m := range a.d.api.Snapshot().Members {
 		if m.Local && (m.Eligible || m.Frontends["api"]) {
 			t.Errorf("a gossips itself eligible without a listener: %+v", m)

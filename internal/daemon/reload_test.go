@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // echoServer accepts connections and echoes them, on 127.0.0.1.
@@ -108,7 +109,7 @@ func TestReload(t *testing.T) {
 		}
 		return strings.Join(out, " ")
 	}
-	waitFor(t, "s0 up", 5*time.Second, func() bool { return servers() == "s0=up" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return servers() == "s0=up" }, "s0 up")
 
 	// An open session through s0, which the next reload removes.
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", front))
@@ -148,18 +149,18 @@ func TestReload(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "s1 up", 5*time.Second, func() bool { return servers() == "s1=up" })
+	support.WaitUntil(t, 5*time.Second, func() bool { return servers() == "s1=up" }, "s1 up")
 	if err := echo(); err != nil {
 		t.Fatalf("the open session through the removed server broke at once: %v", err)
 	}
-	waitFor(t, "the removed server's session closed after the grace", 5*time.Second, func() bool { return echo() != nil })
+	support.WaitUntil(t, 5*time.Second, func() bool { return echo() != nil }, "the removed server's session closed after the grace")
 }
 
 func TestReloadFrontends(t *testing.T) {
 	a, b := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
 	s0 := echoServer(t)
 	d, write := runFromFile(t, proxyConfig(a, "1s", "s0="+s0))
-	waitFor(t, "the frontend on the first port to serve", 5*time.Second, func() bool { return serves(a) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(a) }, "the frontend on the first port to serve")
 
 	// Rebind the frontend to another port and add a second frontend on the
 	// first port with a new backend: both apply without a restart.
@@ -170,7 +171,7 @@ func TestReloadFrontends(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both frontends to serve", 5*time.Second, func() bool { return serves(a) && serves(b) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return serves(a) && serves(b) }, "both frontends to serve")
 	snap := d.api.Snapshot()
 	if len(snap.Frontends) != 2 || len(snap.Backends) != 2 {
 		t.Errorf("after reload: %d frontends, %d backends; want 2 and 2", len(snap.Frontends), len(snap.Backends))
@@ -180,5 +181,5 @@ func TestReloadFrontends(t *testing.T) {
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the removed frontend to stop listening", 5*time.Second, func() bool { return !serves(a) && serves(b) })
+	support.WaitUntil(t, 5*time.Second, func() bool { return !serves(a) && serves(b) }, "the removed frontend to stop listening")
 }

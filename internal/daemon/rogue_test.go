@@ -12,6 +12,7 @@ import (
 
 	"halb/internal/cluster"
 	"halb/internal/round"
+	"halb/test/support"
 )
 
 // metaPeer is a bare memberlist node that gossips whatever metadata the
@@ -58,10 +59,10 @@ func startMetaPeer(t *testing.T, name, addr string, port int, join string, meta 
 		_ = ml.Leave(time.Second)
 		_ = ml.Shutdown()
 	})
-	waitFor(t, "the peer to join", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		_, err := ml.Join([]string{join})
 		return err == nil
-	})
+	}, "the peer to join")
 	return p
 }
 
@@ -89,11 +90,7 @@ func stateError(n *node, name string) (string, bool) {
 // keepsHolding fails the test if n releases the VIP within d.
 func keepsHolding(t *testing.T, n *node, d time.Duration, why string) {
 	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if !n.holds() {
-			t.Fatalf("%s released the VIP: %s", n.name, why)
-		}
-	}
+	support.Consistently(t, d, n.holds, n.name+" keeps the VIP: "+why)
 }
 
 // A configured peer that speaks a newer state format, then a corrupt one,
@@ -116,28 +113,28 @@ func TestUnreadablePeerDoesNotMisleadElection(t *testing.T) {
 	newer := append([]byte{claim[0] + 1}, claim[1:]...)
 	peer := startMetaPeer(t, "a", "127.0.0.61", cfg.Cluster.Port, fmt.Sprintf("127.0.0.62:%d", cfg.Cluster.Port), newer)
 
-	waitFor(t, "b to read a's state as unreadable", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		e, alive := stateError(b, "a")
 		return alive && strings.Contains(e, "unknown format version 2")
-	})
+	}, "b to read a's state as unreadable")
 	// b waits out the settle time for a peer whose state it cannot read,
 	// then claims: nobody it can trust holds the VIP.
-	waitFor(t, "b to hold the VIP", 3*round.SettleTimeout, b.holds)
+	support.WaitUntil(t, 3*round.SettleTimeout, b.holds, "b to hold the VIP")
 	if v := b.d.api.Snapshot().VIPs[0]; v.Holder != "b" {
 		t.Errorf("b's view of the holder = %q, want b", v.Holder)
 	}
 	keepsHolding(t, b, 5*reconcileEvery, "a peer in a newer format claims it")
 
 	peer.set(t, []byte("\x01\xff corrupt"))
-	waitFor(t, "b to see the corrupt state", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		e, _ := stateError(b, "a")
 		return strings.Contains(e, "unknown flags")
-	})
+	}, "b to see the corrupt state")
 	keepsHolding(t, b, 5*reconcileEvery, "a peer with a corrupt state claims it")
 
 	peer.set(t, claim)
-	waitFor(t, "b to hand the VIP to a once it reads a's claim", 5*time.Second, func() bool {
+	support.WaitUntil(t, 5*time.Second, func() bool {
 		e, _ := stateError(b, "a")
 		return e == "" && !b.holds()
-	})
+	}, "b to hand the VIP to a once it reads a's claim")
 }

@@ -10,14 +10,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
 	"halb/internal/admin"
 	"halb/internal/config"
 	"halb/internal/keyring"
-	"halb/internal/vip"
-	"halb/test/testlog"
+	"halb/internal/vip/viptest"
+	"halb/test/support"
 )
 
 // TestLogsHoldNoSecrets drives what handles secrets — failed and good
@@ -38,8 +39,11 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	statsPort := freePort(t, "127.0.0.1")
 	statsSection := fmt.Sprintf("stats:\n  bind: 127.0.0.1:%d\n  users:\n    - {name: admin, password_hash: %q}\n", statsPort, hash)
-	logs := &testlog.Buffer{}
+	logs := &support.Log{}
 	d, c, _ := keyNode(t, dir, "keyring_file: "+filepath.Join(dir, "gossip.keyring"), statsSection, logs)
+	// Run starts the stats server after keyNode returns; logging in
+	// before it listens would be refused (a flake seen under load).
+	logs.WaitFor(t, 10*time.Second, `msg="stats listening"`)
 	ctx := context.Background()
 	var shown []string // errors an operator would see
 
@@ -135,7 +139,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 			continue
 		}
 		cfg.Cluster.KeyFile, cfg.Cluster.KeyringFile = bad, ""
-		if _, err := New(cfg, Options{NodeName: "a", Link: vip.NewFakeLink(), GARP: vip.NewFakeGARP()}); err == nil {
+		if _, err := New(cfg, Options{NodeName: "a", Link: viptest.NewLink(), GARP: viptest.NewGARP()}); err == nil {
 			t.Fatalf("a broken key file was accepted")
 		} else {
 			shown = append(shown, err.Error())

@@ -1,102 +1,32 @@
 package health
 
 import (
-	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
-func TestFakeClockFiresOnlyWhenDue(t *testing.T) {
-	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := NewFakeClock(start)
-	late := c.NewTimer(3 * time.Second)
-	early := c.NewTimer(time.Second)
-	if got := c.Waiters(); got != 2 {
-		t.Fatalf("waiters %d, want 2", got)
-	}
-	if next, ok := c.NextDeadline(); !ok || !next.Equal(start.Add(time.Second)) {
-		t.Fatalf("next deadline %v %v, want %v", next, ok, start.Add(time.Second))
-	}
-
-	c.Advance(time.Second - time.Nanosecond)
-	select {
-	case <-early.C():
-		t.Fatal("timer fired before its deadline")
-	default:
-	}
-	c.Advance(time.Nanosecond)
-	select {
-	case at := <-early.C():
-		if !at.Equal(start.Add(time.Second)) {
-			t.Fatalf("fired with %v, want %v", at, start.Add(time.Second))
-		}
-	default:
-		t.Fatal("timer did not fire at its deadline")
-	}
-	if early.Stop() {
-		t.Fatal("Stop of a fired timer reported pending")
-	}
-	if !late.Stop() {
-		t.Fatal("Stop of a pending timer reported not pending")
-	}
-	c.Advance(time.Hour)
-	select {
-	case <-late.C():
-		t.Fatal("stopped timer fired")
-	default:
-	}
-	if got := c.Waiters(); got != 0 {
-		t.Fatalf("waiters %d, want 0", got)
-	}
-	if got := c.Now(); !got.Equal(start.Add(time.Hour + time.Second)) {
-		t.Fatalf("now %v, want %v", got, start.Add(time.Hour+time.Second))
-	}
-}
-
-func TestFakeClockZeroDurationFiresAtOnce(t *testing.T) {
-	c := NewFakeClock(time.Unix(0, 0))
-	tm := c.NewTimer(0)
-	select {
-	case <-tm.C():
-	default:
-		t.Fatal("zero-duration timer did not fire at once")
-	}
-}
-
-func TestFakeClockBlockUntil(t *testing.T) {
-	c := NewFakeClock(time.Unix(0, 0))
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.NewTimer(time.Second)
-	}()
-	if err := c.BlockUntil(ctx, 1); err != nil {
-		t.Fatalf("BlockUntil: %v", err)
-	}
-	<-done
-
-	short, cancelShort := context.WithTimeout(t.Context(), 20*time.Millisecond)
-	defer cancelShort()
-	if err := c.BlockUntil(short, 2); err == nil {
-		t.Fatal("BlockUntil(2) returned with only one timer pending")
-	}
-}
-
 func TestRealClockTimerFires(t *testing.T) {
-	c := RealClock()
-	before := c.Now()
-	tm := c.NewTimer(time.Millisecond)
-	select {
-	case at := <-tm.C():
-		if at.Before(before) {
-			t.Fatalf("fired at %v, before it was made at %v", at, before)
+	synctest.Test(t, func(t *testing.T) {
+		c := RealClock()
+		before := c.Now()
+		tm := c.NewTimer(time.Second)
+		at := <-tm.C()
+		if got := at.Sub(before); got != time.Second {
+			t.Fatalf("fired %s after it was made, want 1s", got)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("real timer never fired")
-	}
-	if tm.Stop() {
-		t.Fatal("Stop of a fired timer reported pending")
-	}
+		if tm.Stop() {
+			t.Fatal("Stop of a fired timer reported pending")
+		}
+		stopped := c.NewTimer(time.Second)
+		if !stopped.Stop() {
+			t.Fatal("Stop of a pending timer reported it had fired")
+		}
+		time.Sleep(2 * time.Second) // in the bubble: the stopped timer's deadline passes
+		select {
+		case <-stopped.C():
+			t.Fatal("a stopped timer fired")
+		default:
+		}
+	})
 }

@@ -12,12 +12,13 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // talosContextYAML is one context of a talosconfig as talosctl writes it.
-func talosContextYAML(name string, ca []byte, cert issued) string {
+func talosContextYAML(name string, ca []byte, cert support.Cert) string {
 	return fmt.Sprintf(`    %s:
         endpoints:
             - 192.168.66.161
@@ -27,7 +28,7 @@ func talosContextYAML(name string, ca []byte, cert issued) string {
         ca: %s
         crt: %s
         key: %s
-`, name, b64(ca), b64(cert.certPEM), b64(cert.keyPEM))
+`, name, b64(ca), b64(cert.CertPEM), b64(cert.KeyPEM))
 }
 
 // writeTalosconfig writes a talosconfig whose current context is current.
@@ -39,7 +40,7 @@ func writeTalosconfig(t *testing.T, dir, current string, contexts ...string) str
 
 // kubeconfigYAML is a kubeconfig as talosctl kubeconfig writes it, plus a
 // second context whose user and CA are files next to it, and a token user.
-func kubeconfigYAML(ca []byte, admin issued, token string) string {
+func kubeconfigYAML(ca []byte, admin support.Cert, token string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -80,7 +81,7 @@ users:
       user:
         token: %s
 preferences: {}
-`, b64(ca), b64(admin.certPEM), b64(admin.keyPEM), token)
+`, b64(ca), b64(admin.CertPEM), b64(admin.KeyPEM), token)
 }
 
 func mustCredentials(t *testing.T, hc config.HealthCheck) *credentials {
@@ -93,23 +94,23 @@ func mustCredentials(t *testing.T, hc config.HealthCheck) *credentials {
 }
 
 // presents reports whether cr's client certificate is want.
-func presents(cr *credentials, want issued) bool {
-	return len(cr.tls.Certificates) == 1 && bytes.Equal(cr.tls.Certificates[0].Certificate[0], want.tls.Certificate[0])
+func presents(cr *credentials, want support.Cert) bool {
+	return len(cr.tls.Certificates) == 1 && bytes.Equal(cr.tls.Certificates[0].Certificate[0], want.TLS.Certificate[0])
 }
 
 func TestTalosconfigContexts(t *testing.T) {
 	dir := t.TempDir()
-	labCA, prodCA := newTestCA(t, "lab talos"), newTestCA(t, "prod talos")
-	reader := labCA.issue(t, leafSpec{cn: "health", orgs: []string{"os:reader"}, usage: x509.ExtKeyUsageClientAuth})
-	admin := prodCA.issue(t, leafSpec{cn: "admin", orgs: []string{"os:admin"}, usage: x509.ExtKeyUsageClientAuth})
-	path := writeTalosconfig(t, dir, "lab", talosContextYAML("lab", labCA.pem, reader), talosContextYAML("prod", prodCA.pem, admin))
+	labCA, prodCA := support.NewCA(t, "lab talos"), support.NewCA(t, "prod talos")
+	reader := labCA.Issue(t, support.Leaf{CommonName: "health", Orgs: []string{"os:reader"}, Usage: x509.ExtKeyUsageClientAuth})
+	admin := prodCA.Issue(t, support.Leaf{CommonName: "admin", Orgs: []string{"os:admin"}, Usage: x509.ExtKeyUsageClientAuth})
+	path := writeTalosconfig(t, dir, "lab", talosContextYAML("lab", labCA.PEM, reader), talosContextYAML("prod", prodCA.PEM, admin))
 
 	t.Run("current context", func(t *testing.T) {
 		cr := mustCredentials(t, config.HealthCheck{Type: config.CheckTLS, TLS: config.TLSOptions{Talosconfig: path}})
 		if !presents(cr, reader) {
 			t.Fatal("the check does not present the lab context's certificate")
 		}
-		if cr.tls.InsecureSkipVerify || cr.tls.RootCAs == nil || !cr.tls.RootCAs.Equal(labCA.pool) {
+		if cr.tls.InsecureSkipVerify || cr.tls.RootCAs == nil || !cr.tls.RootCAs.Equal(labCA.Pool()) {
 			t.Fatal("the check does not verify servers against the talosconfig's CA")
 		}
 		if len(cr.warnings) != 0 {
@@ -126,14 +127,14 @@ func TestTalosconfigContexts(t *testing.T) {
 			t.Fatalf("warnings %q, want [%q]", ws, want)
 		}
 		cr := mustCredentials(t, config.HealthCheck{Type: config.CheckTLS, TLS: config.TLSOptions{Talosconfig: path, Context: "prod"}})
-		if !presents(cr, admin) || !cr.tls.RootCAs.Equal(prodCA.pool) {
+		if !presents(cr, admin) || !cr.tls.RootCAs.Equal(prodCA.Pool()) {
 			t.Fatal("the check does not use the prod context")
 		}
 	})
 	t.Run("ca_file wins over the talosconfig's CA", func(t *testing.T) {
-		caFile := writeFile(t, dir, "other-ca.pem", prodCA.pem)
+		caFile := writeFile(t, dir, "other-ca.pem", prodCA.PEM)
 		cr := mustCredentials(t, config.HealthCheck{Type: config.CheckTLS, TLS: config.TLSOptions{Talosconfig: path, CAFile: caFile}})
-		if !cr.tls.RootCAs.Equal(prodCA.pool) {
+		if !cr.tls.RootCAs.Equal(prodCA.Pool()) {
 			t.Fatal("ca_file did not replace the talosconfig's CA")
 		}
 	})
@@ -141,20 +142,20 @@ func TestTalosconfigContexts(t *testing.T) {
 
 func TestKubeconfigContexts(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, "kubernetes")
-	admin := ca.issue(t, leafSpec{cn: "admin", orgs: []string{"system:masters"}, usage: x509.ExtKeyUsageClientAuth})
-	health := ca.issue(t, leafSpec{cn: "halb-health", usage: x509.ExtKeyUsageClientAuth})
-	writeFile(t, dir, "pki/ca.crt", ca.pem)
-	writeFile(t, dir, "pki/health.crt", health.certPEM)
-	writeFile(t, dir, "pki/health.key", health.keyPEM)
-	path := writeFile(t, dir, "kubeconfig", []byte(kubeconfigYAML(ca.pem, admin, "s3cr3t-t0ken")))
+	ca := support.NewCA(t, "kubernetes")
+	admin := ca.Issue(t, support.Leaf{CommonName: "admin", Orgs: []string{"system:masters"}, Usage: x509.ExtKeyUsageClientAuth})
+	health := ca.Issue(t, support.Leaf{CommonName: "halb-health", Usage: x509.ExtKeyUsageClientAuth})
+	writeFile(t, dir, "pki/ca.crt", ca.PEM)
+	writeFile(t, dir, "pki/health.crt", health.CertPEM)
+	writeFile(t, dir, "pki/health.key", health.KeyPEM)
+	path := writeFile(t, dir, "kubeconfig", []byte(kubeconfigYAML(ca.PEM, admin, "s3cr3t-t0ken")))
 	https := func(context string) config.HealthCheck {
 		return config.HealthCheck{Type: config.CheckHTTPS, TLS: config.TLSOptions{Kubeconfig: path, Context: context}}
 	}
 
 	t.Run("current context: an admin certificate", func(t *testing.T) {
 		cr := mustCredentials(t, https(""))
-		if !presents(cr, admin) || cr.tls.InsecureSkipVerify || !cr.tls.RootCAs.Equal(ca.pool) || cr.token != "" {
+		if !presents(cr, admin) || cr.tls.InsecureSkipVerify || !cr.tls.RootCAs.Equal(ca.Pool()) || cr.token != "" {
 			t.Fatalf("credentials %+v, want the admin certificate and the cluster CA", cr)
 		}
 		want := fmt.Sprintf(`health.tls.kubeconfig %s: user "admin@prod" has a client certificate in group system:masters (cluster-admin, beyond the reach of RBAC) for a health check: use a client certificate for a user with no rights beyond the health endpoints (any authenticated user may read /healthz, /livez and /readyz)`, path)
@@ -164,7 +165,7 @@ func TestKubeconfigContexts(t *testing.T) {
 	})
 	t.Run("files relative to the kubeconfig", func(t *testing.T) {
 		cr := mustCredentials(t, https("files"))
-		if !presents(cr, health) || !cr.tls.RootCAs.Equal(ca.pool) || cr.tls.ServerName != "kubernetes" {
+		if !presents(cr, health) || !cr.tls.RootCAs.Equal(ca.Pool()) || cr.tls.ServerName != "kubernetes" {
 			t.Fatalf("credentials %+v, want the health certificate, the CA file and tls-server-name", cr)
 		}
 		if len(cr.warnings) != 0 {
@@ -181,7 +182,7 @@ func TestKubeconfigContexts(t *testing.T) {
 		}
 	})
 	t.Run("token to unverified servers", func(t *testing.T) {
-		kc := strings.Replace(kubeconfigYAML(ca.pem, admin, "tok"), "certificate-authority-data: "+b64(ca.pem), "insecure-skip-tls-verify: true", 1)
+		kc := strings.Replace(kubeconfigYAML(ca.PEM, admin, "tok"), "certificate-authority-data: "+b64(ca.PEM), "insecure-skip-tls-verify: true", 1)
 		p := writeFile(t, dir, "kubeconfig-insecure", []byte(kc))
 		ws, err := CredentialWarnings(config.HealthCheck{Type: config.CheckHTTPS, TLS: config.TLSOptions{Kubeconfig: p, Context: "token"}})
 		if err != nil {
@@ -193,7 +194,7 @@ func TestKubeconfigContexts(t *testing.T) {
 	})
 	t.Run("tokenFile", func(t *testing.T) {
 		writeFile(t, dir, "sa/token", []byte("file-token\n"))
-		kc := strings.Replace(kubeconfigYAML(ca.pem, admin, "x"), "token: x", "tokenFile: sa/token", 1)
+		kc := strings.Replace(kubeconfigYAML(ca.PEM, admin, "x"), "token: x", "tokenFile: sa/token", 1)
 		p := writeFile(t, dir, "kubeconfig-tokenfile", []byte(kc))
 		cr := mustCredentials(t, config.HealthCheck{Type: config.CheckHTTPS, TLS: config.TLSOptions{Kubeconfig: p, Context: "token"}})
 		if cr.token != "file-token" {
@@ -204,10 +205,10 @@ func TestKubeconfigContexts(t *testing.T) {
 
 func TestCredentialErrors(t *testing.T) {
 	dir := t.TempDir()
-	ca := newTestCA(t, "ca")
-	cert := ca.issue(t, leafSpec{cn: "health", usage: x509.ExtKeyUsageClientAuth})
-	talos := writeTalosconfig(t, dir, "lab", talosContextYAML("lab", ca.pem, cert))
-	kube := kubeconfigYAML(ca.pem, cert, "tok")
+	ca := support.NewCA(t, "ca")
+	cert := ca.Issue(t, support.Leaf{CommonName: "health", Usage: x509.ExtKeyUsageClientAuth})
+	talos := writeTalosconfig(t, dir, "lab", talosContextYAML("lab", ca.PEM, cert))
+	kube := kubeconfigYAML(ca.PEM, cert, "tok")
 	kubeconfig := func(name, doc string) string { return writeFile(t, dir, name, []byte(doc)) }
 	goodKube := kubeconfig("kubeconfig", kube)
 	badKey := kubeconfig("bad-key", strings.Replace(kube, "client-key-data: ", "client-key-data: abcd*", 1))

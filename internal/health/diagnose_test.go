@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // kubeAPI answers like a kube-apiserver with --anonymous-auth=false: 401
@@ -66,8 +67,8 @@ users:
 	return writeFile(t, dir, name, []byte(doc))
 }
 
-func certUser(c issued) string {
-	return fmt.Sprintf("        client-certificate-data: %s\n        client-key-data: %s\n", b64(c.certPEM), b64(c.keyPEM))
+func certUser(c support.Cert) string {
+	return fmt.Sprintf("        client-certificate-data: %s\n        client-key-data: %s\n", b64(c.CertPEM), b64(c.KeyPEM))
 }
 
 func wantResult(t *testing.T, res Result, ok bool, kind Failure, reason string) {
@@ -80,20 +81,20 @@ func wantResult(t *testing.T, res Result, ok bool, kind Failure, reason string) 
 func TestKubeAPICheckCredentials(t *testing.T) {
 	const ip = "127.0.0.41"
 	dir := t.TempDir()
-	ca, other := newTestCA(t, "kubernetes"), newTestCA(t, "another cluster")
+	ca, other := support.NewCA(t, "kubernetes"), support.NewCA(t, "another cluster")
 	api := &kubeAPI{token: "s3cr3t"}
 	srvCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{ca.issue(t, leafSpec{cn: "kube-apiserver", usage: x509.ExtKeyUsageServerAuth, ips: []string{ip}}).tls},
+		Certificates: []tls.Certificate{ca.Issue(t, support.Leaf{CommonName: "kube-apiserver", Usage: x509.ExtKeyUsageServerAuth, Names: []string{ip}}).TLS},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.pool,
+		ClientCAs:    ca.Pool(),
 	}
 	addr := serverAddr(t, serve(t, ip, api, srvCfg))
 
-	health := ca.issue(t, leafSpec{cn: "halb-health", usage: x509.ExtKeyUsageClientAuth})
-	nobody := ca.issue(t, leafSpec{cn: "nobody", usage: x509.ExtKeyUsageClientAuth})
+	health := ca.Issue(t, support.Leaf{CommonName: "halb-health", Usage: x509.ExtKeyUsageClientAuth})
+	nobody := ca.Issue(t, support.Leaf{CommonName: "nobody", Usage: x509.ExtKeyUsageClientAuth})
 	kubeconfig := func(name, user string) config.TLSOptions {
-		return config.TLSOptions{Kubeconfig: writeKubeconfig(t, dir, name, ca.pem, user)}
+		return config.TLSOptions{Kubeconfig: writeKubeconfig(t, dir, name, ca.PEM, user)}
 	}
 	readyz := func(o config.TLSOptions) Checker {
 		return mustChecker(t, config.HealthCheck{Type: config.CheckHTTPS, Path: "/readyz", ExpectStatus: []int{200}, TLS: o})
@@ -111,7 +112,7 @@ func TestKubeAPICheckCredentials(t *testing.T) {
 		{"bearer token", kubeconfig("token", "        token: s3cr3t\n"), true, 0, "200 OK"},
 		{"wrong token", kubeconfig("bad-token", "        token: guessed\n"), false, Rejected, "401 Unauthorized: " + HintCredentials401},
 		{"user without rights", kubeconfig("nobody", certUser(nobody)), false, Rejected, "403 Forbidden: " + HintForbidden403},
-		{"server certificate from another CA", config.TLSOptions{Kubeconfig: writeKubeconfig(t, dir, "other-ca", other.pem, certUser(health))}, false, Rejected,
+		{"server certificate from another CA", config.TLSOptions{Kubeconfig: writeKubeconfig(t, dir, "other-ca", other.PEM, certUser(health))}, false, Rejected,
 			"tls handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority: " + HintServerUnknownCA},
 	}
 	for _, tt := range tests {
@@ -193,21 +194,21 @@ func (a *apid) handshake(t *testing.T) error {
 func TestTalosAPICheckCredentials(t *testing.T) {
 	const ip = "127.0.0.42"
 	dir := t.TempDir()
-	osCA, rogue := newTestCA(t, "talos os"), newTestCA(t, "rogue")
-	reader := osCA.issue(t, leafSpec{cn: "halb", orgs: []string{"os:reader"}, usage: x509.ExtKeyUsageClientAuth})
-	rogueCert := rogue.issue(t, leafSpec{cn: "halb", orgs: []string{"os:reader"}, usage: x509.ExtKeyUsageClientAuth})
-	talosconfig := func(name string, ca []byte, cert issued) string {
+	osCA, rogue := support.NewCA(t, "talos os"), support.NewCA(t, "rogue")
+	reader := osCA.Issue(t, support.Leaf{CommonName: "halb", Orgs: []string{"os:reader"}, Usage: x509.ExtKeyUsageClientAuth})
+	rogueCert := rogue.Issue(t, support.Leaf{CommonName: "halb", Orgs: []string{"os:reader"}, Usage: x509.ExtKeyUsageClientAuth})
+	talosconfig := func(name string, ca []byte, cert support.Cert) string {
 		return writeTalosconfig(t, dir+"/"+name, "lab", talosContextYAML("lab", ca, cert))
 	}
-	good := talosconfig("good", osCA.pem, reader)
+	good := talosconfig("good", osCA.PEM, reader)
 	for _, version := range []uint16{tls.VersionTLS13, tls.VersionTLS12} {
 		t.Run(tls.VersionName(version), func(t *testing.T) {
 			srv, ln := startAPID(t, ip, &tls.Config{
 				MinVersion:   version,
 				MaxVersion:   version,
-				Certificates: []tls.Certificate{osCA.issue(t, leafSpec{cn: "apid", usage: x509.ExtKeyUsageServerAuth, ips: []string{ip}}).tls},
+				Certificates: []tls.Certificate{osCA.Issue(t, support.Leaf{CommonName: "apid", Usage: x509.ExtKeyUsageServerAuth, Names: []string{ip}}).TLS},
 				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    osCA.pool,
+				ClientCAs:    osCA.Pool(),
 			})
 			addr := addrOf(t, ln)
 			// TLS 1.3 servers say certificate_required to a client
@@ -227,7 +228,7 @@ func TestTalosAPICheckCredentials(t *testing.T) {
 			}{
 				{"without a client certificate", config.TLSOptions{}, false,
 					"tls handshake: remote error: tls: " + noCert, false},
-				{"certificate from another CA", config.TLSOptions{Talosconfig: talosconfig("rogue", osCA.pem, rogueCert)}, false,
+				{"certificate from another CA", config.TLSOptions{Talosconfig: talosconfig("rogue", osCA.PEM, rogueCert)}, false,
 					"tls handshake: remote error: tls: " + wrongCA + ": " + HintWrongCA, false},
 				{"os:reader talosconfig", config.TLSOptions{Talosconfig: good}, true,
 					"handshake ok (" + tls.VersionName(version) + ")", true},
@@ -246,7 +247,7 @@ func TestTalosAPICheckCredentials(t *testing.T) {
 				})
 			}
 			t.Run("server certificate from another CA", func(t *testing.T) {
-				o := config.TLSOptions{Talosconfig: talosconfig("untrusted", rogue.pem, reader)}
+				o := config.TLSOptions{Talosconfig: talosconfig("untrusted", rogue.PEM, reader)}
 				res := check(t, mustChecker(t, config.HealthCheck{Type: config.CheckTLS, TLS: o}), addr, 2*time.Second)
 				_ = srv.handshake(t) // our side gave up; only its own outcome is drained
 				wantResult(t, res, false, Rejected,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // A credential file that does not exist yet (halb started before the Talos
@@ -19,12 +20,12 @@ import (
 func TestMissingCredentialsLoadedWhenTheyAppear(t *testing.T) {
 	const ip = "127.0.0.44"
 	dir := t.TempDir()
-	ca := newTestCA(t, "kubernetes")
+	ca := support.NewCA(t, "kubernetes")
 	srvCfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{ca.issue(t, leafSpec{cn: "kube-apiserver", usage: x509.ExtKeyUsageServerAuth, ips: []string{ip}}).tls},
+		Certificates: []tls.Certificate{ca.Issue(t, support.Leaf{CommonName: "kube-apiserver", Usage: x509.ExtKeyUsageServerAuth, Names: []string{ip}}).TLS},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.pool,
+		ClientCAs:    ca.Pool(),
 	}
 	addr := serverAddr(t, serve(t, ip, &kubeAPI{}, srvCfg))
 	path := filepath.Join(dir, "health.kubeconfig")
@@ -40,8 +41,8 @@ func TestMissingCredentialsLoadedWhenTheyAppear(t *testing.T) {
 		t.Fatalf("result %+v, want rejected for credentials naming %s and the docs", res, path)
 	}
 
-	health := ca.issue(t, leafSpec{cn: "halb-health", usage: x509.ExtKeyUsageClientAuth})
-	written := writeKubeconfig(t, dir, "health.kubeconfig", ca.pem, certUser(health))
+	health := ca.Issue(t, support.Leaf{CommonName: "halb-health", Usage: x509.ExtKeyUsageClientAuth})
+	written := writeKubeconfig(t, dir, "health.kubeconfig", ca.PEM, certUser(health))
 	if written != path {
 		t.Fatalf("wrote %s, want %s", written, path)
 	}
@@ -49,8 +50,8 @@ func TestMissingCredentialsLoadedWhenTheyAppear(t *testing.T) {
 
 	// A renewed credential is read at the next probe, without a reload:
 	// here a user the server refuses, then a broken file, then a good one.
-	nobody := ca.issue(t, leafSpec{cn: "nobody", usage: x509.ExtKeyUsageClientAuth})
-	writeKubeconfig(t, dir, "health.kubeconfig", ca.pem, certUser(nobody))
+	nobody := ca.Issue(t, support.Leaf{CommonName: "nobody", Usage: x509.ExtKeyUsageClientAuth})
+	writeKubeconfig(t, dir, "health.kubeconfig", ca.PEM, certUser(nobody))
 	wantResult(t, check(t, c, addr, 2*time.Second), false, Rejected, "403 Forbidden: "+HintForbidden403)
 	if err := os.WriteFile(path, []byte("apiVersion: v1\nkind: Config\nusers: [{name: u, user: {client-key-data: '%%%'}}]\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -59,7 +60,7 @@ func TestMissingCredentialsLoadedWhenTheyAppear(t *testing.T) {
 	if res.OK || res.Failure != Rejected || !strings.Contains(res.Reason, "credentials not loaded") || !strings.Contains(res.Reason, path) {
 		t.Fatalf("after the file broke: %+v, want rejected for credentials naming the file", res)
 	}
-	writeKubeconfig(t, dir, "health.kubeconfig", ca.pem, certUser(health)+"        # renewed\n")
+	writeKubeconfig(t, dir, "health.kubeconfig", ca.PEM, certUser(health)+"        # renewed\n")
 	wantResult(t, check(t, c, addr, 2*time.Second), true, 0, "200 OK")
 }
 

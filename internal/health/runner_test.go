@@ -1,4 +1,4 @@
-package health
+package health_test
 
 import (
 	"context"
@@ -11,25 +11,27 @@ import (
 	"time"
 
 	"halb/internal/config"
-	"halb/test/testlog"
+	"halb/internal/health"
+	"halb/internal/health/healthtest"
+	"halb/test/support"
 )
 
 // wait bounds every wait on the runner goroutine.
 const wait = 5 * time.Second
 
-// results is a Target recording what it is told.
-type results chan Result
+// results is a health.Target recording what it is told.
+type results chan health.Result
 
-func (r results) ReportCheck(res Result) { r <- res }
+func (r results) ReportCheck(res health.Result) { r <- res }
 
-func (r results) next(t *testing.T) Result {
+func (r results) next(t *testing.T) health.Result {
 	t.Helper()
 	select {
 	case res := <-r:
 		return res
 	case <-time.After(wait):
 		t.Fatal("no result reported")
-		return Result{}
+		return health.Result{}
 	}
 }
 
@@ -45,35 +47,26 @@ func (r results) none(t *testing.T) {
 // countingChecker succeeds and counts its calls.
 type countingChecker struct{ n atomic.Int64 }
 
-func (c *countingChecker) Check(context.Context, netip.AddrPort) Result {
+func (c *countingChecker) Check(context.Context, netip.AddrPort) health.Result {
 	c.n.Add(1)
-	return Result{OK: true, Reason: "fake ok"}
+	return health.Result{OK: true, Reason: "fake ok"}
 }
 
 // testAddrText is where fake checkers pretend to probe; nothing is dialled.
 const testAddrText = "127.0.0.9:6443"
 
 // startRunner runs r until the test ends and checks Run returned nil.
-func startRunner(t *testing.T, r *Runner) context.CancelFunc {
+func startRunner(t *testing.T, r *health.Runner) context.CancelFunc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(t.Context())
-	errc := make(chan error, 1)
-	go func() { errc <- r.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil", err)
-			}
-		case <-time.After(wait):
-			t.Error("Run did not return after cancel")
+	k := support.Go(t, r.Run)
+	return func() {
+		if err := k.Stop(t); err != nil {
+			t.Errorf("Run returned %v, want nil", err)
 		}
-	})
-	return cancel
+	}
 }
 
-func blockUntil(t *testing.T, c *FakeClock, n int) {
+func blockUntil(t *testing.T, c *healthtest.Clock, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), wait)
 	defer cancel()
@@ -84,11 +77,11 @@ func blockUntil(t *testing.T, c *FakeClock, n int) {
 
 func TestRunnerProbesAtOnceThenEveryInterval(t *testing.T) {
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	clock := NewFakeClock(start)
+	clock := healthtest.NewClock(start)
 	chk := &countingChecker{}
 	got := make(results, 10)
 	hc := config.HealthCheck{Interval: 2 * time.Second, Timeout: time.Second}
-	startRunner(t, NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
 
 	// The first probe needs no clock advance.
 	first := got.next(t)
@@ -120,9 +113,9 @@ func TestRunnerJitterStaysInBounds(t *testing.T) {
 			name = "injected source"
 		}
 		t.Run(name, func(t *testing.T) {
-			clock := NewFakeClock(time.Unix(0, 0))
+			clock := healthtest.NewClock(time.Unix(0, 0))
 			got := make(results, 1)
-			r := NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil)
+			r := health.NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil)
 			if seeded {
 				r.WithRand(rand.New(rand.NewPCG(1, 2)))
 			}
@@ -150,10 +143,10 @@ func TestRunnerJitterStaysInBounds(t *testing.T) {
 }
 
 func TestRunnerNoJitterIsExact(t *testing.T) {
-	clock := NewFakeClock(time.Unix(0, 0))
+	clock := healthtest.NewClock(time.Unix(0, 0))
 	got := make(results, 1)
 	hc := config.HealthCheck{Interval: 3 * time.Second, Timeout: time.Second}
-	startRunner(t, NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	startRunner(t, health.NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
 	got.next(t)
 	for range 20 {
 		blockUntil(t, clock, 1)
@@ -167,11 +160,11 @@ func TestRunnerNoJitterIsExact(t *testing.T) {
 }
 
 func TestRunnerTimeoutFailsProbe(t *testing.T) {
-	clock := NewFakeClock(time.Unix(0, 0))
+	clock := healthtest.NewClock(time.Unix(0, 0))
 	got := make(results, 1)
 	hc := config.HealthCheck{Interval: time.Second, Timeout: 50 * time.Millisecond}
 	deadlines := make(chan time.Duration, 1)
-	blocking := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+	blocking := health.CheckerFunc(func(ctx context.Context, _ netip.AddrPort) health.Result {
 		dl, ok := ctx.Deadline()
 		if !ok {
 			deadlines <- -1
@@ -179,11 +172,11 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 			deadlines <- time.Until(dl)
 		}
 		<-ctx.Done()
-		return Result{OK: false, Reason: ctx.Err().Error()}
+		return health.Result{OK: false, Reason: ctx.Err().Error()}
 	})
-	var logs testlog.Buffer
+	var logs support.Log
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	startRunner(t, NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
+	startRunner(t, health.NewRunner(blocking, netip.MustParseAddrPort(testAddrText), hc, got, clock, log))
 
 	select {
 	case d := <-deadlines:
@@ -206,14 +199,14 @@ func TestRunnerTimeoutFailsProbe(t *testing.T) {
 }
 
 func TestRunnerKeepsCheckerTimeoutReason(t *testing.T) {
-	clock := NewFakeClock(time.Unix(0, 0))
+	clock := healthtest.NewClock(time.Unix(0, 0))
 	got := make(results, 1)
 	hc := config.HealthCheck{Interval: time.Second, Timeout: 20 * time.Millisecond}
-	chk := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+	chk := health.CheckerFunc(func(ctx context.Context, _ netip.AddrPort) health.Result {
 		<-ctx.Done()
-		return Result{Reason: "tls handshake: timeout after 20ms"}
+		return health.Result{Reason: "tls handshake: timeout after 20ms"}
 	})
-	startRunner(t, NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
 	if res := got.next(t); res.Reason != "tls handshake: timeout after 20ms" {
 		t.Fatalf("reason %q, want the checker's own timeout reason", res.Reason)
 	}
@@ -221,13 +214,13 @@ func TestRunnerKeepsCheckerTimeoutReason(t *testing.T) {
 
 func TestRunnerStopsOnCancel(t *testing.T) {
 	t.Run("while waiting", func(t *testing.T) {
-		clock := NewFakeClock(time.Unix(0, 0))
+		clock := healthtest.NewClock(time.Unix(0, 0))
 		got := make(results, 1)
 		hc := config.HealthCheck{Interval: time.Second, Timeout: time.Second}
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error, 1)
 		go func() {
-			errc <- NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx)
+			errc <- health.NewRunner(&countingChecker{}, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx)
 		}()
 		got.next(t)
 		blockUntil(t, clock, 1)
@@ -245,18 +238,20 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 		}
 	})
 	t.Run("during a probe", func(t *testing.T) {
-		clock := NewFakeClock(time.Unix(0, 0))
+		clock := healthtest.NewClock(time.Unix(0, 0))
 		got := make(results, 1)
 		hc := config.HealthCheck{Interval: time.Second, Timeout: time.Hour}
 		entered := make(chan struct{})
-		chk := CheckerFunc(func(ctx context.Context, _ netip.AddrPort) Result {
+		chk := health.CheckerFunc(func(ctx context.Context, _ netip.AddrPort) health.Result {
 			close(entered)
 			<-ctx.Done()
-			return Result{Reason: "cancelled"}
+			return health.Result{Reason: "cancelled"}
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		errc := make(chan error, 1)
-		go func() { errc <- NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx) }()
+		go func() {
+			errc <- health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil).Run(ctx)
+		}()
 		select {
 		case <-entered:
 		case <-time.After(wait):
@@ -274,4 +269,27 @@ func TestRunnerStopsOnCancel(t *testing.T) {
 		// A probe cut short by shutdown says nothing about the server.
 		got.none(t)
 	})
+}
+
+// A probe that could not run for lack of descriptors is not reported: the
+// server keeps the state it had, and the next conclusive probe counts.
+func TestRunnerDropsInconclusiveResults(t *testing.T) {
+	clock := healthtest.NewClock(time.Unix(0, 0))
+	got := make(results, 4)
+	hc := config.HealthCheck{Interval: time.Second, Timeout: 100 * time.Millisecond}
+	calls := 0
+	chk := health.CheckerFunc(func(context.Context, netip.AddrPort) health.Result {
+		calls++
+		if calls == 1 {
+			return health.Result{Reason: "socket: too many open files", Inconclusive: true}
+		}
+		return health.Result{OK: true, Reason: "fake ok"}
+	})
+	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	blockUntil(t, clock, 1)
+	got.none(t)
+	clock.Advance(hc.Interval)
+	if res := got.next(t); !res.OK {
+		t.Fatalf("second probe reported %+v, want the successful one", res)
+	}
 }

@@ -15,7 +15,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/events"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // recorder is a fake ExecFunc: it records each run's argv and env, and
@@ -74,7 +74,7 @@ func TestPerVIPOrderAndIndependentLanes(t *testing.T) {
 			}
 			return nil
 		}}
-		var logs testlog.Buffer
+		var logs support.Log
 		r := New([]config.Hook{
 			hook(10*time.Second, "claimed", events.VIPClaimed),
 			hook(10*time.Second, "released", events.VIPReleased),
@@ -114,7 +114,7 @@ func TestTimeoutKillsAndFailureIsLogged(t *testing.T) {
 			killedAfter = time.Since(t0)
 			return ctx.Err()
 		}}
-		var logs testlog.Buffer
+		var logs support.Log
 		r := New([]config.Hook{
 			hook(config.DefaultHookTimeout, "hangs", events.VIPClaimed),
 			hook(time.Second, "fails", events.VIPClaimed),
@@ -141,7 +141,7 @@ func TestTimeoutKillsAndFailureIsLogged(t *testing.T) {
 func TestFullLaneDropsWithoutBlocking(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rec := &recorder{do: func(ctx context.Context, _ []string) error { <-ctx.Done(); return ctx.Err() }}
-		var logs testlog.Buffer
+		var logs support.Log
 		r := New([]config.Hook{hook(time.Hour, "hangs", events.ServerDown)}, rec.exec, slog.New(slog.NewTextHandler(&logs, nil)))
 		stop := start(t, r)
 		t0 := time.Now()

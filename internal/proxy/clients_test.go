@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // The daemon syncs the tickle table from Clients: it must list exactly
@@ -32,15 +33,7 @@ func TestClientsListsOpenSessions(t *testing.T) {
 	}
 
 	_ = c1.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got = fe.Clients(got[:0])
-		if slices.Equal(got, want[1:]) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Clients = %v 5s after the first client closed, want %v", got, want[1:])
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { got = fe.Clients(got[:0]); return slices.Equal(got, want[1:]) }) {
+		t.Fatalf("Clients = %v 5s after the first client closed, want %v", got, want[1:])
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // countPipes counts this process's open pipe fds.
@@ -38,11 +39,15 @@ func countPipes(t *testing.T) int {
 func settledPipes(t *testing.T, want int) int {
 	t.Helper()
 	n := countPipes(t)
-	for i := 0; i < 50 && n > want; i++ {
+	// Freed pipes are closed by cleanups after a collection: collect until
+	// the count settles or half a second has passed.
+	support.Eventually(500*time.Millisecond, func() bool {
+		if n = countPipes(t); n <= want {
+			return true
+		}
 		runtime.GC()
-		time.Sleep(10 * time.Millisecond) // let cleanups close freed pipes
-		n = countPipes(t)
-	}
+		return false
+	})
 	return n
 }
 

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // TestDrainAbortsDefaultDial: halb's own connect (no test dialer), still
@@ -18,11 +19,7 @@ func TestDrainAbortsDefaultDial(t *testing.T) {
 	tm.Drain = 100 * time.Millisecond
 	fe := startFrontend(t, p, Options{Timeouts: tm})
 	c := dial(t, fe.addr)
-	for deadline := time.Now().Add(5 * time.Second); fe.Stats().Current != 1; time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("session not admitted")
-		}
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return fe.Stats().Current == 1 }, "the session to be admitted")
 	start := time.Now()
 	fe.stop(t)
 	if took := time.Since(start); took > 5*time.Second {

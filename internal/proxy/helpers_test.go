@@ -21,6 +21,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/health"
 	"halb/internal/pool"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -212,40 +213,38 @@ func (h *logRecorder) WithGroup(string) slog.Handler { return h }
 // waitConns waits for at least n connection lines and returns them all.
 func (h *logRecorder) waitConns(t *testing.T, n int) []map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var got []map[string]string
+	if !support.Eventually(10*time.Second, func() bool {
 		h.store.mu.Lock()
-		got := append([]map[string]string(nil), h.store.recs...)
-		h.store.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connection log lines after 10s, want %d: %v", len(got), n, got)
-		}
-		time.Sleep(5 * time.Millisecond)
+		defer h.store.mu.Unlock()
+		got = append(got[:0], h.store.recs...)
+		return len(got) >= n
+	}) {
+		t.Fatalf("%d connection log lines after 10s, want %d: %v", len(got), n, got)
 	}
+	return got
 }
 
 // waitEnd waits for a connection line with the given end reason.
 func (h *logRecorder) waitEnd(t *testing.T, end string) map[string]string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var found map[string]string
+	if !support.Eventually(10*time.Second, func() bool {
 		h.store.mu.Lock()
+		defer h.store.mu.Unlock()
 		for _, r := range h.store.recs {
 			if r["end"] == end {
-				h.store.mu.Unlock()
-				return r
+				found = r
+				return true
 			}
 		}
-		got := append([]map[string]string(nil), h.store.recs...)
-		h.store.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no connection ended with %q after 10s; lines: %v", end, got)
-		}
-		time.Sleep(5 * time.Millisecond)
+		return false
+	}) {
+		h.store.mu.Lock()
+		defer h.store.mu.Unlock()
+		t.Fatalf("no connection ended with %q after 10s; lines: %v", end, h.store.recs)
 	}
+	return found
 }
 
 // testFrontend runs a Frontend on 127.0.0.1:0 until the test ends.

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // exhaustedDialer fails its first n dials as a host out of descriptors
@@ -365,12 +366,8 @@ func fdExhaustion(t *testing.T, slack int) {
 	for _, s := range served {
 		_ = s.c.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for logs.count(`"end":"client closed"`) < closedBefore+len(served) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy did not log the end of the %d sessions whose clients left", len(served))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !support.Eventually(10*time.Second, func() bool { return logs.count(`"end":"client closed"`) >= closedBefore+len(served) }) {
+		t.Fatalf("the proxy did not log the end of the %d sessions whose clients left", len(served))
 	}
 	ok := 0
 	for _, w := range waiting {

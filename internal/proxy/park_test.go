@@ -5,17 +5,14 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // waitParked waits until the frontend has n directions parked.
 func waitParked(t *testing.T, fe *testFrontend, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for fe.parker.count() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d directions parked after 5s, want %d", fe.parker.count(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { return fe.parker.count() == n }) {
+		t.Fatalf("%d directions parked after 5s, want %d", fe.parker.count(), n)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"halb/internal/config"
 	"halb/internal/health"
+	"halb/test/support"
 )
 
 func TestRoundRobinSpreadsEvenly(t *testing.T) {
@@ -87,12 +88,8 @@ func TestLeastConnThroughProxy(t *testing.T) {
 
 func waitActive(t *testing.T, s interface{ Stats() poolStats }, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Active != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("active %d, want %d", s.Stats().Active, want)
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { return s.Stats().Active == want }) {
+		t.Fatalf("active %d, want %d", s.Stats().Active, want)
 	}
 }
 
@@ -422,12 +419,8 @@ func TestMaxConnGlobal(t *testing.T) {
 
 func waitCurrent(t *testing.T, f *Frontend, want int64) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for f.Stats().Current != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("current %d, want %d", f.Stats().Current, want)
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { return f.Stats().Current == want }) {
+		t.Fatalf("current %d, want %d", f.Stats().Current, want)
 	}
 }
 
@@ -465,18 +458,14 @@ func TestGracefulDrain(t *testing.T) {
 		c.greeting(t)
 		fe.cancel()
 		// The listener closes: new connections are refused.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		support.WaitUntil(t, 5*time.Second, func() bool {
 			nc, err := net.DialTimeout("tcp4", fe.addr, time.Second)
 			if err != nil {
-				break
+				return true
 			}
 			_ = nc.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("still accepting 5s after cancel")
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return false
+		}, "the listener to close after cancel")
 		c.echo(t, "still served while draining")
 		select {
 		case err := <-fe.done:
@@ -593,12 +582,8 @@ func TestDrainAbortsConnectInProgress(t *testing.T) {
 	tm.Drain = 100 * time.Millisecond
 	fe := startFrontend(t, p, Options{Timeouts: tm, Dialer: d})
 	c := dial(t, fe.addr)
-	deadline := time.Now().Add(5 * time.Second)
-	for d.dials.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no connect attempt within 5s")
-		}
-		time.Sleep(2 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { return d.dials.Load() != 0 }) {
+		t.Fatal("no connect attempt within 5s")
 	}
 	fe.stop(t)
 	c.expectClosed(t, time.Second)

@@ -9,7 +9,7 @@ import (
 
 	"halb/internal/admin"
 	"halb/internal/metrics"
-	"halb/test/testlog"
+	"halb/test/support"
 )
 
 // A check rejected for credentials and a backend in panic are spelled out
@@ -44,7 +44,7 @@ func TestStartLogNamesListeners(t *testing.T) {
 	cfg := statsConfig(t)
 	cfg.Bind = netip.MustParseAddrPort("127.0.0.23:0")
 	src := &fakeSource{snap: healthyPair(time.Now())}
-	var buf testlog.Buffer
+	var buf support.Log
 	s, err := New(cfg, src, metrics.New(src).Handler(), slog.New(slog.NewTextHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)

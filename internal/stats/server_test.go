@@ -28,6 +28,7 @@ import (
 	"halb/internal/config"
 	"halb/internal/freebind"
 	"halb/internal/metrics"
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -598,27 +599,7 @@ func get(t *testing.T, url, user, password string) (int, string) {
 // start runs s until the test ends and returns once it listens.
 func start(t *testing.T, s *Server) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("stats server did not start listening")
-	}
+	support.Go(t, s.Run).AwaitReady(t, s.Ready(), 5*time.Second)
 }
 
 func TestRunSeparateMetricsListener(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -17,21 +16,12 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"halb/test/support"
 )
 
 // These tests send real tickles over Raw in network namespaces they
 // create; nothing in the root namespace is touched.
-
-func requireNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("HALB_REQUIRE_NETNS") == "1" {
-		t.Fatal("HALB_REQUIRE_NETNS=1 but not running as root")
-	}
-	t.Skip("needs root to create network namespaces (set HALB_REQUIRE_NETNS=1 to make this a failure)")
-}
 
 func ip(t *testing.T, args ...string) string {
 	t.Helper()
@@ -79,13 +69,9 @@ func inNetns(t *testing.T, name string, fn func() error) {
 // late, and only then is the multicast route there (polled: no event).
 func waitIPv6(t *testing.T, ns string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(ip(t, "-n", ns, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev eth0") {
-		if time.Now().After(deadline) {
-			t.Fatalf("IPv6 never came up on eth0 in %s", ns)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool {
+		return strings.Contains(ip(t, "-n", ns, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev eth0")
+	}, "IPv6 up on eth0 in "+ns)
 }
 
 // TestRawTickleResetsOrphanedConnection plays a host death: a client in
@@ -96,7 +82,7 @@ func waitIPv6(t *testing.T, ns string) {
 // of them: that one must fail with a reset within a second, the other
 // must stay open.
 func TestRawTickleResetsOrphanedConnection(t *testing.T) {
-	requireNetns(t)
+	support.RequireRoot(t, "create network namespaces")
 	for _, fam := range []struct {
 		name              string
 		client, vip, mask string

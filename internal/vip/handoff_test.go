@@ -1,9 +1,18 @@
-package vip
+package vip_test
 
 import (
 	"testing"
 	"time"
+
+	"halb/internal/vip/viptest"
+	"halb/test/support"
 )
+
+// eventually polls a fake until cond holds; there is no event to await.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	support.WaitUntil(t, waitFor, cond, what)
+}
 
 // handedOff starts an Announcer that claimed the VIP and then released it
 // for a hand-off.
@@ -41,8 +50,8 @@ func TestHandOffKeepsAddressQuietlyUntilItEnds(t *testing.T) {
 	if st := h.a.Status(); !st.Quiet || st.Held || st.Owner {
 		t.Errorf("status while handing off = %+v, want quiet, not held, not owner", st)
 	}
-	replaced := h.link.Count(OpReplace)
-	eventually(t, "the quiet address's lifetime renewed", func() bool { return h.link.Count(OpReplace) >= replaced+2 })
+	replaced := h.link.Count(viptest.OpReplace)
+	eventually(t, "the quiet address's lifetime renewed", func() bool { return h.link.Count(viptest.OpReplace) >= replaced+2 })
 	if n := h.garp.Count(); n != sent {
 		t.Errorf("%d announcements while quiet, want none", n-sent)
 	}
@@ -64,7 +73,7 @@ func TestHandOffThenClaimAgainKeepsTheAddress(t *testing.T) {
 	h.a.SetOwner(true, "drill back") // without HandOff(false): the claim ends the hand-off
 	h.awaitHeld(true)
 	h.sync()
-	if h.link.Count(OpDel) != 0 {
+	if h.link.Count(viptest.OpDel) != 0 {
 		t.Errorf("the address was deleted during the hand-back: %+v", h.link.Calls())
 	}
 	if st := h.a.Status(); st.Quiet || !st.Held {

@@ -1,4 +1,4 @@
-package vip
+package vip_test
 
 import (
 	"net"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/internal/vip/viptest"
 )
 
 // A hard drill's holder must look like a killed process to the network:
@@ -27,7 +28,7 @@ func TestPlayDeadKeepsTheAddressSilently(t *testing.T) {
 
 		h.a.PlayDead(true)
 		synctest.Wait()
-		replaced, garps := h.link.Count(OpReplace), h.garp.Count()
+		replaced, garps := h.link.Count(viptest.OpReplace), h.garp.Count()
 		// What the election does to a node that stands down, and what the
 		// new holder's announcement does, while the drill lasts.
 		h.a.SetOwner(false, "hard drill: silent as if crashed")
@@ -43,13 +44,13 @@ func TestPlayDeadKeepsTheAddressSilently(t *testing.T) {
 		if h.a.Held() {
 			t.Error("Held() is true while playing dead; a dead process holds nothing")
 		}
-		if n := h.link.Count(OpReplace); n != replaced {
+		if n := h.link.Count(viptest.OpReplace); n != replaced {
 			t.Errorf("refreshed the VIP %d times while playing dead", n-replaced)
 		}
 		if n := h.garp.Count(); n != garps {
 			t.Errorf("sent %d announcements while playing dead", n-garps)
 		}
-		if n := h.link.Count(OpDel); n != 0 {
+		if n := h.link.Count(viptest.OpDel); n != 0 {
 			t.Errorf("%d address deletions while playing dead", n)
 		}
 	})

@@ -26,22 +26,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // This test runs the real netlink Link and packet-socket GARP sender in
 // two network namespaces it creates, joined by a veth pair made inside
 // them. Nothing in the root namespace is touched.
-
-func requireNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("HALB_REQUIRE_NETNS") == "1" {
-		t.Fatal("HALB_REQUIRE_NETNS=1 but not running as root")
-	}
-	t.Skip("needs root to create network namespaces (set HALB_REQUIRE_NETNS=1 to make this a failure)")
-}
 
 func cmd(t *testing.T, args ...string) string {
 	t.Helper()
@@ -88,13 +78,9 @@ func newLab(t *testing.T) *lab {
 	}
 	// Carrier news reaches IPv6 through linkwatch, up to a second late;
 	// until then B has no multicast route and drops neighbour discovery.
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(cmd(t, "ip", "-n", l.b, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev eth0") {
-		if time.Now().After(deadline) {
-			t.Fatal("IPv6 never came up on B's eth0")
-		}
-		time.Sleep(20 * time.Millisecond) // polling the kernel via ip; no event to await
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool {
+		return strings.Contains(cmd(t, "ip", "-n", l.b, "-6", "route", "show", "table", "local"), "multicast ff00::/8 dev eth0")
+	}, "IPv6 up on B's eth0")
 	// B learns neighbours from gratuitous ARP only with arp_accept.
 	cmd(t, "ip", "netns", "exec", l.b, "sysctl", "-q", "-w",
 		"net.ipv4.conf.all.arp_accept=1", "net.ipv4.conf.eth0.arp_accept=1")
@@ -296,7 +282,7 @@ func captureARP(l *lab, ip netip.Addr, mac net.HardwareAddr, ready chan<- struct
 }
 
 func TestNetnsIPv4(t *testing.T) {
-	requireNetns(t)
+	support.RequireRoot(t, "create network namespaces")
 	l := newLab(t)
 	vip := netip.MustParsePrefix("192.168.66.160/24")
 	cfg := config.VIP{Address: vip, Interface: "eth0", GARPCount: 3, GARPInterval: 50 * time.Millisecond, Lifetime: 2 * time.Second}
@@ -315,13 +301,8 @@ func TestNetnsIPv4(t *testing.T) {
 	a, stop := runInA(t, l, cfg, link)
 
 	// The stale address goes at start, since A is not the owner.
-	deadline := time.Now().Add(5 * time.Second)
-	for _, ok := l.addr(t, l.a, vip.Addr()); ok; _, ok = l.addr(t, l.a, vip.Addr()) {
-		if time.Now().After(deadline) {
-			t.Fatal("stale labelled VIP not removed at start")
-		}
-		time.Sleep(20 * time.Millisecond) // polling the kernel via ip; no event to await
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool { _, ok := l.addr(t, l.a, vip.Addr()); return !ok },
+		"stale labelled VIP removed at start")
 	if _, ok := l.addr(t, l.a, netip.MustParseAddr("192.168.66.151")); !ok {
 		t.Fatal("A's own address was removed")
 	}
@@ -339,13 +320,8 @@ func TestNetnsIPv4(t *testing.T) {
 	if !seen[0] || !seen[1] {
 		t.Fatalf("B saw request=%v reply=%v, want both forms", seen[0], seen[1])
 	}
-	deadline = time.Now().Add(5 * time.Second)
-	for l.neighMAC(t, vip.Addr()) != l.macA.String() {
-		if time.Now().After(deadline) {
-			t.Fatalf("B's neighbour entry for the VIP is %q, want A's MAC %s", l.neighMAC(t, vip.Addr()), l.macA)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the kernel via ip
-	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return l.neighMAC(t, vip.Addr()) == l.macA.String() },
+		"B's neighbour entry for the VIP names A's MAC "+l.macA.String())
 
 	a.SetOwner(false, "lost election")
 	awaitHeld(t, a, false)
@@ -364,18 +340,13 @@ func TestNetnsIPv4(t *testing.T) {
 	if _, ok := l.addr(t, l.a, vip.Addr()); !ok {
 		t.Fatal("VIP gone right after the crash; the crash simulation removed it")
 	}
-	limit := cfg.Lifetime + time.Second
-	for _, ok := l.addr(t, l.a, vip.Addr()); ok; _, ok = l.addr(t, l.a, vip.Addr()) {
-		if time.Since(crashAt) > limit {
-			t.Fatalf("VIP of a crashed holder still present %v after the crash (lifetime %v)", time.Since(crashAt), cfg.Lifetime)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the kernel via ip
-	}
+	support.WaitUntil(t, cfg.Lifetime+time.Second-time.Since(crashAt), func() bool { _, ok := l.addr(t, l.a, vip.Addr()); return !ok },
+		fmt.Sprintf("VIP of a crashed holder gone within its lifetime (%v) and a second", cfg.Lifetime))
 	t.Logf("VIP expired %v after the crash", time.Since(crashAt).Round(10*time.Millisecond))
 }
 
 func TestNetnsIPv6NeighbourAdvertisement(t *testing.T) {
-	requireNetns(t)
+	support.RequireRoot(t, "create network namespaces")
 	l := newLab(t)
 	vip := netip.MustParsePrefix("fd00:66::160/64")
 	cfg := config.VIP{Address: vip, Interface: "eth0", GARPCount: 2, GARPInterval: 50 * time.Millisecond, Lifetime: 2 * time.Second}
@@ -391,13 +362,9 @@ func TestNetnsIPv6NeighbourAdvertisement(t *testing.T) {
 	if !ok || got.Prefixlen != 64 || got.ValidLft == 0 || got.ValidLft > 2 {
 		t.Fatalf("VIP in A = %+v (present %v), want /64 with valid_lft 1..2 s", got, ok)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for l.neighMAC(t, vip.Addr()) != l.macA.String() {
-		if time.Now().After(deadline) {
-			t.Logf("B's non-zero IPv6 counters:\n%s", cmd(t, "ip", "netns", "exec", l.b, "awk", "$2 != 0", "/proc/net/snmp6"))
-			t.Fatalf("B's neighbour entry for the VIP is %q, want A's MAC %s", l.neighMAC(t, vip.Addr()), l.macA)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the kernel via ip
+	if !support.Eventually(5*time.Second, func() bool { return l.neighMAC(t, vip.Addr()) == l.macA.String() }) {
+		t.Logf("B's non-zero IPv6 counters:\n%s", cmd(t, "ip", "netns", "exec", l.b, "awk", "$2 != 0", "/proc/net/snmp6"))
+		t.Fatalf("B's neighbour entry for the VIP is %q, want A's MAC %s", l.neighMAC(t, vip.Addr()), l.macA)
 	}
 	a.SetOwner(false, "lost election")
 	awaitHeld(t, a, false)

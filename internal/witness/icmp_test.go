@@ -9,7 +9,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -22,20 +21,9 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips tests that need root, unless HALB_REQUIRE_NETNS=1
-// demands that they run.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("HALB_REQUIRE_NETNS") == "1" {
-		t.Fatal("HALB_REQUIRE_NETNS=1 but not running as root")
-	}
-	t.Skip("needs root (raw ICMP sockets, network namespaces)")
-}
+	"halb/test/support"
+)
 
 func run(t *testing.T, args ...string) {
 	t.Helper()
@@ -111,7 +99,7 @@ func hasIPv6Loopback(t *testing.T, name string) bool {
 }
 
 func TestICMPReplyFromLoopback(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	p := NewICMP()
@@ -127,7 +115,7 @@ func TestICMPReplyFromLoopback(t *testing.T) {
 }
 
 func TestICMPReplyIPv6(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ns := newNetns(t, true)
 	if !hasIPv6Loopback(t, ns) {
 		t.Skip("no ::1 in a fresh namespace (IPv6 disabled)")
@@ -138,7 +126,7 @@ func TestICMPReplyIPv6(t *testing.T) {
 }
 
 func TestICMPNoReplyTimesOut(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ns := newNetns(t, true, "net.ipv4.icmp_echo_ignore_all=1")
 	start := time.Now()
 	err := probeIn(t, ns, NewICMP(), netip.MustParseAddr("127.0.0.1"), 300*time.Millisecond)
@@ -152,7 +140,7 @@ func TestICMPNoReplyTimesOut(t *testing.T) {
 }
 
 func TestICMPLoopbackDownFails(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ns := newNetns(t, false)
 	err := probeIn(t, ns, NewICMP(), netip.MustParseAddr("127.0.0.1"), 300*time.Millisecond)
 	if err == nil {
@@ -161,7 +149,7 @@ func TestICMPLoopbackDownFails(t *testing.T) {
 }
 
 func TestICMPCancelEndsProbe(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ns := newNetns(t, true, "net.ipv4.icmp_echo_ignore_all=1")
 	var err error
 	inNetns(t, ns, func() {
@@ -177,7 +165,7 @@ func TestICMPCancelEndsProbe(t *testing.T) {
 }
 
 func TestICMPConcurrentProbes(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	// Several probers, several goroutines each: every raw socket sees every
 	// reply, and each probe must still find its own.
 	probers := []Prober{NewICMP(), NewICMP(), NewICMP()}
@@ -202,7 +190,7 @@ func TestICMPConcurrentProbes(t *testing.T) {
 }
 
 func TestICMPUnprivilegedSocket(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	// Datagram ICMP sockets are allowed only to groups in ping_group_range,
 	// a per-namespace setting.
 	ns := newNetns(t, true, "net.ipv4.ping_group_range=0 2147483647")
@@ -218,7 +206,7 @@ func TestICMPUnprivilegedSocket(t *testing.T) {
 }
 
 func TestICMPFallsBackWithoutCapNetRaw(t *testing.T) {
-	requireRoot(t)
+	support.RequireRoot(t, "open raw ICMP sockets and create network namespaces")
 	ns := newNetns(t, true, "net.ipv4.ping_group_range=0 2147483647")
 	p := newICMP(false)
 	var err, capErr error

@@ -31,7 +31,7 @@ type Options struct {
 	// unreachable; Rise how many replies in a row make it reachable again.
 	Fall, Rise int
 	// Clock schedules probes; nil means the wall clock. Tests pass a
-	// health.FakeClock.
+	// healthtest.Clock.
 	Clock health.Clock
 }
 

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"halb/internal/health"
-	"halb/test/testlog"
+	"halb/internal/health/healthtest"
+	"halb/test/support"
 )
 
 var (
@@ -47,7 +47,7 @@ func (f *fakeProber) Probe(ctx context.Context, target netip.Addr) error {
 type harness struct {
 	t       *testing.T
 	w       *Witness
-	clock   *health.FakeClock
+	clock   *healthtest.Clock
 	prober  *fakeProber
 	cancel  context.CancelFunc
 	done    chan error
@@ -60,7 +60,7 @@ const testInterval = time.Minute
 
 func startWitness(t *testing.T, opts Options, log *slog.Logger) *harness {
 	t.Helper()
-	clock := health.NewFakeClock(time.Unix(1000, 0))
+	clock := healthtest.NewClock(time.Unix(1000, 0))
 	opts.Clock = clock
 	if opts.Interval == 0 {
 		opts.Interval = testInterval
@@ -347,7 +347,7 @@ func TestCancelWhileWaiting(t *testing.T) {
 }
 
 func TestLogsTransitionsAtInfo(t *testing.T) {
-	var buf testlog.Buffer
+	var buf support.Log
 	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := startWitness(t, Options{Fall: 1, Rise: 1}, log)
 	h.answer(nil)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"halb/test/support"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -46,22 +48,7 @@ func start(t *testing.T, ip string, withPKI bool) *cp {
 	a := netip.MustParseAddrPort(ip + ":0")
 	f.s = New(Options{Name: "cp1", HTTPS: []netip.AddrPort{a}, TLS: []netip.AddrPort{a}, ControlSocket: sock, PKIDir: f.pki},
 		slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- f.s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-errc; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	select {
-	case <-f.s.Ready():
-	case err := <-errc:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("not ready after 5s")
-	}
+	support.Go(t, f.s.Run).AwaitReady(t, f.s.Ready(), 5*time.Second)
 	https, tlsAddrs := f.s.Addrs()
 	f.c, f.api, f.talos = NewClient(sock), https[0], tlsAddrs[0]
 	return f
@@ -135,17 +122,15 @@ func do(t *testing.T, hc *http.Client, addr netip.AddrPort, path string, hdr ...
 // waitStatus polls the control API until cond holds (at most 5 s).
 func waitStatus(t *testing.T, c *Client, what string, cond func(Status) bool) Status {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, err := c.Status(context.Background())
-		if err == nil && cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: status %+v, %v", what, st, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var st Status
+	var err error
+	if !support.Eventually(5*time.Second, func() bool {
+		st, err = c.Status(context.Background())
+		return err == nil && cond(st)
+	}) {
+		t.Fatalf("waiting for %s: status %+v, %v", what, st, err)
 	}
+	return st
 }
 
 const unauthorizedBody = `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}` + "\n"

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"halb/test/support"
 )
 
 // A keepalived child left running by a crash is killed through its PID
@@ -55,12 +57,8 @@ func TestReapPIDFiles(t *testing.T) {
 		filepath.Join(dir, "missing.pid"),
 	}
 	// The child must have exec'd before its name is "keepalived".
-	deadline := time.Now().Add(5 * time.Second)
-	for !isKeepalived(child.Process.Pid) {
-		if time.Now().After(deadline) {
-			t.Fatal("the stand-in never showed up as keepalived")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !support.Eventually(5*time.Second, func() bool { return isKeepalived(child.Process.Pid) }) {
+		t.Fatal("the stand-in never showed up as keepalived")
 	}
 	if err := reapPIDFiles(paths, 5*time.Second); err != nil {
 		t.Fatal(err)

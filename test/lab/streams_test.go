@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"halb/test/fakecp"
+	"halb/test/support"
 )
 
 // startCP runs an authenticating fake control plane on ip with a fresh PKI.
@@ -22,20 +23,7 @@ func startCP(t *testing.T, ip string) (*fakecp.Server, string) {
 	s := fakecp.New(fakecp.Options{Name: "cp1", PKIDir: dir,
 		HTTPS: []netip.AddrPort{netip.AddrPortFrom(addr, 0)}, TLS: []netip.AddrPort{netip.AddrPortFrom(addr, 0)}},
 		slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatal(err)
-	}
+	support.Go(t, s.Run).AwaitReady(t, s.Ready(), 5*time.Second)
 	return s, dir
 }
 

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"halb/test/support"
 )
 
 // Loopback addresses of the soak: halb's listeners and the echo backends.
@@ -108,13 +110,13 @@ func TestSoakConns(t *testing.T) {
 	addr := net.JoinHostPort(frontIP, strconv.Itoa(front))
 
 	// Backends become usable once halb's first checks pass.
-	waitFor(t, "a first proxied echo", 30*time.Second, func() bool {
+	support.WaitUntil(t, 30*time.Second, func() bool {
 		c, err := open(addr)
 		if err == nil {
 			_ = c.Close()
 		}
 		return err == nil
-	})
+	}, "a first proxied echo")
 	start := time.Now()
 	res := result{Conns: conns, Duration: dur.String()}
 	res.Idle = sampler.take(t, start, 0)
@@ -177,12 +179,9 @@ func TestSoakConns(t *testing.T) {
 		after = sampler.take(t, start, 0)
 		return after.FDs <= res.Idle.FDs+16 && after.Goroutines <= res.Idle.Goroutines+16
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !back() && time.Now().Before(deadline) {
-		time.Sleep(time.Second)
-	}
+	ok := support.Eventually(30*time.Second, back)
 	res.After = after
-	if !back() {
+	if !ok {
 		res.Violations = append(res.Violations, fmt.Sprintf("after the clients left: %d fds and %d goroutines, idle was %d and %d",
 			after.FDs, after.Goroutines, res.Idle.FDs, res.Idle.Goroutines))
 	}
@@ -369,15 +368,6 @@ func startHalb(t *testing.T, bin, cfg, logPath string) int {
 func tail(b []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-	}
 }
 
 // sampler reads halb's resource use from /proc and its metrics.

@@ -1,31 +1,33 @@
-package vip
+package viptest
 
 import (
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
+
+	"halb/internal/vip"
 )
 
-// Link operations, as recorded by FakeLink.
+// Link operations, as recorded by Link.
 const (
 	OpReplace = "replace"
 	OpDel     = "del"
 	OpList    = "list"
 )
 
-// LinkCall is one call to a FakeLink.
+// LinkCall is one call to a Link.
 type LinkCall struct {
 	Op     string // OpReplace, OpDel or OpList
 	Ifname string
-	Addr   Addr // zero for OpList
+	Addr   vip.Addr // zero for OpList
 	Err    error
 }
 
-// FakeLink is an in-memory Link for tests. Addresses with a lifetime
+// Link is an in-memory vip.Link for tests. Addresses with a lifetime
 // expire by the wall clock, like the kernel's; Drop and Expire make
 // addresses vanish at once. It is safe for concurrent use.
-type FakeLink struct {
+type Link struct {
 	mu     sync.Mutex
 	addrs  map[string][]fakeAddr
 	errs   map[string]error
@@ -34,21 +36,21 @@ type FakeLink struct {
 }
 
 type fakeAddr struct {
-	Addr
+	vip.Addr
 	expires time.Time // zero: never
 }
 
-// NewFakeLink returns an empty FakeLink.
-func NewFakeLink() *FakeLink {
-	return &FakeLink{
+// NewLink returns an empty Link.
+func NewLink() *Link {
+	return &Link{
 		addrs:  map[string][]fakeAddr{},
 		errs:   map[string]error{},
 		notify: make(chan LinkCall, 1024),
 	}
 }
 
-// AddrReplace implements Link.
-func (f *FakeLink) AddrReplace(ifname string, a Addr) error {
+// AddrReplace implements vip.Link.
+func (f *Link) AddrReplace(ifname string, a vip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.errs[OpReplace]
@@ -72,8 +74,8 @@ func (f *FakeLink) AddrReplace(ifname string, a Addr) error {
 	return err
 }
 
-// AddrDel implements Link.
-func (f *FakeLink) AddrDel(ifname string, a Addr) error {
+// AddrDel implements vip.Link.
+func (f *Link) AddrDel(ifname string, a vip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.errs[OpDel]
@@ -86,8 +88,8 @@ func (f *FakeLink) AddrDel(ifname string, a Addr) error {
 	return err
 }
 
-// AddrList implements Link.
-func (f *FakeLink) AddrList(ifname string) ([]Addr, error) {
+// AddrList implements vip.Link.
+func (f *Link) AddrList(ifname string) ([]vip.Addr, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	err := f.errs[OpList]
@@ -100,7 +102,7 @@ func (f *FakeLink) AddrList(ifname string) ([]Addr, error) {
 
 // Set replaces the addresses of ifname, e.g. to plant a stale or a
 // foreign VIP before a test starts.
-func (f *FakeLink) Set(ifname string, addrs ...Addr) {
+func (f *Link) Set(ifname string, addrs ...vip.Addr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	list := make([]fakeAddr, 0, len(addrs))
@@ -116,20 +118,20 @@ func (f *FakeLink) Set(ifname string, addrs ...Addr) {
 }
 
 // Addrs returns the addresses ifname has now, with their remaining lifetimes.
-func (f *FakeLink) Addrs(ifname string) []Addr {
+func (f *Link) Addrs(ifname string) []vip.Addr {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.addrsLocked(ifname)
 }
 
 // Has reports whether ifname has exactly p now.
-func (f *FakeLink) Has(ifname string, p netip.Prefix) bool {
-	return slices.ContainsFunc(f.Addrs(ifname), func(a Addr) bool { return a.Prefix == p })
+func (f *Link) Has(ifname string, p netip.Prefix) bool {
+	return slices.ContainsFunc(f.Addrs(ifname), func(a vip.Addr) bool { return a.Prefix == p })
 }
 
 // Drop removes p from ifname behind the user's back, as when someone
 // deletes the primary address and the kernel takes the secondaries along.
-func (f *FakeLink) Drop(ifname string, p netip.Prefix) {
+func (f *Link) Drop(ifname string, p netip.Prefix) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.addrs[ifname] = slices.DeleteFunc(f.addrs[ifname], func(x fakeAddr) bool { return x.Prefix == p })
@@ -137,7 +139,7 @@ func (f *FakeLink) Drop(ifname string, p netip.Prefix) {
 
 // Expire removes every address of ifname that has a finite lifetime, as
 // the kernel does once a crashed holder stops refreshing them.
-func (f *FakeLink) Expire(ifname string) {
+func (f *Link) Expire(ifname string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.addrs[ifname] = slices.DeleteFunc(f.addrs[ifname], func(x fakeAddr) bool { return !x.expires.IsZero() })
@@ -145,21 +147,21 @@ func (f *FakeLink) Expire(ifname string) {
 
 // SetErr makes every later call of op (OpReplace, OpDel, OpList) fail
 // with err; nil clears it.
-func (f *FakeLink) SetErr(op string, err error) {
+func (f *Link) SetErr(op string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.errs[op] = err
 }
 
 // Calls returns every call so far, oldest first.
-func (f *FakeLink) Calls() []LinkCall {
+func (f *Link) Calls() []LinkCall {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
 }
 
 // Count returns how many calls of op were made.
-func (f *FakeLink) Count(op string) int {
+func (f *Link) Count(op string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := 0
@@ -173,9 +175,9 @@ func (f *FakeLink) Count(op string) int {
 
 // Notify receives each call as it is made; calls are dropped when nobody
 // reads and 1024 are queued.
-func (f *FakeLink) Notify() <-chan LinkCall { return f.notify }
+func (f *Link) Notify() <-chan LinkCall { return f.notify }
 
-func (f *FakeLink) recordLocked(c LinkCall) {
+func (f *Link) recordLocked(c LinkCall) {
 	f.calls = append(f.calls, c)
 	select {
 	case f.notify <- c:
@@ -183,17 +185,17 @@ func (f *FakeLink) recordLocked(c LinkCall) {
 	}
 }
 
-func (f *FakeLink) expireLocked(ifname string) {
+func (f *Link) expireLocked(ifname string) {
 	now := time.Now()
 	f.addrs[ifname] = slices.DeleteFunc(f.addrs[ifname], func(x fakeAddr) bool {
 		return !x.expires.IsZero() && !now.Before(x.expires)
 	})
 }
 
-func (f *FakeLink) addrsLocked(ifname string) []Addr {
+func (f *Link) addrsLocked(ifname string) []vip.Addr {
 	f.expireLocked(ifname)
 	now := time.Now()
-	out := make([]Addr, 0, len(f.addrs[ifname]))
+	out := make([]vip.Addr, 0, len(f.addrs[ifname]))
 	for _, fa := range f.addrs[ifname] {
 		a := fa.Addr
 		if !fa.expires.IsZero() {
@@ -204,16 +206,16 @@ func (f *FakeLink) addrsLocked(ifname string) []Addr {
 	return out
 }
 
-// Announcement is one call to a FakeGARP.
+// Announcement is one call to a GARP.
 type Announcement struct {
 	Ifname string
 	IP     netip.Addr
 	Err    error
 }
 
-// FakeGARP records announcements instead of sending them. It is safe for
+// GARP records announcements instead of sending them. It is safe for
 // concurrent use.
-type FakeGARP struct {
+type GARP struct {
 	mu     sync.Mutex
 	calls  []Announcement
 	err    error
@@ -221,13 +223,13 @@ type FakeGARP struct {
 	notify chan Announcement
 }
 
-// NewFakeGARP returns a FakeGARP that succeeds.
-func NewFakeGARP() *FakeGARP {
-	return &FakeGARP{notify: make(chan Announcement, 1024)}
+// NewGARP returns a GARP that succeeds.
+func NewGARP() *GARP {
+	return &GARP{notify: make(chan Announcement, 1024)}
 }
 
-// Announce implements GARPSender.
-func (f *FakeGARP) Announce(ifname string, ip netip.Addr) error {
+// Announce implements vip.GARPSender.
+func (f *GARP) Announce(ifname string, ip netip.Addr) error {
 	f.mu.Lock()
 	c := Announcement{Ifname: ifname, IP: ip, Err: f.err}
 	f.calls = append(f.calls, c)
@@ -244,7 +246,7 @@ func (f *FakeGARP) Announce(ifname string, ip netip.Addr) error {
 }
 
 // SetErr makes later announcements fail with err; nil clears it.
-func (f *FakeGARP) SetErr(err error) {
+func (f *GARP) SetErr(err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.err = err
@@ -252,21 +254,21 @@ func (f *FakeGARP) SetErr(err error) {
 
 // SetHook makes each later Announce call hook with the number of calls so
 // far (1 for the first), on the caller's goroutine, after recording it.
-func (f *FakeGARP) SetHook(hook func(n int)) {
+func (f *GARP) SetHook(hook func(n int)) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.hook = hook
 }
 
 // Announcements returns every announcement so far, oldest first.
-func (f *FakeGARP) Announcements() []Announcement {
+func (f *GARP) Announcements() []Announcement {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.calls)
 }
 
 // Count returns how many announcements were made.
-func (f *FakeGARP) Count() int {
+func (f *GARP) Count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
@@ -274,4 +276,4 @@ func (f *FakeGARP) Count() int {
 
 // Notify receives each announcement as it is made; they are dropped when
 // nobody reads and 1024 are queued.
-func (f *FakeGARP) Notify() <-chan Announcement { return f.notify }
+func (f *GARP) Notify() <-chan Announcement { return f.notify }

@@ -1,0 +1,42 @@
+package support
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+)
+
+// Listen returns a TCP listener bound on addr, normally "127.0.0.x:0" so
+// the kernel picks a free port; it is closed when t ends. Hand the bound
+// listener (or its Addr) to the code under test instead of picking a port
+// and binding it later, which races with every other test on the machine.
+func Listen(t testing.TB, addr string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on %s: %v", addr, err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln
+}
+
+// AddrPort returns the address a listener (or a connection's local end) is
+// bound to.
+func AddrPort(t testing.TB, a net.Addr) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		t.Fatalf("parse address %q: %v", a, err)
+	}
+	return ap
+}
+
+// RefusedAddr returns an address on ip where nothing listens: a port the
+// kernel handed out and that was closed again. A connect there is refused.
+func RefusedAddr(t testing.TB, ip string) netip.AddrPort {
+	t.Helper()
+	ln := Listen(t, net.JoinHostPort(ip, "0"))
+	ap := AddrPort(t, ln.Addr())
+	_ = ln.Close()
+	return ap
+}
