@@ -42,7 +42,10 @@ when applied, 1 when refused or halb cannot be reached.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := sock.path()
 			if err != nil {
-				return err
+				// The socket path comes from the file that does not load:
+				// the daemon cannot be asked, and it would refuse the file too.
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "reload refused, the running halb was not asked and runs as before:\n%v\n", err)
+				return exitError{code: 1}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
