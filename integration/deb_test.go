@@ -4,7 +4,6 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"halb/internal/admin"
+	"halb/test/testlog"
 )
 
 // debRoot is a clean Debian root file system, unpacked for one test, that
@@ -148,18 +148,23 @@ func TestDebInstall(t *testing.T) {
 	// Type=notify: systemd listens on NOTIFY_SOCKET and counts the
 	// service started at READY=1; so does this test.
 	notify := listenNotify(t, r)
-	var log bytes.Buffer
+	var log testlog.Buffer // written by exec's copying goroutines
 	daemon := r.command(ctx, ns, u.user, u.start...)
 	daemon.Env = append(daemon.Env, "NOTIFY_SOCKET=/run/notify.sock")
 	daemon.Stdout, daemon.Stderr = &log, &log
 	if err := daemon.Start(); err != nil {
 		t.Fatalf("start %q: %v", u.start, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- daemon.Wait() }()
+	// exited is closed when the daemon has exited, with waitErr set.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = daemon.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = daemon.Process.Kill()
-		_ = <-exited // killed: the exit status says only that
+		<-exited
+		if waitErr == nil {
+			t.Errorf("halb exited 0 before the test stopped it")
+		}
 		if t.Failed() {
 			t.Logf("halb's log:\n%s", log.String())
 		}
@@ -173,8 +178,8 @@ func TestDebInstall(t *testing.T) {
 				if strings.Contains("\n"+m+"\n", "\n"+want+"\n") {
 					return
 				}
-			case err := <-exited:
-				t.Fatalf("halb exited waiting for %s after %s: %v\n%s", want, what, err, log.String())
+			case <-exited:
+				t.Fatalf("halb exited waiting for %s after %s: %v\n%s", want, what, waitErr, log.String())
 			case <-timeout:
 				t.Fatalf("no %s within 20s after %s", want, what)
 			}
@@ -232,8 +237,8 @@ func TestDebInstall(t *testing.T) {
 			t.Errorf("ExecReload with %s failed without saying the reload was refused:\n%s", name, out)
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("halb exited after the refused reload (%s): %v", name, err)
+		case <-exited:
+			t.Fatalf("halb exited after the refused reload (%s): %v", name, waitErr)
 		default:
 		}
 		s := status()
