@@ -69,14 +69,14 @@ a planned drill) or error.`,
   halb drill --to lb2 --back          # to lb2, then back again
   halb drill --hard --max-outage 2s   # the holder plays dead, as after kill -9
   halb drill -o json | jq .outage_ns`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := sock.path()
 			if err != nil {
 				return err
 			}
 			if o.output != "text" && o.output != "json" {
-				return fmt.Errorf("-o %q: want text or json", o.output)
+				return fmt.Errorf("%s: -o %q: want text or json", commandName(cmd), o.output)
 			}
 			switch o.mode {
 			case probe.ModeTCP, probe.ModeTLS, probe.ModeHTTPS:
@@ -127,7 +127,7 @@ a planned drill) or error.`,
 	f.DurationVar(&o.timeout, "timeout", 15*time.Second, "longest wait for the VIP to move")
 	f.DurationVar(&o.settle, "settle", time.Second, "probing after the move, to catch late failures")
 	f.DurationVar(&o.hold, "hold", 0, "how long the old holder stays out (default 30s planned, 5s hard); the drill ends it earlier")
-	f.StringVarP(&o.output, "output", "o", "text", "output: text or json")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
 

@@ -38,7 +38,7 @@ with every reason; halb then keeps running exactly as before. Exit status 0
 when applied, 1 when refused or halb cannot be reached.`,
 		Example: `  vi /etc/halb/halb.yaml && halb check -c /etc/halb/halb.yaml && halb reload
   systemctl reload halb`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := sock.path()
 			if err != nil {
