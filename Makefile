@@ -10,7 +10,7 @@ GOLANGCI_V  ?= v2.15.0
 HALB_REQUIRE_NETNS ?=
 export HALB_REQUIRE_NETNS
 
-.PHONY: all build test unit integration lint vet fmt demo demo-bgp lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak bench-bgp
+.PHONY: all build test unit integration deb-test lint vet fmt demo demo-bgp lab-up lab-down fuzz fuzz-short fuzz-run soak-conns clean deb chaos bench bench-proxy bench-failover bench-soak bench-bgp
 
 all: build
 
@@ -26,8 +26,9 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/halb ./cmd/halb
 	$(GO) build -o $(BIN)/halb-lab ./test/cmd/halb-lab
 
-## test: every test — unit and loopback (with -race), short fuzz runs, and the namespace lab (root)
-test: unit fuzz-short integration
+## test: every test — unit and loopback (with -race), short fuzz runs, the namespace lab and the
+## .deb installed in a clean Debian 12 (both root)
+test: unit fuzz-short integration deb-test
 
 unit:
 	$(GO) vet ./...
@@ -144,6 +145,32 @@ deb:
 		VERSION='$(VERSION)' DEB_ARCH=$$arch \
 			$(BIN)/deb/nfpm pkg --packager deb --config deploy/nfpm.yaml --target $(BIN)/; \
 	done
+
+## deb-test: the .deb for this machine installed in a clean Debian 12 root (mmdebstrap minbase from
+## deb.debian.org, kept in bin/debian12-rootfs.tar): deploy/test-deb.sh there, and the unit's
+## ExecReload failing on a broken config (integration TestDebInstall; root, else skipped)
+DEB_ROOTFS ?= $(BIN)/debian12-rootfs.tar
+deb-test:
+	@if [ "$$(id -u)" != 0 ]; then \
+		if [ "$(HALB_REQUIRE_NETNS)" = 1 ]; then echo "deb-test: needs root (chroot, mounts, a network namespace)"; exit 1; fi; \
+		echo "skip deb-test: needs root"; exit 0; \
+	fi; \
+	set -e; rm -f $(BIN)/halb_*.deb; \
+	arch=$$(dpkg --print-architecture); \
+	$(MAKE) --no-print-directory deb DEB_ARCHES=$$arch >$(BIN)/deb-test-build.log 2>&1 || { cat $(BIN)/deb-test-build.log; exit 1; }; \
+	$(MAKE) --no-print-directory $(DEB_ROOTFS); \
+	HALB_DEB=$$(ls $(abspath $(BIN))/halb_*_$$arch.deb) HALB_DEB_ROOTFS=$(abspath $(DEB_ROOTFS)) \
+		$(GO) test -tags integration -count=1 -timeout 10m -run '^TestDebInstall$$' -v ./integration/
+
+# A minimal Debian 12 with what an operator's host has for reading the
+# docs: man-db and bash-completion. Built once (about 2 minutes); `make
+# clean` removes it.
+$(DEB_ROOTFS):
+	@command -v mmdebstrap >/dev/null || apt-get install -y --no-install-recommends mmdebstrap
+	mkdir -p $(dir $@)
+	mmdebstrap --quiet --variant=minbase --include=man-db,bash-completion --format=tar \
+		bookworm $@.tmp http://deb.debian.org/debian
+	mv $@.tmp $@
 
 ## bench-failover: failover outage of halb (profiles lan, fast) against keepalived + HAProxy,
 ## then the false-failover soak (root; about an hour on 2 busy vCPUs, BENCH_QUICK=1 about 15 min). Results:

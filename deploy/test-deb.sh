@@ -17,7 +17,9 @@ ok() { echo "ok: $*"; }
 
 [ "$(id -u)" = 0 ] || fail "run as root (installs a package)"
 command -v dpkg >/dev/null || fail "dpkg not found: Debian-based systems only"
-if dpkg-query -W -f='${Status}' halb 2>/dev/null | grep -q 'installed\|config-files'; then
+# Under pipefail a reader that stops early (grep -q, head) can fail the
+# pipeline with the writer's SIGPIPE: readers here consume all their input.
+if dpkg-query -W -f='${Status}' halb 2>/dev/null | grep 'installed\|config-files' >/dev/null; then
 	fail "package halb is already on this machine; not touching it"
 fi
 [ ! -e /etc/halb ] || fail "/etc/halb exists; not touching it"
@@ -78,12 +80,12 @@ ok "files and permissions"
 # The binary says the package's version, in both spellings.
 want="halb $(dpkg-query -W -f='${Version}' halb)"
 got=$(halb --version); [ "$got" = "$want" ] || fail "halb --version says '$got', want '$want'"
-got=$(halb version | head -n1); [ "$got" = "$want" ] || fail "halb version says '$got', want '$want'"
+got=$(halb version | sed -n 1p); [ "$got" = "$want" ] || fail "halb version says '$got', want '$want'"
 ok "halb --version: $want"
 
 # Man pages and completions. Minimal images (Docker's) tell dpkg to skip
 # /usr/share/man; then check the package carries the pages instead.
-dpkg-deb -c "$deb" | grep -q '/usr/share/man/man1/halb-run.1.gz$' || fail "the package has no man page halb-run(1)"
+dpkg-deb -c "$deb" | grep '/usr/share/man/man1/halb-run.1.gz$' >/dev/null || fail "the package has no man page halb-run(1)"
 if [ -f /usr/share/man/man1/halb.1.gz ]; then
 	for page in halb halb-run halb-reload; do
 		[ -f "/usr/share/man/man1/$page.1.gz" ] || fail "man page $page(1) not installed"
@@ -105,7 +107,21 @@ for f in /usr/share/bash-completion/completions/halb /usr/share/zsh/vendor-compl
 done
 bash -n /usr/share/bash-completion/completions/halb || fail "bash completion does not parse"
 out=$(bash -c 'source /usr/share/bash-completion/completions/halb && complete -p halb' 2>&1) || { echo "$out" >&2; fail "bash completion does not register for halb"; }
-ok "completions (bash, zsh, fish)"
+# Press Tab after "halb sta" and "halb server dr", as bash does: the
+# completion asks the installed halb, which must answer with the command.
+# Needs the bash-completion package's helpers, which an operator's shell has.
+complete_words() {
+	bash -c 'source /usr/share/bash-completion/bash_completion && source /usr/share/bash-completion/completions/halb &&
+		COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMP_LINE="$*"; COMP_POINT=${#COMP_LINE} &&
+		__start_halb halb "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}" && printf "%s\n" "${COMPREPLY[@]}"' complete "$@" 2>/dev/null
+}
+if [ -f /usr/share/bash-completion/bash_completion ]; then
+	got=$(complete_words halb sta); [ "$got" = status ] || fail "Tab after 'halb sta' gives '$got', want 'status'"
+	got=$(complete_words halb server dr); [ "$got" = drain ] || fail "Tab after 'halb server dr' gives '$got', want 'drain'"
+	ok "completions (bash, zsh, fish); Tab completes halb sta → status"
+else
+	ok "completions (bash, zsh, fish); bash-completion not installed to press Tab"
+fi
 
 # The service must not be enabled or started: no key, seed addresses.
 if [ -d /etc/systemd/system/multi-user.target.wants ] && [ -e /etc/systemd/system/multi-user.target.wants/halb.service ]; then

@@ -22,6 +22,25 @@ func oneArg(name, what, example string) cobra.PositionalArgs {
 	}
 }
 
+// noArgs accepts no positional argument and says so, unlike cobra's
+// "unknown command" for a leaf command, which reads as a typo in its name.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return fmt.Errorf("%s: takes no arguments, got %d: %s", commandName(cmd), len(args), strings.Join(args, " "))
+	}
+	return nil
+}
+
+// requiredFlag fails naming the flag, what it is and an example, like
+// oneArg for a missing argument, when cmd's flag name was not given: cobra's
+// MarkFlagRequired says only `required flag(s) "out" not set`.
+func requiredFlag(cmd *cobra.Command, name, what, example string) error {
+	if cmd.Flags().Changed(name) {
+		return nil
+	}
+	return fmt.Errorf("%s: missing --%s, %s (e.g. --%s %s)", commandName(cmd), name, what, name, example)
+}
+
 // subcommandRequired makes a command that only groups subcommands fail with
 // the list of them, instead of printing its help and exiting 0, so a script
 // that forgot the subcommand does not look successful.
@@ -53,7 +72,10 @@ func requireSubcommands(root *cobra.Command) {
 // commandName is cmd's path without "halb ", which Main already prints
 // before every error.
 func commandName(cmd *cobra.Command) string {
-	_, name, _ := strings.Cut(cmd.CommandPath(), " ")
+	_, name, ok := strings.Cut(cmd.CommandPath(), " ")
+	if !ok { // a command run on its own, as tests do
+		return cmd.Name()
+	}
 	return name
 }
 

@@ -21,6 +21,13 @@ func TestMissingArgumentsAreNamed(t *testing.T) {
 		{[]string{"keys"}, "halb: keys: missing subcommand, one of: install, list, remove, use\n"},
 		{[]string{"check", "a.yaml", "b.yaml"}, "halb: check: takes one config FILE, got 2"},
 		{[]string{"check", "--config", "a.yaml", "b.yaml"}, "halb: check: give the config as FILE or as --config, not both\n"},
+		{[]string{"keygen"}, "halb: keygen: missing --out, the file to write the key to (- for standard output) (e.g. --out /etc/halb/gossip.key)\n"},
+		{[]string{"keys", "install"}, "halb: keys install: missing --key-file, the file holding the new key"},
+		{[]string{"keys", "use"}, "halb: keys use: missing ID | --key-file FILE, which key"},
+		{[]string{"keys", "remove"}, "halb: keys remove: missing ID | --key-file FILE, which key"},
+		{[]string{"drill", "lb2"}, "halb: drill: takes no arguments, got 1: lb2\n"},
+		{[]string{"reload", "/etc/halb/halb.yaml"}, "halb: reload: takes no arguments, got 1: /etc/halb/halb.yaml\n"},
+		{[]string{"keys", "list", "-o", "yaml"}, "halb: keys list: -o \"yaml\": want text or json"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

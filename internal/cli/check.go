@@ -80,7 +80,7 @@ a probe failed.`,
   halb check --config /etc/halb/halb.yaml --node lb1
   halb check --config /etc/halb/halb.yaml --host --user halb
   halb check --config /etc/halb/halb.yaml --probe --node lb1`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runCheck(cmd, o)
 		},

@@ -79,7 +79,7 @@ a planned drill) or error.`,
   halb drill --to lb2 --back          # to lb2, then back again
   halb drill --hard --max-outage 2s   # the holder plays dead, as after kill -9
   halb drill -o json | jq .outage_ns`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDrill(cmd, sock, o)
 		},
@@ -97,7 +97,7 @@ a planned drill) or error.`,
 	f.DurationVar(&o.timeout, "timeout", 15*time.Second, "longest wait for the VIP to move")
 	f.DurationVar(&o.settle, "settle", time.Second, "probing after the move, to catch late failures")
 	f.DurationVar(&o.hold, "hold", 0, "how long the old holder stays out (default 30s planned, 5s hard); the drill ends it earlier")
-	f.StringVarP(&o.output, "output", "o", "text", "output: text or json")
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text or json")
 	return cmd
 }
 
@@ -109,7 +109,7 @@ func runDrill(cmd *cobra.Command, sock socketFlags, o drillOptions) error {
 		return err
 	}
 	if o.output != "text" && o.output != "json" {
-		return fmt.Errorf("-o %q: want text or json", o.output)
+		return fmt.Errorf("%s: -o %q: want text or json", commandName(cmd), o.output)
 	}
 	switch o.mode {
 	case probe.ModeTCP, probe.ModeTLS, probe.ModeHTTPS:

@@ -35,7 +35,7 @@ Exit status: 0 interrupted or, with --no-follow, done; 1 halb could not
 be reached.`,
 		Example: `  halb events
   halb events --since 1h --no-follow | jq -r 'select(.event=="server_down") | .server'`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := sock.path()
 			if err != nil {

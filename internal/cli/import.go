@@ -19,7 +19,7 @@ func newImportCmd() *cobra.Command {
 		Short: "Translate an HAProxy config into a halb config",
 		Long: `Import reads another load balancer's config and writes the halb config that
 does the same, as far as halb can, with a warning for everything left out.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 	}
 	cmd.AddCommand(newImportHAProxyCmd())
 	return cmd

@@ -25,8 +25,11 @@ cluster needs the same key: copy the file to each LB host and point
 cluster.key_file at it.`,
 		Example: `  halb keygen --out /etc/halb/gossip.key --group halb
   scp -p /etc/halb/gossip.key lb2:/etc/halb/gossip.key`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requiredFlag(cmd, "out", "the file to write the key to (- for standard output)", "/etc/halb/gossip.key"); err != nil {
+				return err
+			}
 			key := make([]byte, 32)
 			if _, err := rand.Read(key); err != nil {
 				return fmt.Errorf("generate key: %w", err)
@@ -78,7 +81,6 @@ cluster.key_file at it.`,
 	cmd.Flags().StringVar(&out, "out", "", "file to write (- for standard output)")
 	cmd.Flags().StringVar(&group, "group", "", "group that may read the key (mode 0640), e.g. halb for the packaged service")
 	cmd.Flags().BoolVar(&force, "force", false, "overwrite an existing file")
-	_ = cmd.MarkFlagRequired("out")
 	return cmd
 }
 

@@ -64,17 +64,17 @@ func newKeysListCmd(sock *socketFlags) *cobra.Command {
 		Use:     "list [-o text|json]",
 		Short:   "List this node's gossip keys by ID, primary first",
 		Example: "  halb keys list\n  halb keys list -o json",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: want text or json", output)
+				return fmt.Errorf("%s: -o %q: want text or json", commandName(cmd), output)
 			}
 			return keysDo(cmd, sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
 				return c.Keys(ctx)
 			}, output, "")
 		},
 	}
-	list.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	list.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json")
 	return list
 }
 
@@ -87,8 +87,11 @@ func newKeysInstallCmd(sock *socketFlags) *cobra.Command {
 input) to this node's keyring. The key is read from a file, never from the
 command line, where other users could see it.`,
 		Example: "  halb keys install --key-file /root/new.key\n  halb keygen --out - | tee new.key | halb keys install --key-file -",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requiredFlag(cmd, "key-file", "the file holding the new key (- for standard input)", "/root/new.key"); err != nil {
+				return err
+			}
 			key, err := readOneKey(cmd.InOrStdin(), installFile)
 			if err != nil {
 				return err
@@ -100,7 +103,6 @@ command line, where other users could see it.`,
 		},
 	}
 	install.Flags().StringVar(&installFile, "key-file", "", "file holding the key (- for standard input)")
-	_ = install.MarkFlagRequired("key-file")
 	return install
 }
 
@@ -120,7 +122,7 @@ func newKeyChangeCmd(sock *socketFlags, op keyChange) *cobra.Command {
 			var id string
 			switch {
 			case len(args) == 1 && file != "":
-				return errors.New("give an ID or --key-file, not both")
+				return fmt.Errorf("%s: give an ID or --key-file, not both", commandName(cmd))
 			case len(args) == 1:
 				req.ID, id = args[0], args[0]
 			case file != "":
@@ -130,7 +132,7 @@ func newKeyChangeCmd(sock *socketFlags, op keyChange) *cobra.Command {
 				}
 				req.Key, id = keyring.Encode(key), keyring.ID(key)
 			default:
-				return errors.New("which key? give its ID (see halb keys list) or --key-file FILE")
+				return fmt.Errorf("%s: missing ID | --key-file FILE, which key: its ID from halb keys list or the file holding it (e.g. 9f86d081884c7d65)", commandName(cmd))
 			}
 			return keysDo(cmd, sock, func(ctx context.Context, c *admin.Client) (admin.Keyring, error) {
 				return c.ChangeKey(ctx, op.name, req)

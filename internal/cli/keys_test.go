@@ -87,7 +87,7 @@ func TestKeysCommands(t *testing.T) {
 		{[]string{"install", "--key-file", newFile}, 0, "installed " + newID, keyring.Encode(newKey), 2},
 		{[]string{"remove", oldID}, 1, "make another key primary first", "", 2},
 		{[]string{"use", newID}, 0, "now encrypting with " + newID, "", 2},
-		{[]string{"use"}, 1, "which key?", "", 2},
+		{[]string{"use"}, 1, "use: missing ID | --key-file FILE", "", 2},
 		{[]string{"remove", "--key-file", newFile, oldID}, 1, "not both", "", 2},
 		{[]string{"remove", oldID}, 0, "removed " + oldID, "", 1},
 		{[]string{"list", "-o", "json"}, 0, `"id": "` + newID + `"`, "", 1},

@@ -36,7 +36,7 @@ is not echoed and is asked twice; otherwise the first line of input is used.
 The password itself is never printed.`,
 		Example: `  halb passwd --user ops
   printf '%s\n' "$PASSWORD" | halb passwd --user ops --line >> /etc/halb/stats-users`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !validUserName(name) {
 				return fmt.Errorf("user name %q: use letters, digits, '_', '.', '-' (at most 63, starting with a letter or digit)", name)

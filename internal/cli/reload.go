@@ -38,11 +38,14 @@ with every reason; halb then keeps running exactly as before. Exit status 0
 when applied, 1 when refused or halb cannot be reached.`,
 		Example: `  vi /etc/halb/halb.yaml && halb check -c /etc/halb/halb.yaml && halb reload
   systemctl reload halb`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path, err := sock.path()
 			if err != nil {
-				return err
+				// The socket path comes from the file that does not load:
+				// the daemon cannot be asked, and it would refuse the file too.
+				_, _ = fmt.Fprintf(cmd.ErrOrStderr(), "reload refused, the running halb was not asked and runs as before:\n%v\n", err)
+				return exitError{code: 1}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()

@@ -109,7 +109,7 @@ func newVersionCmd() *cobra.Command {
 and the version of the halb package, then the commit and Go toolchain the
 binary was built from.`,
 		Example: "  halb version\n  halb --version",
-		Args:    cobra.NoArgs,
+		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
 			if _, err := fmt.Fprintf(w, "halb %s\n", buildVersion()); err != nil {

@@ -41,7 +41,7 @@ eligible node (make-before-break), leaves the cluster, stops accepting, lets
 open connections finish for up to timeouts.drain, and exits 0.`,
 		Example: `  halb run --config /etc/halb/halb.yaml --node lb1
   halb run --config deploy/examples/loopback.yaml --log-level debug`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// First of all, so that a SIGHUP (systemctl reload) while halb
 			// starts is a reload request, not the default action that

@@ -96,11 +96,11 @@ refresh.`,
   halb status --config /etc/halb/halb.yaml
   halb status >/dev/null || echo "halb degraded, failing or down"`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			return statusUnknown(cmd, cobra.NoArgs(cmd, args))
+			return statusUnknown(cmd, noArgs(cmd, args))
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
-				return statusUnknown(cmd, fmt.Errorf("--output %q: want text or json", output))
+				return statusUnknown(cmd, fmt.Errorf("%s: -o %q: want text or json", commandName(cmd), output))
 			}
 			if watch && interval < 100*time.Millisecond {
 				return statusUnknown(cmd, fmt.Errorf("--interval %v: want at least 100ms", interval))

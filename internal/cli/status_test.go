@@ -182,9 +182,9 @@ func TestStatusCommand(t *testing.T) {
 		want string
 	}{
 		{"no daemon", []string{"--socket", filepath.Join(filepath.Dir(split), "nope.sock")}, "is halb running?"},
-		{"bad -o", []string{"--socket", healthy, "-o", "yaml"}, "want text or json"},
+		{"bad -o", []string{"--socket", healthy, "-o", "yaml"}, `status: -o "yaml": want text or json`},
 		{"unknown flag", []string{"--sockett", healthy}, "unknown flag: --sockett"},
-		{"an argument", []string{"--socket", healthy, "lb1"}, `unknown command "lb1"`},
+		{"an argument", []string{"--socket", healthy, "lb1"}, "status: takes no arguments, got 1: lb1"},
 	} {
 		_, errOut, code = run(ctx, newStatusCmd(), tt.args...)
 		if code != admin.CodeUnreachable || !strings.Contains(errOut, tt.want) {

@@ -33,10 +33,16 @@ type outHook struct {
 }
 
 type outStats struct {
-	Bind         string   `yaml:"bind"`
-	Allow        []string `yaml:"allow,omitempty,flow"`
-	Refresh      string   `yaml:"refresh,omitempty"`
-	PasswordFile string   `yaml:"password_file"`
+	Bind         string       `yaml:"bind"`
+	Allow        []string     `yaml:"allow,omitempty,flow"`
+	Refresh      string       `yaml:"refresh,omitempty"`
+	PasswordFile string       `yaml:"password_file"`
+	TLS          *outStatsTLS `yaml:"tls,omitempty"`
+}
+
+type outStatsTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 type outTimeouts struct {

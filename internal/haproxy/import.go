@@ -281,6 +281,7 @@ func (imp *importer) statsPage(p *proxy) {
 		imp.changedFrom(b.line, "bind "+b.addr.String(), "the stats page on "+b.addr.String(), "only on "+st.Bind, "halb's stats page listens on one address")
 	}
 	imp.changedFrom(p.line, head, "HAProxy's stats page", "halb's dashboard, with /status.json and /metrics, on "+st.Bind, "imported as the stats section; its logins come from %s (see below)", statsUsersFile)
+	st.TLS = imp.statsTLS(p.binds[0])
 	if u := p.stats.uri; u != "" && u != "/" {
 		imp.changedFrom(p.line, "stats uri "+u, "the page at "+u, "the dashboard at /", "halb's stats page has fixed paths")
 	}
@@ -309,6 +310,30 @@ func (imp *importer) statsPage(p *proxy) {
 		imp.changedFrom(p.line, head, "a page without a login", "the bcrypt logins in "+statsUsersFile, "halb's stats page always asks for a login: create the file with `halb passwd --user %s --line >> %s`", user, statsUsersFile)
 	}
 	imp.stats, imp.statsLine, imp.statsUser = st, p.line, user
+}
+
+// statsTLS carries a stats page's `bind … ssl crt FILE` over as stats.tls.
+// HAProxy's crt is one PEM file holding the certificate (and its chain)
+// and the private key; halb reads the certificate and the key each from
+// the first PEM block of its kind, so the one file serves as both.
+func (imp *importer) statsTLS(b bindAddr) *outStatsTLS {
+	t := b.tls
+	dir := "bind " + b.addr.String() + " ssl"
+	switch {
+	case !t.ssl:
+		return nil
+	case t.crtList != "":
+		imp.changedFrom(b.line, dir+" crt-list "+t.crtList, "HTTPS with the certificates of a crt-list", "plain HTTP", "halb's stats page takes one certificate: set stats.tls.cert_file and key_file to the PEM files to serve")
+		return nil
+	case t.crt == "":
+		imp.changedFrom(b.line, dir, "HTTPS", "plain HTTP", "no crt on the bind line: set stats.tls.cert_file and key_file to serve HTTPS")
+		return nil
+	}
+	if t.crts > 1 {
+		imp.changedFrom(b.line, dir+" crt …", fmt.Sprintf("HTTPS with %d certificates, picked by SNI", t.crts), "HTTPS with "+t.crt+" only", "halb's stats page serves one certificate: the first")
+	}
+	imp.confirm(b.line, dir+" crt "+t.crt, "imported as stats.tls with %[1]s as both cert_file and key_file, as HAProxy reads it: check that %[1]s is one file holding the certificate and its key (if HAProxy found the key in %[1]s.key, set key_file to that; a directory of certificates needs one file picked), and that user halb can read it (HAProxy read it as root)", t.crt)
+	return &outStatsTLS{CertFile: t.crt, KeyFile: t.crt}
 }
 
 // build assembles the halb config from the carried sections.

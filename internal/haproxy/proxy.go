@@ -120,6 +120,17 @@ type httpchk struct {
 type bindAddr struct {
 	line int
 	addr netip.AddrPort
+	// tls is the bind line's TLS, which only a stats page keeps.
+	tls bindTLS
+}
+
+// bindTLS is what a bind line says about TLS: ssl, and the certificate
+// options (crt FILE, crt-list FILE).
+type bindTLS struct {
+	ssl     bool
+	crt     string // the first crt; HAProxy also takes several, or a directory
+	crts    int    // how many crt options the line has
+	crtList string
 }
 
 // statsPage is what a `stats enable` section says, minus the password.
@@ -396,12 +407,13 @@ func (p *proxy) bind(d directive) error {
 	if len(d.args) < 2 {
 		return fmt.Errorf("bind needs an address (bind 192.168.66.160:6443)")
 	}
+	t := bindOptionsTLS(d.args[2:])
 	for _, s := range strings.Split(d.args[1], ",") {
 		ap, err := parseHostPort(s)
 		if err != nil {
 			return fmt.Errorf("bind %s: %w", s, err)
 		}
-		p.binds = append(p.binds, bindAddr{line: d.line, addr: ap})
+		p.binds = append(p.binds, bindAddr{line: d.line, addr: ap, tls: t})
 	}
 	if len(d.args) > 2 {
 		why, now := "bind options are not carried over", "a plain TCP listener"
@@ -416,6 +428,30 @@ func (p *proxy) bind(d directive) error {
 		p.changed(d, now, "%s", why)
 	}
 	return nil
+}
+
+// bindOptionsTLS reads ssl, crt FILE and crt-list FILE from a bind line's
+// options.
+func bindOptionsTLS(opts []string) bindTLS {
+	var t bindTLS
+	for i, opt := range opts {
+		arg := ""
+		if i+1 < len(opts) {
+			arg = opts[i+1]
+		}
+		switch opt {
+		case "ssl":
+			t.ssl = true
+		case "crt":
+			if t.crts == 0 {
+				t.crt = arg
+			}
+			t.crts++
+		case "crt-list":
+			t.crtList = arg
+		}
+	}
+	return t
 }
 
 // option handles "option NAME …".
