@@ -188,7 +188,8 @@ func (h *handoffs) claiming(ctx context.Context, addr netip.Addr, alive map[stri
 		h.log.Warn("cannot forward the previous holder's connections; they are tickled", "vip", addr, "peer", peer.Name, "err", err)
 		return
 	}
-	v.fwd = &handoff.Forwarding{Peer: peer.Name, Since: now, Deadline: now.Add(drain + handoff.Grace)}
+	v.fwd = &handoff.Forwarding{Peer: peer.Name, Since: now, Deadline: now.Add(drain + handoff.Grace),
+		Cap: now.Add(2*drain + handoff.Grace)}
 	v.st = HandoffStatus{Role: "forwarding", Peer: peer.Name, Since: now}
 	v.counted = false
 	h.tickles.handOff(addr, peer.Name)

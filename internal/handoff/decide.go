@@ -97,6 +97,12 @@ type Forwarding struct {
 	Peer     string
 	Since    time.Time // when forwarding was installed
 	Deadline time.Time // Since + drain + Grace
+	// Cap bounds how long past Deadline forwarding goes on while the old
+	// holder still says, freshly, that it serves handed-off connections:
+	// its drain starts at its release, which a busy cluster can delay by
+	// seconds after this node's claim (Since + 2×drain + Grace; zero: no
+	// extension).
+	Cap time.Time
 	// Lost is when this node was first seen not holding (nor claiming)
 	// the VIP since; zero while it holds it.
 	Lost time.Time
@@ -125,10 +131,19 @@ func NextForward(f Forwarding, peer Peer, held bool, now time.Time) Stop {
 			return StopDone
 		}
 	}
-	if !now.Before(f.Deadline) {
+	if !now.Before(f.Deadline) && !stillHanding(f, peer, now) {
 		return StopDeadline
 	}
 	return Forward
+}
+
+// stillHanding reports whether the old holder said within Grace, since
+// the move, that it still serves handed-off connections, and Cap has not
+// passed: its own drain, counted from its release, then ends them with a
+// FIN that the clients answer through this node's forwarding.
+func stillHanding(f Forwarding, peer Peer, now time.Time) bool {
+	return peer.Offer.State == Handing && !peer.Heard.Before(f.Since) &&
+		now.Sub(peer.Heard) < Grace && now.Before(f.Cap)
 }
 
 // Quiet is the old holder's side of one hand-off: it keeps the address,

@@ -65,6 +65,7 @@ func TestNextForward(t *testing.T) {
 		peer   Peer
 		held   bool
 		lost   time.Time
+		cap    time.Time
 		now    time.Time
 		want   Stop
 		tickle bool
@@ -85,6 +86,15 @@ func TestNextForward(t *testing.T) {
 			peer: Peer{Alive: true, Offer: offer(Aborted, macA, 120), Heard: after}, want: StopAborted, tickle: true},
 		{name: "deadline", held: true, now: f.Deadline,
 			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline}, want: StopDeadline},
+		{name: "deadline passed while the old holder, released late, still serves: forward", held: true,
+			cap: f.Deadline.Add(30 * time.Second), now: f.Deadline.Add(time.Second),
+			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline.Add(time.Second - 200*time.Millisecond)}, want: Forward},
+		{name: "deadline passed, the old holder's last word is stale", held: true,
+			cap: f.Deadline.Add(30 * time.Second), now: f.Deadline.Add(5 * time.Second),
+			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline.Add(5*time.Second - Grace)}, want: StopDeadline},
+		{name: "cap passed although the old holder still serves", held: true,
+			cap: f.Deadline.Add(30 * time.Second), now: f.Deadline.Add(30 * time.Second),
+			peer: Peer{Alive: true, Offer: offer(Handing, macA, 3), Heard: f.Deadline.Add(30 * time.Second)}, want: StopDeadline},
 		{name: "VIP lost here: forwarding goes on while clients may still send here", held: false, lost: after, now: after.Add(Grace / 2),
 			peer: Peer{Alive: true, Offer: offer(Holding, macA, 0), Heard: after}, want: Forward},
 		{name: "VIP lost here for Grace: the old holder's connections are its own again", held: false, lost: after, now: after.Add(Grace),
@@ -93,7 +103,7 @@ func TestNextForward(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := f
-			f.Lost = tt.lost
+			f.Lost, f.Cap = tt.lost, tt.cap
 			got := NextForward(f, tt.peer, tt.held, tt.now)
 			if got != tt.want || got.Tickle() != tt.tickle {
 				t.Fatalf("NextForward = %v (tickle %v), want %v (tickle %v)", got, got.Tickle(), tt.want, tt.tickle)
