@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"halb/internal/config"
+	"halb/internal/freebind"
 	"halb/internal/pool"
 )
 
@@ -173,6 +174,23 @@ func (f *Frontend) Stats() FrontendStats {
 		BytesIn:  f.bytesIn.Load(),
 		BytesOut: f.bytesOut.Load(),
 	}
+}
+
+// Listen opens a listening socket on bind with IP_FREEBIND, so that an
+// address this node does not hold yet (a VIP) can be bound.
+func Listen(ctx context.Context, bind netip.AddrPort) (net.Listener, error) {
+	network := "tcp4"
+	if bind.Addr().Is6() && !bind.Addr().Is4In6() {
+		network = "tcp6"
+	}
+	// Accepted sockets get no keep-alive setsockopts (see
+	// Frontend.plainDialer); a session turns it on if configured.
+	lc := net.ListenConfig{Control: freebind.Control, KeepAlive: -1}
+	ln, err := lc.Listen(ctx, network, bind.String())
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", bind, err)
+	}
+	return ln, nil
 }
 
 // Run listens on the frontend's bind address and serves until ctx is
