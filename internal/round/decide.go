@@ -259,13 +259,27 @@ func decideVIP(in Inputs, st cluster.State, v view, vip VIP, mem *Memory, wakeAt
 	vp := VIPPlan{VIP: vip.Addr, Owner: owner, Previous: mem.Holder[vip.Addr]}
 	mem.Holder[vip.Addr] = owner
 	vp.PreemptAt = preemptAt(in, em, v.opts, owner, st, mem.EligibleSince, v.standDown != "" || v.keyConf)
-	ownerHolds := owner != "" && slices.Contains(v.states[owner].Holds, vip.Addr)
+	ownerHolds := owner != "" && takenOver(v.states[owner], owner, vip.Addr)
 	vp.Action, vp.Reason = act(in, v, vip, owner, ownerHolds, mem, wakeAt)
 	if owner == in.Self || !vip.Held || !ownerHolds {
 		delete(mem.HandoverSince, vip.Addr)
 	}
 	vp.Announce = staleNeighbours(in, v, vip, owner, mem)
 	return vp
+}
+
+// takenOver reports whether owner's gossiped state s shows it holding vip
+// as its owner. Holding alone is not enough: a holder that has just
+// elected another node still gossips that it holds the VIP until it lets
+// go, and a node stopping at that moment would hand the VIP over to one
+// about to release it, leaving it on nobody. A state without the owner's
+// view (shrunk to fit the gossip metadata) proves only that it holds.
+func takenOver(s cluster.State, owner, vip string) bool {
+	if !slices.Contains(s.Holds, vip) {
+		return false
+	}
+	view, ok := s.Holder[vip]
+	return !ok || view == owner
 }
 
 // act is the claim-or-release rule for one VIP.
@@ -281,6 +295,8 @@ func act(in Inputs, v view, vip VIP, owner string, ownerHolds bool, mem *Memory,
 		return Release, v.standDown
 	case owner == "":
 		return Release, "no quorum: a minority must not hold the VIP"
+	case !ownerHolds && slices.Contains(v.states[owner].Holds, vip.Addr):
+		return Keep, "make before break: " + owner + " holds it but elected " + orNobody(v.states[owner].Holder[vip.Addr])
 	case !ownerHolds:
 		return Keep, "make before break: waiting for " + owner + " to hold it"
 	}
@@ -370,6 +386,14 @@ func preemptAt(in Inputs, em []election.Member, opts election.Options, owner str
 		return time.Time{}
 	}
 	return eligibleSince.Add(in.Config.PreemptDelay)
+}
+
+// orNobody names an elected owner, "" being nobody.
+func orNobody(name string) string {
+	if name == "" {
+		return "nobody"
+	}
+	return name
 }
 
 // earliest is the earlier of two times, zero meaning none.

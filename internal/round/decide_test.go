@@ -169,6 +169,27 @@ func TestClaimRelease(t *testing.T) {
 			in.Local.Leaving = true
 			in.Members[1] = peer("b", 100, false, false, vipA)
 		}, "b", Release, "handed over to b"},
+		// b still holds the VIP it is handing over to this node when this
+		// node stops: b lets go meanwhile, so releasing on this view would
+		// leave the VIP on nobody.
+		{"a holder that elected another does not take the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: "a"}
+		}, "b", Keep, "make before break: b holds it but elected a"},
+		{"a holder that elected itself takes the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: "b"}
+		}, "b", Release, "handed over to b"},
+		{"a holder that elected nobody does not take the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Maintenance = true
+			in.Members[1] = peer("b", 100, true, true, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: ""}
+		}, "b", Keep, "make before break: b holds it but elected nobody"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
