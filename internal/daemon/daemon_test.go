@@ -284,7 +284,9 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 func TestStickyKeepsHolder(t *testing.T) {
 	cfg := pairConfig(t, "sticky")
 	b := startNode(t, cfg, "b")
-	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
+	// The join timeout (2 s) passes before b, alone, claims: leave room
+	// for a slow start on a loaded machine.
+	support.WaitUntil(t, 10*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, cfg, "a")
 	support.WaitUntil(t, 5*time.Second, func() bool { return alive(a) == 2 }, "a to see b")
 	support.Consistently(t, cfg.Cluster.PreemptDelay+5*reconcileEvery, func() bool {
