@@ -77,10 +77,20 @@ func freePort(t *testing.T, addrs ...string) int {
 	return 0
 }
 
-// pair builds the config for two nodes a (priority 200) and b (100).
+// pairConfig builds the config for two nodes a (priority 200) and b
+// (100) in front of one echo server.
 func pairConfig(t *testing.T, policy string) *config.Config {
 	t.Helper()
-	srv := echoServer(t)
+	return pairConfigTo(t, policy, echoServer(t))
+}
+
+// pairConfigTo is pairConfig with the backend server at srv. Its health
+// check tolerates a stall of the test process: both nodes live in it, so
+// one stall longer than a check's timeout fails both nodes' checks at
+// once, and the VIP then fails over for a reason no test here is about.
+// Only three timeouts in a row, 1.5 s, mark the server down.
+func pairConfigTo(t *testing.T, policy, srv string) *config.Config {
+	t.Helper()
 	gossip := freePort(t, "127.0.0.61", "127.0.0.62")
 	doc := fmt.Sprintf(`
 log: {connections: false}
@@ -88,7 +98,7 @@ frontends:
   - {name: api, bind: "127.0.0.1:1", backend: cp}
 backends:
   - name: cp
-    health: {type: tcp, interval: 100ms, timeout: 50ms, fall: 1, rise: 1}
+    health: {type: tcp, interval: 500ms, timeout: 500ms, fall: 3, rise: 1}
     servers: [{name: cp1, address: "%s"}]
 cluster:
   insecure_gossip: true
@@ -274,7 +284,9 @@ func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 func TestStickyKeepsHolder(t *testing.T) {
 	cfg := pairConfig(t, "sticky")
 	b := startNode(t, cfg, "b")
-	support.WaitUntil(t, 5*time.Second, b.holds, "b, alone, to hold the VIP")
+	// The join timeout (2 s) passes before b, alone, claims: leave room
+	// for a slow start on a loaded machine.
+	support.WaitUntil(t, 10*time.Second, b.holds, "b, alone, to hold the VIP")
 	a := startNode(t, cfg, "a")
 	support.WaitUntil(t, 5*time.Second, func() bool { return alive(a) == 2 }, "a to see b")
 	support.Consistently(t, cfg.Cluster.PreemptDelay+5*reconcileEvery, func() bool {
@@ -302,6 +314,64 @@ func TestGracefulStopHandsOver(t *testing.T) {
 	if a.holds() {
 		t.Error("a still holds the VIP after stopping")
 	}
+}
+
+// With every backend down nobody is eligible and the holder keeps the VIP
+// (a VIP in front of unhealthy backends beats none). Stopping the holder
+// must still hand the VIP over make-before-break, and without waiting out
+// the handover timeout: the peer takes it because the stopping node drops
+// it whatever it is elected for.
+func TestGracefulStopWithBackendsDownHandsOver(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := make(chan struct{})
+	go func() {
+		defer close(accepting)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-accepting })
+	cfg := pairConfigTo(t, "preempt", ln.Addr().String())
+	a := startNode(t, cfg, "a")
+	b := startNode(t, cfg, "b")
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
+	support.WaitUntil(t, 5*time.Second, func() bool { return alive(b) == 2 && alive(a) == 2 }, "a and b to see each other")
+	stop := make(chan struct{})
+	gap := watchGap(a, b, stop)
+	_ = ln.Close() // checks are refused from now on: both nodes turn ineligible
+	// The two turn ineligible a moment apart, each maybe seeing the other
+	// still eligible: neither may drop the VIP on that view.
+	support.WaitUntil(t, 10*time.Second, func() bool {
+		return !eligibleIn(b, "a") && !eligibleIn(b, "b") && a.holds() && !b.holds()
+	}, "b to see both nodes ineligible and a, the holder, to keep the VIP")
+	began := time.Now()
+	a.shutdown(t)
+	took := time.Since(began)
+	support.WaitUntil(t, 5*time.Second, b.holds, "b to hold the VIP")
+	close(stop)
+	if g := <-gap; g > 0 {
+		t.Errorf("the VIP was on neither node for %s while the backends went down and a stopped", g)
+	}
+	if took >= handoverTimeout {
+		t.Errorf("a's stop took %s: it waited out the handover timeout (%s) instead of handing over", took, handoverTimeout)
+	}
+}
+
+// eligibleIn reports whether n sees member name as eligible.
+func eligibleIn(n *node, name string) bool {
+	for _, m := range n.d.ctl.cluster.Members() {
+		if m.Name == name {
+			return m.State.Eligible
+		}
+	}
+	return false
 }
 
 func TestUnknownNodeIsRefused(t *testing.T) {

@@ -15,6 +15,10 @@ type Member struct {
 	Stable bool
 	// Holds means the node claims the VIP now.
 	Holds bool
+	// Leaving means the node gives the VIPs up by choice (maintenance or
+	// shutting down): it lets go of them whatever the election says, so
+	// it is the last choice to keep one when nobody is eligible.
+	Leaving bool
 }
 
 // Options tune the election.
@@ -38,19 +42,11 @@ func Owner(members []Member, opt Options) string {
 	}
 
 	eligible := func(m Member) bool { return m.Eligible }
-	holder := func(m Member) bool { return m.Holds }
 	eligibleHolder := func(m Member) bool { return m.Eligible && m.Holds }
 
 	bestEligible, ok := best(members, eligible)
 	if !ok {
-		// A VIP in front of unhealthy backends beats no VIP: the current
-		// holder keeps it. With no holder at all (bootstrap, when the API
-		// servers behind the VIP are not up yet) the best node takes it.
-		if h, ok := best(members, holder); ok {
-			return h.Name
-		}
-		b, _ := best(members, func(Member) bool { return true })
-		return b.Name
+		return nobodyEligible(members)
 	}
 
 	h, held := best(members, eligibleHolder)
@@ -70,6 +66,28 @@ func Owner(members []Member, opt Options) string {
 		return challenger.Name
 	}
 	return h.Name
+}
+
+// nobodyEligible picks the owner when no member is eligible. A VIP in
+// front of unhealthy backends beats no VIP: the current holder keeps it.
+// With no holder at all (bootstrap, when the API servers behind the VIP
+// are not up yet) the best node takes it. A leaving member comes last
+// either way: it drops the VIP whatever it is told, so electing it would
+// leave the VIP on nobody, while a staying member taking it over first
+// keeps the move make-before-break.
+func nobodyEligible(members []Member) string {
+	rules := []func(Member) bool{
+		func(m Member) bool { return m.Holds && !m.Leaving },
+		func(m Member) bool { return !m.Leaving },
+		func(m Member) bool { return m.Holds },
+	}
+	for _, keep := range rules {
+		if b, ok := best(members, keep); ok {
+			return b.Name
+		}
+	}
+	b, _ := best(members, func(Member) bool { return true })
+	return b.Name
 }
 
 // best returns the member matching keep with the highest priority, ties

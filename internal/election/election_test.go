@@ -15,7 +15,8 @@ var (
 	sticky  = Options{Policy: config.Sticky}
 )
 
-// m builds a member; flags is a subset of "e" (eligible), "s" (stable), "h" (holds).
+// m builds a member; flags is a subset of "e" (eligible), "s" (stable), "h"
+// (holds), "l" (leaving).
 func m(name string, prio int, flags string) Member {
 	mem := Member{Name: name, Priority: prio}
 	for _, f := range flags {
@@ -26,6 +27,8 @@ func m(name string, prio int, flags string) Member {
 			mem.Stable = true
 		case 'h':
 			mem.Holds = true
+		case 'l':
+			mem.Leaving = true
 		}
 	}
 	return mem
@@ -62,6 +65,16 @@ func TestOwner(t *testing.T) {
 		{name: "all unhealthy, nobody holds: bootstrap best of all", members: []Member{m("lb2", 100, ""), m("lb1", 200, "")}, opt: preempt, want: "lb1"},
 		{name: "all unhealthy, nobody holds: bootstrap tie by name", members: []Member{m("lb2", 100, ""), m("lb1", 100, "")}, opt: sticky, want: "lb1"},
 		{name: "lone unhealthy node bootstraps", members: []Member{m("lb1", 100, "")}, opt: preempt, want: "lb1"},
+
+		// Nobody eligible and a member leaving (maintenance or stopping):
+		// it drops the VIP whatever it is told, so a staying member is
+		// preferred, else a graceful stop leaves the VIP on nobody.
+		{name: "all unhealthy: staying holder beats a better leaving holder", members: []Member{m("lb1", 200, "hl"), m("lb2", 100, "h")}, opt: preempt, want: "lb2"},
+		{name: "all unhealthy: staying member takes it from a leaving holder", members: []Member{m("lb1", 200, "hl"), m("lb2", 100, "")}, opt: sticky, want: "lb2"},
+		{name: "all unhealthy: best staying member, holders leaving", members: []Member{m("lb1", 200, "hl"), m("lb2", 100, ""), m("lb3", 150, "")}, opt: preempt, want: "lb3"},
+		{name: "all unhealthy, nobody holds: bootstrap passes over a leaving node", members: []Member{m("lb1", 200, "l"), m("lb2", 100, "")}, opt: preempt, want: "lb2"},
+		{name: "all leaving: holder keeps it", members: []Member{m("lb1", 200, "l"), m("lb2", 100, "hl")}, opt: preempt, want: "lb2"},
+		{name: "all leaving, nobody holds: best of all", members: []Member{m("lb2", 100, "l"), m("lb1", 200, "l")}, opt: preempt, want: "lb1"},
 
 		// Sticky.
 		{name: "sticky: lower holder keeps it", members: []Member{m("lb1", 200, "es"), m("lb2", 100, "eh")}, opt: sticky, want: "lb2"},
@@ -160,6 +173,7 @@ func TestOwnerRandom(t *testing.T) {
 				Eligible: r.IntN(2) == 0,
 				Stable:   r.IntN(2) == 0,
 				Holds:    r.IntN(3) == 0,
+				Leaving:  r.IntN(4) == 0,
 			})
 		}
 		opt := Options{Policy: []config.Policy{config.Preempt, config.Sticky}[r.IntN(2)], Quorum: r.IntN(5)}
@@ -197,5 +211,17 @@ func TestOwnerRandom(t *testing.T) {
 		if anyEligible && !owner.Eligible {
 			t.Fatalf("iteration %d: ineligible %q owns though an eligible member exists in %+v", iter, want, members)
 		}
+		if !anyEligible && owner.Leaving && anyStaying(members) {
+			t.Fatalf("iteration %d: leaving %q owns though a staying member exists in %+v", iter, want, members)
+		}
 	}
+}
+
+func anyStaying(ms []Member) bool {
+	for _, m := range ms {
+		if !m.Leaving {
+			return true
+		}
+	}
+	return false
 }

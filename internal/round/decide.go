@@ -191,6 +191,9 @@ func decideVIPs(in Inputs, st cluster.State, mem *Memory, p *Plan) {
 			// A peer whose state did not decode cannot prove its health.
 			Eligible: s.Eligible && !m.StateErr,
 			Stable:   s.Stable && !m.StateErr,
+			// Maintenance is gossiped for a stop too: either way the
+			// member drops the VIPs, so it must not be elected to keep one.
+			Leaving: s.Maintenance,
 		})
 	}
 	for _, vip := range in.VIPs {
@@ -256,8 +259,8 @@ func decideVIP(in Inputs, st cluster.State, v view, vip VIP, mem *Memory, wakeAt
 	vp := VIPPlan{VIP: vip.Addr, Owner: owner, Previous: mem.Holder[vip.Addr]}
 	mem.Holder[vip.Addr] = owner
 	vp.PreemptAt = preemptAt(in, em, v.opts, owner, st, mem.EligibleSince, v.standDown != "" || v.keyConf)
-	ownerHolds := owner != "" && slices.Contains(v.states[owner].Holds, vip.Addr)
-	vp.Action, vp.Reason = act(in, st, v, vip, owner, ownerHolds, mem, wakeAt)
+	ownerHolds := owner != "" && takenOver(v.states[owner], owner, vip.Addr)
+	vp.Action, vp.Reason = act(in, v, vip, owner, ownerHolds, mem, wakeAt)
 	if owner == in.Self || !vip.Held || !ownerHolds {
 		delete(mem.HandoverSince, vip.Addr)
 	}
@@ -265,8 +268,22 @@ func decideVIP(in Inputs, st cluster.State, v view, vip VIP, mem *Memory, wakeAt
 	return vp
 }
 
+// takenOver reports whether owner's gossiped state s shows it holding vip
+// as its owner. Holding alone is not enough: a holder that has just
+// elected another node still gossips that it holds the VIP until it lets
+// go, and a node stopping at that moment would hand the VIP over to one
+// about to release it, leaving it on nobody. A state without the owner's
+// view (shrunk to fit the gossip metadata) proves only that it holds.
+func takenOver(s cluster.State, owner, vip string) bool {
+	if !slices.Contains(s.Holds, vip) {
+		return false
+	}
+	view, ok := s.Holder[vip]
+	return !ok || view == owner
+}
+
 // act is the claim-or-release rule for one VIP.
-func act(in Inputs, st cluster.State, v view, vip VIP, owner string, ownerHolds bool, mem *Memory, wakeAt *time.Time) (Action, string) {
+func act(in Inputs, v view, vip VIP, owner string, ownerHolds bool, mem *Memory, wakeAt *time.Time) (Action, string) {
 	switch {
 	case owner == in.Self && v.unsettled != "" && !vip.Held:
 		return Keep, "not claiming yet: the state of peer " + v.unsettled + " is not known"
@@ -278,16 +295,20 @@ func act(in Inputs, st cluster.State, v view, vip VIP, owner string, ownerHolds 
 		return Release, v.standDown
 	case owner == "":
 		return Release, "no quorum: a minority must not hold the VIP"
+	case !ownerHolds && slices.Contains(v.states[owner].Holds, vip.Addr):
+		return Keep, "make before break: " + owner + " holds it but elected " + orNobody(v.states[owner].Holder[vip.Addr])
 	case !ownerHolds:
 		return Keep, "make before break: waiting for " + owner + " to hold it"
 	}
-	// Make before break: release only once the new owner holds it. An
-	// eligible node also waits HandoverConfirm with the election
-	// unchanged: two holders can each elect the other on a stale view (one
-	// is stopping, the other has not heard yet) and would both let go. A
-	// node giving up by choice lets go at once, so one of the two always
-	// keeps the VIP.
-	if st.Eligible {
+	// Make before break: release only once the new owner holds it. A
+	// node also waits HandoverConfirm with the election unchanged: two
+	// holders can each elect the other on a stale view (one is stopping,
+	// the other has not heard yet) and would both let go. Only a node
+	// giving up by choice lets go at once, so one of the two always keeps
+	// the VIP. One ineligible by its health waits too: it is not going
+	// away, and a backend check failing during a peer's stop must not
+	// make it drop the VIP on a view that still shows the peer holding.
+	if !givingUp(in) {
 		since, ok := mem.HandoverSince[vip.Addr]
 		if !ok {
 			since = in.Now
@@ -299,6 +320,16 @@ func act(in Inputs, st cluster.State, v view, vip VIP, owner string, ownerHolds 
 		}
 	}
 	return Release, "handed over to " + owner
+}
+
+// givingUp reports whether this node gives its VIPs up by its own
+// choice or knowledge: an operator's maintenance, a stop, a drill's yield,
+// or a witness it cannot reach (it is probably the one cut off). Such a
+// node lets a VIP go as soon as the new owner holds it.
+func givingUp(in Inputs) bool {
+	yield, _, _ := drillRoles(in.Local.Drill, in.Now)
+	return in.Local.Maintenance || in.Local.Leaving || yield ||
+		(in.Config.Witness && !in.Local.WitnessReachable)
 }
 
 // staleNeighbours says why neighbours may hold a stale ARP entry for a VIP
@@ -355,6 +386,14 @@ func preemptAt(in Inputs, em []election.Member, opts election.Options, owner str
 		return time.Time{}
 	}
 	return eligibleSince.Add(in.Config.PreemptDelay)
+}
+
+// orNobody names an elected owner, "" being nobody.
+func orNobody(name string) string {
+	if name == "" {
+		return "nobody"
+	}
+	return name
 }
 
 // earliest is the earlier of two times, zero meaning none.

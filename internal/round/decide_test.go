@@ -127,6 +127,69 @@ func TestClaimRelease(t *testing.T) {
 			in.Members[1] = peer("b", 300, true, true, vipA)
 			mem.HandoverSince = map[string]time.Time{vipA: t0.Add(-HandoverConfirm)}
 		}, "b", Release, "handed over to b"},
+		// A backend check failing while a peer stops: this node still sees
+		// the peer as an eligible holder, the peer already let go. Dropping
+		// the VIP at once would leave it on nobody.
+		{"a holder ineligible by its health waits for the handover to be confirmed", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Frontends[0].Healthy = false
+			in.Members[1] = peer("b", 100, true, true, vipA)
+		}, "b", Keep, "handing over to b once it is confirmed"},
+		{"a holder ineligible by its health lets go once confirmed", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Frontends[0].Healthy = false
+			in.Members[1] = peer("b", 100, true, true, vipA)
+			mem.HandoverSince = map[string]time.Time{vipA: t0.Add(-HandoverConfirm)}
+		}, "b", Release, "handed over to b"},
+		{"a drill's yield lets go at once", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Drill.YieldUntil = t0.Add(time.Second)
+			in.Members[1] = peer("b", 100, true, true, vipA)
+		}, "b", Release, "handed over to b"},
+		{"a holder without the witness lets go at once", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Config.Witness = true
+			in.Members[1] = peer("b", 100, true, true, vipA)
+		}, "b", Release, "handed over to b"},
+		// Nobody eligible while a better peer stops: the stopping peer
+		// drops the VIP whatever it is told, so this node keeps it.
+		{"nobody eligible: a staying holder keeps it from a better leaving one", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Frontends[0].Healthy = false
+			in.Members[1] = peer("b", 300, false, false, vipA)
+			in.Members[1].State.Maintenance = true
+		}, "a", Claim, "elected (priority 200, policy preempt)"},
+		{"nobody eligible: a staying peer takes it from this leaving node", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false)
+		}, "b", Keep, "make before break: waiting for b to hold it"},
+		{"nobody eligible: this leaving node lets go once the staying peer holds", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false, vipA)
+		}, "b", Release, "handed over to b"},
+		// b still holds the VIP it is handing over to this node when this
+		// node stops: b lets go meanwhile, so releasing on this view would
+		// leave the VIP on nobody.
+		{"a holder that elected another does not take the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: "a"}
+		}, "b", Keep, "make before break: b holds it but elected a"},
+		{"a holder that elected itself takes the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Leaving = true
+			in.Members[1] = peer("b", 100, false, false, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: "b"}
+		}, "b", Release, "handed over to b"},
+		{"a holder that elected nobody does not take the VIP over", func(in *Inputs, mem *Memory) {
+			*in, *mem = held(*in, *mem)
+			in.Local.Maintenance = true
+			in.Members[1] = peer("b", 100, true, true, vipA)
+			in.Members[1].State.Holder = map[string]string{vipA: ""}
+		}, "b", Keep, "make before break: b holds it but elected nobody"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
