@@ -497,7 +497,7 @@ func (r *SoakResult) Markdown() string {
 	fmt.Fprintf(&b, "\nStress phase: %s. False failovers: **%d**.\n", r.Stress, r.FalseFailovers)
 	for _, sys := range AllSystems() {
 		if s := r.Systems[sys]; s != nil && s.Held > 0 {
-			fmt.Fprintf(&b, "%s held %d idle connections through its VIP all along (table of client connections shared; the standby's copy listed %d at the end).\n", sys, s.Held, s.PeerTable)
+			fmt.Fprintf(&b, "\n%s held %d idle connections through its VIP all along (table of client connections shared; the standby's copy listed %d at the end).\n", sys, s.Held, s.PeerTable)
 		}
 	}
 	return b.String()
