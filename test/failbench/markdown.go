@@ -21,7 +21,8 @@ func WriteMarkdown(dir string, now time.Time) error {
 	var m benchresult.Machine
 	var f FailoverResult
 	var s SoakResult
-	for key, v := range map[string]any{"machine": &m, "failover": &f, "soak": &s} {
+	var ts TableShareResult
+	for key, v := range map[string]any{"machine": &m, "failover": &f, "soak": &s, "tableshare": &ts} {
 		if err := loadPart(dir, key, now, v); err != nil {
 			return err
 		}
@@ -35,6 +36,9 @@ func WriteMarkdown(dir string, now time.Time) error {
 	}
 	if len(s.Systems) > 0 {
 		fmt.Fprintf(&b, "### False failovers (soak)\n\nMethod: %s.\n\n%s", s.Method, s.Markdown())
+	}
+	if ts.Conns > 0 {
+		fmt.Fprintf(&b, "\n### Connection table sharing\n\nMethod: %s.\n\n%s", ts.Method, ts.Markdown())
 	}
 	path := MarkdownPath(dir, now)
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {

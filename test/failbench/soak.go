@@ -29,6 +29,10 @@ type SoakOptions struct {
 	Stress     time.Duration // phase with stress-ng and proxy load
 	CPUs       int           // stress-ng --cpu workers (default 2)
 	LoadProbes int           // concurrent new-connection probes through each VIP (default 2)
+	// Held is how many idle connections each halb lab holds through its
+	// VIP all along, so its table of client connections is shared
+	// (docs/tickle.md) while it is soaked.
+	Held       int
 	Quick      bool
 	WorkDir    string
 	ResultsDir string
@@ -52,6 +56,11 @@ type SoakResult struct {
 type SoakSystem struct {
 	Title  string       `json:"title"`
 	Phases []*SoakPhase `json:"phases"`
+	// Held is how many idle connections were held through the VIP, and
+	// PeerTable how many of them the standby's copy of the holder's
+	// table listed at the end (halb).
+	Held      int `json:"held_conns,omitempty"`
+	PeerTable int `json:"peer_table,omitempty"`
 }
 
 // SoakPhase is what one phase saw in one lab.
@@ -102,6 +111,7 @@ type soakLab struct {
 	// initial is the holder when watching began: the VIP belongs there.
 	initial string
 	admin   bool // the nodes have halb's admin socket to poll
+	held    *lab.IdleConns
 }
 
 // RunSoak runs the soak and merges its result into the day's file. It
@@ -111,6 +121,9 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	var labs []*soakLab
 	defer func() {
 		for _, s := range labs {
+			if s.held != nil {
+				s.held.Close()
+			}
 			if err := s.l.Close(); err != nil {
 				_, _ = fmt.Fprintf(o.Out, "soak %s: tear down lab: %v\n", s.name, err)
 			}
@@ -134,10 +147,20 @@ func RunSoak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		Systems: map[string]*SoakSystem{}}
 	for _, s := range labs {
 		res.Systems[s.name] = &SoakSystem{Title: s.title}
+		if s.held != nil {
+			res.Systems[s.name].Held = s.held.Len()
+		}
 	}
 	changes, err := runPhases(ctx, o, labs, res)
 	if err != nil {
 		return nil, err
+	}
+	for _, s := range labs {
+		if s.held != nil {
+			// What the standby lists at the end: the table was shared
+			// all along (an error leaves 0, which the table shows).
+			res.Systems[s.name].PeerTable, _ = peerTableSize(ctx, s.l)
+		}
 	}
 	stopWatch()
 	wg.Wait()
@@ -161,20 +184,43 @@ func (o *SoakOptions) defaults() {
 // as soon as it exists so the caller tears down even a half-built one.
 func buildSoakLabs(ctx context.Context, o SoakOptions, labs *[]*soakLab) error {
 	all := specs()
+	if o.Held > 0 {
+		// Here: a client and a server socket per connection; in halb two.
+		need := uint64(2*o.Held*len(o.Systems) + fdSpare)
+		if limit, err := lab.RaiseFileLimit(need); err != nil {
+			return err
+		} else if limit < need {
+			return fmt.Errorf("soak: holding %d connections in each of %d labs needs %d open files, the limit is %d (raising it needs CAP_SYS_RESOURCE): lower --soak-held", o.Held, len(o.Systems), need, limit)
+		}
+	}
 	for _, name := range o.Systems {
 		spec, ok := all[name]
 		if !ok {
 			return fmt.Errorf("soak: unknown system %q: want some of %v", name, AllSystems())
 		}
-		l, sys, err := spec.build(ctx, o.Bins, filepath.Join(o.WorkDir, "soak-"+name), o.Log)
-		*labs = append(*labs, &soakLab{name: name, title: spec.title, l: l, has: map[string]bool{}, seen: map[string]bool{},
-			admin: strings.HasPrefix(name, "halb-")})
+		build := spec.build
+		hold := o.Held > 0 && spec.profile != ""
+		if hold {
+			build = halbBuilderWith(spec.profile, func(lo *lab.Options) { lo.IdleFrontend = true })
+		}
+		l, sys, err := build(ctx, o.Bins, filepath.Join(o.WorkDir, "soak-"+name), o.Log)
+		s := &soakLab{name: name, title: spec.title, l: l, has: map[string]bool{}, seen: map[string]bool{},
+			admin: strings.HasPrefix(name, "halb-")}
+		*labs = append(*labs, s)
 		if err != nil {
 			return fmt.Errorf("soak %s: build lab: %w", name, err)
 		}
 		r := &runner{l: l, sys: sys}
 		if err := r.settled(ctx, preferred); err != nil {
 			return fmt.Errorf("soak %s: %w", name, err)
+		}
+		if hold {
+			if s.held, err = l.HoldIdle(ctx, o.Held, 4); err != nil {
+				return fmt.Errorf("soak %s: %w", name, err)
+			}
+			if _, err := waitPeerTable(ctx, l, o.Held, time.Minute); err != nil {
+				return fmt.Errorf("soak %s: %w", name, err)
+			}
 		}
 	}
 	return nil
@@ -449,5 +495,10 @@ func (r *SoakResult) Markdown() string {
 		}
 	}
 	fmt.Fprintf(&b, "\nStress phase: %s. False failovers: **%d**.\n", r.Stress, r.FalseFailovers)
+	for _, sys := range AllSystems() {
+		if s := r.Systems[sys]; s != nil && s.Held > 0 {
+			fmt.Fprintf(&b, "\n%s held %d idle connections through its VIP all along (table of client connections shared; the standby's copy listed %d at the end).\n", sys, s.Held, s.PeerTable)
+		}
+	}
 	return b.String()
 }

@@ -69,14 +69,16 @@ type sysSpec struct {
 	// only, if set, limits the system to these scenarios: the others
 	// would measure nothing it changes.
 	only []string
+	// profile is halb's cluster.profile; "" for keepalived.
+	profile string
 }
 
 // specs knows every system. The halb windows are the memberlist probe
 // intervals of the profiles (internal/cluster); keep them in step.
 func specs() map[string]sysSpec {
 	return map[string]sysSpec{
-		HalbLAN:         {name: HalbLAN, title: "halb, profile lan", window: 200 * time.Millisecond, build: halbBuilder("lan")},
-		HalbFast:        {name: HalbFast, title: "halb, profile fast", window: 100 * time.Millisecond, build: halbBuilder("fast")},
+		HalbLAN:         {name: HalbLAN, title: "halb, profile lan", window: 200 * time.Millisecond, build: halbBuilder("lan"), profile: "lan"},
+		HalbFast:        {name: HalbFast, title: "halb, profile fast", window: 100 * time.Millisecond, build: halbBuilder("fast"), profile: "fast"},
 		HalbNoTickle:    {name: HalbNoTickle, title: "halb, profile lan, tickles off", window: 200 * time.Millisecond, build: halbBuilder("lan", noTickle), only: []string{LongKill, LongLinkDown}},
 		HalbNoHandoff:   {name: HalbNoHandoff, title: "halb, profile lan, flow hand-off off", window: 200 * time.Millisecond, build: halbBuilder("lan", noHandoff), only: []string{Planned}},
 		KeepalivedDef:   {name: KeepalivedDef, title: "keepalived VRRPv2 advert_int 1 + HAProxy", window: time.Second, build: keepalivedBuilder(keepalivedlab.Default())},
@@ -95,14 +97,22 @@ func noHandoff(_, y string) string {
 }
 
 func halbBuilder(profile string, mutate ...func(node, yaml string) string) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
+	return halbBuilderWith(profile, func(o *lab.Options) {
+		if len(mutate) > 0 {
+			o.Mutate = mutate[0]
+		}
+	})
+}
+
+// halbBuilderWith builds a halb lab of profile whose options tweak has
+// changed.
+func halbBuilderWith(profile string, tweak func(*lab.Options)) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
 	return func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error) {
 		o := lab.Options{
 			HalbBin: b.Halb, LabBin: b.Lab, WorkDir: workdir, StartHalb: true,
 			Profile: profile, Policy: "preempt", PreemptDelay: preemptDelay,
 		}
-		if len(mutate) > 0 {
-			o.Mutate = mutate[0]
-		}
+		tweak(&o)
 		l := lab.New(o, log)
 		if err := l.Up(ctx); err != nil {
 			return l, nil, err

@@ -87,6 +87,11 @@ type Options struct {
 	// credential blocks: an operator who forgot them, whose checks the
 	// control planes answer with 401 or a failed handshake.
 	NoCheckCredentials bool
+	// IdleFrontend adds a frontend on VIP:IdlePort to a plain TCP server
+	// in each control plane's namespace that holds what it accepts
+	// (HoldIdle), raises maxconn to 100 000 and the idle timeouts to an
+	// hour: for measuring halb with tens of thousands of open connections.
+	IdleFrontend bool
 }
 
 // Lab is a running namespace lab. Methods are safe for concurrent use.
@@ -101,6 +106,9 @@ type Lab struct {
 	procs  map[string]*proc // by name: lb1, cp1, probe-...
 	closed bool
 	probes int
+
+	idle      *idleServers // with Options.IdleFrontend
+	idleAddrs int          // client addresses HoldIdle added
 }
 
 // New returns a lab; it touches nothing until Up.
@@ -180,10 +188,8 @@ func (l *Lab) Up(ctx context.Context) error {
 			return err
 		}
 	}
-	for i, cp := range l.CPNames() {
-		if err := l.startCP(ctx, cp, CPAddr(i+1)); err != nil {
-			return err
-		}
+	if err := l.startServers(ctx); err != nil {
+		return err
 	}
 	if l.opts.HalbBin == "" {
 		return nil
@@ -220,6 +226,20 @@ func (l *Lab) makeDir() error {
 	}
 	if err := os.WriteFile(filepath.Join(l.dir, "prefix"), []byte(l.prefix+"\n"), 0o644); err != nil {
 		return fmt.Errorf("record lab prefix: %w", err)
+	}
+	return nil
+}
+
+// startServers starts the fake control planes and, with
+// Options.IdleFrontend, the idle servers.
+func (l *Lab) startServers(ctx context.Context) error {
+	for i, cp := range l.CPNames() {
+		if err := l.startCP(ctx, cp, CPAddr(i+1)); err != nil {
+			return err
+		}
+	}
+	if l.opts.IdleFrontend {
+		return l.startIdleServers()
 	}
 	return nil
 }
@@ -312,6 +332,9 @@ func (l *Lab) Close() error {
 		}()
 	}
 	wg.Wait()
+	if l.idle != nil {
+		l.idle.close()
+	}
 	if l.prefix != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

@@ -43,7 +43,9 @@ type runFlags struct {
 	reps                           int
 	quick, keep                    bool
 	idle, stress                   time.Duration
-	cpus, loadProbes               int
+	cpus, loadProbes, soakHeld     int
+	shareConns                     int
+	shareWindow                    time.Duration
 	verbose                        bool
 }
 
@@ -65,18 +67,26 @@ outage of each scenario:
   longlived-kill, longlived-linkdown
             1000 idle connections through the VIP (no keep-alive) when the
             holder is killed or cut off: when each fails, when a new one works
-  soak      false failovers: halb idle, then under CPU stress and load
+  soak      false failovers: halb idle, then under CPU stress and load, each
+            halb lab holding --soak-held idle connections through its VIP
+            (the table of client connections shared all along)
+  tableshare
+            what sharing the table of client connections costs: gossip
+            bytes/s and CPU of the holder and its peer, without connections
+            and with --tableshare-conns idle ones open (halb-lan)
 
 Systems: halb-lan, halb-fast (halb's profiles), halb-lan-notickle (tickle ACKs
 off; long-lived scenarios only), halb-lan-nohandoff (halb-lan with
 vips[].handoff off, planned scenario only, to compare the flow hand-off),
 keepalived-default (VRRPv2 advert_int 1) and keepalived-tuned (VRRPv3
 advert_int 0.1), each with HAProxy.
-Results go to <results>/<date>.json (parts "failover" and "soak"), a table to
+Results go to <results>/<date>.json (parts "failover", "soak" and
+"tableshare"), a table to
 stdout and <results>/<date>-failover.md.`,
 		Example: `  halb-bench-failover run --quick
   halb-bench-failover run --systems halb-fast --scenarios kill,planned
-  halb-bench-failover run --scenarios soak --soak-idle 10m --soak-stress 10m`,
+  halb-bench-failover run --scenarios soak --soak-idle 10m --soak-stress 10m
+  halb-bench-failover run --scenarios tableshare --tableshare-conns 20000`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runBench(cmd.Context(), cmd.OutOrStdout(), stderr, f)
@@ -89,7 +99,7 @@ stdout and <results>/<date>-failover.md.`,
 	fl.StringVar(&f.workdir, "workdir", "", "labs' configs and logs (default: a temporary directory, removed unless --keep)")
 	fl.BoolVar(&f.keep, "keep", false, "keep the workdir with every config and log")
 	fl.StringSliceVar(&f.systems, "systems", nil, "systems to measure (default all): "+strings.Join(failbench.AllSystems(), ","))
-	fl.StringSliceVar(&f.scenarios, "scenarios", nil, "scenarios to run (default all): "+strings.Join(append(failbench.AllScenarios(), "soak"), ","))
+	fl.StringSliceVar(&f.scenarios, "scenarios", nil, "scenarios to run (default all): "+strings.Join(append(failbench.AllScenarios(), "soak", "tableshare"), ","))
 	fl.IntVar(&f.reps, "reps", 0, "repetitions per scenario and system (default 10, 3 with --quick)")
 	fl.BoolVar(&f.quick, "quick", false, "3 repetitions and a 1+1 minute soak")
 	fl.DurationVar(&f.idle, "soak-idle", 0, "soak phase with no traffic (default 10m, 1m with --quick)")
@@ -97,6 +107,9 @@ stdout and <results>/<date>-failover.md.`,
 	fl.StringSliceVar(&f.soakOn, "soak-systems", []string{failbench.HalbLAN, failbench.HalbFast, failbench.KeepalivedTuned}, "systems soaked side by side (keepalived ones as a reference)")
 	fl.IntVar(&f.cpus, "soak-cpus", 2, "stress-ng --cpu workers during the stress phase")
 	fl.IntVar(&f.loadProbes, "soak-load", 2, "connection probes through each VIP during the stress phase")
+	fl.IntVar(&f.soakHeld, "soak-held", 2000, "idle connections held through each halb VIP during the soak (0: none)")
+	fl.IntVar(&f.shareConns, "tableshare-conns", 20000, "idle connections held through the VIP while the table sharing is measured")
+	fl.DurationVar(&f.shareWindow, "tableshare-window", 0, "each table-sharing measuring window (default 30s, 10s with --quick)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log the labs' steps")
 	return cmd
 }
@@ -105,27 +118,16 @@ func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the namespace lab needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)")
 	}
-	self, err := os.Executable()
+	bins, err := findBins(f)
 	if err != nil {
-		return fmt.Errorf("find own binary: %w", err)
-	}
-	bins := failbench.Bins{Halb: f.halb, Lab: f.labBin, Check: self}
-	if bins.Halb == "" {
-		bins.Halb = filepath.Join(filepath.Dir(self), "halb")
-	}
-	if bins.Lab == "" {
-		bins.Lab = filepath.Join(filepath.Dir(self), "halb-lab")
-	}
-	for _, b := range []string{bins.Halb, bins.Lab} {
-		if _, err := os.Stat(b); err != nil {
-			return fmt.Errorf("%w (build with `make build`, or pass --halb/--lab-bin)", err)
-		}
+		return err
 	}
 	scenarios := f.scenarios
 	soak := len(scenarios) == 0 || slices.Contains(scenarios, "soak")
-	scenarios = slices.DeleteFunc(slices.Clone(scenarios), func(s string) bool { return s == "soak" })
+	share := len(scenarios) == 0 || slices.Contains(scenarios, "tableshare")
+	scenarios = slices.DeleteFunc(slices.Clone(scenarios), func(s string) bool { return s == "soak" || s == "tableshare" })
 	failover := len(f.scenarios) == 0 || len(scenarios) > 0
-	for _, need := range needs(f, failover, soak) {
+	for _, need := range needs(f, failover, soak, share) {
 		if _, err := exec.LookPath(need); err != nil {
 			return fmt.Errorf("%s is needed: apt-get install -y %s", need, need)
 		}
@@ -156,18 +158,10 @@ func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
 		errs = append(errs, err)
 	}
 	if soak && ctx.Err() == nil {
-		idle, stress := f.idle, f.stress
-		if idle == 0 {
-			idle = pick(f.quick, time.Minute, 10*time.Minute)
-		}
-		if stress == 0 {
-			stress = pick(f.quick, time.Minute, 10*time.Minute)
-		}
-		_, err := failbench.RunSoak(ctx, failbench.SoakOptions{
-			Bins: bins, Systems: f.soakOn, Idle: idle, Stress: stress, CPUs: f.cpus, LoadProbes: f.loadProbes,
-			Quick: f.quick, WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
-		})
-		errs = append(errs, err)
+		errs = append(errs, runSoak(ctx, f, bins, workdir, machine, out, log))
+	}
+	if share && ctx.Err() == nil {
+		errs = append(errs, runTableShare(ctx, f, bins, workdir, machine, out, log))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
@@ -176,9 +170,63 @@ func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
 	return nil
 }
 
+// findBins names the programs a run needs: by default halb and halb-lab
+// next to this one, which keepalived's check runs as well.
+func findBins(f runFlags) (failbench.Bins, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return failbench.Bins{}, fmt.Errorf("find own binary: %w", err)
+	}
+	bins := failbench.Bins{Halb: f.halb, Lab: f.labBin, Check: self}
+	if bins.Halb == "" {
+		bins.Halb = filepath.Join(filepath.Dir(self), "halb")
+	}
+	if bins.Lab == "" {
+		bins.Lab = filepath.Join(filepath.Dir(self), "halb-lab")
+	}
+	for _, b := range []string{bins.Halb, bins.Lab} {
+		if _, err := os.Stat(b); err != nil {
+			return bins, fmt.Errorf("%w (build with `make build`, or pass --halb/--lab-bin)", err)
+		}
+	}
+	return bins, nil
+}
+
+// runSoak runs the false-failover soak.
+func runSoak(ctx context.Context, f runFlags, bins failbench.Bins, workdir string, machine benchresult.Machine, out io.Writer, log *slog.Logger) error {
+	idle, stress := f.idle, f.stress
+	if idle == 0 {
+		idle = pick(f.quick, time.Minute, 10*time.Minute)
+	}
+	if stress == 0 {
+		stress = pick(f.quick, time.Minute, 10*time.Minute)
+	}
+	_, err := failbench.RunSoak(ctx, failbench.SoakOptions{
+		Bins: bins, Systems: f.soakOn, Idle: idle, Stress: stress, CPUs: f.cpus, LoadProbes: f.loadProbes,
+		Held: f.soakHeld, Quick: f.quick, WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
+	})
+	return err
+}
+
+// runTableShare measures what sharing the connection table costs.
+func runTableShare(ctx context.Context, f runFlags, bins failbench.Bins, workdir string, machine benchresult.Machine, out io.Writer, log *slog.Logger) error {
+	window := f.shareWindow
+	if window == 0 {
+		window = pick(f.quick, 10*time.Second, 30*time.Second)
+	}
+	_, err := failbench.RunTableShare(ctx, failbench.TableShareOptions{
+		Bins: bins, Conns: f.shareConns, Window: window,
+		WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
+	})
+	return err
+}
+
 // needs lists the programs the chosen parts run.
-func needs(f runFlags, failover, soak bool) []string {
+func needs(f runFlags, failover, soak, share bool) []string {
 	out := []string{"ip"}
+	if share {
+		out = append(out, "nft")
+	}
 	var systems []string
 	if failover {
 		systems = f.systems
