@@ -25,6 +25,9 @@ import (
 
 // StreamsOptions configure RunStreams.
 type StreamsOptions struct {
+	// Opened, if set, is called each time a stream has opened (from the
+	// stream's goroutine; it must not block).
+	Opened                func()
 	API, Talos            netip.AddrPort // targets; invalid: none of that kind
 	Watches, TalosStreams int            // streams held at once
 	K8sCert, K8sKey       string         // Kubernetes client certificate files (PEM)
@@ -207,6 +210,9 @@ func watchOnce(ctx context.Context, o StreamsOptions, st *streamStats, target ne
 		return StreamEnd{}, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	st.opened()
+	if o.Opened != nil {
+		o.Opened()
+	}
 	end := StreamEnd{Kind: "watch", Server: resp.Header.Get("X-Fakecp")}
 	return readLines(conn, o, bufio.NewReader(resp.Body), end), nil
 }
@@ -230,6 +236,9 @@ func talosOnce(ctx context.Context, o StreamsOptions, st *streamStats, target ne
 		return StreamEnd{}, fmt.Errorf("read first line: %w", err)
 	}
 	st.opened()
+	if o.Opened != nil {
+		o.Opened()
+	}
 	end := StreamEnd{Kind: "talos", Server: strings.Fields(first + " ?")[0], Lines: 1}
 	return readLines(conn, o, br, end), nil
 }

@@ -44,14 +44,22 @@ func TestStreamsCleanEndsOnGracefulShutdown(t *testing.T) {
 	defer cancel()
 	started := make(chan struct{})
 	done := make(chan StreamsReport, 1)
+	o := streamsOptions(s, dir)
+	opened := make(chan struct{}, 64)
+	o.Opened = func() { opened <- struct{}{} }
 	go func() {
-		rep, err := RunStreams(ctx, streamsOptions(s, dir), func() { close(started) })
+		rep, err := RunStreams(ctx, o, func() { close(started) })
 		if err != nil {
 			t.Error(err)
 		}
 		done <- rep
 	}()
 	<-started
+	// Shut down only once all four streams are open: one still opening
+	// would fail to open, not end cleanly.
+	for range o.Watches + o.TalosStreams {
+		support.Receive(t, opened, 10*time.Second, "a stream to open")
+	}
 	if err := s.Shutdown(200 * time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
