@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -317,8 +318,17 @@ func (l *Lab) Close() error {
 	}
 	l.closed = true
 	procs := make([]*proc, 0, len(l.procs))
-	for _, p := range l.procs {
+	graces := make([]time.Duration, 0, len(l.procs))
+	lbs := l.LBNames()
+	for name, p := range l.procs {
 		procs = append(procs, p)
+		// A stopping halb drains its open sessions for up to
+		// timeouts.drain (8 s in some labs), as StopHalb allows.
+		grace := 5 * time.Second
+		if slices.Contains(lbs, name) {
+			grace = 10 * time.Second
+		}
+		graces = append(graces, grace)
 	}
 	l.mu.Unlock()
 
@@ -328,7 +338,7 @@ func (l *Lab) Close() error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = p.stop(syscall.SIGTERM, 5*time.Second)
+			errs[i] = p.stop(syscall.SIGTERM, graces[i])
 		}()
 	}
 	wg.Wait()
