@@ -175,10 +175,10 @@ func (h *handoffs) claiming(ctx context.Context, addr netip.Addr, alive map[stri
 		h.log.Info("no alive peer offers a hand-off: connections of a previous holder are tickled", attrs...)
 		return
 	}
-	var local []netip.AddrPort
+	var local []handoff.Flow
 	for _, c := range h.clients(nil) {
 		if c.Local.Addr() == addr {
-			local = append(local, c.Client)
+			local = append(local, handoff.Flow{Client: c.Client, Port: c.Local.Port()})
 		}
 	}
 	drain := h.drain()

@@ -31,10 +31,19 @@ type ForwardRules struct {
 	// Local are this node's own client connections through the VIP,
 	// which stay here; connections that start (SYN) while forwarding are
 	// learned by the rule itself.
-	Local []netip.AddrPort
+	Local []Flow
 	// Timeout is how long a learned connection stays in the set; longer
 	// than the forwarding lives.
 	Timeout time.Duration
+}
+
+// Flow names a client connection to the VIP: the VIP's port is part of
+// it, because a client reuses a source port towards another destination
+// port (Linux does so freely), and keying on the client alone would take
+// a connection the old holder serves for one the new holder started.
+type Flow struct {
+	Client netip.AddrPort
+	Port   uint16 // the VIP's
 }
 
 // ForwardTable names the forwarding table of vip.
@@ -65,20 +74,20 @@ func (r ForwardRules) Script() string {
 	// Add-delete-define in one transaction replaces the table atomically.
 	fmt.Fprintf(&b, "table netdev %s {}\ndelete table netdev %s\n", name, name)
 	fmt.Fprintf(&b, "table netdev %s {\n", name)
-	fmt.Fprintf(&b, "\tset local {\n\t\ttype %s . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t\tsize %d\n",
+	fmt.Fprintf(&b, "\tset local {\n\t\ttype %s . inet_service . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t\tsize %d\n",
 		typ, int(r.Timeout.Seconds()), localSetSize)
 	if len(r.Local) > 0 {
 		els := make([]string, len(r.Local))
 		for i, c := range r.Local {
-			els[i] = fmt.Sprintf("%s . %d", c.Addr().Unmap(), c.Port())
+			els[i] = fmt.Sprintf("%s . %d . %d", c.Client.Addr().Unmap(), c.Client.Port(), c.Port)
 		}
 		fmt.Fprintf(&b, "\t\telements = { %s }\n", strings.Join(els, ", "))
 	}
 	b.WriteString("\t}\n")
 	fmt.Fprintf(&b, "\tchain ingress {\n\t\ttype filter hook ingress device %q priority -100; policy accept;\n", r.Iface)
-	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s tcp flags & (syn|ack) == syn update @local { %s saddr . tcp sport }\n",
+	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s tcp flags & (syn|ack) == syn update @local { %s saddr . tcp sport . tcp dport }\n",
 		fam, fam, r.VIP.Unmap(), fam)
-	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s meta l4proto tcp %s saddr . tcp sport != @local ether saddr set %s ether daddr set %s fwd to %q\n",
+	fmt.Fprintf(&b, "\t\tmeta protocol %s %s daddr %s meta l4proto tcp %s saddr . tcp sport . tcp dport != @local counter ether saddr set %s ether daddr set %s fwd to %q\n",
 		fam, fam, r.VIP.Unmap(), fam, r.Self, r.Peer, r.Iface)
 	b.WriteString("\t}\n}\n")
 	return b.String()

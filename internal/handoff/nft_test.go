@@ -16,23 +16,23 @@ import (
 
 func TestForwardScript(t *testing.T) {
 	r := ForwardRules{Iface: "eth0", VIP: vip, Self: macC, Peer: macA, Timeout: 92 * time.Second,
-		Local: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.7:40000")}}
+		Local: []Flow{{Client: netip.MustParseAddrPort("10.0.0.7:40000"), Port: 6443}}}
 	got := r.Script()
 	for _, want := range []string{
 		"delete table netdev halb_ho_fwd_192_168_66_160\n",
-		"type ipv4_addr . inet_service",
+		"type ipv4_addr . inet_service . inet_service",
 		"timeout 92s",
-		"elements = { 10.0.0.7 . 40000 }",
+		"elements = { 10.0.0.7 . 40000 . 6443 }",
 		`hook ingress device "eth0"`,
-		"tcp flags & (syn|ack) == syn update @local { ip saddr . tcp sport }",
-		`ip saddr . tcp sport != @local ether saddr set 02:00:00:00:00:0c ether daddr set 02:00:00:00:00:0a fwd to "eth0"`,
+		"tcp flags & (syn|ack) == syn update @local { ip saddr . tcp sport . tcp dport }",
+		`ip saddr . tcp sport . tcp dport != @local counter ether saddr set 02:00:00:00:00:0c ether daddr set 02:00:00:00:00:0a fwd to "eth0"`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("script lacks %q:\n%s", want, got)
 		}
 	}
 	r.VIP = netip.MustParseAddr("fd00::160")
-	if got := r.Script(); !strings.Contains(got, "ip6 saddr . tcp sport != @local") || !strings.Contains(got, "ipv6_addr") {
+	if got := r.Script(); !strings.Contains(got, "ip6 saddr . tcp sport . tcp dport != @local") || !strings.Contains(got, "ipv6_addr") {
 		t.Errorf("IPv6 script:\n%s", got)
 	}
 }
@@ -104,7 +104,7 @@ func TestScriptsApplyAndCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	fwd := ForwardRules{Iface: "eth0", VIP: vip, Self: macC, Peer: macA, Timeout: time.Minute,
-		Local: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.7:40000")}}
+		Local: []Flow{{Client: netip.MustParseAddrPort("10.0.0.7:40000"), Port: 6443}}}
 	for range 2 {
 		for _, s := range []string{fwd.Script(), QuietScript(vip, netip.MustParseAddr("192.168.66.151"))} {
 			if err := r.Apply(ctx, s); err != nil {
