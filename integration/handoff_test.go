@@ -87,6 +87,9 @@ func TestHandoffPlannedMoves(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if err := streams.WaitAllOpen(ctx, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
 			waitTable(t, ctx, l, other, handoffStreams, 10*time.Second)
 
 			moved := time.Now()
@@ -327,6 +330,9 @@ func TestHandoffOldHolderDies(t *testing.T) {
 	holder, other := settledPair(t, ctx, l)
 	streams, err := l.StartStreams(ctx, 20, 20, time.Minute)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streams.WaitAllOpen(ctx, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	waitTable(t, ctx, l, other, 40, 10*time.Second)

@@ -280,6 +280,7 @@ func readLines(conn net.Conn, o StreamsOptions, r *bufio.Reader, end StreamEnd) 
 type StreamsRun struct {
 	p   *Process
 	out string
+	log string
 }
 
 // StartStreams holds watches through the VIP's Kubernetes API and Talos
@@ -301,7 +302,7 @@ func (l *Lab) StartStreams(ctx context.Context, watches, talosStreams int, max t
 	if err != nil {
 		return nil, err
 	}
-	r := &StreamsRun{p: p, out: out}
+	r := &StreamsRun{p: p, out: out, log: filepath.Join(l.dir, name+".log")}
 	err = poll(ctx, 10*time.Second, func() (bool, error) {
 		if p.Exited() {
 			return false, fmt.Errorf("%s exited: %v: %s", name, p.Err(), l.LogTail(name, 5))
@@ -314,6 +315,18 @@ func (l *Lab) StartStreams(ctx context.Context, watches, talosStreams int, max t
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	return r, nil
+}
+
+// WaitAllOpen waits until each stream has opened once: a move made
+// before then finds some of them still connecting, through either node.
+func (r *StreamsRun) WaitAllOpen(ctx context.Context, within time.Duration) error {
+	return poll(ctx, within, func() (bool, error) {
+		if r.p.Exited() {
+			return false, fmt.Errorf("streams exited: %v", r.p.Err())
+		}
+		b, _ := os.ReadFile(r.log)
+		return strings.Contains(string(b), "all open"), nil
+	})
 }
 
 // Stop ends the streams now (SIGTERM) and returns the report.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,7 +33,7 @@ Each end is classified:
 A reopen that fails is a failed open. At --duration or on SIGTERM it writes a
 JSON report (clean ends per server, every cut, failed opens) to --out or
 standard output and exits 0. It prints "started" on standard error once the
-streams are being opened.`,
+streams are being opened, and "all open" once each has opened once.`,
 		Example: `  ip netns exec hl1a2b-cl halb-lab streams --api 192.168.66.160:6443 --talos 192.168.66.160:50000 \
     --k8s-cert pki/admin.crt --k8s-key pki/admin.key --talos-cert pki/talos-admin.crt --talos-key pki/talos-admin.key`,
 		Args: cobra.NoArgs,
@@ -55,6 +56,13 @@ streams are being opened.`,
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, duration)
 				defer cancel()
+			}
+			var opened atomic.Int64
+			all := int64(o.Watches + o.TalosStreams)
+			o.Opened = func() {
+				if opened.Add(1) == all {
+					_, _ = fmt.Fprintln(cmd.ErrOrStderr(), "all open")
+				}
 			}
 			rep, err := lab.RunStreams(ctx, o, func() { _, _ = fmt.Fprintln(cmd.ErrOrStderr(), "started") })
 			if err != nil {
