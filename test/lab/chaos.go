@@ -8,58 +8,26 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // Dial opens a TCP connection from inside host's namespace. The socket is
 // made on a thread switched into that namespace and stays there, so the
 // caller (in the root namespace) can use it like any other connection.
 func (l *Lab) Dial(ctx context.Context, host, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread is never unlocked if it cannot be switched back, so
-		// the runtime discards it rather than reuse it in the wrong place.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("get own namespace: %w", err)}
-			return
-		}
-		defer func() { _ = orig.Close() }()
-		target, err := netns.GetFromName(l.NS(host))
-		if err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("open namespace of %s: %w", host, err)}
-			return
-		}
-		defer func() { _ = target.Close() }()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("enter namespace of %s: %w", host, err)}
-			return
-		}
+	var c net.Conn
+	err := l.inNS(host, func() error {
 		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		return nil, fmt.Errorf("dial %s from %s: %w", addr, host, r.err)
+		var err error
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s from %s: %w", addr, host, err)
 	}
-	return r.c, nil
+	return c, nil
 }
 
 // Netem adds loss (percent) and delay to host's link, in both directions:

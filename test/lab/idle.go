@@ -98,26 +98,42 @@ func (s *idleServers) close() {
 	s.conns = nil
 }
 
-// inNS runs f on an OS thread switched into host's namespace; sockets f
-// makes stay there. The thread is never handed back (the goroutine exits
-// locked, so the runtime ends it): nothing else runs in the wrong place.
+// inNS runs f on a new goroutine's OS thread switched into host's
+// namespace and back; sockets f makes stay there. A thread that cannot
+// switch back stays locked and the runtime ends it with its goroutine, so
+// nothing else runs in the wrong place.
+// (A thread ended that way must never have started a lab process: their
+// parent-death signal follows the thread, not the process.)
 func (l *Lab) inNS(host string, f func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		target, err := netns.GetFromName(l.NS(host))
-		if err != nil {
-			errc <- fmt.Errorf("open namespace of %s: %w", host, err)
-			return
-		}
-		defer func() { _ = target.Close() }()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter namespace of %s: %w", host, err)
-			return
-		}
-		errc <- f()
-	}()
+	go func() { errc <- l.switchNS(host, f) }()
 	return <-errc
+}
+
+// switchNS is inNS on the calling goroutine, which must end afterwards.
+func (l *Lab) switchNS(host string, f func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("get own namespace: %w", err)
+	}
+	defer func() { _ = orig.Close() }()
+	target, err := netns.GetFromName(l.NS(host))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open namespace of %s: %w", host, err)
+	}
+	defer func() { _ = target.Close() }()
+	if err := netns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter namespace of %s: %w", host, err)
+	}
+	err = f()
+	if netns.Set(orig) == nil {
+		runtime.UnlockOSThread()
+	}
+	return err
 }
 
 // IdleConns is a set of idle plain TCP connections from the client
