@@ -214,6 +214,7 @@ func decodeBeat(b []byte) (beat, error) {
 type detector struct {
 	timing beatTiming
 	peers  map[string]*beatPeer
+	ran    time.Time // the check loop's latest step (see tick)
 }
 
 type beatPeer struct {
@@ -235,6 +236,35 @@ const maxPending = 4
 
 func newDetector(t beatTiming) *detector {
 	return &detector{timing: t, peers: map[string]*beatPeer{}}
+}
+
+// tick is the check loop's step at now. A gap since its previous step
+// longer than two check periods was a stall of this node (starved of CPU,
+// paused, a machine-wide hiccup): the peers' silence during it is this
+// node's deafness, and counting it would declare a peer dead on waking,
+// before the beats queued meanwhile are read. Their latest beats move
+// forward by the gap, so silence is only what this node was awake to
+// hear; a real death is then noticed that much later, and only after a
+// stall of the node noticing it.
+func (d *detector) tick(now time.Time) {
+	if !now.After(d.ran) {
+		return
+	}
+	if gap := now.Sub(d.ran) - d.timing.check; !d.ran.IsZero() && gap > d.timing.check {
+		for _, p := range d.peers {
+			if p.last = p.last.Add(gap); p.last.After(now) {
+				p.last = now
+			}
+		}
+	}
+	d.ran = now
+}
+
+// stale reports whether the check loop has not run for a beat interval:
+// this node is in, or just out of, a stall its loop has not yet
+// discounted, so silence says nothing yet.
+func (d *detector) stale(now time.Time) bool {
+	return !d.ran.IsZero() && now.Sub(d.ran) > d.timing.interval
 }
 
 // beat records a heartbeat; a replayed or reordered one (same process,
@@ -285,8 +315,12 @@ func (d *detector) voucher(name string, now time.Time) string {
 }
 
 // evidence reports whether anything says name is alive: its own beats within
-// the evidence window, or another peer hearing it.
+// the evidence window, or another peer hearing it — or whether this node
+// cannot tell yet, its loop not having run since a stall.
 func (d *detector) evidence(name string, now time.Time) bool {
+	if d.stale(now) {
+		return true
+	}
 	if p, ok := d.peers[name]; ok && !p.down && now.Sub(p.last) < d.timing.evidence {
 		return true
 	}
@@ -356,8 +390,10 @@ type verdicts struct {
 
 // check marks peers down: refused as soon as a probe says so, unreachable
 // (lost times in a row) once the peer has been silent for the deadline and
-// no peer beating on time still hears it.
+// no peer beating on time still hears it, and the loop has counted that
+// silence (not stale).
 func (d *detector) check(now time.Time) verdicts {
+	stale := d.stale(now)
 	var v verdicts
 	for name, p := range d.peers {
 		silent := now.Sub(p.last)
@@ -367,7 +403,7 @@ func (d *detector) check(now time.Time) verdicts {
 		o := probeRefused
 		switch {
 		case p.refused:
-		case p.lost >= d.timing.lost && silent >= d.deadline():
+		case !stale && p.lost >= d.timing.lost && silent >= d.deadline():
 			o = probeUnreachable
 			if by := d.voucher(name, now); by != "" {
 				if p.cutOff == "" {
@@ -596,6 +632,7 @@ func (c *Cluster) sendBeats(ml *memberlist.Memberlist) {
 func (c *Cluster) checkBeats(ctx context.Context, probes *sync.WaitGroup) {
 	now := time.Now()
 	c.hb.mu.Lock()
+	c.hb.det.tick(now)
 	due := c.hb.det.probes(now)
 	c.hb.mu.Unlock()
 	if len(due) > 0 {

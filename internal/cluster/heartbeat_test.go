@@ -38,6 +38,9 @@ type sim struct {
 	pending    []pendingProbe
 	seq        uint64
 	boot       uint64
+	// stall is a span in which this node runs nothing (from, to): beats
+	// wait in the socket, probes out wait to be read.
+	stall [2]time.Duration
 	outcomes   []probeOutcome // of the downs, in order
 }
 
@@ -66,6 +69,10 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 	i := 0
 	for !s.now.After(s.at(until)) {
 		off := s.now.Sub(s.start)
+		if off >= s.stall[0] && off < s.stall[1] {
+			s.now = s.now.Add(step)
+			continue
+		}
 		for i < len(beats) && beats[i] <= off {
 			s.seq++
 			if s.d.beat(beat{node: "lb1", boot: s.boot, seq: s.seq}, s.now) {
@@ -86,6 +93,7 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 			return true
 		})
 		if off%tick == 0 {
+			s.d.tick(s.now)
 			for _, name := range s.d.probes(s.now) {
 				s.pending = append(s.pending, pendingProbe{name: name, started: s.now, outcome: s.answer(s.now)})
 			}
@@ -150,6 +158,74 @@ func TestDetectorDeadPeerDown(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// This node's own stall (starved of CPU, as a whole machine is at a load
+// average of 30) is not its peers' silence: on waking, before the beats
+// queued meanwhile are read, memberlist's callback and the loop both find
+// the peer still alive, nothing is probed and nothing goes down.
+func TestDetectorOwnStallIsNotPeerSilence(t *testing.T) {
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			d := newDetector(tm)
+			start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+			seq := uint64(0)
+			var off time.Duration
+			for ; off <= time.Second; off += tm.check {
+				if off%tm.interval == 0 {
+					seq++
+					d.beat(beat{node: "lb1", boot: 1, seq: seq}, start.Add(off))
+				}
+				d.tick(start.Add(off))
+				d.probes(start.Add(off))
+				if v := d.check(start.Add(off)); len(v.down) != 0 {
+					t.Fatalf("down at %s while beating", off)
+				}
+			}
+			wake := start.Add(off + 800*time.Millisecond)
+			// memberlist's callback may run first: the loop has not yet
+			// discounted the stall.
+			if !d.evidence("lb1", wake) {
+				t.Fatal("no evidence for a beating peer right after this node's own 800 ms stall")
+			}
+			d.tick(wake)
+			if !d.evidence("lb1", wake) {
+				t.Fatal("no evidence after the loop's first step since the stall")
+			}
+			if got := d.probes(wake); len(got) != 0 {
+				t.Fatalf("probes %v for this node's stall", got)
+			}
+			if v := d.check(wake); len(v.down) != 0 {
+				t.Fatalf("down %v for this node's stall", v.down)
+			}
+			// Without a tick for the check period (the loop stalled), the
+			// same silence would have counted: the evidence window is
+			// shorter than the stall.
+			if tm.evidence >= 800*time.Millisecond {
+				t.Fatalf("the stall must outlast the evidence window %s", tm.evidence)
+			}
+		})
+	}
+}
+
+// A peer that dies while this node stalls is still found, a deadline
+// after this node wakes: the stall delays the verdict, it does not hide it.
+func TestDetectorDeathDuringOwnStallStillFound(t *testing.T) {
+	for _, o := range []probeOutcome{probeRefused, probeUnreachable} {
+		t.Run(o.String(), func(t *testing.T) {
+			tm := beatTimings["lan"]
+			s := newSim(tm, answering(o))
+			last := time.Second
+			s.stall = [2]time.Duration{last + tm.interval, last + 800*time.Millisecond}
+			downs, _ := s.run(2*time.Second, every(0, last, tm.interval))
+			if len(downs) != 1 {
+				t.Fatalf("went down at %v, want once", downs)
+			}
+			if got := downs[0] - s.stall[1]; got < 0 || got > tm.deadline+tm.probeTimeout+2*tm.check {
+				t.Fatalf("down %s after waking, want within %s", got, tm.deadline+tm.probeTimeout+2*tm.check)
+			}
+		})
 	}
 }
 
