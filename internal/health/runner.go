@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -114,6 +115,12 @@ func (r *Runner) probe(ctx context.Context) {
 	// At comes from the runner's clock so that results line up with the
 	// schedule (and with a fake clock in tests).
 	res.At = at
+	if res.Stalled {
+		// Starved of CPU, this node would say so for every check: the
+		// heartbeat and the proxy feel it too; one line each is noise.
+		r.log.Debug("health check timed out while this node was stalled; the server keeps its state", "address", r.addr.String(), "reason", res.Reason)
+		return
+	}
 	if res.Inconclusive {
 		r.log.Warn("health check could not run: this host is out of resources; the server keeps its state", "address", r.addr.String(), "reason", res.Reason)
 		return
@@ -142,6 +149,20 @@ func Probe(ctx context.Context, c Checker, addr netip.AddrPort, timeout time.Dur
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
+		if late := res.Latency - timeout; strings.HasPrefix(strings.TrimPrefix(res.Reason, "tls handshake: "), "timeout after ") && late > stallSlack(timeout) {
+			res.Inconclusive, res.Stalled = true, true
+			res.Reason += fmt.Sprintf(" (noticed %s late: this node was stalled, not the server)", late.Round(time.Millisecond))
+		}
 	}
 	return res
+}
+
+// stallSlack is how late a check's timeout may be noticed and still be
+// the server's fault. Later than that, this node was not running (starved
+// of CPU): the timer fired long after the deadline, and the answer may
+// be waiting unread in the socket — Go's poller reports the deadline
+// without reading again. Counting such timeouts marked every server down
+// on a node of the soak at load 20 and moved the VIP for nothing.
+func stallSlack(timeout time.Duration) time.Duration {
+	return max(100*time.Millisecond, timeout/4)
 }

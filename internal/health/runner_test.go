@@ -293,3 +293,52 @@ func TestRunnerDropsInconclusiveResults(t *testing.T) {
 		t.Fatalf("second probe reported %+v, want the successful one", res)
 	}
 }
+
+// A timeout noticed long after the deadline says this node was stalled
+// (starved of CPU), not that the server is gone: Probe marks it so and the
+// runner drops it. A timeout noticed on time, and any other failure
+// however late, count.
+func TestProbeTimeoutNoticedLateIsThisNodesStall(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	for _, tt := range []struct {
+		name    string
+		res     health.Result
+		stalled bool
+	}{
+		{"timeout on time", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 320 * time.Millisecond}, false},
+		{"timeout just within the slack", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 399 * time.Millisecond}, false},
+		{"timeout noticed 500 ms late", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 800 * time.Millisecond}, true},
+		{"handshake timeout noticed late", health.Result{Reason: "tls handshake: timeout after 300ms", Failure: health.Gone, Latency: time.Second}, true},
+		{"refused, late", health.Result{Reason: "connection refused", Failure: health.Gone, Latency: time.Second}, false},
+		{"rejected credentials, late", health.Result{Reason: "401 Unauthorized", Failure: health.Rejected, Latency: time.Second}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			chk := health.CheckerFunc(func(context.Context, netip.AddrPort) health.Result { return tt.res })
+			got := health.Probe(t.Context(), chk, netip.MustParseAddrPort(testAddrText), timeout)
+			if got.OK || got.Stalled != tt.stalled || got.Inconclusive != tt.stalled {
+				t.Fatalf("Probe = %+v, want stalled=%v", got, tt.stalled)
+			}
+			if tt.stalled && !strings.Contains(got.Reason, "this node was stalled") {
+				t.Fatalf("reason %q does not say the node was stalled", got.Reason)
+			}
+		})
+	}
+	clock := healthtest.NewClock(time.Unix(0, 0))
+	got := make(results, 4)
+	hc := config.HealthCheck{Interval: time.Second, Timeout: timeout}
+	calls := 0
+	chk := health.CheckerFunc(func(context.Context, netip.AddrPort) health.Result {
+		calls++
+		if calls == 1 {
+			return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 2 * time.Second}
+		}
+		return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: timeout}
+	})
+	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
+	blockUntil(t, clock, 1)
+	got.none(t)
+	clock.Advance(hc.Interval)
+	if res := got.next(t); res.OK || res.Stalled {
+		t.Fatalf("second probe reported %+v, want the timeout noticed on time", res)
+	}
+}

@@ -43,9 +43,12 @@ type Result struct {
 	Latency time.Duration
 	At      time.Time
 	// Inconclusive means the probe could not run for lack of local
-	// resources (see LocalExhaustion): the runner drops the result, so a
-	// host short of descriptors does not mark healthy servers down.
+	// resources (see LocalExhaustion), or its timeout was noticed so late
+	// that this node, not the server, was stalled (Stalled): the runner
+	// drops the result, so a host short of descriptors or of CPU does not
+	// mark healthy servers down.
 	Inconclusive bool
+	Stalled      bool
 }
 
 // Target receives probe results; backend servers implement it.
