@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -20,7 +21,9 @@ import (
 
 // IdlePort is the port of the lab's idle frontend (Options.IdleFrontend):
 // plain TCP through the VIP to a server in each control plane's namespace
-// that accepts and never writes. Thousands of connections can be held
+// that echoes what it reads, so a connection that sends nothing is never
+// written to (HoldIdle), and one that sends a line gets it back
+// (HoldEcho, the hold/echo client of issue 17). Thousands of connections can be held
 // there without TLS or the fake control planes' idle timeout (30 s)
 // closing them, so what is measured is halb's cost of holding them.
 const IdlePort = 7000
@@ -41,14 +44,15 @@ func (l *Lab) idleConfig(w func(format string, args ...any)) {
 	}
 }
 
-// idleServers accepts and holds connections on IdlePort in every control
-// plane's namespace, inside the lab's own process.
+// idleServers accepts connections on IdlePort in every control plane's
+// namespace, inside the lab's own process, and echoes what they send.
 type idleServers struct {
 	lns      []net.Listener
 	accepted atomic.Int64
 	mu       sync.Mutex
 	conns    []net.Conn
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup // accept loops
+	echoes   sync.WaitGroup // one per connection, ended by closing it
 }
 
 // startIdleServers listens in every control plane's namespace; it is
@@ -79,6 +83,7 @@ func (l *Lab) startIdleServers() error {
 				s.mu.Lock()
 				s.conns = append(s.conns, c)
 				s.mu.Unlock()
+				s.echoes.Go(func() { _, _ = io.Copy(c, c) })
 			}
 		})
 	}
@@ -96,6 +101,7 @@ func (s *idleServers) close() {
 		_ = c.Close()
 	}
 	s.conns = nil
+	s.echoes.Wait()
 }
 
 // inNS runs f on an OS thread switched into host's namespace; sockets f
