@@ -47,9 +47,9 @@ const (
 	// longLivedReps caps the repetitions: one takes about as long as the
 	// bound for a system that does not tell its clients.
 	longLivedReps = 5
-	// longLivedWorkers bounds the client's reconnections in flight: each
-	// dial switches an OS thread into the client's namespace.
-	longLivedWorkers = lab.DefaultReconnectWorkers
+	// tickleLogWait is how long a repetition waits for the new holder's
+	// log line of its tickles, written after the last round (600 ms).
+	tickleLogWait = 2 * time.Second
 )
 
 func isLongLived(sc string) bool { return strings.HasPrefix(sc, longLivedPref) }
@@ -121,9 +121,10 @@ func holds(node string) func([]string) bool {
 // and where the time between went.
 type longLivedRep struct {
 	Conns        int     `json:"conns"`
-	StillOpen    int     `json:"still_open"`    // not failed within the bound
-	NotRecovered int     `json:"not_recovered"` // failed, but no new connection worked within the bound
-	Resets       int     `json:"resets"`        // failed with a reset, the rest with a clean close (EOF)
+	Workers      int     `json:"reconnect_workers"` // reconnections in flight at most; 0: all at once
+	StillOpen    int     `json:"still_open"`        // not failed within the bound
+	NotRecovered int     `json:"not_recovered"`     // failed, but no new connection worked within the bound
+	Resets       int     `json:"resets"`            // failed with a reset, the rest with a clean close (EOF)
 	FailedMS     Summary `json:"failed_after_cut_ms"`
 	RecoveredMS  Summary `json:"recovered_after_cut_ms"`
 	// Steps of the recovered connections, each a duration: waiting for a
@@ -157,7 +158,7 @@ type cpuUse struct {
 // longLivedSummary sums the repetitions up: the per-repetition medians
 // and maxima, each summarised over the repetitions.
 type longLivedSummary struct {
-	Echo         bool    `json:"echo,omitempty"`
+	Workers      int     `json:"reconnect_workers"` // 0: every connection at once
 	Conns        int     `json:"conns"`
 	StillOpen    int     `json:"still_open"` // over all repetitions
 	NotRecovered int     `json:"not_recovered"`
@@ -185,7 +186,7 @@ func summarizeLongLived(runs []rep) *longLivedSummary {
 			continue
 		}
 		l := r.LongLived
-		s.Conns = l.Conns
+		s.Conns, s.Workers = l.Conns, l.Workers
 		s.StillOpen += l.StillOpen
 		s.NotRecovered += l.NotRecovered
 		s.Resets += l.Resets
@@ -266,7 +267,7 @@ func (r *runner) onceLongLived(ctx context.Context, sc scenario) (rep, error) {
 	time.Sleep(delay)
 	logFrom := len(r.l.Log(standby))
 	cpu0 := r.cpuNow()
-	held.WatchWith(ctx, longLivedBound, longLivedWorkers)
+	held.WatchWith(ctx, longLivedBound, r.workers)
 	t0 := time.Now()
 	if err := sc.inject(ctx, r); err != nil {
 		held.Close()
@@ -281,10 +282,8 @@ func (r *runner) onceLongLived(ctx context.Context, sc scenario) (rep, error) {
 		return rep{}, fmt.Errorf("after %s: %w", took.Round(time.Millisecond), err)
 	}
 	out := rep{Takeover: took, Delay: delay, Attempts: len(res), LongLived: longLivedOutcome(t0, res, longLivedBound)}
-	out.LongLived.CPU = cpu
-	if log := r.l.Log(standby); len(log) >= logFrom {
-		out.LongLived.Tickle = tickleLine(log[logFrom:])
-	}
+	out.LongLived.CPU, out.LongLived.Workers = cpu, r.workers
+	out.LongLived.Tickle = r.waitTickleLine(t0, logFrom)
 	out.Failed = out.LongLived.StillOpen
 	if sc.repair != nil {
 		if err := sc.repair(ctx, r); err != nil {
@@ -339,6 +338,26 @@ func (s cpuSample) since(before cpuSample, wall time.Duration) *cpuUse {
 	}
 }
 
+// waitTickleLine waits up to tickleLogWait after t0 for halb's tickle
+// log line on the standby past logFrom; "" for keepalived, or halb
+// without tickles.
+func (r *runner) waitTickleLine(t0 time.Time, logFrom int) string {
+	if !r.l.Running(standby) {
+		return "" // not halb: keepalived's processes have other names
+	}
+	for {
+		if log := r.l.Log(standby); len(log) >= logFrom {
+			if line := tickleLine(log[logFrom:]); line != "" {
+				return line
+			}
+		}
+		if time.Since(t0) > tickleLogWait {
+			return ""
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // tickleLine abridges halb's log line of a takeover's tickles to its
 // counts and duration ("" if log has none).
 func tickleLine(log string) string {
@@ -375,9 +394,9 @@ func (f *FailoverResult) longLivedMarkdown() string {
 			fmt.Fprintf(&b, "\nLong-lived connections: %d idle connections through the VIP from the client, one request answered, TCP keep-alive off: "+
 				"TLS to the Kubernetes API (GET /version), or plain TCP to an echo server (\"echo\"); per connection, "+
 				"the time from the failure until its read failed and until a new connection answered a request (retried every 100 ms, "+
-				"at most %d in flight); per repetition the median and the maximum, shown as min / median / max over the repetitions. "+
+				"%s); per repetition the median and the maximum, shown as min / median / max over the repetitions. "+
 				"A connection not told within %.0f s counts as %.0f s.\n\n",
-				l.Conns, longLivedWorkers, l.BoundMS/1000, l.BoundMS/1000)
+				l.Conns, workersText(l.Workers), l.BoundMS/1000, l.BoundMS/1000)
 			b.WriteString("| scenario | system | reps | failed, median ms | failed, max ms | new connection works, median ms | new connection works, max ms | never told | reset / closed | VIP moved after, ms (median) | load avg |\n|---|---|---:|---|---|---|---|---:|---|---:|---|\n")
 			steps.WriteString("\nWhere the time went, per recovered connection (medians over the connections, median over the repetitions, ms): " +
 				"waiting for a dial slot; from the failure to the start of the attempt that worked; that attempt's TCP connect, TLS handshake " +
@@ -399,6 +418,13 @@ func (f *FailoverResult) longLivedMarkdown() string {
 			c.ClientMS/1000, c.ProxyMS/1000, c.ServersMS/1000, c.WallMS/1000, tk)
 	})
 	return b.String() + steps.String()
+}
+
+func workersText(n int) string {
+	if n <= 0 {
+		return "every failed connection reconnecting at once"
+	}
+	return fmt.Sprintf("at most %d in flight", n)
 }
 
 // longLivedRepsFor caps the repetitions of a long-lived scenario.

@@ -77,6 +77,9 @@ type runner struct {
 	sys    system
 	window time.Duration
 	rnd    *rand.Rand
+	// workers bounds the long-lived client's reconnections in flight
+	// (0: all at once).
+	workers int
 }
 
 const (
