@@ -247,6 +247,10 @@ func (h *LongLived) WatchWith(ctx context.Context, bound time.Duration, workers 
 				return
 			}
 			r.Failed = time.Now()
+			// As a client would: the dead connection is closed before
+			// the new one is made, so it answers a late tickle with a
+			// reset, not a duplicate ACK.
+			_ = c.Close()
 			h.set(i, h.reconnect(ctx, r, deadline, sem))
 		})
 	}
