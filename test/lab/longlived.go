@@ -135,7 +135,7 @@ func (h *LongLived) request(ctx context.Context, st *LongLivedConn) (net.Conn, e
 		return nil, fmt.Errorf("turn keep-alive off: %w", err)
 	}
 	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
-	var c net.Conn = raw
+	c := raw
 	if h.cfg == nil {
 		st.Handshook = st.Connected
 		err = echo(raw, h.target)
