@@ -176,7 +176,7 @@ $(DEB_ROOTFS):
 ## then the false-failover soak (root; about an hour on 2 busy vCPUs, BENCH_QUICK=1 about 15 min). Results:
 ## bench/results/<date>.json (parts failover, soak), a table, bench/results/<date>-failover.md.
 ## One part: BENCH_SCENARIOS=kill,planned (kill linkdown backends planned failback baseline
-## longlived-kill longlived-linkdown soak), BENCH_SYSTEMS=halb-fast (halb-lan halb-fast
+## longlived-{kill,linkdown,stop,drill} longlived-echo-{kill,linkdown,stop,drill} soak), BENCH_SYSTEMS=halb-fast (halb-lan halb-fast
 ## halb-lan-notickle halb-lan-nohandoff keepalived-default keepalived-tuned).
 BENCH_SCENARIOS ?=
 BENCH_SYSTEMS   ?=

@@ -2,7 +2,10 @@ package failbench
 
 import (
 	"bytes"
+	"fmt"
+	"io"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -93,28 +96,54 @@ func TestLoadPartMissingFile(t *testing.T) {
 
 // Each held connection counts from the cut; one never told, or never
 // replaced, counts at the bound, so a system that leaves its clients
-// blind shows the bound, not a flattering median of the few it told.
+// blind shows the bound, not a flattering median of the few it told. The
+// steps of a reconnection come from the attempt that worked.
 func TestLongLivedOutcome(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	reset := fmt.Errorf("read: %w", syscall.ECONNRESET)
 	res := []lab.LongLivedConn{
-		{Failed: at(200), Recovered: at(300)},
-		{Failed: at(250), Recovered: at(400)},
-		{Failed: at(900)}, // never replaced
-		{},                // never told
+		// failed at 200, first try at 210 refused, the one at 310 worked:
+		// connected at 320, TLS done at 380, answered at 400.
+		{Failed: at(200), Err: reset, Attempts: 2, FirstTry: at(210), Try: at(310), Connected: at(320), Handshook: at(380), Recovered: at(400)},
+		{Failed: at(250), Err: io.EOF, Attempts: 1, FirstTry: at(250), Try: at(250), Connected: at(260), Handshook: at(300), Recovered: at(330)},
+		{Failed: at(900), Err: reset}, // never replaced
+		{},                            // never told
 	}
 	got := longLivedOutcome(t0, res, 15*time.Second)
 	want := &longLivedRep{
-		Conns: 4, StillOpen: 1, NotRecovered: 1,
+		Conns: 4, StillOpen: 1, NotRecovered: 1, Resets: 2,
 		FailedMS:    Summary{Min: 200, Median: 575, P90: 15000, Max: 15000},
-		RecoveredMS: Summary{Min: 300, Median: 7700, P90: 15000, Max: 15000},
+		RecoveredMS: Summary{Min: 330, Median: 7700, P90: 15000, Max: 15000},
+		QueueMS:     Summary{Min: 0, Median: 5, P90: 10, Max: 10},
+		RetryMS:     Summary{Min: 0, Median: 55, P90: 110, Max: 110},
+		ConnectMS:   Summary{Min: 10, Median: 10, P90: 10, Max: 10},
+		TLSMS:       Summary{Min: 40, Median: 50, P90: 60, Max: 60},
+		RequestMS:   Summary{Min: 20, Median: 25, P90: 30, Max: 30},
+		Attempts:    Summary{Min: 1, Median: 1.5, P90: 2, Max: 2},
 	}
 	if *got != *want {
-		t.Errorf("outcome %+v, want %+v", *got, *want)
+		t.Errorf("outcome\n%+v\nwant\n%+v", *got, *want)
 	}
+	got.CPU = &cpuUse{WallMS: 1000, ClientMS: 300, ProxyMS: 200, ServersMS: 400}
 	s := summarizeLongLived([]rep{{LongLived: got}, {LongLived: got}})
-	if s.StillOpen != 2 || s.FailedMax.Max != 15000 || s.RecoveredMed.Median != 7700 {
+	if s.StillOpen != 2 || s.Resets != 4 || s.FailedMax.Max != 15000 || s.RecoveredMed.Median != 7700 || s.TLSMed.Median != 50 || s.CPU.ServersMS != 800 {
 		t.Errorf("summary %+v", *s)
+	}
+}
+
+// The tickle column keeps the counts and the duration of the last
+// tickle line in the new holder's log.
+func TestTickleLine(t *testing.T) {
+	log := `time=2026-12-07T08:00:00Z level=INFO msg="tickled the previous holder's connections" component=tickle vip=192.168.66.160 iface=eth0 tickled=3 acknowledged=2 already_closed=1 sent=6 failed=0 took=1ms
+time=2026-12-07T08:00:01Z level=INFO msg="VIP claimed" component=vip
+time=2026-12-07T08:00:02Z level=INFO msg="tickled the previous holder's connections" component=tickle vip=192.168.66.160 iface=eth0 tickled=1001 acknowledged=1000 already_closed=1 sent=2002 failed=0 took=41ms
+`
+	if got, want := tickleLine(log), "tickled=1001 acknowledged=1000 already_closed=1 took=41ms"; got != want {
+		t.Errorf("tickleLine = %q, want %q", got, want)
+	}
+	if got := tickleLine("time=x msg=\"VIP claimed\"\n"); got != "" {
+		t.Errorf("tickleLine of a log without tickles = %q, want empty", got)
 	}
 }
 
@@ -123,11 +152,24 @@ func TestLongLivedOutcome(t *testing.T) {
 // longLivedReps times.
 func TestLongLivedScenarios(t *testing.T) {
 	r := &runner{}
-	for _, name := range []string{LongKill, LongLinkDown} {
+	for _, name := range longLivedScenarios() {
 		sc, err := r.scenario(name)
 		if err != nil || !sc.longLived || sc.inject == nil || sc.repair == nil || sc.to != standby {
 			t.Errorf("scenario %s: %+v, %v; want a long-lived failure of %s moving to %s", name, sc, err, preferred, standby)
 		}
+		if want := strings.Contains(name, "echo"); sc.echo != want {
+			t.Errorf("scenario %s: echo %v, want %v", name, sc.echo, want)
+		}
+		// A planned move is done when the standby has the VIP, even while
+		// the old holder keeps the address for its handed-off connections.
+		if strings.HasSuffix(name, "-drill") || strings.HasSuffix(name, "-stop") {
+			if !sc.done([]string{preferred, standby}) || sc.done([]string{preferred}) {
+				t.Errorf("scenario %s: done does not wait for %s alone", name, standby)
+			}
+		}
+	}
+	if _, err := r.scenario("longlived-reboot"); err == nil {
+		t.Error("an unknown long-lived mode was accepted")
 	}
 	if sc, _ := r.scenario(Kill); sc.longLived {
 		t.Error("kill measures long-lived connections, want probes")

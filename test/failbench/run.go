@@ -18,16 +18,20 @@ import (
 
 // Options configure a failover run.
 type Options struct {
-	Bins       Bins
-	Systems    []string // default AllSystems
-	Scenarios  []string // default AllScenarios
-	Reps       int      // repetitions per scenario and system (default 10; 3 with Quick)
-	Quick      bool
-	WorkDir    string // labs' configs and logs, one directory per system
-	ResultsDir string // bench/results
-	Machine    benchresult.Machine
-	Out        io.Writer // progress and the final table
-	Log        *slog.Logger
+	Bins      Bins
+	Systems   []string // default AllSystems
+	Scenarios []string // default AllScenarios
+	Reps      int      // repetitions per scenario and system (default 10; 3 with Quick)
+	Quick     bool
+	// LongLivedWorkers bounds the long-lived client's reconnections in
+	// flight; 0 lets every failed connection reconnect at once, as
+	// clients on their own hosts do.
+	LongLivedWorkers int
+	WorkDir          string // labs' configs and logs, one directory per system
+	ResultsDir       string // bench/results
+	Machine          benchresult.Machine
+	Out              io.Writer // progress and the final table
+	Log              *slog.Logger
 }
 
 // Method says how the failover numbers are measured; it goes into the results.
@@ -114,7 +118,7 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 	if err != nil {
 		return nil, fmt.Errorf("build lab: %w", err)
 	}
-	r := &runner{l: l, sys: sys, window: spec.window, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6a1b))}
+	r := &runner{l: l, sys: sys, window: spec.window, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0x6a1b)), workers: o.LongLivedWorkers}
 	sr := &SystemResult{Title: spec.title, WindowMS: ms(spec.window), Scenarios: map[string]*ScenarioResult{}}
 	titles := scenarioTitles()
 	for _, scName := range sortScenarios(o.Scenarios) {

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"halb/internal/probe"
@@ -26,7 +25,7 @@ const (
 
 // AllScenarios lists every failover scenario in run order.
 func AllScenarios() []string {
-	return []string{Kill, LinkDown, Backends, Planned, Failback, Baseline, LongKill, LongLinkDown}
+	return append([]string{Kill, LinkDown, Backends, Planned, Failback, Baseline}, longLivedScenarios()...)
 }
 
 // scenarioTitles say what each scenario does, for tables.
@@ -38,8 +37,14 @@ func scenarioTitles() map[string]string {
 		Planned:      "planned handover (halb drill / keepalived SIGTERM)",
 		Failback:     "failback: the preferred node returns",
 		Baseline:     "baseline: nothing fails (the probe's noise floor)",
-		LongKill:     "long-lived connections, holder killed (kill -9)",
-		LongLinkDown: "long-lived connections, holder's link down",
+		LongKill:     "long-lived TLS, holder killed (kill -9)",
+		LongLinkDown: "long-lived TLS, holder's link down",
+		LongStop:     "long-lived TLS, graceful stop of the holder (SIGTERM)",
+		LongDrill:    "long-lived TLS, planned move (halb drill / keepalived SIGTERM)",
+		EchoKill:     "long-lived echo, holder killed (kill -9)",
+		EchoLinkDown: "long-lived echo, holder's link down",
+		EchoStop:     "long-lived echo, graceful stop of the holder (SIGTERM)",
+		EchoDrill:    "long-lived echo, planned move (halb drill / keepalived SIGTERM)",
 	}
 }
 
@@ -72,6 +77,9 @@ type runner struct {
 	sys    system
 	window time.Duration
 	rnd    *rand.Rand
+	// workers bounds the long-lived client's reconnections in flight
+	// (0: all at once).
+	workers int
 }
 
 const (
@@ -136,20 +144,15 @@ type scenario struct {
 	to     string                // the node that must end up serving
 	done   func(h []string) bool // kernel VIP holders when the move is complete
 	repair step                  // after the measurement (may be nil)
-	// longLived measures idle long-lived connections instead of probes.
-	longLived bool
+	// longLived measures idle long-lived connections instead of probes;
+	// echo makes them plain TCP to the echo servers instead of TLS.
+	longLived, echo bool
 }
 
 func (r *runner) scenario(name string) (scenario, error) {
 	switch name {
-	case LongKill, LongLinkDown:
-		// The same failures as kill and linkdown, measured on idle
-		// long-lived connections. After kill -9 the host's kernel stays
-		// up and closes the process's sockets itself; after link down
-		// nothing tells the clients but the new holder.
-		sc, err := r.scenario(strings.TrimPrefix(name, "longlived-"))
-		sc.longLived = true
-		return sc, err
+	case LongKill, LongLinkDown, LongStop, LongDrill, EchoKill, EchoLinkDown, EchoStop, EchoDrill:
+		return r.longLivedScenario(name)
 	case Kill:
 		return scenario{
 			inject: func(_ context.Context, r *runner) error { return r.sys.crash(preferred) },

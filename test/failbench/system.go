@@ -2,6 +2,7 @@ package failbench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -51,6 +52,9 @@ type system interface {
 	start(ctx context.Context, node string) error
 	// crash freezes node's stack and kills it with SIGKILL.
 	crash(node string) error
+	// stop stops node's stack gracefully, as a shutdown would, without
+	// waiting; wait waits until it is gone.
+	stop(node string) (wait func() error)
 	// handover starts a planned move of the VIP from holder to to; undo
 	// lets the old holder back into the election.
 	handover(ctx context.Context, from, to string) (undo func(context.Context) error, err error)
@@ -79,8 +83,8 @@ func specs() map[string]sysSpec {
 	return map[string]sysSpec{
 		HalbLAN:         {name: HalbLAN, title: "halb, profile lan", window: 200 * time.Millisecond, build: halbBuilder("lan"), profile: "lan"},
 		HalbFast:        {name: HalbFast, title: "halb, profile fast", window: 100 * time.Millisecond, build: halbBuilder("fast"), profile: "fast"},
-		HalbNoTickle:    {name: HalbNoTickle, title: "halb, profile lan, tickles off", window: 200 * time.Millisecond, build: halbBuilder("lan", noTickle), only: []string{LongKill, LongLinkDown}},
-		HalbNoHandoff:   {name: HalbNoHandoff, title: "halb, profile lan, flow hand-off off", window: 200 * time.Millisecond, build: halbBuilder("lan", noHandoff), only: []string{Planned}},
+		HalbNoTickle:    {name: HalbNoTickle, title: "halb, profile lan, tickles off", window: 200 * time.Millisecond, build: halbBuilder("lan", noTickle), only: []string{LongKill, LongLinkDown, EchoKill, EchoLinkDown}},
+		HalbNoHandoff:   {name: HalbNoHandoff, title: "halb, profile lan, flow hand-off off", window: 200 * time.Millisecond, build: halbBuilder("lan", noHandoff), only: []string{Planned, LongStop, LongDrill, EchoStop, EchoDrill}},
 		KeepalivedDef:   {name: KeepalivedDef, title: "keepalived VRRPv2 advert_int 1 + HAProxy", window: time.Second, build: keepalivedBuilder(keepalivedlab.Default())},
 		KeepalivedTuned: {name: KeepalivedTuned, title: "keepalived VRRPv3 advert_int 0.1 + HAProxy", window: 100 * time.Millisecond, build: keepalivedBuilder(keepalivedlab.Tuned())},
 	}
@@ -111,6 +115,8 @@ func halbBuilderWith(profile string, tweak func(*lab.Options)) func(context.Cont
 		o := lab.Options{
 			HalbBin: b.Halb, LabBin: b.Lab, WorkDir: workdir, StartHalb: true,
 			Profile: profile, Policy: "preempt", PreemptDelay: preemptDelay,
+			// The echo servers of the long-lived echo scenarios.
+			IdleFrontend: true,
 		}
 		tweak(&o)
 		l := lab.New(o, log)
@@ -123,7 +129,7 @@ func halbBuilderWith(profile string, tweak func(*lab.Options)) func(context.Cont
 
 func keepalivedBuilder(p keepalivedlab.Profile) func(context.Context, Bins, string, *slog.Logger) (*lab.Lab, system, error) {
 	return func(ctx context.Context, b Bins, workdir string, log *slog.Logger) (*lab.Lab, system, error) {
-		l := lab.New(lab.Options{LabBin: b.Lab, WorkDir: workdir}, log)
+		l := lab.New(lab.Options{LabBin: b.Lab, WorkDir: workdir, IdleFrontend: true}, log)
 		if err := l.Up(ctx); err != nil {
 			return l, nil, err
 		}
@@ -149,6 +155,13 @@ func (h halbSystem) crash(node string) error {
 		return err
 	}
 	return h.l.StopHalb(node, syscall.SIGKILL)
+}
+
+// stop sends halb SIGTERM: it hands its VIPs over and drains.
+func (h halbSystem) stop(node string) func() error {
+	done := make(chan error, 1)
+	go func() { done <- h.l.StopHalb(node, syscall.SIGTERM) }()
+	return func() error { return <-done }
 }
 
 // handover asks the target node over its admin socket for a planned drill
@@ -195,6 +208,14 @@ type keepalivedSystem struct{ s *keepalivedlab.Stack }
 func (k keepalivedSystem) start(ctx context.Context, node string) error { return k.s.Start(ctx, node) }
 
 func (k keepalivedSystem) crash(node string) error { return k.s.Crash(node) }
+
+// stop stops keepalived (SIGTERM: a priority-0 advert, the VIP dropped),
+// then HAProxy, as a host's shutdown would.
+func (k keepalivedSystem) stop(node string) func() error {
+	done := make(chan error, 1)
+	go func() { done <- errors.Join(k.s.StopKeepalived(node), k.s.StopHAProxy(node)) }()
+	return func() error { return <-done }
+}
 
 // handover stops keepalived on the master gracefully: it sends a
 // priority-0 advert and the backup takes over at once. HAProxy keeps running.

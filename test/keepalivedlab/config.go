@@ -58,6 +58,14 @@ func HAProxyConfig(statsSocket string, cps int, pki string) string {
 			w("  server cp%d %s:%d", i, lab.CPAddr(i), fe.port)
 		}
 	}
+	// The lab's echo servers (lab.Options.IdleFrontend), as halb's idle
+	// frontend reaches them; not in Backends: the lab runs them only
+	// when asked, and chk_haproxy must not depend on them.
+	w("frontend idle\n  bind %s:%d transparent\n  default_backend idle", lab.VIP(), lab.IdlePort)
+	w("backend idle\n  balance roundrobin\n  default-server check inter 500ms fall 2 rise 2")
+	for i := 1; i <= cps; i++ {
+		w("  server cp%d %s:%d", i, lab.CPAddr(i), lab.IdlePort)
+	}
 	return b.String()
 }
 

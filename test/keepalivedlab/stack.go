@@ -245,6 +245,16 @@ func (s *Stack) StopKeepalived(node string) error {
 	return p.Stop(syscall.SIGTERM, 10*time.Second)
 }
 
+// StopHAProxy stops HAProxy on node (SIGTERM: a hard stop, which closes
+// the connections it holds).
+func (s *Stack) StopHAProxy(node string) error {
+	p := s.get(node + "-haproxy")
+	if p == nil {
+		return fmt.Errorf("haproxy on %s was never started", node)
+	}
+	return p.Stop(syscall.SIGTERM, 10*time.Second)
+}
+
 // State is the VRRP state keepalived last logged on node ("MASTER",
 // "BACKUP", "FAULT"), or "" when it has logged none since its start.
 func (s *Stack) State(node string) string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -20,7 +21,9 @@ import (
 
 // IdlePort is the port of the lab's idle frontend (Options.IdleFrontend):
 // plain TCP through the VIP to a server in each control plane's namespace
-// that accepts and never writes. Thousands of connections can be held
+// that echoes what it reads, so a connection that sends nothing is never
+// written to (HoldIdle), and one that sends a line gets it back
+// (HoldEcho, the hold/echo client of issue 17). Thousands of connections can be held
 // there without TLS or the fake control planes' idle timeout (30 s)
 // closing them, so what is measured is halb's cost of holding them.
 const IdlePort = 7000
@@ -41,20 +44,21 @@ func (l *Lab) idleConfig(w func(format string, args ...any)) {
 	}
 }
 
-// idleServers accepts and holds connections on IdlePort in every control
-// plane's namespace, inside the lab's own process.
+// idleServers accepts connections on IdlePort in every control plane's
+// namespace, inside the lab's own process, and echoes what they send.
 type idleServers struct {
 	lns      []net.Listener
 	accepted atomic.Int64
 	mu       sync.Mutex
-	conns    []net.Conn
-	wg       sync.WaitGroup
+	conns    map[net.Conn]struct{} // open ones
+	wg       sync.WaitGroup        // accept loops
+	echoes   sync.WaitGroup        // one per connection
 }
 
 // startIdleServers listens in every control plane's namespace; it is
 // called by Up before halb starts, so the idle backend is healthy at once.
 func (l *Lab) startIdleServers() error {
-	s := &idleServers{}
+	s := &idleServers{conns: map[net.Conn]struct{}{}}
 	l.mu.Lock()
 	l.idle = s
 	l.mu.Unlock()
@@ -69,20 +73,39 @@ func (l *Lab) startIdleServers() error {
 			return fmt.Errorf("idle server in %s: %w", cp, err)
 		}
 		s.lns = append(s.lns, ln)
-		s.wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return // closed by close
-				}
-				s.accepted.Add(1)
-				s.mu.Lock()
-				s.conns = append(s.conns, c)
-				s.mu.Unlock()
-			}
-		})
+		s.wg.Go(func() { s.accept(ln) })
 	}
 	return nil
+}
+
+// accept serves ln until it is closed. Any other error (out of file
+// descriptors, an aborted handshake) passes: the server must outlive it,
+// or every later repetition through it would fail.
+func (s *idleServers) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.accepted.Add(1)
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.echoes.Go(func() {
+			// Echo until the peer closes, then close too, as any server
+			// would: a connection left half-open would hold the proxy's
+			// session and a descriptor on both sides.
+			_, _ = io.Copy(c, c)
+			_ = c.Close()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		})
+	}
 }
 
 func (s *idleServers) close() {
@@ -91,11 +114,11 @@ func (s *idleServers) close() {
 	}
 	s.wg.Wait()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.conns {
+	for c := range s.conns {
 		_ = c.Close()
 	}
-	s.conns = nil
+	s.mu.Unlock()
+	s.echoes.Wait()
 }
 
 // inNS runs f on a new goroutine's OS thread switched into host's

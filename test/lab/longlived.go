@@ -11,46 +11,76 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 )
 
-// LongLived is a set of idle long-lived Kubernetes API connections through
-// the VIP from the client, as kubelets and controllers hold between
-// requests: one request answered, then nothing, TCP keep-alive off. Watch
-// times how long each takes to fail after a failure and a new one to
-// work.
+// LongLived is a set of idle long-lived connections through the VIP from
+// the client, as kubelets and controllers hold between requests: one
+// request answered, then nothing, TCP keep-alive off. Watch times how
+// long each takes to fail after a failure and a new one to work, with a
+// timestamp per step of the reconnection, so a slow recovery can be
+// pinned on the dial, the TLS handshake or the first request.
 type LongLived struct {
 	l      *Lab
 	target netip.AddrPort
-	cfg    *tls.Config
+	cfg    *tls.Config // nil: plain TCP echo (HoldEcho)
 
 	mu    sync.Mutex
-	conns []*tls.Conn
+	conns []net.Conn
 	wg    sync.WaitGroup
 	res   []LongLivedConn
 }
 
-// LongLivedConn is what happened to one held connection once watched.
+// LongLivedConn is what happened to one held connection once watched. The
+// reconnection steps are those of the attempt that worked; FirstTry is
+// when the first attempt began, after waiting for a dial slot.
 type LongLivedConn struct {
 	Failed    time.Time // when its read failed (zero: still open at the bound)
 	Err       error     // how it failed
+	Attempts  int       // reconnection attempts, the one that worked included
+	FirstTry  time.Time // when the first reconnection attempt began
+	Try       time.Time // when the attempt that worked began
+	Connected time.Time // its TCP handshake done
+	Handshook time.Time // its TLS handshake done (equal to Connected for echo)
 	Recovered time.Time // when a new connection answered a request (zero: none within the bound)
 	RecErr    error     // the last reconnect error, if none worked
 }
 
-// openWorkers bounds the dials in flight while the connections are made,
-// and reconnectWorkers the reconnections after a failure: each dial takes
-// an OS thread into the client's namespace.
-const (
-	openWorkers      = 32
-	reconnectWorkers = 128
-)
+// Reset reports whether the connection failed with a reset (a tickle, or
+// a packet to a host without its socket) rather than a clean close.
+func (c LongLivedConn) Reset() bool { return errors.Is(c.Err, syscall.ECONNRESET) }
+
+// openWorkers bounds the dials in flight while the connections are made.
+const openWorkers = 32
+
+// DefaultReconnectWorkers bounds the reconnections in flight after a
+// failure unless Watch is told otherwise.
+const DefaultReconnectWorkers = 128
+
+// echoPing is what an echo connection's request sends; the server sends
+// it back.
+const echoPing = "ping\n"
 
 // HoldLongLived opens n connections to target (the VIP's Kubernetes API)
 // from the client with cfg, each with one GET /version answered, and
 // leaves them idle. They are closed by Close.
 func (l *Lab) HoldLongLived(ctx context.Context, target netip.AddrPort, cfg *tls.Config, n int) (*LongLived, error) {
-	h := &LongLived{l: l, target: target, cfg: cfg}
+	if cfg == nil {
+		return nil, errors.New("hold long-lived TLS connections: no TLS config")
+	}
+	return l.hold(ctx, &LongLived{l: l, target: target, cfg: cfg}, n)
+}
+
+// HoldEcho opens n plain TCP connections to target (the VIP's IdlePort,
+// served by echo servers with Options.IdleFrontend) from the client,
+// each with one line echoed, and leaves them idle: the hold/echo client
+// of issue 17, with no TLS in the reconnection.
+func (l *Lab) HoldEcho(ctx context.Context, target netip.AddrPort, n int) (*LongLived, error) {
+	return l.hold(ctx, &LongLived{l: l, target: target}, n)
+}
+
+func (l *Lab) hold(ctx context.Context, h *LongLived, n int) (*LongLived, error) {
 	sem := make(chan struct{}, openWorkers)
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -58,7 +88,8 @@ func (l *Lab) HoldLongLived(ctx context.Context, target netip.AddrPort, cfg *tls
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			c, err := h.request(ctx)
+			var st LongLivedConn
+			c, err := h.request(ctx, &st)
 			if err != nil {
 				errs <- err
 				return
@@ -72,7 +103,7 @@ func (l *Lab) HoldLongLived(ctx context.Context, target netip.AddrPort, cfg *tls
 	close(errs)
 	if err := <-errs; err != nil {
 		h.Close()
-		return nil, fmt.Errorf("hold %d connections to %s: %w", n, target, err)
+		return nil, fmt.Errorf("hold %d connections to %s: %w", n, h.target, err)
 	}
 	return h, nil
 }
@@ -85,26 +116,40 @@ func (h *LongLived) Len() int {
 }
 
 // request opens one connection, has one request answered on it and
-// returns it idle.
-func (h *LongLived) request(ctx context.Context) (*tls.Conn, error) {
+// returns it idle, noting in st when each step finished.
+func (h *LongLived) request(ctx context.Context, st *LongLivedConn) (net.Conn, error) {
 	raw, err := h.l.Dial(ctx, "cl", h.target.String())
 	if err != nil {
 		return nil, err
 	}
+	st.Connected = time.Now()
 	// No keep-alive (Go's dialer turns a 15 s one on): an idle client
 	// then learns of a dead connection only from the network.
-	if tc, ok := raw.(*net.TCPConn); ok {
-		if err := tc.SetKeepAlive(false); err != nil {
-			_ = raw.Close()
-			return nil, fmt.Errorf("turn keep-alive off: %w", err)
-		}
-	} else {
+	tc, ok := raw.(*net.TCPConn)
+	if !ok {
 		_ = raw.Close()
 		return nil, fmt.Errorf("dial %s: got a %T, want a TCP connection", h.target, raw)
 	}
-	c := tls.Client(raw, h.cfg.Clone())
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if err := get(ctx, c, h.target); err != nil {
+	if err := tc.SetKeepAlive(false); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("turn keep-alive off: %w", err)
+	}
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	c := raw
+	if h.cfg == nil {
+		st.Handshook = st.Connected
+		err = echo(raw, h.target)
+	} else {
+		tlc := tls.Client(raw, h.cfg.Clone())
+		c = tlc
+		if err = tlc.HandshakeContext(ctx); err != nil {
+			err = fmt.Errorf("TLS handshake through %s: %w", h.target, err)
+		} else {
+			st.Handshook = time.Now()
+			err = get(ctx, tlc, h.target)
+		}
+	}
+	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
@@ -112,8 +157,23 @@ func (h *LongLived) request(ctx context.Context) (*tls.Conn, error) {
 	return c, nil
 }
 
+// echo sends one line on c and reads it back.
+func echo(c net.Conn, target netip.AddrPort) error {
+	if _, err := io.WriteString(c, echoPing); err != nil {
+		return fmt.Errorf("echo request through %s: %w", target, err)
+	}
+	buf := make([]byte, len(echoPing))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("echo answer through %s: %w", target, err)
+	}
+	if string(buf) != echoPing {
+		return fmt.Errorf("echo through %s answered %q, want %q", target, buf, echoPing)
+	}
+	return nil
+}
+
 // get sends GET /version on c and reads the answer.
-func get(ctx context.Context, c *tls.Conn, target netip.AddrPort) error {
+func get(ctx context.Context, c net.Conn, target netip.AddrPort) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+target.String()+"/version", nil)
 	if err != nil {
 		return err
@@ -137,11 +197,16 @@ func get(ctx context.Context, c *tls.Conn, target netip.AddrPort) error {
 // that survived a move must still carry one. It returns the first error.
 func (h *LongLived) Request(ctx context.Context) error {
 	h.mu.Lock()
-	conns := append([]*tls.Conn(nil), h.conns...)
+	conns := append([]net.Conn(nil), h.conns...)
 	h.mu.Unlock()
 	for i, c := range conns {
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		err := get(ctx, c, h.target)
+		var err error
+		if h.cfg == nil {
+			err = echo(c, h.target)
+		} else {
+			err = get(ctx, c, h.target)
+		}
 		_ = c.SetDeadline(time.Time{})
 		if err != nil {
 			return fmt.Errorf("connection %d of %d: %w", i, len(conns), err)
@@ -153,14 +218,24 @@ func (h *LongLived) Request(ctx context.Context) error {
 // Watch starts reading every held connection until it fails or bound
 // passes; a connection that fails is replaced by a new one, retried
 // every 100 ms until one answers a request or the bound passes, as a
-// client would reconnect. Wait returns the outcome.
+// client would reconnect. At most DefaultReconnectWorkers reconnections
+// are in flight; WatchWith sets another bound. Wait returns the outcome.
 func (h *LongLived) Watch(ctx context.Context, bound time.Duration) {
+	h.WatchWith(ctx, bound, DefaultReconnectWorkers)
+}
+
+// WatchWith is Watch with at most workers reconnections in flight (the
+// whole set if workers ≤ 0, as clients on their own hosts would).
+func (h *LongLived) WatchWith(ctx context.Context, bound time.Duration, workers int) {
 	h.mu.Lock()
-	conns := append([]*tls.Conn(nil), h.conns...)
+	conns := append([]net.Conn(nil), h.conns...)
 	h.res = make([]LongLivedConn, len(conns))
 	h.mu.Unlock()
+	if workers <= 0 {
+		workers = max(len(conns), 1)
+	}
 	deadline := time.Now().Add(bound)
-	sem := make(chan struct{}, reconnectWorkers)
+	sem := make(chan struct{}, workers)
 	for i, c := range conns {
 		_ = c.SetReadDeadline(deadline)
 		h.wg.Go(func() {
@@ -172,24 +247,41 @@ func (h *LongLived) Watch(ctx context.Context, bound time.Duration) {
 				return
 			}
 			r.Failed = time.Now()
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				sem <- struct{}{}
-				nc, err := h.request(ctx)
-				<-sem
-				if err == nil {
-					r.Recovered, r.RecErr = time.Now(), nil
-					_ = nc.Close()
-					break
-				}
-				r.RecErr = err
-				select {
-				case <-ctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
-			h.set(i, r)
+			// As a client would: the dead connection is closed before
+			// the new one is made, so it answers a late tickle with a
+			// reset, not a duplicate ACK.
+			_ = c.Close()
+			h.set(i, h.reconnect(ctx, r, deadline, sem))
 		})
 	}
+}
+
+// reconnect retries a new connection every 100 ms until one answers or
+// deadline passes, and notes the steps of the one that worked.
+func (h *LongLived) reconnect(ctx context.Context, r LongLivedConn, deadline time.Time, sem chan struct{}) LongLivedConn {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		sem <- struct{}{}
+		var st LongLivedConn
+		st.Try = time.Now()
+		if r.FirstTry.IsZero() {
+			r.FirstTry = st.Try
+		}
+		r.Attempts++
+		nc, err := h.request(ctx, &st)
+		<-sem
+		if err == nil {
+			r.Try, r.Connected, r.Handshook = st.Try, st.Connected, st.Handshook
+			r.Recovered, r.RecErr = time.Now(), nil
+			_ = nc.Close()
+			return r
+		}
+		r.RecErr = err
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return r
 }
 
 func (h *LongLived) set(i int, r LongLivedConn) {

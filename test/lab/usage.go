@@ -139,3 +139,13 @@ func parseStatCPU(stat string) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
 }
+
+// CPU is the user plus system time so far of a process the lab started
+// (lb1, cp2, lb1-haproxy, ...), all its threads.
+func (l *Lab) CPU(name string) (time.Duration, error) {
+	pid := l.PID(name)
+	if pid == 0 {
+		return 0, fmt.Errorf("CPU time of %s: not running", name)
+	}
+	return procCPU(pid)
+}

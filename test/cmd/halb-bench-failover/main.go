@@ -41,6 +41,7 @@ type runFlags struct {
 	halb, labBin, results, workdir string
 	systems, scenarios, soakOn     []string
 	reps                           int
+	longLivedWorkers               int
 	quick, keep                    bool
 	idle, stress                   time.Duration
 	cpus, loadProbes, soakHeld     int
@@ -64,9 +65,15 @@ outage of each scenario:
   planned   planned handover: halb drill / keepalived stopped with SIGTERM
   failback  the preferred node returns after a crash and takes the VIP back
   baseline  nothing fails: the probe's noise floor on this machine
-  longlived-kill, longlived-linkdown
-            1000 idle connections through the VIP (no keep-alive) when the
-            holder is killed or cut off: when each fails, when a new one works
+  longlived-kill, longlived-linkdown, longlived-stop, longlived-drill
+            1000 idle TLS connections through the VIP (no keep-alive) when
+            the holder is killed (kill -9), cut off (link down), stopped
+            (SIGTERM; keepalived and HAProxy) or hands over (halb drill;
+            keepalived SIGTERM): when each fails, when a new one works, and
+            the steps of each reconnection
+  longlived-echo-kill, longlived-echo-linkdown, longlived-echo-stop,
+  longlived-echo-drill
+            the same with plain TCP connections to an echo server
   soak      false failovers: halb idle, then under CPU stress and load, each
             halb lab holding --soak-held idle connections through its VIP
             (the table of client connections shared all along)
@@ -76,8 +83,9 @@ outage of each scenario:
             and with --tableshare-conns idle ones open (halb-lan)
 
 Systems: halb-lan, halb-fast (halb's profiles), halb-lan-notickle (tickle ACKs
-off; long-lived scenarios only), halb-lan-nohandoff (halb-lan with
-vips[].handoff off, planned scenario only, to compare the flow hand-off),
+off; long-lived kill and link down only), halb-lan-nohandoff (halb-lan with
+vips[].handoff off, planned, long-lived stop and drill only, to compare the
+flow hand-off),
 keepalived-default (VRRPv2 advert_int 1) and keepalived-tuned (VRRPv3
 advert_int 0.1), each with HAProxy.
 Results go to <results>/<date>.json (parts "failover", "soak" and
@@ -101,6 +109,7 @@ stdout and <results>/<date>-failover.md.`,
 	fl.StringSliceVar(&f.systems, "systems", nil, "systems to measure (default all): "+strings.Join(failbench.AllSystems(), ","))
 	fl.StringSliceVar(&f.scenarios, "scenarios", nil, "scenarios to run (default all): "+strings.Join(append(failbench.AllScenarios(), "soak", "tableshare"), ","))
 	fl.IntVar(&f.reps, "reps", 0, "repetitions per scenario and system (default 10, 3 with --quick)")
+	fl.IntVar(&f.longLivedWorkers, "longlived-workers", 0, "reconnections in flight at most in the long-lived scenarios (0: every failed connection at once, as clients on their own hosts)")
 	fl.BoolVar(&f.quick, "quick", false, "3 repetitions and a 1+1 minute soak")
 	fl.DurationVar(&f.idle, "soak-idle", 0, "soak phase with no traffic (default 10m, 1m with --quick)")
 	fl.DurationVar(&f.stress, "soak-stress", 0, "soak phase under stress and load (default 10m, 1m with --quick)")
@@ -152,7 +161,7 @@ func runBench(ctx context.Context, out, stderr io.Writer, f runFlags) error {
 	var errs []error
 	if failover {
 		_, err := failbench.RunFailover(ctx, failbench.Options{
-			Bins: bins, Systems: f.systems, Scenarios: scenarios, Reps: f.reps, Quick: f.quick,
+			Bins: bins, Systems: f.systems, Scenarios: scenarios, Reps: f.reps, Quick: f.quick, LongLivedWorkers: f.longLivedWorkers,
 			WorkDir: workdir, ResultsDir: f.results, Machine: machine, Out: out, Log: log,
 		})
 		errs = append(errs, err)
