@@ -171,6 +171,7 @@ func (l *Lab) StartHalb(ctx context.Context, node string) error {
 	if err != nil {
 		return err
 	}
+	p.goDump = true
 	c := admin.Dial(sock)
 	err = poll(ctx, 10*time.Second, func() (bool, error) {
 		if p.exited() {

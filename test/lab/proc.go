@@ -20,6 +20,9 @@ type proc struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited and been reaped
 	err  error         // exit status, valid after done
+	// goDump: a Go program, sent SIGQUIT before SIGKILL when it does not
+	// stop in time, so its log ends with every goroutine's stack.
+	goDump bool
 }
 
 // start runs bin with args inside namespace ns via `ip netns exec`, which
@@ -87,12 +90,23 @@ func (p *proc) stop(sig syscall.Signal, grace time.Duration) error {
 		return nil
 	case <-time.After(grace):
 	}
+	dumped := ""
+	if p.goDump && sig != syscall.SIGKILL {
+		if p.kill(syscall.SIGQUIT) == nil {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s ignored %s for %s; its goroutines are dumped at the end of its log", p.name, sig, grace)
+			case <-time.After(2 * time.Second):
+				dumped = " (SIGQUIT did not dump its goroutines either)"
+			}
+		}
+	}
 	if err := p.kill(syscall.SIGKILL); err != nil {
 		return err
 	}
 	select {
 	case <-p.done:
-		return fmt.Errorf("%s ignored %s for %s and was killed", p.name, sig, grace)
+		return fmt.Errorf("%s ignored %s for %s and was killed%s", p.name, sig, grace, dumped)
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("%s survived SIGKILL for 5s", p.name)
 	}
