@@ -40,8 +40,8 @@ type sim struct {
 	boot       uint64
 	// stall is a span in which this node runs nothing (from, to): beats
 	// wait in the socket, probes out wait to be read.
-	stall [2]time.Duration
-	outcomes   []probeOutcome // of the downs, in order
+	stall    [2]time.Duration
+	outcomes []probeOutcome // of the downs, in order
 }
 
 func newSim(t beatTiming, answer func(time.Time) probeOutcome) *sim {
