@@ -79,8 +79,16 @@ func (s *Summary) header() string {
 	if s.Quick {
 		mode = "quick"
 	}
-	return fmt.Sprintf("proxy benchmark (%s): medians of %d repetitions, %gs per measurement, %d idle connections asked; ratios are medians of per-repetition ratios",
+	h := fmt.Sprintf("proxy benchmark (%s): medians of %d repetitions, %gs per measurement, %d idle connections asked; ratios are medians of per-repetition ratios",
 		mode, s.Reps, s.Seconds, s.IdleConns)
+	if len(s.Load) > 0 {
+		loads := make([]string, len(s.Load))
+		for i, l := range s.Load {
+			loads[i] = fmt.Sprintf("%.1f", l)
+		}
+		h += "; load average at each repetition's start and at the end: " + strings.Join(loads, ", ")
+	}
+	return h
 }
 
 // WriteText writes the table for a terminal.

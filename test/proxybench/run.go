@@ -28,6 +28,12 @@ type Options struct {
 	Only      []string // groups to measure (bulk, churn, rr, idle); empty: all
 	NoSplice  bool     // leave out the HAProxy variant with splice forced
 	WorkDir   string   // configs and logs; "" makes a temporary one, removed on success
+	// Perf counts each proxy's system calls per measurement with
+	// `perf stat` (a tracepoint per call: a few per cent slower).
+	Perf bool
+	// Profile, when set, is a directory for a `perf record -g` CPU
+	// profile of each proxy during each bulk, churn and rr measurement.
+	Profile string
 }
 
 // Bench is one proxy benchmark run.
@@ -89,6 +95,7 @@ type env struct {
 	cps     []netip.Addr
 	proxies map[string]int // running proxies' PIDs by target
 	agent   *agent
+	rep     int // the repetition being measured, from 0
 }
 
 // targetAddrs are the echo and sink addresses a target is reached at.
@@ -194,12 +201,14 @@ func (e *env) run(ctx context.Context) (*Summary, error) {
 	s := &Summary{Quick: e.opts.Quick, Reps: e.opts.Reps, Seconds: e.opts.Seconds, IdleConns: e.opts.IdleConns,
 		Targets: e.targets(), Groups: e.groups()}
 	for rep := range e.opts.Reps {
+		s.Load = append(s.Load, loadAvg())
 		r, err := e.repetition(ctx, rep)
 		if err != nil {
 			return nil, fmt.Errorf("repetition %d: %w", rep+1, err)
 		}
 		s.Runs = append(s.Runs, r)
 	}
+	s.Load = append(s.Load, loadAvg())
 	s.summarize()
 	return s, nil
 }
@@ -280,6 +289,7 @@ func (e *env) repetition(ctx context.Context, rep int) (Run, error) {
 	if err := e.startProxies(ctx); err != nil {
 		return nil, err
 	}
+	e.rep = rep
 	r := Run{}
 	for _, g := range e.groups() {
 		e.log.Info("measuring", "rep", rep+1, "part", g)
@@ -316,23 +326,51 @@ func (e *env) job(ctx context.Context, req loadgen.Request) (loadgen.Reply, erro
 	return e.agent.call(ctx, req, time.Duration(req.Seconds*float64(time.Second))+60*time.Second)
 }
 
+// watched runs a job while it watches t's proxy process; the cost is nil
+// for the direct path.
+func (e *env) watched(ctx context.Context, t, name string, req loadgen.Request) (loadgen.Reply, *cost, error) {
+	rec, err := e.watch(ctx, e.proxies[t], fmt.Sprintf("%s-%s-rep%d", t, name, e.rep+1))
+	if err != nil {
+		return loadgen.Reply{}, nil, err
+	}
+	rep, err := e.job(ctx, req)
+	if rec == nil {
+		return rep, nil, err
+	}
+	c, cerr := rec.finish()
+	if err != nil {
+		return loadgen.Reply{}, nil, err
+	}
+	if cerr != nil {
+		return loadgen.Reply{}, nil, cerr
+	}
+	return rep, &c, nil
+}
+
 func (e *env) bulk(ctx context.Context, r Run, t string) error {
 	_, sink := e.targetAddrs(t)
 	for _, n := range []int{1, 8} {
-		rep, err := e.job(ctx, loadgen.Request{Op: "bulk", Addrs: sink, N: n, Seconds: e.opts.Seconds})
+		name := fmt.Sprintf("bulk%d", n)
+		rep, c, err := e.watched(ctx, t, name, loadgen.Request{Op: "bulk", Addrs: sink, N: n, Seconds: e.opts.Seconds})
 		if err != nil {
 			return err
 		}
-		r.set(t, fmt.Sprintf("bulk%d_gbps", n), rep.Bulk.BitsPerSec/1e9)
+		r.set(t, name+"_gbps", rep.Bulk.BitsPerSec/1e9)
+		if c != nil {
+			r.setCost(t, name+"_gib", *c, float64(rep.Bulk.Bytes)/(1<<30))
+		}
 	}
 	return nil
 }
 
 func (e *env) churn(ctx context.Context, r Run, t string) error {
 	echo, _ := e.targetAddrs(t)
-	rep, err := e.job(ctx, loadgen.Request{Op: "churn", Addrs: echo, N: 4, Seconds: e.opts.Seconds})
+	rep, c, err := e.watched(ctx, t, "churn", loadgen.Request{Op: "churn", Addrs: echo, N: 4, Seconds: e.opts.Seconds})
 	if err != nil {
 		return err
+	}
+	if c != nil {
+		r.setCost(t, "churn", *c, float64(rep.Churn.Conns+rep.Churn.Errors))
 	}
 	if rep.Churn.Errors > 0 {
 		e.log.Warn("failed connections during churn", "target", t, "errors", rep.Churn.Errors, "ok", rep.Churn.Conns)
@@ -346,9 +384,13 @@ func (e *env) churn(ctx context.Context, r Run, t string) error {
 func (e *env) rr(ctx context.Context, r Run, t string) error {
 	echo, _ := e.targetAddrs(t)
 	for _, n := range []int{1, 8} {
-		rep, err := e.job(ctx, loadgen.Request{Op: "rr", Addrs: echo, N: n, Seconds: e.opts.Seconds})
+		name := fmt.Sprintf("rr%d", n)
+		rep, c, err := e.watched(ctx, t, name, loadgen.Request{Op: "rr", Addrs: echo, N: n, Seconds: e.opts.Seconds})
 		if err != nil {
 			return err
+		}
+		if c != nil {
+			r.setCost(t, name, *c, float64(rep.RR.Requests))
 		}
 		r.set(t, fmt.Sprintf("rr%d_p50_us", n), rep.RR.P50)
 		r.set(t, fmt.Sprintf("rr%d_p99_us", n), rep.RR.P99)

@@ -100,6 +100,8 @@ writes RESULTS/<date>-proxy.md.`,
 	f.IntVar(&opts.IdleConns, "idle-conns", 0, "idle connections to open (default 5000, quick 1000)")
 	f.StringSliceVar(&opts.Only, "only", nil, "measure only these parts: bulk, churn, rr, idle")
 	f.BoolVar(&opts.NoSplice, "no-splice", false, "leave out HAProxy with splice forced")
+	f.BoolVar(&opts.Perf, "perf", false, "count each proxy's system calls per measurement with perf stat (slows the proxies a little)")
+	f.StringVar(&opts.Profile, "profile", "", "write a perf record -g CPU profile of each proxy per measurement into this directory")
 	f.StringVar(&opts.WorkDir, "workdir", "", "keep configs and logs here (default: a temporary directory, removed on success)")
 	f.StringVar(&results, "results", "bench/results", "results directory")
 	f.StringVar(&commit, "commit", "", "commit recorded with the results (default: git rev-parse --short HEAD)")
