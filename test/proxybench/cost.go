@@ -23,6 +23,12 @@ type cost struct {
 	cpu      time.Duration
 	switches int64
 	syscalls int64 // -1: not counted
+	// path is the CPU time of the whole path: the client agent, the
+	// servers and the proxy (none for direct). Softirq work lands on
+	// whichever task runs when it fires, mostly these, so the figure
+	// compares paths' CPU per unit of work where the proxy's own cannot:
+	// a proxy's receive processing is charged to its sender.
+	path time.Duration
 }
 
 // procCost reads the CPU time and context switches of every thread of
@@ -67,22 +73,27 @@ func procCost(pid int) (cost, error) {
 	return c, nil
 }
 
-// recorder watches one proxy process during one measurement.
+// recorder watches one proxy process (pid 0: none, the direct path) and
+// the path's ends during one measurement.
 type recorder struct {
 	pid    int
+	ends   []int
 	before cost
 	stat   *exec.Cmd // perf stat, counting system calls
 	out    string    // perf stat's output file
 	record *exec.Cmd // perf record, the CPU profile
+	trace  *exec.Cmd // strace -c, the system calls by kind
 }
 
-// watch starts watching pid; name labels the profile file. pid 0 (the
-// direct path) watches nothing.
+// watch starts watching pid and the path's ends; name labels the
+// profile files.
 func (e *env) watch(ctx context.Context, pid int, name string) (*recorder, error) {
+	r := &recorder{pid: pid, ends: e.ends}
 	if pid == 0 {
-		return nil, nil
+		b, err := r.read()
+		r.before = b
+		return r, err
 	}
-	r := &recorder{pid: pid}
 	if e.opts.Perf {
 		r.out = filepath.Join(e.dir, name+".perfstat")
 		r.stat = exec.CommandContext(ctx, "perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p", strconv.Itoa(pid), "-o", r.out)
@@ -102,13 +113,20 @@ func (e *env) watch(ctx context.Context, pid int, name string) (*recorder, error
 			return nil, fmt.Errorf("start perf record on pid %d: %w", pid, err)
 		}
 	}
-	// perf attaches to the threads before it counts; the load starts
+	if e.opts.Strace {
+		r.trace = exec.CommandContext(ctx, "strace", "-c", "-f", "-p", strconv.Itoa(pid), "-o", filepath.Join(e.dir, name+".strace"))
+		if err := r.trace.Start(); err != nil {
+			r.stop()
+			return nil, fmt.Errorf("start strace on pid %d: %w", pid, err)
+		}
+	}
+	// perf and strace attach to the threads before they count; the load starts
 	// after this returns, so a short wait loses nothing but a few
 	// milliseconds of idle.
-	if r.stat != nil || r.record != nil {
+	if r.stat != nil || r.record != nil || r.trace != nil {
 		time.Sleep(300 * time.Millisecond)
 	}
-	b, err := procCost(pid)
+	b, err := r.read()
 	if err != nil {
 		r.stop()
 		return nil, err
@@ -117,9 +135,29 @@ func (e *env) watch(ctx context.Context, pid int, name string) (*recorder, error
 	return r, nil
 }
 
+// read takes the proxy's cost so far, and the path's CPU.
+func (r *recorder) read() (cost, error) {
+	c := cost{syscalls: -1}
+	if r.pid != 0 {
+		var err error
+		if c, err = procCost(r.pid); err != nil {
+			return cost{}, err
+		}
+	}
+	c.path = c.cpu
+	for _, pid := range r.ends {
+		e, err := procCost(pid)
+		if err != nil {
+			return cost{}, err
+		}
+		c.path += e.cpu
+	}
+	return c, nil
+}
+
 // stop ends the perf processes this recorder started, by their PIDs.
 func (r *recorder) stop() {
-	for _, c := range []*exec.Cmd{r.stat, r.record} {
+	for _, c := range []*exec.Cmd{r.stat, r.record, r.trace} {
 		if c == nil || c.Process == nil {
 			continue
 		}
@@ -137,12 +175,13 @@ func (r *recorder) stop() {
 
 // finish stops watching and returns what the process spent meanwhile.
 func (r *recorder) finish() (cost, error) {
-	after, err := procCost(r.pid)
+	after, err := r.read()
 	r.stop()
 	if err != nil {
 		return cost{}, err
 	}
-	c := cost{cpu: after.cpu - r.before.cpu, switches: after.switches - r.before.switches, syscalls: -1}
+	c := cost{cpu: after.cpu - r.before.cpu, switches: after.switches - r.before.switches, syscalls: -1,
+		path: after.path - r.before.path}
 	if r.stat != nil {
 		n, err := perfCount(r.out)
 		if err != nil {
@@ -173,10 +212,14 @@ func perfCount(path string) (int64, error) {
 	return 0, errors.New("perf stat output " + path + " has no sys_enter count")
 }
 
-// setCost records c per unit of work under prefix: CPU µs, context
-// switches and system calls per unit.
+// setCost records c per unit of work under prefix: the path's CPU µs,
+// and the proxy's CPU µs, context switches and system calls per unit.
 func (r Run) setCost(t, prefix string, c cost, units float64) {
 	if units <= 0 {
+		return
+	}
+	r.set(t, prefix+"_path_cpu_us", float64(c.path.Microseconds())/units)
+	if t == Direct {
 		return
 	}
 	r.set(t, prefix+"_cpu_us", float64(c.cpu.Microseconds())/units)

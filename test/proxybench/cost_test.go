@@ -50,7 +50,14 @@ func TestPerfCountReadsSyscalls(t *testing.T) {
 
 func TestCostIsPerUnit(t *testing.T) {
 	r := Run{}
-	r.setCost(Halb, "churn", cost{cpu: 2 * time.Millisecond, switches: 30, syscalls: -1}, 10)
+	r.setCost(Halb, "churn", cost{cpu: 2 * time.Millisecond, switches: 30, syscalls: -1, path: 5 * time.Millisecond}, 10)
+	r.setCost(Direct, "churn", cost{path: 3 * time.Millisecond, syscalls: -1}, 10)
+	if got := r[Halb]["churn_path_cpu_us"]; got != 500 {
+		t.Errorf("path CPU per connection %v µs, want 500", got)
+	}
+	if got, want := len(r[Direct]), 1; got != want {
+		t.Errorf("direct has %d cost figures (%v), want only the path's", got, r[Direct])
+	}
 	if got := r[Halb]["churn_cpu_us"]; got != 200 {
 		t.Errorf("CPU per connection %v µs, want 200", got)
 	}

@@ -22,7 +22,7 @@ func (s *Summary) rows() [][]string {
 	head = append(head, "halb/haproxy")
 	rows := [][]string{head}
 	for _, f := range figures {
-		if !s.measured(f.group) {
+		if !s.measured(f.group) || !s.hasFigure(f.key) {
 			continue
 		}
 		row := []string{f.label, f.unit}
@@ -36,6 +36,17 @@ func (s *Summary) rows() [][]string {
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// hasFigure says whether any target has the figure (system calls only
+// come with --perf).
+func (s *Summary) hasFigure(key string) bool {
+	for _, m := range s.Median {
+		if _, ok := m[key]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Summary) measured(group string) bool {

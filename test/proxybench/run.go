@@ -34,6 +34,11 @@ type Options struct {
 	// Profile, when set, is a directory for a `perf record -g` CPU
 	// profile of each proxy during each bulk, churn and rr measurement.
 	Profile string
+	// Strace keeps `strace -c -f` system call tables of each proxy per
+	// measurement in the work directory (<target>-<part>-rep<N>.strace).
+	// strace stops the proxy at every call, so the run's figures are
+	// not comparable; the counts per call kind are the point.
+	Strace bool
 }
 
 // Bench is one proxy benchmark run.
@@ -95,7 +100,8 @@ type env struct {
 	cps     []netip.Addr
 	proxies map[string]int // running proxies' PIDs by target
 	agent   *agent
-	rep     int // the repetition being measured, from 0
+	rep     int   // the repetition being measured, from 0
+	ends    []int // PIDs of the client agent and the servers
 }
 
 // targetAddrs are the echo and sink addresses a target is reached at.
@@ -177,18 +183,22 @@ func (e *env) run(ctx context.Context) (*Summary, error) {
 		}
 	}
 	for i, cp := range e.lab.CPNames() {
-		if _, err := e.lab.StartProc("serve-"+cp, cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
-			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort)); err != nil {
+		pid, err := e.lab.StartProc("serve-"+cp, cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
+			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort))
+		if err != nil {
 			return nil, err
 		}
+		e.ends = append(e.ends, pid)
 	}
 	if err := e.writeConfigs(); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(e.dir, "agent.sock")
-	if _, err := e.lab.StartProc("agent", "cl", e.opts.BenchBin, "agent", "--socket", sock); err != nil {
+	agentPID, err := e.lab.StartProc("agent", "cl", e.opts.BenchBin, "agent", "--socket", sock)
+	if err != nil {
 		return nil, err
 	}
+	e.ends = append(e.ends, agentPID)
 	a, err := dialAgent(ctx, sock)
 	if err != nil {
 		return nil, err
@@ -326,25 +336,21 @@ func (e *env) job(ctx context.Context, req loadgen.Request) (loadgen.Reply, erro
 	return e.agent.call(ctx, req, time.Duration(req.Seconds*float64(time.Second))+60*time.Second)
 }
 
-// watched runs a job while it watches t's proxy process; the cost is nil
-// for the direct path.
-func (e *env) watched(ctx context.Context, t, name string, req loadgen.Request) (loadgen.Reply, *cost, error) {
+// watched runs a job while it watches t's proxy process and the path.
+func (e *env) watched(ctx context.Context, t, name string, req loadgen.Request) (loadgen.Reply, cost, error) {
 	rec, err := e.watch(ctx, e.proxies[t], fmt.Sprintf("%s-%s-rep%d", t, name, e.rep+1))
 	if err != nil {
-		return loadgen.Reply{}, nil, err
+		return loadgen.Reply{}, cost{}, err
 	}
 	rep, err := e.job(ctx, req)
-	if rec == nil {
-		return rep, nil, err
-	}
 	c, cerr := rec.finish()
 	if err != nil {
-		return loadgen.Reply{}, nil, err
+		return loadgen.Reply{}, cost{}, err
 	}
 	if cerr != nil {
-		return loadgen.Reply{}, nil, cerr
+		return loadgen.Reply{}, cost{}, cerr
 	}
-	return rep, &c, nil
+	return rep, c, nil
 }
 
 func (e *env) bulk(ctx context.Context, r Run, t string) error {
@@ -356,9 +362,7 @@ func (e *env) bulk(ctx context.Context, r Run, t string) error {
 			return err
 		}
 		r.set(t, name+"_gbps", rep.Bulk.BitsPerSec/1e9)
-		if c != nil {
-			r.setCost(t, name+"_gib", *c, float64(rep.Bulk.Bytes)/(1<<30))
-		}
+		r.setCost(t, name+"_gib", c, float64(rep.Bulk.Bytes)/(1<<30))
 	}
 	return nil
 }
@@ -369,9 +373,7 @@ func (e *env) churn(ctx context.Context, r Run, t string) error {
 	if err != nil {
 		return err
 	}
-	if c != nil {
-		r.setCost(t, "churn", *c, float64(rep.Churn.Conns+rep.Churn.Errors))
-	}
+	r.setCost(t, "churn", c, float64(rep.Churn.Conns+rep.Churn.Errors))
 	if rep.Churn.Errors > 0 {
 		e.log.Warn("failed connections during churn", "target", t, "errors", rep.Churn.Errors, "ok", rep.Churn.Conns)
 	}
@@ -389,9 +391,7 @@ func (e *env) rr(ctx context.Context, r Run, t string) error {
 		if err != nil {
 			return err
 		}
-		if c != nil {
-			r.setCost(t, name, *c, float64(rep.RR.Requests))
-		}
+		r.setCost(t, name, c, float64(rep.RR.Requests))
 		r.set(t, fmt.Sprintf("rr%d_p50_us", n), rep.RR.P50)
 		r.set(t, fmt.Sprintf("rr%d_p99_us", n), rep.RR.P99)
 		r.set(t, fmt.Sprintf("rr%d_per_s", n), rep.RR.PerSec)

@@ -47,14 +47,18 @@ var figures = []figure{
 	// What each proxy process spent per unit of work, while the figures
 	// above were measured: CPU time and context switches over all its
 	// threads, and system calls (with --perf).
+	{"bulk1_gib_path_cpu_us", "path CPU per GiB, bulk 1 stream (client, servers, proxy)", "µs", GroupBulk},
 	{"bulk1_gib_cpu_us", "proxy CPU per GiB, bulk 1 stream", "µs", GroupBulk},
 	{"bulk1_gib_sys", "proxy system calls per GiB, bulk 1 stream", "", GroupBulk},
+	{"churn_path_cpu_us", "path CPU per connection", "µs", GroupChurn},
 	{"churn_cpu_us", "proxy CPU per connection", "µs", GroupChurn},
 	{"churn_cs", "proxy context switches per connection", "", GroupChurn},
 	{"churn_sys", "proxy system calls per connection", "", GroupChurn},
+	{"rr1_path_cpu_us", "path CPU per request, 1 conn", "µs", GroupRR},
 	{"rr1_cpu_us", "proxy CPU per request, 1 conn", "µs", GroupRR},
 	{"rr1_cs", "proxy context switches per request, 1 conn", "", GroupRR},
 	{"rr1_sys", "proxy system calls per request, 1 conn", "", GroupRR},
+	{"rr8_path_cpu_us", "path CPU per request, 8 conns", "µs", GroupRR},
 	{"rr8_cpu_us", "proxy CPU per request, 8 conns", "µs", GroupRR},
 	{"rr8_cs", "proxy context switches per request, 8 conns", "", GroupRR},
 	{"rr8_sys", "proxy system calls per request, 8 conns", "", GroupRR},

@@ -102,6 +102,7 @@ writes RESULTS/<date>-proxy.md.`,
 	f.BoolVar(&opts.NoSplice, "no-splice", false, "leave out HAProxy with splice forced")
 	f.BoolVar(&opts.Perf, "perf", false, "count each proxy's system calls per measurement with perf stat (slows the proxies a little)")
 	f.StringVar(&opts.Profile, "profile", "", "write a perf record -g CPU profile of each proxy per measurement into this directory")
+	f.BoolVar(&opts.Strace, "strace", false, "keep strace -c -f tables of each proxy per measurement in the workdir (slows the proxies a lot)")
 	f.StringVar(&opts.WorkDir, "workdir", "", "keep configs and logs here (default: a temporary directory, removed on success)")
 	f.StringVar(&results, "results", "bench/results", "results directory")
 	f.StringVar(&commit, "commit", "", "commit recorded with the results (default: git rev-parse --short HEAD)")
