@@ -106,7 +106,7 @@ func (e *env) watch(ctx context.Context, pid int, name string) (*recorder, error
 			r.stop()
 			return nil, fmt.Errorf("make profile directory: %w", err)
 		}
-		r.record = exec.CommandContext(ctx, "perf", "record", "-q", "-g", "-F", "499", "-p", strconv.Itoa(pid),
+		r.record = exec.CommandContext(ctx, "perf", "record", "-q", "-g", "-F", "997", "-p", strconv.Itoa(pid),
 			"-o", filepath.Join(e.opts.Profile, name+".perf.data"))
 		if err := r.record.Start(); err != nil {
 			r.stop()
