@@ -343,7 +343,7 @@ func (p *pump) tryRead(fd uintptr) bool {
 		if p.inq != nil {
 			n, more, err = p.inq.read(int(fd), *b)
 		} else {
-			n, err = unix.Read(int(fd), *b)
+			n, err = rawRead(int(fd), *b)
 		}
 		switch {
 		case errors.Is(err, unix.EINTR):
@@ -404,7 +404,7 @@ func (p *pump) countMessage(fd uintptr) {
 // trySend writes buf on to dst once, without waiting.
 func (p *pump) trySend(fd uintptr) bool {
 	for {
-		n, err := unix.Write(int(fd), (*p.buf)[p.sent:p.n])
+		n, err := rawWrite(int(fd), (*p.buf)[p.sent:p.n])
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -473,7 +473,7 @@ func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
 // tryPull splices what src has queued into the pipe; again when nothing is.
 func (p *pump) tryPull(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(int(fd), nil, p.pipe.w, nil, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawSplice(int(fd), p.pipe.w, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -491,7 +491,7 @@ func (p *pump) tryPull(fd uintptr) bool {
 // tryPush splices from the pipe to dst; false (wait) while dst is full.
 func (p *pump) tryPush(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(p.pipe.r, nil, int(fd), nil, p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawSplice(p.pipe.r, int(fd), p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
