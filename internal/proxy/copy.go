@@ -65,14 +65,14 @@ type pump struct {
 	// their two jobs they do.
 	readFn, writeFn  func(uintptr) bool
 	pulling, pushing bool
+	draining         bool   // the copy loop writes the rest of buf
 	resumeFn         func() // p.resume, bound at the first parking
 	// inq reads src once it has carried inqAfter messages: then a
 	// message is passed on inside the read callback (see tryRead).
-	inq     *inqReader
-	msgs    int
-	noINQ   bool // the kernel has no TCP_INQ
-	rc, wc  syscall.RawConn
-	dstConn *net.TCPConn
+	inq    *inqReader
+	msgs   int
+	noINQ  bool // the kernel has no TCP_INQ
+	rc, wc syscall.RawConn
 
 	noPark   bool          // this direction does not park (not TCP, or parking failed)
 	added    atomic.Bool   // src is in the parker's epoll set
@@ -224,7 +224,6 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 		p.wc = wc
 	}
 	p.readFn, p.writeFn = p.onReadable, p.onWritable
-	p.dstConn = dst
 	return p.loop()
 }
 
@@ -264,9 +263,15 @@ func (p *pump) loop() (copyEnd, error) {
 		full := p.n == len(*p.buf)
 		// What the callback could not send at once (dst full) is
 		// written here, where waiting for dst holds no lock on src.
-		w, werr := p.dstConn.Write((*p.buf)[p.sent:p.n])
+		sent := p.sent
+		p.draining = true
+		werr := p.wc.Write(p.writeFn)
+		p.draining = false
+		if werr == nil {
+			werr = p.werr
+		}
 		p.bufs.Put(p.buf)
-		if w > 0 {
+		if w := p.sent - sent; w > 0 {
 			p.add(int64(w))
 		}
 		if werr != nil {
@@ -311,10 +316,33 @@ func (p *pump) onReadable(fd uintptr) bool {
 // onWritable is the callback for dst: a push from the pipe during a
 // burst, or sending a message on.
 func (p *pump) onWritable(fd uintptr) bool {
-	if p.pushing {
+	switch {
+	case p.pushing:
 		return p.tryPush(fd)
+	case p.draining:
+		return p.tryDrain(fd)
 	}
 	return p.trySend(fd)
+}
+
+// tryDrain writes the rest of buf on to dst; false (wait) while dst is
+// full.
+func (p *pump) tryDrain(fd uintptr) bool {
+	for {
+		n, err := rawWrite(int(fd), (*p.buf)[p.sent:p.n])
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.EAGAIN):
+			return false
+		case err != nil:
+			p.werr = os.NewSyscallError("write", err)
+			return true
+		}
+		if p.sent += n; p.sent == p.n {
+			return true
+		}
+	}
 }
 
 // inqAfter is how many messages a direction carries before it reads
@@ -545,7 +573,19 @@ func (p *pump) buffered() (copyEnd, error) {
 
 // closeWrite half-closes c so its peer reads EOF while the other
 // direction keeps flowing; connections without half-close are closed.
-func closeWrite(c net.Conn) error {
+// With rc, c's raw conn, the shutdown is a raw system call (see raw.go):
+// sending the FIN runs the peer's receive path inline.
+func closeWrite(c net.Conn, rc syscall.RawConn) error {
+	if rc != nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = rawShutdownWrite(int(fd)) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return os.NewSyscallError("shutdown", serr)
+		}
+		return nil
+	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
