@@ -320,29 +320,9 @@ func (p *pump) onWritable(fd uintptr) bool {
 	case p.pushing:
 		return p.tryPush(fd)
 	case p.draining:
-		return p.tryDrain(fd)
+		return p.send(fd, true)
 	}
-	return p.trySend(fd)
-}
-
-// tryDrain writes the rest of buf on to dst; false (wait) while dst is
-// full.
-func (p *pump) tryDrain(fd uintptr) bool {
-	for {
-		n, err := rawWrite(int(fd), (*p.buf)[p.sent:p.n])
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case errors.Is(err, unix.EAGAIN):
-			return false
-		case err != nil:
-			p.werr = os.NewSyscallError("write", err)
-			return true
-		}
-		if p.sent += n; p.sent == p.n {
-			return true
-		}
-	}
+	return p.send(fd, false)
 }
 
 // inqAfter is how many messages a direction carries before it reads
@@ -429,20 +409,25 @@ func (p *pump) countMessage(fd uintptr) {
 	p.inq = &inqReader{}
 }
 
-// trySend writes buf on to dst once, without waiting.
-func (p *pump) trySend(fd uintptr) bool {
+// send writes buf on to dst without waiting in Go's poller: one try, or
+// with all, until all of it is written or dst is full (then false:
+// wait for dst).
+func (p *pump) send(fd uintptr, all bool) bool {
 	for {
 		n, err := rawWrite(int(fd), (*p.buf)[p.sent:p.n])
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
+			return !all
 		case err != nil:
 			p.werr = os.NewSyscallError("write", err)
-		default:
-			p.sent += n
+			return true
 		}
-		return true
+		p.sent += n
+		if !all || p.sent == p.n {
+			return true
+		}
 	}
 }
 
