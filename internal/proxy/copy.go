@@ -65,14 +65,14 @@ type pump struct {
 	// their two jobs they do.
 	readFn, writeFn  func(uintptr) bool
 	pulling, pushing bool
+	draining         bool   // the copy loop writes the rest of buf
 	resumeFn         func() // p.resume, bound at the first parking
 	// inq reads src once it has carried inqAfter messages: then a
 	// message is passed on inside the read callback (see tryRead).
-	inq     *inqReader
-	msgs    int
-	noINQ   bool // the kernel has no TCP_INQ
-	rc, wc  syscall.RawConn
-	dstConn *net.TCPConn
+	inq    *inqReader
+	msgs   int
+	noINQ  bool // the kernel has no TCP_INQ
+	rc, wc syscall.RawConn
 
 	noPark   bool          // this direction does not park (not TCP, or parking failed)
 	added    atomic.Bool   // src is in the parker's epoll set
@@ -224,7 +224,6 @@ func (p *pump) raw(dst, src *net.TCPConn) (copyEnd, error) {
 		p.wc = wc
 	}
 	p.readFn, p.writeFn = p.onReadable, p.onWritable
-	p.dstConn = dst
 	return p.loop()
 }
 
@@ -264,9 +263,15 @@ func (p *pump) loop() (copyEnd, error) {
 		full := p.n == len(*p.buf)
 		// What the callback could not send at once (dst full) is
 		// written here, where waiting for dst holds no lock on src.
-		w, werr := p.dstConn.Write((*p.buf)[p.sent:p.n])
+		sent := p.sent
+		p.draining = true
+		werr := p.wc.Write(p.writeFn)
+		p.draining = false
+		if werr == nil {
+			werr = p.werr
+		}
 		p.bufs.Put(p.buf)
-		if w > 0 {
+		if w := p.sent - sent; w > 0 {
 			p.add(int64(w))
 		}
 		if werr != nil {
@@ -311,10 +316,13 @@ func (p *pump) onReadable(fd uintptr) bool {
 // onWritable is the callback for dst: a push from the pipe during a
 // burst, or sending a message on.
 func (p *pump) onWritable(fd uintptr) bool {
-	if p.pushing {
+	switch {
+	case p.pushing:
 		return p.tryPush(fd)
+	case p.draining:
+		return p.send(fd, true)
 	}
-	return p.trySend(fd)
+	return p.send(fd, false)
 }
 
 // inqAfter is how many messages a direction carries before it reads
@@ -343,7 +351,7 @@ func (p *pump) tryRead(fd uintptr) bool {
 		if p.inq != nil {
 			n, more, err = p.inq.read(int(fd), *b)
 		} else {
-			n, err = unix.Read(int(fd), *b)
+			n, err = rawRead(int(fd), *b)
 		}
 		switch {
 		case errors.Is(err, unix.EINTR):
@@ -401,20 +409,25 @@ func (p *pump) countMessage(fd uintptr) {
 	p.inq = &inqReader{}
 }
 
-// trySend writes buf on to dst once, without waiting.
-func (p *pump) trySend(fd uintptr) bool {
+// send writes buf on to dst without waiting in Go's poller: one try, or
+// with all, until all of it is written or dst is full (then false:
+// wait for dst).
+func (p *pump) send(fd uintptr, all bool) bool {
 	for {
-		n, err := unix.Write(int(fd), (*p.buf)[p.sent:p.n])
+		n, err := rawWrite(int(fd), (*p.buf)[p.sent:p.n])
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EAGAIN):
+			return !all
 		case err != nil:
 			p.werr = os.NewSyscallError("write", err)
-		default:
-			p.sent += n
+			return true
 		}
-		return true
+		p.sent += n
+		if !all || p.sent == p.n {
+			return true
+		}
 	}
 }
 
@@ -473,7 +486,7 @@ func (p *pump) burst(rc, wc syscall.RawConn) (copyEnd, error, bool) {
 // tryPull splices what src has queued into the pipe; again when nothing is.
 func (p *pump) tryPull(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(int(fd), nil, p.pipe.w, nil, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawSplice(int(fd), p.pipe.w, maxChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -491,7 +504,7 @@ func (p *pump) tryPull(fd uintptr) bool {
 // tryPush splices from the pipe to dst; false (wait) while dst is full.
 func (p *pump) tryPush(fd uintptr) bool {
 	for {
-		n, err := unix.Splice(p.pipe.r, nil, int(fd), nil, p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		n, err := rawSplice(p.pipe.r, int(fd), p.left, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -545,7 +558,19 @@ func (p *pump) buffered() (copyEnd, error) {
 
 // closeWrite half-closes c so its peer reads EOF while the other
 // direction keeps flowing; connections without half-close are closed.
-func closeWrite(c net.Conn) error {
+// With rc, c's raw conn, the shutdown is a raw system call (see raw.go):
+// sending the FIN runs the peer's receive path inline.
+func closeWrite(c net.Conn, rc syscall.RawConn) error {
+	if rc != nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = rawShutdownWrite(int(fd)) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return os.NewSyscallError("shutdown", serr)
+		}
+		return nil
+	}
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -32,7 +32,7 @@ func (r *inqReader) read(fd int, b []byte) (n int, more bool, err error) {
 	r.msg.SetIovlen(1)
 	r.msg.Control = &r.oob[0]
 	r.msg.SetControllen(len(r.oob))
-	m, _, errno := unix.Syscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
+	m, _, errno := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&r.msg)), 0)
 	r.iov.Base = nil // the buffer goes back to its pool
 	if errno != 0 {
 		return 0, false, errno

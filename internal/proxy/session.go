@@ -296,9 +296,9 @@ func (s *session) moved(dir int, b int64) {
 // closes the session, logs it and calls done.
 func (s *session) directionDone(dir int, e copyEnd, err error) {
 	if dir == dirUp {
-		s.finish(e, err, s.pumps[dirUp].dst, "client", "server")
+		s.finish(e, err, s.pumps[dirUp].dst, s.pumps[dirUp].wc, "client", "server")
 	} else {
-		s.finish(e, err, s.client, "server", "client")
+		s.finish(e, err, s.client, s.pumps[dirDown].wc, "server", "client")
 	}
 	if s.left.Add(-1) > 0 {
 		return
@@ -313,12 +313,12 @@ func (s *session) directionDone(dir int, e copyEnd, err error) {
 
 // finish handles the end of one direction: EOF is passed on as a
 // half-close so the other direction keeps flowing; a timeout or error
-// ends the whole session.
-func (s *session) finish(end copyEnd, err error, dst net.Conn, from, to string) {
+// ends the whole session. dstRaw is dst's raw conn, nil if it has none.
+func (s *session) finish(end copyEnd, err error, dst net.Conn, dstRaw syscall.RawConn, from, to string) {
 	switch end {
 	case endEOF:
 		s.halfClosed(from + " closed")
-		if err := closeWrite(dst); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := closeWrite(dst, dstRaw); err != nil && !errors.Is(err, net.ErrClosed) {
 			s.closeWith(fmt.Sprintf("half-close %s: %v", to, err))
 		}
 	case endIdle:

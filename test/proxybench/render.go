@@ -22,7 +22,7 @@ func (s *Summary) rows() [][]string {
 	head = append(head, "halb/haproxy")
 	rows := [][]string{head}
 	for _, f := range figures {
-		if !s.measured(f.group) {
+		if !s.measured(f.group) || !s.hasFigure(f.key) {
 			continue
 		}
 		row := []string{f.label, f.unit}
@@ -36,6 +36,17 @@ func (s *Summary) rows() [][]string {
 		rows = append(rows, row)
 	}
 	return rows
+}
+
+// hasFigure says whether any target has the figure (system calls only
+// come with --perf).
+func (s *Summary) hasFigure(key string) bool {
+	for _, m := range s.Median {
+		if _, ok := m[key]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Summary) measured(group string) bool {
@@ -79,8 +90,16 @@ func (s *Summary) header() string {
 	if s.Quick {
 		mode = "quick"
 	}
-	return fmt.Sprintf("proxy benchmark (%s): medians of %d repetitions, %gs per measurement, %d idle connections asked; ratios are medians of per-repetition ratios",
+	h := fmt.Sprintf("proxy benchmark (%s): medians of %d repetitions, %gs per measurement, %d idle connections asked; ratios are medians of per-repetition ratios",
 		mode, s.Reps, s.Seconds, s.IdleConns)
+	if len(s.Load) > 0 {
+		loads := make([]string, len(s.Load))
+		for i, l := range s.Load {
+			loads[i] = fmt.Sprintf("%.1f", l)
+		}
+		h += "; load average at each repetition's start and at the end: " + strings.Join(loads, ", ")
+	}
+	return h
 }
 
 // WriteText writes the table for a terminal.

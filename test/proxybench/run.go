@@ -28,6 +28,17 @@ type Options struct {
 	Only      []string // groups to measure (bulk, churn, rr, idle); empty: all
 	NoSplice  bool     // leave out the HAProxy variant with splice forced
 	WorkDir   string   // configs and logs; "" makes a temporary one, removed on success
+	// Perf counts each proxy's system calls per measurement with
+	// `perf stat` (a tracepoint per call: a few per cent slower).
+	Perf bool
+	// Profile, when set, is a directory for a `perf record -g` CPU
+	// profile of each proxy during each bulk, churn and rr measurement.
+	Profile string
+	// Strace keeps `strace -c -f` system call tables of each proxy per
+	// measurement in the work directory (<target>-<part>-rep<N>.strace).
+	// strace stops the proxy at every call, so the run's figures are
+	// not comparable; the counts per call kind are the point.
+	Strace bool
 }
 
 // Bench is one proxy benchmark run.
@@ -89,6 +100,8 @@ type env struct {
 	cps     []netip.Addr
 	proxies map[string]int // running proxies' PIDs by target
 	agent   *agent
+	rep     int   // the repetition being measured, from 0
+	ends    []int // PIDs of the client agent and the servers
 }
 
 // targetAddrs are the echo and sink addresses a target is reached at.
@@ -170,18 +183,22 @@ func (e *env) run(ctx context.Context) (*Summary, error) {
 		}
 	}
 	for i, cp := range e.lab.CPNames() {
-		if _, err := e.lab.StartProc("serve-"+cp, cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
-			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort)); err != nil {
+		pid, err := e.lab.StartProc("serve-"+cp, cp, e.opts.BenchBin, "serve", "--listen", e.cps[i].String(),
+			"--echo-port", fmt.Sprint(echoPort), "--sink-port", fmt.Sprint(sinkPort))
+		if err != nil {
 			return nil, err
 		}
+		e.ends = append(e.ends, pid)
 	}
 	if err := e.writeConfigs(); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(e.dir, "agent.sock")
-	if _, err := e.lab.StartProc("agent", "cl", e.opts.BenchBin, "agent", "--socket", sock); err != nil {
+	agentPID, err := e.lab.StartProc("agent", "cl", e.opts.BenchBin, "agent", "--socket", sock)
+	if err != nil {
 		return nil, err
 	}
+	e.ends = append(e.ends, agentPID)
 	a, err := dialAgent(ctx, sock)
 	if err != nil {
 		return nil, err
@@ -194,12 +211,14 @@ func (e *env) run(ctx context.Context) (*Summary, error) {
 	s := &Summary{Quick: e.opts.Quick, Reps: e.opts.Reps, Seconds: e.opts.Seconds, IdleConns: e.opts.IdleConns,
 		Targets: e.targets(), Groups: e.groups()}
 	for rep := range e.opts.Reps {
+		s.Load = append(s.Load, loadAvg())
 		r, err := e.repetition(ctx, rep)
 		if err != nil {
 			return nil, fmt.Errorf("repetition %d: %w", rep+1, err)
 		}
 		s.Runs = append(s.Runs, r)
 	}
+	s.Load = append(s.Load, loadAvg())
 	s.summarize()
 	return s, nil
 }
@@ -280,6 +299,7 @@ func (e *env) repetition(ctx context.Context, rep int) (Run, error) {
 	if err := e.startProxies(ctx); err != nil {
 		return nil, err
 	}
+	e.rep = rep
 	r := Run{}
 	for _, g := range e.groups() {
 		e.log.Info("measuring", "rep", rep+1, "part", g)
@@ -316,24 +336,44 @@ func (e *env) job(ctx context.Context, req loadgen.Request) (loadgen.Reply, erro
 	return e.agent.call(ctx, req, time.Duration(req.Seconds*float64(time.Second))+60*time.Second)
 }
 
+// watched runs a job while it watches t's proxy process and the path.
+func (e *env) watched(ctx context.Context, t, name string, req loadgen.Request) (loadgen.Reply, cost, error) {
+	rec, err := e.watch(ctx, e.proxies[t], fmt.Sprintf("%s-%s-rep%d", t, name, e.rep+1))
+	if err != nil {
+		return loadgen.Reply{}, cost{}, err
+	}
+	rep, err := e.job(ctx, req)
+	c, cerr := rec.finish()
+	if err != nil {
+		return loadgen.Reply{}, cost{}, err
+	}
+	if cerr != nil {
+		return loadgen.Reply{}, cost{}, cerr
+	}
+	return rep, c, nil
+}
+
 func (e *env) bulk(ctx context.Context, r Run, t string) error {
 	_, sink := e.targetAddrs(t)
 	for _, n := range []int{1, 8} {
-		rep, err := e.job(ctx, loadgen.Request{Op: "bulk", Addrs: sink, N: n, Seconds: e.opts.Seconds})
+		name := fmt.Sprintf("bulk%d", n)
+		rep, c, err := e.watched(ctx, t, name, loadgen.Request{Op: "bulk", Addrs: sink, N: n, Seconds: e.opts.Seconds})
 		if err != nil {
 			return err
 		}
-		r.set(t, fmt.Sprintf("bulk%d_gbps", n), rep.Bulk.BitsPerSec/1e9)
+		r.set(t, name+"_gbps", rep.Bulk.BitsPerSec/1e9)
+		r.setCost(t, name+"_gib", c, float64(rep.Bulk.Bytes)/(1<<30))
 	}
 	return nil
 }
 
 func (e *env) churn(ctx context.Context, r Run, t string) error {
 	echo, _ := e.targetAddrs(t)
-	rep, err := e.job(ctx, loadgen.Request{Op: "churn", Addrs: echo, N: 4, Seconds: e.opts.Seconds})
+	rep, c, err := e.watched(ctx, t, "churn", loadgen.Request{Op: "churn", Addrs: echo, N: 4, Seconds: e.opts.Seconds})
 	if err != nil {
 		return err
 	}
+	r.setCost(t, "churn", c, float64(rep.Churn.Conns+rep.Churn.Errors))
 	if rep.Churn.Errors > 0 {
 		e.log.Warn("failed connections during churn", "target", t, "errors", rep.Churn.Errors, "ok", rep.Churn.Conns)
 	}
@@ -346,10 +386,12 @@ func (e *env) churn(ctx context.Context, r Run, t string) error {
 func (e *env) rr(ctx context.Context, r Run, t string) error {
 	echo, _ := e.targetAddrs(t)
 	for _, n := range []int{1, 8} {
-		rep, err := e.job(ctx, loadgen.Request{Op: "rr", Addrs: echo, N: n, Seconds: e.opts.Seconds})
+		name := fmt.Sprintf("rr%d", n)
+		rep, c, err := e.watched(ctx, t, name, loadgen.Request{Op: "rr", Addrs: echo, N: n, Seconds: e.opts.Seconds})
 		if err != nil {
 			return err
 		}
+		r.setCost(t, name, c, float64(rep.RR.Requests))
 		r.set(t, fmt.Sprintf("rr%d_p50_us", n), rep.RR.P50)
 		r.set(t, fmt.Sprintf("rr%d_p99_us", n), rep.RR.P99)
 		r.set(t, fmt.Sprintf("rr%d_per_s", n), rep.RR.PerSec)

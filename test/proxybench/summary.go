@@ -44,6 +44,24 @@ var figures = []figure{
 	{"rr8_p99_us", "64 B request/response p99, 8 conns", "µs", GroupRR},
 	{"rr8_per_s", "requests/s, 8 conns", "/s", GroupRR},
 	{"idle_opened", "idle connections really opened", "", GroupIdle},
+	// What each proxy process spent per unit of work, while the figures
+	// above were measured: CPU time and context switches over all its
+	// threads, and system calls (with --perf).
+	{"bulk1_gib_path_cpu_us", "path CPU per GiB, bulk 1 stream (client, servers, proxy)", "µs", GroupBulk},
+	{"bulk1_gib_cpu_us", "proxy CPU per GiB, bulk 1 stream", "µs", GroupBulk},
+	{"bulk1_gib_sys", "proxy system calls per GiB, bulk 1 stream", "", GroupBulk},
+	{"churn_path_cpu_us", "path CPU per connection", "µs", GroupChurn},
+	{"churn_cpu_us", "proxy CPU per connection", "µs", GroupChurn},
+	{"churn_cs", "proxy context switches per connection", "", GroupChurn},
+	{"churn_sys", "proxy system calls per connection", "", GroupChurn},
+	{"rr1_path_cpu_us", "path CPU per request, 1 conn", "µs", GroupRR},
+	{"rr1_cpu_us", "proxy CPU per request, 1 conn", "µs", GroupRR},
+	{"rr1_cs", "proxy context switches per request, 1 conn", "", GroupRR},
+	{"rr1_sys", "proxy system calls per request, 1 conn", "", GroupRR},
+	{"rr8_path_cpu_us", "path CPU per request, 8 conns", "µs", GroupRR},
+	{"rr8_cpu_us", "proxy CPU per request, 8 conns", "µs", GroupRR},
+	{"rr8_cs", "proxy context switches per request, 8 conns", "", GroupRR},
+	{"rr8_sys", "proxy system calls per request, 8 conns", "", GroupRR},
 	{"idle_rss_kib", "idle conn: proxy RSS per conn", "KiB", GroupIdle},
 	{"idle_fds", "idle conn: proxy fds per conn", "", GroupIdle},
 	{"idle_slab_kib", "idle conn: slab per conn, whole path", "KiB", GroupIdle},
@@ -78,6 +96,9 @@ type Summary struct {
 	Targets   []string `json:"targets"`
 	Groups    []string `json:"groups"`
 	Runs      []Run    `json:"runs"`
+	// Load is the machine's 1-minute load average at the start of each
+	// repetition and at the end of the run: the other work the CPUs served.
+	Load []float64 `json:"load_avg,omitempty"`
 	// Median is the median over repetitions of each figure.
 	Median map[string]map[string]float64 `json:"median"`
 	// ToDirect and ToHAProxy are medians of ratios computed within each
