@@ -450,6 +450,23 @@ func TestSnapshotShowsAbsentNode(t *testing.T) {
 	}
 }
 
+// awaitDrillable waits until both holder and standby see the standby
+// alive and eligible: its first health check may still be under way when
+// it already knows the holder, and a drill with nowhere to go is refused.
+func awaitDrillable(t *testing.T, holder, standby *node) {
+	t.Helper()
+	eligible := func(n *node) bool {
+		for _, m := range n.d.api.Snapshot().Members {
+			if m.Name == standby.name {
+				return m.Alive && m.Eligible
+			}
+		}
+		return false
+	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return eligible(holder) && eligible(standby) },
+		standby.name+" to be eligible in both nodes' views")
+}
+
 // alive counts the members n sees alive.
 func alive(n *node) int {
 	c := 0
@@ -467,6 +484,7 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
+	awaitDrillable(t, a, b)
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
@@ -498,6 +516,7 @@ func TestHardDrillSilencesHolder(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
+	awaitDrillable(t, a, b)
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
