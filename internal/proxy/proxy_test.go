@@ -365,15 +365,19 @@ func TestIdleTimeouts(t *testing.T) {
 		b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
 		p := newPool(config.RoundRobin, b0.server())
 		tm := testTimeouts()
-		tm.ClientIdle = 300 * time.Millisecond
-		tm.ServerIdle = 300 * time.Millisecond
+		tm.ClientIdle = 600 * time.Millisecond
+		tm.ServerIdle = 600 * time.Millisecond
 		fe := startFrontend(t, p, Options{Timeouts: tm})
 		c := dial(t, fe.addr)
 		c.greeting(t)
-		end := time.Now().Add(1200 * time.Millisecond)
+		// Three idle timeouts' worth of echoes with short pauses: the
+		// session lives only if each exchange restarts the idle clock. A
+		// pause is an eighth of the timeout, so load that stretches it
+		// several times over still leaves the session active.
+		end := time.Now().Add(3 * tm.ClientIdle)
 		for i := 0; time.Now().Before(end) && i < 100; i++ {
 			c.echo(t, "tick")
-			time.Sleep(75 * time.Millisecond) // the client's think time
+			time.Sleep(tm.ClientIdle / 8) // the client's think time, a stimulus
 		}
 		_ = c.Close()
 		fe.log.waitEnd(t, "client closed")
