@@ -373,11 +373,13 @@ func TestIdleTimeouts(t *testing.T) {
 		// Three idle timeouts' worth of echoes with short pauses: the
 		// session lives only if each exchange restarts the idle clock. A
 		// pause is an eighth of the timeout, so load that stretches it
-		// several times over still leaves the session active.
+		// several times over still leaves the session active. The close
+		// follows an echo at once, leaving the proxy a whole idle timeout
+		// to see it before the server side could time out instead.
 		end := time.Now().Add(3 * tm.ClientIdle)
 		for i := 0; time.Now().Before(end) && i < 100; i++ {
-			c.echo(t, "tick")
 			time.Sleep(tm.ClientIdle / 8) // the client's think time, a stimulus
+			c.echo(t, "tick")
 		}
 		_ = c.Close()
 		fe.log.waitEnd(t, "client closed")
