@@ -229,6 +229,11 @@ func TestPairElectsHigherPriority(t *testing.T) {
 
 func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
+	// The announced preemption is looked for from the moment leaving
+	// maintenance returns (it writes the state file, slow under load)
+	// until a takes the VIP back: a delay of seconds, not pairConfig's
+	// 300 ms, keeps that window open on a loaded machine.
+	cfg.Cluster.PreemptDelay = 2 * time.Second
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
