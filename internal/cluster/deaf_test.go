@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"halb/test/support"
 )
 
 func TestNextDeadStep(t *testing.T) {
@@ -95,7 +97,9 @@ func TestSilencedNodeIsRefusedLikeAKilledOne(t *testing.T) {
 	if took > 600*time.Millisecond {
 		t.Errorf("silenced node seen down after %s, want the refusal path (< 600ms)", took)
 	}
-	if a.rec.Count(slog.LevelWarn, "refuses connections", "peer=lb2") == 0 {
+	// The verdict is logged just after it is recorded, outside the lock
+	// Members reads under.
+	if !support.Eventually(2*time.Second, func() bool { return a.rec.Count(slog.LevelWarn, "refuses connections", "peer=lb2") > 0 }) {
 		t.Error("lb2 was not declared down for refusing connections")
 	}
 	waitFor(t, a.c, silence+5*time.Second, "lb2 back and alive", func() bool {

@@ -259,7 +259,8 @@ func (c *controller) gather(mem round.Memory, ready bool, now time.Time) round.I
 	}
 	for _, a := range c.announcers {
 		st := a.a.Status()
-		in.VIPs = append(in.VIPs, round.VIP{Addr: a.cfg.Address.Addr().String(), Held: st.Held, HeldSince: st.Since})
+		in.VIPs = append(in.VIPs, round.VIP{Addr: a.cfg.Address.Addr().String(), Held: st.Held, HeldSince: st.Since,
+			Claiming: st.Owner && !st.Held})
 	}
 	if c.bgp != nil {
 		in.Local.Announced = c.bgp.announced()
@@ -367,7 +368,7 @@ func (c *controller) handover(ctx context.Context) {
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for c.holdsAny() {
+	for c.holdsOrClaims() {
 		select {
 		case <-ctx.Done():
 			return
@@ -379,10 +380,12 @@ func (c *controller) handover(ctx context.Context) {
 	}
 }
 
-// holdsAny reports whether this node holds a VIP.
-func (c *controller) holdsAny() bool {
+// holdsOrClaims reports whether this node holds a VIP or was told to
+// claim one: a claim under way may put the address on at any moment, and
+// it is handed over like a held one.
+func (c *controller) holdsOrClaims() bool {
 	for _, a := range c.announcers {
-		if a.a.Held() {
+		if st := a.a.Status(); st.Held || st.Owner {
 			return true
 		}
 	}

@@ -229,6 +229,11 @@ func TestPairElectsHigherPriority(t *testing.T) {
 
 func TestMaintenanceHandsOverMakeBeforeBreak(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
+	// The announced preemption is looked for from the moment leaving
+	// maintenance returns (it writes the state file, slow under load)
+	// until a takes the VIP back: a delay of seconds, not pairConfig's
+	// 300 ms, keeps that window open on a loaded machine.
+	cfg.Cluster.PreemptDelay = 2 * time.Second
 	a := startNode(t, cfg, "a")
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
@@ -450,6 +455,23 @@ func TestSnapshotShowsAbsentNode(t *testing.T) {
 	}
 }
 
+// awaitDrillable waits until both holder and standby see the standby
+// alive and eligible: its first health check may still be under way when
+// it already knows the holder, and a drill with nowhere to go is refused.
+func awaitDrillable(t *testing.T, holder, standby *node) {
+	t.Helper()
+	eligible := func(n *node) bool {
+		for _, m := range n.d.api.Snapshot().Members {
+			if m.Name == standby.name {
+				return m.Alive && m.Eligible
+			}
+		}
+		return false
+	}
+	support.WaitUntil(t, 5*time.Second, func() bool { return eligible(holder) && eligible(standby) },
+		standby.name+" to be eligible in both nodes' views")
+}
+
 // alive counts the members n sees alive.
 func alive(n *node) int {
 	c := 0
@@ -467,6 +489,7 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
+	awaitDrillable(t, a, b)
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
@@ -498,6 +521,7 @@ func TestHardDrillSilencesHolder(t *testing.T) {
 	b := startNode(t, cfg, "b")
 	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
+	awaitDrillable(t, a, b)
 	if _, err := b.d.api.StartDrill(admin.DrillRequest{Hard: true, Hold: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
@@ -534,7 +558,9 @@ func TestDrillRefusedWithoutEligiblePeer(t *testing.T) {
 	cfg := pairConfig(t, "preempt")
 	cfg.Cluster.JoinTimeout = 100 * time.Millisecond
 	a := startNode(t, cfg, "a")
-	support.WaitUntil(t, 5*time.Second, a.holds, "a to hold the VIP")
+	// The address on the link comes before the round records a as the
+	// holder, and a drill with no holder is refused for that instead.
+	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && a.d.api.Snapshot().VIPs[0].Holder == "a" }, "a to hold the VIP")
 	_, err := a.d.api.StartDrill(admin.DrillRequest{})
 	if err == nil || !strings.Contains(err.Error(), "no node other than the holder a is eligible") {
 		t.Fatalf("drill with no peer: %v", err)

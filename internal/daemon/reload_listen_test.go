@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,15 +169,21 @@ func TestFrontendWithoutListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = ln.Close()
-	code, problems := admin.Verdict(d.api.Snapshot())
+	// Only the frontend's problems count: a starved test process can also
+	// see its echo server's check time out, which is another problem.
+	frontendProblems := func() (int, []string) {
+		code, problems := admin.Verdict(d.api.Snapshot())
+		return code, slices.DeleteFunc(problems, func(p string) bool { return !strings.HasPrefix(p, "frontend ") })
+	}
+	code, problems := frontendProblems()
 	if code != admin.CodeFail || len(problems) != 1 || !strings.Contains(problems[0], "frontend api: not listening on 127.0.0.1:") {
 		t.Fatalf("status of a frontend without its listener: %d %q", code, problems)
 	}
 	if err := d.Reload(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	if code, problems := admin.Verdict(d.api.Snapshot()); code != admin.CodeOK {
-		t.Fatalf("status after the reload bound the frontend again: %d %q", code, problems)
+	if _, problems := frontendProblems(); len(problems) != 0 {
+		t.Fatalf("status after the reload bound the frontend again: %q", problems)
 	}
 	if !serves(a) {
 		t.Fatal("the frontend does not serve after the reload")

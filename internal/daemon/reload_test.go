@@ -40,7 +40,7 @@ func proxyConfig(front int, drain string, servers ...string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "log: {connections: false}\ntimeouts: {drain: %s}\n", drain)
 	fmt.Fprintf(&b, "frontends:\n  - {name: api, bind: \"127.0.0.1:%d\", backend: cp}\n", front)
-	b.WriteString("backends:\n  - name: cp\n    health: {type: tcp, interval: 100ms, timeout: 50ms, fall: 1, rise: 1}\n    servers:\n")
+	b.WriteString("backends:\n  - name: cp\n    health: {type: tcp, interval: 1s, timeout: 1s, fall: 3, rise: 1}\n    servers:\n")
 	for _, s := range servers {
 		name, addr, _ := strings.Cut(s, "=")
 		fmt.Fprintf(&b, "      - {name: %s, address: \"%s\"}\n", name, addr)
@@ -166,7 +166,7 @@ func TestReloadFrontends(t *testing.T) {
 	// first port with a new backend: both apply without a restart.
 	doc := proxyConfig(b, "1s", "s0="+s0)
 	doc = strings.Replace(doc, "backends:\n", fmt.Sprintf("  - {name: api2, bind: \"127.0.0.1:%d\", backend: cp2}\nbackends:\n", a), 1)
-	doc += fmt.Sprintf("  - name: cp2\n    health: {type: tcp, interval: 100ms, timeout: 50ms}\n    servers: [{name: t0, address: \"%s\"}]\n", s0)
+	doc += fmt.Sprintf("  - name: cp2\n    health: {type: tcp, interval: 1s, timeout: 1s, fall: 3, rise: 1}\n    servers: [{name: t0, address: \"%s\"}]\n", s0)
 	write(doc)
 	if err := d.Reload(); err != nil {
 		t.Fatal(err)

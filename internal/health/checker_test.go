@@ -451,11 +451,13 @@ func TestHTTPChecks(t *testing.T) {
 				}
 			})
 			t.Run("timeout", func(t *testing.T) {
+				// Long enough for a TLS handshake under load: the
+				// timeout must strike while the request hangs.
 				c := mustChecker(t, config.HealthCheck{Type: typ, Path: "/hang"})
-				res := check(t, c, addr, 200*time.Millisecond)
+				res := check(t, c, addr, time.Second)
 				h.host(t)
-				if res.OK || res.Reason != "timeout after 200ms" {
-					t.Fatalf("result %+v, want failure %q", res, "timeout after 200ms")
+				if res.OK || res.Reason != "timeout after 1s" {
+					t.Fatalf("result %+v, want failure %q", res, "timeout after 1s")
 				}
 			})
 			t.Run("refused", func(t *testing.T) {

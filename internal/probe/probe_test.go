@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +39,53 @@ func startCPWith(t *testing.T, ip, pki string) (*fakecp.Client, netip.AddrPort, 
 	return fakecp.NewClient(sock), h[0], l[0]
 }
 
+// timeline records the end times of a run's successful attempts, through
+// Options.Succeeded, so a test can work out the run's gaps itself.
+type timeline struct {
+	mu    sync.Mutex
+	at    []time.Time
+	added chan time.Time // every success, for a test that waits for one
+}
+
+func newTimeline() *timeline { return &timeline{added: make(chan time.Time, 1000)} }
+
+func (l *timeline) succeeded(at time.Time) {
+	l.mu.Lock()
+	l.at = append(l.at, at)
+	l.mu.Unlock()
+	select {
+	case l.added <- at:
+	default: // nobody is waiting for this many
+	}
+}
+
+// checkGap fails t unless r's longest gap is the longest stretch without a
+// success on the timeline, counted from the run's start to its end, and
+// returns the stretch (start, end) that holds the first failure, if any.
+func (l *timeline) checkGap(t *testing.T, r Report) (from, to time.Time) {
+	t.Helper()
+	l.mu.Lock()
+	edges := append(append([]time.Time{r.Start}, l.at...), r.End)
+	l.mu.Unlock()
+	if len(edges)-2 != r.Successes {
+		t.Fatalf("report %v: %d successes, the callback saw %d", r, r.Successes, len(edges)-2)
+	}
+	var longest time.Duration
+	var longestFrom time.Time
+	for i := 1; i < len(edges); i++ {
+		if d := edges[i].Sub(edges[i-1]); d > longest {
+			longest, longestFrom = d, edges[i-1]
+		}
+		if !r.FirstFailure.IsZero() && edges[i-1].Before(r.FirstFailure) && !edges[i].Before(r.FirstFailure) {
+			from, to = edges[i-1], edges[i]
+		}
+	}
+	if r.LongestGap != longest || !r.GapStart.Equal(longestFrom) {
+		t.Errorf("longest gap %s from %s; the successes say %s from %s", r.LongestGap, r.GapStart, longest, longestFrom)
+	}
+	return from, to
+}
+
 func TestHealthyTargetNamesResponder(t *testing.T) {
 	_, api, talos := startCP(t, "127.0.0.31")
 	for _, tc := range []struct {
@@ -46,18 +94,26 @@ func TestHealthyTargetNamesResponder(t *testing.T) {
 		named  bool
 	}{{ModeHTTPS, api, true}, {ModeTLS, talos, true}, {ModeTCP, api, false}} {
 		t.Run(tc.mode, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			// Five attempts, each with time to spare: a loaded machine
+			// makes them slow, not failed.
+			const want = 5
+			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, ResponderHeader: fakecp.NameHeader})
-			if r.Attempts < 5 || r.Failures != 0 || r.Successes != r.Attempts {
-				t.Fatalf("report %v: want >= 5 attempts and no failures", r)
+			l, seen := newTimeline(), 0
+			r := Run(ctx, Options{Target: tc.target, Mode: tc.mode, ResponderHeader: fakecp.NameHeader, Timeout: 5 * time.Second,
+				Succeeded: func(at time.Time) {
+					l.succeeded(at)
+					if seen++; seen == want {
+						cancel()
+					}
+				}})
+			if r.Attempts != want || r.Failures != 0 || r.Successes != r.Attempts {
+				t.Fatalf("report %v: want %d attempts and no failures", r, want)
 			}
 			if tc.named && r.Responders["cp7"] != r.Successes {
 				t.Errorf("responders %v, want cp7 for all %d successes", r.Responders, r.Successes)
 			}
-			if r.LongestGap > 200*time.Millisecond {
-				t.Errorf("longest gap %s on a healthy target", r.LongestGap)
-			}
+			l.checkGap(t, r)
 		})
 	}
 }
@@ -75,49 +131,87 @@ func TestDeadTargetGapIsWholeRun(t *testing.T) {
 	if r.Successes != 0 || r.Failures == 0 || r.Errors["refused"] != r.Failures {
 		t.Fatalf("report %v: want only refused failures", r)
 	}
-	if r.LongestGap < 190*time.Millisecond || r.FirstFailure.IsZero() || r.LastFailure.Before(r.FirstFailure) {
-		t.Errorf("report %v: want a gap spanning the run and failure times", r)
+	if r.LongestGap != r.End.Sub(r.Start) || !r.GapStart.Equal(r.Start) || r.FirstFailure.IsZero() || r.LastFailure.Before(r.FirstFailure) {
+		t.Errorf("report %v (%s to %s, gap from %s): want a gap spanning the run and failure times", r, r.Start, r.End, r.GapStart)
 	}
 }
 
 func TestOutageIsMeasured(t *testing.T) {
 	cp, api, _ := startCP(t, "127.0.0.33")
-	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	served := func() int { // requests the server has answered, 200 or 500
+		st, err := cp.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, v := range st.API.Authenticated {
+			n += v
+		}
+		return n
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	l := newTimeline()
 	done := make(chan Report, 1)
-	go func() { done <- Run(ctx, Options{Target: api, Mode: ModeHTTPS}) }()
+	go func() {
+		done <- Run(ctx, Options{Target: api, Mode: ModeHTTPS, Timeout: 5 * time.Second, Succeeded: l.succeeded})
+	}()
 
-	// The outage is the stimulus under test, so its length is set by the clock.
-	time.Sleep(300 * time.Millisecond)
+	// The outage is the stimulus: it begins after a success, lasts until
+	// the server has answered a few requests with 500 (counting from after
+	// it began, so none answered before), and ends before a success.
+	support.Receive(t, l.added, 10*time.Second, "a success before the outage")
 	if err := cp.FailHealth(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(400 * time.Millisecond)
+	failedFrom := served()
+	support.WaitUntil(t, 10*time.Second, func() bool { return served() >= failedFrom+3 }, "requests answered during the outage")
+	healed := time.Now()
 	if err := cp.FailHealth(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
+	for at := support.Receive(t, l.added, 10*time.Second, "a success after the outage"); at.Before(healed); {
+		at = support.Receive(t, l.added, 10*time.Second, "a success after the outage")
+	}
+	cancel()
 	r := <-done
-	if r.LongestGap < 350*time.Millisecond || r.LongestGap > 800*time.Millisecond {
-		t.Errorf("longest gap %s, want about 400ms: %v", r.LongestGap, r)
+
+	if r.Failures < 2 || r.Errors["status 500"] != r.Failures || r.Successes < 2 {
+		t.Fatalf("report %v: want 500s, and only those, during the outage and successes around it", r)
 	}
-	if r.Errors["status 500"] == 0 || r.Successes == 0 {
-		t.Errorf("report %v: want 500s during the outage and successes around it", r)
+	// The failures lie in one stretch without a success, which ends only
+	// after the outage did and is no longer than the longest gap.
+	from, to := l.checkGap(t, r)
+	if r.LastFailure.After(to) || to.Before(healed) {
+		t.Errorf("failures from %s to %s, healed at %s: want them all in the stretch %s to %s, ending after the heal",
+			r.FirstFailure, r.LastFailure, healed, from, to)
 	}
-	if r.GapStart.Before(r.Start) || r.FirstFailure.Before(r.GapStart) {
-		t.Errorf("gap start %s, first failure %s: the gap should begin at the last success before the first failure", r.GapStart, r.FirstFailure)
+	if to.Sub(from) > r.LongestGap {
+		t.Errorf("longest gap %s shorter than the outage's %s", r.LongestGap, to.Sub(from))
 	}
 }
 
+// Attempts do not overlap: each against a server that never answers costs
+// a whole timeout before the next begins.
 func TestBlackholeCostsTimeoutPerAttempt(t *testing.T) {
 	cp, api, _ := startCP(t, "127.0.0.34")
 	if err := cp.SetState(context.Background(), fakecp.Blackhole); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 350*time.Millisecond)
+	const timeout = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 6*timeout)
 	defer cancel()
-	r := Run(ctx, Options{Target: api, Mode: ModeTLS, Timeout: 100 * time.Millisecond})
-	if r.Successes != 0 || r.Errors["timeout"] < 2 || r.Attempts > 4 {
-		t.Fatalf("report %v: want 2-4 attempts that all time out (attempts do not overlap)", r)
+	r := Run(ctx, Options{Target: api, Mode: ModeTLS, Timeout: timeout})
+	if r.Successes != 0 || r.Attempts < 2 || r.Errors["timeout"] != r.Attempts {
+		t.Fatalf("report %v: want at least two attempts that all time out", r)
+	}
+	if most := int(r.End.Sub(r.Start)/timeout) + 1; r.Attempts > most {
+		t.Errorf("report %v: %d attempts in %s, at most %d fit without overlap", r, r.Attempts, r.End.Sub(r.Start), most)
+	}
+	for i := 1; i < len(r.Failed); i++ {
+		if d := r.Failed[i].At.Sub(r.Failed[i-1].At); d < timeout {
+			t.Errorf("attempts %d and %d ended %s apart, less than the %s timeout", i-1, i, d, timeout)
+		}
 	}
 }
 

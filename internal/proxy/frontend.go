@@ -251,9 +251,10 @@ var errHandOver = errors.New("listener handed over")
 
 // HandOver stops accepting and returns the listener, still open and with
 // its queued connections, for a frontend that replaces this one on the
-// same address: no moment without a listener, no re-bind. This frontend
-// then drains its sessions as on stop, and its Run returns nil. It fails
-// if the frontend is not serving.
+// same address: no moment without a listener, no re-bind. Once it has
+// returned, this frontend no longer counts as listening (Closed is closed,
+// ListenErr says so); it drains its sessions as on stop, and its Run
+// returns nil. It fails if the frontend is not serving.
 func (f *Frontend) HandOver() (net.Listener, error) {
 	f.mu.Lock()
 	stop := f.stopAccept
@@ -262,17 +263,15 @@ func (f *Frontend) HandOver() (net.Listener, error) {
 		return nil, fmt.Errorf("hand over the listener of frontend %s: not serving", f.name)
 	}
 	stop(errHandOver)
+	// The accept loop puts the listener on handed (buffered) before it
+	// closes f.closed; waiting for the latter means this frontend no
+	// longer counts as listening (ListenErr, status) once HandOver returns.
+	<-f.closed
 	select {
 	case ln := <-f.handed:
 		return ln, nil
-	case <-f.closed:
-		// Closed for another reason first; a listener sent just before
-		// still counts.
-		select {
-		case ln := <-f.handed:
-			return ln, nil
-		default:
-		}
+	default:
+		// Closed for another reason first.
 		return nil, fmt.Errorf("hand over the listener of frontend %s: it stopped listening", f.name)
 	}
 }

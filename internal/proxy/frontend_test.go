@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"halb/internal/config"
@@ -108,29 +109,29 @@ func (l *failingListener) Close() error {
 
 func (l *failingListener) Addr() net.Addr { return &net.TCPAddr{} }
 
+// The accept loop backs off on EMFILE instead of spinning. The back-off
+// runs on timers, so the bubble's clock makes the count exact: calls at 0,
+// 5, 15, 35, 75 and 155 ms, the next not before 315 ms.
 func TestAcceptErrorsBackOff(t *testing.T) {
-	f := NewFrontend(config.Frontend{Name: "fe"}, newPool(config.RoundRobin), Options{Timeouts: testTimeouts()}, slog.New(slog.DiscardHandler))
-	ln := &failingListener{closed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.serve(ctx, ctx, ln, func() {}) }()
-	time.Sleep(300 * time.Millisecond) // the window in which calls are counted
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
+	synctest.Test(t, func(t *testing.T) {
+		f := NewFrontend(config.Frontend{Name: "fe"}, newPool(config.RoundRobin), Options{Timeouts: testTimeouts()}, slog.New(slog.DiscardHandler))
+		ln := &failingListener{closed: make(chan struct{})}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- f.serve(ctx, ctx, ln, func() {}) }()
+		time.Sleep(300 * time.Millisecond) // the window in which calls are counted
+		synctest.Wait()
+		ln.mu.Lock()
+		calls := ln.calls
+		ln.mu.Unlock()
+		cancel()
+		if err := <-done; err != nil {
 			t.Fatalf("serve: %v", err)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not stop during back-off")
-	}
-	ln.mu.Lock()
-	calls := ln.calls
-	ln.mu.Unlock()
-	// 5, 10, 20, 40, 80, 160 ms: about 7 calls in 300ms; a spinning loop makes thousands.
-	if calls < 3 || calls > 12 {
-		t.Fatalf("%d accept calls in 300ms of EMFILE, want a bounded back-off (3-12)", calls)
-	}
+		if calls != 6 {
+			t.Fatalf("%d accept calls in 300ms of EMFILE, want 6 (back-off 5, 10, 20, 40, 80, 160 ms)", calls)
+		}
+	})
 }
 
 func TestLimiter(t *testing.T) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"halb/internal/config"
+	"halb/test/support"
 )
 
 // A frontend replacing another on the same address takes its listener:
@@ -62,6 +64,60 @@ func TestHandOverKeepsTheSocket(t *testing.T) {
 	if old.ListenErr() == nil {
 		t.Fatal("the old frontend says it still listens")
 	}
+}
+
+// Once HandOver has returned, the frontend no longer counts as listening:
+// status read right after a hand-over must not report a listener the
+// frontend gave away. The accept loop used to hand the listener over
+// before it marked itself closed; a log handler that holds it right after
+// the hand-over (until the test looked, or 200 ms) makes that order show
+// every time.
+func TestHandedOverFrontendIsNotListening(t *testing.T) {
+	b0 := startBackend(t, "s0", "127.0.0.11", modeEcho)
+	looked := make(chan struct{})
+	log := slog.New(holdingHandler{msg: "listener handed over", until: looked, atMost: 200 * time.Millisecond})
+	fe := NewFrontend(config.Frontend{Name: "fe", Bind: netip.MustParseAddrPort("127.0.0.1:0")}, newPool(config.RoundRobin, b0.server()),
+		Options{Timeouts: testTimeouts()}, log)
+	run := support.Go(t, fe.Run)
+	run.AwaitReady(t, fe.Ready(), 5*time.Second)
+	ln, err := fe.HandOver()
+	listenErr := fe.ListenErr()
+	close(looked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ln.Close()
+	if listenErr == nil {
+		t.Fatal("ListenErr is nil right after HandOver returned")
+	}
+	select {
+	case <-fe.Closed():
+	default:
+		t.Fatal("Closed is still open right after HandOver returned")
+	}
+}
+
+// holdingHandler discards records, but holds the goroutine logging msg
+// until until is closed or atMost has passed.
+type holdingHandler struct {
+	msg    string
+	until  <-chan struct{}
+	atMost time.Duration
+}
+
+func (h holdingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h holdingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h holdingHandler) WithGroup(string) slog.Handler            { return h }
+func (h holdingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		t := time.NewTimer(h.atMost)
+		defer t.Stop()
+		select {
+		case <-h.until:
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 // Backend and maxconn change in place: open sessions stay, new ones get

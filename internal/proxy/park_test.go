@@ -40,15 +40,29 @@ func TestColdSessionsParkAndResume(t *testing.T) {
 	waitParked(t, fe, 2*(sessions-1))
 }
 
+// parksSoFar is how many times the frontend's directions have parked.
+func parksSoFar(fe *testFrontend) uint64 {
+	fe.parker.mu.Lock()
+	defer fe.parker.mu.Unlock()
+	return fe.parker.next
+}
+
+// Bytes that resume a parked direction count as activity: a session whose
+// every exchange finds it parked outlives its idle timeouts many times.
 func TestActivityAcrossParking(t *testing.T) {
 	tm := testTimeouts()
-	tm.ClientIdle = 300 * time.Millisecond
-	tm.ServerIdle = 300 * time.Millisecond
+	tm.ClientIdle = 600 * time.Millisecond
+	tm.ServerIdle = 600 * time.Millisecond
 	fe, c := coldSession(t, tm)
-	end := time.Now().Add(1200 * time.Millisecond)
-	for i := 0; time.Now().Before(end) && i < 100; i++ {
+	waitParked(t, fe, 2)
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*tm.ClientIdle && i < 500; i++ {
+		before := parksSoFar(fe)
 		c.echo(t, "tick")
-		time.Sleep(75 * time.Millisecond) // think time: longer than coldAfter, shorter than the idle timeout
+		// Both directions woke for the echo; the next one waits until
+		// both have parked again.
+		support.WaitUntil(t, 5*time.Second, func() bool { return parksSoFar(fe) >= before+2 && fe.parker.count() == 2 },
+			"both directions parked again after an echo")
 	}
 	_ = c.Close()
 	fe.log.waitEnd(t, "client closed")

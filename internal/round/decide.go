@@ -289,7 +289,7 @@ func act(in Inputs, v view, vip VIP, owner string, ownerHolds bool, mem *Memory,
 		return Keep, "not claiming yet: the state of peer " + v.unsettled + " is not known"
 	case owner == in.Self:
 		return Claim, fmt.Sprintf("elected (priority %d, policy %s)", in.Config.Priority, v.opts.Policy)
-	case !vip.Held:
+	case !vip.Held && !vip.Claiming:
 		return Release, "not elected"
 	case v.standDown != "":
 		return Release, v.standDown

@@ -70,6 +70,17 @@ func TestClaimRelease(t *testing.T) {
 		{"not elected and not held releases (cancels a pending claim)", func(in *Inputs, mem *Memory) {
 			in.Local.Maintenance = true
 		}, "b", Release, "not elected"},
+		// Released mid-claim, the address would go on and off at once
+		// with nobody else holding it: a stop right after a claim.
+		{"not elected while claiming keeps until the new owner holds", func(in *Inputs, mem *Memory) {
+			in.Local.Leaving = true
+			in.VIPs[0].Claiming = true
+		}, "b", Keep, "make before break: waiting for b to hold it"},
+		{"not elected while claiming lets go once the new owner holds", func(in *Inputs, mem *Memory) {
+			in.Local.Leaving = true
+			in.VIPs[0].Claiming = true
+			in.Members[1].State.Holds = []string{vipA}
+		}, "b", Release, "handed over to b"},
 		{"a peer whose state is unknown holds back a claim", func(in *Inputs, mem *Memory) {
 			in.Members[1].StateErr, in.Members[1].Since = true, t0.Add(-time.Second)
 		}, "a", Keep, "not claiming yet: the state of peer b is not known"},

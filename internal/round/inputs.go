@@ -88,4 +88,8 @@ type VIP struct {
 	Addr      string // e.g. "192.168.66.160"
 	Held      bool
 	HeldSince time.Time // when Held last changed
+	// Claiming: the announcer was told to claim and does not hold the
+	// VIP yet. Its claim may be adding the address this very moment, so
+	// letting go waits for the new owner as for a held VIP.
+	Claiming bool
 }
