@@ -51,7 +51,7 @@ func TestForwardKeepsOldConnectionOnReusedClientPort(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = ln.Close() })
-		go echo(ln)
+		support.Serve(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	}
 
 	old := dialFrom(t, cl, "10.77.0.160:50000")
@@ -98,19 +98,6 @@ func dialFrom(t *testing.T, ns, addr string) net.Conn {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
-}
-
-func echo(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer func() { _ = c.Close() }()
-			_, _ = io.Copy(c, c)
-		}()
-	}
 }
 
 func roundTrip(t *testing.T, c net.Conn, what string) {

@@ -10,6 +10,7 @@ import (
 
 	"halb/internal/config"
 	"halb/test/loadgen"
+	"halb/test/support"
 )
 
 // sinkServer accepts connections, reads them to EOF and answers with one
@@ -21,19 +22,10 @@ func sinkServer(b *testing.B) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_, _ = io.Copy(io.Discard, c)
-				_, _ = c.Write([]byte{1})
-			}()
-		}
-	}()
+	support.Serve(ln, func(c net.Conn) {
+		_, _ = io.Copy(io.Discard, c)
+		_, _ = c.Write([]byte{1})
+	})
 	return ln.Addr().String()
 }
 

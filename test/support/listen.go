@@ -40,3 +40,20 @@ func RefusedAddr(t testing.TB, ip string) netip.AddrPort {
 	_ = ln.Close()
 	return ap
 }
+
+// Serve accepts on ln until it is closed and runs handle for each
+// connection on its own goroutine, closing the connection afterwards.
+func Serve(ln net.Listener, handle func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer func() { _ = c.Close() }()
+				handle(c)
+			}()
+		}
+	}()
+}
