@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"halb/test/netnsrun"
 	"halb/test/support"
 )
 
@@ -46,7 +47,7 @@ func TestForwardKeepsOldConnectionOnReusedClientPort(t *testing.T) {
 	}
 	ctx := t.Context()
 	for _, port := range []string{"50000", "6443"} {
-		ln, err := support.InNS(nh, func() (net.Listener, error) { return net.Listen("tcp", "10.77.0.160:"+port) })
+		ln, err := netnsrun.Do(nh, func() (net.Listener, error) { return net.Listen("tcp", "10.77.0.160:"+port) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +93,7 @@ func dialFrom(t *testing.T, ns, addr string) net.Conn {
 			}
 			return serr
 		}}
-	c, err := support.InNS(ns, func() (net.Conn, error) { return d.Dial("tcp", addr) })
+	c, err := netnsrun.Do(ns, func() (net.Conn, error) { return d.Dial("tcp", addr) })
 	if err != nil {
 		t.Fatalf("dial %s from port 40000: %v", addr, err)
 	}

@@ -149,7 +149,7 @@ func Probe(ctx context.Context, c Checker, addr netip.AddrPort, timeout time.Dur
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
-		if late := res.Latency - timeout; strings.HasPrefix(strings.TrimPrefix(res.Reason, "tls handshake: "), "timeout after ") && late > stallSlack(timeout) {
+		if late := res.Latency - timeout; strings.Contains(res.Reason, "timeout after ") && late > stallSlack(timeout) {
 			res.Inconclusive, res.Stalled = true, true
 			res.Reason += fmt.Sprintf(" (noticed %s late: this node was stalled, not the server)", late.Round(time.Millisecond))
 		}

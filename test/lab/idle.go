@@ -9,14 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"halb/test/netnsrun"
 )
 
 // IdlePort is the port of the lab's idle frontend (Options.IdleFrontend):
@@ -129,34 +129,11 @@ func (s *idleServers) close() {
 // parent-death signal follows the thread, not the process.)
 func (l *Lab) inNS(host string, f func() error) error {
 	errc := make(chan error, 1)
-	go func() { errc <- l.switchNS(host, f) }()
+	go func() {
+		_, err := netnsrun.Do(l.NS(host), func() (struct{}, error) { return struct{}{}, f() })
+		errc <- err
+	}()
 	return <-errc
-}
-
-// switchNS is inNS on the calling goroutine, which must end afterwards.
-func (l *Lab) switchNS(host string, f func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get own namespace: %w", err)
-	}
-	defer func() { _ = orig.Close() }()
-	target, err := netns.GetFromName(l.NS(host))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open namespace of %s: %w", host, err)
-	}
-	defer func() { _ = target.Close() }()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter namespace of %s: %w", host, err)
-	}
-	err = f()
-	if netns.Set(orig) == nil {
-		runtime.UnlockOSThread()
-	}
-	return err
 }
 
 // IdleConns is a set of idle plain TCP connections from the client

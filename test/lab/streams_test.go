@@ -83,30 +83,17 @@ func TestStreamsCutWhenTheConnectionBreaks(t *testing.T) {
 	o := streamsOptions(s, dir)
 	// A relay in front of the fake that cuts every connection after 300 ms.
 	relay := func(target netip.AddrPort) netip.AddrPort {
-		ln, err := net.Listen("tcp", "127.0.0.72:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer func() { _ = c.Close() }()
-					u, err := net.Dial("tcp", target.String())
-					if err != nil {
-						return
-					}
-					defer func() { _ = u.Close() }()
-					go func() { _, _ = copyUntil(u, c) }()
-					go func() { _, _ = copyUntil(c, u) }()
-					time.Sleep(300 * time.Millisecond) // the cut under test, not synchronisation
-				}()
+		ln := support.Listen(t, "127.0.0.72:0")
+		support.Serve(ln, func(c net.Conn) {
+			u, err := net.Dial("tcp", target.String())
+			if err != nil {
+				return
 			}
-		}()
+			defer func() { _ = u.Close() }()
+			go func() { _, _ = copyUntil(u, c) }()
+			go func() { _, _ = copyUntil(c, u) }()
+			time.Sleep(300 * time.Millisecond) // the cut under test, not synchronisation
+		})
 		return netip.MustParseAddrPort(ln.Addr().String())
 	}
 	o.API, o.Talos = relay(o.API), relay(o.Talos)

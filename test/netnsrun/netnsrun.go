@@ -1,4 +1,7 @@
-package support
+// Package netnsrun runs a function on an OS thread switched into a
+// network namespace and back, for the labs and tests that make sockets
+// in namespaces they built. Test tooling; never linked into halb.
+package netnsrun
 
 import (
 	"fmt"
@@ -7,12 +10,12 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// InNS runs f on a thread switched into the named network namespace and
+// Do runs f on a thread switched into the named network namespace and
 // switches it back; sockets f makes stay in that namespace, so the caller
 // can use them from anywhere. A thread that cannot switch back stays
 // locked, and the runtime discards it instead of reusing it in the wrong
 // namespace.
-func InNS[T any](ns string, f func() (T, error)) (T, error) {
+func Do[T any](ns string, f func() (T, error)) (T, error) {
 	var zero T
 	runtime.LockOSThread()
 	orig, err := netns.Get()
