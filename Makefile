@@ -39,7 +39,7 @@ unit:
 
 integration: build
 	HALB_BIN=$(abspath $(BIN)/halb) HALB_LAB_BIN=$(abspath $(BIN)/halb-lab) \
-		$(GO) test -tags integration -count=1 -timeout 20m -v ./integration/... 2>&1 | tee $(BIN)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|halb_test' ; \
+		$(GO) test -tags integration -count=1 -timeout 20m -v ./integration/... 2>&1 | tee $(BIN)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|halb_test|^ +[a-z_]+_test\.go:[0-9]+:' | cut -c1-400 ; \
 		exit $${PIPESTATUS[0]}
 
 lint: $(GOLANGCI)
