@@ -5,29 +5,53 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"halb/test/netnsrun"
 )
 
-// Dial opens a TCP connection from inside host's namespace. The socket is
-// made on a thread switched into that namespace and stays there, so the
-// caller (in the root namespace) can use it like any other connection.
+// Dial opens a TCP connection from inside host's namespace to addr (an
+// IP address and port). The socket is made in that namespace and stays
+// there, so the caller (in the root namespace) can use it like any other
+// connection; the dial costs what a plain one does (netnsrun.Dialer), so
+// a burst of reconnections measures the system under test, not the lab.
 func (l *Lab) Dial(ctx context.Context, host, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := l.inNS(host, func() error {
-		var d net.Dialer
-		var err error
-		c, err = d.DialContext(ctx, "tcp", addr)
-		return err
-	})
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s from %s: %w", addr, host, err)
 	}
-	return c, nil
+	d, err := l.dialer(host)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s from %s: %w", addr, host, err)
+	}
+	return d.DialContext(ctx, ap)
+}
+
+// dialer returns host's Dialer, opened on first use and closed by Close.
+func (l *Lab) dialer(host string) (*netnsrun.Dialer, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("lab closed")
+	}
+	if d, ok := l.dialers[host]; ok {
+		return d, nil
+	}
+	d, err := netnsrun.NewDialer(l.NS(host))
+	if err != nil {
+		return nil, err
+	}
+	if l.dialers == nil {
+		l.dialers = map[string]*netnsrun.Dialer{}
+	}
+	l.dialers[host] = d
+	return d, nil
 }
 
 // Netem adds loss (percent) and delay to host's link, in both directions:

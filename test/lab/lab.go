@@ -19,6 +19,7 @@ import (
 
 	"halb/internal/probe"
 	"halb/test/fakecp"
+	"halb/test/netnsrun"
 )
 
 // Lab addresses: the seed topology, inside the lab's own namespaces only.
@@ -110,6 +111,8 @@ type Lab struct {
 
 	idle      *idleServers // with Options.IdleFrontend
 	idleAddrs int          // client addresses HoldIdle added
+
+	dialers map[string]*netnsrun.Dialer // by host, for Dial
 }
 
 // New returns a lab; it touches nothing until Up.
@@ -317,6 +320,9 @@ func (l *Lab) Close() error {
 		return nil
 	}
 	l.closed = true
+	for _, d := range l.dialers {
+		_ = d.Close()
+	}
 	procs := make([]*proc, 0, len(l.procs))
 	graces := make([]time.Duration, 0, len(l.procs))
 	lbs := l.LBNames()
