@@ -57,6 +57,9 @@ func openRaw(ifname string, ipv6 bool) (TickleWriter, error) { return tickle.Ope
 // context ends; tickle.Capture is the real one.
 type answerCounter interface {
 	Count(ctx context.Context) (tickle.Answers, error)
+	// Settled says, while Count runs, which connections need no
+	// repeat (tickle.Tally.Settled).
+	Settled(t tickle.Target, last bool) bool
 }
 
 // answerListener opens an answerCounter on the VIP's interface before the
@@ -410,10 +413,12 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 	counted := make(chan tickle.Answers, 1)
 	cctx, stopCount := context.WithCancel(ctx)
 	defer stopCount()
+	var settled tickle.Settled // without a count every round repeats all
 	if c, err := t.listen(job.ifname, job.vip, job.targets); err != nil {
 		log.Warn("cannot count the answers to the tickles", "err", err)
 		close(counted)
 	} else {
+		settled = c.Settled
 		go func() {
 			a, err := c.Count(cctx)
 			if err != nil {
@@ -424,7 +429,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 		}()
 	}
 	start := time.Now()
-	res, err := s.Send(ctx, job.targets)
+	res, err := s.SendSkipping(ctx, job.targets, settled)
 	took := time.Since(start)
 	if err == nil {
 		select {
@@ -440,7 +445,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 	} else {
 		attrs = append(attrs, "acknowledged", "unknown")
 	}
-	attrs = append(attrs, "sent", res.Sent, "failed", res.Failed, "took", took.Round(time.Millisecond))
+	attrs = append(attrs, "sent", res.Sent, "repeats_skipped", res.Skipped, "failed", res.Failed, "took", took.Round(time.Millisecond))
 	if answers.Dropped > 0 {
 		attrs = append(attrs, "answers_dropped", answers.Dropped)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/net/bpf"
 )
@@ -36,9 +37,11 @@ const (
 // Tally counts the answers to one takeover's tickles. Each connection
 // counts once: as acknowledged if any pure ACK came from it (the reset
 // that ends it makes the client answer later rounds with resets), else
-// as closed if a reset did. It is not safe for concurrent use.
+// as closed if a reset did. The capture feeds it while the Sender asks
+// it which connections need no repeat, so it is safe for concurrent use.
 type Tally struct {
 	vip  netip.Addr
+	mu   sync.Mutex
 	seen map[Target]answerKind
 }
 
@@ -67,14 +70,31 @@ func (t *Tally) Observe(pkt []byte) {
 	if !ok || tg.VIP.Addr() != t.vip {
 		return
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	old, tickled := t.seen[tg]
 	if tickled && kind > old {
 		t.seen[tg] = kind
 	}
 }
 
+// Settled reports whether tg needs no further tickle: its client answered
+// with a reset (it has no socket left for the connection), or with an
+// ACK, which this node's kernel answered with the reset that ends the
+// connection, unless last is set. The last round still repeats those in
+// case that reset was lost. Skipping them keeps the repeats, which fall
+// into the clients' reconnection storm, down to the few that need them.
+func (t *Tally) Settled(tg Target, last bool) bool {
+	t.mu.Lock()
+	k := t.seen[normal(tg)]
+	t.mu.Unlock()
+	return k == answerReset || (k == answerAck && !last)
+}
+
 // Answers returns the counts so far.
 func (t *Tally) Answers() Answers {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	var a Answers
 	for _, k := range t.seen {
 		switch k {

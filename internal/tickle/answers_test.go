@@ -175,3 +175,33 @@ func FuzzParseAnswer(f *testing.F) {
 		}
 	})
 }
+
+// A connection is settled for the repeats once its client answered: for
+// good after a reset (no socket left), and for all but the last round
+// after an ACK (the last covers a lost reset). Silence, data and packets
+// of other connections settle nothing.
+func TestTallySettled(t *testing.T) {
+	c := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(client4.Addr(), port) }
+	targets := []Target{{VIP: vip4, Client: c(1)}, {VIP: vip4, Client: c(2)}, {VIP: vip4, Client: c(3)}, {VIP: vip4, Client: c(4)}}
+	ta := NewTally(vip4.Addr(), targets)
+	for _, s := range []segment{
+		{from: c(1), to: vip4, ack: true},
+		{from: c(2), to: vip4, rst: true},
+		{from: c(3), to: vip4, ack: true, payload: []byte("data")},
+		{from: c(9), to: vip4, rst: true},
+	} {
+		ta.Observe(s.bytes(t))
+	}
+	for _, tt := range []struct {
+		port             uint16
+		midRound, lastRd bool
+	}{{1, true, false}, {2, true, true}, {3, false, false}, {4, false, false}, {9, false, false}} {
+		tg := Target{VIP: vip4, Client: c(tt.port)}
+		if got := ta.Settled(tg, false); got != tt.midRound {
+			t.Errorf("client port %d settled before the last round: %v, want %v", tt.port, got, tt.midRound)
+		}
+		if got := ta.Settled(tg, true); got != tt.lastRd {
+			t.Errorf("client port %d settled in the last round: %v, want %v", tt.port, got, tt.lastRd)
+		}
+	}
+}

@@ -127,6 +127,10 @@ func (c *Capture) Count(ctx context.Context) (Answers, error) {
 	return c.answers(), nil
 }
 
+// Settled reports whether tg needs no further tickle (Tally.Settled); it
+// may be called while Count runs, and is what Sender.SendSkipping wants.
+func (c *Capture) Settled(tg Target, last bool) bool { return c.tally.Settled(tg, last) }
+
 // answers is the tally with the kernel's drop count.
 func (c *Capture) answers() Answers {
 	a := c.tally.Answers()

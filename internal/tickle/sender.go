@@ -96,8 +96,9 @@ type Result struct {
 	// Targets is how many connections were asked for, Built how many of
 	// them had a valid packet.
 	Targets, Built int
-	// Sent and Failed count packet writes over all rounds.
-	Sent, Failed int
+	// Sent and Failed count packet writes over all rounds; Skipped the
+	// repeats left out because the target had settled.
+	Sent, Failed, Skipped int
 	// FirstErr is the first build or write error, for the log.
 	FirstErr error
 }
@@ -113,8 +114,20 @@ const batchEvery = time.Millisecond
 // the error, when the socket refuses for lack of permission, since then
 // every write would fail.
 func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
+	return s.SendSkipping(ctx, targets, nil)
+}
+
+// Settled tells whether a target needs no further tickle; last is set
+// for the last round. Capture.Settled is the real one.
+type Settled func(t Target, last bool) bool
+
+// SendSkipping is Send leaving out of every round after the first the
+// targets settled reports done (nil: none). Pacing counts only the
+// packets written, so a round of few repeats is over quickly.
+func (s *Sender) SendSkipping(ctx context.Context, targets []Target, settled Settled) (Result, error) {
 	res := Result{Targets: len(targets)}
 	type out struct {
+		t   Target
 		pkt []byte
 		dst netip.Addr
 	}
@@ -127,7 +140,7 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 			}
 			continue
 		}
-		pkts = append(pkts, out{pkt: p, dst: t.Client.Addr().Unmap()})
+		pkts = append(pkts, out{t: t, pkt: p, dst: t.Client.Addr().Unmap()})
 	}
 	res.Built = len(pkts)
 	if len(pkts) == 0 {
@@ -135,16 +148,23 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 	}
 	gap := s.gap(len(pkts))
 	start := time.Now()
-	for _, offset := range s.rounds {
+	for r, offset := range s.rounds {
 		if err := sleepUntil(ctx, start.Add(offset)); err != nil {
 			return res, err
 		}
+		last := r == len(s.rounds)-1
 		// Each round is paced from its own start: a round that begins
 		// late must not burst to catch up with the previous one.
 		roundStart := time.Now()
-		for i, p := range pkts {
+		i := 0 // packets written this round
+		for _, p := range pkts {
+			if r > 0 && settled != nil && settled(p.t, last) {
+				res.Skipped++
+				continue
+			}
 			// Never ahead of rate×elapsed; wake once per batch.
 			due := roundStart.Add(time.Duration(float64(i) * gap))
+			i++
 			if time.Until(due) > batchEvery {
 				if err := sleepUntil(ctx, due); err != nil {
 					return res, err

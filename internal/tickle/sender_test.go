@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -214,4 +215,58 @@ func TestNewSenderRejects(t *testing.T) {
 			t.Errorf("NewSender(%+v) accepted", o)
 		}
 	}
+}
+
+// Repeats leave out the targets settled reports done, the first round
+// never does, and a thinned round is paced from its own start over the
+// packets it writes, so it ends early instead of keeping the old gaps.
+func TestSendSkipsSettledRepeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n, rate = 1000, 10_000
+		rec := &recorder{start: time.Now()}
+		s, err := NewSender(rec, Options{Rate: rate, Rounds: []time.Duration{0, 200 * time.Millisecond, 600 * time.Millisecond}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := targets(n)
+		settled := func(tg Target, last bool) bool {
+			i := int(tg.Client.Addr().As4()[2])<<8 | int(tg.Client.Addr().As4()[3])
+			switch i % 4 {
+			case 0: // answered with a reset
+				return true
+			case 1: // answered with an ACK
+				return !last
+			}
+			return false
+		}
+		res, err := s.SendSkipping(t.Context(), ts, settled)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Round 1: n; round 2: half (i%4 == 2, 3); round 3: three quarters.
+		wantSent := n + n/2 + 3*n/4
+		if res.Sent != wantSent || res.Skipped != 3*n-wantSent {
+			t.Fatalf("result %+v, want %d sent and %d skipped", res, wantSent, 3*n-wantSent)
+		}
+		if !slices.Equal(rec.dst[:n], addrs(ts)) {
+			t.Fatal("the first round did not tickle every target in order")
+		}
+		// Round 2 starts at 200 ms and, at the rate, writes its n/2
+		// packets in n/2/rate = 50 ms.
+		r2 := rec.at[n : n+n/2]
+		if r2[0] != 200*time.Millisecond || r2[len(r2)-1] > 251*time.Millisecond {
+			t.Errorf("round 2 wrote from %v to %v, want from 200ms to at most 251ms", r2[0], r2[len(r2)-1])
+		}
+		if rec.at[n+n/2] != 600*time.Millisecond {
+			t.Errorf("round 3 started at %v, want 600ms", rec.at[n+n/2])
+		}
+	})
+}
+
+func addrs(ts []Target) []netip.Addr {
+	out := make([]netip.Addr, len(ts))
+	for i, t := range ts {
+		out[i] = t.Client.Addr()
+	}
+	return out
 }

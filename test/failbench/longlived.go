@@ -370,7 +370,7 @@ func tickleLine(log string) string {
 	}
 	var keep []string
 	for f := range strings.FieldsSeq(line) {
-		for _, k := range []string{"tickled=", "acknowledged=", "already_closed=", "took=", "answers_dropped="} {
+		for _, k := range []string{"tickled=", "acknowledged=", "already_closed=", "repeats_skipped=", "took=", "answers_dropped="} {
 			if strings.HasPrefix(f, k) {
 				keep = append(keep, f)
 			}
