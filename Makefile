@@ -40,7 +40,7 @@ unit:
 integration: build
 	HALB_BIN=$(abspath $(BIN)/halb) HALB_LAB_BIN=$(abspath $(BIN)/halb-lab) \
 		$(GO) test -tags integration -count=1 -timeout 20m -v ./integration/... 2>&1 | tee $(BIN)/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|outage|halb_test|^ +[a-z_]+_test\.go:[0-9]+:' | cut -c1-400 ; \
-		exit $${PIPESTATUS[0]}
+		rc=$${PIPESTATUS[0]}; [ $$rc -eq 0 ] || awk -f .ci/failed-tests.awk $(BIN)/integration.log $(BIN)/integration.log; exit $$rc
 
 lint: $(GOLANGCI)
 	$(GO) vet ./...
