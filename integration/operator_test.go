@@ -7,16 +7,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 
 	"halb/internal/admin"
 	"halb/internal/probe"
@@ -105,32 +101,6 @@ func TestStatusAgreesAndFlagsPartition(t *testing.T) {
 	}
 }
 
-// dialFromClient opens a TCP connection from inside the client namespace:
-// the socket belongs to the namespace it was created in.
-func dialFromClient(l *lab.Lab, addr string) (net.Conn, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = orig.Close() }()
-	ns, err := netns.GetFromName(l.NS("cl"))
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = ns.Close() }()
-	if err := netns.Set(ns); err != nil {
-		return nil, err
-	}
-	c, dialErr := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err := netns.Set(orig); err != nil {
-		// This thread is in the wrong namespace: never give it back.
-		runtime.Goexit()
-	}
-	return c, dialErr
-}
-
 // healthz sends one keep-alive GET /healthz and returns the responder.
 func healthz(c *tls.Conn, r *bufio.Reader) (string, error) {
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -156,7 +126,7 @@ func TestServerDrain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := dialFromClient(l, vipAPI.String())
+	raw, err := l.Dial(ctx, "cl", vipAPI.String())
 	if err != nil {
 		t.Fatal(err)
 	}
