@@ -201,7 +201,7 @@ func (p probe) fail(err error, cr *credentials) Result {
 	if hint != "" {
 		reason += ": " + hint
 	}
-	return Result{OK: false, Reason: reason, Failure: kind, Latency: elapsed, At: p.start, Inconclusive: LocalExhaustion(err)}
+	return Result{OK: false, Reason: reason, Failure: kind, Latency: elapsed, At: p.start, Inconclusive: LocalExhaustion(err), TimedOut: timedOut(err)}
 }
 
 // handshakeError marks a failure of the TLS handshake, after the TCP
@@ -210,6 +210,13 @@ type handshakeError struct{ err error }
 
 func (e *handshakeError) Error() string { return "tls handshake: " + e.err.Error() }
 func (e *handshakeError) Unwrap() error { return e.err }
+
+// timedOut reports whether err means nothing answered in time.
+func timedOut(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &te) && te.Timeout())
+}
 
 // describe turns a probe error into a short reason for operators: the
 // address is logged elsewhere, so only what went wrong is kept.
@@ -221,10 +228,8 @@ func describe(err error, timeout time.Duration) string {
 		}
 		return s
 	}
-	var te interface{ Timeout() bool }
 	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
-		errors.As(err, &te) && te.Timeout():
+	case timedOut(err):
 		return "timeout after " + timeout.String()
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"

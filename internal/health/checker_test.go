@@ -122,6 +122,9 @@ func wantFail(t *testing.T, res Result, reason string) {
 	if res.OK || !strings.Contains(res.Reason, reason) {
 		t.Fatalf("result %+v, want failure with reason containing %q", res, reason)
 	}
+	if want := strings.Contains(reason, "timeout after"); res.TimedOut != want {
+		t.Fatalf("result %+v: timed out %v, want %v", res, res.TimedOut, want)
+	}
 }
 
 func TestTCPCheck(t *testing.T) {
@@ -173,7 +176,7 @@ func TestTLSCheck(t *testing.T) {
 		// loaded machine is a few milliseconds short of the context's 300ms.
 		after, found := strings.CutPrefix(res.Reason, "tls handshake: timeout after ")
 		d, err := time.ParseDuration(after)
-		if res.OK || !found || err != nil || d < 250*time.Millisecond || d > 300*time.Millisecond {
+		if res.OK || !res.TimedOut || !found || err != nil || d < 250*time.Millisecond || d > 300*time.Millisecond {
 			t.Fatalf("result %+v, want failure %q", res, "tls handshake: timeout after 300ms")
 		}
 	})
@@ -456,7 +459,7 @@ func TestHTTPChecks(t *testing.T) {
 				c := mustChecker(t, config.HealthCheck{Type: typ, Path: "/hang"})
 				res := check(t, c, addr, time.Second)
 				h.host(t)
-				if res.OK || res.Reason != "timeout after 1s" {
+				if res.OK || !res.TimedOut || res.Reason != "timeout after 1s" {
 					t.Fatalf("result %+v, want failure %q", res, "timeout after 1s")
 				}
 			})

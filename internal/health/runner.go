@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
-	"strings"
 	"time"
 
 	"halb/internal/config"
@@ -140,16 +139,16 @@ func Probe(ctx context.Context, c Checker, addr netip.AddrPort, timeout time.Dur
 	expired := errors.Is(pctx.Err(), context.DeadlineExceeded)
 	if !res.OK {
 		switch {
-		case expired && !strings.Contains(res.Reason, "timeout"):
+		case expired && !res.TimedOut:
 			// The checker gave up because of our deadline; say so plainly:
 			// a server that does not answer in time is gone, whatever the
 			// checker made of the cut-short probe.
 			res.Reason = "timeout after " + timeout.String()
-			res.Failure = Gone
+			res.Failure, res.TimedOut = Gone, true
 		case res.Reason == "":
 			res.Reason = "check failed"
 		}
-		if late := res.Latency - timeout; strings.Contains(res.Reason, "timeout after ") && late > stallSlack(timeout) {
+		if late := res.Latency - timeout; res.TimedOut && late > stallSlack(timeout) {
 			res.Inconclusive, res.Stalled = true, true
 			res.Reason += fmt.Sprintf(" (noticed %s late: this node was stalled, not the server)", late.Round(time.Millisecond))
 		}

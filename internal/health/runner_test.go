@@ -204,7 +204,7 @@ func TestRunnerKeepsCheckerTimeoutReason(t *testing.T) {
 	hc := config.HealthCheck{Interval: time.Second, Timeout: 20 * time.Millisecond}
 	chk := health.CheckerFunc(func(ctx context.Context, _ netip.AddrPort) health.Result {
 		<-ctx.Done()
-		return health.Result{Reason: "tls handshake: timeout after 20ms"}
+		return health.Result{Reason: "tls handshake: timeout after 20ms", TimedOut: true}
 	})
 	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
 	if res := got.next(t); res.Reason != "tls handshake: timeout after 20ms" {
@@ -305,11 +305,14 @@ func TestProbeTimeoutNoticedLateIsThisNodesStall(t *testing.T) {
 		res     health.Result
 		stalled bool
 	}{
-		{"timeout on time", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 320 * time.Millisecond}, false},
-		{"timeout just within the slack", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 399 * time.Millisecond}, false},
-		{"timeout noticed 500 ms late", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 800 * time.Millisecond}, true},
-		{"handshake timeout noticed late", health.Result{Reason: "tls handshake: timeout after 300ms", Failure: health.Gone, Latency: time.Second}, true},
+		{"timeout on time", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: 320 * time.Millisecond}, false},
+		{"timeout just within the slack", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: 399 * time.Millisecond}, false},
+		{"timeout noticed 500 ms late", health.Result{Reason: "timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: 800 * time.Millisecond}, true},
+		{"handshake timeout noticed late", health.Result{Reason: "tls handshake: timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: time.Second}, true},
 		{"refused, late", health.Result{Reason: "connection refused", Failure: health.Gone, Latency: time.Second}, false},
+		// The kind decides, not the words: a reason quoting a server's
+		// own timeout is an answer that came.
+		{"an answer about a timeout, late", health.Result{Reason: `503: "upstream timeout after 300ms"`, Failure: health.Gone, Latency: time.Second}, false},
 		{"rejected credentials, late", health.Result{Reason: "401 Unauthorized", Failure: health.Rejected, Latency: time.Second}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -330,9 +333,9 @@ func TestProbeTimeoutNoticedLateIsThisNodesStall(t *testing.T) {
 	chk := health.CheckerFunc(func(context.Context, netip.AddrPort) health.Result {
 		calls++
 		if calls == 1 {
-			return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: 2 * time.Second}
+			return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: 2 * time.Second}
 		}
-		return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, Latency: timeout}
+		return health.Result{Reason: "timeout after 300ms", Failure: health.Gone, TimedOut: true, Latency: timeout}
 	})
 	startRunner(t, health.NewRunner(chk, netip.MustParseAddrPort(testAddrText), hc, got, clock, nil))
 	blockUntil(t, clock, 1)

@@ -49,6 +49,9 @@ type Result struct {
 	// mark healthy servers down.
 	Inconclusive bool
 	Stalled      bool
+	// TimedOut means nothing answered within the timeout; only such a
+	// failure, noticed late, is put down to this node's stall.
+	TimedOut bool
 }
 
 // Target receives probe results; backend servers implement it.
