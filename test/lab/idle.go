@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -78,6 +77,26 @@ func (l *Lab) startIdleServers() error {
 	return nil
 }
 
+// echoLines writes back what c sends until it closes. A small buffer and
+// plain reads and writes, not io.Copy: between two TCP conns io.Copy
+// splices through a pipe, three system calls where two do for a line,
+// and a reconnection storm's thousand one-line echoes should cost the
+// lab as little as a real server would.
+func echoLines(c net.Conn) {
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
 // accept serves ln until it is closed. Any other error (out of file
 // descriptors, an aborted handshake) passes: the server must outlive it,
 // or every later repetition through it would fail.
@@ -99,7 +118,7 @@ func (s *idleServers) accept(ln net.Listener) {
 			// Echo until the peer closes, then close too, as any server
 			// would: a connection left half-open would hold the proxy's
 			// session and a descriptor on both sides.
-			_, _ = io.Copy(c, c)
+			echoLines(c)
 			_ = c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
