@@ -187,7 +187,7 @@ func (d *Daemon) joinCluster(cfg *config.Config) error {
 	if open == nil {
 		open = openRaw
 	}
-	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv.clients, open, opts.Log)
+	d.ctl.tickles = newTickles(self.Name, cl, cfg.VIPs, ifnames, d.srv, open, opts.Log)
 	if opts.Nft != nil || opts.Link == nil {
 		d.ctl.handoffs = newHandoffs(cl, cfg.VIPs, ifnames, d.ctl.announcers, d.ctl.tickles, d.srv, opts.Log)
 		if opts.Nft != nil {

@@ -129,6 +129,7 @@ func (r *reloader) apply(old, next *config.Config, plan []frontendStep) error {
 	r.srv.mu.Lock()
 	r.srv.cfg, r.srv.self = next, self
 	r.srv.pools, r.srv.frontends = pools, fronts
+	r.srv.reloads++
 	ctx := r.srv.ctx
 	r.srv.mu.Unlock()
 	for i, f := range started {

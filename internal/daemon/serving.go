@@ -37,6 +37,8 @@ type serving struct {
 	self      config.Node // zero without a cluster
 	pools     map[string]*pool.Pool
 	frontends []*frontend
+	// reloads counts replacements of frontends, for clientsVersion.
+	reloads uint64
 	// Health checks run one goroutine per server under ctx (the proxy
 	// group's); a reload stops and starts them one by one.
 	ctx      context.Context
@@ -199,6 +201,20 @@ func (s *serving) clients(dst []proxy.ClientPair) []proxy.ClientPair {
 		dst = f.f.Clients(dst)
 	}
 	return dst
+}
+
+// clientsVersion changes whenever clients might list something else: a
+// session opened or ended, or a reload replaced the frontends. Each
+// frontend's count only grows, so within one set of frontends their sum
+// moves on every change; the reload count sets sets apart.
+func (s *serving) clientsVersion() uint64 {
+	s.mu.Lock()
+	fronts, v := s.frontends, s.reloads<<40
+	s.mu.Unlock()
+	for _, f := range fronts {
+		v += f.f.SessionsVersion()
+	}
+	return v
 }
 
 // closeClients closes every session whose client connected to addr,

@@ -77,18 +77,31 @@ type connShare interface {
 	Members() []cluster.Member
 }
 
+// sessionList lists the proxy's open sessions (serving is the real one).
+type sessionList interface {
+	clients(dst []proxy.ClientPair) []proxy.ClientPair
+	// clientsVersion changes whenever clients might list something
+	// else; read it before clients.
+	clientsVersion() uint64
+}
+
+// relistEvery bounds how long share trusts an unchanged version: a full
+// listing at least this often costs little and would mend any change a
+// version missed.
+const relistEvery = 5 * time.Second
+
 // tickles keeps this node's connection tables, its replicas of the peers'
 // and tickles on takeover. observe is called by the election loop; run
 // does the rest in its own goroutine.
 type tickles struct {
-	log     *slog.Logger
-	self    string
-	net     connShare
-	clients func(dst []proxy.ClientPair) []proxy.ClientPair // every frontend's open sessions
-	open    TickleOpener
-	listen  answerListener
-	rounds  []time.Duration // nil: tickle.DefaultRounds; tests shorten them
-	store   *conntable.Store
+	log      *slog.Logger
+	self     string
+	net      connShare
+	sessions sessionList // every frontend's open sessions
+	open     TickleOpener
+	listen   answerListener
+	rounds   []time.Duration // nil: tickle.DefaultRounds; tests shorten them
+	store    *conntable.Store
 
 	kick chan struct{} // a takeover is pending
 
@@ -111,6 +124,10 @@ type vipConns struct {
 	spread time.Duration
 	table  *conntable.Table // this node's, synced while it holds the VIP
 	sent   uint64           // the table version the peers were last sent
+	// synced is the sessions' version the table was last synced to,
+	// plus one (0: never), and syncedAt when.
+	synced   uint64
+	syncedAt time.Time
 
 	held    bool // as the election loop last saw it
 	pending bool // taken over, tickles not yet started
@@ -157,9 +174,9 @@ type TickleStatus struct {
 }
 
 func newTickles(self string, net connShare, vips []config.VIP, ifnames []string,
-	clients func([]proxy.ClientPair) []proxy.ClientPair, open TickleOpener, log *slog.Logger) *tickles {
+	sessions sessionList, open TickleOpener, log *slog.Logger) *tickles {
 	t := &tickles{
-		log: log.With("component", "tickle"), self: self, net: net, clients: clients, open: open, listen: openCapture,
+		log: log.With("component", "tickle"), self: self, net: net, sessions: sessions, open: open, listen: openCapture,
 		store: conntable.NewStore(conntable.Limits{}),
 		kick:  make(chan struct{}, 1),
 		vips:  map[netip.Addr]*vipConns{},
@@ -477,21 +494,17 @@ func (t *tickles) share() {
 			peers = append(peers, m.Name)
 		}
 	}
-	var pairs []proxy.ClientPair
-	t.mu.Lock()
-	held := false
-	for _, v := range t.vips {
-		held = held || v.held || v.handing
-	}
-	t.mu.Unlock()
+	now := time.Now()
+	ver, list, held := t.needsListing(now)
 	if !held {
 		return
 	}
-	pairs = t.clients(pairs)
-	now := time.Now()
-	byVIP := map[netip.Addr][]conntable.Conn{}
-	for _, p := range pairs {
-		byVIP[p.Local.Addr()] = append(byVIP[p.Local.Addr()], conntable.Conn{VIP: p.Local, Client: p.Client})
+	var byVIP map[netip.Addr][]conntable.Conn
+	if list {
+		byVIP = map[netip.Addr][]conntable.Conn{}
+		for _, p := range t.sessions.clients(nil) {
+			byVIP[p.Local.Addr()] = append(byVIP[p.Local.Addr()], conntable.Conn{VIP: p.Local, Client: p.Client})
+		}
 	}
 	t.mu.Lock()
 	var out [][]byte
@@ -499,9 +512,12 @@ func (t *tickles) share() {
 		if (!v.held && !v.handing) || v.pending {
 			continue // a pending takeover still needs the earlier tenure's table
 		}
-		if err := v.table.Sync(byVIP[addr]); err != nil {
-			t.log.Warn("sync the connection table", "vip", addr, "err", err)
-			continue
+		if byVIP != nil {
+			if err := v.table.Sync(byVIP[addr]); err != nil {
+				t.log.Warn("sync the connection table", "vip", addr, "err", err)
+				continue
+			}
+			v.synced, v.syncedAt = ver, now
 		}
 		t.watchReconnects(addr, v, byVIP[addr], now)
 		chunks, err := v.table.Encode(v.sent, conntable.DefaultChunk)
@@ -521,6 +537,27 @@ func (t *tickles) share() {
 			}
 		}
 	}
+}
+
+// needsListing reports whether any VIP is held or handed off here (held)
+// and whether a table to sync may be out of date: listing every session
+// each tick is what a large idle table would cost, and while the
+// sessions' version stands the tables are what they were. ver is the
+// version to note once synced, plus one.
+func (t *tickles) needsListing(now time.Time) (ver uint64, list, held bool) {
+	ver = t.sessions.clientsVersion() + 1
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, v := range t.vips {
+		if !v.held && !v.handing {
+			continue
+		}
+		held = true
+		if !v.pending && (v.synced != ver || now.Sub(v.syncedAt) >= relistEvery) {
+			list = true
+		}
+	}
+	return ver, list, held
 }
 
 // watchReconnects notes which of the last takeover's tickled clients

@@ -113,20 +113,36 @@ func (w *fakeWriter) Close() error {
 
 // fakeSessions stands in for the proxy's session list.
 type fakeSessions struct {
-	mu    sync.Mutex
-	pairs []proxy.ClientPair
+	mu      sync.Mutex
+	pairs   []proxy.ClientPair
+	version uint64
+	listed  int // calls of clients
 }
 
 func (s *fakeSessions) set(pairs ...proxy.ClientPair) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pairs = pairs
+	s.version++
 }
 
 func (s *fakeSessions) clients(dst []proxy.ClientPair) []proxy.ClientPair {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.listed++
 	return append(dst, s.pairs...)
+}
+
+func (s *fakeSessions) clientsVersion() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+func (s *fakeSessions) listings() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listed
 }
 
 // tickleNode is one node's tickles with fakes around it.
@@ -158,7 +174,7 @@ func newTickleNode(name string, net *fakeNet, vips []config.VIP) *tickleNode {
 	for i := range vips {
 		ifnames[i] = "eth0"
 	}
-	n.t = newTickles(name, net, vips, ifnames, n.sessions.clients, open, slog.New(slog.DiscardHandler))
+	n.t = newTickles(name, net, vips, ifnames, n.sessions, open, slog.New(slog.DiscardHandler))
 	n.t.listen = func(ifname string, vip netip.Addr, targets []tickle.Target) (answerCounter, error) {
 		return fakeCounter{answers: tickle.Answers{Acknowledged: len(targets) - 1, Closed: 1}}, nil
 	}
@@ -286,6 +302,61 @@ func TestTakeoverTicklesPreviousHoldersConnections(t *testing.T) {
 		// not reset those clients again.
 		if n := len(b.t.store.Stats()); n != 0 {
 			t.Errorf("%d replicas kept after the tickles, want 0", n)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// While no session opens or ends, the holder does not list its sessions
+// every tick (a large idle table would cost that much CPU), yet keeps
+// telling the standby its table is alive, lists again on the first
+// change, and at least every relistEvery all the same.
+func TestShareListsSessionsOnlyWhenTheyChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nets := newFakeNets("lb1", "lb2")
+		a := newTickleNode("lb1", nets.get("lb1"), []config.VIP{tickleVIPConfig(true)})
+		b := newTickleNode("lb2", nets.get("lb2"), []config.VIP{tickleVIPConfig(true)})
+		a.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"), pair("10.0.0.5:6443", "10.0.0.22:40002"))
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = a.t.run(ctx) })
+		wg.Go(func() { _ = b.t.run(ctx) })
+		a.t.observe(tickleVIP, true)
+		time.Sleep(3 * shareEvery)
+		synctest.Wait()
+		first := a.sessions.listings()
+		if first == 0 || b.t.status(tickleVIP).Table != 2 {
+			t.Fatalf("after the first share: %d listings, standby table %d; want ≥1 and 2", first, b.t.status(tickleVIP).Table)
+		}
+
+		// 2 s without a change: ten ticks, no listing, the standby's
+		// copy still counts as alive and complete.
+		time.Sleep(2 * time.Second)
+		synctest.Wait()
+		if n := a.sessions.listings(); n != first {
+			t.Errorf("%d listings in 2 s of unchanged sessions, want none", n-first)
+		}
+		if st := b.t.status(tickleVIP); st.Table != 2 {
+			t.Errorf("standby table %d after the quiet ticks, want 2", st.Table)
+		}
+
+		// One client leaves: the next tick lists, and the standby follows.
+		a.sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"))
+		time.Sleep(shareEvery)
+		synctest.Wait()
+		if n := a.sessions.listings(); n != first+1 {
+			t.Errorf("%d listings after one change, want 1", n-first)
+		}
+		if st := b.t.status(tickleVIP); st.Table != 1 {
+			t.Errorf("standby table %d after the change, want 1", st.Table)
+		}
+
+		// Past relistEvery without a change: one listing more.
+		time.Sleep(relistEvery + shareEvery)
+		synctest.Wait()
+		if n := a.sessions.listings(); n != first+2 {
+			t.Errorf("%d listings over %s after the change, want 2 (the change, then one safety relist)", n-first, relistEvery)
 		}
 		cancel()
 		wg.Wait()

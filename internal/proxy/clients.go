@@ -28,6 +28,12 @@ func (f *Frontend) Clients(dst []ClientPair) []ClientPair {
 	return dst
 }
 
+// SessionsVersion changes whenever a session opens or ends. It moves
+// after the change is in place, so a caller that reads it before Clients
+// and later finds it unchanged can skip listing again: the daemon's
+// 200 ms table sync then costs nothing while 20 000 connections sit idle.
+func (f *Frontend) SessionsVersion() uint64 { return f.sessionsGen.Load() }
+
 // tcpAddrPort unmaps an IPv4-mapped address, so a VIP bound on a dual-stack
 // socket matches the configured IPv4 VIP.
 func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {

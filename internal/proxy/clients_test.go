@@ -13,13 +13,24 @@ import (
 // The daemon syncs the tickle table from Clients: it must list exactly
 // the open sessions, each with the address the client dialled and the
 // client's own address, and drop a session once it ends.
+// SessionsVersion moves with every session that opens or ends, and only
+// then, so an unchanged version lets the daemon skip the listing.
 func TestClientsListsOpenSessions(t *testing.T) {
 	b := startBackend(t, "s0", "127.0.0.11", modeEcho)
 	fe := startFrontend(t, newPool(config.RoundRobin, b.server()), Options{Timeouts: testTimeouts()})
+	v0 := fe.SessionsVersion()
 	c1 := dialFrom(t, fe.addr, "127.0.0.21")
 	c1.greeting(t)
+	v1 := fe.SessionsVersion()
 	c2 := dialFrom(t, fe.addr, "127.0.0.22")
 	c2.greeting(t)
+	v2 := fe.SessionsVersion()
+	if v1 == v0 || v2 == v1 {
+		t.Fatalf("sessions version %d, %d, %d over two opened sessions: want a change with each", v0, v1, v2)
+	}
+	if v := fe.SessionsVersion(); v != v2 {
+		t.Fatalf("sessions version moved from %d to %d with no session opened or ended", v2, v)
+	}
 
 	local := netip.MustParseAddrPort(fe.addr)
 	want := []ClientPair{
@@ -35,5 +46,8 @@ func TestClientsListsOpenSessions(t *testing.T) {
 	_ = c1.Close()
 	if !support.Eventually(5*time.Second, func() bool { got = fe.Clients(got[:0]); return slices.Equal(got, want[1:]) }) {
 		t.Fatalf("Clients = %v 5s after the first client closed, want %v", got, want[1:])
+	}
+	if v := fe.SessionsVersion(); v == v2 {
+		t.Fatalf("sessions version still %d after a session ended", v)
 	}
 }

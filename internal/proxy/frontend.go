@@ -83,7 +83,10 @@ type Frontend struct {
 
 	mu       sync.Mutex
 	sessions map[*session]struct{}
-	wg       sync.WaitGroup
+	// sessionsGen counts changes to sessions, bumped after each (see
+	// SessionsVersion).
+	sessionsGen atomic.Uint64
+	wg          sync.WaitGroup
 
 	current, total, rejected atomic.Int64
 	bytesIn, bytesOut        atomic.Int64
@@ -410,11 +413,13 @@ func (f *Frontend) admit(c net.Conn) {
 	f.mu.Lock()
 	f.sessions[s] = struct{}{}
 	f.mu.Unlock()
+	f.sessionsGen.Add(1)
 	f.wg.Add(1)
 	go s.serve(func() {
 		f.mu.Lock()
 		delete(f.sessions, s)
 		f.mu.Unlock()
+		f.sessionsGen.Add(1)
 		f.current.Add(-1)
 		f.opts.Limit.release()
 		f.wg.Done()
