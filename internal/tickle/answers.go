@@ -40,9 +40,10 @@ const (
 // as closed if a reset did. The capture feeds it while the Sender asks
 // it which connections need no repeat, so it is safe for concurrent use.
 type Tally struct {
-	vip  netip.Addr
-	mu   sync.Mutex
-	seen map[Target]answerKind
+	vip    netip.Addr
+	mu     sync.Mutex
+	seen   map[Target]answerKind
+	silent int // targets that have not answered yet
 }
 
 // NewTally returns a tally of the answers to tickles for targets, all on
@@ -52,6 +53,7 @@ func NewTally(vip netip.Addr, targets []Target) *Tally {
 	for _, tg := range targets {
 		t.seen[normal(tg)] = noAnswer
 	}
+	t.silent = len(t.seen)
 	return t
 }
 
@@ -75,7 +77,20 @@ func (t *Tally) Observe(pkt []byte) {
 	old, tickled := t.seen[tg]
 	if tickled && kind > old {
 		t.seen[tg] = kind
+		if old == noAnswer {
+			t.silent--
+		}
 	}
+}
+
+// Complete reports whether every target has answered. The count need not
+// go on then: a client that answered with an ACK gets our reset and
+// answers later rounds with resets, which change nothing, and one that
+// answered with a reset has nothing left to answer with.
+func (t *Tally) Complete() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.silent == 0
 }
 
 // Settled reports whether tg needs no further tickle: its client answered
@@ -173,9 +188,10 @@ func parseAnswer(pkt []byte) (Target, answerKind, bool) {
 
 // answerFilter is the socket filter of the capture (classic BPF over the
 // network header, as a SOCK_DGRAM packet socket delivers it): TCP to the
-// VIP without payload. It keeps the proxy's own data traffic to the VIP,
-// which follows the takeover at full speed, out of user space; the
-// pure ACKs of live connections still pass and are told apart by Tally.
+// VIP without payload, SYN or FIN. It keeps the proxy's own data traffic
+// to the VIP, which follows the takeover at full speed, and the clients'
+// new handshakes and closes out of user space; the pure ACKs of live
+// connections still pass and are told apart by Tally.
 func answerFilter(vip netip.Addr) ([]bpf.RawInstruction, error) {
 	vip = vip.Unmap()
 	const accept, drop = 0xffff, 0
@@ -190,9 +206,14 @@ func answerFilter(vip netip.Addr) ([]bpf.RawInstruction, error) {
 			bpf.JumpIf{Cond: bpf.JumpEqual, Val: 6},
 			bpf.LoadAbsolute{Off: 16, Size: 4}, // destination
 			bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(a[:])},
-			// X = IP header length; A = X + TCP header length; it must
-			// be the packet's total length: no payload.
+			// X = IP header length. No SYN or FIN: a client's
+			// handshakes and closes in the reconnection storm stay in
+			// the kernel.
 			bpf.LoadMemShift{Off: 0},
+			bpf.LoadIndirect{Off: 13, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpBitsNotSet, Val: tcpSYN | tcpFIN},
+			// A = X + TCP header length; it must be the packet's total
+			// length: no payload.
 			bpf.LoadIndirect{Off: 12, Size: 1},
 			bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2},
 			bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x3c},
@@ -215,6 +236,9 @@ func answerFilter(vip netip.Addr) ([]bpf.RawInstruction, error) {
 				bpf.JumpIf{Cond: bpf.JumpEqual, Val: binary.BigEndian.Uint32(a[4*i : 4*i+4])})
 		}
 		prog = append(prog,
+			// No SYN or FIN, as for IPv4.
+			bpf.LoadAbsolute{Off: 40 + 13, Size: 1},
+			bpf.JumpIf{Cond: bpf.JumpBitsNotSet, Val: tcpSYN | tcpFIN},
 			// X = TCP header length; it must be the payload length.
 			bpf.LoadAbsolute{Off: 40 + 12, Size: 1},
 			bpf.ALUOpConstant{Op: bpf.ALUOpShiftRight, Val: 2},

@@ -72,6 +72,10 @@ func TestAnswerFilter(t *testing.T) {
 		{"v4 pure ACK", vip4, segment{from: client4, to: vip4, ack: true}, true},
 		{"v4 ACK with timestamps", vip4, segment{from: client4, to: vip4, ack: true, timestamps: true}, true},
 		{"v4 reset", vip4, segment{from: client4, to: vip4, rst: true}, true},
+		{"v4 reset and ACK", vip4, segment{from: client4, to: vip4, rst: true, ack: true}, true},
+		{"v4 SYN of a new connection", vip4, segment{from: client4, to: vip4, syn: true}, false},
+		{"v4 FIN of a close", vip4, segment{from: client4, to: vip4, fin: true, ack: true}, false},
+		{"v4 FIN with timestamps", vip4, segment{from: client4, to: vip4, fin: true, ack: true, timestamps: true}, false},
 		{"v4 data", vip4, segment{from: client4, to: vip4, ack: true, payload: []byte("GET /")}, false},
 		{"v4 data with timestamps", vip4, segment{from: client4, to: vip4, ack: true, timestamps: true, payload: []byte("x")}, false},
 		{"v4 to another address", vip4, segment{from: client4, to: other4, ack: true}, false},
@@ -79,6 +83,9 @@ func TestAnswerFilter(t *testing.T) {
 		{"v6 pure ACK", vip6, segment{from: client6, to: vip6, ack: true}, true},
 		{"v6 ACK with timestamps", vip6, segment{from: client6, to: vip6, ack: true, timestamps: true}, true},
 		{"v6 data", vip6, segment{from: client6, to: vip6, ack: true, payload: []byte("GET /")}, false},
+		{"v6 reset", vip6, segment{from: client6, to: vip6, rst: true}, true},
+		{"v6 SYN of a new connection", vip6, segment{from: client6, to: vip6, syn: true}, false},
+		{"v6 FIN of a close", vip6, segment{from: client6, to: vip6, fin: true, ack: true}, false},
 		{"v6 to another address", vip6, segment{from: client6, to: other6, ack: true}, false},
 		{"v6 packet on a v4 filter", vip4, segment{from: client6, to: vip6, ack: true}, false},
 		{"v4 packet on a v6 filter", vip6, segment{from: client4, to: vip4, ack: true}, false},
@@ -203,5 +210,32 @@ func TestTallySettled(t *testing.T) {
 		if got := ta.Settled(tg, true); got != tt.lastRd {
 			t.Errorf("client port %d settled in the last round: %v, want %v", tt.port, got, tt.lastRd)
 		}
+	}
+}
+
+// The count is complete once every tickled connection answered, with an
+// ACK or a reset; strangers, data and repeats change nothing.
+func TestTallyComplete(t *testing.T) {
+	c := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(client4.Addr(), port) }
+	ta := NewTally(vip4.Addr(), []Target{{VIP: vip4, Client: c(1)}, {VIP: vip4, Client: c(2)}})
+	steps := []struct {
+		seg  segment
+		want bool
+	}{
+		{segment{from: c(9), to: vip4, ack: true}, false},                       // not tickled
+		{segment{from: c(1), to: vip4, ack: true, payload: []byte("x")}, false}, // data
+		{segment{from: c(1), to: vip4, ack: true}, false},                       // one of two
+		{segment{from: c(1), to: vip4, rst: true}, false},                       // the same one again
+		{segment{from: c(2), to: vip4, rst: true}, true},                        // the other: all answered
+		{segment{from: c(2), to: vip4, ack: true}, true},                        // stays complete
+	}
+	for i, st := range steps {
+		ta.Observe(st.seg.bytes(t))
+		if got := ta.Complete(); got != st.want {
+			t.Fatalf("after packet %d: complete %v, want %v", i, got, st.want)
+		}
+	}
+	if NewTally(vip4.Addr(), nil).Complete() != true {
+		t.Error("a tally of no targets is not complete")
 	}
 }

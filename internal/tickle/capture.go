@@ -89,8 +89,10 @@ func htons(v uint16) uint16 {
 	return binary.NativeEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))
 }
 
-// Count reads answers until ctx ends and returns the counts. It closes
-// the capture: call it once.
+// Count reads answers until every target has answered or ctx ends, and
+// returns the counts. Ending early matters: the capture would otherwise
+// copy every pure ACK of the clients' reconnection storm to user space.
+// It closes the capture: call it once.
 func (c *Capture) Count(ctx context.Context) (Answers, error) {
 	defer func() { _ = c.f.Close() }()
 	// Ending ctx ends the read at once through the deadline.
@@ -102,7 +104,7 @@ func (c *Capture) Count(ctx context.Context) (Answers, error) {
 	}
 	buf := make([]byte, 128) // headers only: an answer has no payload
 	var rerr error
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !c.tally.Complete() {
 		var n int
 		var from unix.Sockaddr
 		err := rc.Read(func(fd uintptr) bool {
