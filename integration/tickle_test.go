@@ -140,6 +140,111 @@ func TestTickleOrphanedConnections(t *testing.T) {
 	}
 }
 
+// A holder cut off the LAN keeps the VIP in its own view while the
+// standby takes it over and resets the holder's clients; the holder never
+// hears of it, and their sessions stay open there as orphans (each with
+// a backend connection) until an idle timeout, shared and tickled again
+// at every later move. When the link comes back and the standby lets go
+// (preempt: the holder is preferred), the holder tickles its own
+// sessions: the clients have none, their resets end the orphans at once.
+func TestRegainedHolderEndsOrphanedSessions(t *testing.T) {
+	// Checks slow enough that the short cut marks no server down (which
+	// would close the sessions for another reason).
+	mutate := func(_, yaml string) string { return strings.ReplaceAll(yaml, "interval: 500ms", "interval: 5s") }
+	l, ctx := newLab(t, lab.Options{StartHalb: true, Policy: "preempt", Mutate: mutate}, true)
+	holder, err := l.WaitStable(ctx, stableBound, l.LBNames()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitHolder(ctx, 5*time.Second, lab.Only(holder)); err != nil {
+		t.Fatal(err)
+	}
+	waitNeighAfterReach(t, ctx, l, holder)
+	standby := others(l, holder)[0]
+	tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg.ServerName = lab.VIP().String()
+	tcfg.NextProtos = []string{"http/1.1"}
+	const n = 50
+	conns := holdConns(t, ctx, l, tcfg, n)
+	waitTable(t, ctx, l, standby, n, 5*time.Second)
+	var readers sync.WaitGroup
+	resets := make([]bool, n)
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		readers.Go(func() {
+			_, err := c.Read(make([]byte, 1))
+			resets[i] = errors.Is(err, syscall.ECONNRESET)
+		})
+	}
+
+	if err := l.LinkDown(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.WaitHolder(ctx, failoverBound, lab.ExactlyOne(standby)); err != nil {
+		t.Fatalf("after cutting %s off: %v", holder, err)
+	}
+	readers.Wait()
+	if k := countTrue(resets); k != n {
+		t.Fatalf("%d of %d clients reset by the standby's tickles, want all", k, n)
+	}
+	if open := apiSessions(t, ctx, l, holder); open != n {
+		t.Fatalf("%s has %d API sessions while cut off, want the %d orphans (a check marked a server down?)", holder, open, n)
+	}
+
+	if err := l.LinkUp(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	healed := time.Now()
+	if _, err := l.WaitHolder(ctx, 10*time.Second, lab.Only(holder)); err != nil {
+		t.Fatalf("after the link came back: %v", err)
+	}
+	deadline := healed.Add(8 * time.Second)
+	for {
+		open := apiSessions(t, ctx, l, holder)
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still has %d orphaned API sessions 8 s after its link came back (the server would close them only after 30 s idle):\n%s",
+				holder, open, l.LogTail(holder, 20))
+		}
+		time.Sleep(50 * time.Millisecond) // polling status; no event to await
+	}
+	t.Logf("the orphans on %s ended %s after its link came back", holder, time.Since(healed).Round(time.Millisecond))
+	if log := l.Log(holder); !strings.Contains(log, "tickled this node's own connections") {
+		t.Errorf("%s's log does not say it tickled its own connections", holder)
+	}
+}
+
+// apiSessions is node's open sessions on the Kubernetes API frontend.
+func apiSessions(t *testing.T, ctx context.Context, l *lab.Lab, node string) int64 {
+	t.Helper()
+	st, err := l.Status(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range st.Frontends {
+		if f.Bind == vipAPI.String() {
+			return f.Current
+		}
+	}
+	t.Fatalf("%s has no frontend on %s", node, vipAPI)
+	return 0
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
+}
+
 // holdConns opens n Kubernetes API connections through the VIP from the
 // client, each with one request answered, and leaves them idle (the
 // server keeps an idle connection 30 s), as kubectl and client-go leave

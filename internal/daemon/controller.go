@@ -327,6 +327,12 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		if v.Announce != "" {
 			a.Reannounce(v.Announce)
 		}
+		if v.Regained {
+			if n := c.tickles.tickleOwn(c.announcers[i].cfg.Address.Addr()); n > 0 {
+				c.log.Info("another holder let go of the VIP: tickling this node's sessions through it, which that holder may have reset",
+					"vip", v.VIP, "sessions", n)
+			}
+		}
 		preempt[v.VIP] = v.PreemptAt
 	}
 	c.publishRound(p)

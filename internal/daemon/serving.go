@@ -217,6 +217,17 @@ func (s *serving) clientsVersion() uint64 {
 	return v
 }
 
+// closeSessions closes the sessions of pairs, with a reset, and returns
+// how many.
+func (s *serving) closeSessions(pairs map[proxy.ClientPair]struct{}, reason string) int {
+	_, fronts := s.parts()
+	n := 0
+	for _, f := range fronts {
+		n += f.f.CloseSessions(pairs, reason)
+	}
+	return n
+}
+
 // closeClients closes every session whose client connected to addr,
 // cleanly, and returns how many.
 func (s *serving) closeClients(addr netip.Addr, reason string) int {

@@ -60,6 +60,9 @@ type answerCounter interface {
 	// Settled says, while Count runs, which connections need no
 	// repeat (tickle.Tally.Settled).
 	Settled(t tickle.Target, last bool) bool
+	// Closed lists, once Count returned, the connections whose client
+	// answered with a reset (tickle.Tally.Closed).
+	Closed() []tickle.Target
 }
 
 // answerListener opens an answerCounter on the VIP's interface before the
@@ -83,6 +86,9 @@ type sessionList interface {
 	// clientsVersion changes whenever clients might list something
 	// else; read it before clients.
 	clientsVersion() uint64
+	// closeSessions resets the sessions of pairs: orphans whose client
+	// answered a tickle with a reset.
+	closeSessions(pairs map[proxy.ClientPair]struct{}, reason string) int
 }
 
 // relistEvery bounds how long share trusts an unchanged version: a full
@@ -284,6 +290,7 @@ type tickleJob struct {
 	rate    int
 	spread  time.Duration
 	targets []tickle.Target
+	own     bool // this node's own sessions (tickleOwn), not a previous holder's
 }
 
 // takeovers collects, for each VIP taken over since the last call, the
@@ -372,6 +379,42 @@ func (t *tickles) setHanding(addr netip.Addr, on bool) {
 	}
 }
 
+// tickleOwn tickles this node's own sessions through addr, as last synced:
+// another node held the VIP meanwhile (this node was cut off or frozen)
+// and has let go. That holder reset the clients it took over, and this
+// node never heard: their sessions here are orphans, holding sockets and
+// backend connections until an idle timeout, and would be shared and
+// tickled again at every later move. A tickled client without the
+// connection answers with a reset that ends the orphan here (after the
+// challenge ACK its first, unacceptable reset draws); one whose
+// connection is alive through this node answers with a duplicate ACK,
+// which its live socket here takes without harm. It returns how many it
+// queued.
+func (t *tickles) tickleOwn(addr netip.Addr) int {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	v, ok := t.vips[addr]
+	if !ok || !v.on || !v.held {
+		return 0
+	}
+	job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, spread: v.spread, own: true}
+	for _, c := range v.table.Conns() {
+		job.targets = append(job.targets, tickle.Target{VIP: c.VIP, Client: c.Client})
+	}
+	if len(job.targets) == 0 {
+		return 0
+	}
+	t.extra = append(t.extra, job)
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+	return len(job.targets)
+}
+
 // tickleFrom tickles the connections through addr of peer as last
 // received, and forgets them: the peer died while they were handed off.
 // It returns how many it queued.
@@ -431,11 +474,12 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 	cctx, stopCount := context.WithCancel(ctx)
 	defer stopCount()
 	var settled tickle.Settled // without a count every round repeats all
+	var capture answerCounter
 	if c, err := t.listen(job.ifname, job.vip, job.targets); err != nil {
 		log.Warn("cannot count the answers to the tickles", "err", err)
 		close(counted)
 	} else {
-		settled = c.Settled
+		settled, capture = c.Settled, c
 		go func() {
 			a, err := c.Count(cctx)
 			if err != nil {
@@ -470,17 +514,31 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 		attrs = append(attrs, "err", res.FirstErr)
 	}
 	t.mu.Lock()
-	if v := t.vips[job.vip]; v != nil {
+	if v := t.vips[job.vip]; v != nil && !job.own {
 		v.last.answers, v.last.counted = answers, ok
 	}
 	t.mu.Unlock()
+	whose := "the previous holder's connections"
+	if job.own {
+		whose = "this node's own connections, orphaned while another node held the VIP"
+		// The client's reset carries the tickle's numbers, which this
+		// node's socket rejects; the capture knows which clients had no
+		// connection left, so their sessions end here.
+		if ok && capture != nil {
+			pairs := map[proxy.ClientPair]struct{}{}
+			for _, tg := range capture.Closed() {
+				pairs[proxy.ClientPair{Local: tg.VIP, Client: tg.Client}] = struct{}{}
+			}
+			attrs = append(attrs, "orphans_closed", t.sessions.closeSessions(pairs, "orphaned: the client has no connection"))
+		}
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		log.Info("tickles stopped: shutting down", attrs...)
 	case err != nil || res.Failed > 0 || res.Built < res.Targets:
-		log.Warn("tickled the previous holder's connections, some not", attrs...)
+		log.Warn("tickled "+whose+", some not", attrs...)
 	default:
-		log.Info("tickled the previous holder's connections", attrs...)
+		log.Info("tickled "+whose, attrs...)
 	}
 }
 

@@ -139,6 +139,30 @@ func (s *fakeSessions) clientsVersion() uint64 {
 	return s.version
 }
 
+func (s *fakeSessions) closeSessions(pairs map[proxy.ClientPair]struct{}, _ string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kept, n := s.pairs[:0], 0
+	for _, p := range s.pairs {
+		if _, hit := pairs[p]; hit {
+			n++
+			continue
+		}
+		kept = append(kept, p)
+	}
+	s.pairs = kept
+	if n > 0 {
+		s.version++
+	}
+	return n
+}
+
+func (s *fakeSessions) open() []proxy.ClientPair {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pairs)
+}
+
 func (s *fakeSessions) listings() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -190,6 +214,10 @@ type fakeCounter struct{ answers tickle.Answers }
 func (c fakeCounter) Count(ctx context.Context) (tickle.Answers, error) {
 	<-ctx.Done()
 	return c.answers, nil
+}
+
+func (c fakeCounter) Closed() []tickle.Target {
+	return []tickle.Target{{VIP: netip.MustParseAddrPort("10.0.0.5:6443"), Client: netip.MustParseAddrPort("10.0.0.22:40003")}}
 }
 
 func (c fakeCounter) Settled(t tickle.Target, last bool) bool {
@@ -302,6 +330,67 @@ func TestTakeoverTicklesPreviousHoldersConnections(t *testing.T) {
 		// not reset those clients again.
 		if n := len(b.t.store.Stats()); n != 0 {
 			t.Errorf("%d replicas kept after the tickles, want 0", n)
+		}
+		cancel()
+		wg.Wait()
+	})
+}
+
+// A holder that another node's takeover left with orphaned sessions (it
+// was cut off, the other held the VIP and reset the clients, then let
+// go) tickles its own sessions through the VIP, from its own table; a
+// node that does not hold the VIP, or whose tickles are off, does not.
+func TestTickleOwnAfterRegainingTheVIP(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nets := newFakeNets("lb1", "lb2")
+		a := newTickleNode("lb1", nets.get("lb1"), []config.VIP{tickleVIPConfig(true)})
+		off := newTickleNode("lb2", nets.get("lb2"), []config.VIP{tickleVIPConfig(false)})
+		a.sessions.set(
+			pair("10.0.0.5:6443", "10.0.0.21:40001"),
+			pair("10.0.0.5:6443", "10.0.0.22:40003"),
+			pair("10.0.0.9:6443", "10.0.0.23:40004"), // another address: not the VIP's
+		)
+		off.sessions.set(pair("10.0.0.5:6443", "10.0.0.24:40005"))
+		ctx, cancel := context.WithCancel(t.Context())
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = a.t.run(ctx) })
+		wg.Go(func() { _ = off.t.run(ctx) })
+		if n := a.t.tickleOwn(tickleVIP); n != 0 {
+			t.Fatalf("tickled %d sessions of a VIP not held here, want 0", n)
+		}
+		a.t.observe(tickleVIP, true)
+		off.t.observe(tickleVIP, true)
+		time.Sleep(3 * shareEvery) // synced own tables
+		synctest.Wait()
+		if n := off.t.tickleOwn(tickleVIP); n != 0 {
+			t.Errorf("tickles off, yet %d sessions queued", n)
+		}
+		if n := a.t.tickleOwn(tickleVIP); n != 2 {
+			t.Fatalf("queued %d of the node's own sessions through the VIP, want 2", n)
+		}
+		time.Sleep(time.Second) // past the last round
+		synctest.Wait()
+		ws := a.opened()
+		if len(ws) != 1 {
+			t.Fatalf("opened %d raw sockets, want 1", len(ws))
+		}
+		ws[0].mu.Lock()
+		got := ws[0].pkts
+		ws[0].mu.Unlock()
+		// fakeCounter settles 10.0.0.21:40001 (ACK: first and last
+		// rounds) and 10.0.0.22:40003 (reset: first round only).
+		want := map[netip.Addr]int{netip.MustParseAddr("10.0.0.21"): 2, netip.MustParseAddr("10.0.0.22"): 1}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("tickles by client (-want +got):\n%s", diff)
+		}
+		if len(off.opened()) != 0 {
+			t.Error("a node with tickles off opened a raw socket")
+		}
+		// The client that answered with a reset has no connection: its
+		// orphaned session is closed; the others stay.
+		want2 := []proxy.ClientPair{pair("10.0.0.5:6443", "10.0.0.21:40001"), pair("10.0.0.9:6443", "10.0.0.23:40004")}
+		if got := a.sessions.open(); !slices.Equal(got, want2) {
+			t.Errorf("sessions after the own tickle: %v, want %v", got, want2)
 		}
 		cancel()
 		wg.Wait()

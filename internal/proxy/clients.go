@@ -45,6 +45,29 @@ func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
+// CloseSessions closes the open sessions whose pair is in pairs, with a
+// reset to the client (whose side is gone: these are orphans a tickle
+// found), and returns how many it closed.
+func (f *Frontend) CloseSessions(pairs map[ClientPair]struct{}, reason string) int {
+	f.mu.Lock()
+	var hit []*session
+	for s := range f.sessions {
+		local, ok1 := tcpAddrPort(s.client.LocalAddr())
+		client, ok2 := tcpAddrPort(s.client.RemoteAddr())
+		if _, in := pairs[ClientPair{Local: local, Client: client}]; ok1 && ok2 && in {
+			hit = append(hit, s)
+		}
+	}
+	f.mu.Unlock()
+	for _, s := range hit {
+		if tc, ok := s.client.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		s.closeWith(reason)
+	}
+	return len(hit)
+}
+
 // CloseClients closes, cleanly (a FIN to the client), every open session
 // whose client connected to addr, and returns how many it closed: the end
 // of a hand-off's drain on the node that handed the VIP off

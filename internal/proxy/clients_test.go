@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,4 +52,24 @@ func TestClientsListsOpenSessions(t *testing.T) {
 	if v := fe.SessionsVersion(); v == v2 {
 		t.Fatalf("sessions version still %d after a session ended", v)
 	}
+}
+
+// CloseSessions resets exactly the sessions of the pairs it is given (the
+// orphans a tickle found) and leaves the others open.
+func TestCloseSessionsResetsOnlyThosePairs(t *testing.T) {
+	b := startBackend(t, "s0", "127.0.0.11", modeEcho)
+	fe := startFrontend(t, newPool(config.RoundRobin, b.server()), Options{Timeouts: testTimeouts()})
+	orphan := dialFrom(t, fe.addr, "127.0.0.21")
+	orphan.greeting(t)
+	kept := dialFrom(t, fe.addr, "127.0.0.22")
+	kept.greeting(t)
+	pair := ClientPair{Local: netip.MustParseAddrPort(fe.addr), Client: netip.MustParseAddrPort(orphan.LocalAddr().String())}
+	stranger := ClientPair{Local: netip.MustParseAddrPort(fe.addr), Client: netip.MustParseAddrPort("127.0.0.23:9")}
+	if n := fe.CloseSessions(map[ClientPair]struct{}{pair: {}, stranger: {}}, "orphaned"); n != 1 {
+		t.Fatalf("closed %d sessions, want 1", n)
+	}
+	if _, err := orphan.line(); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the closed session's client read %v, want a reset", err)
+	}
+	kept.echo(t, "still here")
 }

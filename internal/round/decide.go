@@ -264,7 +264,7 @@ func decideVIP(in Inputs, st cluster.State, v view, vip VIP, mem *Memory, wakeAt
 	if owner == in.Self || !vip.Held || !ownerHolds {
 		delete(mem.HandoverSince, vip.Addr)
 	}
-	vp.Announce = staleNeighbours(in, v, vip, owner, mem)
+	vp.Announce, vp.Regained = staleNeighbours(in, v, vip, owner, mem)
 	return vp
 }
 
@@ -338,8 +338,9 @@ func givingUp(in Inputs) bool {
 // confirmed the old holder's MAC less than its locktime before the claim
 // and ignored the claim's burst; or another holder let go that may have
 // been the last to announce (it took over while this node was frozen or
-// cut off). It also remembers which of them it has seen.
-func staleNeighbours(in Inputs, v view, vip VIP, owner string, mem *Memory) string {
+// cut off). It also remembers which of them it has seen. regained is
+// the last case: the other holder let go of a VIP held here.
+func staleNeighbours(in Inputs, v view, vip VIP, owner string, mem *Memory) (why string, regained bool) {
 	late := vip.Held && !mem.LateAnnounced[vip.Addr] && in.Now.Sub(vip.HeldSince) >= NeighLocktime
 	if late {
 		mem.LateAnnounced[vip.Addr] = true
@@ -356,15 +357,15 @@ func staleNeighbours(in Inputs, v view, vip VIP, owner string, mem *Memory) stri
 	mem.Contested[vip.Addr] = contested
 	switch {
 	case !vip.Held:
-		return ""
+		return "", false
 	case v.reannounce:
-		return "membership changed"
+		return "membership changed", released
 	case late:
-		return "neighbours' ARP locktime passed since the claim"
+		return "neighbours' ARP locktime passed since the claim", released
 	case released:
-		return "another holder released the VIP"
+		return "another holder released the VIP", true
 	}
-	return ""
+	return "", false
 }
 
 // preemptAt is when this node will take the VIP from owner once it has

@@ -341,42 +341,49 @@ func TestSettling(t *testing.T) {
 	}
 }
 
-// TestStaleNeighbours covers the one rule for announcing a held VIP again.
+// TestStaleNeighbours covers the one rule for announcing a held VIP again,
+// and the regained VIP, whose orphaned sessions the daemon tickles.
 func TestStaleNeighbours(t *testing.T) {
 	tests := []struct {
-		name  string
-		setup func(in *Inputs, mem *Memory)
-		want  string
+		name     string
+		setup    func(in *Inputs, mem *Memory)
+		want     string
+		regained bool
 	}{
-		{"nothing changed", func(in *Inputs, mem *Memory) {}, ""},
-		{"a member went", func(in *Inputs, mem *Memory) { in.Members[1].Alive = false }, "membership changed"},
+		{"nothing changed", func(in *Inputs, mem *Memory) {}, "", false},
+		{"a member went", func(in *Inputs, mem *Memory) { in.Members[1].Alive = false }, "membership changed", false},
 		{"a dead member left the list", func(in *Inputs, mem *Memory) {
 			mem.Alive = []string{"a"}
 			in.Members = in.Members[:1]
-		}, "membership changed"},
-		{"the first ready round", func(in *Inputs, mem *Memory) { mem.Alive, mem.Listed = nil, nil }, "membership changed"},
+		}, "membership changed", false},
+		{"the first ready round", func(in *Inputs, mem *Memory) { mem.Alive, mem.Listed = nil, nil }, "membership changed", false},
 		{"the locktime passed since the claim", func(in *Inputs, mem *Memory) {
 			in.VIPs[0].HeldSince, mem.LateAnnounced = t0.Add(-NeighLocktime), nil
-		}, "neighbours' ARP locktime passed since the claim"},
+		}, "neighbours' ARP locktime passed since the claim", false},
 		{"within the locktime", func(in *Inputs, mem *Memory) {
 			in.VIPs[0].HeldSince, mem.LateAnnounced = t0.Add(-NeighLocktime+time.Millisecond), nil
-		}, ""},
-		{"another holder released it", func(in *Inputs, mem *Memory) { mem.Contested = map[string]bool{vipA: true} }, "another holder released the VIP"},
+		}, "", false},
+		{"another holder released it", func(in *Inputs, mem *Memory) { mem.Contested = map[string]bool{vipA: true} }, "another holder released the VIP", true},
+		{"another holder released it as membership changed", func(in *Inputs, mem *Memory) {
+			mem.Contested = map[string]bool{vipA: true}
+			mem.Alive, mem.Listed = nil, nil
+		}, "membership changed", true},
 		{"another holder still holds it", func(in *Inputs, mem *Memory) {
 			mem.Contested = map[string]bool{vipA: true}
 			in.Members[1].State.Holds = []string{vipA}
-		}, ""},
+		}, "", false},
 		{"not held here", func(in *Inputs, mem *Memory) {
 			in.VIPs[0].Held = false
 			in.Members[1].Alive = false
-		}, ""},
+		}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in, mem := held(pair(peer("b", 100, true, true)))
 			tt.setup(&in, &mem)
-			if got := only(t, Decide(in, mem)).Announce; got != tt.want {
-				t.Errorf("announce %q, want %q", got, tt.want)
+			got := only(t, Decide(in, mem))
+			if got.Announce != tt.want || got.Regained != tt.regained {
+				t.Errorf("announce %q, regained %v; want %q, %v", got.Announce, got.Regained, tt.want, tt.regained)
 			}
 		})
 	}

@@ -60,6 +60,11 @@ type VIPPlan struct {
 	// PreemptAt is when this node will take the VIP from its owner if
 	// nothing changes; zero if it will not.
 	PreemptAt time.Time
+	// Regained: another member held the VIP while this node did (a
+	// partition, a freeze) and has let go. That holder took this node's
+	// clients over and reset them, so the sessions this node still has
+	// through the VIP from before may be orphans: the daemon tickles them.
+	Regained bool
 }
 
 // Memory is what a round remembers for the next one. Its zero value is

@@ -106,6 +106,20 @@ func (t *Tally) Settled(tg Target, last bool) bool {
 	return k == answerReset || (k == answerAck && !last)
 }
 
+// Closed returns the targets whose client answered with a reset and
+// never with an ACK: it had no socket left for the connection.
+func (t *Tally) Closed() []Target {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Target
+	for tg, k := range t.seen {
+		if k == answerReset {
+			out = append(out, tg)
+		}
+	}
+	return out
+}
+
 // Answers returns the counts so far.
 func (t *Tally) Answers() Answers {
 	t.mu.Lock()

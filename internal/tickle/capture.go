@@ -133,6 +133,10 @@ func (c *Capture) Count(ctx context.Context) (Answers, error) {
 // may be called while Count runs, and is what Sender.SendSkipping wants.
 func (c *Capture) Settled(tg Target, last bool) bool { return c.tally.Settled(tg, last) }
 
+// Closed returns the targets whose client had no socket left for the
+// connection (Tally.Closed).
+func (c *Capture) Closed() []Target { return c.tally.Closed() }
+
 // answers is the tally with the kernel's drop count.
 func (c *Capture) answers() Answers {
 	a := c.tally.Answers()
