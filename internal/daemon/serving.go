@@ -217,13 +217,13 @@ func (s *serving) clientsVersion() uint64 {
 	return v
 }
 
-// closeSessions closes the sessions of pairs, with a reset, and returns
-// how many.
-func (s *serving) closeSessions(pairs map[proxy.ClientPair]struct{}, reason string) int {
+// closeSessions closes the sessions of pairs started before before, with
+// a reset, and returns how many.
+func (s *serving) closeSessions(pairs map[proxy.ClientPair]struct{}, before time.Time, reason string) int {
 	_, fronts := s.parts()
 	n := 0
 	for _, f := range fronts {
-		n += f.f.CloseSessions(pairs, reason)
+		n += f.f.CloseSessions(pairs, before, reason)
 	}
 	return n
 }

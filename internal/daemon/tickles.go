@@ -86,9 +86,9 @@ type sessionList interface {
 	// clientsVersion changes whenever clients might list something
 	// else; read it before clients.
 	clientsVersion() uint64
-	// closeSessions resets the sessions of pairs: orphans whose client
-	// answered a tickle with a reset.
-	closeSessions(pairs map[proxy.ClientPair]struct{}, reason string) int
+	// closeSessions resets the sessions of pairs started before before:
+	// orphans whose client answered a tickle with a reset.
+	closeSessions(pairs map[proxy.ClientPair]struct{}, before time.Time, reason string) int
 }
 
 // relistEvery bounds how long share trusts an unchanged version: a full
@@ -290,7 +290,8 @@ type tickleJob struct {
 	rate    int
 	spread  time.Duration
 	targets []tickle.Target
-	own     bool // this node's own sessions (tickleOwn), not a previous holder's
+	own     bool      // this node's own sessions (tickleOwn), not a previous holder's
+	listed  time.Time // when own targets were listed: later sessions are not theirs
 }
 
 // takeovers collects, for each VIP taken over since the last call, the
@@ -400,7 +401,7 @@ func (t *tickles) tickleOwn(addr netip.Addr) int {
 	if !ok || !v.on || !v.held {
 		return 0
 	}
-	job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, spread: v.spread, own: true}
+	job := tickleJob{vip: addr, ifname: v.ifname, rate: v.rate, spread: v.spread, own: true, listed: v.syncedAt}
 	for _, c := range v.table.Conns() {
 		job.targets = append(job.targets, tickle.Target{VIP: c.VIP, Client: c.Client})
 	}
@@ -529,7 +530,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 			for _, tg := range capture.Closed() {
 				pairs[proxy.ClientPair{Local: tg.VIP, Client: tg.Client}] = struct{}{}
 			}
-			attrs = append(attrs, "orphans_closed", t.sessions.closeSessions(pairs, "orphaned: the client has no connection"))
+			attrs = append(attrs, "orphans_closed", t.sessions.closeSessions(pairs, job.listed, "orphaned: the client has no connection"))
 		}
 	}
 	switch {

@@ -139,7 +139,7 @@ func (s *fakeSessions) clientsVersion() uint64 {
 	return s.version
 }
 
-func (s *fakeSessions) closeSessions(pairs map[proxy.ClientPair]struct{}, _ string) int {
+func (s *fakeSessions) closeSessions(pairs map[proxy.ClientPair]struct{}, _ time.Time, _ string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kept, n := s.pairs[:0], 0

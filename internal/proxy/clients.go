@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"net/netip"
+	"time"
 )
 
 // ClientPair is one open session's client address and the local address
@@ -45,13 +46,17 @@ func tcpAddrPort(a net.Addr) (netip.AddrPort, bool) {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
-// CloseSessions closes the open sessions whose pair is in pairs, with a
-// reset to the client (whose side is gone: these are orphans a tickle
-// found), and returns how many it closed.
-func (f *Frontend) CloseSessions(pairs map[ClientPair]struct{}, reason string) int {
+// CloseSessions closes the open sessions whose pair is in pairs and that
+// started before before, with a reset to the client (whose side is gone:
+// these are orphans a tickle found), and returns how many it closed. A
+// session started since may be a new connection that reuses the pair.
+func (f *Frontend) CloseSessions(pairs map[ClientPair]struct{}, before time.Time, reason string) int {
 	f.mu.Lock()
 	var hit []*session
 	for s := range f.sessions {
+		if !s.start.Before(before) {
+			continue
+		}
 		local, ok1 := tcpAddrPort(s.client.LocalAddr())
 		client, ok2 := tcpAddrPort(s.client.RemoteAddr())
 		if _, in := pairs[ClientPair{Local: local, Client: client}]; ok1 && ok2 && in {

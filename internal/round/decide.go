@@ -353,17 +353,27 @@ func staleNeighbours(in Inputs, v view, vip VIP, owner string, mem *Memory) (why
 			contested = true
 		}
 	}
+	if contested && !mem.Contested[vip.Addr] {
+		mem.HeldWhenContested[vip.Addr] = vip.Held
+	}
 	released := mem.Contested[vip.Addr] && !contested && owner == in.Self
+	// Only a VIP held here before the other holder came is regained: a
+	// claim made while the old holder lets go (a planned move) has no
+	// sessions the other could have taken over.
+	regained = released && mem.HeldWhenContested[vip.Addr]
+	if !contested {
+		delete(mem.HeldWhenContested, vip.Addr)
+	}
 	mem.Contested[vip.Addr] = contested
 	switch {
 	case !vip.Held:
 		return "", false
 	case v.reannounce:
-		return "membership changed", released
+		return "membership changed", regained
 	case late:
-		return "neighbours' ARP locktime passed since the claim", released
+		return "neighbours' ARP locktime passed since the claim", regained
 	case released:
-		return "another holder released the VIP", true
+		return "another holder released the VIP", regained
 	}
 	return "", false
 }

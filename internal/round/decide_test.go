@@ -363,9 +363,14 @@ func TestStaleNeighbours(t *testing.T) {
 		{"within the locktime", func(in *Inputs, mem *Memory) {
 			in.VIPs[0].HeldSince, mem.LateAnnounced = t0.Add(-NeighLocktime+time.Millisecond), nil
 		}, "", false},
-		{"another holder released it", func(in *Inputs, mem *Memory) { mem.Contested = map[string]bool{vipA: true} }, "another holder released the VIP", true},
+		{"another holder released it", func(in *Inputs, mem *Memory) {
+			mem.Contested, mem.HeldWhenContested = map[string]bool{vipA: true}, map[string]bool{vipA: true}
+		}, "another holder released the VIP", true},
+		{"the old holder released it after this node claimed", func(in *Inputs, mem *Memory) {
+			mem.Contested, mem.HeldWhenContested = map[string]bool{vipA: true}, map[string]bool{vipA: false}
+		}, "another holder released the VIP", false},
 		{"another holder released it as membership changed", func(in *Inputs, mem *Memory) {
-			mem.Contested = map[string]bool{vipA: true}
+			mem.Contested, mem.HeldWhenContested = map[string]bool{vipA: true}, map[string]bool{vipA: true}
 			mem.Alive, mem.Listed = nil, nil
 		}, "membership changed", true},
 		{"another holder still holds it", func(in *Inputs, mem *Memory) {
@@ -384,6 +389,34 @@ func TestStaleNeighbours(t *testing.T) {
 			got := only(t, Decide(in, mem))
 			if got.Announce != tt.want || got.Regained != tt.regained {
 				t.Errorf("announce %q, regained %v; want %q, %v", got.Announce, got.Regained, tt.want, tt.regained)
+			}
+		})
+	}
+}
+
+// Regained follows what this node held when the contest began: a
+// partition healing (held here all along) regains the VIP once the other
+// lets go; a planned move (claimed here while the old holder still held
+// it) does not.
+func TestRegainedOnlyAfterAContestOverAHeldVIP(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		heldFirst bool
+		want      bool
+	}{{"partition heals", true, true}, {"planned move", false, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			in, mem := held(pair(peer("b", 100, true, true)))
+			in.VIPs[0].Held = tt.heldFirst
+			in.Members[1].State.Holds = []string{vipA} // the other holds it too
+			p := Decide(in, mem)
+			in.VIPs[0].Held = true // held here from now on
+			p = Decide(in, p.Memory)
+			if only(t, p).Regained {
+				t.Fatal("regained while the other still holds the VIP")
+			}
+			in.Members[1].State.Holds = nil // the other lets go
+			if got := only(t, Decide(in, p.Memory)).Regained; got != tt.want {
+				t.Errorf("regained %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -60,8 +60,8 @@ type VIPPlan struct {
 	// PreemptAt is when this node will take the VIP from its owner if
 	// nothing changes; zero if it will not.
 	PreemptAt time.Time
-	// Regained: another member held the VIP while this node did (a
-	// partition, a freeze) and has let go. That holder took this node's
+	// Regained: another member held the VIP while this node did, from
+	// before the other began (a partition, a freeze), and has let go. That holder took this node's
 	// clients over and reset them, so the sessions this node still has
 	// through the VIP from before may be orphans: the daemon tickles them.
 	Regained bool
@@ -81,6 +81,10 @@ type Memory struct {
 	Strangers     map[string]bool      // members not in cluster.nodes, already reported
 	Contested     map[string]bool      // VIP -> another member held it last round
 	LateAnnounced map[string]bool      // VIP -> announced again once the locktime passed
+	// HeldWhenContested: VIP -> this node already held it when another
+	// member began to hold it too (a partition healing, not a claim
+	// made while the old holder lets go).
+	HeldWhenContested map[string]bool
 }
 
 // clone copies m so that a round never changes its caller's memory.
@@ -91,6 +95,7 @@ func (m Memory) clone() Memory {
 	c.Strangers = cloneOrNew(m.Strangers)
 	c.Contested = cloneOrNew(m.Contested)
 	c.LateAnnounced = cloneOrNew(m.LateAnnounced)
+	c.HeldWhenContested = cloneOrNew(m.HeldWhenContested)
 	return c
 }
 
