@@ -57,9 +57,10 @@ func openRaw(ifname string, ipv6 bool) (TickleWriter, error) { return tickle.Ope
 // context ends; tickle.Capture is the real one.
 type answerCounter interface {
 	Count(ctx context.Context) (tickle.Answers, error)
-	// Settled says, while Count runs, which connections need no
-	// repeat (tickle.Tally.Settled).
-	Settled(t tickle.Target, last bool) bool
+	// Settled and Acked tell the sender, while Count runs, which
+	// connections need no repeat and which answered with an ACK
+	// (tickle.Answered).
+	tickle.Answered
 	// Closed lists, once Count returned, the connections whose client
 	// answered with a reset (tickle.Tally.Closed).
 	Closed() []tickle.Target
@@ -474,13 +475,13 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 	counted := make(chan tickle.Answers, 1)
 	cctx, stopCount := context.WithCancel(ctx)
 	defer stopCount()
-	var settled tickle.Settled // without a count every round repeats all
+	var settled tickle.Answered // without a count every round repeats all
 	var capture answerCounter
 	if c, err := t.listen(job.ifname, job.vip, job.targets); err != nil {
 		log.Warn("cannot count the answers to the tickles", "err", err)
 		close(counted)
 	} else {
-		settled, capture = c.Settled, c
+		settled, capture = c, c
 		go func() {
 			a, err := c.Count(cctx)
 			if err != nil {
@@ -507,7 +508,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 	} else {
 		attrs = append(attrs, "acknowledged", "unknown")
 	}
-	attrs = append(attrs, "sent", res.Sent, "repeats_skipped", res.Skipped, "failed", res.Failed, "took", took.Round(time.Millisecond))
+	attrs = append(attrs, "sent", res.Sent, "repeats_skipped", res.Skipped, "resets", res.Resets, "failed", res.Failed, "took", took.Round(time.Millisecond))
 	if answers.Dropped > 0 {
 		attrs = append(attrs, "answers_dropped", answers.Dropped)
 	}

@@ -216,6 +216,9 @@ func (c fakeCounter) Count(ctx context.Context) (tickle.Answers, error) {
 	return c.answers, nil
 }
 
+// Acked knows no acknowledgement numbers: no resets are written.
+func (c fakeCounter) Acked(tickle.Target) (uint32, bool) { return 0, false }
+
 func (c fakeCounter) Closed() []tickle.Target {
 	return []tickle.Target{{VIP: netip.MustParseAddrPort("10.0.0.5:6443"), Client: netip.MustParseAddrPort("10.0.0.22:40003")}}
 }

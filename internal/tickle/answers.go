@@ -43,13 +43,14 @@ type Tally struct {
 	vip    netip.Addr
 	mu     sync.Mutex
 	seen   map[Target]answerKind
-	silent int // targets that have not answered yet
+	acked  map[Target]uint32 // the acknowledgement number of a target's first ACK
+	silent int               // targets that have not answered yet
 }
 
 // NewTally returns a tally of the answers to tickles for targets, all on
 // the VIP address vip.
 func NewTally(vip netip.Addr, targets []Target) *Tally {
-	t := &Tally{vip: vip.Unmap(), seen: make(map[Target]answerKind, len(targets))}
+	t := &Tally{vip: vip.Unmap(), seen: make(map[Target]answerKind, len(targets)), acked: map[Target]uint32{}}
 	for _, tg := range targets {
 		t.seen[normal(tg)] = noAnswer
 	}
@@ -68,13 +69,18 @@ func normal(t Target) Target {
 // counts it if it is an answer from a tickled connection; anything else
 // (another connection's packet, a truncated one) is ignored.
 func (t *Tally) Observe(pkt []byte) {
-	tg, kind, ok := parseAnswer(pkt)
+	tg, kind, ack, ok := parseAnswer(pkt)
 	if !ok || tg.VIP.Addr() != t.vip {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, tickled := t.seen[tg]
+	if tickled && kind == answerAck {
+		if _, known := t.acked[tg]; !known {
+			t.acked[tg] = ack
+		}
+	}
 	if tickled && kind > old {
 		t.seen[tg] = kind
 		if old == noAnswer {
@@ -104,6 +110,15 @@ func (t *Tally) Settled(tg Target, last bool) bool {
 	k := t.seen[normal(tg)]
 	t.mu.Unlock()
 	return k == answerReset || (k == answerAck && !last)
+}
+
+// Acked returns the acknowledgement number of tg's first ACK answer: the
+// sequence number a reset needs for the client to accept it.
+func (t *Tally) Acked(tg Target) (uint32, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	seq, ok := t.acked[normal(tg)]
+	return seq, ok
 }
 
 // Closed returns the targets whose client answered with a reset and
@@ -146,12 +161,13 @@ const (
 
 // parseAnswer reads an IPv4 or IPv6 packet carrying a TCP segment without
 // payload and says which connection it belongs to (as a Target: the VIP
-// side is the destination) and whether it is an answer: a pure ACK (no
+// side is the destination), its acknowledgement number, and whether it is
+// an answer: a pure ACK (no
 // SYN, FIN or RST) or a reset. IPv6 extension headers are not followed:
 // a client's answer to a tickle carries none.
-func parseAnswer(pkt []byte) (Target, answerKind, bool) {
+func parseAnswer(pkt []byte) (Target, answerKind, uint32, bool) {
 	if len(pkt) < 1 {
-		return Target{}, noAnswer, false
+		return Target{}, noAnswer, 0, false
 	}
 	var src, dst netip.Addr
 	var tcp []byte
@@ -159,45 +175,46 @@ func parseAnswer(pkt []byte) (Target, answerKind, bool) {
 	case 4:
 		ihl := int(pkt[0]&0x0f) * 4
 		if ihl < 20 || len(pkt) < ihl+20 || pkt[9] != 6 {
-			return Target{}, noAnswer, false
+			return Target{}, noAnswer, 0, false
 		}
 		total := int(binary.BigEndian.Uint16(pkt[2:4]))
 		if total > len(pkt) || total < ihl+20 {
-			return Target{}, noAnswer, false
+			return Target{}, noAnswer, 0, false
 		}
 		src, _ = netip.AddrFromSlice(pkt[12:16])
 		dst, _ = netip.AddrFromSlice(pkt[16:20])
 		tcp = pkt[ihl:total]
 	case 6:
 		if len(pkt) < 60 || pkt[6] != 6 {
-			return Target{}, noAnswer, false
+			return Target{}, noAnswer, 0, false
 		}
 		plen := int(binary.BigEndian.Uint16(pkt[4:6]))
 		if 40+plen > len(pkt) || plen < 20 {
-			return Target{}, noAnswer, false
+			return Target{}, noAnswer, 0, false
 		}
 		src, _ = netip.AddrFromSlice(pkt[8:24])
 		dst, _ = netip.AddrFromSlice(pkt[24:40])
 		tcp = pkt[40 : 40+plen]
 	default:
-		return Target{}, noAnswer, false
+		return Target{}, noAnswer, 0, false
 	}
 	doff := int(tcp[12]>>4) * 4
 	if doff < 20 || doff != len(tcp) {
-		return Target{}, noAnswer, false // a payload: data, not an answer
+		return Target{}, noAnswer, 0, false // a payload: data, not an answer
 	}
 	tg := Target{
 		Client: netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:2])),
 		VIP:    netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:4])),
 	}
+	ack := binary.BigEndian.Uint32(tcp[8:12])
 	flags := tcp[13]
 	switch {
 	case flags&tcpRST != 0:
-		return tg, answerReset, true
+		return tg, answerReset, ack, true
 	case flags&(tcpSYN|tcpFIN) == 0 && flags&tcpACK != 0:
-		return tg, answerAck, true
+		return tg, answerAck, ack, true
 	}
-	return tg, noAnswer, false
+	return tg, noAnswer, ack, false
 }
 
 // answerFilter is the socket filter of the capture (classic BPF over the

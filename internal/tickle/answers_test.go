@@ -173,7 +173,7 @@ func FuzzParseAnswer(f *testing.F) {
 	f.Add([]byte{0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6})
 	f.Add(make([]byte, 60))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tg, kind, ok := parseAnswer(b)
+		tg, kind, _, ok := parseAnswer(b)
 		if !ok && kind != noAnswer {
 			t.Fatalf("not an answer but kind %d", kind)
 		}
@@ -234,6 +234,14 @@ func TestTallyComplete(t *testing.T) {
 		if got := ta.Complete(); got != st.want {
 			t.Fatalf("after packet %d: complete %v, want %v", i, got, st.want)
 		}
+	}
+	// The acknowledgement number of the first ACK answer (segment's 2000)
+	// is kept for the reset; strangers have none.
+	if seq, ok := ta.Acked(Target{VIP: vip4, Client: c(1)}); !ok || seq != 2000 {
+		t.Errorf("acked = %d, %v for the target that answered with an ACK acknowledging 2000, want 2000", seq, ok)
+	}
+	if _, ok := ta.Acked(Target{VIP: vip4, Client: c(9)}); ok {
+		t.Error("a target never tickled counts as acked")
 	}
 	if NewTally(vip4.Addr(), nil).Complete() != true {
 		t.Error("a tally of no targets is not complete")

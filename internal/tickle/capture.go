@@ -130,8 +130,12 @@ func (c *Capture) Count(ctx context.Context) (Answers, error) {
 }
 
 // Settled reports whether tg needs no further tickle (Tally.Settled); it
-// may be called while Count runs, and is what Sender.SendSkipping wants.
+// may be called while Count runs.
 func (c *Capture) Settled(tg Target, last bool) bool { return c.tally.Settled(tg, last) }
+
+// Acked returns the acknowledgement number of tg's ACK answer
+// (Tally.Acked); with Settled, Capture is the Sender's Answered.
+func (c *Capture) Acked(tg Target) (uint32, bool) { return c.tally.Acked(tg) }
 
 // Closed returns the targets whose client had no socket left for the
 // connection (Tally.Closed).

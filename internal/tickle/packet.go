@@ -42,6 +42,23 @@ const hopLimit = 64
 // duplicate ACKs per connection (Linux: net.ipv4.tcp_invalid_ratelimit,
 // 500 ms), which is why the Sender spaces its later repeat beyond that.
 func Build(t Target) ([]byte, error) {
+	return build(t, &layers.TCP{Seq: 0, Ack: 0, ACK: true, Window: tickleWindow})
+}
+
+// BuildReset returns the IP packet of a reset from t.VIP to t.Client with
+// sequence number seq: the acknowledgement number of the client's answer
+// to a tickle, which is where its receive window starts, so the client
+// accepts the reset (RFC 5961 §3.2) and drops the connection. It backs up
+// the reset this host's kernel sends for the answer, which never comes
+// when the kernel holds a socket of its own for the 4-tuple: a TIME_WAIT
+// left from an earlier tenure, whose port the client has reused through
+// the previous holder, answers with an ACK instead.
+func BuildReset(t Target, seq uint32) ([]byte, error) {
+	return build(t, &layers.TCP{Seq: seq, RST: true})
+}
+
+// build fills in the ports and serializes tcp behind the right IP header.
+func build(t Target, tcp *layers.TCP) ([]byte, error) {
 	vip, client := t.VIP.Addr().Unmap(), t.Client.Addr().Unmap()
 	if !vip.IsValid() || !client.IsValid() {
 		return nil, fmt.Errorf("build tickle %s: an address is missing", t)
@@ -52,14 +69,7 @@ func Build(t Target) ([]byte, error) {
 	if t.VIP.Port() == 0 || t.Client.Port() == 0 {
 		return nil, fmt.Errorf("build tickle %s: port 0", t)
 	}
-	tcp := &layers.TCP{
-		SrcPort: layers.TCPPort(t.VIP.Port()),
-		DstPort: layers.TCPPort(t.Client.Port()),
-		Seq:     0,
-		Ack:     0,
-		ACK:     true,
-		Window:  tickleWindow,
-	}
+	tcp.SrcPort, tcp.DstPort = layers.TCPPort(t.VIP.Port()), layers.TCPPort(t.Client.Port())
 	var ip gopacket.SerializableLayer
 	if vip.Is4() {
 		ip4 := &layers.IPv4{

@@ -2,6 +2,7 @@ package tickle
 
 import (
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -68,16 +69,27 @@ func sum16(chunks ...[]byte) uint16 {
 
 // TestBuildDecodes checks what the client's kernel checks: both
 // checksums are right, and the segment is a bare ACK from the VIP port to
-// the client port with numbers 0.
+// the client port with numbers 0, or for BuildReset a bare reset with the
+// sequence number given.
 func TestBuildDecodes(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		testBuildDecodes(t, reset)
+	}
+}
+
+func testBuildDecodes(t *testing.T, reset bool) {
 	for _, target := range []Target{
 		{VIP: netip.MustParseAddrPort("10.0.0.1:443"), Client: netip.MustParseAddrPort("10.0.0.2:55555")},
 		{VIP: netip.MustParseAddrPort("[fd00::1]:6443"), Client: netip.MustParseAddrPort("[fd00::abcd]:33333")},
 		// A 4-in-6 mapped VIP is sent as IPv4.
 		{VIP: netip.MustParseAddrPort("[::ffff:10.0.0.1]:50000"), Client: netip.MustParseAddrPort("10.9.8.7:1")},
 	} {
-		t.Run(target.String(), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s reset=%v", target, reset), func(t *testing.T) {
+			const seq = 0xdeadbeef
 			pkt, err := Build(target)
+			if reset {
+				pkt, err = BuildReset(target, seq)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -115,7 +127,10 @@ func TestBuildDecodes(t *testing.T) {
 			if got := sum16(pseudo, tcp.Contents); got != 0xffff {
 				t.Errorf("TCP checksum does not verify: sum %#x", got)
 			}
-			if !tcp.ACK || tcp.SYN || tcp.RST || tcp.FIN || tcp.PSH || tcp.Seq != 0 || tcp.Ack != 0 || len(tcp.Payload) != 0 {
+			switch {
+			case reset && (!tcp.RST || tcp.ACK || tcp.SYN || tcp.FIN || tcp.Seq != seq || tcp.Ack != 0 || len(tcp.Payload) != 0):
+				t.Errorf("segment %+v, want a bare reset with seq %#x", tcp, seq)
+			case !reset && (!tcp.ACK || tcp.SYN || tcp.RST || tcp.FIN || tcp.PSH || tcp.Seq != 0 || tcp.Ack != 0 || len(tcp.Payload) != 0):
 				t.Errorf("segment %+v, want a bare ACK with numbers 0", tcp)
 			}
 			if uint16(tcp.SrcPort) != target.VIP.Port() || uint16(tcp.DstPort) != target.Client.Port() {

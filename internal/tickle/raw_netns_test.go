@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -242,4 +243,137 @@ func TestRawTickleResetsOrphanedConnection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRawResetWhenTheNewHolderKernelWillNot: the node taking the VIP has
+// a TIME_WAIT socket of its own for the 4-tuple (an earlier tenure closed
+// a connection first, and the client later reused the port through the
+// old holder). Its kernel then answers the client's duplicate ACK with an
+// ACK, not a reset, and the connection would outlive the tickles; the
+// Sender's reset, carrying the acknowledgement number of that duplicate
+// ACK, must end it.
+func TestRawResetWhenTheNewHolderKernelWillNot(t *testing.T) {
+	support.RequireRoot(t, "create network namespaces")
+	var rnd [3]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		t.Fatal(err)
+	}
+	prefix := "hw" + hex.EncodeToString(rnd[:])
+	a, b, c := prefix+"a", prefix+"b", prefix+"c"
+	for _, ns := range []string{a, b, c} {
+		ip(t, "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		ip(t, "-n", ns, "link", "set", "lo", "up")
+	}
+	const client, vip, port, cport = "10.254.0.1", "10.254.0.2", "7443", 40123
+	// holdVIP gives the VIP (and the link to the client) to ns.
+	ip(t, "-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", c)
+	ip(t, "-n", a, "addr", "add", client+"/24", "dev", "eth0")
+	ip(t, "-n", a, "link", "set", "eth0", "up")
+	holdVIP := func(from, to string) {
+		if from != "" {
+			ip(t, "-n", from, "link", "set", "eth0", "netns", to)
+		}
+		ip(t, "-n", to, "addr", "replace", vip+"/24", "dev", "eth0")
+		ip(t, "-n", to, "link", "set", "eth0", "up")
+		ip(t, "-n", a, "neigh", "flush", "dev", "eth0")
+	}
+	holdVIP("", c)
+	listen := func(ns string) net.Listener {
+		var ln net.Listener
+		inNetns(t, ns, func() (err error) {
+			ln, err = net.Listen("tcp", net.JoinHostPort(vip, port))
+			return err
+		})
+		t.Cleanup(func() { _ = ln.Close() })
+		return ln
+	}
+	dial := func() net.Conn {
+		var conn net.Conn
+		inNetns(t, a, func() (err error) {
+			d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: -1,
+				LocalAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: cport},
+				Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					if err := rc.Control(func(fd uintptr) {
+						serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+					}); err != nil {
+						return err
+					}
+					return serr
+				}}
+			conn, err = d.Dial("tcp", net.JoinHostPort(vip, port))
+			return err
+		})
+		return conn
+	}
+
+	// C's earlier tenure: it closes first and keeps a TIME_WAIT socket.
+	lnC := listen(c)
+	first := dial()
+	sc, err := lnC.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sc.Close()
+	_ = first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := first.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("first connection: read %v, want the server's close", err)
+	}
+	_ = first.Close()
+	support.WaitUntil(t, 5*time.Second, func() bool {
+		out, _ := exec.Command("ip", "netns", "exec", c, "ss", "-Htn", "state", "time-wait").CombinedOutput()
+		return strings.Contains(string(out), fmt.Sprintf("%s:%d", client, cport))
+	}, "a TIME_WAIT socket in the new holder")
+
+	// B holds the VIP now; the client reuses its port for a connection
+	// to B, idle.
+	holdVIP(c, b)
+	lnB := listen(b)
+	live := dial()
+	t.Cleanup(func() { _ = live.Close() })
+	sb, err := lnB.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Close() })
+
+	// B dies; C takes the VIP back and tickles the connection.
+	holdVIP(b, c)
+	start := time.Now()
+	readDone := make(chan error, 1)
+	go func() {
+		_ = live.SetReadDeadline(start.Add(2 * time.Second))
+		_, err := live.Read(make([]byte, 1))
+		readDone <- err
+	}()
+	target := Target{VIP: netip.MustParseAddrPort(net.JoinHostPort(vip, port)), Client: netip.AddrPortFrom(netip.MustParseAddr(client), cport)}
+	var res Result
+	inNetns(t, c, func() error {
+		raw, err := OpenRaw("eth0", false)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = raw.Close() }()
+		capt, err := OpenCapture("eth0", target.VIP.Addr(), []Target{target})
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() { _, _ = capt.Count(ctx) }()
+		s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
+		if err != nil {
+			return err
+		}
+		res, err = s.SendSkipping(context.Background(), []Target{target}, capt)
+		return err
+	})
+	if err := <-readDone; !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the tickled connection read %v after %v, want a reset (sender %+v)", err, time.Since(start).Round(time.Millisecond), res)
+	}
+	if res.Resets != 1 {
+		t.Errorf("sender %+v, want 1 reset written", res)
+	}
+	t.Logf("reset after %v by the sender's own reset (%+v)", time.Since(start).Round(time.Millisecond), res)
 }

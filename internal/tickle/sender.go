@@ -97,8 +97,9 @@ type Result struct {
 	// them had a valid packet.
 	Targets, Built int
 	// Sent and Failed count packet writes over all rounds; Skipped the
-	// repeats left out because the target had settled.
-	Sent, Failed, Skipped int
+	// repeats left out because the target had settled; Resets the
+	// resets written to clients that answered with an ACK.
+	Sent, Failed, Skipped, Resets int
 	// FirstErr is the first build or write error, for the log.
 	FirstErr error
 }
@@ -117,21 +118,25 @@ func (s *Sender) Send(ctx context.Context, targets []Target) (Result, error) {
 	return s.SendSkipping(ctx, targets, nil)
 }
 
-// Settled tells whether a target needs no further tickle; last is set
-// for the last round. Capture.Settled is the real one.
-type Settled func(t Target, last bool) bool
+// Answered is what the clients have answered so far; Capture is the real
+// one. Both are called from the sending goroutine while answers arrive.
+type Answered interface {
+	// Settled tells whether t needs no further tickle; last is set for
+	// the last round.
+	Settled(t Target, last bool) bool
+	// Acked returns the acknowledgement number of t's ACK answer.
+	Acked(t Target) (seq uint32, ok bool)
+}
 
-// SendSkipping is Send leaving out of every round after the first the
-// targets settled reports done (nil: none). Pacing counts only the
-// packets written, so a round of few repeats is over quickly.
-func (s *Sender) SendSkipping(ctx context.Context, targets []Target, settled Settled) (Result, error) {
+// SendSkipping is Send guided by what the clients answered (ans; nil:
+// nothing is known). Every round after the first leaves out the targets
+// ans reports settled, and first writes a reset, once, to each target
+// that answered with an ACK, with the acknowledgement number it carried
+// (BuildReset: this host's kernel does not always send one). Pacing
+// counts only the packets written, so a round of few is over quickly.
+func (s *Sender) SendSkipping(ctx context.Context, targets []Target, ans Answered) (Result, error) {
 	res := Result{Targets: len(targets)}
-	type out struct {
-		t   Target
-		pkt []byte
-		dst netip.Addr
-	}
-	pkts := make([]out, 0, len(targets))
+	pkts := make([]outPacket, 0, len(targets))
 	for _, t := range targets {
 		p, err := Build(t)
 		if err != nil {
@@ -140,7 +145,7 @@ func (s *Sender) SendSkipping(ctx context.Context, targets []Target, settled Set
 			}
 			continue
 		}
-		pkts = append(pkts, out{t: t, pkt: p, dst: t.Client.Addr().Unmap()})
+		pkts = append(pkts, outPacket{t: t, pkt: p, dst: t.Client.Addr().Unmap()})
 	}
 	res.Built = len(pkts)
 	if len(pkts) == 0 {
@@ -152,38 +157,84 @@ func (s *Sender) SendSkipping(ctx context.Context, targets []Target, settled Set
 		if err := sleepUntil(ctx, start.Add(offset)); err != nil {
 			return res, err
 		}
-		last := r == len(s.rounds)-1
 		// Each round is paced from its own start: a round that begins
 		// late must not burst to catch up with the previous one.
-		roundStart := time.Now()
-		i := 0 // packets written this round
-		for _, p := range pkts {
-			if r > 0 && settled != nil && settled(p.t, last) {
-				res.Skipped++
-				continue
+		rd := round{s: s, ctx: ctx, res: &res, start: time.Now(), gap: gap}
+		for k := range pkts {
+			if err := rd.target(&pkts[k], r, r == len(s.rounds)-1, ans); err != nil {
+				return res, err
 			}
-			// Never ahead of rate×elapsed; wake once per batch.
-			due := roundStart.Add(time.Duration(float64(i) * gap))
-			i++
-			if time.Until(due) > batchEvery {
-				if err := sleepUntil(ctx, due); err != nil {
-					return res, err
-				}
-			}
-			if err := s.w.WritePacket(p.pkt, p.dst); err != nil {
-				res.Failed++
-				if res.FirstErr == nil {
-					res.FirstErr = fmt.Errorf("send tickle to %s: %w", p.dst, err)
-				}
-				if errors.Is(err, os.ErrPermission) {
-					return res, res.FirstErr
-				}
-				continue
-			}
-			res.Sent++
 		}
 	}
 	return res, nil
+}
+
+// outPacket is one target's tickle.
+type outPacket struct {
+	t     Target
+	pkt   []byte
+	dst   netip.Addr
+	reset bool // a reset was written
+}
+
+// round writes one round's packets, paced.
+type round struct {
+	s     *Sender
+	ctx   context.Context
+	res   *Result
+	start time.Time
+	gap   float64
+	n     int // packets written this round
+}
+
+// target writes what p's target needs in round r: a reset once it has
+// answered with an ACK, and the tickle unless it has settled (the first
+// round tickles every target).
+func (rd *round) target(p *outPacket, r int, last bool, ans Answered) error {
+	if r > 0 && ans != nil {
+		if seq, acked := ans.Acked(p.t); acked && !p.reset {
+			p.reset = true
+			if rst, err := BuildReset(p.t, seq); err == nil {
+				ok, err := rd.write(rst, p.dst)
+				if err != nil {
+					return err
+				}
+				if ok {
+					rd.res.Resets++
+				}
+			}
+		}
+		if ans.Settled(p.t, last) {
+			rd.res.Skipped++
+			return nil
+		}
+	}
+	_, err := rd.write(p.pkt, p.dst)
+	return err
+}
+
+// write sends one packet, never ahead of rate×elapsed (waking once per
+// batch); false if the write failed, an error only if the send must stop.
+func (rd *round) write(pkt []byte, dst netip.Addr) (bool, error) {
+	due := rd.start.Add(time.Duration(float64(rd.n) * rd.gap))
+	rd.n++
+	if time.Until(due) > batchEvery {
+		if err := sleepUntil(rd.ctx, due); err != nil {
+			return false, err
+		}
+	}
+	if err := rd.s.w.WritePacket(pkt, dst); err != nil {
+		rd.res.Failed++
+		if rd.res.FirstErr == nil {
+			rd.res.FirstErr = fmt.Errorf("send tickle to %s: %w", dst, err)
+		}
+		if errors.Is(err, os.ErrPermission) {
+			return false, rd.res.FirstErr
+		}
+		return false, nil
+	}
+	rd.res.Sent++
+	return true, nil
 }
 
 // gap is the time between two packets of a round of n, in nanoseconds:

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 )
 
 // recorder is a Writer that notes when each packet was written and to
@@ -21,6 +24,7 @@ type recorder struct {
 	start time.Time
 	at    []time.Duration
 	dst   []netip.Addr
+	pkts  [][]byte
 	fail  func(n int) error
 }
 
@@ -32,6 +36,7 @@ func (r *recorder) WritePacket(pkt []byte, dst netip.Addr) error {
 	}
 	r.at = append(r.at, time.Since(r.start))
 	r.dst = append(r.dst, dst)
+	r.pkts = append(r.pkts, slices.Clone(pkt))
 	if r.fail != nil {
 		return r.fail(len(r.at))
 	}
@@ -217,9 +222,35 @@ func TestNewSenderRejects(t *testing.T) {
 	}
 }
 
-// Repeats leave out the targets settled reports done, the first round
-// never does, and a thinned round is paced from its own start over the
-// packets it writes, so it ends early instead of keeping the old gaps.
+// answers is a fake Answered: by the target's index, i%4 == 0 answered
+// with a reset, i%4 == 1 with an ACK acknowledging 5000+i, the others not
+// at all.
+type answers struct{}
+
+func index(tg Target) int { a := tg.Client.Addr().As4(); return int(a[2])<<8 | int(a[3]) }
+
+func (answers) Settled(tg Target, last bool) bool {
+	switch index(tg) % 4 {
+	case 0:
+		return true
+	case 1:
+		return !last
+	}
+	return false
+}
+
+func (answers) Acked(tg Target) (uint32, bool) {
+	if i := index(tg); i%4 == 1 {
+		return uint32(5000 + i), true
+	}
+	return 0, false
+}
+
+// Repeats leave out the targets reported settled, the first round never
+// does, a client that answered with an ACK gets one reset carrying its
+// acknowledgement number, and a thinned round is paced from its own start
+// over the packets it writes, so it ends early instead of keeping the old
+// gaps.
 func TestSendSkipsSettledRepeats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n, rate = 1000, 10_000
@@ -229,36 +260,42 @@ func TestSendSkipsSettledRepeats(t *testing.T) {
 			t.Fatal(err)
 		}
 		ts := targets(n)
-		settled := func(tg Target, last bool) bool {
-			i := int(tg.Client.Addr().As4()[2])<<8 | int(tg.Client.Addr().As4()[3])
-			switch i % 4 {
-			case 0: // answered with a reset
-				return true
-			case 1: // answered with an ACK
-				return !last
-			}
-			return false
-		}
-		res, err := s.SendSkipping(t.Context(), ts, settled)
+		res, err := s.SendSkipping(t.Context(), ts, answers{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Round 1: n; round 2: half (i%4 == 2, 3); round 3: three quarters.
-		wantSent := n + n/2 + 3*n/4
-		if res.Sent != wantSent || res.Skipped != 3*n-wantSent {
-			t.Fatalf("result %+v, want %d sent and %d skipped", res, wantSent, 3*n-wantSent)
+		// Round 1: n tickles; round 2: n/4 resets and n/2 tickles
+		// (i%4 == 2, 3); round 3: 3n/4 tickles, no reset again.
+		wantSent := n + n/4 + n/2 + 3*n/4
+		if res.Sent != wantSent || res.Resets != n/4 || res.Skipped != n/4+n/2 {
+			t.Fatalf("result %+v, want %d sent, %d resets, %d skipped", res, wantSent, n/4, n/4+n/2)
 		}
 		if !slices.Equal(rec.dst[:n], addrs(ts)) {
 			t.Fatal("the first round did not tickle every target in order")
 		}
-		// Round 2 starts at 200 ms and, at the rate, writes its n/2
-		// packets in n/2/rate = 50 ms.
-		r2 := rec.at[n : n+n/2]
-		if r2[0] != 200*time.Millisecond || r2[len(r2)-1] > 251*time.Millisecond {
-			t.Errorf("round 2 wrote from %v to %v, want from 200ms to at most 251ms", r2[0], r2[len(r2)-1])
+		resets := 0
+		for k, pkt := range rec.pkts {
+			tcp := gopacket.NewPacket(pkt, layers.LayerTypeIPv4, gopacket.Default).Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if !tcp.RST {
+				continue
+			}
+			resets++
+			i := index(Target{Client: netip.AddrPortFrom(rec.dst[k], 0)})
+			if k < n || k >= n+3*n/4 || i%4 != 1 || tcp.Seq != uint32(5000+i) || tcp.ACK {
+				t.Fatalf("packet %d: a reset to target %d with seq %d (ACK %v), want resets only in round 2, to i%%4 == 1, seq 5000+i, no ACK", k, i, tcp.Seq, tcp.ACK)
+			}
 		}
-		if rec.at[n+n/2] != 600*time.Millisecond {
-			t.Errorf("round 3 started at %v, want 600ms", rec.at[n+n/2])
+		if resets != n/4 {
+			t.Errorf("%d resets written, want %d", resets, n/4)
+		}
+		// Round 2 starts at 200 ms and, at the rate, writes its 3n/4
+		// packets in 3n/4/rate = 75 ms.
+		r2 := rec.at[n : n+3*n/4]
+		if r2[0] != 200*time.Millisecond || r2[len(r2)-1] > 276*time.Millisecond {
+			t.Errorf("round 2 wrote from %v to %v, want from 200ms to at most 276ms", r2[0], r2[len(r2)-1])
+		}
+		if rec.at[n+3*n/4] != 600*time.Millisecond {
+			t.Errorf("round 3 started at %v, want 600ms", rec.at[n+3*n/4])
 		}
 	})
 }
