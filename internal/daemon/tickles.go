@@ -381,6 +381,41 @@ func (t *tickles) setHanding(addr netip.Addr, on bool) {
 	}
 }
 
+// liveAware keeps the sender's own resets (tickle.BuildReset) away from
+// this node's live sessions: a client of one answers a tickle with an ACK
+// that lands on the live socket here, harmlessly, and a reset would end a
+// working connection (an earlier tenure's, or one this node's tickleOwn
+// checks). The set of live pairs is read at most every liveEvery.
+type liveAware struct {
+	tickle.Answered
+	sessions sessionList
+	live     map[proxy.ClientPair]struct{}
+	at       time.Time
+}
+
+// liveEvery bounds how stale liveAware's view of the sessions may be; the
+// resets go out a round (100 ms) after the answers.
+const liveEvery = 20 * time.Millisecond
+
+// Acked implements tickle.Answered: a live session here is never acked.
+func (l *liveAware) Acked(tg tickle.Target) (uint32, bool) {
+	seq, ok := l.Answered.Acked(tg)
+	if !ok {
+		return 0, false
+	}
+	if now := time.Now(); l.live == nil || now.Sub(l.at) >= liveEvery {
+		l.live, l.at = map[proxy.ClientPair]struct{}{}, now
+		for _, p := range l.sessions.clients(nil) {
+			l.live[p] = struct{}{}
+		}
+	}
+	p := proxy.ClientPair{Local: netip.AddrPortFrom(tg.VIP.Addr().Unmap(), tg.VIP.Port()), Client: netip.AddrPortFrom(tg.Client.Addr().Unmap(), tg.Client.Port())}
+	if _, live := l.live[p]; live {
+		return 0, false
+	}
+	return seq, true
+}
+
 // tickleOwn tickles this node's own sessions through addr, as last synced:
 // another node held the VIP meanwhile (this node was cut off or frozen)
 // and has let go. That holder reset the clients it took over, and this
@@ -481,7 +516,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 		log.Warn("cannot count the answers to the tickles", "err", err)
 		close(counted)
 	} else {
-		settled, capture = c, c
+		settled, capture = &liveAware{Answered: c, sessions: t.sessions}, c
 		go func() {
 			a, err := c.Count(cctx)
 			if err != nil {

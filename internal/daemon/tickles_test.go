@@ -525,3 +525,34 @@ func TestBGPVIPIsNeverTickled(t *testing.T) {
 		t.Fatalf("takeover of a BGP VIP tickles %v, want nothing", jobs)
 	}
 }
+
+// ackedAll is an Answered whose every target answered with an ACK of 7.
+type ackedAll struct{}
+
+func (ackedAll) Settled(tickle.Target, bool) bool   { return false }
+func (ackedAll) Acked(tickle.Target) (uint32, bool) { return 7, true }
+
+// The sender's own reset never goes to a client whose connection is a
+// live session here (its ACK reached our own socket): only to the others,
+// such as a connection whose 4-tuple meets a TIME_WAIT socket here. A
+// session that appears later counts as soon as the view is refreshed.
+func TestOwnResetsSpareLiveSessions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sessions := &fakeSessions{}
+		sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"))
+		l := &liveAware{Answered: ackedAll{}, sessions: sessions}
+		live := tickle.Target{VIP: netip.MustParseAddrPort("10.0.0.5:6443"), Client: netip.MustParseAddrPort("10.0.0.21:40001")}
+		gone := tickle.Target{VIP: netip.MustParseAddrPort("10.0.0.5:6443"), Client: netip.MustParseAddrPort("10.0.0.22:40002")}
+		if _, ok := l.Acked(live); ok {
+			t.Error("a live session here would get a reset")
+		}
+		if seq, ok := l.Acked(gone); !ok || seq != 7 {
+			t.Errorf("acked = %d, %v for a connection not served here, want 7", seq, ok)
+		}
+		sessions.set(pair("10.0.0.5:6443", "10.0.0.21:40001"), pair("10.0.0.5:6443", "10.0.0.22:40002"))
+		time.Sleep(liveEvery)
+		if _, ok := l.Acked(gone); ok {
+			t.Error("a session that opened since would get a reset")
+		}
+	})
+}
