@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"halb/test/netnsrun"
+	"halb/test/support"
 )
 
 // IdlePort is the port of the lab's idle frontend (Options.IdleFrontend):
@@ -77,26 +78,6 @@ func (l *Lab) startIdleServers() error {
 	return nil
 }
 
-// echoLines writes back what c sends until it closes. A small buffer and
-// plain reads and writes, not io.Copy: between two TCP conns io.Copy
-// splices through a pipe, three system calls where two do for a line,
-// and a reconnection storm's thousand one-line echoes should cost the
-// lab as little as a real server would.
-func echoLines(c net.Conn) {
-	buf := make([]byte, 512)
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 // accept serves ln until it is closed. Any other error (out of file
 // descriptors, an aborted handshake) passes: the server must outlive it,
 // or every later repetition through it would fail.
@@ -118,7 +99,7 @@ func (s *idleServers) accept(ln net.Listener) {
 			// Echo until the peer closes, then close too, as any server
 			// would: a connection left half-open would hold the proxy's
 			// session and a descriptor on both sides.
-			echoLines(c)
+			support.Echo(c)
 			_ = c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)

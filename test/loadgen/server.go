@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"halb/test/support"
 )
 
 // Server answers the load on one host: an echo port (every byte read is
@@ -66,7 +68,7 @@ func Serve(ctx context.Context, echoLn, sinkLn net.Listener) {
 		}
 	}
 	wg.Add(2)
-	go serve(echoLn, echo)
+	go serve(echoLn, support.Echo)
 	go serve(sinkLn, sink)
 	<-ctx.Done()
 	_ = echoLn.Close()
@@ -76,22 +78,6 @@ func Serve(ctx context.Context, echoLn, sinkLn net.Listener) {
 		return true
 	})
 	wg.Wait()
-}
-
-// echo writes back what it reads until EOF or an error.
-func echo(c net.Conn) {
-	buf := make([]byte, 4<<10)
-	for {
-		n, err := c.Read(buf)
-		if n > 0 {
-			if _, werr := c.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // sink reads to EOF and answers the number of bytes it read (8 bytes, big
