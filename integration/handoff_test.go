@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"halb/test/fakecp"
 	"halb/test/lab"
 )
 
@@ -251,12 +250,7 @@ type requests struct {
 
 func startRequests(t *testing.T, ctx context.Context, l *lab.Lab, workers int, keepAlive bool) *requests {
 	t.Helper()
-	tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcfg.ServerName = lab.VIP().String()
-	tcfg.NextProtos = []string{"http/1.1"}
+	tcfg := kubectlTLS(t, l)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return l.Dial(ctx, "cl", addr)

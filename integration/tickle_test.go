@@ -53,12 +53,7 @@ func TestTickleOrphanedConnections(t *testing.T) {
 			}
 			waitNeighAfterReach(t, ctx, l, holder)
 			standby := others(l, holder)[0]
-			tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tcfg.ServerName = lab.VIP().String() // the certificates name the VIP, as kubectl dials it
-			tcfg.NextProtos = []string{"http/1.1"}
+			tcfg := kubectlTLS(t, l)
 
 			conns := holdConns(t, ctx, l, tcfg, tickleConns)
 			// The standby must know the holder's connections before the cut.
@@ -161,12 +156,7 @@ func TestRegainedHolderEndsOrphanedSessions(t *testing.T) {
 	}
 	waitNeighAfterReach(t, ctx, l, holder)
 	standby := others(l, holder)[0]
-	tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcfg.ServerName = lab.VIP().String()
-	tcfg.NextProtos = []string{"http/1.1"}
+	tcfg := kubectlTLS(t, l)
 	const n = 50
 	conns := holdConns(t, ctx, l, tcfg, n)
 	waitTable(t, ctx, l, standby, n, 5*time.Second)
@@ -243,6 +233,19 @@ func countTrue(bs []bool) int {
 		}
 	}
 	return n
+}
+
+// kubectlTLS is the administrator's TLS config for the VIP's Kubernetes
+// API over HTTP/1.1: the certificates name the VIP, as kubectl dials it.
+func kubectlTLS(t *testing.T, l *lab.Lab) *tls.Config {
+	t.Helper()
+	cfg, err := l.ClientTLS(fakecp.KubeAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = lab.VIP().String()
+	cfg.NextProtos = []string{"http/1.1"}
+	return cfg
 }
 
 // holdConns opens n Kubernetes API connections through the VIP from the
@@ -328,12 +331,7 @@ func TestTickleThousandConnections(t *testing.T) {
 			if _, err := l.WaitStable(ctx, stableBound, l.LBNames()...); err != nil {
 				t.Fatal(err)
 			}
-			tcfg, err := l.ClientTLS(fakecp.KubeAdmin)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tcfg.ServerName = lab.VIP().String()
-			tcfg.NextProtos = []string{"http/1.1"}
+			tcfg := kubectlTLS(t, l)
 
 			// lb1 holds and serves the connection that must survive.
 			moveTo(t, ctx, l, "lb1")

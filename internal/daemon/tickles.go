@@ -409,11 +409,17 @@ func (l *liveAware) Acked(tg tickle.Target) (uint32, bool) {
 			l.live[p] = struct{}{}
 		}
 	}
-	p := proxy.ClientPair{Local: netip.AddrPortFrom(tg.VIP.Addr().Unmap(), tg.VIP.Port()), Client: netip.AddrPortFrom(tg.Client.Addr().Unmap(), tg.Client.Port())}
-	if _, live := l.live[p]; live {
+	if _, live := l.live[clientPair(tg)]; live {
 		return 0, false
 	}
 	return seq, true
+}
+
+// clientPair is the proxy's name for a tickled connection, addresses
+// unmapped as the proxy lists them.
+func clientPair(tg tickle.Target) proxy.ClientPair {
+	unmap := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
+	return proxy.ClientPair{Local: unmap(tg.VIP), Client: unmap(tg.Client)}
 }
 
 // tickleOwn tickles this node's own sessions through addr, as last synced:
@@ -564,7 +570,7 @@ func (t *tickles) send(ctx context.Context, job tickleJob) {
 		if ok && capture != nil {
 			pairs := map[proxy.ClientPair]struct{}{}
 			for _, tg := range capture.Closed() {
-				pairs[proxy.ClientPair{Local: tg.VIP, Client: tg.Client}] = struct{}{}
+				pairs[clientPair(tg)] = struct{}{}
 			}
 			attrs = append(attrs, "orphans_closed", t.sessions.closeSessions(pairs, job.listed, "orphaned: the client has no connection"))
 		}
