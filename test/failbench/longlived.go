@@ -127,6 +127,10 @@ type longLivedRep struct {
 	Resets       int     `json:"resets"`            // failed with a reset, the rest with a clean close (EOF)
 	FailedMS     Summary `json:"failed_after_cut_ms"`
 	RecoveredMS  Summary `json:"recovered_after_cut_ms"`
+	// FreshMS is when, after the cut, began the first brand-new
+	// connection from the client that worked (the failover time for new
+	// connections, by a probe starting one every 10 ms); the bound if none did.
+	FreshMS float64 `json:"fresh_works_after_cut_ms"`
 	// Steps of the recovered connections, each a duration: waiting for a
 	// dial slot before the first attempt; from the failure to the start
 	// of the attempt that worked (the slot, attempts refused before the
@@ -167,12 +171,17 @@ type longLivedSummary struct {
 	FailedMax    Summary `json:"failed_max_ms"`
 	RecoveredMed Summary `json:"recovered_median_ms"`
 	RecoveredMax Summary `json:"recovered_max_ms"`
-	QueueMed     Summary `json:"queue_median_ms"`
-	RetryMed     Summary `json:"retry_median_ms"`
-	ConnectMed   Summary `json:"connect_median_ms"`
-	TLSMed       Summary `json:"tls_median_ms"`
-	RequestMed   Summary `json:"request_median_ms"`
-	AttemptsMax  Summary `json:"attempts_max"`
+	// Fresh is FreshMS over the repetitions; OverFresh each repetition's
+	// median recovery less its FreshMS: the issue's "median ≤ failover
+	// time + 100 ms", paired within the repetition.
+	Fresh       Summary `json:"fresh_works_after_cut_ms"`
+	OverFresh   Summary `json:"recovered_median_over_fresh_ms"`
+	QueueMed    Summary `json:"queue_median_ms"`
+	RetryMed    Summary `json:"retry_median_ms"`
+	ConnectMed  Summary `json:"connect_median_ms"`
+	TLSMed      Summary `json:"tls_median_ms"`
+	RequestMed  Summary `json:"request_median_ms"`
+	AttemptsMax Summary `json:"attempts_max"`
 	// CPU is the repetitions' CPU use added up.
 	CPU     cpuUse  `json:"cpu"`
 	BoundMS float64 `json:"bound_ms"`
@@ -180,7 +189,7 @@ type longLivedSummary struct {
 
 func summarizeLongLived(runs []rep) *longLivedSummary {
 	var s longLivedSummary
-	var fmed, fmax, rmed, rmax, qmed, tmed, cmed, hmed, qumed, amax []float64
+	var fmed, fmax, rmed, rmax, qmed, tmed, cmed, hmed, qumed, amax, fresh, over []float64
 	for _, r := range runs {
 		if r.LongLived == nil {
 			continue
@@ -192,6 +201,7 @@ func summarizeLongLived(runs []rep) *longLivedSummary {
 		s.Resets += l.Resets
 		fmed, fmax = append(fmed, l.FailedMS.Median), append(fmax, l.FailedMS.Max)
 		rmed, rmax = append(rmed, l.RecoveredMS.Median), append(rmax, l.RecoveredMS.Max)
+		fresh, over = append(fresh, l.FreshMS), append(over, l.RecoveredMS.Median-l.FreshMS)
 		qmed, tmed = append(qmed, l.QueueMS.Median), append(tmed, l.RetryMS.Median)
 		cmed, hmed = append(cmed, l.ConnectMS.Median), append(hmed, l.TLSMS.Median)
 		qumed, amax = append(qumed, l.RequestMS.Median), append(amax, l.Attempts.Max)
@@ -207,6 +217,7 @@ func summarizeLongLived(runs []rep) *longLivedSummary {
 	}
 	s.FailedMedian, s.FailedMax = summarize(fmed), summarize(fmax)
 	s.RecoveredMed, s.RecoveredMax = summarize(rmed), summarize(rmax)
+	s.Fresh, s.OverFresh = summarize(fresh), summarize(over)
 	s.QueueMed, s.RetryMed = summarize(qmed), summarize(tmed)
 	s.ConnectMed, s.TLSMed = summarize(cmed), summarize(hmed)
 	s.RequestMed, s.AttemptsMax = summarize(qumed), summarize(amax)
@@ -267,22 +278,35 @@ func (r *runner) onceLongLived(ctx context.Context, sc scenario) (rep, error) {
 	time.Sleep(delay)
 	logFrom := len(r.l.Log(standby))
 	cpu0 := r.cpuNow()
+	// The fresh connections go to the echo frontend in the TLS scenarios
+	// too: they time the path, and TLS handshakes every 10 ms would
+	// compete with the reconnections for the CPU.
+	fresh := startFresh(ctx, r.l, netip.AddrPortFrom(lab.VIP(), lab.IdlePort))
 	held.WatchWith(ctx, longLivedBound, r.workers)
 	t0 := time.Now()
 	if err := sc.inject(ctx, r); err != nil {
 		held.Close()
 		held.Wait()
+		fresh.stop()
 		return rep{}, fmt.Errorf("inject: %w", err)
 	}
+	injected := time.Now()
 	_, err = r.l.WaitHolder(ctx, takeoverBound, sc.done)
 	took := time.Since(t0)
 	res := held.Wait()
 	cpu := r.cpuNow().since(cpu0, time.Since(t0))
+	fresh.stop()
+	held.Close() // the new connections too, before the repair moves the VIP again
 	if err != nil {
 		return rep{}, fmt.Errorf("after %s: %w", took.Round(time.Millisecond), err)
 	}
 	out := rep{Takeover: took, Delay: delay, Attempts: len(res), LongLived: longLivedOutcome(t0, res, longLivedBound)}
 	out.LongLived.CPU, out.LongLived.Workers = cpu, r.workers
+	if d, ok := fresh.workingAfter(t0, injected); ok {
+		out.LongLived.FreshMS = ms(d)
+	} else {
+		out.LongLived.FreshMS = ms(longLivedBound)
+	}
 	out.LongLived.Tickle = r.waitTickleLine(t0, logFrom)
 	out.Failed = out.LongLived.StillOpen
 	if sc.repair != nil {
@@ -396,9 +420,11 @@ func (f *FailoverResult) longLivedMarkdown() string {
 				"the time from the failure until its read failed and until a new connection answered a request (retried every 100 ms, "+
 				"%s); per repetition the median and the maximum, shown as min / median / max over the repetitions. "+
 				"A connection not told within %.0f s counts as %.0f s. \"First new connection works\" is the earliest replacement in a "+
-				"repetition: when the new path worked for this client.\n\n",
+				"repetition: when the new path worked for this client. \"Fresh connections work\" is when the first brand-new connection "+
+				"that worked began (one started every 10 ms by a separate probe, none waiting for another): the failover time for new connections, "+
+				"and \"median over fresh\" each repetition's median recovery less it (the goal: ≤ 100 ms).\n\n",
 				l.Conns, workersText(l.Workers), l.BoundMS/1000, l.BoundMS/1000)
-			b.WriteString("| scenario | system | reps | failed, median ms | failed, max ms | first new connection works, ms | new connection works, median ms | new connection works, max ms | never told | reset / closed | VIP moved after, ms (median, polled) | load avg |\n|---|---|---:|---|---|---|---|---|---:|---|---:|---|\n")
+			b.WriteString("| scenario | system | reps | failed, median ms | failed, max ms | first new connection works, ms | new connection works, median ms | new connection works, max ms | fresh connections work, ms | median over fresh, ms | never told | reset / closed | VIP moved after, ms (median, polled) | load avg |\n|---|---|---:|---|---|---|---|---|---|---|---:|---|---:|---|\n")
 			steps.WriteString("\nWhere the time went, per recovered connection (medians over the connections, median over the repetitions, ms): " +
 				"waiting for a dial slot; from the failure to the start of the attempt that worked; that attempt's TCP connect, TLS handshake " +
 				"and request; the most attempts one connection needed; CPU seconds spent from the cut until the last connection was replaced, " +
@@ -406,8 +432,9 @@ func (f *FailoverResult) longLivedMarkdown() string {
 				"seconds (2 vCPUs give 2 CPU seconds a second); halb's tickle log line of the last repetition.\n\n" +
 				"| scenario | system | dial slot | to the working attempt | TCP connect | TLS handshake | request | attempts, max | CPU s client / proxy / servers in wall s | tickles |\n|---|---|---:|---:|---:|---:|---:|---:|---|---|\n")
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %d | %d / %d | %.0f | %s |\n", titles[sc], sys, r.Reps,
-			three(l.FailedMedian), three(l.FailedMax), three(firstRecovered(r.Runs)), three(l.RecoveredMed), three(l.RecoveredMax), l.StillOpen,
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %s | %s | %s | %s | %d | %d / %d | %.0f | %s |\n", titles[sc], sys, r.Reps,
+			three(l.FailedMedian), three(l.FailedMax), three(firstRecovered(r.Runs)), three(l.RecoveredMed), three(l.RecoveredMax),
+			three(l.Fresh), three(l.OverFresh), l.StillOpen,
 			l.Resets, l.Conns*r.Reps-l.StillOpen-l.Resets, r.TakeoverMS.Median, r.LoadAvg)
 		tk := ""
 		if n := len(r.Runs); n > 0 && r.Runs[n-1].LongLived != nil {

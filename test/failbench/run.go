@@ -141,8 +141,8 @@ func runSystem(ctx context.Context, o Options, spec sysSpec) (*SystemResult, err
 			if rp.Attempts > 0 {
 				runs = append(runs, rp)
 				if l := rp.LongLived; l != nil {
-					_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: %d connections failed after %.0f ms median, %.0f ms max; new connection works after %.0f ms median, %.0f ms max; %d never told; VIP moved after %s\n",
-						spec.name, scName, len(runs), reps, l.Conns, l.FailedMS.Median, l.FailedMS.Max, l.RecoveredMS.Median, l.RecoveredMS.Max, l.StillOpen, rp.Takeover.Round(time.Millisecond))
+					_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: %d connections failed after %.0f ms median, %.0f ms max; new connection works after %.0f ms median, %.0f ms max; fresh connections work after %.0f ms; %d never told; VIP moved after %s\n",
+						spec.name, scName, len(runs), reps, l.Conns, l.FailedMS.Median, l.FailedMS.Max, l.RecoveredMS.Median, l.RecoveredMS.Max, l.FreshMS, l.StillOpen, rp.Takeover.Round(time.Millisecond))
 				} else {
 					_, _ = fmt.Fprintf(o.Out, "%s %s %d/%d: outage %s, %d failed of %d, VIP moved after %s (delay %s)\n",
 						spec.name, scName, len(runs), reps, rp.Outage.Round(time.Millisecond), rp.Failed, rp.Attempts,

@@ -26,10 +26,11 @@ type LongLived struct {
 	target netip.AddrPort
 	cfg    *tls.Config // nil: plain TCP echo (HoldEcho)
 
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
-	res   []LongLivedConn
+	mu       sync.Mutex
+	conns    []net.Conn
+	replaced []net.Conn // the new connections Watch made, open until Close
+	wg       sync.WaitGroup
+	res      []LongLivedConn
 }
 
 // LongLivedConn is what happened to one held connection once watched. The
@@ -172,6 +173,21 @@ func echo(c net.Conn, target netip.AddrPort) error {
 	return nil
 }
 
+// EchoOnce opens a new plain TCP connection from the client to target
+// (VIP:IdlePort), has one line echoed and closes it: one fresh client's
+// view of whether new connections work.
+func (l *Lab) EchoOnce(ctx context.Context, target netip.AddrPort) error {
+	c, err := l.Dial(ctx, "cl", target.String())
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.Close() }()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	return echo(c, target)
+}
+
 // get sends GET /version on c and reads the answer.
 func get(ctx context.Context, c net.Conn, target netip.AddrPort) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+target.String()+"/version", nil)
@@ -218,8 +234,9 @@ func (h *LongLived) Request(ctx context.Context) error {
 // Watch starts reading every held connection until it fails or bound
 // passes; a connection that fails is replaced by a new one, retried
 // every 100 ms until one answers a request or the bound passes, as a
-// client would reconnect. At most DefaultReconnectWorkers reconnections
-// are in flight; WatchWith sets another bound. Wait returns the outcome.
+// client would reconnect, and the new one stays open until Close. At most
+// DefaultReconnectWorkers reconnections are in flight; WatchWith sets
+// another bound. Wait returns the outcome.
 func (h *LongLived) Watch(ctx context.Context, bound time.Duration) {
 	h.WatchWith(ctx, bound, DefaultReconnectWorkers)
 }
@@ -272,7 +289,12 @@ func (h *LongLived) reconnect(ctx context.Context, r LongLivedConn, deadline tim
 		if err == nil {
 			r.Try, r.Connected, r.Handshook = st.Try, st.Connected, st.Handshook
 			r.Recovered, r.RecErr = time.Now(), nil
-			_ = nc.Close()
+			// Kept open, as a client keeps the watch it re-established:
+			// closing it at once would load the new holder with the
+			// teardown of every new connection while others still reconnect.
+			h.mu.Lock()
+			h.replaced = append(h.replaced, nc)
+			h.mu.Unlock()
 			return r
 		}
 		r.RecErr = err
@@ -299,11 +321,15 @@ func (h *LongLived) Wait() []LongLivedConn {
 	return append([]LongLivedConn(nil), h.res...)
 }
 
-// Close closes every held connection.
+// Close closes every held connection and every new one Watch made.
 func (h *LongLived) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range h.conns {
 		_ = c.Close()
 	}
+	for _, c := range h.replaced {
+		_ = c.Close()
+	}
+	h.replaced = nil
 }

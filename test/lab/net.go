@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,8 +58,28 @@ func (l *Lab) buildNet(ctx context.Context) error {
 			return fmt.Errorf("build lab network: %w", err)
 		}
 	}
+	if err := l.plainSwitch(ctx); err != nil {
+		return err
+	}
 	if l.opts.Router {
 		return l.buildRouterNet(ctx)
+	}
+	return nil
+}
+
+// plainSwitch keeps the switch's frames out of netfilter. With
+// br_netfilter loaded (Docker and Kubernetes hosts load it) every frame a
+// Linux bridge forwards also runs the IP firewall hooks of the bridge's
+// namespace by default: work a hardware switch does not do, which the
+// lab's hosts would pay for in CPU under a storm of connections.
+func (l *Lab) plainSwitch(ctx context.Context) error {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err != nil {
+		return nil // no br_netfilter: nothing to turn off
+	}
+	_, err := run(ctx, "ip", "netns", "exec", l.NS("sw"), "sysctl", "-q", "-w",
+		"net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0")
+	if err != nil {
+		return fmt.Errorf("build lab network: keep the switch out of netfilter: %w", err)
 	}
 	return nil
 }
