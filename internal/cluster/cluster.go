@@ -225,7 +225,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return errors.New("cluster: Run called twice")
 	}
 	bind := netip.AddrPortFrom(c.cfg.BindAddr, uint16(c.cfg.Port))
-	nt, err := listenGossip(bind, c.refusals, c.log)
+	nt, err := listenGossip(bind, c.refusals, c.unreachable, c.log)
 	if err != nil {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}

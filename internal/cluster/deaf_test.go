@@ -31,7 +31,7 @@ func TestNextDeadStep(t *testing.T) {
 // The gossip sockets close so the kernel refuses connections, as after a
 // process's death, and open again on the same port.
 func TestGossipSocketsCloseAndReopen(t *testing.T) {
-	s, err := listenGossip(netip.MustParseAddrPort("127.0.0.61:0"), newRefusalLog(io.Discard, slog.New(slog.DiscardHandler), time.Now), slog.New(slog.DiscardHandler))
+	s, err := listenGossip(netip.MustParseAddrPort("127.0.0.61:0"), newRefusalLog(io.Discard, slog.New(slog.DiscardHandler), time.Now), nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -227,6 +227,7 @@ type beatPeer struct {
 	answered  time.Time   // when a probe since last last found the process there
 	refused   bool        // a probe since last found the port closed
 	lost      int         // probes started after answered that went unanswered
+	hinted    time.Time   // latest "port unreachable" since last: probe without waiting
 	down      bool
 }
 
@@ -333,16 +334,30 @@ func (d *detector) overdue() time.Duration { return d.timing.interval * 3 / 2 }
 // deadline is how long an unreachable peer may be silent before it is down.
 func (d *detector) deadline() time.Duration { return d.timing.deadline }
 
+// hint records that a packet this node sent to name drew a "port
+// unreachable" from its host at now: the process may be gone (kill -9, a
+// crash), and its host said so before its beat is even due. The next
+// probes asks the peer's kernel at once; only a refused probe makes the
+// peer down, as without the hint, so a forged or stray ICMP costs one
+// probe, never a verdict.
+func (d *detector) hint(name string, now time.Time) {
+	if p, ok := d.peers[name]; ok && !p.down {
+		p.hinted = now
+	}
+}
+
 // probes returns the peers to probe now: silent for longer than overdue,
 // not down, the latest probe a probe period ago or more, and not too many
-// out. It records them as probed from now.
+// out — or hinted since their latest probe began. It records them as
+// probed from now.
 func (d *detector) probes(now time.Time) []string {
 	var out []string
 	for name, p := range d.peers {
-		if p.down || len(p.pending) >= maxPending || now.Sub(p.last) < d.overdue() {
+		hinted := p.hinted.After(p.probed)
+		if p.down || len(p.pending) >= maxPending || (now.Sub(p.last) < d.overdue() && !hinted) {
 			continue
 		}
-		if !p.probed.IsZero() && now.Sub(p.probed) < d.timing.probeEvery {
+		if !hinted && !p.probed.IsZero() && now.Sub(p.probed) < d.timing.probeEvery {
 			continue
 		}
 		p.probed = now
@@ -388,16 +403,18 @@ type verdicts struct {
 	cutOff map[string]string
 }
 
-// check marks peers down: refused as soon as a probe says so, unreachable
-// (lost times in a row) once the peer has been silent for the deadline and
-// no peer beating on time still hears it, and the loop has counted that
-// silence (not stale).
+// check marks peers down: refused as soon as a probe says so (a probe a
+// hint started may say so before the beat is overdue: no beat came since
+// it began, or it would have been forgotten), unreachable (lost times in a
+// row) once the peer has been silent for the deadline and no peer beating
+// on time still hears it, and the loop has counted that silence (not
+// stale).
 func (d *detector) check(now time.Time) verdicts {
 	stale := d.stale(now)
 	var v verdicts
 	for name, p := range d.peers {
 		silent := now.Sub(p.last)
-		if p.down || silent < d.overdue() {
+		if p.down || (silent < d.overdue() && !p.refused) {
 			continue
 		}
 		o := probeRefused
@@ -602,6 +619,22 @@ func (c *Cluster) playDead(d *deadness, sock *gossipSockets, now time.Time) bool
 		return false
 	}
 	return d.dead
+}
+
+// unreachable takes a "port unreachable" for a packet sent to addr (the
+// gossip socket's reader calls it): the peer gossiping there is probed at
+// the check loop's next turn.
+func (c *Cluster) unreachable(addr netip.AddrPort) {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	for name, a := range c.peerAddrs() {
+		if netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) != addr {
+			continue
+		}
+		c.hb.mu.Lock()
+		c.hb.det.hint(name, time.Now())
+		c.hb.mu.Unlock()
+		c.log.Debug("peer's host says its gossip port is closed: probing it now", "peer", name)
+	}
 }
 
 // peerAddrs returns the members' gossip addresses by name.

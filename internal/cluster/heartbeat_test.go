@@ -42,6 +42,8 @@ type sim struct {
 	// wait in the socket, probes out wait to be read.
 	stall    [2]time.Duration
 	outcomes []probeOutcome // of the downs, in order
+	// hints are when a "port unreachable" for lb1 arrives (detector.hint).
+	hints []time.Duration
 }
 
 func newSim(t beatTiming, answer func(time.Time) probeOutcome) *sim {
@@ -66,7 +68,7 @@ func (s *sim) at(off time.Duration) time.Time { return s.start.Add(off) }
 // lb1 went down and came back.
 func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time.Duration) {
 	tick := s.d.timing.check
-	i := 0
+	i, h := 0, 0
 	for !s.now.After(s.at(until)) {
 		off := s.now.Sub(s.start)
 		if off >= s.stall[0] && off < s.stall[1] {
@@ -79,6 +81,10 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 				ups = append(ups, off)
 			}
 			i++
+		}
+		for h < len(s.hints) && s.hints[h] <= off {
+			s.d.hint("lb1", s.now)
+			h++
 		}
 		s.pending = slices.DeleteFunc(s.pending, func(pp pendingProbe) bool {
 			took := s.rtt
@@ -158,6 +164,45 @@ func TestDetectorDeadPeerDown(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A killed peer's host answers this node's next packet to it (a beat,
+// sent every interval) with "port unreachable": the peer is probed at once
+// and, refused, is down within a check period and a round trip of that
+// packet instead of 1.5 intervals after its last beat.
+func TestDetectorUnreachableHintProbesAtOnce(t *testing.T) {
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			s := newSim(tm, answering(probeRefused))
+			last := 10 * tm.interval
+			hint := last + tm.interval/5 // the ICMP for this node's next beat
+			s.hints = []time.Duration{hint}
+			downs, _ := s.run(last+10*tm.interval, every(0, last, tm.interval))
+			if len(downs) != 1 || s.outcomes[0] != probeRefused {
+				t.Fatalf("went down at %v (%v), want once, refused", downs, s.outcomes)
+			}
+			if got, hi := downs[0]-hint, tm.check+s.rtt; got < 0 || got > hi {
+				t.Fatalf("down %s after the hint, want within %s (overdue would be %s after the last beat)", got, hi, s.d.overdue())
+			}
+		})
+	}
+}
+
+// A hint is only a reason to ask: a peer whose port is open (a stray or
+// forged ICMP, or a restart already listening) stays up, and a hint while
+// it beats changes nothing.
+func TestDetectorHintWithoutRefusalChangesNothing(t *testing.T) {
+	for profile, tm := range beatTimings {
+		t.Run(profile, func(t *testing.T) {
+			s := newSim(tm, answering(probeConnected))
+			last := 20 * tm.interval
+			s.hints = every(tm.interval, last, tm.interval/2)
+			downs, _ := s.run(last, every(0, last, tm.interval))
+			if len(downs) != 0 {
+				t.Fatalf("went down at %v (%v) with its port open and beats on time", downs, s.outcomes)
+			}
+		})
 	}
 }
 

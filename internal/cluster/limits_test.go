@@ -107,7 +107,7 @@ func newBareTransport(t *testing.T, ip string, rec *support.Log) (*silenceTransp
 	t.Helper()
 	log := rec.Logger()
 	refusals := newRefusalLog(logBridge{log: log}, log, time.Now)
-	nt, err := listenGossip(netip.AddrPortFrom(netip.MustParseAddr(ip), 0), refusals, log)
+	nt, err := listenGossip(netip.AddrPortFrom(netip.MustParseAddr(ip), 0), refusals, nil, log)
 	if err != nil {
 		t.Fatalf("listen on %s: %v", ip, err)
 	}

@@ -31,9 +31,12 @@ const bindTries = 10
 type gossipSockets struct {
 	log      *slog.Logger
 	refusals *refusalLog // reports packets dropped as junk
-	packetCh chan *memberlist.Packet
-	streamCh chan net.Conn
-	quit     chan struct{} // closed by Shutdown: readers stop forwarding
+	// unreachable is told where a packet drew a "port unreachable"
+	// (unreachable.go); nil: nobody listens.
+	unreachable func(netip.AddrPort)
+	packetCh    chan *memberlist.Packet
+	streamCh    chan net.Conn
+	quit        chan struct{} // closed by Shutdown: readers stop forwarding
 
 	mu   sync.Mutex
 	addr netip.AddrPort // fixed once the first open picked the port
@@ -45,14 +48,15 @@ type gossipSockets struct {
 
 // listenGossip opens the gossip sockets on bind (port 0: the kernel picks
 // one free for both protocols).
-func listenGossip(bind netip.AddrPort, refusals *refusalLog, log *slog.Logger) (*gossipSockets, error) {
+func listenGossip(bind netip.AddrPort, refusals *refusalLog, unreachable func(netip.AddrPort), log *slog.Logger) (*gossipSockets, error) {
 	s := &gossipSockets{
-		log:      log,
-		refusals: refusals,
-		packetCh: make(chan *memberlist.Packet),
-		streamCh: make(chan net.Conn),
-		quit:     make(chan struct{}),
-		addr:     bind,
+		log:         log,
+		refusals:    refusals,
+		unreachable: unreachable,
+		packetCh:    make(chan *memberlist.Packet),
+		streamCh:    make(chan net.Conn),
+		quit:        make(chan struct{}),
+		addr:        bind,
 	}
 	var err error
 	for range bindTries {
@@ -87,6 +91,7 @@ func (s *gossipSockets) open() error {
 		_ = tcp.Close() // nothing accepted yet
 		return fmt.Errorf("listen for gossip packets on %s port %d: %w", s.addr.Addr(), port, err)
 	}
+	recvErrors(udp)
 	for size := udpRecvBuf; size > 0; size /= 2 {
 		// Large bursts of gossip must not be dropped by a small default
 		// buffer; the kernel may cap what it grants.
@@ -156,6 +161,11 @@ func (s *gossipSockets) readPackets(conn *net.UDPConn) {
 			return
 		}
 		if err != nil {
+			// With IP_RECVERR a read fails once for an ICMP error
+			// queued meanwhile; the queue says which peer it was.
+			if s.unreachable != nil {
+				drainUnreachable(conn, s.unreachable)
+			}
 			continue // a bad datagram says nothing about the next one
 		}
 		if n < 1 {
