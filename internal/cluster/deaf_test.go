@@ -35,27 +35,10 @@ func TestGossipSocketsCloseAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	drained := make(chan struct{})
-	defer func() {
-		close(stop)
-		<-drained
-		_ = s.Shutdown()
-	}()
+	defer takeGossip(s)()
 	addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.61"), uint16(s.Port()))
 	from := netip.MustParseAddr("127.0.0.62")
 	ctx := context.Background()
-	go func() { // memberlist's part: take the streams the probes open
-		defer close(drained)
-		for {
-			select {
-			case c := <-s.StreamCh():
-				_ = c.Close()
-			case <-stop:
-				return
-			}
-		}
-	}()
 	if o := tcpProbe(ctx, from, addr, time.Second); o != probeConnected {
 		t.Fatalf("open sockets: probe %v, want connected", o)
 	}
@@ -108,5 +91,30 @@ func TestSilencedNodeIsRefusedLikeAKilledOne(t *testing.T) {
 	})
 	if b.rec.Count(slog.LevelInfo, "hard drill over") != 1 {
 		t.Error("lb2 did not log its return once")
+	}
+}
+
+// takeGossip plays memberlist's part for bare gossip sockets: it takes
+// every stream (closing it) and every packet until the returned stop,
+// which then shuts the sockets down.
+func takeGossip(s *gossipSockets) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case c := <-s.StreamCh():
+				_ = c.Close()
+			case <-s.PacketCh():
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+		_ = s.Shutdown()
 	}
 }

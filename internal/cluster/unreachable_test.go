@@ -23,23 +23,7 @@ func TestGossipSocketsReportPortUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	drained := make(chan struct{})
-	defer func() {
-		close(stop)
-		<-drained
-		_ = s.Shutdown()
-	}()
-	go func() { // memberlist's part: take the packets
-		defer close(drained)
-		for {
-			select {
-			case <-s.PacketCh():
-			case <-stop:
-				return
-			}
-		}
-	}()
+	defer takeGossip(s)()
 
 	// A port that was just free: the dead peer's.
 	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 64)})
