@@ -17,52 +17,59 @@ import (
 // reader hands the packet's destination on. The loopback's kernel plays
 // the peer's host.
 func TestGossipSocketsReportPortUnreachable(t *testing.T) {
-	found := make(chan netip.AddrPort, 4)
-	s, err := listenGossip(netip.MustParseAddrPort("127.0.0.63:0"), newRefusalLog(io.Discard, slog.New(slog.DiscardHandler), time.Now),
-		func(a netip.AddrPort) { found <- a }, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer takeGossip(s)()
+	for _, tt := range []struct{ name, network, bind, peer string }{
+		{"IPv4", "udp4", "127.0.0.63:0", "127.0.0.64"},
+		{"IPv6", "udp6", "[::1]:0", "::1"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			found := make(chan netip.AddrPort, 4)
+			s, err := listenGossip(netip.MustParseAddrPort(tt.bind), newRefusalLog(io.Discard, slog.New(slog.DiscardHandler), time.Now),
+				func(a netip.AddrPort) { found <- a }, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer takeGossip(s)()
+			at := &net.UDPAddr{IP: net.ParseIP(tt.peer)}
 
-	// A port that was just free: the dead peer's.
-	dead, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 64)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := dead.LocalAddr().(*net.UDPAddr).AddrPort()
-	_ = dead.Close()
+			// A port that was just free: the dead peer's.
+			dead, err := net.ListenUDP(tt.network, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			peer := dead.LocalAddr().(*net.UDPAddr).AddrPort()
+			_ = dead.Close()
+			if _, err := s.WriteTo([]byte{0xff, 'h', 'b', 1}, peer.String()); err != nil {
+				t.Fatalf("send to the dead peer: %v", err)
+			}
+			select {
+			case got := <-found:
+				if got != peer {
+					t.Fatalf("port unreachable reported for %s, want %s", got, peer)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no port unreachable reported for %s within 5s", peer)
+			}
 
-	if _, err := s.WriteTo([]byte{0xff, 'h', 'b', 1}, peer.String()); err != nil {
-		t.Fatalf("send to the dead peer: %v", err)
-	}
-	select {
-	case got := <-found:
-		if got != peer {
-			t.Fatalf("port unreachable reported for %s, want %s", got, peer)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no port unreachable reported for %s within 5s", peer)
-	}
-
-	// A live peer draws nothing: its packets are read.
-	live, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 64)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = live.Close() }()
-	if _, err := s.WriteTo([]byte("x"), live.LocalAddr().String()); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 8)
-	_ = live.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := live.Read(buf); err != nil {
-		t.Fatalf("the live peer got nothing: %v", err)
-	}
-	select {
-	case got := <-found:
-		t.Fatalf("port unreachable reported for %s, which is alive", got)
-	default:
+			// A live peer draws nothing: its packets are read.
+			live, err := net.ListenUDP(tt.network, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = live.Close() }()
+			if _, err := s.WriteTo([]byte("x"), live.LocalAddr().String()); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 8)
+			_ = live.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := live.Read(buf); err != nil {
+				t.Fatalf("the live peer got nothing: %v", err)
+			}
+			select {
+			case got := <-found:
+				t.Fatalf("port unreachable reported for %s, which is alive", got)
+			default:
+			}
+		})
 	}
 }
 
