@@ -401,6 +401,9 @@ func (d *detector) probed(name string, started time.Time, o probeOutcome, now ti
 type verdicts struct {
 	down   map[string]probeOutcome
 	cutOff map[string]string
+	// early lists the downs a "port unreachable" hint brought forward:
+	// the probe ran before the beat was overdue.
+	early map[string]bool
 }
 
 // check marks peers down: refused as soon as a probe says so (a probe a
@@ -440,6 +443,12 @@ func (d *detector) check(now time.Time) verdicts {
 			v.down = map[string]probeOutcome{}
 		}
 		v.down[name] = o
+		if silent < d.overdue() {
+			if v.early == nil {
+				v.early = map[string]bool{}
+			}
+			v.early[name] = true
+		}
 	}
 	return v
 }
@@ -720,8 +729,11 @@ func (c *Cluster) judge(now time.Time) {
 		if o == probeUnreachable {
 			why = "its host does not answer"
 		}
-		c.log.Warn("peer stopped beating and "+why+": treating it as down",
-			"peer", name, "silent", silent[name].Round(time.Millisecond))
+		attrs := []any{"peer", name, "silent", silent[name].Round(time.Millisecond)}
+		if v.early[name] {
+			attrs = append(attrs, "noticed", "its host answered a heartbeat with port unreachable")
+		}
+		c.log.Warn("peer stopped beating and "+why+": treating it as down", attrs...)
 	}
 	for _, name := range drop {
 		c.log.Info("nothing vouches for the member memberlist declared failed any more: removing it", "peer", name)

@@ -42,6 +42,7 @@ type sim struct {
 	// wait in the socket, probes out wait to be read.
 	stall    [2]time.Duration
 	outcomes []probeOutcome // of the downs, in order
+	early    bool           // a down came before the beat was overdue
 	// hints are when a "port unreachable" for lb1 arrives (detector.hint).
 	hints []time.Duration
 }
@@ -111,9 +112,11 @@ func (s *sim) run(until time.Duration, beats []time.Duration) (downs, ups []time
 }
 
 func (s *sim) check(off time.Duration, downs *[]time.Duration) {
-	for _, o := range s.d.check(s.now).down {
+	v := s.d.check(s.now)
+	for name, o := range v.down {
 		*downs = append(*downs, off)
 		s.outcomes = append(s.outcomes, o)
+		s.early = s.early || v.early[name]
 	}
 }
 
@@ -162,6 +165,9 @@ func TestDetectorDeadPeerDown(t *testing.T) {
 				if got := downs[0] - last; got < lo || got > hi {
 					t.Fatalf("down %s after the last beat, want %s to %s", got, lo, hi)
 				}
+				if s.early {
+					t.Error("no hint, yet the verdict says one brought it forward")
+				}
 			})
 		}
 	}
@@ -184,6 +190,9 @@ func TestDetectorUnreachableHintProbesAtOnce(t *testing.T) {
 			}
 			if got, hi := downs[0]-hint, tm.check+s.rtt; got < 0 || got > hi {
 				t.Fatalf("down %s after the hint, want within %s (overdue would be %s after the last beat)", got, hi, s.d.overdue())
+			}
+			if !s.early {
+				t.Error("the verdict does not say the hint brought it forward")
 			}
 		})
 	}

@@ -120,7 +120,8 @@ func (c *Capture) Count(ctx context.Context) (Answers, error) {
 		if rerr != nil {
 			return c.answers(), fmt.Errorf("read tickle answers on %s: %w", c.ifname, os.NewSyscallError("recvfrom", rerr))
 		}
-		// Packets this host sends out are seen too; answers arrive.
+		// A packet socket bound to one protocol sees only what arrives;
+		// this guards the count should it ever see what this host sends.
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
