@@ -20,10 +20,16 @@ import (
 // Timing of the loops around memberlist.
 const (
 	rejoinInterval = time.Second // memberlist never re-merges a healed partition by itself
-	updateTimeout  = time.Second // wait for a state broadcast to leave this node
-	leaveTimeout   = time.Second // wait for the leave broadcast on shutdown
-	gossipLabel    = "halb"      // keeps other memberlist users on the same port (e.g. MetalLB on 7946) apart
-	maxNameLen     = 128         // a node name travels in every gossip message
+	// updateTimeout bounds UpdateNode's wait for a state broadcast to
+	// leave this node. memberlist applies the state at once and only then
+	// waits; with the only peer just dead the broadcast never leaves, and a
+	// state set meanwhile — the claim after that very failover — would wait
+	// this long to be advertised: a peer restarting then saw no holder and
+	// claimed the VIP itself. The broadcast goes on without the wait.
+	updateTimeout = 10 * time.Millisecond
+	leaveTimeout  = time.Second // wait for the leave broadcast on shutdown
+	gossipLabel   = "halb"      // keeps other memberlist users on the same port (e.g. MetalLB on 7946) apart
+	maxNameLen    = 128         // a node name travels in every gossip message
 )
 
 // Config says how this node gossips.
@@ -402,8 +408,9 @@ type advertiser interface {
 // advertises the state last set.
 const readvertiseEvery = time.Second
 
-// updateLoop re-advertises the local state after SetLocal; UpdateNode waits
-// for the broadcast, so it runs here rather than in the caller. memberlist
+// updateLoop re-advertises the local state after SetLocal; UpdateNode may
+// wait a moment for the broadcast, so it runs here rather than in the
+// caller. memberlist
 // can keep an older state than the last UpdateNode: a refutation racing
 // with it re-broadcasts the state it had at a higher incarnation, and the
 // update is then dropped as older, so peers would see a stale state until
@@ -428,9 +435,9 @@ func (c *Cluster) updateLoop(ctx context.Context, ml advertiser) {
 			}
 			c.log.Info("re-advertising the local state: gossip kept an older one")
 		}
-		if err := ml.UpdateNode(updateTimeout); err != nil {
-			c.log.Debug("state broadcast not confirmed", "err", err)
-		}
+		// Not waiting for the broadcast to leave is the point of the short
+		// timeout: the error says only that it has not left yet.
+		_ = ml.UpdateNode(updateTimeout)
 	}
 }
 
