@@ -65,6 +65,57 @@ func inNetns(t *testing.T, name string, fn func() error) {
 	}
 }
 
+// tickleFrom tickles target from namespace ns in two rounds 100 ms apart,
+// counting the answers on eth0 meanwhile, and returns what the sender did
+// and what the count saw. guided sends as the daemon does (SendSkipping,
+// the count's answers deciding repeats and resets); otherwise every round
+// repeats every tickle.
+func tickleFrom(t *testing.T, ns string, target Target, v6, guided bool) (Result, Answers) {
+	t.Helper()
+	var res Result
+	var answers Answers
+	inNetns(t, ns, func() error {
+		raw, err := OpenRaw("eth0", v6)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = raw.Close() }()
+		capt, err := OpenCapture("eth0", target.VIP.Addr(), []Target{target})
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		counted := make(chan Answers, 1)
+		go func() {
+			a, err := capt.Count(ctx)
+			if err != nil {
+				t.Errorf("count answers: %v", err)
+			}
+			counted <- a
+		}()
+		s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
+		if err != nil {
+			return err
+		}
+		var ans Answered
+		if guided {
+			ans = capt
+		}
+		res, err = s.SendSkipping(context.Background(), []Target{target}, ans)
+		if err != nil {
+			return err
+		}
+		// The client's answer comes within a round trip of the last
+		// tickle; nothing signals that no more will come.
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+		answers = <-counted
+		return nil
+	})
+	return res, answers
+}
+
 // waitIPv6 waits until the namespace can send IPv6 neighbour discovery
 // on eth0: carrier news reaches IPv6 through linkwatch, up to a second
 // late, and only then is the multicast route there (polled: no event).
@@ -187,45 +238,10 @@ func TestRawTickleResetsOrphanedConnection(t *testing.T) {
 				VIP:    netip.MustParseAddrPort(ln.Addr().String()),
 				Client: netip.MustParseAddrPort(tickled.LocalAddr().String()),
 			}
-			var answers Answers
-			inNetns(t, c, func() error {
-				raw, err := OpenRaw("eth0", fam.name == "ipv6")
-				if err != nil {
-					return err
-				}
-				defer func() { _ = raw.Close() }()
-				capt, err := OpenCapture("eth0", target.VIP.Addr(), []Target{target})
-				if err != nil {
-					return err
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				counted := make(chan Answers, 1)
-				go func() {
-					a, err := capt.Count(ctx)
-					if err != nil {
-						t.Errorf("count answers: %v", err)
-					}
-					counted <- a
-				}()
-				s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
-				if err != nil {
-					return err
-				}
-				res, err := s.Send(context.Background(), []Target{target})
-				if err != nil {
-					return err
-				}
-				if res.Sent != 2 {
-					return fmt.Errorf("sent %+v, want 2 packets", res)
-				}
-				// The client's answer comes within a round trip of the
-				// last tickle; nothing signals that no more will come.
-				time.Sleep(100 * time.Millisecond)
-				cancel()
-				answers = <-counted
-				return nil
-			})
+			res, answers := tickleFrom(t, c, target, fam.name == "ipv6", false)
+			if res.Sent != 2 {
+				t.Fatalf("sent %+v, want 2 packets", res)
+			}
 			// The first round draws the client's duplicate ACK; the second
 			// only its reset (the connection is gone by then), which must
 			// not turn the count into "closed".
@@ -342,38 +358,20 @@ func TestRawResetWhenTheNewHolderKernelWillNot(t *testing.T) {
 	holdVIP(b, c)
 	start := time.Now()
 	readDone := make(chan error, 1)
+	var readAt time.Time // written before readDone is sent on
 	go func() {
 		_ = live.SetReadDeadline(start.Add(2 * time.Second))
 		_, err := live.Read(make([]byte, 1))
+		readAt = time.Now()
 		readDone <- err
 	}()
 	target := Target{VIP: netip.MustParseAddrPort(net.JoinHostPort(vip, port)), Client: netip.AddrPortFrom(netip.MustParseAddr(client), cport)}
-	var res Result
-	inNetns(t, c, func() error {
-		raw, err := OpenRaw("eth0", false)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = raw.Close() }()
-		capt, err := OpenCapture("eth0", target.VIP.Addr(), []Target{target})
-		if err != nil {
-			return err
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() { _, _ = capt.Count(ctx) }()
-		s, err := NewSender(raw, Options{Rounds: []time.Duration{0, 100 * time.Millisecond}})
-		if err != nil {
-			return err
-		}
-		res, err = s.SendSkipping(context.Background(), []Target{target}, capt)
-		return err
-	})
+	res, _ := tickleFrom(t, c, target, false, true)
 	if err := <-readDone; !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("the tickled connection read %v after %v, want a reset (sender %+v)", err, time.Since(start).Round(time.Millisecond), res)
+		t.Fatalf("the tickled connection read %v after %v, want a reset (sender %+v)", err, readAt.Sub(start).Round(time.Millisecond), res)
 	}
 	if res.Resets != 1 {
 		t.Errorf("sender %+v, want 1 reset written", res)
 	}
-	t.Logf("reset after %v by the sender's own reset (%+v)", time.Since(start).Round(time.Millisecond), res)
+	t.Logf("reset after %v by the sender's own reset (%+v)", readAt.Sub(start).Round(time.Millisecond), res)
 }
