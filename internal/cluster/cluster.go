@@ -90,6 +90,7 @@ type Cluster struct {
 	peers map[string]*peer
 	msgs  chan []byte                           // user messages from peers, dropped when full
 	conns chan ConnsMsg                         // connection-table messages (conns.go), dropped when full
+	pulls chan string                           // peers whose state to pull (digest.go)
 	ml    atomic.Pointer[memberlist.Memberlist] // set while Run runs
 	// keyring is memberlist's, shared with it; keysMu orders our edits.
 	keyring *memberlist.Keyring
@@ -104,6 +105,8 @@ type peer struct {
 	addr      netip.AddrPort
 	state     State
 	stateErr  string
+	metaSum   uint64    // digest of the gossiped state, to compare with its acks' (digest.go)
+	stale     staleness // how long its acks have reported another state
 	lastHeard time.Time
 	// disputed: memberlist declared it failed, but its heartbeats say it
 	// lives; it stays a member until they agree (heartbeat.go).
@@ -170,6 +173,7 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		update:  make(chan struct{}, 1),
 		msgs:    make(chan []byte, msgQueue),
 		conns:   make(chan ConnsMsg, connsQueue),
+		pulls:   make(chan string, 1),
 		peers:   map[string]*peer{},
 		hb:      newHeartbeat(cfg.Profile),
 		limits:  newStreamLimits(maxInboundStreams, maxStreamBytes),
@@ -253,8 +257,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.configuredPeers()))
 
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); c.joinLoop(ctx, ml) }()
+	go func() { defer wg.Done(); c.pullLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.heartbeatLoop(ctx, ml, nt) }()
 
@@ -731,14 +736,21 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.c.notify()
 }
 
-func (d *delegate) AckPayload() []byte { return nil }
+// AckPayload is the digest of the state this node gossips (digest.go).
+func (d *delegate) AckPayload() []byte {
+	d.c.mu.Lock()
+	defer d.c.mu.Unlock()
+	return encodeDigest(d.c.meta)
+}
 
-func (d *delegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, _ []byte) {
+func (d *delegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, payload []byte) {
+	now := time.Now()
 	d.c.mu.Lock()
 	if p, ok := d.c.peers[n.Name]; ok {
-		p.lastHeard = time.Now()
+		p.lastHeard = now
 	}
 	d.c.mu.Unlock()
+	d.c.ackDigest(n.Name, payload, now)
 }
 
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
@@ -760,7 +772,7 @@ func (c *Cluster) setPeer(n *memberlist.Node) {
 	if known {
 		since = old.since
 	}
-	c.peers[n.Name] = &peer{since: since, addr: nodeAddr(n), state: st, stateErr: stateErr, lastHeard: now}
+	c.peers[n.Name] = &peer{since: since, addr: nodeAddr(n), state: st, stateErr: stateErr, metaSum: metaSum(n.Meta), lastHeard: now}
 	c.mu.Unlock()
 	if err != nil && (!known || old.stateErr != stateErr) {
 		c.log.Warn("peer state unreadable: treating it as ineligible", "peer", n.Name, "err", err)
