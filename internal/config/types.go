@@ -192,7 +192,7 @@ type VIP struct {
 	TickleSpread time.Duration
 	// Handoff: on a planned move the new holder forwards the old holder's
 	// established connections to it until they close or the drain ends,
-	// instead of resetting them (docs/handoff.md). IPv4 VIPs only.
+	// instead of resetting them (docs/handoff.md).
 	Handoff bool
 }
 

@@ -94,7 +94,7 @@ func newHandoffs(net connShare, vips []config.VIP, ifnames []string, anns []*ann
 		addr := a.cfg.Address.Addr()
 		for i, v := range vips {
 			if v.Address.Addr() == addr {
-				h.vips[addr] = &vipHandoff{on: v.Handoff && addr.Is4(), ifname: ifnames[i], ann: a.a,
+				h.vips[addr] = &vipHandoff{on: v.Handoff, ifname: ifnames[i], ann: a.a,
 					offers: map[string]handoff.Peer{}}
 			}
 		}
@@ -131,13 +131,7 @@ func (h *handoffs) start(ctx context.Context) {
 		}
 		v.mac = ifi.HardwareAddr
 		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && ip.Unmap() != addr && !v.primary.IsValid() {
-					v.primary = ip.Unmap()
-				}
-			}
-		}
+		v.primary = primaryAddr(addrs, addr)
 	}
 }
 
@@ -226,7 +220,7 @@ func (h *handoffs) owner(ctx context.Context, addr netip.Addr, owner string, sel
 		}
 		v.arpEarly = true
 	case v.arpEarly && (owner == self || !held):
-		if err := h.nft.Apply(ctx, handoff.DeleteScript("arp", handoff.QuietTable(addr))); err != nil {
+		if err := h.nft.Apply(ctx, handoff.DeleteQuietScript(addr)); err != nil {
 			h.log.Warn("remove the hand-off ARP rule", "vip", addr, "err", err)
 			return
 		}
@@ -284,7 +278,7 @@ func (h *handoffs) open(addr netip.Addr) int {
 // endQuiet ends the old holder's side: the ARP rule goes, and the address
 // with it unless the VIP is held again. Called with h.mu held.
 func (h *handoffs) endQuiet(ctx context.Context, addr netip.Addr, v *vipHandoff, why string, reclaimed bool, now time.Time) {
-	if err := h.nft.Apply(ctx, handoff.DeleteScript("arp", handoff.QuietTable(addr))); err != nil {
+	if err := h.nft.Apply(ctx, handoff.DeleteQuietScript(addr)); err != nil {
 		h.log.Warn("remove the hand-off ARP rule", "vip", addr, "err", err)
 	}
 	if reclaimed {
@@ -532,4 +526,32 @@ func (h *handoffs) status(addr netip.Addr) HandoffStatus {
 		return v.st
 	}
 	return HandoffStatus{}
+}
+
+// primaryAddr picks, among an interface's addresses, the one the old holder
+// names as sender in its own ARP requests or neighbour solicitations while
+// it keeps vip quietly: the first of vip's family other than vip, for IPv6
+// a global one before the link-local one. None: the zero Addr.
+func primaryAddr(addrs []net.Addr, vip netip.Addr) netip.Addr {
+	vip = vip.Unmap()
+	var linkLocal netip.Addr
+	for _, a := range addrs {
+		n, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(n.IP)
+		ip = ip.Unmap()
+		if !ok || ip == vip || ip.Is4() != vip.Is4() {
+			continue
+		}
+		if ip.IsLinkLocalUnicast() {
+			if !linkLocal.IsValid() {
+				linkLocal = ip
+			}
+			continue
+		}
+		return ip
+	}
+	return linkLocal
 }

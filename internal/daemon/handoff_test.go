@@ -122,3 +122,26 @@ func TestHandoffOldHolderQuietThenGone(t *testing.T) {
 		t.Errorf("status after the hand-off: %+v", st)
 	}
 }
+
+func TestPrimaryAddrIsOfTheVIPsFamilyAndNotTheVIP(t *testing.T) {
+	ipnet := func(s string) net.Addr {
+		p := netip.MustParsePrefix(s)
+		return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+	}
+	addrs := []net.Addr{ipnet("192.168.66.160/24"), ipnet("fe80::2/64"), ipnet("fd00::160/64"),
+		ipnet("192.168.66.151/24"), ipnet("fd00::2/64")}
+	for _, tt := range []struct {
+		addrs []net.Addr
+		vip   string
+		want  netip.Addr
+	}{
+		{addrs, "192.168.66.160", netip.MustParseAddr("192.168.66.151")},
+		{addrs, "fd00::160", netip.MustParseAddr("fd00::2")},
+		{addrs[:3], "fd00::160", netip.MustParseAddr("fe80::2")}, // only link-local besides the VIP
+		{addrs[:1], "192.168.66.160", netip.Addr{}},              // nothing but the VIP
+	} {
+		if got := primaryAddr(tt.addrs, netip.MustParseAddr(tt.vip)); got != tt.want {
+			t.Errorf("primaryAddr(%v, %s) = %v, want %v", tt.addrs, tt.vip, got, tt.want)
+		}
+	}
+}

@@ -32,12 +32,8 @@ import (
 // in the SIGTERM hand-off while HTTPS requests ran on 6443).
 func TestForwardKeepsOldConnectionOnReusedClientPort(t *testing.T) {
 	support.RequireRoot(t, "build network namespaces and load nftables rules")
-	prefix := fmt.Sprintf("hoF%d", os.Getpid())
-	nh, cl := prefix+"-nh", prefix+"-cl"
-	for _, ns := range []string{nh, cl} {
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	}
+	ns := namespaces(t, "hoF", "nh", "cl")
+	nh, cl := ns[0], ns[1]
 	run(t, "ip", "-n", nh, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", cl)
 	run(t, "ip", "-n", nh, "addr", "add", "10.77.0.160/24", "dev", "eth0")
 	run(t, "ip", "-n", cl, "addr", "add", "10.77.0.7/24", "dev", "eth0")
@@ -72,6 +68,20 @@ func TestForwardKeepsOldConnectionOnReusedClientPort(t *testing.T) {
 	}
 	support.WaitUntil(t, 5*time.Second, func() bool { return forwarded(t, ctx, r) > 0 },
 		"the old connection's segment (same client port as the new one, other VIP port) forwarded to the old holder")
+}
+
+// namespaces adds a network namespace per name, under a prefix unique to
+// this run, and deletes them when the test ends.
+func namespaces(t *testing.T, tag string, names ...string) []string {
+	t.Helper()
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		ns := fmt.Sprintf("%s%d-%s", tag, os.Getpid(), n)
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		out = append(out, ns)
+	}
+	return out
 }
 
 func run(t *testing.T, argv ...string) {

@@ -49,8 +49,29 @@ type Flow struct {
 // ForwardTable names the forwarding table of vip.
 func ForwardTable(vip netip.Addr) string { return Prefix + "fwd_" + tableID(vip) }
 
-// QuietTable names the old holder's ARP table of vip.
-func QuietTable(vip netip.Addr) string { return Prefix + "arp_" + tableID(vip) }
+// QuietTable names the old holder's table that keeps it from answering for
+// vip: ARP for IPv4, neighbour discovery for IPv6.
+func QuietTable(vip netip.Addr) string {
+	if is6(vip) {
+		return Prefix + "nd_" + tableID(vip)
+	}
+	return Prefix + "arp_" + tableID(vip)
+}
+
+// QuietFamily is the nftables family of QuietTable(vip).
+func QuietFamily(vip netip.Addr) string {
+	if is6(vip) {
+		return "ip6"
+	}
+	return "arp"
+}
+
+// DeleteQuietScript renders the script removing vip's quiet table.
+func DeleteQuietScript(vip netip.Addr) string {
+	return DeleteScript(QuietFamily(vip), QuietTable(vip))
+}
+
+func is6(a netip.Addr) bool { return a.Unmap().Is6() }
 
 func tableID(vip netip.Addr) string {
 	return strings.NewReplacer(".", "_", ":", "_").Replace(vip.Unmap().String())
@@ -94,15 +115,18 @@ func (r ForwardRules) Script() string {
 }
 
 // QuietScript renders the nft script that keeps the old holder from
-// answering ARP for vip while it keeps the address: Linux answers for any
-// local address by default (arp_ignore=0), so requests for the VIP are
-// dropped on input. Its own requests must not name the VIP as sender
-// either, or they would point the neighbours back at this node; but it
-// still has to resolve its clients (its replies come from the VIP, and
-// Linux takes the sender address from the packet waiting), so such
-// requests get the interface's own address, primary, instead; without
-// one they are dropped.
+// answering for vip while it keeps the address. Linux answers for any local
+// address by default (arp_ignore=0; and neighbour solicitations always), so
+// requests for the VIP are dropped on input. Its own requests must not name
+// the VIP as sender either, or they would point the neighbours back at this
+// node; but it still has to resolve its clients (its replies come from the
+// VIP, and Linux takes the sender address from the packet waiting), so such
+// requests get the interface's own address, primary, instead; without one
+// they are dropped. For IPv6 primary may be the link-local address.
 func QuietScript(vip, primary netip.Addr) string {
+	if is6(vip) {
+		return quietND(vip, primary)
+	}
 	name := QuietTable(vip)
 	a := vip.Unmap()
 	out := fmt.Sprintf("arp saddr ip %s drop", a)
@@ -113,6 +137,25 @@ func QuietScript(vip, primary netip.Addr) string {
 		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\tarp operation request arp daddr ip %s drop\n\t}\n"+
 		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\t%s\n\t}\n}\n",
 		name, name, name, a, out)
+}
+
+// quietND is QuietScript for IPv6: neighbour solicitations for the VIP are
+// dropped on input, advertisements for it on output (Linux may send one
+// unsolicited), and the node's own solicitations get primary as their
+// source; nf_tables fixes the ICMPv6 checksum, which covers the source.
+// The target address is matched as raw payload (bytes 8 to 23 of the
+// ICMPv6 header): nft 1.0.6, Debian 12's, has no name for it.
+func quietND(vip, primary netip.Addr) string {
+	name := QuietTable(vip)
+	target := fmt.Sprintf("@th,64,128 0x%x", vip.As16())
+	out := fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s drop", vip)
+	if primary.Is6() && !primary.Is4In6() && primary != vip {
+		out = fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s ip6 saddr set %s", vip, primary)
+	}
+	return fmt.Sprintf("table ip6 %s {}\ndelete table ip6 %s\ntable ip6 %s {\n"+
+		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\ticmpv6 type nd-neighbor-solicit %s counter drop\n\t}\n"+
+		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\ticmpv6 type nd-neighbor-advert %s drop\n\t\t%s\n\t}\n}\n",
+		name, name, name, target, target, out)
 }
 
 // DeleteScript renders the script removing a table if it exists.

@@ -47,6 +47,31 @@ func TestQuietScript(t *testing.T) {
 	}
 }
 
+func TestQuietScriptIPv6(t *testing.T) {
+	v6 := netip.MustParseAddr("fd00::160")
+	if QuietFamily(v6) != "ip6" || QuietTable(v6) != "halb_ho_nd_fd00__160" || QuietFamily(vip) != "arp" {
+		t.Fatalf("quiet table: %s %s, IPv4 family %s", QuietFamily(v6), QuietTable(v6), QuietFamily(vip))
+	}
+	target := "@th,64,128 0xfd000000000000000000000000000160"
+	got := QuietScript(v6, netip.MustParseAddr("fe80::1"))
+	for _, want := range []string{
+		"delete table ip6 halb_ho_nd_fd00__160\n",
+		"icmpv6 type nd-neighbor-solicit " + target + " counter drop",
+		"icmpv6 type nd-neighbor-advert " + target + " drop",
+		"icmpv6 type nd-neighbor-solicit ip6 saddr fd00::160 ip6 saddr set fe80::1",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("IPv6 quiet script lacks %q:\n%s", want, got)
+		}
+	}
+	if got := QuietScript(v6, netip.MustParseAddr("192.168.66.151")); !strings.Contains(got, "icmpv6 type nd-neighbor-solicit ip6 saddr fd00::160 drop") {
+		t.Errorf("IPv6 quiet script with no IPv6 primary address must drop its own solicitations from the VIP:\n%s", got)
+	}
+	if got, want := DeleteQuietScript(v6), "table ip6 halb_ho_nd_fd00__160 {}\ndelete table ip6 halb_ho_nd_fd00__160\n"; got != want {
+		t.Errorf("DeleteQuietScript = %q, want %q", got, want)
+	}
+}
+
 func TestParseTables(t *testing.T) {
 	out := "table inet filter\ntable netdev halb_ho_fwd_10_0_0_1\n\ntable arp halb_ho_arp_10_0_0_1\n"
 	want := []Table{{"inet", "filter"}, {"netdev", "halb_ho_fwd_10_0_0_1"}, {"arp", "halb_ho_arp_10_0_0_1"}}
