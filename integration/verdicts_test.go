@@ -54,29 +54,43 @@ func apiStatus(ctx context.Context, l *lab.Lab, node string) (admin.Status, erro
 // checks that /v1/status says the same, with that problem at level want.
 func expectVerdict(t *testing.T, ctx context.Context, l *lab.Lab, node string, want admin.Level, problem string) {
 	t.Helper()
-	until(t, ctx, verdictBound, fmt.Sprintf("halb status on %s: %s naming %q", node, want, problem), func() (bool, string) {
+	// The CLI and the API are asked in the same round: the verdict can
+	// move between two looks (a make-before-break overlap shows two
+	// holders for a moment), and both must agree on the awaited state.
+	until(t, ctx, verdictBound, fmt.Sprintf("halb status and /v1/status on %s: %s naming %q", node, want, problem), func() (bool, string) {
 		out, code := halbStatus(ctx, l, node)
-		return code == want.Code() && strings.Contains(out, problem), fmt.Sprintf("exit %d:\n%s", code, out)
+		if code != want.Code() || !strings.Contains(out, problem) {
+			return false, fmt.Sprintf("halb status: exit %d:\n%s", code, out)
+		}
+		s, err := apiStatus(ctx, l, node)
+		if err != nil {
+			return false, fmt.Sprintf("/v1/status: %v", err)
+		}
+		if msg := apiVerdict(s, want, problem); msg != "" {
+			return false, "/v1/status: " + msg
+		}
+		return true, ""
 	})
-	s, err := apiStatus(ctx, l, node)
-	if err != nil {
-		t.Fatal(err)
-	}
+}
+
+// apiVerdict says how the API's status s differs from verdict want with a
+// problem naming problem, or "" if it does not.
+func apiVerdict(s admin.Status, want admin.Level, problem string) string {
 	if s.Verdict != want || s.Code != want.Code() {
-		t.Fatalf("/v1/status on %s: verdict %s, exit code %d; want %s, %d; problems %q", node, s.Verdict, s.Code, want, want.Code(), s.Texts())
+		return fmt.Sprintf("verdict %s, exit code %d; want %s, %d; problems %q", s.Verdict, s.Code, want, want.Code(), s.Texts())
 	}
 	if want == admin.LevelOK {
 		if len(s.Problems) != 0 {
-			t.Fatalf("/v1/status on %s: OK with problems %q", node, s.Texts())
+			return fmt.Sprintf("OK with problems %q", s.Texts())
 		}
-		return
+		return ""
 	}
 	for _, p := range s.Problems {
 		if p.Level == want && strings.Contains(p.Text, problem) {
-			return
+			return ""
 		}
 	}
-	t.Fatalf("/v1/status on %s: no %s problem naming %q in %+v", node, want, problem, s.Problems)
+	return fmt.Sprintf("no %s problem naming %q in %+v", want, problem, s.Problems)
 }
 
 // allOK waits until every LB node's status is OK again, between cases.
