@@ -28,8 +28,11 @@ const (
 	// claimed the VIP itself. The broadcast goes on without the wait.
 	updateTimeout = 10 * time.Millisecond
 	leaveTimeout  = time.Second // wait for the leave broadcast on shutdown
-	gossipLabel   = "halb"      // keeps other memberlist users on the same port (e.g. MetalLB on 7946) apart
-	maxNameLen    = 128         // a node name travels in every gossip message
+	// pushPullInterval is how often a node exchanges its whole member table
+	// with a random peer, the backstop for any update gossip lost.
+	pushPullInterval = 10 * time.Second
+	gossipLabel      = "halb" // keeps other memberlist users on the same port (e.g. MetalLB on 7946) apart
+	maxNameLen       = 128    // a node name travels in every gossip message
 )
 
 // Config says how this node gossips.
@@ -80,6 +83,10 @@ type Cluster struct {
 	sockets   atomic.Pointer[gossipSockets] // set once Run listens, for Silence
 
 	hb *heartbeat // fast failure detection, ahead of memberlist's
+
+	// pushPullEvery overrides the full state exchange's interval (tests
+	// that must see a lost update stay lost); zero: pushPullInterval.
+	pushPullEvery time.Duration
 
 	limits   *streamLimits // what an inbound gossip stream may cost (limits.go)
 	refusals *refusalLog   // bounds the logging of refused gossip (refusals.go)
@@ -209,7 +216,10 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 50 * time.Millisecond
 	mc.GossipNodes = 3 // every peer of a 2-3 node cluster hears each gossip round
-	mc.PushPullInterval = 10 * time.Second
+	mc.PushPullInterval = pushPullInterval
+	if c.pushPullEvery > 0 {
+		mc.PushPullInterval = c.pushPullEvery
+	}
 	mc.RetransmitMult = 3
 	mc.IndirectChecks = 1                     // with two nodes there is no third to probe through
 	mc.TCPTimeout = time.Second               // bounds joins and the TCP fallback probe
