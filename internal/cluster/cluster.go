@@ -84,9 +84,9 @@ type Cluster struct {
 
 	hb *heartbeat // fast failure detection, ahead of memberlist's
 
-	// pushPullEvery overrides the full state exchange's interval (tests
-	// that must see a lost update stay lost); zero: pushPullInterval.
-	pushPullEvery time.Duration
+	// pushPull is the full state exchange's interval: pushPullInterval,
+	// longer in tests that must see a lost update stay lost.
+	pushPull time.Duration
 
 	limits   *streamLimits // what an inbound gossip stream may cost (limits.go)
 	refusals *refusalLog   // bounds the logging of refused gossip (refusals.go)
@@ -184,6 +184,8 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		peers:   map[string]*peer{},
 		hb:      newHeartbeat(cfg.Profile),
 		limits:  newStreamLimits(maxInboundStreams, maxStreamBytes),
+
+		pushPull: pushPullInterval,
 	}
 	c.refusals = newRefusalLog(logBridge{log: log}, log, time.Now)
 	c.meta, _ = EncodeState(State{}) // an empty state always fits
@@ -216,10 +218,7 @@ func (c *Cluster) memberlistConfig(port int) *memberlist.Config {
 	mc.SuspicionMaxTimeoutMult = 2
 	mc.GossipInterval = 50 * time.Millisecond
 	mc.GossipNodes = 3 // every peer of a 2-3 node cluster hears each gossip round
-	mc.PushPullInterval = pushPullInterval
-	if c.pushPullEvery > 0 {
-		mc.PushPullInterval = c.pushPullEvery
-	}
+	mc.PushPullInterval = c.pushPull
 	mc.RetransmitMult = 3
 	mc.IndirectChecks = 1                     // with two nodes there is no third to probe through
 	mc.TCPTimeout = time.Second               // bounds joins and the TCP fallback probe
@@ -754,13 +753,7 @@ func (d *delegate) AckPayload() []byte {
 }
 
 func (d *delegate) NotifyPingComplete(n *memberlist.Node, _ time.Duration, payload []byte) {
-	now := time.Now()
-	d.c.mu.Lock()
-	if p, ok := d.c.peers[n.Name]; ok {
-		p.lastHeard = now
-	}
-	d.c.mu.Unlock()
-	d.c.ackDigest(n.Name, payload, now)
+	d.c.acked(n.Name, payload, time.Now())
 }
 
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {

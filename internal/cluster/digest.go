@@ -85,17 +85,17 @@ func (s *staleness) observe(known, acked uint64, now time.Time) bool {
 	return true
 }
 
-// ackDigest notes the digest an ack from peer name carried, and queues a
-// pull when its state here is stale. It is called from memberlist's probe,
-// so it never blocks.
-func (c *Cluster) ackDigest(name string, payload []byte, now time.Time) {
-	acked, ok := decodeDigest(payload)
-	if !ok {
-		return
-	}
+// acked notes that peer name answered a probe at now, with the digest its
+// ack carried, and queues a pull when its state here is stale. It is
+// called from memberlist's probe, so it never blocks.
+func (c *Cluster) acked(name string, payload []byte, now time.Time) {
+	sum, digest := decodeDigest(payload)
 	c.mu.Lock()
 	p, known := c.peers[name]
-	pull := known && p.stale.observe(p.metaSum, acked, now)
+	if known {
+		p.lastHeard = now
+	}
+	pull := known && digest && p.stale.observe(p.metaSum, sum, now)
 	c.mu.Unlock()
 	if !pull {
 		return
@@ -106,7 +106,7 @@ func (c *Cluster) ackDigest(name string, payload []byte, now time.Time) {
 	}
 }
 
-// pullLoop runs the pulls ackDigest queues: a push/pull with the peer
+// pullLoop runs the pulls acked queues: a push/pull with the peer
 // brings its current state at the incarnation it advertises.
 func (c *Cluster) pullLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	for {

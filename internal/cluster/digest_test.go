@@ -171,7 +171,7 @@ func TestLostStateUpdateIsPulled(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.pushPullEvery = time.Hour
+		c.pushPull = time.Hour
 		return run(t, c, rec)
 	}
 	a := noPushPull(nodeConfig("lb1", anyPort("127.0.0.15")))

@@ -93,7 +93,7 @@ func (r ForwardRules) Script() string {
 	name := ForwardTable(r.VIP)
 	var b strings.Builder
 	// Add-delete-define in one transaction replaces the table atomically.
-	fmt.Fprintf(&b, "table netdev %s {}\ndelete table netdev %s\n", name, name)
+	b.WriteString(DeleteScript("netdev", name))
 	fmt.Fprintf(&b, "table netdev %s {\n", name)
 	fmt.Fprintf(&b, "\tset local {\n\t\ttype %s . inet_service . inet_service\n\t\tflags dynamic,timeout\n\t\ttimeout %ds\n\t\tsize %d\n",
 		typ, int(r.Timeout.Seconds()), localSetSize)
@@ -124,38 +124,52 @@ func (r ForwardRules) Script() string {
 // requests get the interface's own address, primary, instead; without one
 // they are dropped. For IPv6 primary may be the link-local address.
 func QuietScript(vip, primary netip.Addr) string {
+	in, out := quietARP(vip.Unmap(), primary)
 	if is6(vip) {
-		return quietND(vip, primary)
+		in, out = quietND(vip, primary)
 	}
-	name := QuietTable(vip)
-	a := vip.Unmap()
-	out := fmt.Sprintf("arp saddr ip %s drop", a)
-	if primary.Is4() && primary != a {
-		out = fmt.Sprintf("arp saddr ip %s arp saddr ip set %s", a, primary)
+	fam, name := QuietFamily(vip), QuietTable(vip)
+	var b strings.Builder
+	// Add-delete-define in one transaction replaces the table atomically.
+	b.WriteString(DeleteScript(fam, name))
+	fmt.Fprintf(&b, "table %s %s {\n", fam, name)
+	for _, c := range []struct {
+		name, hook string
+		rules      []string
+	}{{"in", "input", in}, {"out", "output", out}} {
+		fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook %s priority -100; policy accept;\n", c.name, c.hook)
+		for _, r := range c.rules {
+			fmt.Fprintf(&b, "\t\t%s\n", r)
+		}
+		b.WriteString("\t}\n")
 	}
-	return fmt.Sprintf("table arp %s {}\ndelete table arp %s\ntable arp %s {\n"+
-		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\tarp operation request arp daddr ip %s drop\n\t}\n"+
-		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\t%s\n\t}\n}\n",
-		name, name, name, a, out)
+	b.WriteString("}\n")
+	return b.String()
 }
 
-// quietND is QuietScript for IPv6: neighbour solicitations for the VIP are
-// dropped on input, advertisements for it on output (Linux may send one
-// unsolicited), and the node's own solicitations get primary as their
-// source; nf_tables fixes the ICMPv6 checksum, which covers the source.
-// The target address is matched as raw payload (bytes 8 to 23 of the
-// ICMPv6 header): nft 1.0.6, Debian 12's, has no name for it.
-func quietND(vip, primary netip.Addr) string {
-	name := QuietTable(vip)
-	target := fmt.Sprintf("@th,64,128 0x%x", vip.As16())
-	out := fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s drop", vip)
-	if primary.Is6() && !primary.Is4In6() && primary != vip {
-		out = fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s ip6 saddr set %s", vip, primary)
+// quietARP is QuietScript's rules for an IPv4 VIP.
+func quietARP(vip, primary netip.Addr) (in, out []string) {
+	in = []string{fmt.Sprintf("arp operation request arp daddr ip %s drop", vip)}
+	if primary.Is4() && primary != vip {
+		return in, []string{fmt.Sprintf("arp saddr ip %s arp saddr ip set %s", vip, primary)}
 	}
-	return fmt.Sprintf("table ip6 %s {}\ndelete table ip6 %s\ntable ip6 %s {\n"+
-		"\tchain in {\n\t\ttype filter hook input priority -100; policy accept;\n\t\ticmpv6 type nd-neighbor-solicit %s counter drop\n\t}\n"+
-		"\tchain out {\n\t\ttype filter hook output priority -100; policy accept;\n\t\ticmpv6 type nd-neighbor-advert %s drop\n\t\t%s\n\t}\n}\n",
-		name, name, name, target, target, out)
+	return in, []string{fmt.Sprintf("arp saddr ip %s drop", vip)}
+}
+
+// quietND is QuietScript's rules for an IPv6 VIP: neighbour solicitations
+// for the VIP are dropped on input, advertisements for it on output (Linux
+// may send one unsolicited), and the node's own solicitations get primary
+// as their source; nf_tables fixes the ICMPv6 checksum, which covers the
+// source. The target address is matched as raw payload (bytes 8 to 23 of
+// the ICMPv6 header): nft 1.0.6, Debian 12's, has no name for it.
+func quietND(vip, primary netip.Addr) (in, out []string) {
+	target := fmt.Sprintf("@th,64,128 0x%x", vip.As16())
+	in = []string{"icmpv6 type nd-neighbor-solicit " + target + " counter drop"}
+	out = []string{"icmpv6 type nd-neighbor-advert " + target + " drop"}
+	if primary.Is6() && !primary.Is4In6() && primary != vip {
+		return in, append(out, fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s ip6 saddr set %s", vip, primary))
+	}
+	return in, append(out, fmt.Sprintf("icmpv6 type nd-neighbor-solicit ip6 saddr %s drop", vip))
 }
 
 // DeleteScript renders the script removing a table if it exists.
