@@ -82,7 +82,11 @@ type Cluster struct {
 	port      atomic.Int32                  // the bound gossip port, known once Run listens
 	sockets   atomic.Pointer[gossipSockets] // set once Run listens, for Silence
 
-	hb *heartbeat // fast failure detection, ahead of memberlist's
+	hb      *heartbeat // fast failure detection, ahead of memberlist's
+	watches *watchSet  // connections whose end tells of a peer's death (watch.go)
+	// noICMPHints: tests that must see the watches alone at work
+	// turn the "port unreachable" hints off.
+	noICMPHints bool
 
 	// pushPull is the full state exchange's interval: pushPullInterval,
 	// longer in tests that must see a lost update stay lost.
@@ -183,6 +187,7 @@ func New(cfg Config, log *slog.Logger) (*Cluster, error) {
 		pulls:   make(chan string, 1),
 		peers:   map[string]*peer{},
 		hb:      newHeartbeat(cfg.Profile),
+		watches: newWatchSet(),
 		limits:  newStreamLimits(maxInboundStreams, maxStreamBytes),
 
 		pushPull: pushPullInterval,
@@ -244,11 +249,15 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return errors.New("cluster: Run called twice")
 	}
 	bind := netip.AddrPortFrom(c.cfg.BindAddr, uint16(c.cfg.Port))
-	nt, err := listenGossip(bind, c.refusals, c.unreachable, c.log)
+	hint := c.unreachable
+	if c.noICMPHints {
+		hint = nil
+	}
+	nt, err := listenGossip(bind, c.refusals, hint, c.log)
 	if err != nil {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}
-	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals)
+	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals, c.acceptWatch)
 	c.sockets.Store(nt)
 	port := nt.Port()
 	c.port.Store(int32(port))
@@ -266,7 +275,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		"profile", c.cfg.Profile, "encrypted", !c.cfg.Insecure, "peers", len(c.configuredPeers()))
 
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(5)
+	go func() { defer wg.Done(); c.watchLoop(ctx) }()
 	go func() { defer wg.Done(); c.joinLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.pullLoop(ctx, ml) }()
 	go func() { defer wg.Done(); c.updateLoop(ctx, ml) }()
@@ -302,6 +312,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if err := ml.Shutdown(); err != nil {
 		c.log.Warn("stop gossip", "err", err)
 	}
+	// After the listener: a peer probing on the watch's end is refused,
+	// and it has heard the leave by then.
+	c.watches.closeAll(true)
+	c.watches.wait()
 	c.mu.Lock()
 	clear(c.peers)
 	c.mu.Unlock()

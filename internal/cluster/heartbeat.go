@@ -227,7 +227,9 @@ type beatPeer struct {
 	answered  time.Time   // when a probe since last last found the process there
 	refused   bool        // a probe since last found the port closed
 	lost      int         // probes started after answered that went unanswered
-	hinted    time.Time   // latest "port unreachable" since last: probe without waiting
+	hinted    time.Time   // latest hint since last: probe without waiting
+	hintUntil time.Time   // probe at every check until then (a watch ended)
+	hintWhy   hintSource  // what the latest hint was
 	down      bool
 }
 
@@ -341,9 +343,40 @@ func (d *detector) deadline() time.Duration { return d.timing.deadline }
 // peer down, as without the hint, so a forged or stray ICMP costs one
 // probe, never a verdict.
 func (d *detector) hint(name string, now time.Time) {
-	if p, ok := d.peers[name]; ok && !p.down {
-		p.hinted = now
+	d.hintFor(name, now, time.Time{}, hintICMP)
+}
+
+// hintSource is what made the detector probe a peer before its beat was
+// overdue.
+type hintSource int
+
+const (
+	hintICMP  hintSource = iota + 1 // a "port unreachable" for a heartbeat
+	hintWatch                       // the watch connection to it ended (watch.go)
+)
+
+func (h hintSource) String() string {
+	if h == hintWatch {
+		return "its watch connection to this node closed"
 	}
+	return "its host answered a heartbeat with port unreachable"
+}
+
+// hintFor records a hint from why at now, as hint does, and keeps the
+// peer probed at every check until until (a dying process may close one
+// socket a moment before the next): a beat from the peer ends it.
+func (d *detector) hintFor(name string, now, until time.Time, why hintSource) {
+	if p, ok := d.peers[name]; ok && !p.down {
+		p.hinted, p.hintWhy = now, why
+		p.hintUntil = later(p.hintUntil, until)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // probes returns the peers to probe now: silent for longer than overdue,
@@ -353,7 +386,8 @@ func (d *detector) hint(name string, now time.Time) {
 func (d *detector) probes(now time.Time) []string {
 	var out []string
 	for name, p := range d.peers {
-		hinted := p.hinted.After(p.probed)
+		hinted := p.hinted.After(p.probed) ||
+			(now.Before(p.hintUntil) && now.Sub(p.probed) >= d.timing.check)
 		if p.down || len(p.pending) >= maxPending || (now.Sub(p.last) < d.overdue() && !hinted) {
 			continue
 		}
@@ -401,9 +435,9 @@ func (d *detector) probed(name string, started time.Time, o probeOutcome, now ti
 type verdicts struct {
 	down   map[string]probeOutcome
 	cutOff map[string]string
-	// early lists the downs a "port unreachable" hint brought forward:
-	// the probe ran before the beat was overdue.
-	early map[string]bool
+	// early lists the downs a hint brought forward (the probe ran before
+	// the beat was overdue), with what the hint was.
+	early map[string]hintSource
 }
 
 // check marks peers down: refused as soon as a probe says so (a probe a
@@ -445,9 +479,9 @@ func (d *detector) check(now time.Time) verdicts {
 		v.down[name] = o
 		if silent < d.overdue() {
 			if v.early == nil {
-				v.early = map[string]bool{}
+				v.early = map[string]hintSource{}
 			}
-			v.early[name] = true
+			v.early[name] = p.hintWhy
 		}
 	}
 	return v
@@ -613,6 +647,7 @@ func (c *Cluster) playDead(d *deadness, sock *gossipSockets, now time.Time) bool
 	case die:
 		d.dead = true
 		sock.closeSockets()
+		c.watches.closeAll(false)
 		c.log.Warn("hard drill: playing dead, gossip sockets closed")
 	case revive:
 		if err := sock.open(); err != nil {
@@ -730,8 +765,8 @@ func (c *Cluster) judge(now time.Time) {
 			why = "its host does not answer"
 		}
 		attrs := []any{"peer", name, "silent", silent[name].Round(time.Millisecond)}
-		if v.early[name] {
-			attrs = append(attrs, "noticed", "its host answered a heartbeat with port unreachable")
+		if why, ok := v.early[name]; ok {
+			attrs = append(attrs, "noticed", why.String())
 		}
 		c.log.Warn("peer stopped beating and "+why+": treating it as down", attrs...)
 	}

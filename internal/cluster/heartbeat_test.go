@@ -116,7 +116,8 @@ func (s *sim) check(off time.Duration, downs *[]time.Duration) {
 	for name, o := range v.down {
 		*downs = append(*downs, off)
 		s.outcomes = append(s.outcomes, o)
-		s.early = s.early || v.early[name]
+		_, early := v.early[name]
+		s.early = s.early || early
 	}
 }
 

@@ -91,8 +91,14 @@ func (c *limitedConn) Read(p []byte) (int, error) {
 }
 
 func (c *limitedConn) Close() error {
+	c.releaseSlot()
+	return c.Conn.Close()
+}
+
+// releaseSlot gives the stream's slot back without closing it (a watch,
+// held for long, is bounded on its own).
+func (c *limitedConn) releaseSlot() {
 	if c.release != nil {
 		c.once.Do(c.release)
 	}
-	return c.Conn.Close()
 }

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"bufio"
+	"context"
 	"errors"
 	"net"
 	"sync"
@@ -22,25 +24,31 @@ type silenceTransport struct {
 	until    *atomic.Int64 // unix nanoseconds; silent while now is before it
 	limits   *streamLimits
 	refusals *refusalLog // reports streams closed on arrival
+	// watch takes the inbound streams that are watches (watch.go).
+	watch    func(node string, conn net.Conn)
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	stopping chan struct{} // closed first on Shutdown: drop instead of forwarding
-	done     chan struct{} // closed once the inner transport is down
+	ctx      context.Context
+	cancel   context.CancelFunc // on Shutdown: streams being sorted stop waiting
+	done     chan struct{}      // closed once the inner transport is down
 	wg       sync.WaitGroup
 	once     sync.Once
 }
 
-func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog) *silenceTransport {
+func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog, watch func(string, net.Conn)) *silenceTransport {
 	t := &silenceTransport{
 		inner:    inner,
 		until:    until,
 		limits:   limits,
 		refusals: refusals,
+		watch:    watch,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
 		stopping: make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(2)
 	go t.forwardPackets()
 	go t.forwardStreams()
@@ -87,14 +95,39 @@ func (t *silenceTransport) forwardStreams() {
 				_ = c.Close()
 				continue
 			}
-			c = lc
-			select {
-			case t.streamCh <- c:
-			case <-t.stopping:
-				_ = c.Close()
-			}
+			// Sorting reads from the stream, which may be slow to send:
+			// off this loop, within the stream's slot.
+			t.wg.Add(1)
+			go func() { defer t.wg.Done(); t.sort(c, lc) }()
 		case <-t.done:
 			return
+		}
+	}
+}
+
+// sort hands an admitted inbound stream to memberlist, or to the watches
+// if it is one; raw is the connection under lc, the limited one.
+func (t *silenceTransport) sort(raw, lc net.Conn) {
+	_ = raw.SetReadDeadline(time.Now().Add(watchHelloWait))
+	stop := context.AfterFunc(t.ctx, func() { _ = raw.SetReadDeadline(time.Unix(1, 0)) })
+	br := bufio.NewReader(lc)
+	node, watch, err := sortStream(br)
+	stop()
+	_ = raw.SetReadDeadline(time.Time{})
+	switch {
+	case err != nil:
+		t.refusals.refuse(raw.RemoteAddr().String(), err.Error())
+		_ = lc.Close()
+	case watch:
+		// A watch is held for as long as both processes live: it gives
+		// its stream slot back and is not limited.
+		lc.(*limitedConn).releaseSlot()
+		t.watch(node, raw)
+	default:
+		select {
+		case t.streamCh <- &bufferedConn{Conn: lc, r: br}:
+		case <-t.stopping:
+			_ = lc.Close()
 		}
 	}
 }
@@ -134,6 +167,7 @@ func (t *silenceTransport) Shutdown() error {
 	var err error
 	t.once.Do(func() {
 		close(t.stopping)
+		t.cancel()
 		err = t.inner.Shutdown()
 		close(t.done)
 		t.wg.Wait()

@@ -1,0 +1,358 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// A watch is an idle TCP connection between two members, over the gossip
+// port, that carries nothing after its hello. Its only message is its end:
+// when a halb process dies (kill -9, a crash, an OOM kill) its kernel closes
+// the process's sockets at once, and the peer reads the end of the watch
+// before the next heartbeat is even due. The reader then probes the peer
+// as after a "port unreachable" (heartbeat.go): the verdict is still the
+// probe's, so a watch that ends for another reason (a restart, a firewall
+// reset, a forged FIN) costs a few probes, never a failover.
+//
+// One watch serves a pair of members: the member whose name sorts first
+// dials, the other accepts, and both read it.
+
+// watchLabel is the memberlist label header a watch starts with instead of
+// the gossip label: a node that knows no watches refuses it as gossip of
+// another cluster, and halb's own gossip is never mistaken for a watch.
+const watchLabel = "halb-watch"
+
+// Bounds of the watches.
+const (
+	// maxWatches bounds the watches accepted at once (one per peer name;
+	// a newer one from the same name replaces the older).
+	maxWatches = 256
+	// watchHelloWait bounds how long an inbound stream may take to say
+	// whether it is a watch.
+	watchHelloWait = time.Second
+	// watchShortLife: a watch that ends sooner after its dial was refused
+	// or cut on purpose (an older peer without watches closes it at once);
+	// the next dial backs off, doubling up to watchMaxBackoff.
+	watchShortLife  = 2 * time.Second
+	watchMaxBackoff = time.Minute
+	// watchLingerBeats is how many beat intervals after a watch ended its
+	// peer is probed at every check: a dying process may close the watch a
+	// moment before its gossip listener, and the first probe would still
+	// connect.
+	watchLingerBeats = 2
+)
+
+// watchHello is the start of a watch stream: the label header, then the
+// dialer's node name (one length byte, then the name).
+func watchHello(node string) ([]byte, error) {
+	if node == "" || len(node) > 255 {
+		return nil, fmt.Errorf("watch hello: node name of %d bytes", len(node))
+	}
+	b, err := memberlist.AddLabelHeaderToPacket(nil, watchLabel)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, byte(len(node)))
+	return append(b, node...), nil
+}
+
+// sortStream reads the start of an inbound gossip stream from r and says
+// whether it is a watch, and from whom. A stream that is not a watch has
+// consumed nothing: what was peeked stays in r for memberlist. Only a
+// stream whose label header has the watch label's length is read past its
+// first two bytes, so memberlist's streams (label "halb") never wait here
+// for more than they send at once.
+func sortStream(r *bufio.Reader) (node string, watch bool, err error) {
+	hdr, err := memberlist.AddLabelHeaderToPacket(nil, watchLabel)
+	if err != nil {
+		return "", false, err
+	}
+	b, err := r.Peek(2)
+	if err != nil || b[0] != hdr[0] || b[1] != hdr[1] {
+		// Too short, or another label (or none): memberlist's to judge.
+		return "", false, nil
+	}
+	b, err = r.Peek(len(hdr) + 1)
+	if err != nil || string(b[:len(hdr)]) != string(hdr) {
+		return "", false, nil
+	}
+	n := int(b[len(hdr)])
+	b, err = r.Peek(len(hdr) + 1 + n)
+	if err != nil {
+		return "", false, fmt.Errorf("watch hello cut short: %w", err)
+	}
+	if n == 0 {
+		return "", false, errors.New("watch hello without a node name")
+	}
+	node = string(b[len(hdr)+1:])
+	_, _ = r.Discard(len(b))
+	return node, true, nil
+}
+
+// bufferedConn reads through the reader that peeked at its start.
+type bufferedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// watchSet holds the open watches, accepted and dialed, so that a hard
+// drill or the end of Run closes them all, as a process's exit would.
+type watchSet struct {
+	mu       sync.Mutex
+	accepted map[string]net.Conn // by the dialer's name
+	dialed   map[net.Conn]bool
+	shut     bool           // Run has ended: take no more
+	wg       sync.WaitGroup // the readers of accepted watches
+}
+
+func newWatchSet() *watchSet {
+	return &watchSet{accepted: map[string]net.Conn{}, dialed: map[net.Conn]bool{}}
+}
+
+// errTooManyWatches is logged for a watch closed on arrival.
+var errTooManyWatches = fmt.Errorf("more than %d watches open at once: closed on arrival", maxWatches)
+
+// accept takes a watch from node; it replaces an older one from the same
+// name. ended runs once when the watch ends other than by being replaced
+// or closed here. It fails with errTooManyWatches, or net.ErrClosed once
+// shut.
+func (w *watchSet) accept(node string, conn net.Conn, ended func()) error {
+	w.mu.Lock()
+	old, had := w.accepted[node]
+	switch {
+	case w.shut:
+		w.mu.Unlock()
+		return net.ErrClosed
+	case !had && len(w.accepted) >= maxWatches:
+		w.mu.Unlock()
+		return errTooManyWatches
+	}
+	w.accepted[node] = conn
+	w.wg.Add(1)
+	w.mu.Unlock()
+	if had {
+		_ = old.Close()
+	}
+	go func() {
+		defer w.wg.Done()
+		drain(conn)
+		w.mu.Lock()
+		mine := w.accepted[node] == conn
+		if mine {
+			delete(w.accepted, node)
+		}
+		w.mu.Unlock()
+		_ = conn.Close()
+		if mine {
+			ended()
+		}
+	}()
+	return nil
+}
+
+// hold records a dialed watch until release; it reports false (and the
+// caller closes conn) once the set is shut.
+func (w *watchSet) hold(conn net.Conn) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.shut {
+		return false
+	}
+	w.dialed[conn] = true
+	return true
+}
+
+func (w *watchSet) release(conn net.Conn) {
+	w.mu.Lock()
+	delete(w.dialed, conn)
+	w.mu.Unlock()
+}
+
+// closeAll closes every watch, as a hard drill's pretended death does;
+// with shut (the end of Run) it takes none after. Accepted ones are
+// forgotten first, so their ends are not reported; dialed ones end their
+// dialers' reads.
+func (w *watchSet) closeAll(shut bool) {
+	w.mu.Lock()
+	w.shut = w.shut || shut
+	conns := make([]net.Conn, 0, len(w.accepted)+len(w.dialed))
+	for _, c := range w.accepted {
+		conns = append(conns, c)
+	}
+	clear(w.accepted)
+	for c := range w.dialed {
+		conns = append(conns, c)
+	}
+	w.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// wait waits for the readers of accepted watches, after closeAll.
+func (w *watchSet) wait() { w.wg.Wait() }
+
+// drain reads conn until it ends; a watch carries nothing after its hello.
+func drain(conn net.Conn) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 1<<10))
+}
+
+// acceptWatch takes an inbound watch from node (the transport sorted it
+// out of the gossip streams).
+func (c *Cluster) acceptWatch(node string, conn net.Conn) {
+	if node == c.cfg.NodeName {
+		_ = conn.Close()
+		return
+	}
+	err := c.watches.accept(node, conn, func() { c.watchEnded(node) })
+	if errors.Is(err, errTooManyWatches) {
+		c.refusals.refuse(conn.RemoteAddr().String(), err.Error())
+	}
+	if err != nil {
+		_ = conn.Close()
+	}
+}
+
+// watchEnded probes node at once and for watchLingerBeats intervals: its
+// process may be gone.
+func (c *Cluster) watchEnded(node string) {
+	if c.silenced() {
+		return // playing dead: this node's own sockets closed it
+	}
+	now := time.Now()
+	c.hb.mu.Lock()
+	c.hb.det.hintFor(node, now, now.Add(watchLingerBeats*c.hb.timing.interval), hintWatch)
+	c.hb.mu.Unlock()
+	c.log.Debug("watch connection to peer ended: probing it now", "peer", node)
+}
+
+func (c *Cluster) silenced() bool { return time.Now().UnixNano() < c.silence.Load() }
+
+// watchTargets returns the members this node dials a watch to: those whose
+// names sort after its own.
+func (c *Cluster) watchTargets() map[string]netip.AddrPort {
+	out := map[string]netip.AddrPort{}
+	for name, addr := range c.peerAddrs() {
+		if name > c.cfg.NodeName {
+			out[name] = addr
+		}
+	}
+	return out
+}
+
+// watchLoop keeps one dialer per watch target, started when the target
+// joins and stopped when it leaves or its address changes.
+func (c *Cluster) watchLoop(ctx context.Context) {
+	type dialer struct {
+		addr   netip.AddrPort
+		cancel context.CancelFunc
+	}
+	running := map[string]dialer{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, d := range running {
+			d.cancel()
+		}
+		wg.Wait()
+	}()
+	tick := time.NewTicker(c.hb.timing.interval)
+	defer tick.Stop()
+	for {
+		want := c.watchTargets()
+		for name, d := range running {
+			if addr, ok := want[name]; !ok || addr != d.addr {
+				d.cancel()
+				delete(running, name)
+			}
+		}
+		for name, addr := range want {
+			if _, ok := running[name]; ok {
+				continue
+			}
+			dctx, cancel := context.WithCancel(ctx)
+			running[name] = dialer{addr: addr, cancel: cancel}
+			wg.Add(1)
+			go func() { defer wg.Done(); c.watchPeer(dctx, name, addr) }()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// watchPeer keeps a watch open to node at addr until ctx ends, dialing
+// again after each end: at once after a watch that lived, backing off
+// after one refused or cut short.
+func (c *Cluster) watchPeer(ctx context.Context, node string, addr netip.AddrPort) {
+	hello, err := watchHello(c.cfg.NodeName)
+	if err != nil {
+		c.log.Debug("no watches", "err", err)
+		return
+	}
+	backoff := c.hb.timing.interval
+	for {
+		start := time.Now()
+		if !c.silenced() {
+			c.watchOnce(ctx, addr, hello)
+			if ctx.Err() != nil {
+				return
+			}
+			c.watchEnded(node)
+		}
+		backoff = nextWatchBackoff(backoff, time.Since(start), c.hb.timing.interval)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// nextWatchBackoff is the wait before the next dial after a watch that
+// lived for lived: one beat interval after one that lived, doubling up to
+// watchMaxBackoff while they are refused or cut short (a peer down, or an
+// older one without watches).
+func nextWatchBackoff(prev, lived, interval time.Duration) time.Duration {
+	if lived >= watchShortLife {
+		return interval
+	}
+	return min(max(2*prev, interval), watchMaxBackoff)
+}
+
+// watchOnce dials one watch and holds it until it ends or ctx does.
+func (c *Cluster) watchOnce(ctx context.Context, addr netip.AddrPort, hello []byte) {
+	d := net.Dialer{Timeout: c.hb.timing.probeTimeout * 4}
+	if from := c.cfg.BindAddr; from.IsValid() && !from.IsUnspecified() {
+		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
+	}
+	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()).String())
+	if err != nil {
+		return
+	}
+	defer func() { _ = conn.Close() }()
+	if !c.watches.hold(conn) {
+		return
+	}
+	defer c.watches.release(conn)
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	if _, err := conn.Write(hello); err != nil {
+		return
+	}
+	drain(conn)
+}

@@ -1,0 +1,252 @@
+package cluster
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"halb/test/support"
+)
+
+func TestSortStreamTellsWatchesFromGossip(t *testing.T) {
+	hello, err := watchHello("lb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gossip, err := memberlist.AddLabelHeaderToPacket([]byte{6, 1, 2, 3}, gossipLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A label as long as the watch label that is not it.
+	other, err := memberlist.AddLabelHeaderToPacket([]byte("x"), "halb-watcH")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		in        []byte
+		node      string
+		watch     bool
+		err       string
+		remaining []byte // what memberlist reads after sorting
+	}{
+		{name: "watch", in: append(bytes.Clone(hello), 0xff), node: "lb1", watch: true, remaining: []byte{0xff}},
+		{name: "gossip", in: gossip, remaining: gossip},
+		{name: "unlabelled", in: []byte{6, 0, 0}, remaining: []byte{6, 0, 0}},
+		{name: "probe's label only", in: gossip[:6], remaining: gossip[:6]},
+		{name: "one byte", in: []byte{gossip[0]}, remaining: []byte{gossip[0]}},
+		{name: "same length, other label", in: other, remaining: other},
+		{name: "hello cut in the name", in: hello[:len(hello)-1], err: "watch hello cut short"},
+		{name: "hello without a name", in: append(bytes.Clone(hello[:len(hello)-4]), 0), err: "without a node name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := bufio.NewReader(bytes.NewReader(tc.in))
+			node, watch, err := sortStream(r)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err %v, want one saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || node != tc.node || watch != tc.watch {
+				t.Fatalf("got %q, %v, %v; want %q, %v", node, watch, err, tc.node, tc.watch)
+			}
+			rest, _ := io.ReadAll(r)
+			if !bytes.Equal(rest, tc.remaining) {
+				t.Fatalf("left %x for memberlist, want %x", rest, tc.remaining)
+			}
+		})
+	}
+}
+
+func TestWatchHelloRejectsUnsendableNames(t *testing.T) {
+	for _, name := range []string{"", strings.Repeat("n", 256)} {
+		if _, err := watchHello(name); err == nil {
+			t.Errorf("watchHello(%d bytes): no error", len(name))
+		}
+	}
+}
+
+func TestNextWatchBackoff(t *testing.T) {
+	const beat = 50 * time.Millisecond
+	for _, tc := range []struct {
+		prev, lived, want time.Duration
+	}{
+		{prev: beat, lived: time.Hour, want: beat},                  // lived: dial again a beat later
+		{prev: 8 * time.Second, lived: 3 * time.Second, want: beat}, // a long one resets the backoff
+		{prev: beat, lived: 0, want: 2 * beat},                      // refused: back off
+		{prev: 400 * time.Millisecond, lived: time.Second, want: 800 * time.Millisecond},
+		{prev: 50 * time.Second, lived: 0, want: watchMaxBackoff}, // bounded
+		{prev: 0, lived: 0, want: beat},                           // never below a beat
+	} {
+		if got := nextWatchBackoff(tc.prev, tc.lived, beat); got != tc.want {
+			t.Errorf("nextWatchBackoff(%s, lived %s) = %s, want %s", tc.prev, tc.lived, got, tc.want)
+		}
+	}
+}
+
+// The detector keeps probing a peer whose watch ended, at every check, for
+// the linger: the first probe of a dying process may still connect.
+func TestDetectorWatchHintProbesUntilRefused(t *testing.T) {
+	tm := beatTimings["lan"]
+	d := newDetector(tm)
+	t0 := time.Unix(1000, 0)
+	d.beat(beat{node: "lb2", boot: 1, seq: 1}, t0)
+	d.tick(t0)
+	at := t0.Add(tm.interval / 5) // long before the beat is overdue
+	d.hintFor("lb2", at, at.Add(2*tm.interval), hintWatch)
+	var probes int
+	var down time.Time
+	for now := at; now.Before(at.Add(3*tm.interval)) && down.IsZero(); now = now.Add(tm.check) {
+		d.tick(now)
+		for _, name := range d.probes(now) {
+			probes++
+			o := probeConnected // the listener outlives the watch for two probes
+			if probes > 2 {
+				o = probeRefused
+			}
+			d.probed(name, now, o, now)
+		}
+		if v := d.check(now); v.down["lb2"] == probeRefused {
+			down = now
+			if v.early["lb2"] != hintWatch {
+				t.Errorf("verdict's hint %v, want the watch", v.early["lb2"])
+			}
+		}
+	}
+	if want := at.Add(2 * tm.check); !down.Equal(want) {
+		t.Fatalf("down at +%s, want +%s (the third check after the watch ended)", down.Sub(t0), want.Sub(t0))
+	}
+
+	// A beat is proof of life: it ends the lingering probes.
+	d = newDetector(tm)
+	d.beat(beat{node: "lb2", boot: 1, seq: 1}, t0)
+	d.hintFor("lb2", at, at.Add(2*tm.interval), hintWatch)
+	if got := d.probes(at); len(got) != 1 {
+		t.Fatalf("probes right after the hint: %v", got)
+	}
+	d.beat(beat{node: "lb2", boot: 1, seq: 2}, at.Add(tm.check/2))
+	if got := d.probes(at.Add(tm.check)); len(got) != 0 {
+		t.Fatalf("probed %v after a beat", got)
+	}
+}
+
+// slowBeats makes a node's heartbeat so slow that only its watches can
+// notice a peer's death within a second: a beat is overdue after 3 s, and
+// the "port unreachable" hints are off.
+func slowBeats(c *Cluster) {
+	tm := beatTimings["lan"]
+	tm.interval, tm.deadline, tm.evidence = 2*time.Second, 6*time.Second, 10*time.Second
+	c.hb.timing, c.hb.det = tm, newDetector(tm)
+	c.noICMPHints = true
+}
+
+// A peer whose process dies is down at once for the node holding a watch
+// with it, whichever end dialed: its kernel closes the watch, and the
+// probe that follows is refused. (A hard drill closes the sockets as the
+// kernel of a killed process does.)
+func TestWatchEndFindsADeadPeerAtOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		ipA, ipB  string
+		dialerDie bool // lb1 dials (its name sorts first); which one dies
+	}{
+		{name: "the dialer dies", ipA: "127.0.0.41", ipB: "127.0.0.42", dialerDie: true},
+		{name: "the acceptor dies", ipA: "127.0.0.43", ipB: "127.0.0.44"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var watcher, dying *node
+			recA, recB := support.NewLog(), support.NewLog()
+			ca, err := New(nodeConfig("lb1", anyPort(tc.ipA)), recA.Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.dialerDie {
+				slowBeats(ca)
+			}
+			a := run(t, ca, recA)
+			addrA := bound(t, a)
+			cb, err := New(nodeConfig("lb2", anyPort(tc.ipB), addrA), recB.Logger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.dialerDie {
+				slowBeats(cb)
+			}
+			b := run(t, cb, recB)
+			watcher, dying = a, b
+			if tc.dialerDie {
+				watcher, dying = b, a
+			}
+			waitFor(t, b.c, 5*time.Second, "lb2 holds lb1's watch", func() bool {
+				b.c.watches.mu.Lock()
+				defer b.c.watches.mu.Unlock()
+				return b.c.watches.accepted["lb1"] != nil
+			})
+			waitFor(t, watcher.c, 5*time.Second, "the watcher hears the other beat", func() bool {
+				watcher.c.hb.mu.Lock()
+				defer watcher.c.hb.mu.Unlock()
+				_, ok := watcher.c.hb.det.peers[dying.c.cfg.NodeName]
+				return ok
+			})
+
+			dying.c.Silence(5 * time.Second)
+			// memberlist alone needs about a second; the watcher's beats
+			// three.
+			took := waitFor(t, watcher.c, 700*time.Millisecond, "the dead peer down", func() bool {
+				m, ok := member(watcher.c, dying.c.cfg.NodeName)
+				return ok && !m.Alive
+			})
+			t.Logf("down %s after the death", took)
+			if watcher.rec.Count(slog.LevelWarn, "refuses connections", `noticed="its watch connection`) != 1 {
+				t.Errorf("the verdict does not say the watch noticed:\n%s", watcher.rec.String())
+			}
+		})
+	}
+}
+
+// An inbound stream that is not a watch still reaches memberlist whole:
+// joins and push/pulls work through the sorting (every test of this
+// package depends on it); a watch from a node name already watching
+// replaces the older one without reporting its end.
+func TestWatchFromTheSameNameReplacesTheOlder(t *testing.T) {
+	w := newWatchSet()
+	ended := make(chan string, 4)
+	c1, p1 := net.Pipe()
+	c2, p2 := net.Pipe()
+	defer func() { _ = p1.Close() }()
+	defer func() { _ = p2.Close() }()
+	if err := w.accept("lb1", c1, func() { ended <- "first" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.accept("lb1", c2, func() { ended <- "second" }); err != nil {
+		t.Fatal(err)
+	}
+	// The older one is closed by the replacement: its peer reads the end.
+	if _, err := p1.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the replaced watch is still open")
+	}
+	_ = p2.Close() // the peer's end of the newer one closes
+	if got := <-ended; got != "second" {
+		t.Fatalf("ended: %s, want only the second", got)
+	}
+	w.closeAll(true)
+	w.wait()
+	select {
+	case got := <-ended:
+		t.Fatalf("also ended: %s", got)
+	default:
+	}
+	c3, p3 := net.Pipe()
+	defer func() { _ = p3.Close() }()
+	if err := w.accept("lb3", c3, func() {}); err == nil {
+		t.Fatal("accepted a watch after the set was shut")
+	}
+}
