@@ -76,11 +76,14 @@ type Member struct {
 type VIP struct {
 	// Address is the bare IP, e.g. "192.168.66.160"; it is the key used in
 	// Member.Holds and Member.HolderView.
-	Address     string    `json:"address"`
-	Interface   string    `json:"interface"`
-	Holder      string    `json:"holder"` // owner per this node's election; "" for none
-	HeldHere    bool      `json:"held_here"`
-	Since       time.Time `json:"since"` // when Holder last changed
+	Address   string    `json:"address"`
+	Interface string    `json:"interface"`
+	Holder    string    `json:"holder"` // owner per this node's election; "" for none
+	HeldHere  bool      `json:"held_here"`
+	Since     time.Time `json:"since"` // when HeldHere last changed
+	// Elected is when Holder last changed; zero if not known (an older
+	// node's status).
+	Elected     time.Time `json:"elected,omitzero"`
 	LastGARP    time.Time `json:"last_garp"`
 	GARPsSent   uint64    `json:"garps_sent"`
 	Transitions uint64    `json:"transitions"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Level is how bad a node's view of the cluster is. Levels are ordered:
@@ -149,6 +150,12 @@ func Assess(s Snapshot) Assessment {
 	return a
 }
 
+// HandoverGrace is how long after the election changed two members may
+// both hold a VIP before it counts as split brain: a planned move keeps the
+// old holder until the new one has claimed and gossiped (a few hundred
+// milliseconds; about a second when a gossip update has to be pulled).
+const HandoverGrace = 5 * time.Second
+
 // judge collects problems while Assess walks a snapshot.
 type judge struct {
 	s        Snapshot
@@ -204,9 +211,34 @@ func (j *judge) vip(v VIP) {
 	case len(holders) == 0:
 		j.add(LevelFail, "VIP %s: no member holds it", v.Address)
 	case len(holders) > 1:
-		j.add(LevelFail, "VIP %s: held by %d members at once: %s", v.Address, len(holders), strings.Join(holders, ", "))
+		j.manyHolders(v, holders, len(views) <= 1)
 	case len(views) <= 1 && agreed != holders[0]:
 		j.add(LevelDegraded, "VIP %s: %s holds it but the members elected %s", v.Address, holders[0], orNone(agreed))
+	}
+}
+
+// manyHolders judges a VIP that several members hold. When this node
+// elected one of them, the others are letting go, as every planned move
+// does for a moment (make before break; members may also disagree until
+// the last one's view arrives): only an overlap that outlasts
+// HandoverGrace is stuck. Otherwise it is split brain.
+func (j *judge) manyHolders(v VIP, holders []string, agree bool) {
+	s := j.s
+	all := strings.Join(holders, ", ")
+	if !slices.Contains(holders, v.Holder) {
+		j.add(LevelFail, "VIP %s: held by %d members at once: %s", v.Address, len(holders), all)
+		return
+	}
+	from := strings.Join(slices.DeleteFunc(slices.Clone(holders), func(h string) bool { return h == v.Holder }), ", ")
+	switch took := s.Time.Sub(v.Elected); {
+	case !v.Elected.IsZero() && !s.Time.IsZero() && took < HandoverGrace:
+		j.add(LevelDegraded, "VIP %s: handing over from %s to %s: both hold it until %s lets go (make before break)",
+			v.Address, from, v.Holder, from)
+	case agree:
+		j.add(LevelFail, "VIP %s: held by %d members at once: %s (%s has not let go since %s was elected)",
+			v.Address, len(holders), all, from, v.Holder)
+	default:
+		j.add(LevelFail, "VIP %s: held by %d members at once: %s", v.Address, len(holders), all)
 	}
 }
 

@@ -5,9 +5,22 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
+
+// handover is healthyPair a moment into a planned move to lb2: both
+// members elect lb2, both still hold the VIP, the election changed ago.
+func handover(ago time.Duration) Snapshot {
+	s := healthyPair()
+	s.VIPs[0].Holder, s.VIPs[0].Elected = "lb2", s.Time.Add(-ago)
+	for i := range s.Members {
+		s.Members[i].Holds = []string{vip}
+		s.Members[i].HolderView = map[string]string{vip: "lb2"}
+	}
+	return s
+}
 
 func deg(text string) Problem  { return Problem{Level: LevelDegraded, Text: text} }
 func fail(text string) Problem { return Problem{Level: LevelFail, Text: text} }
@@ -155,7 +168,41 @@ func TestAssess(t *testing.T) {
 				s.Members[1].Holds = []string{vip}
 				return s
 			},
-			problems: []Problem{fail("VIP 192.168.66.160: held by 2 members at once: lb1, lb2")},
+			problems: []Problem{fail("VIP 192.168.66.160: held by 2 members at once: lb1, lb2 (lb2 has not let go since lb1 was elected)")},
+		},
+		{
+			name: "a handover's make-before-break overlap", verdict: LevelDegraded,
+			snap:     func() Snapshot { return handover(300 * time.Millisecond) },
+			problems: []Problem{deg("VIP 192.168.66.160: handing over from lb1 to lb2: both hold it until lb1 lets go (make before break)")},
+		},
+		{
+			name: "a handover stuck past the grace", verdict: LevelFail,
+			snap:     func() Snapshot { return handover(HandoverGrace) },
+			problems: []Problem{fail("VIP 192.168.66.160: held by 2 members at once: lb1, lb2 (lb1 has not let go since lb2 was elected)")},
+		},
+		{
+			name: "a handover before the old holder's new view arrived", verdict: LevelDegraded,
+			snap: func() Snapshot {
+				s := handover(100 * time.Millisecond)
+				s.Members[1].HolderView = map[string]string{vip: "lb1"}
+				return s
+			},
+			problems: []Problem{
+				deg("VIP 192.168.66.160: members disagree on the holder: lb1 says lb2, lb2 says lb1"),
+				deg("VIP 192.168.66.160: handing over from lb1 to lb2: both hold it until lb1 lets go (make before break)"),
+			},
+		},
+		{
+			name: "two holders electing each other past the grace", verdict: LevelFail,
+			snap: func() Snapshot {
+				s := handover(time.Minute)
+				s.Members[1].HolderView = map[string]string{vip: "lb1"}
+				return s
+			},
+			problems: []Problem{
+				fail("VIP 192.168.66.160: held by 2 members at once: lb1, lb2"),
+				deg("VIP 192.168.66.160: members disagree on the holder: lb1 says lb2, lb2 says lb1"),
+			},
 		},
 		{
 			name: "nobody eligible", verdict: LevelFail,

@@ -143,6 +143,7 @@ func (o *operatorAPI) vips(v view, now time.Time) ([]admin.VIPRole, []admin.VIP)
 			Holder:      owner,
 			HeldHere:    st.Held,
 			Since:       st.Since,
+			Elected:     v.elected[addr],
 			LastGARP:    st.LastGARP,
 			GARPsSent:   st.GARPsSent,
 			Transitions: st.Transitions,

@@ -64,6 +64,7 @@ type facts struct {
 // view may be read without the lock.
 type view struct {
 	holder   map[string]string    // VIP -> owner from the last round
+	elected  map[string]time.Time // VIP -> when its owner last changed here
 	preempt  map[string]time.Time // VIP -> when this node will preempt its owner; zero if not
 	lastSeen map[string]time.Time // member -> last time it was alive here
 }
@@ -344,7 +345,17 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		seen[n] = now
 	}
 	c.view.lastSeen = seen
+	elected := maps.Clone(c.view.elected)
+	if elected == nil {
+		elected = map[string]time.Time{}
+	}
+	for vip, owner := range p.Memory.Holder {
+		if old, ok := c.view.holder[vip]; !ok || old != owner {
+			elected[vip] = now
+		}
+	}
 	c.view.holder = maps.Clone(p.Memory.Holder)
+	c.view.elected = elected
 	c.view.preempt = preempt
 }
 

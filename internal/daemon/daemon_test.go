@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -202,6 +203,31 @@ func watchGap(a, b *node, stop <-chan struct{}) <-chan time.Duration {
 				out <- longest
 				return
 			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	return out
+}
+
+// watchVerdicts polls both nodes' status verdicts until stop, and sends
+// the VIP problems seen, each text once, in the order first seen.
+func watchVerdicts(a, b *node, stop <-chan struct{}) <-chan []admin.Problem {
+	out := make(chan []admin.Problem, 1)
+	go func() {
+		var seen []admin.Problem
+		for {
+			for _, n := range []*node{a, b} {
+				for _, p := range admin.Assess(n.d.api.Snapshot()).Problems {
+					if strings.HasPrefix(p.Text, "VIP ") && !slices.Contains(seen, p) {
+						seen = append(seen, p)
+					}
+				}
+			}
+			select {
+			case <-stop:
+				out <- seen
+				return
+			case <-time.After(2 * time.Millisecond):
 			}
 		}
 	}()
@@ -490,8 +516,12 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	support.WaitUntil(t, 5*time.Second, func() bool { return a.holds() && !b.holds() }, "a alone to hold the VIP")
 	support.WaitUntil(t, 5*time.Second, func() bool { return b.d.api.Snapshot().VIPs[0].Holder == "a" }, "b to know a holds it")
 	awaitDrillable(t, a, b)
+	support.WaitUntil(t, 5*time.Second, func() bool {
+		return admin.Assess(a.d.api.Snapshot()).Verdict == admin.LevelOK && admin.Assess(b.d.api.Snapshot()).Verdict == admin.LevelOK
+	}, "both nodes' status to be OK")
 	stop := make(chan struct{})
 	gap := watchGap(a, b, stop)
+	verdicts := watchVerdicts(a, b, stop)
 	// Asked on the standby: the request travels to the holder over gossip.
 	start, err := b.d.api.StartDrill(admin.DrillRequest{})
 	if err != nil {
@@ -507,6 +537,19 @@ func TestPlannedDrillMovesMakeBeforeBreak(t *testing.T) {
 	close(stop)
 	if g := <-gap; g > 0 {
 		t.Errorf("the VIP was on neither node for %s during a planned drill", g)
+	}
+	// Both hold it for a moment (the yielding holder lets go as soon as
+	// it sees b hold): halb status calls that a handover, never split
+	// brain.
+	handing := false
+	for _, p := range <-verdicts {
+		if p.Level == admin.LevelFail {
+			t.Errorf("status during the drill: %s %s", p.Level, p.Text)
+		}
+		handing = handing || strings.Contains(p.Text, "handing over from a to b")
+	}
+	if !handing {
+		t.Error("no status during the drill showed the make-before-break overlap as a handover")
 	}
 	if err := b.d.api.EndDrill(); err != nil {
 		t.Fatal(err)
