@@ -28,6 +28,9 @@ type NodeInfo struct {
 	Fingerprint string    `json:"fingerprint"`
 	Maintenance bool      `json:"maintenance"`
 	Roles       []VIPRole `json:"roles"`
+	// StatePulls counts the pulls of a peer's whole state that a lost
+	// gossip update started (docs/cluster.md).
+	StatePulls uint64 `json:"state_pulls"`
 }
 
 // VIP roles of this node.
@@ -70,6 +73,9 @@ type Member struct {
 	// Disputed: gossip declared the member failed, but its heartbeats say
 	// it lives; it is kept until they agree.
 	Disputed bool `json:"disputed,omitempty"`
+	// Watched: a watch connection with the member is open, so its crash
+	// is noticed at once; false for this node itself.
+	Watched bool `json:"watched"`
 }
 
 // VIP is one virtual address and this node's view of it.

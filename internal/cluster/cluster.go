@@ -66,6 +66,9 @@ type Member struct {
 	HeardVia string
 	// Disputed: memberlist declared it failed, but beats say it lives.
 	Disputed bool
+	// Watched: a watch connection with it is open, so its crash is
+	// noticed at once (watch.go).
+	Watched bool
 }
 
 // Cluster is this node's membership in the gossip cluster.
@@ -95,14 +98,15 @@ type Cluster struct {
 	limits   *streamLimits // what an inbound gossip stream may cost (limits.go)
 	refusals *refusalLog   // bounds the logging of refused gossip (refusals.go)
 
-	mu    sync.Mutex
-	local State
-	meta  []byte
-	peers map[string]*peer
-	msgs  chan []byte                           // user messages from peers, dropped when full
-	conns chan ConnsMsg                         // connection-table messages (conns.go), dropped when full
-	pulls chan string                           // peers whose state to pull (digest.go)
-	ml    atomic.Pointer[memberlist.Memberlist] // set while Run runs
+	mu     sync.Mutex
+	local  State
+	meta   []byte
+	peers  map[string]*peer
+	msgs   chan []byte                           // user messages from peers, dropped when full
+	conns  chan ConnsMsg                         // connection-table messages (conns.go), dropped when full
+	pulls  chan string                           // peers whose state to pull (digest.go)
+	pulled atomic.Uint64                         // pulls started
+	ml     atomic.Pointer[memberlist.Memberlist] // set while Run runs
 	// keyring is memberlist's, shared with it; keysMu orders our edits.
 	keyring *memberlist.Keyring
 	keysMu  sync.Mutex
@@ -638,6 +642,7 @@ func (c *Cluster) Members() []Member {
 			Alive:     !c.hb.isDown(name),
 			HeardVia:  c.hb.heardVia(name),
 			Disputed:  p.disputed,
+			Watched:   c.watches.watching(name),
 			State:     cloneState(p.state),
 			StateErr:  p.stateErr,
 			LastHeard: p.lastHeard,

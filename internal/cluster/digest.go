@@ -124,6 +124,7 @@ func (c *Cluster) pullLoop(ctx context.Context, ml *memberlist.Memberlist) {
 			if !ok {
 				continue
 			}
+			c.pulled.Add(1)
 			c.log.Info("the state known here for a peer is older than the one it advertises (a gossip update was lost): pulling it",
 				"peer", name, "addr", addr)
 			if _, err := ml.Join([]string{addr}); err != nil {
@@ -132,3 +133,7 @@ func (c *Cluster) pullLoop(ctx context.Context, ml *memberlist.Memberlist) {
 		}
 	}
 }
+
+// StatePulls counts the pulls of a peer's state that a lost gossip update
+// started since the node started.
+func (c *Cluster) StatePulls() uint64 { return c.pulled.Load() }

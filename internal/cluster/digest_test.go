@@ -215,4 +215,7 @@ func TestLostStateUpdateIsPulled(t *testing.T) {
 	if b.rec.Count(slog.LevelInfo, "gossip update was lost", "pulling it", "peer=lb1") == 0 {
 		t.Errorf("lb2 did not log that it pulled lb1's state; log:\n%s", b.rec)
 	}
+	if n := b.c.StatePulls(); n == 0 {
+		t.Error("lb2's pull count is 0 after a pull")
+	}
 }

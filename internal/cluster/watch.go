@@ -111,13 +111,13 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 type watchSet struct {
 	mu       sync.Mutex
 	accepted map[string]net.Conn // by the dialer's name
-	dialed   map[net.Conn]bool
+	dialed   map[net.Conn]string // to the peer named
 	shut     bool           // Run has ended: take no more
 	wg       sync.WaitGroup // the readers of accepted watches
 }
 
 func newWatchSet() *watchSet {
-	return &watchSet{accepted: map[string]net.Conn{}, dialed: map[net.Conn]bool{}}
+	return &watchSet{accepted: map[string]net.Conn{}, dialed: map[net.Conn]string{}}
 }
 
 // errTooManyWatches is logged for a watch closed on arrival.
@@ -161,16 +161,31 @@ func (w *watchSet) accept(node string, conn net.Conn, ended func()) error {
 	return nil
 }
 
-// hold records a dialed watch until release; it reports false (and the
-// caller closes conn) once the set is shut.
-func (w *watchSet) hold(conn net.Conn) bool {
+// hold records a watch dialed to node until release; it reports false
+// (and the caller closes conn) once the set is shut.
+func (w *watchSet) hold(node string, conn net.Conn) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.shut {
 		return false
 	}
-	w.dialed[conn] = true
+	w.dialed[conn] = node
 	return true
+}
+
+// watching reports whether a watch with node is open, either way.
+func (w *watchSet) watching(node string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.accepted[node]; ok {
+		return true
+	}
+	for _, n := range w.dialed {
+		if n == node {
+			return true
+		}
+	}
+	return false
 }
 
 func (w *watchSet) release(conn net.Conn) {
@@ -306,7 +321,7 @@ func (c *Cluster) watchPeer(ctx context.Context, node string, addr netip.AddrPor
 	for {
 		start := time.Now()
 		if !c.silenced() {
-			c.watchOnce(ctx, addr, hello)
+			c.watchOnce(ctx, node, addr, hello)
 			if ctx.Err() != nil {
 				return
 			}
@@ -335,7 +350,7 @@ func nextWatchBackoff(prev, lived, interval time.Duration) time.Duration {
 }
 
 // watchOnce dials one watch and holds it until it ends or ctx does.
-func (c *Cluster) watchOnce(ctx context.Context, addr netip.AddrPort, hello []byte) {
+func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPort, hello []byte) {
 	d := net.Dialer{Timeout: c.hb.timing.probeTimeout * 4}
 	if from := c.cfg.BindAddr; from.IsValid() && !from.IsUnspecified() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
@@ -345,7 +360,7 @@ func (c *Cluster) watchOnce(ctx context.Context, addr netip.AddrPort, hello []by
 		return
 	}
 	defer func() { _ = conn.Close() }()
-	if !c.watches.hold(conn) {
+	if !c.watches.hold(node, conn) {
 		return
 	}
 	defer c.watches.release(conn)

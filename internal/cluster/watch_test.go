@@ -197,6 +197,15 @@ func TestWatchEndFindsADeadPeerAtOnce(t *testing.T) {
 				return ok
 			})
 
+			for _, n := range []*node{watcher, dying} {
+				other := "lb1"
+				if n.c.cfg.NodeName == "lb1" {
+					other = "lb2"
+				}
+				if m, _ := member(n.c, other); !m.Watched {
+					t.Errorf("%s does not list its watch with %s", n.c.cfg.NodeName, other)
+				}
+			}
 			dying.c.Silence(5 * time.Second)
 			// memberlist alone needs about a second; the watcher's beats
 			// three.

@@ -88,6 +88,9 @@ func (o *operatorAPI) Snapshot() admin.Snapshot {
 			Maintenance: f.maintained,
 		},
 	}
+	if o.ctl.cluster != nil {
+		s.Node.StatePulls = o.ctl.cluster.StatePulls()
+	}
 	s.Node.Roles, s.VIPs = o.vips(v, now)
 	s.Members = o.members(cfg, v)
 	if o.ctl.bgp != nil {
@@ -213,6 +216,7 @@ func member(m cluster.Member) admin.Member {
 		StateErr:    m.StateErr,
 		HeardVia:    m.HeardVia,
 		Disputed:    m.Disputed,
+		Watched:     m.Watched,
 	}
 }
 

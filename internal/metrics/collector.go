@@ -28,6 +28,7 @@ type snapshotCollector struct {
 	vipHandedOff, vipForwarded, vipClosedAtDrain      *prometheus.Desc
 
 	membersAlive, memberEligible, maintenance, buildInfo *prometheus.Desc
+	memberWatched, statePulls                            *prometheus.Desc
 
 	bgpSessionUp, bgpAnnounced *prometheus.Desc
 }
@@ -82,10 +83,14 @@ func newSnapshotCollector(src admin.Source) *snapshotCollector {
 
 		membersAlive:   d("halb_cluster_members_alive", "Cluster members this node sees alive, itself included.", nil, nil),
 		memberEligible: d("halb_cluster_member_eligible", "Whether the member may hold VIPs (its backends are healthy and it is not in maintenance).", []string{"member"}, nil),
-		maintenance:    d("halb_node_maintenance", "Whether this node is in maintenance mode.", nil, nil),
-		bgpSessionUp:   d("halb_bgp_session_up", "Whether this node's BGP session with the peer is established (1) or not (0).", []string{"peer"}, nil),
-		bgpAnnounced:   d("halb_bgp_announced", "Whether this node announces the VIP to its BGP peers (1) or has withdrawn it (0).", vip, nil),
-		buildInfo:      d("halb_build_info", "Always 1; the version label names the running build.", []string{"version"}, nil),
+		memberWatched: d("halb_cluster_member_watched",
+			"Whether a watch connection with the peer is open (1), so that its crash is noticed at once, or not (0).", []string{"member"}, nil),
+		statePulls: d("halb_cluster_state_pulls_total",
+			"Times this node pulled a peer's whole state because a gossip update of it was lost.", nil, nil),
+		maintenance:  d("halb_node_maintenance", "Whether this node is in maintenance mode.", nil, nil),
+		bgpSessionUp: d("halb_bgp_session_up", "Whether this node's BGP session with the peer is established (1) or not (0).", []string{"peer"}, nil),
+		bgpAnnounced: d("halb_bgp_announced", "Whether this node announces the VIP to its BGP peers (1) or has withdrawn it (0).", vip, nil),
+		buildInfo:    d("halb_build_info", "Always 1; the version label names the running build.", []string{"version"}, nil),
 	}
 }
 
@@ -100,6 +105,7 @@ func (c *snapshotCollector) descs() []*prometheus.Desc {
 		c.vipConnTable, c.vipLastTickled, c.vipLastAcknowledged, c.vipLastReconnect,
 		c.vipHandedOff, c.vipForwarded, c.vipClosedAtDrain,
 		c.membersAlive, c.memberEligible, c.maintenance, c.buildInfo,
+		c.memberWatched, c.statePulls,
 		c.bgpSessionUp, c.bgpAnnounced,
 	}
 }
@@ -224,8 +230,12 @@ func (c *snapshotCollector) node(e emitter, s admin.Snapshot) {
 			alive++
 		}
 		e.gauge(c.memberEligible, boolValue(m.Eligible), m.Name)
+		if !m.Local {
+			e.gauge(c.memberWatched, boolValue(m.Watched), m.Name)
+		}
 	}
 	e.gauge(c.membersAlive, float64(alive))
+	e.counter(c.statePulls, float64(s.Node.StatePulls))
 	e.gauge(c.maintenance, boolValue(s.Node.Maintenance))
 	e.gauge(c.buildInfo, 1, s.Node.Version)
 

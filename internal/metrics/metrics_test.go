@@ -24,10 +24,10 @@ func (f fakeSource) Snapshot() admin.Snapshot { return f.snap }
 // has one server down.
 func pair() admin.Snapshot {
 	return admin.Snapshot{
-		Node: admin.NodeInfo{Name: "lb1", Version: "1.2.3"},
+		Node: admin.NodeInfo{Name: "lb1", Version: "1.2.3", StatePulls: 3},
 		Members: []admin.Member{
 			{Name: "lb1", Alive: true, Local: true, Eligible: true, Priority: 200},
-			{Name: "lb2", Alive: true, Eligible: false, Priority: 100,
+			{Name: "lb2", Alive: true, Eligible: false, Priority: 100, Watched: true,
 				HolderView: map[string]string{"192.168.66.160": "lb1"}},
 		},
 		VIPs:      []admin.VIP{{Address: "192.168.66.160/24", Holder: "lb1", HeldHere: true, GARPsSent: 7, Transitions: 2}},
@@ -103,6 +103,12 @@ halb_cluster_members_alive 2
 # TYPE halb_cluster_member_eligible gauge
 halb_cluster_member_eligible{member="lb1"} 1
 halb_cluster_member_eligible{member="lb2"} 0
+# HELP halb_cluster_member_watched Whether a watch connection with the peer is open (1), so that its crash is noticed at once, or not (0).
+# TYPE halb_cluster_member_watched gauge
+halb_cluster_member_watched{member="lb2"} 1
+# HELP halb_cluster_state_pulls_total Times this node pulled a peer's whole state because a gossip update of it was lost.
+# TYPE halb_cluster_state_pulls_total counter
+halb_cluster_state_pulls_total 3
 # HELP halb_node_maintenance Whether this node is in maintenance mode.
 # TYPE halb_node_maintenance gauge
 halb_node_maintenance 0
@@ -117,6 +123,7 @@ halb_build_info{version="1.2.3"} 1
 		"halb_server_connect_failures_total", "halb_backend_healthy",
 		"halb_vip_held", "halb_vip_transitions_total", "halb_vip_garp_sent_total", "halb_election_agreed",
 		"halb_cluster_members_alive", "halb_cluster_member_eligible", "halb_node_maintenance", "halb_build_info",
+		"halb_cluster_member_watched", "halb_cluster_state_pulls_total",
 	}
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want), names...); err != nil {
 		t.Fatal(err)
