@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,5 +259,80 @@ func TestWatchFromTheSameNameReplacesTheOlder(t *testing.T) {
 	defer func() { _ = p3.Close() }()
 	if err := w.accept("lb3", c3, func() {}); err == nil {
 		t.Fatal("accepted a watch after the set was shut")
+	}
+}
+
+// lockedBuffer is a log sink for a memberlist that logs from many
+// goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+// A node of an older version knows no watches: it discards the stream for
+// its label and logs that. The dialer must neither take the discarded
+// watch for a death nor dial it again at every beat.
+func TestOlderPeerRefusesWatchesQuietly(t *testing.T) {
+	a := start(t, nodeConfig("lb1", anyPort("127.0.0.45")))
+	addrA := bound(t, a)
+	var oldLog lockedBuffer
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = "lb9" // sorts after lb1: lb1 dials it
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = "127.0.0.46", 0, 0
+	mc.Label = gossipLabel
+	mc.Logger = log.New(&oldLog, "", 0)
+	kr, err := memberlist.NewKeyring(nil, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc.Keyring = kr
+	old, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = old.Shutdown() })
+	if _, err := old.Join([]string{addrA.String()}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, a.c, 5*time.Second, "lb1 sees the older node", func() bool {
+		_, ok := member(a.c, "lb9")
+		return ok
+	})
+	const refused = `discarding stream with unacceptable label "halb-watch"`
+	support.WaitUntil(t, 5*time.Second, func() bool { return oldLog.count(refused) > 0 }, "the older node to refuse a watch")
+
+	// Backing off from one beat interval (50 ms), doubling: dials at about
+	// 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s. One a beat would be 60.
+	window := time.NewTimer(3 * time.Second)
+	defer window.Stop()
+	check := time.NewTicker(20 * time.Millisecond)
+	defer check.Stop()
+	for done := false; !done; {
+		select {
+		case <-window.C:
+			done = true
+		case <-check.C:
+			if m, ok := member(a.c, "lb9"); !ok || !m.Alive {
+				t.Fatalf("lb1 lost the older node (listed %v): %+v", ok, m)
+			}
+		}
+	}
+	if n := oldLog.count(refused); n > 6 {
+		t.Errorf("the older node refused %d watches in 3 s; want the dialer to back off (at most 6)", n)
+	}
+	if n := a.rec.Count(slog.LevelWarn, "treating it as down"); n != 0 {
+		t.Errorf("lb1 took a refused watch for a death %d times", n)
 	}
 }
