@@ -112,8 +112,8 @@ type watchSet struct {
 	mu       sync.Mutex
 	accepted map[string]net.Conn // by the dialer's name
 	dialed   map[net.Conn]string // to the peer named
-	shut     bool           // Run has ended: take no more
-	wg       sync.WaitGroup // the readers of accepted watches
+	shut     bool                // Run has ended: take no more
+	wg       sync.WaitGroup      // the readers of accepted watches
 }
 
 func newWatchSet() *watchSet {
