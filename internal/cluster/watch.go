@@ -39,11 +39,14 @@ const (
 	// watchHelloWait bounds how long an inbound stream may take to say
 	// whether it is a watch.
 	watchHelloWait = time.Second
-	// watchShortLife: a watch that ends sooner after its dial was refused
-	// or cut on purpose (an older peer without watches closes it at once);
-	// the next dial backs off, doubling up to watchMaxBackoff.
-	watchShortLife  = 2 * time.Second
-	watchMaxBackoff = time.Minute
+	// watchShortLife: a watch that ends sooner was likely cut on purpose
+	// (an older peer without watches closes it at once); the next dial
+	// backs off, doubling up to watchMaxBackoff. Failed dials back off up
+	// to watchDialBackoff only: the peer is down or restarting, and should
+	// be watched again soon after it is back.
+	watchShortLife   = 2 * time.Second
+	watchMaxBackoff  = time.Minute
+	watchDialBackoff = time.Second
 	// watchLingerBeats is how many beat intervals after a watch ended its
 	// peer is probed at every check: a dying process may close the watch a
 	// moment before its gossip listener, and the first probe would still
@@ -319,15 +322,15 @@ func (c *Cluster) watchPeer(ctx context.Context, node string, addr netip.AddrPor
 	}
 	backoff := c.hb.timing.interval
 	for {
-		start := time.Now()
+		end := watchSilenced
 		if !c.silenced() {
-			c.watchOnce(ctx, node, addr, hello)
+			end = c.watchOnce(ctx, node, addr, hello)
 			if ctx.Err() != nil {
 				return
 			}
 			c.watchEnded(node)
 		}
-		backoff = nextWatchBackoff(backoff, time.Since(start), c.hb.timing.interval)
+		backoff = nextWatchBackoff(backoff, end, c.hb.timing.interval)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -338,36 +341,55 @@ func (c *Cluster) watchPeer(ctx context.Context, node string, addr netip.AddrPor
 	}
 }
 
-// nextWatchBackoff is the wait before the next dial after a watch that
-// lived for lived: one beat interval after one that lived, doubling up to
-// watchMaxBackoff while they are refused or cut short (a peer down, or an
-// older one without watches).
-func nextWatchBackoff(prev, lived, interval time.Duration) time.Duration {
-	if lived >= watchShortLife {
-		return interval
+// watchEnd is how a dialed watch ended.
+type watchEnd int
+
+const (
+	watchSilenced  watchEnd = iota // not dialed: a hard drill plays dead
+	watchDialError                 // refused or unanswered: the peer is down or restarting
+	watchCut                       // connected, but ended within watchShortLife
+	watchLived                     // ended after watchShortLife
+)
+
+// nextWatchBackoff is the wait before the next dial after a watch ended
+// so: one beat interval after one that lived (or none while silenced);
+// doubling up to watchDialBackoff while dials fail, so a peer that comes
+// back is watched again within a second; doubling up to watchMaxBackoff
+// while watches are cut short, as by an older node that knows none.
+func nextWatchBackoff(prev time.Duration, end watchEnd, interval time.Duration) time.Duration {
+	switch end {
+	case watchDialError:
+		return min(max(2*prev, interval), max(watchDialBackoff, interval))
+	case watchCut:
+		return min(max(2*prev, interval), watchMaxBackoff)
 	}
-	return min(max(2*prev, interval), watchMaxBackoff)
+	return interval
 }
 
 // watchOnce dials one watch and holds it until it ends or ctx does.
-func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPort, hello []byte) {
+// It reports how the watch ended.
+func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPort, hello []byte) watchEnd {
 	d := net.Dialer{Timeout: c.hb.timing.probeTimeout * 4}
 	if from := c.cfg.BindAddr; from.IsValid() && !from.IsUnspecified() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
 	}
 	conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()).String())
 	if err != nil {
-		return
+		return watchDialError
 	}
+	start := time.Now()
 	defer func() { _ = conn.Close() }()
 	if !c.watches.hold(node, conn) {
-		return
+		return watchLived // shut: ctx ends too
 	}
 	defer c.watches.release(conn)
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if _, err := conn.Write(hello); err != nil {
-		return
+	if _, err := conn.Write(hello); err == nil {
+		drain(conn)
 	}
-	drain(conn)
+	if time.Since(start) < watchShortLife {
+		return watchCut
+	}
+	return watchLived
 }

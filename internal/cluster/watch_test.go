@@ -79,17 +79,23 @@ func TestWatchHelloRejectsUnsendableNames(t *testing.T) {
 func TestNextWatchBackoff(t *testing.T) {
 	const beat = 50 * time.Millisecond
 	for _, tc := range []struct {
-		prev, lived, want time.Duration
+		prev time.Duration
+		end  watchEnd
+		want time.Duration
 	}{
-		{prev: beat, lived: time.Hour, want: beat},                  // lived: dial again a beat later
-		{prev: 8 * time.Second, lived: 3 * time.Second, want: beat}, // a long one resets the backoff
-		{prev: beat, lived: 0, want: 2 * beat},                      // refused: back off
-		{prev: 400 * time.Millisecond, lived: time.Second, want: 800 * time.Millisecond},
-		{prev: 50 * time.Second, lived: 0, want: watchMaxBackoff}, // bounded
-		{prev: 0, lived: 0, want: beat},                           // never below a beat
+		{prev: beat, end: watchLived, want: beat},               // dial again a beat later
+		{prev: 8 * time.Second, end: watchLived, want: beat},    // a watch that lived resets the backoff
+		{prev: 8 * time.Second, end: watchSilenced, want: beat}, // a hard drill is no reason to back off
+		{prev: beat, end: watchCut, want: 2 * beat},             // cut short: back off
+		{prev: 400 * time.Millisecond, end: watchCut, want: 800 * time.Millisecond},
+		{prev: 50 * time.Second, end: watchCut, want: watchMaxBackoff}, // bounded
+		{prev: beat, end: watchDialError, want: 2 * beat},              // the peer is down: back off a little
+		{prev: 800 * time.Millisecond, end: watchDialError, want: watchDialBackoff},
+		{prev: 50 * time.Second, end: watchDialError, want: watchDialBackoff}, // back within a second of the peer
+		{prev: 0, end: watchCut, want: beat},                                  // never below a beat
 	} {
-		if got := nextWatchBackoff(tc.prev, tc.lived, beat); got != tc.want {
-			t.Errorf("nextWatchBackoff(%s, lived %s) = %s, want %s", tc.prev, tc.lived, got, tc.want)
+		if got := nextWatchBackoff(tc.prev, tc.end, beat); got != tc.want {
+			t.Errorf("nextWatchBackoff(%s, %d) = %s, want %s", tc.prev, tc.end, got, tc.want)
 		}
 	}
 }
