@@ -511,6 +511,8 @@ func (d *detector) forget(name string) { delete(d.peers, name) }
 type heartbeat struct {
 	timing beatTiming
 	boot   uint64 // tells this process's beats from an earlier run's
+	// hinted wakes the check loop before its next tick: a hint came.
+	hinted chan struct{}
 
 	// probe asks a peer's kernel whether its gossip port is open; tests
 	// replace it.
@@ -523,7 +525,15 @@ type heartbeat struct {
 
 func newHeartbeat(profile string) *heartbeat {
 	t := beatTimings[profile]
-	return &heartbeat{timing: t, boot: rand.Uint64(), det: newDetector(t), probe: tcpProbe}
+	return &heartbeat{timing: t, boot: rand.Uint64(), det: newDetector(t), probe: tcpProbe, hinted: make(chan struct{}, 1)}
+}
+
+// wake makes the check loop run now; it never blocks.
+func (h *heartbeat) wake() {
+	select {
+	case h.hinted <- struct{}{}:
+	default:
+	}
 }
 
 // restart forgets every peer and takes a new boot identity, as a
@@ -597,6 +607,12 @@ func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist, 
 				c.sendBeats(ml)
 			}
 		case <-check.C:
+			if !c.playDead(&dead, sock, time.Now()) {
+				c.checkBeats(ctx, &probes)
+			}
+		case <-c.hb.hinted:
+			// The probe a hint asks for goes out now, not at the next
+			// tick: a crash is noticed up to a check period sooner.
 			if !c.playDead(&dead, sock, time.Now()) {
 				c.checkBeats(ctx, &probes)
 			}
@@ -677,6 +693,7 @@ func (c *Cluster) unreachable(addr netip.AddrPort) {
 		c.hb.mu.Lock()
 		c.hb.det.hint(name, time.Now())
 		c.hb.mu.Unlock()
+		c.hb.wake()
 		c.log.Debug("peer's host says its gossip port is closed: probing it now", "peer", name)
 	}
 }

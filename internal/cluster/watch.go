@@ -252,6 +252,7 @@ func (c *Cluster) watchEnded(node string) {
 	c.hb.mu.Lock()
 	c.hb.det.hintFor(node, now, now.Add(watchLingerBeats*c.hb.timing.interval), hintWatch)
 	c.hb.mu.Unlock()
+	c.hb.wake()
 	c.log.Debug("watch connection to peer ended: probing it now", "peer", node)
 }
 
