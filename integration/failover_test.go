@@ -172,6 +172,17 @@ func TestKillHolderRepeated(t *testing.T) {
 				}
 			}
 			t.Logf("profile %s: outages over %d rounds: median %s, all: %s", profile, len(outages), median(outages).Round(time.Millisecond), fmtDurations(outages))
+			// Each kill closes the dead process's watch connection at
+			// once; the survivor's verdict names what noticed first (a
+			// heartbeat's "port unreachable" may win a race now and then).
+			watched := 0
+			for _, n := range l.LBNames() {
+				watched += strings.Count(l.Log(n), `noticed="its watch connection to this node closed"`)
+			}
+			t.Logf("profile %s: %d of %d kills noticed first by the watch connection", profile, watched, len(outages))
+			if watched == 0 {
+				t.Errorf("no kill was noticed by a watch connection: are watches dialed in the lab?")
+			}
 		})
 	}
 }
