@@ -261,7 +261,7 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen for gossip on %s: %w", bind, err)
 	}
-	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals, c.acceptWatch)
+	tr := newSilenceTransport(nt, &c.silence, c.limits, c.refusals, c.acceptWatch, c.watchKeys)
 	c.sockets.Store(nt)
 	port := nt.Port()
 	c.port.Store(int32(port))

@@ -111,7 +111,7 @@ func newBareTransport(t *testing.T, ip string, rec *support.Log) (*silenceTransp
 	if err != nil {
 		t.Fatalf("listen on %s: %v", ip, err)
 	}
-	tr := newSilenceTransport(nt, &atomic.Int64{}, newStreamLimits(maxInboundStreams, maxStreamBytes), refusals, func(_ string, c net.Conn) { _ = c.Close() })
+	tr := newSilenceTransport(nt, &atomic.Int64{}, newStreamLimits(maxInboundStreams, maxStreamBytes), refusals, func(_ string, c net.Conn) { _ = c.Close() }, func() [][]byte { return [][]byte{nil} })
 	t.Cleanup(func() { _ = tr.Shutdown() })
 	return tr, netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(nt.Port()))
 }

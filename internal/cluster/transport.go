@@ -24,29 +24,32 @@ type silenceTransport struct {
 	until    *atomic.Int64 // unix nanoseconds; silent while now is before it
 	limits   *streamLimits
 	refusals *refusalLog // reports streams closed on arrival
-	// watch takes the inbound streams that are watches (watch.go).
-	watch    func(node string, conn net.Conn)
-	packetCh chan *memberlist.Packet
-	streamCh chan net.Conn
-	stopping chan struct{} // closed first on Shutdown: drop instead of forwarding
-	ctx      context.Context
-	cancel   context.CancelFunc // on Shutdown: streams being sorted stop waiting
-	done     chan struct{}      // closed once the inner transport is down
-	wg       sync.WaitGroup
-	once     sync.Once
+	// watch takes the inbound streams that are watches (watch.go), once
+	// their answers verify under one of watchKeys.
+	watch     func(node string, conn net.Conn)
+	watchKeys func() [][]byte
+	packetCh  chan *memberlist.Packet
+	streamCh  chan net.Conn
+	stopping  chan struct{} // closed first on Shutdown: drop instead of forwarding
+	ctx       context.Context
+	cancel    context.CancelFunc // on Shutdown: streams being sorted stop waiting
+	done      chan struct{}      // closed once the inner transport is down
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
-func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog, watch func(string, net.Conn)) *silenceTransport {
+func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog, watch func(string, net.Conn), watchKeys func() [][]byte) *silenceTransport {
 	t := &silenceTransport{
-		inner:    inner,
-		until:    until,
-		limits:   limits,
-		refusals: refusals,
-		watch:    watch,
-		packetCh: make(chan *memberlist.Packet),
-		streamCh: make(chan net.Conn),
-		stopping: make(chan struct{}),
-		done:     make(chan struct{}),
+		inner:     inner,
+		until:     until,
+		limits:    limits,
+		refusals:  refusals,
+		watch:     watch,
+		watchKeys: watchKeys,
+		packetCh:  make(chan *memberlist.Packet),
+		streamCh:  make(chan net.Conn),
+		stopping:  make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.wg.Add(2)
@@ -119,8 +122,16 @@ func (t *silenceTransport) sort(raw, lc net.Conn) {
 		t.refusals.refuse(raw.RemoteAddr().String(), err.Error())
 		_ = lc.Close()
 	case watch:
-		// A watch is held for as long as both processes live: it gives
-		// its stream slot back and is not limited.
+		// Authenticated within the stream's slot and deadline; then
+		// held for as long as both processes live, out of the slot and
+		// unlimited.
+		_ = raw.SetDeadline(time.Now().Add(watchHelloWait))
+		if err := challengeWatch(raw, br, node, t.watchKeys()); err != nil {
+			t.refusals.refuse(raw.RemoteAddr().String(), err.Error())
+			_ = lc.Close()
+			return
+		}
+		_ = raw.SetDeadline(time.Time{})
 		lc.(*limitedConn).releaseSlot()
 		t.watch(node, raw)
 	default:

@@ -3,6 +3,9 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +27,9 @@ import (
 // reset, a forged FIN) costs a few probes, never a failover.
 //
 // One watch serves a pair of members: the member whose name sorts first
-// dials, the other accepts, and both read it.
+// dials, the other accepts, and both read it. The acceptor takes a watch
+// only from a holder of the gossip key: it sends a random challenge, and
+// the dialer answers with an HMAC of it under the key (watchTag).
 
 // watchLabel is the memberlist label header a watch starts with instead of
 // the gossip label: a node that knows no watches refuses it as gossip of
@@ -99,6 +104,70 @@ func sortStream(r *bufio.Reader) (node string, watch bool, err error) {
 	node = string(b[len(hdr)+1:])
 	_, _ = r.Discard(len(b))
 	return node, true, nil
+}
+
+// The challenge of a watch: a random nonce from the acceptor, answered by
+// the dialer with a truncated HMAC-SHA256 of the nonce and its name.
+const (
+	watchNonceLen = 16
+	watchTagLen   = 16
+)
+
+// errWatchNotAuthentic is logged for a watch whose answer no key verifies.
+var errWatchNotAuthentic = errors.New("watch answered without the gossip key: closed")
+
+// watchTag is the answer to nonce for a watch from node under key (nil
+// for a cluster without encryption).
+func watchTag(key, nonce []byte, node string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(watchLabel))
+	m.Write([]byte{0})
+	m.Write(nonce)
+	m.Write([]byte(node))
+	return m.Sum(nil)[:watchTagLen]
+}
+
+// challengeWatch is the acceptor's side: it sends a nonce on w and reads
+// the answer from r, which must verify under one of keys (primary first;
+// several during a key rotation).
+func challengeWatch(w io.Writer, r io.Reader, node string, keys [][]byte) error {
+	nonce := make([]byte, watchNonceLen)
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	if _, err := w.Write(nonce); err != nil {
+		return fmt.Errorf("watch challenge: %w", err)
+	}
+	tag := make([]byte, watchTagLen)
+	if _, err := io.ReadFull(r, tag); err != nil {
+		return fmt.Errorf("watch answer: %w", err)
+	}
+	for _, k := range keys {
+		if hmac.Equal(tag, watchTag(k, nonce, node)) {
+			return nil
+		}
+	}
+	return errWatchNotAuthentic
+}
+
+// answerWatch is the dialer's side: it reads the nonce from rw and
+// answers it under key.
+func answerWatch(rw io.ReadWriter, node string, key []byte) error {
+	nonce := make([]byte, watchNonceLen)
+	if _, err := io.ReadFull(rw, nonce); err != nil {
+		return fmt.Errorf("watch challenge: %w", err)
+	}
+	_, err := rw.Write(watchTag(key, nonce, node))
+	return err
+}
+
+// watchKeys are the keys a watch's answer may verify under: the gossip
+// keys, primary first, or one empty key without encryption.
+func (c *Cluster) watchKeys() [][]byte {
+	if c.keyring == nil {
+		return [][]byte{nil}
+	}
+	return c.keyring.GetKeys()
 }
 
 // bufferedConn reads through the reader that peeked at its start.
@@ -386,7 +455,9 @@ func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPor
 	defer c.watches.release(conn)
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if _, err := conn.Write(hello); err == nil {
+	_ = conn.SetDeadline(time.Now().Add(watchHelloWait))
+	if _, err := conn.Write(hello); err == nil && answerWatch(conn, c.cfg.NodeName, c.watchKeys()[0]) == nil {
+		_ = conn.SetDeadline(time.Time{})
 		drain(conn)
 	}
 	if time.Since(start) < watchShortLife {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"log"
 	"log/slog"
@@ -341,4 +342,68 @@ func TestOlderPeerRefusesWatchesQuietly(t *testing.T) {
 	if n := a.rec.Count(slog.LevelWarn, "treating it as down"); n != 0 {
 		t.Errorf("lb1 took a refused watch for a death %d times", n)
 	}
+}
+
+func TestWatchChallenge(t *testing.T) {
+	newKey, oldKey := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	for _, tc := range []struct {
+		name      string
+		dialerKey []byte
+		answerFor string // the node name the dialer answers for
+		keys      [][]byte
+		ok        bool
+	}{
+		{name: "the primary key", dialerKey: newKey, answerFor: "lb1", keys: [][]byte{newKey, oldKey}, ok: true},
+		{name: "a secondary key (rotation)", dialerKey: oldKey, answerFor: "lb1", keys: [][]byte{newKey, oldKey}, ok: true},
+		{name: "no encryption", dialerKey: nil, answerFor: "lb1", keys: [][]byte{nil}, ok: true},
+		{name: "another key", dialerKey: oldKey, answerFor: "lb1", keys: [][]byte{newKey}},
+		{name: "an answer for another name", dialerKey: newKey, answerFor: "lb7", keys: [][]byte{newKey}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acc, dial := net.Pipe()
+			defer func() { _ = acc.Close() }()
+			answered := make(chan error, 1)
+			go func() { answered <- answerWatch(dial, tc.answerFor, tc.dialerKey); _ = dial.Close() }()
+			err := challengeWatch(acc, acc, "lb1", tc.keys)
+			if tc.ok != (err == nil) {
+				t.Fatalf("challenge: %v, want ok %v", err, tc.ok)
+			}
+			if !tc.ok && !errors.Is(err, errWatchNotAuthentic) {
+				t.Fatalf("challenge: %v, want %v", err, errWatchNotAuthentic)
+			}
+			if err := <-answered; err != nil {
+				t.Fatalf("answer: %v", err)
+			}
+		})
+	}
+}
+
+// A watch from someone without the gossip key is closed at its answer
+// and logged; it never displaces a member's own watch.
+func TestWatchWithoutTheKeyIsRefused(t *testing.T) {
+	a := start(t, nodeConfig("lb1", anyPort("127.0.0.47")))
+	addrA := bound(t, a)
+	conn, err := net.Dial("tcp", addrA.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	hello, err := watchHello("lb0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	if err := answerWatch(conn, "lb0", otherKey); err != nil {
+		t.Fatalf("no challenge came: %v", err)
+	}
+	if n, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes from a refused watch, want its end", n)
+	}
+	if a.c.watches.watching("lb0") {
+		t.Fatal("a watch without the key was taken")
+	}
+	a.rec.WaitFor(t, 5*time.Second, "watch answered without the gossip key")
 }
