@@ -109,29 +109,29 @@ func (t *silenceTransport) forwardStreams() {
 }
 
 // sort hands an admitted inbound stream to memberlist, or to the watches
-// if it is one; raw is the connection under lc, the limited one.
+// if it is one whose challenge was answered with the gossip key; raw is
+// the connection under lc, the limited one. Reading the hello and the
+// answer is bounded by watchHelloWait and by Shutdown.
 func (t *silenceTransport) sort(raw, lc net.Conn) {
-	_ = raw.SetReadDeadline(time.Now().Add(watchHelloWait))
-	stop := context.AfterFunc(t.ctx, func() { _ = raw.SetReadDeadline(time.Unix(1, 0)) })
+	_ = raw.SetDeadline(time.Now().Add(watchHelloWait))
+	stop := context.AfterFunc(t.ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	br := bufio.NewReader(lc)
 	node, watch, err := sortStream(br)
-	stop()
-	_ = raw.SetReadDeadline(time.Time{})
+	if err == nil && watch {
+		err = challengeWatch(raw, br, node, t.watchKeys())
+	}
+	if !stop() {
+		_ = lc.Close() // shutting down
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
 	switch {
 	case err != nil:
 		t.refusals.refuse(raw.RemoteAddr().String(), err.Error())
 		_ = lc.Close()
 	case watch:
-		// Authenticated within the stream's slot and deadline; then
-		// held for as long as both processes live, out of the slot and
-		// unlimited.
-		_ = raw.SetDeadline(time.Now().Add(watchHelloWait))
-		if err := challengeWatch(raw, br, node, t.watchKeys()); err != nil {
-			t.refusals.refuse(raw.RemoteAddr().String(), err.Error())
-			_ = lc.Close()
-			return
-		}
-		_ = raw.SetDeadline(time.Time{})
+		// Held for as long as both processes live: out of the stream
+		// slot, and unlimited.
 		lc.(*limitedConn).releaseSlot()
 		t.watch(node, raw)
 	default:
