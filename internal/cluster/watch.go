@@ -42,7 +42,7 @@ const (
 	// a newer one from the same name replaces the older).
 	maxWatches = 256
 	// watchHelloWait bounds how long an inbound stream may take to say
-	// whether it is a watch.
+	// whether it is a watch and, if it is, to answer its challenge.
 	watchHelloWait = time.Second
 	// watchShortLife: a watch that ends sooner was likely cut on purpose
 	// (an older peer without watches closes it at once); the next dial
