@@ -66,8 +66,8 @@ type Member struct {
 	HeardVia string
 	// Disputed: memberlist declared it failed, but beats say it lives.
 	Disputed bool
-	// Watched: a watch connection with it is open, so its crash is
-	// noticed at once (watch.go).
+	// Watched: it is alive and a watch connection with it is open, so
+	// its crash is noticed at once (watch.go).
 	Watched bool
 }
 
@@ -642,7 +642,7 @@ func (c *Cluster) Members() []Member {
 			Alive:     !c.hb.isDown(name),
 			HeardVia:  c.hb.heardVia(name),
 			Disputed:  p.disputed,
-			Watched:   c.watches.watching(name),
+			Watched:   !c.hb.isDown(name) && c.watches.watching(name),
 			State:     cloneState(p.state),
 			StateErr:  p.stateErr,
 			LastHeard: p.lastHeard,

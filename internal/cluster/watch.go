@@ -59,6 +59,12 @@ const (
 	watchLingerBeats = 2
 )
 
+// watchKeepAlive probes an idle watch: a peer host that vanished without
+// a FIN, or a firewall that dropped the connection's state, ends the watch
+// within about 20 s instead of the kernel's default two hours (or Go's
+// 2.5 minutes), so it is dialed again and its state is reported right.
+var watchKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 5 * time.Second, Interval: 5 * time.Second, Count: 3}
+
 // watchHello is the start of a watch stream: the label header, then the
 // dialer's node name (one length byte, then the name).
 func watchHello(node string) ([]byte, error) {
@@ -302,6 +308,9 @@ func (c *Cluster) acceptWatch(node string, conn net.Conn) {
 		_ = conn.Close()
 		return
 	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetKeepAliveConfig(watchKeepAlive)
+	}
 	err := c.watches.accept(node, conn, func() { c.watchEnded(node) })
 	if errors.Is(err, errTooManyWatches) {
 		c.refusals.refuse(conn.RemoteAddr().String(), err.Error())
@@ -439,7 +448,7 @@ func nextWatchBackoff(prev time.Duration, end watchEnd, interval time.Duration) 
 // watchOnce dials one watch and holds it until it ends or ctx does.
 // It reports how the watch ended.
 func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPort, hello []byte) watchEnd {
-	d := net.Dialer{Timeout: c.hb.timing.probeTimeout * 4}
+	d := net.Dialer{Timeout: c.hb.timing.probeTimeout * 4, KeepAliveConfig: watchKeepAlive}
 	if from := c.cfg.BindAddr; from.IsValid() && !from.IsUnspecified() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(from, 0))
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"golang.org/x/sys/unix"
 
 	"halb/test/support"
 )
@@ -215,6 +216,25 @@ func TestWatchEndFindsADeadPeerAtOnce(t *testing.T) {
 					t.Errorf("%s does not list its watch with %s", n.c.cfg.NodeName, other)
 				}
 			}
+			// Both ends probe the idle watch, so a peer host that vanished
+			// without a FIN ends it within about 20 s.
+			a.c.watches.mu.Lock()
+			var watchConns []net.Conn
+			for conn := range a.c.watches.dialed {
+				watchConns = append(watchConns, conn)
+			}
+			a.c.watches.mu.Unlock()
+			b.c.watches.mu.Lock()
+			watchConns = append(watchConns, b.c.watches.accepted["lb1"])
+			b.c.watches.mu.Unlock()
+			if len(watchConns) != 2 {
+				t.Fatalf("%d watch connections in the pair, want 2 (one each way)", len(watchConns))
+			}
+			for _, conn := range watchConns {
+				if got := keepAliveOf(t, conn); got != [4]int{1, 5, 5, 3} {
+					t.Errorf("watch %s keep-alive (on, idle s, interval s, count) = %v, want [1 5 5 3]", conn.LocalAddr(), got)
+				}
+			}
 			dying.c.Silence(5 * time.Second)
 			// memberlist alone needs about a second; the watcher's beats
 			// three.
@@ -406,4 +426,34 @@ func TestWatchWithoutTheKeyIsRefused(t *testing.T) {
 		t.Fatal("a watch without the key was taken")
 	}
 	a.rec.WaitFor(t, 5*time.Second, "watch answered without the gossip key")
+}
+
+// keepAliveOf reads a TCP connection's keep-alive settings from the kernel:
+// on, idle and interval in seconds, and the probe count.
+func keepAliveOf(t *testing.T, conn net.Conn) [4]int {
+	t.Helper()
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("watch is a %T, not TCP", conn)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [4]int
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		for i, o := range []struct{ level, opt int }{
+			{unix.SOL_SOCKET, unix.SO_KEEPALIVE}, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT},
+		} {
+			if out[i], serr = unix.GetsockoptInt(int(fd), o.level, o.opt); serr != nil {
+				return
+			}
+		}
+	})
+	if err != nil || serr != nil {
+		t.Fatalf("read keep-alive: %v %v", err, serr)
+	}
+	return out
 }
