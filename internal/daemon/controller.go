@@ -345,17 +345,23 @@ func (c *controller) apply(p round.Plan, now time.Time) {
 		seen[n] = now
 	}
 	c.view.lastSeen = seen
-	elected := maps.Clone(c.view.elected)
-	if elected == nil {
-		elected = map[string]time.Time{}
-	}
+	var elected map[string]time.Time // copy on write, in a round that changes an owner
 	for vip, owner := range p.Memory.Holder {
-		if old, ok := c.view.holder[vip]; !ok || old != owner {
-			elected[vip] = now
+		if old, ok := c.view.holder[vip]; ok && old == owner {
+			continue
 		}
+		if elected == nil {
+			elected = maps.Clone(c.view.elected)
+			if elected == nil {
+				elected = map[string]time.Time{}
+			}
+		}
+		elected[vip] = now
+	}
+	if elected != nil {
+		c.view.elected = elected
 	}
 	c.view.holder = maps.Clone(p.Memory.Holder)
-	c.view.elected = elected
 	c.view.preempt = preempt
 }
 
