@@ -240,7 +240,30 @@ func (d *demo) holderCrashes(ctx context.Context) error {
 		return err
 	}
 	d.expect(n.MAC == mac2, "the client's ARP entry for the VIP now names lb2 (%s %s)", n.MAC, strings.Join(n.State, ","))
+	if how := noticed(l.Log("lb2")); how != "" {
+		d.say("  lb2 noticed: %s", how)
+	}
 	return nil
+}
+
+// noticed returns what the last down verdict in a halb log says noticed
+// the death first (the noticed= attribute), or "".
+func noticed(log string) string {
+	const key = `noticed="`
+	lines := strings.Split(log, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := lines[i]
+		if !strings.Contains(line, "treating it as down") {
+			continue
+		}
+		_, rest, ok := strings.Cut(line, key)
+		if !ok {
+			return "its heartbeats stopped"
+		}
+		how, _, _ := strings.Cut(rest, `"`)
+		return how
+	}
+	return ""
 }
 
 // holderReturns restarts lb1, which takes the VIP back after preempt_delay.
