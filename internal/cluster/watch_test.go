@@ -170,8 +170,16 @@ func TestWatchEndFindsADeadPeerAtOnce(t *testing.T) {
 	}{
 		{name: "the dialer dies", ipA: "127.0.0.41", ipB: "127.0.0.42", dialerDie: true},
 		{name: "the acceptor dies", ipA: "127.0.0.43", ipB: "127.0.0.44"},
+		{name: "over IPv6", ipA: "::1", ipB: "::1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.ipA == "::1" {
+				ln, err := net.Listen("tcp", "[::1]:0")
+				if err != nil {
+					t.Skipf("no IPv6 loopback: %v", err)
+				}
+				_ = ln.Close()
+			}
 			var watcher, dying *node
 			recA, recB := support.NewLog(), support.NewLog()
 			ca, err := New(nodeConfig("lb1", anyPort(tc.ipA)), recA.Logger())
