@@ -699,11 +699,18 @@ func TestDetectorHeard(t *testing.T) {
 // encrypted with key.
 func beater(t *testing.T, ip string, key []byte) *memberlist.Memberlist {
 	t.Helper()
+	return plainMemberlist(t, "beater-"+ip, ip, key, io.Discard)
+}
+
+// plainMemberlist runs a memberlist with halb's label and key but none of
+// halb: a sender of raw beats, or a node of a version without watches.
+func plainMemberlist(t *testing.T, name, ip string, key []byte, logTo io.Writer) *memberlist.Memberlist {
+	t.Helper()
 	mc := memberlist.DefaultLANConfig()
-	mc.Name = "beater-" + ip
+	mc.Name = name
 	mc.BindAddr, mc.BindPort, mc.AdvertisePort = ip, 0, 0
 	mc.Label = gossipLabel
-	mc.Logger = log.New(io.Discard, "", 0)
+	mc.Logger = log.New(logTo, "", 0)
 	kr, err := memberlist.NewKeyring(nil, key)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -71,13 +72,18 @@ func watchHello(node string) ([]byte, error) {
 	if node == "" || len(node) > 255 {
 		return nil, fmt.Errorf("watch hello: node name of %d bytes", len(node))
 	}
-	b, err := memberlist.AddLabelHeaderToPacket(nil, watchLabel)
-	if err != nil {
-		return nil, err
-	}
-	b = append(b, byte(len(node)))
+	b := append(slices.Clone(watchHeader), byte(len(node)))
 	return append(b, node...), nil
 }
+
+// watchHeader is memberlist's label header naming watchLabel.
+var watchHeader = func() []byte {
+	b, err := memberlist.AddLabelHeaderToPacket(nil, watchLabel)
+	if err != nil {
+		panic(err) // a constant label of valid length
+	}
+	return b
+}()
 
 // sortStream reads the start of an inbound gossip stream from r and says
 // whether it is a watch, and from whom. A stream that is not a watch has
@@ -86,10 +92,7 @@ func watchHello(node string) ([]byte, error) {
 // first two bytes, so memberlist's streams (label "halb") never wait here
 // for more than they send at once.
 func sortStream(r *bufio.Reader) (node string, watch bool, err error) {
-	hdr, err := memberlist.AddLabelHeaderToPacket(nil, watchLabel)
-	if err != nil {
-		return "", false, err
-	}
+	hdr := watchHeader
 	b, err := r.Peek(2)
 	if err != nil || b[0] != hdr[0] || b[1] != hdr[1] {
 		// Too short, or another label (or none): memberlist's to judge.

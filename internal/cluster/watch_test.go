@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"log"
 	"log/slog"
 	"net"
 	"strings"
@@ -258,10 +257,10 @@ func TestWatchEndFindsADeadPeerAtOnce(t *testing.T) {
 	}
 }
 
-// An inbound stream that is not a watch still reaches memberlist whole:
-// joins and push/pulls work through the sorting (every test of this
-// package depends on it); a watch from a node name already watching
-// replaces the older one without reporting its end.
+// A watch from a node name already watching replaces the older one
+// without reporting its end, and none is taken once the set is shut.
+// (That other streams reach memberlist whole through the sorting, every
+// join and push/pull of this package's tests shows.)
 func TestWatchFromTheSameNameReplacesTheOlder(t *testing.T) {
 	w := newWatchSet()
 	ended := make(chan string, 4)
@@ -323,21 +322,7 @@ func TestOlderPeerRefusesWatchesQuietly(t *testing.T) {
 	a := start(t, nodeConfig("lb1", anyPort("127.0.0.45")))
 	addrA := bound(t, a)
 	var oldLog lockedBuffer
-	mc := memberlist.DefaultLANConfig()
-	mc.Name = "lb9" // sorts after lb1: lb1 dials it
-	mc.BindAddr, mc.BindPort, mc.AdvertisePort = "127.0.0.46", 0, 0
-	mc.Label = gossipLabel
-	mc.Logger = log.New(&oldLog, "", 0)
-	kr, err := memberlist.NewKeyring(nil, testKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc.Keyring = kr
-	old, err := memberlist.Create(mc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = old.Shutdown() })
+	old := plainMemberlist(t, "lb9", "127.0.0.46", testKey, &oldLog) // sorts after lb1: lb1 dials it
 	if _, err := old.Join([]string{addrA.String()}); err != nil {
 		t.Fatal(err)
 	}
