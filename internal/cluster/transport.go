@@ -30,12 +30,13 @@ type silenceTransport struct {
 	watchKeys func() [][]byte
 	packetCh  chan *memberlist.Packet
 	streamCh  chan net.Conn
-	stopping  chan struct{} // closed first on Shutdown: drop instead of forwarding
-	ctx       context.Context
-	cancel    context.CancelFunc // on Shutdown: streams being sorted stop waiting
-	done      chan struct{}      // closed once the inner transport is down
-	wg        sync.WaitGroup
-	once      sync.Once
+	// ctx ends first on Shutdown: drop instead of forwarding, and stop
+	// waiting for the streams being sorted.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the inner transport is down
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *streamLimits, refusals *refusalLog, watch func(string, net.Conn), watchKeys func() [][]byte) *silenceTransport {
@@ -48,7 +49,6 @@ func newSilenceTransport(inner *gossipSockets, until *atomic.Int64, limits *stre
 		watchKeys: watchKeys,
 		packetCh:  make(chan *memberlist.Packet),
 		streamCh:  make(chan net.Conn),
-		stopping:  make(chan struct{}),
 		done:      make(chan struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
@@ -75,7 +75,7 @@ func (t *silenceTransport) forwardPackets() {
 			}
 			select {
 			case t.packetCh <- p:
-			case <-t.stopping:
+			case <-t.ctx.Done():
 			}
 		case <-t.done:
 			return
@@ -137,7 +137,7 @@ func (t *silenceTransport) sort(raw, lc net.Conn) {
 	default:
 		select {
 		case t.streamCh <- &bufferedConn{Conn: lc, r: br}:
-		case <-t.stopping:
+		case <-t.ctx.Done():
 			_ = lc.Close()
 		}
 	}
@@ -177,7 +177,6 @@ func (t *silenceTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 func (t *silenceTransport) Shutdown() error {
 	var err error
 	t.once.Do(func() {
-		close(t.stopping)
 		t.cancel()
 		err = t.inner.Shutdown()
 		close(t.done)
