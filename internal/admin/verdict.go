@@ -156,6 +156,13 @@ func Assess(s Snapshot) Assessment {
 // milliseconds; about a second when a gossip update has to be pulled).
 const HandoverGrace = 5 * time.Second
 
+// ClaimGrace is how long after the election changed a member elected
+// elsewhere may not yet be heard holding a VIP before it counts as an
+// outage: it claims at once, and its claim reaches the others with its
+// next gossiped state (milliseconds; about a second when it has to be
+// pulled).
+const ClaimGrace = 2 * time.Second
+
 // judge collects problems while Assess walks a snapshot.
 type judge struct {
 	s        Snapshot
@@ -206,6 +213,9 @@ func (j *judge) vip(v VIP) {
 	switch {
 	case len(holders) == 0 && len(views) <= 1 && agreed == "":
 		j.add(LevelFail, "VIP %s: no member holds it: no member is eligible", v.Address)
+	case len(holders) == 0 && len(views) <= 1 && j.claiming(v, agreed):
+		j.add(LevelDegraded, "VIP %s: %s was elected %s ago and is claiming it: not heard holding it yet",
+			v.Address, agreed, s.Time.Sub(v.Elected).Round(time.Millisecond))
 	case len(holders) == 0 && len(views) <= 1:
 		j.add(LevelFail, "VIP %s: no member holds it (elected: %s)", v.Address, agreed)
 	case len(holders) == 0:
@@ -215,6 +225,15 @@ func (j *judge) vip(v VIP) {
 	case len(views) <= 1 && agreed != holders[0]:
 		j.add(LevelDegraded, "VIP %s: %s holds it but the members elected %s", v.Address, holders[0], orNone(agreed))
 	}
+}
+
+// claiming reports whether the agreed holder of v is another member that
+// was elected less than ClaimGrace ago: its claim is on its way in gossip
+// (a start, a failover seen from a third member), not missing. This node
+// knows its own addresses, so its own missing claim never waits.
+func (j *judge) claiming(v VIP, agreed string) bool {
+	took := j.s.Time.Sub(v.Elected)
+	return agreed != j.s.Node.Name && v.Holder == agreed && !v.Elected.IsZero() && !j.s.Time.IsZero() && took < ClaimGrace
 }
 
 // manyHolders judges a VIP that several members hold. When this node

@@ -22,6 +22,17 @@ func handover(ago time.Duration) Snapshot {
 	return s
 }
 
+// claimed is a pair that elected holder ago, which nobody holds yet.
+func claimed(holder string, ago time.Duration) Snapshot {
+	s := healthyPair()
+	s.VIPs[0].Holder, s.VIPs[0].HeldHere, s.VIPs[0].Elected = holder, false, s.Time.Add(-ago)
+	for i := range s.Members {
+		s.Members[i].Holds = nil
+		s.Members[i].HolderView = map[string]string{vip: holder}
+	}
+	return s
+}
+
 func deg(text string) Problem  { return Problem{Level: LevelDegraded, Text: text} }
 func fail(text string) Problem { return Problem{Level: LevelFail, Text: text} }
 
@@ -224,6 +235,21 @@ func TestAssess(t *testing.T) {
 				s.Members[0].Holds = nil
 				return s
 			},
+			problems: []Problem{fail("VIP 192.168.66.160: no member holds it (elected: lb1)")},
+		},
+		{
+			name: "elected elsewhere, its claim not heard yet", verdict: LevelDegraded,
+			snap:     func() Snapshot { return claimed("lb2", 300*time.Millisecond) },
+			problems: []Problem{deg("VIP 192.168.66.160: lb2 was elected 300ms ago and is claiming it: not heard holding it yet")},
+		},
+		{
+			name: "elected elsewhere, its claim missing past the grace", verdict: LevelFail,
+			snap:     func() Snapshot { return claimed("lb2", ClaimGrace) },
+			problems: []Problem{fail("VIP 192.168.66.160: no member holds it (elected: lb2)")},
+		},
+		{
+			name: "elected here a moment ago and not held", verdict: LevelFail,
+			snap:     func() Snapshot { return claimed("lb1", 100*time.Millisecond) },
 			problems: []Problem{fail("VIP 192.168.66.160: no member holds it (elected: lb1)")},
 		},
 		{
