@@ -241,7 +241,7 @@ func (d *demo) holderCrashes(ctx context.Context) error {
 	}
 	d.expect(n.MAC == mac2, "the client's ARP entry for the VIP now names lb2 (%s %s)", n.MAC, strings.Join(n.State, ","))
 	if how := noticed(l.Log("lb2")); how != "" {
-		d.say("  lb2 noticed: %s", how)
+		d.say("   lb2 noticed: %s", how)
 	}
 	return nil
 }
@@ -396,8 +396,13 @@ func (d *demo) report(r probe.Report) {
 		names = append(names, fmt.Sprintf("%s:%d", n, c))
 	}
 	slices.Sort(names)
-	d.say("   client -> %s (%s): %d connections, %d failed, longest gap %s, answered by %s",
-		r.Target, r.Mode, r.Attempts, r.Failures, r.LongestGap.Round(time.Millisecond), strings.Join(names, " "))
+	// A plain TCP probe cannot tell which server answered.
+	by := ""
+	if len(names) > 0 {
+		by = ", answered by " + strings.Join(names, " ")
+	}
+	d.say("   client -> %s (%s): %d connections, %d failed, longest gap %s%s",
+		r.Target, r.Mode, r.Attempts, r.Failures, r.LongestGap.Round(time.Millisecond), by)
 	if len(r.Errors) > 0 {
 		d.say("   failures: %v", r.Errors)
 	}
