@@ -369,7 +369,11 @@ func TestTickleThousandConnections(t *testing.T) {
 			res := held.Wait()
 
 			var failedAfter, recoveredAfter []time.Duration
+			firstTry := 0 // reconnected at the first attempt
 			for i, r := range res {
+				if r.Attempts == 1 && !r.Recovered.IsZero() {
+					firstTry++
+				}
 				switch {
 				case r.Failed.IsZero():
 					t.Errorf("connection %d still open 15 s after the cut (%v)", i, r.Err)
@@ -396,6 +400,19 @@ func TestTickleThousandConnections(t *testing.T) {
 			st, err := l.Status(ctx, "lb1")
 			if err != nil {
 				t.Fatal(err)
+			}
+			// A killed holder's kernel releases its gossip sockets and
+			// watches before the thousand client sockets
+			// (internal/exitorder), so lb1 takes the VIP before most
+			// clients read their end, and their first reconnection
+			// reaches it instead of the dead host's refusal.
+			claimed := st.VIPs[0].Since.Sub(t0)
+			before, _ := slices.BinarySearch(failedAfter, claimed)
+			t.Logf("%s: lb1 claimed the VIP %s after the cut, when %d of %d connections had failed; %d reconnected at the first attempt",
+				mode, claimed.Round(time.Millisecond), before, len(res), firstTry)
+			if mode == "kill" && before > len(res)/10 {
+				t.Errorf("after kill -9, %d of %d connections failed before lb1 claimed the VIP (%s after the kill), want at most a tenth: the dead holder's gossip sockets closed late?",
+					before, len(res), claimed.Round(time.Millisecond))
 			}
 			if v := st.VIPs[0]; v.LastTickled < longLivedConns+1 || v.LastTickles == nil {
 				t.Errorf("lb1's status: last takeover tickled %d (%+v), want at least %d", v.LastTickled, v.LastTickles, longLivedConns+1)

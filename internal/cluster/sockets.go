@@ -7,9 +7,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"halb/internal/exitorder"
 )
 
 // Sizes of the UDP side, as memberlist's own transport uses them.
@@ -42,6 +45,11 @@ type gossipSockets struct {
 	addr netip.AddrPort // fixed once the first open picked the port
 	tcp  *net.TCPListener
 	udp  *net.UDPConn
+	// pins hold the two sockets at the top of the descriptor table, so
+	// that a killed process's kernel closes them before its proxied
+	// connections: peers read "refused" and "port unreachable" from the
+	// first moment of the teardown, not its end (internal/exitorder).
+	pins []*exitorder.Pin
 	shut bool
 	wg   sync.WaitGroup
 }
@@ -101,6 +109,15 @@ func (s *gossipSockets) open() error {
 	}
 	s.addr = netip.AddrPortFrom(s.addr.Addr(), uint16(port))
 	s.tcp, s.udp = tcp, udp
+	s.pins = s.pins[:0]
+	for _, sock := range []syscall.Conn{tcp, udp} {
+		p, err := exitorder.New(sock, exitorder.Listeners)
+		if err != nil {
+			s.log.Debug("gossip socket released in its turn at exit", "err", err)
+			continue
+		}
+		s.pins = append(s.pins, p)
+	}
 	s.wg.Add(2)
 	go s.acceptStreams(tcp)
 	go s.readPackets(udp)
@@ -119,9 +136,12 @@ func (s *gossipSockets) closeSockets() {
 // when a process dies.
 func (s *gossipSockets) closeNow() {
 	s.mu.Lock()
-	tcp, udp := s.tcp, s.udp
-	s.tcp, s.udp = nil, nil
+	tcp, udp, pins := s.tcp, s.udp, s.pins
+	s.tcp, s.udp, s.pins = nil, nil, nil
 	s.mu.Unlock()
+	for _, p := range pins {
+		_ = p.Close()
+	}
 	if tcp != nil {
 		_ = tcp.Close()
 		_ = udp.Close()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"halb/internal/exitorder"
 )
 
 // A watch is an idle TCP connection between two members, over the gossip
@@ -314,6 +316,7 @@ func (c *Cluster) acceptWatch(node string, conn net.Conn) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetKeepAliveConfig(watchKeepAlive)
 	}
+	conn = c.pinWatch(conn)
 	err := c.watches.accept(node, conn, func() { c.watchEnded(node) })
 	if errors.Is(err, errTooManyWatches) {
 		c.refusals.refuse(conn.RemoteAddr().String(), err.Error())
@@ -321,6 +324,18 @@ func (c *Cluster) acceptWatch(node string, conn net.Conn) {
 	if err != nil {
 		_ = conn.Close()
 	}
+}
+
+// pinWatch puts a watch's socket at the top of the descriptor table: if
+// this process is killed, the kernel then closes the watch before the
+// proxied connections, so the peer hears of it before the clients do
+// (internal/exitorder). Without a pin the watch still works, only later.
+func (c *Cluster) pinWatch(conn net.Conn) net.Conn {
+	pc, err := exitorder.PinConn(conn)
+	if err != nil {
+		c.log.Debug("watch connection released in its turn at exit", "err", err)
+	}
+	return pc
 }
 
 // watchEnded probes node at once and for watchLingerBeats intervals: its
@@ -460,6 +475,7 @@ func (c *Cluster) watchOnce(ctx context.Context, node string, addr netip.AddrPor
 		return watchDialError
 	}
 	start := time.Now()
+	conn = c.pinWatch(conn)
 	defer func() { _ = conn.Close() }()
 	if !c.watches.hold(node, conn) {
 		return watchLived // shut: ctx ends too

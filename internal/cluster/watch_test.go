@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"golang.org/x/sys/unix"
 
+	"halb/internal/exitorder"
 	"halb/test/support"
 )
 
@@ -425,11 +426,13 @@ func TestWatchWithoutTheKeyIsRefused(t *testing.T) {
 // on, idle and interval in seconds, and the probe count.
 func keepAliveOf(t *testing.T, conn net.Conn) [4]int {
 	t.Helper()
-	tc, ok := conn.(*net.TCPConn)
+	// Pinned at the top of the descriptor table, so a killed process
+	// closes it first (internal/exitorder).
+	pc, ok := conn.(*exitorder.Conn)
 	if !ok {
-		t.Fatalf("watch is a %T, not TCP", conn)
+		t.Fatalf("watch is a %T, not a pinned connection", conn)
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := pc.SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
