@@ -598,6 +598,11 @@ func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist, 
 	check := time.NewTicker(c.hb.timing.check)
 	defer check.Stop()
 	var dead deadness
+	checkNow := func() {
+		if !c.playDead(&dead, sock, time.Now()) {
+			c.checkBeats(ctx, &probes)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -607,15 +612,11 @@ func (c *Cluster) heartbeatLoop(ctx context.Context, ml *memberlist.Memberlist, 
 				c.sendBeats(ml)
 			}
 		case <-check.C:
-			if !c.playDead(&dead, sock, time.Now()) {
-				c.checkBeats(ctx, &probes)
-			}
+			checkNow()
 		case <-c.hb.hinted:
 			// The probe a hint asks for goes out now, not at the next
 			// tick: a crash is noticed up to a check period sooner.
-			if !c.playDead(&dead, sock, time.Now()) {
-				c.checkBeats(ctx, &probes)
-			}
+			checkNow()
 		}
 	}
 }
