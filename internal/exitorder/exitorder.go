@@ -15,8 +15,8 @@ import (
 const reserve = 512
 
 // listenerSlots is the part of the reserve at the very top, for Listener
-// pins.
-const listenerSlots = 16
+// pins: the gossip sockets and every frontend's listener.
+const listenerSlots = 64
 
 // Band says where in the reserve a pin goes; a higher band is released
 // first.
@@ -38,14 +38,17 @@ const (
 // open than that releases some of them before its pins.
 const tableCap = 1 << 16
 
+// top is the number no pin reaches for an open-file limit of limit.
+func top(limit uint64) int { return int(min(limit, tableCap)) }
+
 // base returns the lowest descriptor number a pin of band b may take for
 // an open-file limit of limit.
 func base(limit uint64, b Band) int {
-	top := int(min(limit, tableCap))
+	t := top(limit)
 	if b == Listeners {
-		return max(top-listenerSlots, top*15/16)
+		return max(t-listenerSlots, t*15/16)
 	}
-	return max(top-reserve, top/2)
+	return max(t-reserve, t/2)
 }
 
 // fileLimit is this process's open-file limit, read once (Go raises the
@@ -81,6 +84,12 @@ func New(c syscall.Conn, b Band) (*Pin, error) {
 	})
 	if err == nil {
 		err = derr
+	}
+	if err == nil && fd >= top(fileLimit()) {
+		// The band is full and the limit is above tableCap: the kernel
+		// would grow the table past the cap for this one.
+		_ = unix.Close(fd)
+		err = unix.EMFILE
 	}
 	if err != nil {
 		return nil, fmt.Errorf("pin a socket for release first at exit (descriptor %d or above): %w",
