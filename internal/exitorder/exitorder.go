@@ -11,7 +11,8 @@ import (
 )
 
 // reserve is how many descriptors at the top of the table are kept for
-// pins: the gossip sockets and one watch per peer, with room to spare.
+// pins: the gossip sockets, the frontends' listeners and one watch per
+// peer, with room to spare.
 const reserve = 512
 
 // listenerSlots is the part of the reserve at the very top, for Listener
@@ -63,7 +64,7 @@ var fileLimit = sync.OnceValue(func() uint64 {
 
 // Pin is a duplicate of a socket's descriptor at the top of the table.
 // While it is open the socket stays open: close it together with the
-// socket (Conn and Listener do).
+// socket (Conn does; so do the gossip sockets and the proxy's listeners).
 type Pin struct {
 	fd   int
 	once sync.Once
