@@ -64,7 +64,7 @@ var fileLimit = sync.OnceValue(func() uint64 {
 
 // Pin is a duplicate of a socket's descriptor at the top of the table.
 // While it is open the socket stays open: close it together with the
-// socket (Conn does; so do the gossip sockets and the proxy's listeners).
+// socket (Conn and Listener do).
 type Pin struct {
 	fd   int
 	once sync.Once
@@ -144,4 +144,32 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 func (c *Conn) Close() error {
 	_ = c.pin.Close()
 	return c.Conn.Close()
+}
+
+// Listener is a TCP listener whose socket is pinned in the Listeners band:
+// Close closes the pin first, so the port really closes (refuses) with it.
+type Listener struct {
+	*net.TCPListener
+	pin *Pin
+}
+
+// PinListener pins ln's socket in the Listeners band if it can and returns
+// ln wrapped so that closing it closes the pin; when pinning fails it
+// returns ln as it is, with the error.
+func PinListener(ln net.Listener) (net.Listener, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return ln, fmt.Errorf("pin a %T: not a TCP listener", ln)
+	}
+	p, err := New(tl, Listeners)
+	if err != nil {
+		return ln, err
+	}
+	return &Listener{TCPListener: tl, pin: p}, nil
+}
+
+// Close closes the pin, then the listener.
+func (l *Listener) Close() error {
+	_ = l.pin.Close()
+	return l.TCPListener.Close()
 }

@@ -66,7 +66,7 @@ func TestChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	if os.Getenv(pinEnv) == "1" {
-		if _, err := New(ln.(*net.TCPListener), Listeners); err != nil {
+		if ln, err = PinListener(ln); err != nil {
 			t.Fatal(err)
 		}
 		if first, err = PinConn(first); err != nil {
@@ -181,6 +181,41 @@ func TestPinnedSocketClosesFirstAtExit(t *testing.T) {
 	}
 	if !errors.Is(probe, syscall.ECONNREFUSED) {
 		t.Errorf("a connection to the pinned listener, made when the pinned connection ended: %v; want refused", probe)
+	}
+}
+
+// TestListenerCloseClosesTheSocket: a pinned listener sits above its own
+// descriptor, and closing it must make the port refuse.
+func TestListenerCloseClosesTheSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, err := PinListener(ln)
+	if err != nil {
+		_ = ln.Close()
+		t.Fatal(err)
+	}
+	own := -1
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Control(func(fd uintptr) { own = int(fd) }); err != nil {
+		t.Fatal(err)
+	}
+	if fd, from := pl.(*Listener).pin.FD(), base(fileLimit(), Listeners); fd < from || fd <= own {
+		t.Errorf("pin at descriptor %d, want %d or above and above the listener's own %d", fd, from, own)
+	}
+	addr := pl.Addr().String()
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", addr, 5*time.Second); err == nil {
+		_ = c.Close()
+		t.Fatalf("dial %s after Close connected: the pin kept the listener open", addr)
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("dial %s after Close: %v, want refused", addr, err)
 	}
 }
 

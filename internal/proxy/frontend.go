@@ -194,37 +194,14 @@ func Listen(ctx context.Context, bind netip.AddrPort) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", bind, err)
 	}
-	return pinListener(ln), nil
-}
-
-// pinnedListener is a listener whose socket is also held at the top of the
-// descriptor table (internal/exitorder): if the process is killed, its
-// kernel closes the listener before the proxied connections, so a client
-// that retries at once into the dying host is refused rather than accepted
-// into a backlog nobody will serve and reset when the teardown ends.
-// Close closes both.
-type pinnedListener struct {
-	*net.TCPListener
-	pin *exitorder.Pin
-}
-
-func (l *pinnedListener) Close() error {
-	_ = l.pin.Close()
-	return l.TCPListener.Close()
-}
-
-// pinListener pins ln if it can; an unpinned listener works the same,
-// only closed in its turn at exit.
-func pinListener(ln net.Listener) net.Listener {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return ln
-	}
-	pin, err := exitorder.New(tl, exitorder.Listeners)
-	if err != nil {
-		return ln
-	}
-	return &pinnedListener{TCPListener: tl, pin: pin}
+	// Pinned at the top of the descriptor table (internal/exitorder): if
+	// the process is killed, its kernel closes the listener before the
+	// proxied connections, so a client that retries at once into the
+	// dying host is refused rather than accepted into a backlog nobody
+	// will serve and reset when the teardown ends. Unpinned (no free
+	// slot) it works the same, only closed in its turn at exit.
+	pinned, _ := exitorder.PinListener(ln)
+	return pinned, nil
 }
 
 // Run listens on the frontend's bind address and serves until ctx is
