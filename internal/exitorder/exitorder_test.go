@@ -168,19 +168,29 @@ func endOrder(t *testing.T, pin bool) (int, error) {
 // connections: the one it pinned must end before half of the others
 // (unpinned, it ends after nearly all: it has the smallest descriptor),
 // and its pinned listener must be closed by then.
+//
+// The order is read from this process's goroutines, which a busy machine
+// (CI runs packages in parallel) may wake late, so a pinned run can only
+// look later than the kernel's order, never earlier: the earliest of up
+// to five runs is the one judged. A pin that does not work ends after
+// nearly all of them every time.
 func TestPinnedSocketClosesFirstAtExit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a process with a thousand connections")
 	}
 	unpinned, probe := endOrder(t, false)
 	t.Logf("unpinned, the first connection ended after %d of %d others; its listener then: %v", unpinned, others, probe)
-	pinned, probe := endOrder(t, true)
-	t.Logf("pinned, it ended after %d of %d others; its listener then: %v", pinned, others, probe)
-	if pinned > others/2 {
-		t.Errorf("pinned, the first connection ended after %d of %d others; want it before half of them", pinned, others)
+	pinned := others + 1
+	for try := 1; try <= 5 && pinned > others/2; try++ {
+		at, probe := endOrder(t, true)
+		t.Logf("pinned, run %d: it ended after %d of %d others; its listener then: %v", try, at, others, probe)
+		if !errors.Is(probe, syscall.ECONNREFUSED) {
+			t.Errorf("run %d: a connection to the pinned listener, made when the pinned connection ended: %v; want refused", try, probe)
+		}
+		pinned = min(pinned, at)
 	}
-	if !errors.Is(probe, syscall.ECONNREFUSED) {
-		t.Errorf("a connection to the pinned listener, made when the pinned connection ended: %v; want refused", probe)
+	if pinned > others/2 {
+		t.Errorf("pinned, the first connection ended after %d of %d others at the earliest of five runs; want it before half of them", pinned, others)
 	}
 }
 
